@@ -1,0 +1,299 @@
+//! Configuration: built-in defaults, then a TOML file (`--config`), then
+//! command-line flags, each overriding the one before.
+
+use crate::wamp::uri::UriCheck;
+use clap::Parser;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What happens to a session whose outbound queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SlowPolicy {
+    /// Drop events for it (and count them); replies are still queued.
+    Drop,
+    /// Drop events during the grace period, then close the session.
+    Close,
+}
+
+#[derive(Parser, Debug, Default)]
+#[command(name = "fennec", version, about = "Fennec: a thread-per-core WAMP v2 message router")]
+pub struct Cli {
+    /// TOML configuration file; flags override its values.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Worker threads, each pinned to a core and owning a share of the sessions [default: all cores].
+    #[arg(long, value_name = "N")]
+    pub cores: Option<usize>,
+    /// Do not pin workers to cores.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Address of the WAMP WebSocket listener (port 0 picks a free port) [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// HTTP path of the WAMP WebSocket endpoint [default: /ws].
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<String>,
+    /// A realm to serve (repeatable) [default: realm1].
+    #[arg(long = "realm", value_name = "NAME")]
+    pub realms: Vec<String>,
+    /// Accept any valid realm name, creating realms on first use.
+    #[arg(long)]
+    pub any_realm: bool,
+    /// URI rules for topics and procedures: loose or strict [default: loose].
+    #[arg(long, value_name = "RULES")]
+    pub uri_check: Option<UriCheck>,
+    /// Largest WebSocket message accepted, in bytes; bigger closes the connection (1009) [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    pub max_message_size: Option<usize>,
+    /// Bound of each session's outbound queue, in bytes [default: 4194304].
+    #[arg(long, value_name = "BYTES")]
+    pub outbound_queue_bytes: Option<usize>,
+    /// Bound of each session's outbound queue, in messages [default: 65536].
+    #[arg(long, value_name = "N")]
+    pub outbound_queue_messages: Option<usize>,
+    /// Policy for a session whose outbound queue is full [default: close].
+    #[arg(long, value_name = "POLICY")]
+    pub slow_consumer: Option<SlowPolicy>,
+    /// Under the close policy: how long a queue may stay full before the session is closed [default: 2000].
+    #[arg(long, value_name = "MS")]
+    pub slow_grace_ms: Option<u64>,
+    /// Send metrics to this StatsD server over UDP.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub statsd: Option<String>,
+    /// Prefix of every StatsD metric name [default: fennec].
+    #[arg(long, value_name = "PREFIX")]
+    pub statsd_prefix: Option<String>,
+    /// How often metrics are flushed to StatsD, in milliseconds [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub metrics_interval_ms: Option<u64>,
+    /// On SIGINT/SIGTERM: how long to flush outbound queues before closing, in milliseconds [default: 2000].
+    #[arg(long, value_name = "MS")]
+    pub shutdown_grace_ms: Option<u64>,
+}
+
+/// The configuration file. Every key is optional.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub cores: Option<usize>,
+    pub pin: Option<bool>,
+    #[serde(default)]
+    pub wamp: WampFile,
+    #[serde(default)]
+    pub limits: LimitsFile,
+    #[serde(default)]
+    pub metrics: MetricsFile,
+    #[serde(default, rename = "realm")]
+    pub realms: Vec<RealmConfig>,
+    pub any_realm: Option<bool>,
+    pub uri_check: Option<UriCheck>,
+    pub shutdown_grace_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WampFile {
+    pub listen: Option<SocketAddr>,
+    pub path: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub max_message_size: Option<usize>,
+    pub outbound_queue_bytes: Option<usize>,
+    pub outbound_queue_messages: Option<usize>,
+    pub slow_consumer: Option<SlowPolicy>,
+    pub slow_grace_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsFile {
+    pub statsd: Option<String>,
+    pub prefix: Option<String>,
+    pub interval_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RealmConfig {
+    pub name: String,
+    /// Overrides the global slow-consumer policy for sessions of this realm.
+    pub slow_consumer: Option<SlowPolicy>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_message_size: usize,
+    pub outbound_queue_bytes: usize,
+    pub outbound_queue_messages: usize,
+    pub slow_consumer: SlowPolicy,
+    pub slow_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub statsd: Option<String>,
+    pub prefix: String,
+    pub interval: Duration,
+}
+
+/// The resolved configuration the router runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub cores: usize,
+    pub pin: bool,
+    pub listen: SocketAddr,
+    pub path: String,
+    pub realms: Vec<RealmConfig>,
+    pub any_realm: bool,
+    pub uri_check: UriCheck,
+    pub limits: Limits,
+    pub metrics: Metrics,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config::resolve(Cli::default(), File::default()).expect("defaults are valid")
+    }
+}
+
+impl Config {
+    /// Parses the command line (and the file it names).
+    pub fn from_args() -> Result<Config, String> {
+        let cli = Cli::parse();
+        let file = match &cli.config {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+                toml::from_str(&text).map_err(|e| format!("invalid config {}: {e}", path.display()))?
+            }
+            None => File::default(),
+        };
+        Config::resolve(cli, file)
+    }
+
+    pub fn resolve(cli: Cli, file: File) -> Result<Config, String> {
+        let available = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cores = cli.cores.or(file.cores).unwrap_or(available);
+        if cores == 0 || cores > 1024 {
+            return Err(format!("--cores must be between 1 and 1024, got {cores}"));
+        }
+        let mut realms = file.realms;
+        for name in cli.realms {
+            if !realms.iter().any(|r| r.name == name) {
+                realms.push(RealmConfig { name, slow_consumer: None });
+            }
+        }
+        if realms.is_empty() {
+            realms.push(RealmConfig { name: "realm1".into(), slow_consumer: None });
+        }
+        let uri_check = cli.uri_check.or(file.uri_check).unwrap_or_default();
+        for r in &realms {
+            if !crate::wamp::uri::valid_realm(&r.name, uri_check) {
+                return Err(format!("invalid realm name '{}'", r.name));
+            }
+        }
+        let path = cli.path.or(file.wamp.path).unwrap_or_else(|| "/ws".into());
+        if !path.starts_with('/') {
+            return Err(format!("--path must start with '/', got '{path}'"));
+        }
+        let limits = Limits {
+            max_message_size: cli.max_message_size.or(file.limits.max_message_size).unwrap_or(1 << 20),
+            outbound_queue_bytes: cli.outbound_queue_bytes.or(file.limits.outbound_queue_bytes).unwrap_or(4 << 20),
+            outbound_queue_messages: cli
+                .outbound_queue_messages
+                .or(file.limits.outbound_queue_messages)
+                .unwrap_or(65536),
+            slow_consumer: cli.slow_consumer.or(file.limits.slow_consumer).unwrap_or(SlowPolicy::Close),
+            slow_grace: Duration::from_millis(cli.slow_grace_ms.or(file.limits.slow_grace_ms).unwrap_or(2000)),
+        };
+        if limits.max_message_size < 1024 || limits.outbound_queue_bytes < 1024 || limits.outbound_queue_messages < 16 {
+            return Err("limits too small: max message and queue sizes must be at least 1024 bytes, 16 messages".into());
+        }
+        let metrics = Metrics {
+            statsd: cli.statsd.or(file.metrics.statsd),
+            prefix: cli.statsd_prefix.or(file.metrics.prefix).unwrap_or_else(|| "fennec".into()),
+            interval: Duration::from_millis(
+                cli.metrics_interval_ms.or(file.metrics.interval_ms).unwrap_or(1000).max(10),
+            ),
+        };
+        Ok(Config {
+            cores,
+            pin: !cli.no_pin && file.pin.unwrap_or(true),
+            listen: cli.listen.or(file.wamp.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("literal")),
+            path,
+            realms,
+            any_realm: cli.any_realm || file.any_realm.unwrap_or(false),
+            uri_check,
+            limits,
+            metrics,
+            shutdown_grace: Duration::from_millis(cli.shutdown_grace_ms.or(file.shutdown_grace_ms).unwrap_or(2000)),
+        })
+    }
+
+    /// The realm configuration for a HELLO, or `None` if the realm is not served.
+    pub fn realm(&self, name: &str) -> Option<RealmConfig> {
+        if let Some(r) = self.realms.iter().find(|r| r.name == name) {
+            return Some(r.clone());
+        }
+        (self.any_realm && crate::wamp::uri::valid_realm(name, self.uri_check))
+            .then(|| RealmConfig { name: name.to_owned(), slow_consumer: None })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = Config::default();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.path, "/ws");
+        assert_eq!(c.realms[0].name, "realm1");
+        assert!(c.realm("realm1").is_some() && c.realm("other").is_none());
+        assert_eq!(c.limits.slow_consumer, SlowPolicy::Close);
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let file: File = toml::from_str(
+            r#"
+            cores = 3
+            any_realm = true
+            [wamp]
+            listen = "0.0.0.0:9000"
+            [limits]
+            slow_consumer = "drop"
+            [[realm]]
+            name = "com.example"
+            slow_consumer = "close"
+            "#,
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from(["fennec", "--cores", "2", "--realm", "realm2"]).unwrap();
+        let c = Config::resolve(cli, file).unwrap();
+        assert_eq!(c.cores, 2);
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.limits.slow_consumer, SlowPolicy::Drop);
+        assert_eq!(c.realm("com.example").unwrap().slow_consumer, Some(SlowPolicy::Close));
+        assert!(c.realm("realm2").is_some());
+        assert!(c.realm("anything.else").is_some(), "any_realm");
+        assert!(c.realm("wamp.reserved").is_none());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(toml::from_str::<File>("colour = 1").is_err());
+        let cli = Cli::try_parse_from(["fennec", "--cores", "0"]).unwrap();
+        assert!(Config::resolve(cli, File::default()).is_err());
+        let cli = Cli::try_parse_from(["fennec", "--realm", "bad realm"]).unwrap();
+        assert!(Config::resolve(cli, File::default()).is_err());
+    }
+}

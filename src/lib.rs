@@ -1,0 +1,11 @@
+//! Fennec: a thread-per-core WAMP v2 router. See ARCHITECTURE.md for the map.
+
+pub mod config;
+pub mod conn;
+pub mod metrics;
+pub mod router;
+pub mod server;
+pub mod value;
+pub mod wamp;
+pub mod worker;
+pub mod ws;

@@ -1,0 +1,254 @@
+//! The protocol-neutral routing core.
+//!
+//! Nothing in here knows WAMP or MQTT wire formats. It holds the routing
+//! tables that every worker replicates ([`topics::TopicTable`] and
+//! [`procs::ProcTable`]), the state of the keys this worker owns
+//! ([`owner::Owner`]), and the message set workers exchange ([`ShardMsg`]).
+
+pub mod owner;
+pub mod procs;
+pub mod topics;
+
+use crate::value::{Dict, Payload};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Realm names are shared, immutable strings.
+pub type Realm = Arc<str>;
+
+/// Index of a worker thread.
+pub type WorkerId = u16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MatchPolicy {
+    Exact,
+    Prefix,
+    Wildcard,
+}
+
+impl MatchPolicy {
+    pub fn parse(s: &str) -> Option<MatchPolicy> {
+        match s {
+            "exact" => Some(MatchPolicy::Exact),
+            "prefix" => Some(MatchPolicy::Prefix),
+            "wildcard" => Some(MatchPolicy::Wildcard),
+            _ => None,
+        }
+    }
+}
+
+/// What identifies one subscription router-wide: sessions subscribing to the
+/// same topic under the same policy share one subscription ID.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SubKey {
+    pub realm: Realm,
+    pub topic: String,
+    pub policy: MatchPolicy,
+}
+
+/// A session anywhere in the router.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SessionRef {
+    pub worker: WorkerId,
+    pub id: u64,
+}
+
+/// One published event, shared (behind an `Arc`) by every worker that
+/// delivers it. Decoded once at the publisher's worker.
+#[derive(Debug)]
+pub struct Publication {
+    pub realm: Realm,
+    pub topic: String,
+    pub id: u64,
+    pub publisher: SessionRef,
+    pub exclude_me: bool,
+    pub payload: Payload,
+    /// When the PUBLISH was decoded: start of the publish->deliver histogram.
+    pub started: Instant,
+}
+
+/// A call on its way to the callee's worker.
+#[derive(Debug)]
+pub struct Invoke {
+    pub caller: SessionRef,
+    pub request: u64,
+    pub callee: u64,
+    pub registration: u64,
+    pub procedure: String,
+    pub payload: Payload,
+}
+
+/// The end of a call, on its way back to the caller's worker.
+#[derive(Debug)]
+pub struct CallDone {
+    pub caller: u64,
+    pub request: u64,
+    pub outcome: CallOutcome,
+}
+
+#[derive(Debug)]
+pub enum CallOutcome {
+    Result(Payload),
+    Error { error: String, details: Dict, payload: Payload },
+}
+
+/// Messages between workers. Every variant is handled without blocking.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// A new connection, from the acceptor.
+    Accept(mio::net::TcpStream),
+    /// Close every session and stop.
+    Shutdown,
+    /// Deliver to local subscribers.
+    Publish(Arc<Publication>),
+
+    /// To a key's owner: worker `from` has its first subscriber of `key`.
+    SubAcquire {
+        key: SubKey,
+        from: WorkerId,
+    },
+    /// To a key's owner: worker `from` has no subscriber of `key` left.
+    SubRelease {
+        key: SubKey,
+        from: WorkerId,
+    },
+    /// From the owner, once every worker routes `key` to the requester.
+    SubGranted {
+        key: SubKey,
+        subscription: u64,
+    },
+    /// Broadcast by the owner: route events matching `key` to `worker`.
+    RouteAdd {
+        key: SubKey,
+        subscription: u64,
+        worker: WorkerId,
+        barrier: Barrier,
+    },
+    /// Broadcast by the owner: stop routing `key` to `worker`.
+    RouteRemove {
+        key: SubKey,
+        subscription: u64,
+        worker: WorkerId,
+    },
+
+    /// To a procedure's owner.
+    RegAcquire {
+        realm: Realm,
+        procedure: String,
+        session: SessionRef,
+        request: u64,
+        started: Instant,
+    },
+    /// To a procedure's owner: the registration ended.
+    RegRelease {
+        realm: Realm,
+        procedure: String,
+        registration: u64,
+    },
+    /// From the owner, to the registering session's worker.
+    RegReply {
+        realm: Realm,
+        procedure: String,
+        session: u64,
+        request: u64,
+        started: Instant,
+        result: Result<u64, &'static str>,
+    },
+    /// Broadcast by the owner.
+    ProcAdd {
+        realm: Realm,
+        procedure: String,
+        registration: u64,
+        callee: SessionRef,
+        barrier: Barrier,
+    },
+    /// Broadcast by the owner.
+    ProcRemove {
+        realm: Realm,
+        procedure: String,
+        registration: u64,
+    },
+
+    /// A worker applied a broadcast change.
+    BarrierAck {
+        barrier: u64,
+    },
+
+    Invoke(Box<Invoke>),
+    CallDone(Box<CallDone>),
+    /// The caller left: drop its pending invocations (late YIELDs are dropped).
+    CallerGone {
+        caller: SessionRef,
+    },
+}
+
+/// Identifies a pending barrier at its owner worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Barrier {
+    pub owner: WorkerId,
+    pub id: u64,
+}
+
+/// The worker that owns a key: a stable hash of realm and key, so every
+/// worker computes the same owner without talking to anyone.
+pub fn owner_of(realm: &str, key: &str, workers: usize) -> WorkerId {
+    // FNV-1a: tiny, stable across runs and platforms.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in realm.bytes().chain([0u8]).chain(key.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    (h % workers as u64) as WorkerId
+}
+
+/// Router-scope IDs (subscriptions, registrations, publications) that are
+/// unique across workers without coordination: worker `w` of `n` hands out
+/// `w + 1, w + 1 + n, w + 1 + 2n, ...`, all within [1, 2^53].
+#[derive(Debug)]
+pub struct IdGen {
+    first: u64,
+    next: u64,
+    step: u64,
+}
+
+impl IdGen {
+    pub fn new(worker: WorkerId, workers: usize) -> IdGen {
+        let first = u64::from(worker) + 1;
+        IdGen { first, next: first, step: workers as u64 }
+    }
+
+    pub fn next_id(&mut self) -> u64 {
+        let id = self.next;
+        self.next += self.step;
+        if self.next > crate::wamp::message::MAX_ID {
+            // 2^53 / n IDs per worker: at a million a second that is centuries.
+            self.next = self.first;
+        }
+        id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_disjoint_across_workers() {
+        let mut seen = std::collections::HashSet::new();
+        for w in 0..3 {
+            let mut g = IdGen::new(w, 3);
+            for _ in 0..1000 {
+                let id = g.next_id();
+                assert!((1..=crate::wamp::message::MAX_ID).contains(&id));
+                assert!(seen.insert(id));
+            }
+        }
+    }
+
+    #[test]
+    fn owner_is_stable_and_spread() {
+        assert_eq!(owner_of("realm1", "a.b", 4), owner_of("realm1", "a.b", 4));
+        let owners: std::collections::HashSet<_> = (0..100).map(|i| owner_of("realm1", &format!("t{i}"), 4)).collect();
+        assert_eq!(owners.len(), 4);
+    }
+}

@@ -1,0 +1,199 @@
+//! The replicated subscription table: which subscription matches a topic, and
+//! which workers hold subscribers of it. Every worker keeps an identical copy,
+//! changed only by `RouteAdd` / `RouteRemove` broadcasts from each key's owner,
+//! so a publish is routed where it is decoded, in one hop.
+
+use super::{MatchPolicy, Realm, SubKey, WorkerId};
+use ahash::AHashMap;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub subscription: u64,
+    /// Workers with at least one subscriber, sorted, no duplicates.
+    pub workers: Vec<WorkerId>,
+}
+
+impl Route {
+    pub fn has(&self, worker: WorkerId) -> bool {
+        self.workers.binary_search(&worker).is_ok()
+    }
+}
+
+#[derive(Debug, Default)]
+struct RealmTopics {
+    exact: AHashMap<String, Route>,
+    prefix: Vec<(String, Route)>,
+    /// Pattern components (empty = any one component), the pattern, the route.
+    wildcard: Vec<(Vec<String>, String, Route)>,
+}
+
+impl RealmTopics {
+    fn route_mut(&mut self, key: &SubKey, create: bool) -> Option<&mut Route> {
+        let empty = || Route { subscription: 0, workers: Vec::new() };
+        match key.policy {
+            MatchPolicy::Exact => {
+                if create {
+                    Some(self.exact.entry(key.topic.clone()).or_insert_with(empty))
+                } else {
+                    self.exact.get_mut(&key.topic)
+                }
+            }
+            MatchPolicy::Prefix => {
+                let i = match self.prefix.iter().position(|(t, _)| *t == key.topic) {
+                    Some(i) => i,
+                    None if create => {
+                        self.prefix.push((key.topic.clone(), empty()));
+                        self.prefix.len() - 1
+                    }
+                    None => return None,
+                };
+                Some(&mut self.prefix[i].1)
+            }
+            MatchPolicy::Wildcard => {
+                let i = match self.wildcard.iter().position(|(_, t, _)| *t == key.topic) {
+                    Some(i) => i,
+                    None if create => {
+                        let parts = key.topic.split('.').map(str::to_owned).collect();
+                        self.wildcard.push((parts, key.topic.clone(), empty()));
+                        self.wildcard.len() - 1
+                    }
+                    None => return None,
+                };
+                Some(&mut self.wildcard[i].2)
+            }
+        }
+    }
+
+    fn drop_if_empty(&mut self, key: &SubKey) {
+        match key.policy {
+            MatchPolicy::Exact => {
+                if self.exact.get(&key.topic).is_some_and(|r| r.workers.is_empty()) {
+                    self.exact.remove(&key.topic);
+                }
+            }
+            MatchPolicy::Prefix => self.prefix.retain(|(_, r)| !r.workers.is_empty()),
+            MatchPolicy::Wildcard => self.wildcard.retain(|(_, _, r)| !r.workers.is_empty()),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.prefix.is_empty() && self.wildcard.is_empty()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct TopicTable {
+    realms: AHashMap<Realm, RealmTopics>,
+}
+
+impl TopicTable {
+    /// Routes events matching `key` to `worker` under `subscription`. A key
+    /// has one subscription ID at a time; the owner only re-numbers a key
+    /// after every worker released it.
+    pub fn add(&mut self, key: &SubKey, subscription: u64, worker: WorkerId) {
+        let realm = self.realms.entry(key.realm.clone()).or_default();
+        let route = realm.route_mut(key, true).expect("created");
+        if route.workers.is_empty() {
+            route.subscription = subscription;
+        }
+        assert_eq!(route.subscription, subscription, "one subscription ID per key at a time");
+        if let Err(at) = route.workers.binary_search(&worker) {
+            route.workers.insert(at, worker);
+        }
+    }
+
+    pub fn remove(&mut self, key: &SubKey, subscription: u64, worker: WorkerId) {
+        let Some(realm) = self.realms.get_mut(&key.realm) else { return };
+        if let Some(route) = realm.route_mut(key, false) {
+            if route.subscription == subscription {
+                if let Ok(at) = route.workers.binary_search(&worker) {
+                    route.workers.remove(at);
+                }
+            }
+        }
+        realm.drop_if_empty(key);
+        if realm.is_empty() {
+            self.realms.remove(&key.realm);
+        }
+    }
+
+    /// Calls `f` for every subscription whose pattern matches `topic`.
+    pub fn for_each_match<'a>(&'a self, realm: &str, topic: &str, mut f: impl FnMut(MatchPolicy, &'a Route)) {
+        let Some(realm) = self.realms.get(realm) else { return };
+        if let Some(route) = realm.exact.get(topic) {
+            f(MatchPolicy::Exact, route);
+        }
+        for (prefix, route) in &realm.prefix {
+            if topic.starts_with(prefix.as_str()) {
+                f(MatchPolicy::Prefix, route);
+            }
+        }
+        if !realm.wildcard.is_empty() {
+            let count = topic.split('.').count();
+            for (parts, _, route) in &realm.wildcard {
+                if parts.len() == count && parts.iter().zip(topic.split('.')).all(|(p, c)| p.is_empty() || p == c) {
+                    f(MatchPolicy::Wildcard, route);
+                }
+            }
+        }
+    }
+
+    /// Number of distinct subscription keys (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.realms.values().map(|r| r.exact.len() + r.prefix.len() + r.wildcard.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.realms.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(topic: &str, policy: MatchPolicy) -> SubKey {
+        SubKey { realm: "r".into(), topic: topic.into(), policy }
+    }
+
+    fn matches(t: &TopicTable, topic: &str) -> Vec<u64> {
+        let mut out = Vec::new();
+        t.for_each_match("r", topic, |_, r| out.push(r.subscription));
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn exact_prefix_wildcard() {
+        let mut t = TopicTable::default();
+        t.add(&key("a.b.c", MatchPolicy::Exact), 1, 0);
+        t.add(&key("a.b", MatchPolicy::Prefix), 2, 1);
+        t.add(&key("a..c", MatchPolicy::Wildcard), 3, 0);
+        t.add(&key("a..c", MatchPolicy::Wildcard), 3, 1);
+        assert_eq!(matches(&t, "a.b.c"), vec![1, 2, 3]);
+        assert_eq!(matches(&t, "a.x.c"), vec![3]);
+        assert_eq!(matches(&t, "a.bc"), vec![2]);
+        assert_eq!(matches(&t, "a.x.c.d"), Vec::<u64>::new());
+        let mut workers = Vec::new();
+        t.for_each_match("r", "a.x.c", |_, r| workers = r.workers.clone());
+        assert_eq!(workers, vec![0, 1]);
+        assert!(matches(&TopicTable::default(), "a.b.c").is_empty());
+    }
+
+    #[test]
+    fn remove_cleans_up() {
+        let mut t = TopicTable::default();
+        let k = key("a", MatchPolicy::Exact);
+        t.add(&k, 7, 0);
+        t.add(&k, 7, 2);
+        t.remove(&k, 7, 0);
+        assert_eq!(matches(&t, "a"), vec![7]);
+        t.remove(&k, 7, 2);
+        assert!(t.is_empty());
+        // A stale remove of an old ID does not touch a new route.
+        t.add(&k, 9, 1);
+        t.remove(&k, 7, 1);
+        assert_eq!(matches(&t, "a"), vec![9]);
+        assert_eq!(t.len(), 1);
+    }
+}

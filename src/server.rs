@@ -1,0 +1,174 @@
+//! Starting and stopping the router: binds the listener, starts the pinned
+//! workers, the metrics thread and the acceptor, and shuts them down in
+//! order. Used by `main` and by in-process tests.
+
+use crate::config::Config;
+use crate::metrics;
+use crate::router::{ShardMsg, WorkerId};
+use crate::worker::{Setup, Worker, WAKER};
+use crossbeam_channel::{bounded, Sender, TrySendError};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use socket2::{Domain, Socket, Type};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Capacity of each worker's inbox, in messages.
+pub const INBOX_CAPACITY: usize = 16 * 1024;
+/// Capacity of the channel carrying metrics snapshots.
+const METRICS_CAPACITY: usize = 256;
+
+const LISTENER: Token = Token(0);
+const STOP: Token = Token(1);
+
+/// A running router.
+pub struct Running {
+    /// The address the WAMP listener is bound to (useful with port 0).
+    pub local_addr: SocketAddr,
+    stop: Arc<Waker>,
+    acceptor: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+    metrics: Option<JoinHandle<()>>,
+    senders: Vec<Sender<ShardMsg>>,
+    wakers: Vec<Arc<Waker>>,
+}
+
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+/// Binds and starts everything. Returns once the router accepts connections.
+pub fn start(cfg: Config) -> io::Result<Running> {
+    let cfg = Arc::new(cfg);
+    let mut listener = bind(cfg.listen)?;
+    let local_addr = listener.local_addr()?;
+    let n = cfg.cores;
+
+    let mut polls = Vec::with_capacity(n);
+    let mut wakers = Vec::with_capacity(n);
+    let (mut senders, mut inboxes) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for _ in 0..n {
+        let poll = Poll::new()?;
+        wakers.push(Arc::new(Waker::new(poll.registry(), WAKER)?));
+        polls.push(poll);
+        let (tx, rx) = bounded(INBOX_CAPACITY);
+        senders.push(tx);
+        inboxes.push(rx);
+    }
+
+    let (metrics_tx, metrics_rx) = bounded(METRICS_CAPACITY);
+    let metrics_cfg = cfg.metrics.clone();
+    let metrics =
+        std::thread::Builder::new().name("metrics".into()).spawn(move || metrics::run(metrics_rx, n, metrics_cfg))?;
+
+    let cores = if cfg.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+    let mut workers = Vec::with_capacity(n);
+    for (i, (poll, inbox)) in polls.into_iter().zip(inboxes).enumerate() {
+        let setup = Setup {
+            id: i as WorkerId,
+            config: cfg.clone(),
+            poll,
+            inbox,
+            senders: senders.clone(),
+            wakers: wakers.clone(),
+            metrics: Some(metrics_tx.clone()),
+        };
+        let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+        let handle = std::thread::Builder::new().name(format!("worker-{i}")).spawn(move || {
+            if let Some(core) = core {
+                core_affinity::set_for_current(core);
+            }
+            Worker::new(setup).run()
+        })?;
+        workers.push(handle);
+    }
+    drop(metrics_tx);
+
+    let accept_poll = Poll::new()?;
+    let stop = Arc::new(Waker::new(accept_poll.registry(), STOP)?);
+    accept_poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    let (acc_senders, acc_wakers) = (senders.clone(), wakers.clone());
+    let acceptor = std::thread::Builder::new()
+        .name("acceptor".into())
+        .spawn(move || accept_loop(accept_poll, listener, acc_senders, acc_wakers))?;
+
+    Ok(Running { local_addr, stop, acceptor: Some(acceptor), workers, metrics: Some(metrics), senders, wakers })
+}
+
+/// Accepts connections and hands them to workers round-robin, so that
+/// consecutive connections land on different cores.
+fn accept_loop(mut poll: Poll, listener: TcpListener, senders: Vec<Sender<ShardMsg>>, wakers: Vec<Arc<Waker>>) {
+    let mut events = Events::with_capacity(64);
+    let mut next = 0usize;
+    loop {
+        if let Err(e) = poll.poll(&mut events, None) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            eprintln!("fennec: acceptor: poll failed: {e}");
+            return;
+        }
+        for ev in events.iter() {
+            if ev.token() == STOP {
+                return;
+            }
+        }
+        loop {
+            let stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: report, back off, keep serving.
+                    eprintln!("fennec: accept failed: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    break;
+                }
+            };
+            let mut msg = ShardMsg::Accept(stream);
+            for _ in 0..senders.len() {
+                let w = next % senders.len();
+                next = next.wrapping_add(1);
+                match senders[w].try_send(msg) {
+                    Ok(()) => {
+                        let _ = wakers[w].wake();
+                        break;
+                    }
+                    Err(TrySendError::Full(m)) | Err(TrySendError::Disconnected(m)) => msg = m,
+                }
+            }
+            // If every worker's inbox was full the connection is dropped (closed).
+        }
+    }
+}
+
+impl Running {
+    /// Stops accepting, tells every worker to say GOODBYE and flush, and
+    /// waits for all threads.
+    pub fn shutdown(mut self) {
+        let _ = self.stop.wake();
+        if let Some(a) = self.acceptor.take() {
+            let _ = a.join();
+        }
+        for (tx, waker) in self.senders.iter().zip(&self.wakers) {
+            // A blocking send is right here: this is the main thread, and
+            // workers keep draining their inboxes until they stop.
+            let _ = tx.send(ShardMsg::Shutdown);
+            let _ = waker.wake();
+        }
+        self.senders.clear();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        if let Some(m) = self.metrics.take() {
+            let _ = m.join();
+        }
+    }
+}

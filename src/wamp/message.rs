@@ -1,0 +1,462 @@
+//! WAMP v2 messages and their codec. Pure: bytes in, messages out, no I/O.
+//!
+//! Decoding goes through the neutral [`Value`] tree, then checks the shape of
+//! each message type strictly; any deviation is a [`DecodeError`] that the
+//! session answers with ABORT `wamp.error.protocol_violation`.
+//! Encoding writes fields straight into the output buffer with serde, so an
+//! EVENT is serialized from a borrowed payload without copying it.
+
+use crate::value::{serialize_dict, Dict, Payload, Value};
+use serde::ser::{Serialize, SerializeSeq};
+use std::fmt;
+
+pub const HELLO: u64 = 1;
+pub const WELCOME: u64 = 2;
+pub const ABORT: u64 = 3;
+pub const GOODBYE: u64 = 6;
+pub const ERROR: u64 = 8;
+pub const PUBLISH: u64 = 16;
+pub const PUBLISHED: u64 = 17;
+pub const SUBSCRIBE: u64 = 32;
+pub const SUBSCRIBED: u64 = 33;
+pub const UNSUBSCRIBE: u64 = 34;
+pub const UNSUBSCRIBED: u64 = 35;
+pub const EVENT: u64 = 36;
+pub const CALL: u64 = 48;
+pub const RESULT: u64 = 50;
+pub const REGISTER: u64 = 64;
+pub const REGISTERED: u64 = 65;
+pub const UNREGISTER: u64 = 66;
+pub const UNREGISTERED: u64 = 67;
+pub const INVOCATION: u64 = 68;
+pub const YIELD: u64 = 70;
+
+/// Largest WAMP ID: IDs are integers in [0, 2^53].
+pub const MAX_ID: u64 = 1 << 53;
+
+/// The two WebSocket subprotocols.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Serializer {
+    Json,
+    MsgPack,
+}
+
+impl Serializer {
+    pub fn subprotocol(self) -> &'static str {
+        match self {
+            Serializer::Json => "wamp.2.json",
+            Serializer::MsgPack => "wamp.2.msgpack",
+        }
+    }
+
+    pub fn from_subprotocol(name: &str) -> Option<Serializer> {
+        match name {
+            "wamp.2.json" => Some(Serializer::Json),
+            "wamp.2.msgpack" => Some(Serializer::MsgPack),
+            _ => None,
+        }
+    }
+
+    /// Index into per-serializer caches.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Msg {
+    Hello { realm: String, details: Dict },
+    Welcome { session: u64, details: Dict },
+    Abort { details: Dict, reason: String },
+    Goodbye { details: Dict, reason: String },
+    Error { request_type: u64, request: u64, details: Dict, error: String, payload: Payload },
+    Publish { request: u64, options: Dict, topic: String, payload: Payload },
+    Published { request: u64, publication: u64 },
+    Subscribe { request: u64, options: Dict, topic: String },
+    Subscribed { request: u64, subscription: u64 },
+    Unsubscribe { request: u64, subscription: u64 },
+    Unsubscribed { request: u64 },
+    Event { subscription: u64, publication: u64, details: Dict, payload: Payload },
+    Call { request: u64, options: Dict, procedure: String, payload: Payload },
+    Result { request: u64, details: Dict, payload: Payload },
+    Register { request: u64, options: Dict, procedure: String },
+    Registered { request: u64, registration: u64 },
+    Unregister { request: u64, registration: u64 },
+    Unregistered { request: u64 },
+    Invocation { request: u64, registration: u64, details: Dict, payload: Payload },
+    Yield { request: u64, options: Dict, payload: Payload },
+}
+
+/// Why a message could not be decoded; becomes the ABORT message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodeError(pub String);
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, DecodeError> {
+    Err(DecodeError(msg.into()))
+}
+
+/// Decodes one WAMP message from one WebSocket message.
+pub fn decode(ser: Serializer, bytes: &[u8]) -> Result<Msg, DecodeError> {
+    let value: Value = match ser {
+        Serializer::Json => serde_json::from_slice(bytes).map_err(|e| DecodeError(format!("invalid JSON: {e}")))?,
+        Serializer::MsgPack => {
+            rmp_serde::from_slice(bytes).map_err(|e| DecodeError(format!("invalid MessagePack: {e}")))?
+        }
+    };
+    let Value::List(items) = value else {
+        return err("a WAMP message must be an array");
+    };
+    let mut f = Fields { items: items.into_iter(), at: 0 };
+    let ty = f.int("message type")?;
+    let msg = match ty {
+        HELLO => Msg::Hello { realm: f.string("realm")?, details: f.dict("details")? },
+        WELCOME => Msg::Welcome { session: f.id("session")?, details: f.dict("details")? },
+        ABORT => Msg::Abort { details: f.dict("details")?, reason: f.string("reason")? },
+        GOODBYE => Msg::Goodbye { details: f.dict("details")?, reason: f.string("reason")? },
+        ERROR => Msg::Error {
+            request_type: f.int("request type")?,
+            request: f.id("request")?,
+            details: f.dict("details")?,
+            error: f.string("error")?,
+            payload: f.payload()?,
+        },
+        PUBLISH => Msg::Publish {
+            request: f.id("request")?,
+            options: f.dict("options")?,
+            topic: f.string("topic")?,
+            payload: f.payload()?,
+        },
+        PUBLISHED => Msg::Published { request: f.id("request")?, publication: f.id("publication")? },
+        SUBSCRIBE => {
+            Msg::Subscribe { request: f.id("request")?, options: f.dict("options")?, topic: f.string("topic")? }
+        }
+        SUBSCRIBED => Msg::Subscribed { request: f.id("request")?, subscription: f.id("subscription")? },
+        UNSUBSCRIBE => Msg::Unsubscribe { request: f.id("request")?, subscription: f.id("subscription")? },
+        UNSUBSCRIBED => Msg::Unsubscribed { request: f.id("request")? },
+        EVENT => Msg::Event {
+            subscription: f.id("subscription")?,
+            publication: f.id("publication")?,
+            details: f.dict("details")?,
+            payload: f.payload()?,
+        },
+        CALL => Msg::Call {
+            request: f.id("request")?,
+            options: f.dict("options")?,
+            procedure: f.string("procedure")?,
+            payload: f.payload()?,
+        },
+        RESULT => Msg::Result { request: f.id("request")?, details: f.dict("details")?, payload: f.payload()? },
+        REGISTER => {
+            Msg::Register { request: f.id("request")?, options: f.dict("options")?, procedure: f.string("procedure")? }
+        }
+        REGISTERED => Msg::Registered { request: f.id("request")?, registration: f.id("registration")? },
+        UNREGISTER => Msg::Unregister { request: f.id("request")?, registration: f.id("registration")? },
+        UNREGISTERED => Msg::Unregistered { request: f.id("request")? },
+        INVOCATION => Msg::Invocation {
+            request: f.id("request")?,
+            registration: f.id("registration")?,
+            details: f.dict("details")?,
+            payload: f.payload()?,
+        },
+        YIELD => Msg::Yield { request: f.id("request")?, options: f.dict("options")?, payload: f.payload()? },
+        other => return err(format!("unknown or unsupported message type {other}")),
+    };
+    f.end()?;
+    Ok(msg)
+}
+
+struct Fields {
+    items: std::vec::IntoIter<Value>,
+    at: usize,
+}
+
+impl Fields {
+    fn next(&mut self, what: &str) -> Result<Value, DecodeError> {
+        self.at += 1;
+        match self.items.next() {
+            Some(v) => Ok(v),
+            None => err(format!("missing {what} (element {})", self.at - 1)),
+        }
+    }
+
+    fn int(&mut self, what: &str) -> Result<u64, DecodeError> {
+        match self.next(what)? {
+            Value::UInt(n) => Ok(n),
+            other => err(format!("{what} must be a non-negative integer, got {}", kind(&other))),
+        }
+    }
+
+    fn id(&mut self, what: &str) -> Result<u64, DecodeError> {
+        let n = self.int(what)?;
+        if n > MAX_ID {
+            return err(format!("{what} {n} is out of the ID range [0, 2^53]"));
+        }
+        Ok(n)
+    }
+
+    fn string(&mut self, what: &str) -> Result<String, DecodeError> {
+        match self.next(what)? {
+            Value::Str(s) => Ok(s),
+            other => err(format!("{what} must be a string, got {}", kind(&other))),
+        }
+    }
+
+    fn dict(&mut self, what: &str) -> Result<Dict, DecodeError> {
+        match self.next(what)? {
+            Value::Dict(d) => Ok(d),
+            other => err(format!("{what} must be a dictionary, got {}", kind(&other))),
+        }
+    }
+
+    /// The optional trailing `Arguments|list, ArgumentsKw|dict`.
+    fn payload(&mut self) -> Result<Payload, DecodeError> {
+        let args = match self.items.next() {
+            None => return Ok(Payload::default()),
+            Some(Value::List(l)) => l,
+            Some(other) => return err(format!("arguments must be a list, got {}", kind(&other))),
+        };
+        let kwargs = match self.items.next() {
+            None => None,
+            Some(Value::Dict(d)) => Some(d),
+            Some(other) => return err(format!("keyword arguments must be a dictionary, got {}", kind(&other))),
+        };
+        Ok(Payload { args: Some(args), kwargs })
+    }
+
+    fn end(mut self) -> Result<(), DecodeError> {
+        match self.items.next() {
+            None => Ok(()),
+            Some(_) => err("too many elements in message"),
+        }
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Int(_) => "a negative integer",
+        Value::UInt(_) => "an integer",
+        Value::Float(_) => "a float",
+        Value::Str(_) => "a string",
+        Value::Bin(_) => "binary",
+        Value::List(_) => "a list",
+        Value::Dict(_) => "a dictionary",
+    }
+}
+
+/// One element of an outgoing message.
+#[derive(Clone, Copy)]
+pub enum Field<'a> {
+    Int(u64),
+    Str(&'a str),
+    Dict(&'a Dict),
+    /// Arguments and keyword arguments; writes nothing when both are absent.
+    Payload(&'a Payload),
+}
+
+struct Fields2<'a>(&'a [Field<'a>]);
+
+static EMPTY_LIST: Vec<Value> = Vec::new();
+
+impl Serialize for Fields2<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut n = 0;
+        for f in self.0 {
+            n += match f {
+                Field::Payload(p) if p.kwargs.is_some() => 2,
+                Field::Payload(p) if p.args.is_some() => 1,
+                Field::Payload(_) => 0,
+                _ => 1,
+            };
+        }
+        let mut seq = s.serialize_seq(Some(n))?;
+        for f in self.0 {
+            match f {
+                Field::Int(v) => seq.serialize_element(v)?,
+                Field::Str(v) => seq.serialize_element(v)?,
+                Field::Dict(d) => seq.serialize_element(&DictRef(d))?,
+                Field::Payload(p) => {
+                    if let Some(kwargs) = &p.kwargs {
+                        seq.serialize_element(p.args.as_ref().unwrap_or(&EMPTY_LIST))?;
+                        seq.serialize_element(&DictRef(kwargs))?;
+                    } else if let Some(args) = &p.args {
+                        seq.serialize_element(args)?;
+                    }
+                }
+            }
+        }
+        seq.end()
+    }
+}
+
+struct DictRef<'a>(&'a Dict);
+
+impl Serialize for DictRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_dict(self.0, s)
+    }
+}
+
+/// Appends the encoding of a message made of `fields` to `out`.
+pub fn encode_fields(ser: Serializer, fields: &[Field], out: &mut Vec<u8>) {
+    let fields = Fields2(fields);
+    // Writing into a Vec cannot fail, and every value we produce is
+    // representable in both formats (keys are strings, floats are finite or
+    // written as null by serde_json).
+    match ser {
+        Serializer::Json => serde_json::to_writer(out, &fields).expect("JSON encoding into a Vec"),
+        Serializer::MsgPack => {
+            let mut s = rmp_serde::Serializer::new(out);
+            fields.serialize(&mut s).expect("MessagePack encoding into a Vec")
+        }
+    }
+}
+
+/// Appends the encoding of `msg` to `out`.
+pub fn encode(ser: Serializer, msg: &Msg, out: &mut Vec<u8>) {
+    use Field::*;
+    let d = |d| Dict(d);
+    match msg {
+        Msg::Hello { realm, details } => encode_fields(ser, &[Int(HELLO), Str(realm), d(details)], out),
+        Msg::Welcome { session, details } => encode_fields(ser, &[Int(WELCOME), Int(*session), d(details)], out),
+        Msg::Abort { details, reason } => encode_fields(ser, &[Int(ABORT), d(details), Str(reason)], out),
+        Msg::Goodbye { details, reason } => encode_fields(ser, &[Int(GOODBYE), d(details), Str(reason)], out),
+        Msg::Error { request_type, request, details, error, payload } => encode_fields(
+            ser,
+            &[Int(ERROR), Int(*request_type), Int(*request), d(details), Str(error), Payload(payload)],
+            out,
+        ),
+        Msg::Publish { request, options, topic, payload } => {
+            encode_fields(ser, &[Int(PUBLISH), Int(*request), d(options), Str(topic), Payload(payload)], out)
+        }
+        Msg::Published { request, publication } => {
+            encode_fields(ser, &[Int(PUBLISHED), Int(*request), Int(*publication)], out)
+        }
+        Msg::Subscribe { request, options, topic } => {
+            encode_fields(ser, &[Int(SUBSCRIBE), Int(*request), d(options), Str(topic)], out)
+        }
+        Msg::Subscribed { request, subscription } => {
+            encode_fields(ser, &[Int(SUBSCRIBED), Int(*request), Int(*subscription)], out)
+        }
+        Msg::Unsubscribe { request, subscription } => {
+            encode_fields(ser, &[Int(UNSUBSCRIBE), Int(*request), Int(*subscription)], out)
+        }
+        Msg::Unsubscribed { request } => encode_fields(ser, &[Int(UNSUBSCRIBED), Int(*request)], out),
+        Msg::Event { subscription, publication, details, payload } => {
+            encode_fields(ser, &[Int(EVENT), Int(*subscription), Int(*publication), d(details), Payload(payload)], out)
+        }
+        Msg::Call { request, options, procedure, payload } => {
+            encode_fields(ser, &[Int(CALL), Int(*request), d(options), Str(procedure), Payload(payload)], out)
+        }
+        Msg::Result { request, details, payload } => {
+            encode_fields(ser, &[Int(RESULT), Int(*request), d(details), Payload(payload)], out)
+        }
+        Msg::Register { request, options, procedure } => {
+            encode_fields(ser, &[Int(REGISTER), Int(*request), d(options), Str(procedure)], out)
+        }
+        Msg::Registered { request, registration } => {
+            encode_fields(ser, &[Int(REGISTERED), Int(*request), Int(*registration)], out)
+        }
+        Msg::Unregister { request, registration } => {
+            encode_fields(ser, &[Int(UNREGISTER), Int(*request), Int(*registration)], out)
+        }
+        Msg::Unregistered { request } => encode_fields(ser, &[Int(UNREGISTERED), Int(*request)], out),
+        Msg::Invocation { request, registration, details, payload } => {
+            encode_fields(ser, &[Int(INVOCATION), Int(*request), Int(*registration), d(details), Payload(payload)], out)
+        }
+        Msg::Yield { request, options, payload } => {
+            encode_fields(ser, &[Int(YIELD), Int(*request), d(options), Payload(payload)], out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(msg: Msg) {
+        for ser in [Serializer::Json, Serializer::MsgPack] {
+            let mut out = Vec::new();
+            encode(ser, &msg, &mut out);
+            assert_eq!(decode(ser, &out).unwrap(), msg, "{ser:?}");
+        }
+    }
+
+    #[test]
+    fn every_message_roundtrips() {
+        let p = Payload {
+            args: Some(vec![Value::UInt(1), Value::Bin(vec![1, 2])]),
+            kwargs: Some(vec![("k".into(), Value::Str("v".into()))]),
+        };
+        let d: Dict = vec![("acknowledge".into(), Value::Bool(true))];
+        let msgs = vec![
+            Msg::Hello { realm: "realm1".into(), details: d.clone() },
+            Msg::Welcome { session: 5, details: d.clone() },
+            Msg::Abort { details: d.clone(), reason: "wamp.error.no_such_realm".into() },
+            Msg::Goodbye { details: Dict::new(), reason: "wamp.close.close_realm".into() },
+            Msg::Error {
+                request_type: CALL,
+                request: 3,
+                details: Dict::new(),
+                error: "com.x".into(),
+                payload: p.clone(),
+            },
+            Msg::Publish { request: 1, options: d.clone(), topic: "a.b".into(), payload: p.clone() },
+            Msg::Published { request: 1, publication: 2 },
+            Msg::Subscribe { request: 1, options: d.clone(), topic: "a.b".into() },
+            Msg::Subscribed { request: 1, subscription: 2 },
+            Msg::Unsubscribe { request: 1, subscription: 2 },
+            Msg::Unsubscribed { request: 1 },
+            Msg::Event { subscription: 1, publication: 2, details: Dict::new(), payload: p.clone() },
+            Msg::Call { request: 1, options: Dict::new(), procedure: "a.b".into(), payload: Payload::default() },
+            Msg::Result { request: 1, details: Dict::new(), payload: p.clone() },
+            Msg::Register { request: 1, options: Dict::new(), procedure: "a.b".into() },
+            Msg::Registered { request: 1, registration: 2 },
+            Msg::Unregister { request: 1, registration: 2 },
+            Msg::Unregistered { request: 1 },
+            Msg::Invocation { request: 1, registration: 2, details: Dict::new(), payload: p.clone() },
+            Msg::Yield { request: 1, options: Dict::new(), payload: Payload { args: Some(vec![]), kwargs: Some(vec![]) } },
+        ];
+        for m in msgs {
+            roundtrip(m);
+        }
+    }
+
+    #[test]
+    fn kwargs_without_args_writes_empty_args() {
+        let mut out = Vec::new();
+        let payload = Payload { args: None, kwargs: Some(vec![("a".into(), Value::UInt(1))]) };
+        encode(Serializer::Json, &Msg::Result { request: 7, details: Dict::new(), payload }, &mut out);
+        assert_eq!(std::str::from_utf8(&out).unwrap(), r#"[50,7,{},[],{"a":1}]"#);
+    }
+
+    #[test]
+    fn malformed_messages_are_errors() {
+        let bad: &[&str] = &[
+            "",
+            "{}",
+            "[]",
+            r#"["x"]"#,
+            "[99]",
+            r#"[1, 5, {}]"#,
+            r#"[1, "realm1"]"#,
+            r#"[1, "realm1", {}, 5]"#,
+            r#"[16, 1, {}, "t", {}]"#,
+            r#"[16, 1, {}, "t", [], []]"#,
+            r#"[32, 9007199254740993, {}, "t"]"#,
+            r#"[32, -1, {}, "t"]"#,
+            r#"[32, 1.5, {}, "t"]"#,
+        ];
+        for b in bad {
+            assert!(decode(Serializer::Json, b.as_bytes()).is_err(), "{b} accepted");
+        }
+        assert!(decode(Serializer::MsgPack, &[0xc1]).is_err());
+    }
+}

@@ -1,0 +1,568 @@
+//! WAMP sessions: turns decoded WAMP messages into core operations and core
+//! completions into WAMP messages. Owns the per-session state (open
+//! subscriptions, registrations, calls in flight as caller and as callee).
+
+use super::message::{self as m, decode, encode, encode_fields, Field, Msg, Serializer};
+use super::uri::{valid_pattern, valid_uri};
+use crate::config::SlowPolicy;
+use crate::metrics::{CloseReason, Op};
+use crate::router::owner::Outbox;
+use crate::router::{
+    owner_of, CallDone, CallOutcome, Invoke, MatchPolicy, Publication, Realm, SessionRef, ShardMsg, SubKey,
+};
+use crate::value::{dict_get, Dict, Payload, Value};
+use crate::worker::core::Subscribed;
+use crate::worker::Worker;
+use crate::ws::frame::{self, Opcode, MAX_HEADER};
+use ahash::AHashMap;
+use bytes::Bytes;
+use rand::Rng;
+use std::time::Instant;
+
+/// The WAMP state of one WebSocket connection.
+pub struct WampConn {
+    pub ser: Serializer,
+    /// `None` until HELLO is accepted, and again after GOODBYE.
+    pub session: Option<WampSession>,
+}
+
+impl WampConn {
+    pub fn new(ser: Serializer) -> WampConn {
+        WampConn { ser, session: None }
+    }
+}
+
+pub struct WampSession {
+    pub id: u64,
+    pub realm: Realm,
+    slow: SlowPolicy,
+    /// Subscription IDs (a session rarely has many).
+    subs: Vec<u64>,
+    /// Registration ID and procedure.
+    regs: Vec<(u64, String)>,
+    /// Calls in flight as caller: request ID -> callee worker, start time.
+    calls: AHashMap<u64, (u16, Instant)>,
+    /// Invocations in flight as callee: invocation ID -> the caller's call.
+    invocations: AHashMap<u64, (SessionRef, u64)>,
+    next_invocation: u64,
+}
+
+fn opcode(ser: Serializer) -> Opcode {
+    match ser {
+        Serializer::Json => Opcode::Text,
+        Serializer::MsgPack => Opcode::Binary,
+    }
+}
+
+/// Encodes and frames a message in one buffer: the payload is written after
+/// room for the largest header, then the header is written right before it.
+pub fn frame_fields(ser: Serializer, fields: &[Field]) -> Bytes {
+    let mut buf = Vec::with_capacity(128);
+    buf.resize(MAX_HEADER, 0);
+    encode_fields(ser, fields, &mut buf);
+    finish_frame(ser, buf)
+}
+
+fn frame_msg(ser: Serializer, msg: &Msg) -> Bytes {
+    let mut buf = Vec::with_capacity(128);
+    buf.resize(MAX_HEADER, 0);
+    encode(ser, msg, &mut buf);
+    finish_frame(ser, buf)
+}
+
+fn finish_frame(ser: Serializer, mut buf: Vec<u8>) -> Bytes {
+    let len = buf.len() - MAX_HEADER;
+    let start = frame::header_into(&mut buf[..MAX_HEADER], opcode(ser), len);
+    Bytes::from(buf).slice(start..)
+}
+
+fn send(w: &mut Worker, handle: usize, msg: &Msg) {
+    let Some(ser) = w.conns[handle].wamp().map(|c| c.ser) else { return };
+    w.send_bytes(handle, frame_msg(ser, msg));
+}
+
+fn error(w: &mut Worker, handle: usize, request_type: u64, request: u64, error: &str, message: Option<String>) {
+    let payload = Payload { args: message.map(|t| vec![Value::Str(t)]), kwargs: None };
+    let msg = Msg::Error { request_type, request, details: Dict::new(), error: error.to_owned(), payload };
+    send(w, handle, &msg);
+}
+
+/// Sends ABORT and closes the connection.
+fn abort(w: &mut Worker, handle: usize, reason: &str, message: &str, why: CloseReason) {
+    let details = vec![("message".to_owned(), Value::Str(message.to_owned()))];
+    send(w, handle, &Msg::Abort { details, reason: reason.to_owned() });
+    let code = if why == CloseReason::ProtocolViolation { frame::CLOSE_PROTOCOL_ERROR } else { frame::CLOSE_NORMAL };
+    w.close(handle, why, Some((code, reason)));
+}
+
+fn violation(w: &mut Worker, handle: usize, message: &str) {
+    abort(w, handle, "wamp.error.protocol_violation", message, CloseReason::ProtocolViolation);
+}
+
+fn session(w: &mut Worker, handle: usize) -> &mut WampSession {
+    w.conns[handle].wamp().and_then(|c| c.session.as_mut()).expect("open WAMP session")
+}
+
+/// A boolean option: absent is `None`; any other type is a protocol violation.
+fn bool_opt(d: &Dict, key: &str) -> Result<Option<bool>, String> {
+    match dict_get(d, key) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(format!("option '{key}' must be a boolean")),
+    }
+}
+
+fn request_ok(id: u64) -> bool {
+    (1..=m::MAX_ID).contains(&id)
+}
+
+/// One WebSocket message from the client.
+pub fn on_message(w: &mut Worker, handle: usize, bytes: &[u8]) {
+    let Some(conn) = w.conns[handle].wamp() else { return };
+    let ser = conn.ser;
+    let open = conn.session.is_some();
+    let msg = match decode(ser, bytes) {
+        Ok(msg) => msg,
+        Err(e) => return violation(w, handle, &e.0),
+    };
+    if !open {
+        return match msg {
+            Msg::Hello { realm, details } => hello(w, handle, realm, details),
+            Msg::Abort { .. } => w.close(handle, CloseReason::Client, Some((frame::CLOSE_NORMAL, ""))),
+            other => violation(w, handle, &format!("{} before HELLO", name(&other))),
+        };
+    }
+    let started = Instant::now();
+    match msg {
+        Msg::Hello { .. } => violation(w, handle, "HELLO on an open session"),
+        Msg::Goodbye { .. } => {
+            send(w, handle, &Msg::Goodbye { details: Dict::new(), reason: "wamp.close.goodbye_and_out".into() });
+            let conn = w.conns[handle].wamp().expect("wamp");
+            let s = conn.session.take().expect("open");
+            end_session(w, handle, s, CloseReason::Client);
+        }
+        Msg::Abort { .. } => w.close(handle, CloseReason::Client, Some((frame::CLOSE_NORMAL, ""))),
+        Msg::Publish { request, options, topic, payload } => {
+            publish(w, handle, request, options, topic, payload, started)
+        }
+        Msg::Subscribe { request, options, topic } => subscribe(w, handle, request, options, topic, started),
+        Msg::Unsubscribe { request, subscription } => unsubscribe(w, handle, request, subscription),
+        Msg::Call { request, options: _, procedure, payload } => call(w, handle, request, procedure, payload, started),
+        Msg::Register { request, options, procedure } => register(w, handle, request, options, procedure, started),
+        Msg::Unregister { request, registration } => unregister(w, handle, request, registration),
+        Msg::Yield { request, options: _, payload } => callee_done(w, handle, request, CallOutcome::Result(payload)),
+        Msg::Error { request_type: m::INVOCATION, request, details, error, payload } => {
+            if !valid_uri(&error, w.cfg.uri_check) {
+                return violation(w, handle, &format!("invalid error URI '{error}'"));
+            }
+            callee_done(w, handle, request, CallOutcome::Error { error, details, payload })
+        }
+        other => violation(w, handle, &format!("{} is not a message a client sends", name(&other))),
+    }
+}
+
+fn name(msg: &Msg) -> &'static str {
+    match msg {
+        Msg::Hello { .. } => "HELLO",
+        Msg::Welcome { .. } => "WELCOME",
+        Msg::Abort { .. } => "ABORT",
+        Msg::Goodbye { .. } => "GOODBYE",
+        Msg::Error { .. } => "ERROR",
+        Msg::Publish { .. } => "PUBLISH",
+        Msg::Published { .. } => "PUBLISHED",
+        Msg::Subscribe { .. } => "SUBSCRIBE",
+        Msg::Subscribed { .. } => "SUBSCRIBED",
+        Msg::Unsubscribe { .. } => "UNSUBSCRIBE",
+        Msg::Unsubscribed { .. } => "UNSUBSCRIBED",
+        Msg::Event { .. } => "EVENT",
+        Msg::Call { .. } => "CALL",
+        Msg::Result { .. } => "RESULT",
+        Msg::Register { .. } => "REGISTER",
+        Msg::Registered { .. } => "REGISTERED",
+        Msg::Unregister { .. } => "UNREGISTER",
+        Msg::Unregistered { .. } => "UNREGISTERED",
+        Msg::Invocation { .. } => "INVOCATION",
+        Msg::Yield { .. } => "YIELD",
+    }
+}
+
+/// The roles and features announced in WELCOME: exactly what works.
+fn router_roles() -> Value {
+    let features = |list: &[&str]| {
+        let f: Dict = list.iter().map(|k| ((*k).to_owned(), Value::Bool(true))).collect();
+        Value::Dict(vec![("features".into(), Value::Dict(f))])
+    };
+    Value::Dict(vec![
+        ("broker".into(), features(&["publisher_exclusion", "pattern_based_subscription"])),
+        ("dealer".into(), features(&[])),
+    ])
+}
+
+fn hello(w: &mut Worker, handle: usize, realm: String, details: Dict) {
+    let started = Instant::now();
+    if !matches!(dict_get(&details, "roles"), Some(Value::Dict(roles)) if !roles.is_empty()) {
+        return violation(w, handle, "HELLO.Details.roles must be a non-empty dictionary");
+    }
+    let Some(realm_cfg) = w.cfg.realm(&realm) else {
+        let message = format!("no realm '{realm}' on this router");
+        return abort(w, handle, "wamp.error.no_such_realm", &message, CloseReason::Client);
+    };
+    let mut id = rand::thread_rng().gen_range(1..=m::MAX_ID);
+    while w.sessions.contains_key(&id) {
+        id = rand::thread_rng().gen_range(1..=m::MAX_ID);
+    }
+    let slow = realm_cfg.slow_consumer.unwrap_or(w.cfg.limits.slow_consumer);
+    let realm: Realm = realm.into();
+    let conn = w.conns[handle].wamp().expect("wamp");
+    conn.session = Some(WampSession {
+        id,
+        realm: realm.clone(),
+        slow,
+        subs: Vec::new(),
+        regs: Vec::new(),
+        calls: AHashMap::new(),
+        invocations: AHashMap::new(),
+        next_invocation: 0,
+    });
+    w.sessions.insert(id, handle);
+    w.metrics.sessions += 1;
+    w.metrics.counters.sessions_opened += 1;
+    let details = vec![
+        ("realm".into(), Value::Str(realm.to_string())),
+        ("authid".into(), Value::Str(format!("anonymous-{id}"))),
+        ("authrole".into(), Value::Str("anonymous".into())),
+        ("authmethod".into(), Value::Str("anonymous".into())),
+        ("agent".into(), Value::Str(concat!("fennec-", env!("CARGO_PKG_VERSION")).into())),
+        ("roles".into(), router_roles()),
+    ];
+    send(w, handle, &Msg::Welcome { session: id, details });
+    w.metrics.record(Op::SessionOpen, started, Instant::now());
+}
+
+fn publish(
+    w: &mut Worker,
+    handle: usize,
+    request: u64,
+    options: Dict,
+    topic: String,
+    payload: Payload,
+    started: Instant,
+) {
+    if !request_ok(request) {
+        return violation(w, handle, "PUBLISH.Request must be in [1, 2^53]");
+    }
+    let (acknowledge, exclude_me) = match (bool_opt(&options, "acknowledge"), bool_opt(&options, "exclude_me")) {
+        (Ok(a), Ok(e)) => (a.unwrap_or(false), e.unwrap_or(true)),
+        (Err(e), _) | (_, Err(e)) => return violation(w, handle, &e),
+    };
+    if !valid_uri(&topic, w.cfg.uri_check) {
+        if acknowledge {
+            error(w, handle, m::PUBLISH, request, "wamp.error.invalid_uri", Some(format!("invalid topic '{topic}'")));
+        }
+        return;
+    }
+    let me = w.id;
+    let s = session(w, handle);
+    let publisher = SessionRef { worker: me, id: s.id };
+    let realm = s.realm.clone();
+    let id = w.ids.next_id();
+    w.publish(Publication { realm, topic, id, publisher, exclude_me, payload, started });
+    if acknowledge {
+        send(w, handle, &Msg::Published { request, publication: id });
+    }
+}
+
+fn subscribe(w: &mut Worker, handle: usize, request: u64, options: Dict, topic: String, started: Instant) {
+    if !request_ok(request) {
+        return violation(w, handle, "SUBSCRIBE.Request must be in [1, 2^53]");
+    }
+    let policy = match dict_get(&options, "match") {
+        None => MatchPolicy::Exact,
+        Some(Value::Str(p)) => match MatchPolicy::parse(p) {
+            Some(p) => p,
+            None => {
+                let msg = format!("unknown match policy '{p}' (exact, prefix or wildcard)");
+                return error(w, handle, m::SUBSCRIBE, request, "wamp.error.invalid_argument", Some(msg));
+            }
+        },
+        Some(_) => return violation(w, handle, "option 'match' must be a string"),
+    };
+    if !valid_pattern(&topic, policy, w.cfg.uri_check) {
+        let msg = format!("invalid topic '{topic}' for match policy {policy:?}");
+        return error(w, handle, m::SUBSCRIBE, request, "wamp.error.invalid_uri", Some(msg));
+    }
+    let s = session(w, handle);
+    let (id, realm) = (s.id, s.realm.clone());
+    if let Subscribed::Now(subscription) = w.subscribe(handle, id, SubKey { realm, topic, policy }, request, started) {
+        subscribed(w, handle, request, subscription, started);
+    }
+}
+
+/// The subscription is routed to this worker everywhere: answer.
+pub fn subscribed(w: &mut Worker, handle: usize, request: u64, subscription: u64, started: Instant) {
+    let s = session(w, handle);
+    if !s.subs.contains(&subscription) {
+        s.subs.push(subscription);
+    }
+    send(w, handle, &Msg::Subscribed { request, subscription });
+    w.metrics.record(Op::Subscribe, started, Instant::now());
+}
+
+fn unsubscribe(w: &mut Worker, handle: usize, request: u64, subscription: u64) {
+    let s = session(w, handle);
+    let Some(i) = s.subs.iter().position(|&x| x == subscription) else {
+        let msg = format!("no subscription {subscription} in this session");
+        return error(w, handle, m::UNSUBSCRIBE, request, "wamp.error.no_such_subscription", Some(msg));
+    };
+    s.subs.swap_remove(i);
+    w.unsubscribe(handle, subscription);
+    send(w, handle, &Msg::Unsubscribed { request });
+}
+
+fn register(w: &mut Worker, handle: usize, request: u64, options: Dict, procedure: String, started: Instant) {
+    if !request_ok(request) {
+        return violation(w, handle, "REGISTER.Request must be in [1, 2^53]");
+    }
+    if !valid_uri(&procedure, w.cfg.uri_check) || procedure.starts_with("wamp.") {
+        let msg = format!("invalid procedure URI '{procedure}'");
+        return error(w, handle, m::REGISTER, request, "wamp.error.invalid_uri", Some(msg));
+    }
+    for (key, fine) in [("match", "exact"), ("invoke", "single")] {
+        match dict_get(&options, key) {
+            None => {}
+            Some(Value::Str(v)) if v == fine => {}
+            Some(v) => {
+                let msg = format!("registration option {key}={v:?} is not supported (only '{fine}')");
+                return error(w, handle, m::REGISTER, request, "wamp.error.invalid_argument", Some(msg));
+            }
+        }
+    }
+    let me = w.id;
+    let s = session(w, handle);
+    let session = SessionRef { worker: me, id: s.id };
+    let realm = s.realm.clone();
+    let owner = owner_of(&realm, &procedure, w.workers);
+    w.peers.send(owner, ShardMsg::RegAcquire { realm, procedure, session, request, started });
+}
+
+/// The owner's answer to a REGISTER.
+pub fn registered(
+    w: &mut Worker,
+    handle: usize,
+    request: u64,
+    procedure: String,
+    started: Instant,
+    result: Result<u64, &'static str>,
+) {
+    match result {
+        Ok(registration) => {
+            session(w, handle).regs.push((registration, procedure));
+            send(w, handle, &Msg::Registered { request, registration });
+            w.metrics.record(Op::Register, started, Instant::now());
+        }
+        Err(uri) => {
+            let msg = format!("procedure '{procedure}' is already registered");
+            error(w, handle, m::REGISTER, request, uri, Some(msg));
+        }
+    }
+}
+
+fn unregister(w: &mut Worker, handle: usize, request: u64, registration: u64) {
+    let s = session(w, handle);
+    let Some(i) = s.regs.iter().position(|(r, _)| *r == registration) else {
+        let msg = format!("no registration {registration} in this session");
+        return error(w, handle, m::UNREGISTER, request, "wamp.error.no_such_registration", Some(msg));
+    };
+    let (_, procedure) = s.regs.swap_remove(i);
+    let realm = s.realm.clone();
+    let owner = owner_of(&realm, &procedure, w.workers);
+    w.peers.send(owner, ShardMsg::RegRelease { realm, procedure, registration });
+    send(w, handle, &Msg::Unregistered { request });
+}
+
+fn call(w: &mut Worker, handle: usize, request: u64, procedure: String, payload: Payload, started: Instant) {
+    if !request_ok(request) {
+        return violation(w, handle, "CALL.Request must be in [1, 2^53]");
+    }
+    if !valid_uri(&procedure, w.cfg.uri_check) {
+        let msg = format!("invalid procedure URI '{procedure}'");
+        return error(w, handle, m::CALL, request, "wamp.error.invalid_uri", Some(msg));
+    }
+    let me = w.id;
+    let s = session(w, handle);
+    if s.calls.contains_key(&request) {
+        return violation(w, handle, &format!("CALL request {request} is already in flight"));
+    }
+    let caller = SessionRef { worker: me, id: s.id };
+    let realm = s.realm.clone();
+    let Some(route) = w.procs.get(&realm, &procedure).copied() else {
+        let msg = format!("no callee registered for procedure '{procedure}'");
+        return error(w, handle, m::CALL, request, "wamp.error.no_such_procedure", Some(msg));
+    };
+    session(w, handle).calls.insert(request, (route.callee.worker, started));
+    let inv = Invoke { caller, request, callee: route.callee.id, registration: route.registration, procedure, payload };
+    w.peers.send(route.callee.worker, ShardMsg::Invoke(Box::new(inv)));
+}
+
+/// A call arrives at the callee's worker.
+pub fn on_invoke(w: &mut Worker, inv: Invoke) {
+    let handle = w.sessions.get(&inv.callee).copied();
+    let registered = handle.is_some_and(|h| session(w, h).regs.iter().any(|(r, _)| *r == inv.registration));
+    let (Some(handle), true) = (handle, registered) else {
+        let outcome = CallOutcome::Error {
+            error: "wamp.error.no_such_procedure".into(),
+            details: Dict::new(),
+            payload: Payload {
+                args: Some(vec![Value::Str(format!("callee of '{}' is gone", inv.procedure))]),
+                kwargs: None,
+            },
+        };
+        let done = CallDone { caller: inv.caller.id, request: inv.request, outcome };
+        return w.peers.send(inv.caller.worker, ShardMsg::CallDone(Box::new(done)));
+    };
+    let s = session(w, handle);
+    s.next_invocation = if s.next_invocation >= m::MAX_ID { 1 } else { s.next_invocation + 1 };
+    let request = s.next_invocation;
+    s.invocations.insert(request, (inv.caller, inv.request));
+    let msg = Msg::Invocation { request, registration: inv.registration, details: Dict::new(), payload: inv.payload };
+    send(w, handle, &msg);
+}
+
+/// The callee answered (YIELD or ERROR) an invocation.
+fn callee_done(w: &mut Worker, handle: usize, request: u64, outcome: CallOutcome) {
+    // Unknown: the caller left, or a late answer. Dropped, as the spec says.
+    let Some((caller, call_request)) = session(w, handle).invocations.remove(&request) else { return };
+    let done = CallDone { caller: caller.id, request: call_request, outcome };
+    w.peers.send(caller.worker, ShardMsg::CallDone(Box::new(done)));
+}
+
+/// A call's end arrives at the caller's worker.
+pub fn on_call_done(w: &mut Worker, done: CallDone) {
+    let Some(&handle) = w.sessions.get(&done.caller) else { return };
+    // Exactly one final answer per call: a second one finds no entry.
+    let Some((_, started)) = session(w, handle).calls.remove(&done.request) else { return };
+    let msg = match done.outcome {
+        CallOutcome::Result(payload) => Msg::Result { request: done.request, details: Dict::new(), payload },
+        CallOutcome::Error { error, details, payload } => {
+            Msg::Error { request_type: m::CALL, request: done.request, details, error, payload }
+        }
+    };
+    send(w, handle, &msg);
+    w.metrics.record(Op::CallResult, started, Instant::now());
+}
+
+/// The caller of some invocations on this worker left: forget them, so the
+/// callee's late YIELD is dropped.
+pub fn on_caller_gone(w: &mut Worker, caller: SessionRef) {
+    for (_, conn) in w.conns.iter_mut() {
+        if let Some(s) = conn.wamp().and_then(|c| c.session.as_mut()) {
+            if !s.invocations.is_empty() {
+                s.invocations.retain(|_, (c, _)| *c != caller);
+            }
+        }
+    }
+}
+
+/// Per-subscription cache of the framed EVENT, one per serializer.
+#[derive(Default)]
+pub struct EventCache {
+    frames: [Option<Bytes>; 2],
+}
+
+/// The framed EVENT of `p` for the subscriber on `handle`, or `None` if that
+/// subscriber must not get it (it is the publisher, with `exclude_me`).
+pub fn event_for(
+    w: &Worker,
+    handle: usize,
+    subscription: u64,
+    policy: MatchPolicy,
+    p: &Publication,
+    cache: &mut EventCache,
+) -> Option<Bytes> {
+    let crate::conn::Proto::Wamp(conn) = &w.conns[handle].proto else { return None };
+    let s = conn.session.as_ref()?;
+    if p.exclude_me && p.publisher.id == s.id && p.publisher.worker == w.id {
+        return None;
+    }
+    let slot = &mut cache.frames[conn.ser.index()];
+    if let Some(bytes) = slot {
+        return Some(bytes.clone());
+    }
+    // A pattern subscription tells the subscriber which topic matched.
+    let topic_detail;
+    let details: &Dict = if policy == MatchPolicy::Exact {
+        &EMPTY
+    } else {
+        topic_detail = vec![("topic".to_owned(), Value::Str(p.topic.clone()))];
+        &topic_detail
+    };
+    let fields = [
+        Field::Int(m::EVENT),
+        Field::Int(subscription),
+        Field::Int(p.id),
+        Field::Dict(details),
+        Field::Payload(&p.payload),
+    ];
+    let bytes = frame_fields(conn.ser, &fields);
+    *slot = Some(bytes.clone());
+    Some(bytes)
+}
+
+static EMPTY: Dict = Vec::new();
+
+/// Cleans up a session on every shard. The connection may stay (GOODBYE) or go.
+fn end_session(w: &mut Worker, handle: usize, s: WampSession, reason: CloseReason) {
+    w.sessions.remove(&s.id);
+    w.metrics.sessions -= 1;
+    w.metrics.closed(reason);
+    for sub in s.subs {
+        w.unsubscribe(handle, sub);
+    }
+    for (registration, procedure) in s.regs {
+        let owner = owner_of(&s.realm, &procedure, w.workers);
+        w.peers.send(owner, ShardMsg::RegRelease { realm: s.realm.clone(), procedure, registration });
+    }
+    for (_, (caller, request)) in s.invocations {
+        let outcome = CallOutcome::Error {
+            error: "wamp.error.canceled".into(),
+            details: Dict::new(),
+            payload: Payload { args: Some(vec![Value::Str("callee left before answering".into())]), kwargs: None },
+        };
+        w.peers.send(caller.worker, ShardMsg::CallDone(Box::new(CallDone { caller: caller.id, request, outcome })));
+    }
+    let me = SessionRef { worker: w.id, id: s.id };
+    let mut told = Vec::new();
+    for (_, (worker, _)) in s.calls {
+        if !told.contains(&worker) {
+            told.push(worker);
+            w.peers.send(worker, ShardMsg::CallerGone { caller: me });
+        }
+    }
+}
+
+/// The connection is closing: end its session, if any.
+pub fn on_close(w: &mut Worker, handle: usize, conn: WampConn, reason: CloseReason) {
+    if let Some(s) = conn.session {
+        end_session(w, handle, s, reason);
+    }
+}
+
+/// Whether a slow consumer on `handle` is closed (else its events are dropped).
+pub fn closes_when_slow(w: &Worker, handle: usize) -> bool {
+    match &w.conns[handle].proto {
+        crate::conn::Proto::Wamp(c) => c.session.as_ref().is_none_or(|s| s.slow == SlowPolicy::Close),
+        _ => true,
+    }
+}
+
+/// Server shutdown: say GOODBYE to an open session.
+pub fn shutdown(w: &mut Worker, handle: usize) {
+    let Some(conn) = w.conns[handle].wamp() else { return };
+    if conn.session.is_none() {
+        return;
+    }
+    let ser = conn.ser;
+    let bytes = frame_msg(ser, &Msg::Goodbye { details: Dict::new(), reason: "wamp.close.system_shutdown".into() });
+    // Bypass the queue bound: this is the last message.
+    w.conns[handle].out.push(bytes);
+}

@@ -1,0 +1,3 @@
+//! WebSocket: the opening handshake and framing, both pure.
+pub mod frame;
+pub mod handshake;
