@@ -1,0 +1,182 @@
+//! A minimal blocking WAMP client for the integration tests, over real
+//! sockets (tungstenite's client for the WebSocket side). Interop with
+//! third-party clients is covered by tests/autobahn.rs; this one exists to
+//! script exact byte sequences, malformed input and cross-core timing.
+#![allow(dead_code)]
+
+use fennec::config::{Cli, Config, File};
+use fennec::server::Running;
+use fennec::value::{Dict, Payload, Value};
+use fennec::wamp::message::{decode, encode, Msg, Serializer};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::protocol::WebSocket;
+use tungstenite::Message;
+
+pub use fennec::wamp::message as m;
+
+/// Starts an in-process router on an ephemeral port with extra flags.
+pub fn router(flags: &[&str]) -> Running {
+    let mut args = vec!["fennec", "--listen", "127.0.0.1:0", "--no-pin"];
+    args.extend_from_slice(flags);
+    let cli = <Cli as clap::Parser>::try_parse_from(args).expect("flags");
+    fennec::server::start(Config::resolve(cli, File::default()).expect("config")).expect("start")
+}
+
+pub struct Client {
+    pub ws: WebSocket<TcpStream>,
+    pub ser: Serializer,
+    next: u64,
+    pub session: u64,
+}
+
+pub fn connect(addr: SocketAddr, ser: Serializer) -> Client {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", ser.subprotocol().parse().unwrap());
+    let (ws, resp) = tungstenite::client(req, stream).expect("handshake");
+    assert_eq!(resp.headers()["sec-websocket-protocol"], ser.subprotocol());
+    Client { ws, ser, next: 0, session: 0 }
+}
+
+pub fn roles() -> Dict {
+    let role = |r: &str| (r.to_owned(), Value::Dict(Dict::new()));
+    let roles = vec![role("publisher"), role("subscriber"), role("caller"), role("callee")];
+    vec![("roles".into(), Value::Dict(roles))]
+}
+
+/// Connects and opens a session on realm1.
+pub fn join(addr: SocketAddr, ser: Serializer) -> Client {
+    let mut c = connect(addr, ser);
+    c.send(&Msg::Hello { realm: "realm1".into(), details: roles() });
+    match c.recv() {
+        Msg::Welcome { session, .. } => c.session = session,
+        other => panic!("expected WELCOME, got {other:?}"),
+    }
+    c
+}
+
+pub fn args(values: Vec<Value>) -> Payload {
+    Payload { args: Some(values), kwargs: None }
+}
+
+pub fn opts(pairs: &[(&str, Value)]) -> Dict {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+}
+
+impl Client {
+    pub fn request(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+
+    pub fn send(&mut self, msg: &Msg) {
+        let mut out = Vec::new();
+        encode(self.ser, msg, &mut out);
+        let frame = match self.ser {
+            Serializer::Json => Message::text(String::from_utf8(out).unwrap()),
+            Serializer::MsgPack => Message::binary(out),
+        };
+        self.ws.send(frame).expect("send");
+    }
+
+    /// Queues without flushing (for bursts).
+    pub fn write(&mut self, msg: &Msg) {
+        let mut out = Vec::new();
+        encode(self.ser, msg, &mut out);
+        let frame = match self.ser {
+            Serializer::Json => Message::text(String::from_utf8(out).unwrap()),
+            Serializer::MsgPack => Message::binary(out),
+        };
+        self.ws.write(frame).expect("write");
+    }
+
+    pub fn flush(&mut self) {
+        self.ws.flush().expect("flush");
+    }
+
+    /// The next WAMP message; panics on timeout or close.
+    pub fn recv(&mut self) -> Msg {
+        match self.next_message() {
+            Ok(msg) => msg,
+            Err(e) => panic!("expected a message, got {e}"),
+        }
+    }
+
+    /// The next WAMP message, or a description of how the connection ended.
+    pub fn next_message(&mut self) -> Result<Msg, String> {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Text(t)) => return Ok(decode(self.ser, t.as_bytes()).expect("valid WAMP")),
+                Ok(Message::Binary(b)) => return Ok(decode(self.ser, &b).expect("valid WAMP")),
+                Ok(Message::Close(frame)) => {
+                    return Err(format!("close {:?}", frame.map(|f| (u16::from(f.code), f.reason.to_string()))))
+                }
+                Ok(_) => continue,
+                Err(e) => return Err(format!("error {e}")),
+            }
+        }
+    }
+
+    /// Reads until the connection ends; returns the close code if there was one.
+    pub fn expect_close(&mut self) -> Option<u16> {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    pub fn subscribe(&mut self, topic: &str, options: Dict) -> u64 {
+        let request = self.request();
+        self.send(&Msg::Subscribe { request, options, topic: topic.into() });
+        match self.recv() {
+            Msg::Subscribed { request: r, subscription } if r == request => subscription,
+            other => panic!("expected SUBSCRIBED, got {other:?}"),
+        }
+    }
+
+    pub fn register(&mut self, procedure: &str) -> u64 {
+        let request = self.request();
+        self.send(&Msg::Register { request, options: Dict::new(), procedure: procedure.into() });
+        match self.recv() {
+            Msg::Registered { request: r, registration } if r == request => registration,
+            other => panic!("expected REGISTERED, got {other:?}"),
+        }
+    }
+
+    pub fn publish(&mut self, topic: &str, payload: Payload, acknowledge: bool) {
+        let request = self.request();
+        let options = if acknowledge { opts(&[("acknowledge", Value::Bool(true))]) } else { Dict::new() };
+        self.send(&Msg::Publish { request, options, topic: topic.into(), payload });
+        if acknowledge {
+            match self.recv() {
+                Msg::Published { request: r, .. } if r == request => {}
+                other => panic!("expected PUBLISHED, got {other:?}"),
+            }
+        }
+    }
+
+    /// Expects an ERROR for `request_type` and returns its URI.
+    pub fn expect_error(&mut self, request_type: u64) -> String {
+        match self.recv() {
+            Msg::Error { request_type: t, error, .. } if t == request_type => error,
+            other => panic!("expected ERROR, got {other:?}"),
+        }
+    }
+
+    /// Expects ABORT, returns its reason, and checks the connection closes.
+    pub fn expect_abort(&mut self) -> String {
+        let reason = match self.recv() {
+            Msg::Abort { reason, .. } => reason,
+            other => panic!("expected ABORT, got {other:?}"),
+        };
+        self.expect_close();
+        reason
+    }
+}
