@@ -92,6 +92,16 @@ pub enum CallOutcome {
     Error { error: String, details: Dict, payload: Payload },
 }
 
+/// A REGISTER on its way to the procedure's owner.
+#[derive(Debug)]
+pub struct RegRequest {
+    pub realm: Realm,
+    pub procedure: String,
+    pub session: SessionRef,
+    pub request: u64,
+    pub started: Instant,
+}
+
 /// Messages between workers. Every variant is handled without blocking.
 #[derive(Debug)]
 pub enum ShardMsg {
@@ -132,13 +142,7 @@ pub enum ShardMsg {
     },
 
     /// To a procedure's owner.
-    RegAcquire {
-        realm: Realm,
-        procedure: String,
-        session: SessionRef,
-        request: u64,
-        started: Instant,
-    },
+    RegAcquire(RegRequest),
     /// To a procedure's owner: the registration ended.
     RegRelease {
         realm: Realm,

@@ -4,9 +4,8 @@
 //! barrier), so that a publish or call issued after SUBSCRIBED / REGISTERED
 //! on any core is routed to the new subscriber or callee.
 
-use super::{Barrier, IdGen, Realm, SessionRef, ShardMsg, SubKey, WorkerId};
+use super::{Barrier, IdGen, Realm, RegRequest, ShardMsg, SubKey, WorkerId};
 use ahash::AHashMap;
-use std::time::Instant;
 
 /// Where the owner sends what it decides.
 pub trait Outbox {
@@ -86,16 +85,8 @@ impl Owner {
         }
     }
 
-    pub fn reg_acquire(
-        &mut self,
-        realm: Realm,
-        procedure: String,
-        callee: SessionRef,
-        request: u64,
-        started: Instant,
-        ids: &mut IdGen,
-        out: &mut impl Outbox,
-    ) {
+    pub fn reg_acquire(&mut self, req: RegRequest, ids: &mut IdGen, out: &mut impl Outbox) {
+        let RegRequest { realm, procedure, session: callee, request, started } = req;
         let procs = self.regs.entry(realm.clone()).or_default();
         let result = match procs.contains_key(&procedure) {
             true => Err("wamp.error.procedure_already_exists"),
@@ -124,7 +115,7 @@ impl Owner {
 
     pub fn reg_release(&mut self, realm: Realm, procedure: String, registration: u64, out: &mut impl Outbox) {
         let Some(procs) = self.regs.get_mut(&realm) else { return };
-        if !procs.get(&procedure).is_some_and(|r| r.registration == registration) {
+        if procs.get(&procedure).is_none_or(|r| r.registration != registration) {
             return;
         }
         procs.remove(&procedure);
@@ -152,7 +143,8 @@ impl Owner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::router::MatchPolicy;
+    use crate::router::{MatchPolicy, SessionRef};
+    use std::time::Instant;
 
     #[derive(Default)]
     struct Sent(Vec<(WorkerId, ShardMsg)>);
@@ -199,8 +191,10 @@ mod tests {
         let s1 = SessionRef { worker: 0, id: 1 };
         let s2 = SessionRef { worker: 0, id: 2 };
         let now = Instant::now();
-        o.reg_acquire("r".into(), "p".into(), s1, 10, now, &mut ids, &mut out);
-        o.reg_acquire("r".into(), "p".into(), s2, 11, now, &mut ids, &mut out);
+        let req =
+            |session, request| RegRequest { realm: "r".into(), procedure: "p".into(), session, request, started: now };
+        o.reg_acquire(req(s1, 10), &mut ids, &mut out);
+        o.reg_acquire(req(s2, 11), &mut ids, &mut out);
         assert!(matches!(
             &out.0[1],
             (0, ShardMsg::RegReply { session: 2, request: 11, result: Err("wamp.error.procedure_already_exists"), .. })

@@ -422,7 +422,11 @@ mod tests {
             Msg::Unregister { request: 1, registration: 2 },
             Msg::Unregistered { request: 1 },
             Msg::Invocation { request: 1, registration: 2, details: Dict::new(), payload: p.clone() },
-            Msg::Yield { request: 1, options: Dict::new(), payload: Payload { args: Some(vec![]), kwargs: Some(vec![]) } },
+            Msg::Yield {
+                request: 1,
+                options: Dict::new(),
+                payload: Payload { args: Some(vec![]), kwargs: Some(vec![]) },
+            },
         ];
         for m in msgs {
             roundtrip(m);

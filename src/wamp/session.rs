@@ -8,7 +8,7 @@ use crate::config::SlowPolicy;
 use crate::metrics::{CloseReason, Op};
 use crate::router::owner::Outbox;
 use crate::router::{
-    owner_of, CallDone, CallOutcome, Invoke, MatchPolicy, Publication, Realm, SessionRef, ShardMsg, SubKey,
+    owner_of, CallDone, CallOutcome, Invoke, MatchPolicy, Publication, Realm, RegRequest, SessionRef, ShardMsg, SubKey,
 };
 use crate::value::{dict_get, Dict, Payload, Value};
 use crate::worker::core::Subscribed;
@@ -342,7 +342,7 @@ fn register(w: &mut Worker, handle: usize, request: u64, options: Dict, procedur
     let session = SessionRef { worker: me, id: s.id };
     let realm = s.realm.clone();
     let owner = owner_of(&realm, &procedure, w.workers);
-    w.peers.send(owner, ShardMsg::RegAcquire { realm, procedure, session, request, started });
+    w.peers.send(owner, ShardMsg::RegAcquire(RegRequest { realm, procedure, session, request, started }));
 }
 
 /// The owner's answer to a REGISTER.

@@ -33,9 +33,7 @@ impl Worker {
                 self.peers.send(barrier.owner, ShardMsg::BarrierAck { barrier: barrier.id });
             }
             ShardMsg::RouteRemove { key, subscription, worker } => self.topics.remove(&key, subscription, worker),
-            ShardMsg::RegAcquire { realm, procedure, session, request, started } => {
-                self.owner.reg_acquire(realm, procedure, session, request, started, &mut self.ids, &mut self.peers)
-            }
+            ShardMsg::RegAcquire(req) => self.owner.reg_acquire(req, &mut self.ids, &mut self.peers),
             ShardMsg::RegRelease { realm, procedure, registration } => {
                 self.owner.reg_release(realm, procedure, registration, &mut self.peers)
             }
