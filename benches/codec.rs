@@ -1,1 +1,47 @@
-fn main() {}
+//! Codec micro-benchmarks: decoding a PUBLISH and encoding + framing an
+//! EVENT, in JSON and MessagePack, with a 64-byte payload.
+//! Run: cargo bench --bench codec
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use fennec::value::{Dict, Payload, Value};
+use fennec::wamp::message::{decode, encode, Field, Msg, Serializer, EVENT};
+use fennec::wamp::session::frame_fields;
+
+fn publish(ser: Serializer) -> Vec<u8> {
+    let msg = Msg::Publish {
+        request: 12345,
+        options: vec![("acknowledge".into(), Value::Bool(true))],
+        topic: "com.example.bench.topic".into(),
+        payload: Payload { args: Some(vec![Value::Str("x".repeat(64))]), kwargs: None },
+    };
+    let mut out = Vec::new();
+    encode(ser, &msg, &mut out);
+    out
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("codec");
+    g.throughput(Throughput::Elements(1));
+    for (name, ser) in [("json", Serializer::Json), ("msgpack", Serializer::MsgPack)] {
+        let bytes = publish(ser);
+        g.bench_function(format!("decode_publish_{name}"), |b| b.iter(|| decode(ser, black_box(&bytes)).unwrap()));
+        let payload = Payload { args: Some(vec![Value::Str("x".repeat(64))]), kwargs: None };
+        let details = Dict::new();
+        g.bench_function(format!("encode_event_framed_{name}"), |b| {
+            b.iter(|| {
+                let fields = [
+                    Field::Int(EVENT),
+                    Field::Int(black_box(77)),
+                    Field::Int(123456789),
+                    Field::Dict(&details),
+                    Field::Payload(&payload),
+                ];
+                frame_fields(ser, &fields)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
