@@ -60,6 +60,9 @@ pub struct Cli {
     /// Under the close policy: how long a queue may stay full before the session is closed [default: 2000].
     #[arg(long, value_name = "MS")]
     pub slow_grace_ms: Option<u64>,
+    /// A new connection that has not opened a WAMP session by then is closed, in milliseconds [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub open_timeout_ms: Option<u64>,
     /// Send metrics to this StatsD server over UDP.
     #[arg(long, value_name = "HOST:PORT")]
     pub statsd: Option<String>,
@@ -108,6 +111,7 @@ pub struct LimitsFile {
     pub outbound_queue_messages: Option<usize>,
     pub slow_consumer: Option<SlowPolicy>,
     pub slow_grace_ms: Option<u64>,
+    pub open_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -133,6 +137,7 @@ pub struct Limits {
     pub outbound_queue_messages: usize,
     pub slow_consumer: SlowPolicy,
     pub slow_grace: Duration,
+    pub open_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -212,6 +217,7 @@ impl Config {
                 .unwrap_or(65536),
             slow_consumer: cli.slow_consumer.or(file.limits.slow_consumer).unwrap_or(SlowPolicy::Close),
             slow_grace: Duration::from_millis(cli.slow_grace_ms.or(file.limits.slow_grace_ms).unwrap_or(2000)),
+            open_timeout: Duration::from_millis(cli.open_timeout_ms.or(file.limits.open_timeout_ms).unwrap_or(10_000)),
         };
         if limits.max_message_size < 1024 || limits.outbound_queue_bytes < 1024 || limits.outbound_queue_messages < 16 {
             return Err("limits too small: max message and queue sizes must be at least 1024 bytes, 16 messages".into());

@@ -194,13 +194,18 @@ pub struct Conn {
     pub dirty: bool,
     /// Queued in the worker's resume list.
     pub resume: bool,
-    /// Set once the write side is shut down; the connection is dropped at EOF
-    /// or at this deadline.
-    pub linger_until: Option<Instant>,
+    /// Set when the connection is closed: it is dropped at the peer's EOF or
+    /// at this deadline, whichever comes first, even if its peer never reads
+    /// what is still queued.
+    pub close_deadline: Option<Instant>,
+    /// The write side is shut down (everything queued was written).
+    pub write_shut: bool,
+    /// Distinguishes this connection from a later one in the same slab slot.
+    pub serial: u64,
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream) -> Conn {
+    pub fn new(stream: TcpStream, serial: u64) -> Conn {
         Conn {
             stream,
             proto: Proto::Http,
@@ -211,7 +216,9 @@ impl Conn {
             over_since: None,
             dirty: false,
             resume: false,
-            linger_until: None,
+            close_deadline: None,
+            write_shut: false,
+            serial,
         }
     }
 

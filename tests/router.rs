@@ -323,6 +323,26 @@ fn non_websocket_requests_get_http_errors() {
     r.shutdown();
 }
 
+#[test]
+fn connections_that_never_open_a_session_are_closed() {
+    let r = router(&["--cores", "1", "--open-timeout-ms", "300"]);
+    // Stuck in the HTTP phase: the socket is closed without a response.
+    let mut silent = TcpStream::connect(r.local_addr).unwrap();
+    silent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // WebSocket open, but no HELLO: closed with 1008.
+    let mut idle = connect(r.local_addr, JSON);
+    let start = Instant::now();
+    assert_eq!(idle.expect_close(), Some(1008));
+    let mut buf = [0u8; 16];
+    assert_eq!(silent.read(&mut buf).unwrap_or(0), 0);
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // A session opened in time is not affected.
+    let mut ok = join(r.local_addr, JSON);
+    std::thread::sleep(Duration::from_millis(600));
+    ok.subscribe("still.here", Dict::new());
+    r.shutdown();
+}
+
 /// With two workers, consecutive connections land on different workers; a
 /// subscription acknowledged on one core is seen by a publish from the other
 /// immediately, every time.

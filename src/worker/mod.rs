@@ -44,7 +44,7 @@ const READ_BUDGET: usize = 256 * 1024;
 const INBOX_BATCH: usize = 4096;
 /// Housekeeping tick: slow-consumer grace, lingering closes, metrics.
 const TICK: Duration = Duration::from_millis(50);
-/// How long a closed connection waits for the peer's EOF after our last byte.
+/// How long a closed connection may take to flush and see the peer's EOF.
 const LINGER: Duration = Duration::from_secs(2);
 
 /// A subscription key as seen by this worker.
@@ -105,6 +105,9 @@ pub struct Worker {
     slow: Vec<usize>,
     /// Connections lingering after their close.
     lingering: Vec<usize>,
+    /// New connections and their open deadline, oldest first.
+    opening: std::collections::VecDeque<(usize, u64, Instant)>,
+    next_serial: u64,
     /// Coarse time of this loop iteration.
     pub now: Instant,
     shutdown_deadline: Option<Instant>,
@@ -140,6 +143,8 @@ impl Worker {
             resume: Vec::new(),
             slow: Vec::new(),
             lingering: Vec::new(),
+            opening: std::collections::VecDeque::new(),
+            next_serial: 0,
             now,
             shutdown_deadline: None,
             publish_targets: vec![false; workers],
@@ -231,7 +236,9 @@ impl Worker {
             eprintln!("fennec: worker {}: cannot register connection: {e}", self.id);
             return;
         }
-        entry.insert(Conn::new(stream));
+        self.next_serial += 1;
+        entry.insert(Conn::new(stream, self.next_serial));
+        self.opening.push_back((handle, self.next_serial, self.now + self.cfg.limits.open_timeout));
     }
 
     fn mark_dirty(&mut self, handle: usize) {
@@ -305,13 +312,12 @@ impl Worker {
             if c.over_since.is_some() && c.out.bytes() <= self.cfg.limits.outbound_queue_bytes / 2 {
                 c.over_since = None;
             }
-            if c.is_closed() && c.out.is_empty() && c.linger_until.is_none() {
+            if c.is_closed() && c.out.is_empty() && !c.write_shut {
                 // Everything said: send FIN, then wait (bounded) for the
                 // peer's EOF so that unread input does not turn into a RST
                 // that could destroy our last frames.
                 let _ = c.stream.shutdown(std::net::Shutdown::Write);
-                c.linger_until = Some(self.now + LINGER);
-                self.lingering.push(handle);
+                c.write_shut = true;
             }
         }
     }
@@ -547,6 +553,8 @@ impl Worker {
         let c = &mut self.conns[handle];
         c.fragments = Vec::new();
         c.input.release();
+        c.close_deadline = Some(self.now + LINGER);
+        self.lingering.push(handle);
         self.mark_dirty(handle);
     }
 
@@ -581,9 +589,25 @@ impl Worker {
             true
         });
         self.slow.append(&mut slow);
-        // Lingering closes past their deadline.
+        // Connections that did not open a session in time.
+        while let Some(&(h, serial, deadline)) = self.opening.front() {
+            if deadline > now {
+                break;
+            }
+            self.opening.pop_front();
+            let Some(c) = self.conns.get(h).filter(|c| c.serial == serial) else { continue };
+            match &c.proto {
+                Proto::Http => self.end_conn(h, CloseReason::Handshake),
+                Proto::Wamp(w) if w.session.is_none() => {
+                    let text = format!("no HELLO within {} ms", self.cfg.limits.open_timeout.as_millis());
+                    self.close(h, CloseReason::Handshake, Some((frame::CLOSE_POLICY, &text)));
+                }
+                _ => {}
+            }
+        }
+        // Closed connections past their deadline, flushed or not.
         let mut lingering = std::mem::take(&mut self.lingering);
-        lingering.retain(|&h| match self.conns.get(h).and_then(|c| c.linger_until) {
+        lingering.retain(|&h| match self.conns.get(h).and_then(|c| c.close_deadline) {
             Some(until) if now >= until => {
                 self.drop_conn(h);
                 false
@@ -608,8 +632,14 @@ impl Worker {
         self.shutdown_deadline = Some(self.now + self.cfg.shutdown_grace);
         let handles: Vec<usize> = self.conns.iter().map(|(h, _)| h).collect();
         for h in handles {
-            crate::wamp::session::shutdown(self, h);
-            self.close(h, CloseReason::Shutdown, Some((frame::CLOSE_GOING_AWAY, "server shutdown")));
+            match self.conns[h].proto {
+                Proto::Wamp(_) => {
+                    crate::wamp::session::shutdown(self, h);
+                    self.close(h, CloseReason::Shutdown, Some((frame::CLOSE_GOING_AWAY, "server shutdown")));
+                }
+                Proto::Http => self.end_conn(h, CloseReason::Shutdown),
+                Proto::Closed => {}
+            }
         }
     }
 
