@@ -73,24 +73,23 @@ impl Client {
         self.next
     }
 
-    pub fn send(&mut self, msg: &Msg) {
+    fn frame(&self, msg: &Msg) -> Message {
         let mut out = Vec::new();
         encode(self.ser, msg, &mut out);
-        let frame = match self.ser {
+        match self.ser {
             Serializer::Json => Message::text(String::from_utf8(out).unwrap()),
             Serializer::MsgPack => Message::binary(out),
-        };
+        }
+    }
+
+    pub fn send(&mut self, msg: &Msg) {
+        let frame = self.frame(msg);
         self.ws.send(frame).expect("send");
     }
 
     /// Queues without flushing (for bursts).
     pub fn write(&mut self, msg: &Msg) {
-        let mut out = Vec::new();
-        encode(self.ser, msg, &mut out);
-        let frame = match self.ser {
-            Serializer::Json => Message::text(String::from_utf8(out).unwrap()),
-            Serializer::MsgPack => Message::binary(out),
-        };
+        let frame = self.frame(msg);
         self.ws.write(frame).expect("write");
     }
 
