@@ -3,6 +3,7 @@
 //! See perf/README.md for usage.
 
 mod codec;
+mod passive;
 mod worker;
 mod ws;
 
@@ -87,6 +88,22 @@ struct Args {
     /// Free-form label copied into the JSON result.
     #[arg(long, default_value = "")]
     label: String,
+    /// Pub/sub: extra subscriber sessions that subscribe to every topic and
+    /// then never read their socket again (slow consumers). Not counted in
+    /// `expected`/`delivered`.
+    #[arg(long, default_value_t = 0)]
+    stalled: usize,
+    /// Idle mode: open N sessions (HELLO -> WELCOME, then nothing), hold
+    /// them for --hold seconds, close them and exit. No load is generated.
+    #[arg(long, default_value_t = 0)]
+    idle: usize,
+    /// Idle mode: seconds to hold the idle sessions once all are open.
+    #[arg(long, default_value_t = 10.0)]
+    hold: f64,
+    /// PID of the router process (same machine): its VmRSS/VmHWM from
+    /// /proc/PID/status are sampled and reported.
+    #[arg(long)]
+    router_pid: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -127,6 +144,39 @@ struct Report {
     behind_schedule: u64,
     cpu_pct: f64,
     problems: usize,
+    /// Stalled subscriber sessions (--stalled).
+    stalled: usize,
+    /// ... of which the router had closed by the end of the run.
+    stalled_closed: usize,
+    /// Router VmRSS (KiB) before the load starts (after setup), sampled
+    /// every 50 ms during the measurement (max), at the end of it, and the
+    /// router's VmHWM at the end. Null without --router-pid.
+    router_rss_start_kb: Option<u64>,
+    router_rss_max_kb: Option<u64>,
+    router_rss_end_kb: Option<u64>,
+    router_hwm_kb: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct IdleReport {
+    label: String,
+    mode: &'static str,
+    serializer: &'static str,
+    url: String,
+    idle: usize,
+    opened: usize,
+    open_s: f64,
+    hold_s: f64,
+    /// Sessions whose connection the router had closed by the end of the hold.
+    closed_by_router: usize,
+    router_rss_before_kb: Option<u64>,
+    /// 1 s after the last session was opened.
+    router_rss_open_kb: Option<u64>,
+    /// At the end of the hold.
+    router_rss_end_kb: Option<u64>,
+    router_hwm_kb: Option<u64>,
+    /// (router_rss_end_kb - router_rss_before_kb) * 1024 / opened.
+    bytes_per_session: Option<f64>,
 }
 
 fn cpu_time() -> Duration {
@@ -179,6 +229,12 @@ fn main() {
         die(64, "--threads and --window must be >= 1, --rate >= 0");
     }
 
+    if args.idle > 0 {
+        idle_mode(&args, &url, ser);
+        return;
+    }
+    let mem = |i: usize| args.router_pid.and_then(passive::proc_mem_kb).map(|m| if i == 0 { m.0 } else { m.1 });
+
     // Connection list: receivers first so they are spread like senders.
     let mut specs: Vec<(Role, usize)> = Vec::new();
     let (senders, fanout) = match scenario {
@@ -218,6 +274,23 @@ fn main() {
     });
     let shared = Arc::new(Shared::new());
 
+    // Stalled subscribers: subscribed before any load thread starts, so
+    // they are in place before the first PUBLISH; never read afterwards.
+    let mut stalled = Vec::with_capacity(args.stalled);
+    if args.stalled > 0 {
+        if scenario != Scenario::PubSub {
+            die(64, "--stalled needs --scenario pubsub");
+        }
+        let topics: Vec<String> = (0..args.topics).map(|t| format!("bench.topic.{t}")).collect();
+        for _ in 0..args.stalled {
+            let mut s = passive::Session::open(&cfg.url, ser, &args.realm)
+                .unwrap_or_else(|e| die(2, &format!("stalled subscriber: {e}")));
+            s.subscribe(ser, &topics).unwrap_or_else(|e| die(4, &format!("stalled subscriber: {e}")));
+            s.shrink_rcvbuf();
+            stalled.push(s);
+        }
+    }
+
     let mut per_thread: Vec<Vec<(Role, usize)>> = vec![Vec::new(); threads];
     for (i, s) in specs.into_iter().enumerate() {
         per_thread[i % threads].push(s);
@@ -243,6 +316,9 @@ fn main() {
         std::thread::sleep(Duration::from_millis(1));
     }
     let mut cpu_window = None;
+    let rss_start = mem(0);
+    let mut rss_max = rss_start;
+    let mut rss_end = None;
     if shared.ready.load(Ordering::SeqCst) == threads && !shared.failed.load(Ordering::SeqCst) {
         shared.start_ns.store(shared.now_ns(), Ordering::SeqCst);
         shared.go.store(true, Ordering::SeqCst);
@@ -252,12 +328,15 @@ fn main() {
         let end = start + warmup + duration;
         while Instant::now() < end && !shared.failed.load(Ordering::SeqCst) {
             std::thread::sleep(end.saturating_duration_since(Instant::now()).min(Duration::from_millis(50)));
+            rss_max = rss_max.max(mem(0));
         }
         cpu_window = Some((cpu_time() - c0, t0.elapsed()));
+        rss_end = mem(0);
     }
 
     let mut stats = Stats::new();
     let mut fail: Option<Fail> = None;
+    let hwm = mem(1);
     for h in handles {
         match h.join() {
             Ok(Ok(s)) => stats.merge(s),
@@ -331,6 +410,12 @@ fn main() {
         behind_schedule: stats.behind,
         cpu_pct: (cpu_pct * 10.0).round() / 10.0,
         problems: stats.problems.len(),
+        stalled: stalled.len(),
+        stalled_closed: stalled.iter_mut().filter_map(|s| s.drain_and_check_closed().then_some(())).count(),
+        router_rss_start_kb: rss_start,
+        router_rss_max_kb: rss_max,
+        router_rss_end_kb: rss_end,
+        router_hwm_kb: hwm,
     };
     let line = serde_json::to_string(&report).expect("json");
     // Ignore stdout errors (e.g. piped into `head`); the file is what counts.
@@ -364,6 +449,67 @@ fn main() {
     }
     if !stats.problems.is_empty() {
         die(4, &format!("{} connection problem(s) during the run, first: {}", stats.problems.len(), stats.problems[0]));
+    }
+}
+
+/// `--idle N`: open N sessions, hold them, report the router's memory.
+fn idle_mode(args: &Args, url: &ws::WsUrl, ser: Ser) {
+    let hold = secs(args.hold, "hold");
+    let mem = || args.router_pid.and_then(passive::proc_mem_kb);
+    let before = mem();
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(300);
+    let mut sessions = Vec::with_capacity(args.idle);
+    for i in 0..args.idle {
+        if Instant::now() > deadline {
+            die(2, &format!("idle: only {i} of {} sessions opened within 300 s", args.idle));
+        }
+        match passive::Session::open(url, ser, &args.realm) {
+            Ok(s) => sessions.push(s),
+            Err(e) => die(2, &format!("idle: session {i} of {}: {e}", args.idle)),
+        }
+        if (i + 1) % 1000 == 0 {
+            eprintln!("fennec-load: idle: {} sessions open", i + 1);
+        }
+    }
+    let open_s = t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(1).min(hold));
+    let at_open = mem();
+    eprintln!("fennec-load: idle: {} sessions open after {open_s:.1} s, holding {} s", sessions.len(), args.hold);
+    std::thread::sleep(hold.saturating_sub(Duration::from_secs(1)));
+    let end = mem();
+    let closed = sessions.iter_mut().filter_map(|s| s.drain_and_check_closed().then_some(())).count();
+    let per = match (before, end) {
+        (Some(b), Some(e)) if !sessions.is_empty() => {
+            Some(((e.0 as f64 - b.0 as f64) * 1024.0 / sessions.len() as f64).round())
+        }
+        _ => None,
+    };
+    let report = IdleReport {
+        label: args.label.clone(),
+        mode: "idle",
+        serializer: ser.name(),
+        url: args.url.clone(),
+        idle: args.idle,
+        opened: sessions.len(),
+        open_s: (open_s * 100.0).round() / 100.0,
+        hold_s: hold.as_secs_f64(),
+        closed_by_router: closed,
+        router_rss_before_kb: before.map(|m| m.0),
+        router_rss_open_kb: at_open.map(|m| m.0),
+        router_rss_end_kb: end.map(|m| m.0),
+        router_hwm_kb: end.map(|m| m.1),
+        bytes_per_session: per,
+    };
+    let line = serde_json::to_string(&report).expect("json");
+    println!("{line}");
+    if let Some(path) = &args.json_out {
+        use std::io::Write;
+        let r =
+            std::fs::OpenOptions::new().create(true).append(true).open(path).and_then(|mut f| writeln!(f, "{line}"));
+        if let Err(e) = r {
+            die(5, &format!("cannot write {}: {e}", path.display()));
+        }
     }
 }
 
