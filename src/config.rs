@@ -75,6 +75,59 @@ pub struct Cli {
     /// On SIGINT/SIGTERM: how long to flush outbound queues before closing, in milliseconds [default: 2000].
     #[arg(long, value_name = "MS")]
     pub shutdown_grace_ms: Option<u64>,
+    /// Address of the MQTT listener (port 0 picks a free port) [default: 127.0.0.1:1883].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub mqtt: Option<SocketAddr>,
+    /// Do not listen for MQTT (neither TCP nor WebSocket).
+    #[arg(long)]
+    pub no_mqtt: bool,
+    /// Realm of MQTT clients that do not name one as `user@realm` [default: the first realm].
+    #[arg(long, value_name = "NAME")]
+    pub mqtt_realm: Option<String>,
+}
+
+/// The `[mqtt]` table.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MqttFile {
+    pub listen: Option<SocketAddr>,
+    pub enabled: Option<bool>,
+    /// HTTP path of MQTT over WebSocket (subprotocol `mqtt`) on the WAMP listener.
+    pub ws_path: Option<String>,
+    pub realm: Option<String>,
+    /// Keep-alive granted at most, seconds (0: whatever the client asks).
+    pub max_keepalive: Option<u16>,
+    /// Unacknowledged QoS 1/2 messages in flight toward one client.
+    pub max_inflight: Option<u16>,
+    /// QoS 2 messages from one client awaiting PUBREL (the CONNACK receive maximum).
+    pub receive_maximum: Option<u16>,
+    /// QoS 1/2 messages queued for one session (offline, or window full);
+    /// beyond it they are dropped and counted.
+    pub max_queued_messages: Option<usize>,
+    /// Largest packet accepted, bytes [default: limits.max_message_size].
+    pub max_packet_size: Option<usize>,
+    /// Topic aliases a client may use toward the broker.
+    pub topic_alias_maximum: Option<u16>,
+    /// Longest session expiry granted, seconds (none: as asked).
+    pub max_session_expiry: Option<u32>,
+    /// Topic filters (MQTT syntax) nobody may subscribe to: SUBACK 0x87.
+    pub deny_subscribe: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Mqtt {
+    /// `None`: MQTT is off.
+    pub listen: Option<SocketAddr>,
+    pub ws_path: Option<String>,
+    pub realm: String,
+    pub max_keepalive: u16,
+    pub max_inflight: u16,
+    pub receive_maximum: u16,
+    pub max_queued_messages: usize,
+    pub max_packet_size: usize,
+    pub topic_alias_maximum: u16,
+    pub max_session_expiry: Option<u32>,
+    pub deny_subscribe: Vec<String>,
 }
 
 /// The configuration file. Every key is optional.
@@ -94,6 +147,8 @@ pub struct File {
     pub any_realm: Option<bool>,
     pub uri_check: Option<UriCheck>,
     pub shutdown_grace_ms: Option<u64>,
+    #[serde(default)]
+    pub mqtt: MqttFile,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -160,6 +215,7 @@ pub struct Config {
     pub limits: Limits,
     pub metrics: Metrics,
     pub shutdown_grace: Duration,
+    pub mqtt: Mqtt,
 }
 
 impl Default for Config {
@@ -229,6 +285,31 @@ impl Config {
                 cli.metrics_interval_ms.or(file.metrics.interval_ms).unwrap_or(1000).max(10),
             ),
         };
+        let m = file.mqtt;
+        let enabled = !cli.no_mqtt && m.enabled.unwrap_or(true);
+        let mqtt_realm = cli.mqtt_realm.or(m.realm).unwrap_or_else(|| realms[0].name.clone());
+        let mqtt = Mqtt {
+            listen: enabled
+                .then(|| cli.mqtt.or(m.listen).unwrap_or_else(|| "127.0.0.1:1883".parse().expect("literal"))),
+            ws_path: enabled.then(|| m.ws_path.unwrap_or_else(|| "/mqtt".into())),
+            realm: mqtt_realm,
+            max_keepalive: m.max_keepalive.unwrap_or(0),
+            max_inflight: m.max_inflight.unwrap_or(1000).max(1),
+            receive_maximum: m.receive_maximum.unwrap_or(1000).max(1),
+            max_queued_messages: m.max_queued_messages.unwrap_or(10_000),
+            max_packet_size: m.max_packet_size.unwrap_or(limits.max_message_size).max(64),
+            topic_alias_maximum: m.topic_alias_maximum.unwrap_or(64),
+            max_session_expiry: m.max_session_expiry,
+            deny_subscribe: m.deny_subscribe.unwrap_or_default(),
+        };
+        if let Some(p) = &mqtt.ws_path {
+            if !p.starts_with('/') || *p == path {
+                return Err(format!("mqtt.ws_path must start with '/' and differ from the WAMP path, got '{p}'"));
+            }
+        }
+        for f in &mqtt.deny_subscribe {
+            crate::mqtt::topic::parse_filter(f).map_err(|e| format!("mqtt.deny_subscribe: '{f}': {e}"))?;
+        }
         Ok(Config {
             cores,
             pin: !cli.no_pin && file.pin.unwrap_or(true),
@@ -240,6 +321,7 @@ impl Config {
             limits,
             metrics,
             shutdown_grace: Duration::from_millis(cli.shutdown_grace_ms.or(file.shutdown_grace_ms).unwrap_or(2000)),
+            mqtt,
         })
     }
 

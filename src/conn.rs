@@ -175,6 +175,8 @@ pub enum Proto {
     /// Waiting for the HTTP upgrade request.
     Http,
     Wamp(Box<WampConn>),
+    /// MQTT over TCP, or over WebSocket after the upgrade.
+    Mqtt(Box<crate::mqtt::session::MqttConn>),
     /// Ended: flushing what is queued, then lingering until the peer closes.
     Closed,
 }
@@ -194,6 +196,8 @@ pub struct Conn {
     pub dirty: bool,
     /// Queued in the worker's resume list.
     pub resume: bool,
+    /// Input is not read while set (an MQTT CONNECT waits for its session).
+    pub paused: bool,
     /// Set when the connection is closed: it is dropped at the peer's EOF or
     /// at this deadline, whichever comes first, even if its peer never reads
     /// what is still queued.
@@ -216,6 +220,7 @@ impl Conn {
             over_since: None,
             dirty: false,
             resume: false,
+            paused: false,
             close_deadline: None,
             write_shut: false,
             serial,

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod conn;
 pub mod metrics;
+pub mod mqtt;
 pub mod router;
 pub mod server;
 pub mod value;

@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         }
     };
     let path = cfg.path.clone();
+    let mqtt_ws = cfg.mqtt.ws_path.clone();
     let cores = cfg.cores;
     let running = match fennec::server::start(cfg) {
         Ok(r) => r,
@@ -31,6 +32,9 @@ fn main() -> ExitCode {
         }
     };
     println!("fennec listening on ws://{}{} ({} workers)", running.local_addr, path, cores);
+    if let (Some(addr), Some(ws)) = (running.mqtt_addr, mqtt_ws) {
+        println!("fennec MQTT listening on mqtt://{addr} and ws://{}{ws}", running.local_addr);
+    }
     let _ = std::io::stdout().flush();
     if let Some(sig) = signals.forever().next() {
         eprintln!("fennec: signal {sig}, shutting down");

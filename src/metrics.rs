@@ -24,9 +24,26 @@ pub enum Op {
     Register,
     /// HELLO decoded -> WELCOME queued.
     SessionOpen,
+    /// MQTT PUBLISH (or WAMP PUBLISH) decoded -> MQTT PUBLISH queued on a
+    /// subscriber's connection, by the QoS it is delivered with.
+    MqttDeliver0,
+    MqttDeliver1,
+    MqttDeliver2,
+    /// CONNECT decoded -> CONNACK queued (session registry round trip included).
+    MqttConnect,
 }
 
-pub const OPS: [Op; 5] = [Op::PublishDeliver, Op::CallResult, Op::Subscribe, Op::Register, Op::SessionOpen];
+pub const OPS: [Op; 9] = [
+    Op::PublishDeliver,
+    Op::CallResult,
+    Op::Subscribe,
+    Op::Register,
+    Op::SessionOpen,
+    Op::MqttDeliver0,
+    Op::MqttDeliver1,
+    Op::MqttDeliver2,
+    Op::MqttConnect,
+];
 
 impl Op {
     pub fn name(self) -> &'static str {
@@ -36,6 +53,10 @@ impl Op {
             Op::Subscribe => "subscribe",
             Op::Register => "register",
             Op::SessionOpen => "session_open",
+            Op::MqttDeliver0 => "mqtt.publish_deliver.qos0",
+            Op::MqttDeliver1 => "mqtt.publish_deliver.qos1",
+            Op::MqttDeliver2 => "mqtt.publish_deliver.qos2",
+            Op::MqttConnect => "mqtt.connect",
         }
     }
 }
@@ -52,15 +73,21 @@ pub enum CloseReason {
     Shutdown,
     /// Refused at the HTTP handshake.
     Handshake,
+    /// MQTT keep-alive expired.
+    KeepAlive,
+    /// MQTT session taken over by a new connection with the same client ID.
+    TakenOver,
 }
 
-pub const CLOSE_REASONS: [CloseReason; 6] = [
+pub const CLOSE_REASONS: [CloseReason; 8] = [
     CloseReason::Client,
     CloseReason::Lost,
     CloseReason::ProtocolViolation,
     CloseReason::SlowConsumer,
     CloseReason::Shutdown,
     CloseReason::Handshake,
+    CloseReason::KeepAlive,
+    CloseReason::TakenOver,
 ];
 
 impl CloseReason {
@@ -72,6 +99,8 @@ impl CloseReason {
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Handshake => "handshake",
+            CloseReason::KeepAlive => "keep_alive",
+            CloseReason::TakenOver => "taken_over",
         }
     }
 }
@@ -84,6 +113,10 @@ pub struct Counters {
     pub bytes_out: u64,
     pub events_dropped: u64,
     pub sessions_opened: u64,
+    /// MQTT messages not delivered: a persistent session's queue full, QoS 0
+    /// for an offline session, expired, or over the client's maximum packet size.
+    pub mqtt_dropped: u64,
+    pub mqtt_connects: u64,
     pub closed: [u64; CLOSE_REASONS.len()],
 }
 
@@ -95,6 +128,8 @@ impl Counters {
         self.bytes_out += o.bytes_out;
         self.events_dropped += o.events_dropped;
         self.sessions_opened += o.sessions_opened;
+        self.mqtt_dropped += o.mqtt_dropped;
+        self.mqtt_connects += o.mqtt_connects;
         for (a, b) in self.closed.iter_mut().zip(o.closed) {
             *a += b;
         }
@@ -226,6 +261,8 @@ fn emit(client: &statsd::Client, hist: &[Histogram<u64>], c: &Counters, sessions
     p.count("bytes.out", c.bytes_out as f64);
     p.count("events.dropped", c.events_dropped as f64);
     p.count("sessions.opened", c.sessions_opened as f64);
+    p.count("mqtt.dropped", c.mqtt_dropped as f64);
+    p.count("mqtt.connects", c.mqtt_connects as f64);
     for (reason, n) in CLOSE_REASONS.iter().zip(c.closed) {
         if n > 0 {
             p.count(&format!("sessions.closed.{}", reason.name()), n as f64);

@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::metrics;
-use crate::router::{ShardMsg, WorkerId};
+use crate::router::{Listener, ShardMsg, WorkerId};
 use crate::worker::{Setup, Worker, WAKER};
 use crossbeam_channel::{bounded, Sender, TrySendError};
 use mio::net::TcpListener;
@@ -22,11 +22,14 @@ const METRICS_CAPACITY: usize = 256;
 
 const LISTENER: Token = Token(0);
 const STOP: Token = Token(1);
+const MQTT_LISTENER: Token = Token(2);
 
 /// A running router.
 pub struct Running {
     /// The address the WAMP listener is bound to (useful with port 0).
     pub local_addr: SocketAddr,
+    /// The address of the MQTT listener, if MQTT is on.
+    pub mqtt_addr: Option<SocketAddr>,
     stop: Arc<Waker>,
     acceptor: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
@@ -49,6 +52,14 @@ pub fn start(cfg: Config) -> io::Result<Running> {
     let cfg = Arc::new(cfg);
     let mut listener = bind(cfg.listen)?;
     let local_addr = listener.local_addr()?;
+    let mut mqtt_listener = match cfg.mqtt.listen {
+        Some(addr) => Some(bind(addr).map_err(|e| io::Error::new(e.kind(), format!("MQTT listener {addr}: {e}")))?),
+        None => None,
+    };
+    let mqtt_addr = match &mqtt_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let n = cfg.cores;
 
     let mut polls = Vec::with_capacity(n);
@@ -94,17 +105,35 @@ pub fn start(cfg: Config) -> io::Result<Running> {
     let accept_poll = Poll::new()?;
     let stop = Arc::new(Waker::new(accept_poll.registry(), STOP)?);
     accept_poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    if let Some(l) = &mut mqtt_listener {
+        accept_poll.registry().register(l, MQTT_LISTENER, Interest::READABLE)?;
+    }
     let (acc_senders, acc_wakers) = (senders.clone(), wakers.clone());
     let acceptor = std::thread::Builder::new()
         .name("acceptor".into())
-        .spawn(move || accept_loop(accept_poll, listener, acc_senders, acc_wakers))?;
+        .spawn(move || accept_loop(accept_poll, listener, mqtt_listener, acc_senders, acc_wakers))?;
 
-    Ok(Running { local_addr, stop, acceptor: Some(acceptor), workers, metrics: Some(metrics), senders, wakers })
+    Ok(Running {
+        local_addr,
+        mqtt_addr,
+        stop,
+        acceptor: Some(acceptor),
+        workers,
+        metrics: Some(metrics),
+        senders,
+        wakers,
+    })
 }
 
 /// Accepts connections and hands them to workers round-robin, so that
 /// consecutive connections land on different cores.
-fn accept_loop(mut poll: Poll, listener: TcpListener, senders: Vec<Sender<ShardMsg>>, wakers: Vec<Arc<Waker>>) {
+fn accept_loop(
+    mut poll: Poll,
+    listener: TcpListener,
+    mqtt: Option<TcpListener>,
+    senders: Vec<Sender<ShardMsg>>,
+    wakers: Vec<Arc<Waker>>,
+) {
     let mut events = Events::with_capacity(64);
     let mut next = 0usize;
     loop {
@@ -120,6 +149,21 @@ fn accept_loop(mut poll: Poll, listener: TcpListener, senders: Vec<Sender<ShardM
                 return;
             }
         }
+        accept_all(&listener, Listener::Http, &senders, &wakers, &mut next);
+        if let Some(m) = &mqtt {
+            accept_all(m, Listener::Mqtt, &senders, &wakers, &mut next);
+        }
+    }
+}
+
+fn accept_all(
+    listener: &TcpListener,
+    kind: Listener,
+    senders: &[Sender<ShardMsg>],
+    wakers: &[Arc<Waker>],
+    next: &mut usize,
+) {
+    {
         loop {
             let stream = match listener.accept() {
                 Ok((stream, _)) => stream,
@@ -132,10 +176,10 @@ fn accept_loop(mut poll: Poll, listener: TcpListener, senders: Vec<Sender<ShardM
                     break;
                 }
             };
-            let mut msg = ShardMsg::Accept(stream);
+            let mut msg = ShardMsg::Accept(stream, kind);
             for _ in 0..senders.len() {
-                let w = next % senders.len();
-                next = next.wrapping_add(1);
+                let w = *next % senders.len();
+                *next = next.wrapping_add(1);
                 match senders[w].try_send(msg) {
                     Ok(()) => {
                         let _ = wakers[w].wake();

@@ -7,6 +7,7 @@
 
 pub mod owner;
 pub mod procs;
+pub mod retained;
 pub mod topics;
 
 use crate::value::{Dict, Payload};
@@ -24,6 +25,9 @@ pub enum MatchPolicy {
     Exact,
     Prefix,
     Wildcard,
+    /// An MQTT filter in core form: `+` is one component, a last `#` is that
+    /// component and everything below (see `crate::mqtt::topic`).
+    Filter,
 }
 
 impl MatchPolicy {
@@ -53,6 +57,33 @@ pub struct SessionRef {
     pub id: u64,
 }
 
+/// A publication's body in the form its publisher sent it; converted for
+/// subscribers of the other protocol once per worker (`crate::mqtt::payload`).
+#[derive(Debug, Clone)]
+pub enum Body {
+    Wamp(Payload),
+    Mqtt(bytes::Bytes),
+}
+
+/// Message properties that travel with a publication unchanged (MQTT 5
+/// application properties; WAMP publishers send none).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MsgProps {
+    pub payload_format: Option<u8>,
+    /// Message expiry interval in seconds, as received.
+    pub expiry: Option<u32>,
+    pub content_type: Option<String>,
+    pub response_topic: Option<String>,
+    pub correlation: Option<bytes::Bytes>,
+    pub user: Vec<(String, String)>,
+}
+
+impl MsgProps {
+    pub fn is_empty(&self) -> bool {
+        *self == MsgProps::default()
+    }
+}
+
 /// One published event, shared (behind an `Arc`) by every worker that
 /// delivers it. Decoded once at the publisher's worker.
 #[derive(Debug)]
@@ -62,9 +93,40 @@ pub struct Publication {
     pub id: u64,
     pub publisher: SessionRef,
     pub exclude_me: bool,
-    pub payload: Payload,
+    pub body: Body,
+    /// MQTT QoS it was published with (0 for WAMP).
+    pub qos: u8,
+    /// Published with the retain flag (MQTT) or `retain: true` (WAMP).
+    pub retain: bool,
+    pub props: Option<Box<MsgProps>>,
+    /// Past this instant the message is not delivered (MQTT 5 expiry).
+    pub expires: Option<Instant>,
     /// When the PUBLISH was decoded: start of the publish->deliver histogram.
     pub started: Instant,
+}
+
+impl Publication {
+    pub fn expired(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|t| now >= t)
+    }
+}
+
+/// A local subscriber: a WAMP connection, or an MQTT session (which may be
+/// offline, so it is not a connection).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Member {
+    Wamp(usize),
+    Mqtt(usize),
+}
+
+/// Where the answer to a retained-message query goes.
+#[derive(Clone, Debug)]
+pub struct RetainedReply {
+    pub worker: WorkerId,
+    pub member: Member,
+    pub session: u64,
+    pub subscription: u64,
+    pub policy: MatchPolicy,
 }
 
 /// A call on its way to the callee's worker.
@@ -106,7 +168,7 @@ pub struct RegRequest {
 #[derive(Debug)]
 pub enum ShardMsg {
     /// A new connection, from the acceptor.
-    Accept(mio::net::TcpStream),
+    Accept(mio::net::TcpStream, Listener),
     /// Close every session and stop.
     Shutdown,
     /// Deliver to local subscribers.
@@ -184,6 +246,32 @@ pub enum ShardMsg {
     CallerGone {
         caller: SessionRef,
     },
+
+    /// To the topic's owner: set (or, with an empty body, clear) its retained value.
+    Retain(Arc<Publication>),
+    /// To the owner (exact) or every worker (patterns): retained values matching.
+    RetainedQuery {
+        realm: Realm,
+        pattern: String,
+        reply: RetainedReply,
+    },
+    /// The answer: sent even when empty only if there is something to send.
+    Retained {
+        reply: RetainedReply,
+        values: Vec<Arc<Publication>>,
+    },
+
+    /// MQTT session registry, at the owner of the client ID.
+    Mqtt(crate::mqtt::registry::Msg),
+}
+
+/// Which listener a connection came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// HTTP: WebSocket upgrade to WAMP (or to MQTT on the MQTT path).
+    Http,
+    /// MQTT over TCP.
+    Mqtt,
 }
 
 /// Identifies a pending barrier at its owner worker.

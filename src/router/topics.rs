@@ -4,7 +4,27 @@
 //! so a publish is routed where it is decoded, in one hop.
 
 use super::{MatchPolicy, Realm, SubKey, WorkerId};
+use crate::mqtt::topic::{filter_matches, filter_parts};
 use ahash::AHashMap;
+
+/// WAMP wildcard: as many components as the pattern, empty ones match any.
+fn wildcard_matches(parts: &[String], count: usize, topic: &str) -> bool {
+    parts.len() == count && parts.iter().zip(topic.split('.')).all(|(p, c)| p.is_empty() || p == c)
+}
+
+/// Whether a subscription pattern under `policy` matches `topic` (used where
+/// the tables are not: retained values).
+pub fn matches(policy: MatchPolicy, pattern: &str, topic: &str) -> bool {
+    match policy {
+        MatchPolicy::Exact => pattern == topic,
+        MatchPolicy::Prefix => topic.starts_with(pattern),
+        MatchPolicy::Wildcard => {
+            let parts: Vec<String> = pattern.split('.').map(str::to_owned).collect();
+            wildcard_matches(&parts, topic.split('.').count(), topic)
+        }
+        MatchPolicy::Filter => filter_matches(&filter_parts(pattern), topic),
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
@@ -25,6 +45,8 @@ struct RealmTopics {
     prefix: Vec<(String, Route)>,
     /// Pattern components (empty = any one component), the pattern, the route.
     wildcard: Vec<(Vec<String>, String, Route)>,
+    /// MQTT filters: components (`+`, a last `#`), the filter, the route.
+    filter: Vec<(Vec<String>, String, Route)>,
 }
 
 impl RealmTopics {
@@ -61,6 +83,17 @@ impl RealmTopics {
                 };
                 Some(&mut self.wildcard[i].2)
             }
+            MatchPolicy::Filter => {
+                let i = match self.filter.iter().position(|(_, t, _)| *t == key.topic) {
+                    Some(i) => i,
+                    None if create => {
+                        self.filter.push((filter_parts(&key.topic), key.topic.clone(), empty()));
+                        self.filter.len() - 1
+                    }
+                    None => return None,
+                };
+                Some(&mut self.filter[i].2)
+            }
         }
     }
 
@@ -73,11 +106,12 @@ impl RealmTopics {
             }
             MatchPolicy::Prefix => self.prefix.retain(|(_, r)| !r.workers.is_empty()),
             MatchPolicy::Wildcard => self.wildcard.retain(|(_, _, r)| !r.workers.is_empty()),
+            MatchPolicy::Filter => self.filter.retain(|(_, _, r)| !r.workers.is_empty()),
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.prefix.is_empty() && self.wildcard.is_empty()
+        self.exact.is_empty() && self.prefix.is_empty() && self.wildcard.is_empty() && self.filter.is_empty()
     }
 }
 
@@ -131,16 +165,21 @@ impl TopicTable {
         if !realm.wildcard.is_empty() {
             let count = topic.split('.').count();
             for (parts, _, route) in &realm.wildcard {
-                if parts.len() == count && parts.iter().zip(topic.split('.')).all(|(p, c)| p.is_empty() || p == c) {
+                if wildcard_matches(parts, count, topic) {
                     f(MatchPolicy::Wildcard, route);
                 }
+            }
+        }
+        for (parts, _, route) in &realm.filter {
+            if filter_matches(parts, topic) {
+                f(MatchPolicy::Filter, route);
             }
         }
     }
 
     /// Number of distinct subscription keys (for tests and metrics).
     pub fn len(&self) -> usize {
-        self.realms.values().map(|r| r.exact.len() + r.prefix.len() + r.wildcard.len()).sum()
+        self.realms.values().map(|r| r.exact.len() + r.prefix.len() + r.wildcard.len() + r.filter.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {

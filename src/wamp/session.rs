@@ -6,9 +6,11 @@ use super::message::{self as m, decode, encode, encode_fields, Field, Msg, Seria
 use super::uri::{valid_pattern, valid_uri};
 use crate::config::SlowPolicy;
 use crate::metrics::{CloseReason, Op};
+use crate::mqtt::session::Converted;
 use crate::router::owner::Outbox;
 use crate::router::{
-    owner_of, CallDone, CallOutcome, Invoke, MatchPolicy, Publication, Realm, RegRequest, SessionRef, ShardMsg, SubKey,
+    owner_of, Body, CallDone, CallOutcome, Invoke, MatchPolicy, Member, Publication, Realm, RegRequest, RetainedReply,
+    SessionRef, ShardMsg, SubKey,
 };
 use crate::value::{dict_get, Dict, Payload, Value};
 use crate::worker::core::Subscribed;
@@ -45,6 +47,8 @@ pub struct WampSession {
     /// Invocations in flight as callee: invocation ID -> the caller's call.
     invocations: AHashMap<u64, (SessionRef, u64)>,
     next_invocation: u64,
+    /// SUBSCRIBE requests in progress that asked for retained events.
+    want_retained: Vec<u64>,
 }
 
 fn opcode(ser: Serializer) -> Opcode {
@@ -223,6 +227,7 @@ fn hello(w: &mut Worker, handle: usize, realm: String, details: Dict) {
         calls: AHashMap::new(),
         invocations: AHashMap::new(),
         next_invocation: 0,
+        want_retained: Vec::new(),
     });
     w.sessions.insert(id, handle);
     w.metrics.sessions += 1;
@@ -255,6 +260,10 @@ fn publish(
         (Ok(a), Ok(e)) => (a.unwrap_or(false), e.unwrap_or(true)),
         (Err(e), _) | (_, Err(e)) => return violation(w, handle, &e),
     };
+    let retain = match bool_opt(&options, "retain") {
+        Ok(r) => r.unwrap_or(false),
+        Err(e) => return violation(w, handle, &e),
+    };
     if !valid_uri(&topic, w.cfg.uri_check) {
         if acknowledge {
             error(w, handle, m::PUBLISH, request, "wamp.error.invalid_uri", Some(format!("invalid topic '{topic}'")));
@@ -266,7 +275,21 @@ fn publish(
     let publisher = SessionRef { worker: me, id: s.id };
     let realm = s.realm.clone();
     let id = w.ids.next_id();
-    w.publish(Publication { realm, topic, id, publisher, exclude_me, payload, started });
+    let body = Body::Wamp(payload);
+    let p = Publication {
+        realm,
+        topic,
+        id,
+        publisher,
+        exclude_me,
+        body,
+        qos: 0,
+        retain,
+        props: None,
+        expires: None,
+        started,
+    };
+    w.route(p);
     if acknowledge {
         send(w, handle, &Msg::Published { request, publication: id });
     }
@@ -287,13 +310,21 @@ fn subscribe(w: &mut Worker, handle: usize, request: u64, options: Dict, topic: 
         },
         Some(_) => return violation(w, handle, "option 'match' must be a string"),
     };
+    let get_retained = match bool_opt(&options, "get_retained") {
+        Ok(r) => r.unwrap_or(false),
+        Err(e) => return violation(w, handle, &e),
+    };
     if !valid_pattern(&topic, policy, w.cfg.uri_check) {
         let msg = format!("invalid topic '{topic}' for match policy {policy:?}");
         return error(w, handle, m::SUBSCRIBE, request, "wamp.error.invalid_uri", Some(msg));
     }
     let s = session(w, handle);
     let (id, realm) = (s.id, s.realm.clone());
-    if let Subscribed::Now(subscription) = w.subscribe(handle, id, SubKey { realm, topic, policy }, request, started) {
+    if get_retained {
+        s.want_retained.push(request);
+    }
+    let key = SubKey { realm, topic, policy };
+    if let Subscribed::Now(subscription) = w.subscribe(Member::Wamp(handle), id, key, request, started) {
         subscribed(w, handle, request, subscription, started);
     }
 }
@@ -304,8 +335,50 @@ pub fn subscribed(w: &mut Worker, handle: usize, request: u64, subscription: u64
     if !s.subs.contains(&subscription) {
         s.subs.push(subscription);
     }
+    let want = s.want_retained.iter().position(|&r| r == request).map(|i| s.want_retained.swap_remove(i));
+    let sid = s.id;
     send(w, handle, &Msg::Subscribed { request, subscription });
     w.metrics.record(Op::Subscribe, started, Instant::now());
+    if want.is_some() {
+        let Some(local) = w.local_subs.get(&subscription) else { return };
+        let key = local.key.clone();
+        let reply = RetainedReply {
+            worker: w.id,
+            member: Member::Wamp(handle),
+            session: sid,
+            subscription,
+            policy: key.policy,
+        };
+        w.query_retained(key.realm, key.topic, reply);
+    }
+}
+
+/// Retained values for a subscription that asked for them: EVENTs with
+/// `retained: true` in their details.
+pub fn on_retained(w: &mut Worker, handle: usize, reply: &RetainedReply, values: Vec<std::sync::Arc<Publication>>) {
+    if w.sessions.get(&reply.session) != Some(&handle) || !session(w, handle).subs.contains(&reply.subscription) {
+        return;
+    }
+    let Some(ser) = w.conns[handle].wamp().map(|c| c.ser) else { return };
+    for p in values {
+        if p.expired(w.now) {
+            continue;
+        }
+        let mut details = vec![("retained".to_owned(), Value::Bool(true))];
+        if reply.policy != MatchPolicy::Exact {
+            details.push(("topic".to_owned(), Value::Str(p.topic.clone())));
+        }
+        let mut conv = Converted::default();
+        let fields = [
+            Field::Int(m::EVENT),
+            Field::Int(reply.subscription),
+            Field::Int(p.id),
+            Field::Dict(&details),
+            Field::Payload(conv.wamp_payload(&p.body)),
+        ];
+        let bytes = frame_fields(ser, &fields);
+        w.send_bytes(handle, bytes);
+    }
 }
 
 fn unsubscribe(w: &mut Worker, handle: usize, request: u64, subscription: u64) {
@@ -315,7 +388,7 @@ fn unsubscribe(w: &mut Worker, handle: usize, request: u64, subscription: u64) {
         return error(w, handle, m::UNSUBSCRIBE, request, "wamp.error.no_such_subscription", Some(msg));
     };
     s.subs.swap_remove(i);
-    w.unsubscribe(handle, subscription);
+    w.unsubscribe(Member::Wamp(handle), subscription);
     send(w, handle, &Msg::Unsubscribed { request });
 }
 
@@ -478,6 +551,7 @@ pub fn event_for(
     policy: MatchPolicy,
     p: &Publication,
     cache: &mut EventCache,
+    conv: &mut Converted,
 ) -> Option<Bytes> {
     let crate::conn::Proto::Wamp(conn) = &w.conns[handle].proto else { return None };
     let s = conn.session.as_ref()?;
@@ -501,7 +575,7 @@ pub fn event_for(
         Field::Int(subscription),
         Field::Int(p.id),
         Field::Dict(details),
-        Field::Payload(&p.payload),
+        Field::Payload(conv.wamp_payload(&p.body)),
     ];
     let bytes = frame_fields(conn.ser, &fields);
     *slot = Some(bytes.clone());
@@ -516,7 +590,7 @@ fn end_session(w: &mut Worker, handle: usize, s: WampSession, reason: CloseReaso
     w.metrics.sessions -= 1;
     w.metrics.closed(reason);
     for sub in s.subs {
-        w.unsubscribe(handle, sub);
+        w.unsubscribe(Member::Wamp(handle), sub);
     }
     for (registration, procedure) in s.regs {
         let owner = owner_of(&s.realm, &procedure, w.workers);

@@ -50,6 +50,8 @@ pub fn valid_pattern(uri: &str, policy: MatchPolicy, check: UriCheck) -> bool {
                 && parts.iter().enumerate().all(|(i, c)| (i == last || !c.is_empty()) && component_ok(c, check))
         }
         MatchPolicy::Wildcard => !uri.is_empty() && uri.split('.').all(|c| component_ok(c, check)),
+        // MQTT filters are not a WAMP match policy.
+        MatchPolicy::Filter => false,
     }
 }
 

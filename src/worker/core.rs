@@ -5,8 +5,9 @@
 
 use super::{LocalKey, LocalSub, SubWaiter, Worker};
 use crate::metrics::Op;
+use crate::mqtt::session::{self as mqtt, Converted};
 use crate::router::owner::Outbox;
-use crate::router::{owner_of, Publication, ShardMsg, SubKey};
+use crate::router::{owner_of, MatchPolicy, Member, Publication, Realm, RetainedReply, ShardMsg, SubKey};
 use crate::wamp::session;
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,7 +23,7 @@ pub enum Subscribed {
 impl Worker {
     pub fn on_shard_msg(&mut self, msg: ShardMsg) {
         match msg {
-            ShardMsg::Accept(stream) => self.accept(stream),
+            ShardMsg::Accept(stream, listener) => self.accept(stream, listener),
             ShardMsg::Shutdown => self.begin_shutdown(),
             ShardMsg::Publish(p) => self.deliver(&p),
             ShardMsg::SubAcquire { key, from } => self.owner.sub_acquire(key, from, &mut self.ids, &mut self.peers),
@@ -61,13 +62,48 @@ impl Worker {
             ShardMsg::Invoke(inv) => session::on_invoke(self, *inv),
             ShardMsg::CallDone(done) => session::on_call_done(self, *done),
             ShardMsg::CallerGone { caller } => session::on_caller_gone(self, caller),
+            ShardMsg::Retain(p) => self.retained.set(p),
+            ShardMsg::RetainedQuery { realm, pattern, reply } => {
+                let values = self.retained.query(&realm, &pattern, reply.policy, self.now);
+                if !values.is_empty() {
+                    self.peers.send(reply.worker, ShardMsg::Retained { reply, values });
+                }
+            }
+            ShardMsg::Retained { reply, values } => match reply.member {
+                Member::Mqtt(slot) => mqtt::on_retained(self, slot, reply.session, reply.subscription, values),
+                Member::Wamp(handle) => session::on_retained(self, handle, &reply, values),
+            },
+            ShardMsg::Mqtt(msg) => mqtt::on_registry(self, msg),
         }
     }
 
-    /// Subscribes the session on `handle` to `key`.
+    /// Asks for the retained values matching a subscription: the topic's
+    /// owner for an exact key, every worker for a pattern.
+    pub fn query_retained(&mut self, realm: Realm, pattern: String, reply: RetainedReply) {
+        if reply.policy == MatchPolicy::Exact {
+            let owner = owner_of(&realm, &pattern, self.workers);
+            self.peers.send(owner, ShardMsg::RetainedQuery { realm, pattern, reply });
+        } else {
+            for w in 0..self.workers as u16 {
+                let msg =
+                    ShardMsg::RetainedQuery { realm: realm.clone(), pattern: pattern.clone(), reply: reply.clone() };
+                self.peers.send(w, msg);
+            }
+        }
+    }
+
+    /// Whether a subscriber is still the session it was.
+    fn member_alive(&self, member: Member, session: u64) -> bool {
+        match member {
+            Member::Wamp(h) => self.sessions.get(&session) == Some(&h),
+            Member::Mqtt(slot) => self.mqtt.by_id.get(&session) == Some(&slot),
+        }
+    }
+
+    /// Subscribes a session to `key`.
     pub fn subscribe(
         &mut self,
-        handle: usize,
+        member: Member,
         session: u64,
         key: SubKey,
         request: u64,
@@ -77,19 +113,19 @@ impl Worker {
             Some(LocalKey::Active(subscription)) => {
                 let subscription = *subscription;
                 let local = self.local_subs.get_mut(&subscription).expect("active key has local subscribers");
-                if !local.handles.contains(&handle) {
-                    local.handles.push(handle);
+                if !local.members.contains(&member) {
+                    local.members.push(member);
                 }
                 Subscribed::Now(subscription)
             }
             Some(LocalKey::Pending(waiters)) => {
-                waiters.push(SubWaiter { handle, session, request, started });
+                waiters.push(SubWaiter { member, session, request, started });
                 Subscribed::Later
             }
             None => {
                 let owner = owner_of(&key.realm, &key.topic, self.workers);
                 self.local_keys
-                    .insert(key.clone(), LocalKey::Pending(vec![SubWaiter { handle, session, request, started }]));
+                    .insert(key.clone(), LocalKey::Pending(vec![SubWaiter { member, session, request, started }]));
                 self.peers.send(owner, ShardMsg::SubAcquire { key, from: self.id });
                 Subscribed::Later
             }
@@ -108,31 +144,33 @@ impl Worker {
                 return;
             }
         };
-        let alive: Vec<SubWaiter> =
-            waiters.into_iter().filter(|w| self.sessions.get(&w.session) == Some(&w.handle)).collect();
+        let alive: Vec<SubWaiter> = waiters.into_iter().filter(|w| self.member_alive(w.member, w.session)).collect();
         if alive.is_empty() {
             let owner = owner_of(&key.realm, &key.topic, self.workers);
             self.peers.send(owner, ShardMsg::SubRelease { key, from: self.id });
             return;
         }
         self.local_keys.insert(key.clone(), LocalKey::Active(subscription));
-        let local = self.local_subs.entry(subscription).or_insert(LocalSub { key, handles: Vec::new() });
+        let local = self.local_subs.entry(subscription).or_insert(LocalSub { key: key.clone(), members: Vec::new() });
         for w in &alive {
-            if !local.handles.contains(&w.handle) {
-                local.handles.push(w.handle);
+            if !local.members.contains(&w.member) {
+                local.members.push(w.member);
             }
         }
         for w in alive {
-            session::subscribed(self, w.handle, w.request, subscription, w.started);
+            match w.member {
+                Member::Wamp(h) => session::subscribed(self, h, w.request, subscription, w.started),
+                Member::Mqtt(slot) => mqtt::subscribed(self, slot, w.request, &key, subscription),
+            }
         }
     }
 
-    /// Removes the session on `handle` from a subscription; the last local
-    /// subscriber releases the key at its owner.
-    pub fn unsubscribe(&mut self, handle: usize, subscription: u64) {
+    /// Removes a subscriber from a subscription; the last local subscriber
+    /// releases the key at its owner.
+    pub fn unsubscribe(&mut self, member: Member, subscription: u64) {
         let Some(local) = self.local_subs.get_mut(&subscription) else { return };
-        local.handles.retain(|&h| h != handle);
-        if local.handles.is_empty() {
+        local.members.retain(|&m| m != member);
+        if local.members.is_empty() {
             let local = self.local_subs.remove(&subscription).expect("present");
             self.local_keys.remove(&local.key);
             let owner = owner_of(&local.key.realm, &local.key.topic, self.workers);
@@ -142,8 +180,21 @@ impl Worker {
 
     /// Routes a publication in one hop: one message per other worker that
     /// has matching subscribers, and local delivery here.
-    pub fn publish(&mut self, p: Publication) {
+    /// Routes a publication, and stores it at its topic's owner if retained.
+    pub fn route(&mut self, p: Publication) {
         let p = Arc::new(p);
+        if p.retain {
+            let owner = owner_of(&p.realm, &p.topic, self.workers);
+            self.peers.send(owner, ShardMsg::Retain(p.clone()));
+        }
+        self.publish_arc(p);
+    }
+
+    pub fn publish(&mut self, p: Publication) {
+        self.publish_arc(Arc::new(p))
+    }
+
+    pub fn publish_arc(&mut self, p: Arc<Publication>) {
         let mut targets = std::mem::take(&mut self.publish_targets);
         self.topics.for_each_match(&p.realm, &p.topic, |_, route| {
             for &w in &route.workers {
@@ -169,7 +220,10 @@ impl Worker {
     /// Delivers a publication to this worker's subscribers. Each matching
     /// subscription's EVENT is encoded and framed once per serializer and the
     /// bytes are shared by every subscriber's queue.
-    pub fn deliver(&mut self, p: &Publication) {
+    ///
+    /// An MQTT session gets one copy however many of its subscriptions
+    /// match: its hits are collected and handed over together.
+    pub fn deliver(&mut self, p: &Arc<Publication>) {
         let mut matched = std::mem::take(&mut self.match_scratch);
         let me = self.id;
         self.topics.for_each_match(&p.realm, &p.topic, |policy, route| {
@@ -177,22 +231,49 @@ impl Worker {
                 matched.push((route.subscription, policy));
             }
         });
+        if p.expired(self.now) {
+            matched.clear();
+        }
         let mut delivered = 0u64;
+        let mut conv = Converted::default();
+        let mut mqtt_hits = std::mem::take(&mut self.mqtt_hits);
         for &(subscription, policy) in &matched {
             let Some(local) = self.local_subs.get_mut(&subscription) else { continue };
-            let handles = std::mem::take(&mut local.handles);
+            let members = std::mem::take(&mut local.members);
             let mut cache = session::EventCache::default();
-            for &h in &handles {
-                if let Some(bytes) = session::event_for(self, h, subscription, policy, p, &mut cache) {
-                    if self.send_event(h, bytes) {
-                        delivered += 1;
+            for &m in &members {
+                match m {
+                    Member::Wamp(h) => {
+                        if let Some(bytes) = session::event_for(self, h, subscription, policy, p, &mut cache, &mut conv)
+                        {
+                            if self.send_event(h, bytes) {
+                                delivered += 1;
+                            }
+                        }
                     }
+                    Member::Mqtt(slot) => mqtt_hits.push((slot, subscription)),
                 }
             }
-            self.local_subs.get_mut(&subscription).expect("still present").handles = handles;
+            self.local_subs.get_mut(&subscription).expect("still present").members = members;
         }
         matched.clear();
         self.match_scratch = matched;
+        if !mqtt_hits.is_empty() {
+            mqtt_hits.sort_unstable();
+            let mut subs = Vec::new();
+            let mut i = 0;
+            while i < mqtt_hits.len() {
+                let slot = mqtt_hits[i].0;
+                subs.clear();
+                while i < mqtt_hits.len() && mqtt_hits[i].0 == slot {
+                    subs.push(mqtt_hits[i].1);
+                    i += 1;
+                }
+                mqtt::deliver(self, slot, p, &subs, &mut conv);
+            }
+            mqtt_hits.clear();
+        }
+        self.mqtt_hits = mqtt_hits;
         if delivered > 0 {
             self.metrics.record_n(Op::PublishDeliver, p.started, Instant::now(), delivered);
         }

@@ -15,10 +15,12 @@ pub mod peers;
 use crate::config::Config;
 use crate::conn::{Buf, Conn, Proto};
 use crate::metrics::{CloseReason, Snapshot, WorkerMetrics};
+use crate::mqtt::session::{MqttConn, MqttState};
 use crate::router::owner::Owner;
 use crate::router::procs::ProcTable;
+use crate::router::retained::RetainedStore;
 use crate::router::topics::TopicTable;
-use crate::router::{IdGen, ShardMsg, SubKey, WorkerId};
+use crate::router::{IdGen, Listener, Member, ShardMsg, SubKey, WorkerId};
 use crate::wamp::session::WampConn;
 use crate::ws::frame::{self, Opcode};
 use crate::ws::handshake::{self, Endpoint, Outcome};
@@ -55,7 +57,7 @@ pub enum LocalKey {
 }
 
 pub struct SubWaiter {
-    pub handle: usize,
+    pub member: Member,
     pub session: u64,
     pub request: u64,
     pub started: Instant,
@@ -64,7 +66,7 @@ pub struct SubWaiter {
 /// The local subscribers of one subscription.
 pub struct LocalSub {
     pub key: SubKey,
-    pub handles: Vec<usize>,
+    pub members: Vec<Member>,
 }
 
 /// Everything a worker is started with.
@@ -94,6 +96,8 @@ pub struct Worker {
     pub ids: IdGen,
     pub local_keys: AHashMap<SubKey, LocalKey>,
     pub local_subs: AHashMap<u64, LocalSub>,
+    pub mqtt: MqttState,
+    pub retained: RetainedStore,
     pub metrics: WorkerMetrics,
     metrics_tx: Option<Sender<(usize, Snapshot)>>,
     next_metrics: Option<Instant>,
@@ -113,13 +117,18 @@ pub struct Worker {
     shutdown_deadline: Option<Instant>,
     pub(crate) publish_targets: Vec<bool>,
     pub(crate) match_scratch: Vec<(u64, crate::router::MatchPolicy)>,
+    pub(crate) mqtt_hits: Vec<(usize, u64)>,
 }
 
 impl Worker {
     pub fn new(s: Setup) -> Worker {
         let workers = s.senders.len();
         let now = Instant::now();
-        let endpoints = vec![Endpoint { path: s.config.path.clone(), protocols: &["wamp.2.json", "wamp.2.msgpack"] }];
+        let mut endpoints =
+            vec![Endpoint { path: s.config.path.clone(), protocols: &["wamp.2.json", "wamp.2.msgpack"] }];
+        if let Some(path) = &s.config.mqtt.ws_path {
+            endpoints.push(Endpoint { path: path.clone(), protocols: &["mqtt"] });
+        }
         Worker {
             id: s.id,
             workers,
@@ -134,6 +143,8 @@ impl Worker {
             ids: IdGen::new(s.id, workers),
             local_keys: AHashMap::new(),
             local_subs: AHashMap::new(),
+            mqtt: MqttState::new(now),
+            retained: RetainedStore::default(),
             metrics: WorkerMetrics::default(),
             next_metrics: s.metrics.as_ref().and(crate::metrics::interval(&s.config.metrics)).map(|i| now + i),
             metrics_tx: s.metrics,
@@ -149,6 +160,7 @@ impl Worker {
             shutdown_deadline: None,
             publish_targets: vec![false; workers],
             match_scratch: Vec::new(),
+            mqtt_hits: Vec::new(),
             cfg: s.config,
         }
     }
@@ -223,7 +235,7 @@ impl Worker {
         }
     }
 
-    pub(crate) fn accept(&mut self, mut stream: TcpStream) {
+    pub(crate) fn accept(&mut self, mut stream: TcpStream, listener: Listener) {
         if self.shutdown_deadline.is_some() {
             return;
         }
@@ -237,7 +249,11 @@ impl Worker {
             return;
         }
         self.next_serial += 1;
-        entry.insert(Conn::new(stream, self.next_serial));
+        let mut conn = Conn::new(stream, self.next_serial);
+        if listener == Listener::Mqtt {
+            conn.proto = Proto::Mqtt(Box::new(MqttConn::new(false, self.now)));
+        }
+        entry.insert(conn);
         self.opening.push_back((handle, self.next_serial, self.now + self.cfg.limits.open_timeout));
     }
 
@@ -322,8 +338,20 @@ impl Worker {
         }
     }
 
+    /// Reads the connection's input again (after a pause).
+    pub fn resume_reading(&mut self, handle: usize) {
+        let c = &mut self.conns[handle];
+        if !c.resume {
+            c.resume = true;
+            self.resume.push(handle);
+        }
+    }
+
     /// Reads what the socket has and hands it to the protocol layer.
     fn readable(&mut self, handle: usize) {
+        if self.conns[handle].paused {
+            return; // resumed explicitly (resume_reading)
+        }
         if self.peers.congested() {
             // A peer inbox is full: leave the bytes in the socket so that TCP
             // backpressure reaches the producer. Resumed once it drains.
@@ -368,7 +396,7 @@ impl Worker {
             } else {
                 self.process_input(handle, &mut buf);
             }
-            if !self.conns.contains(handle) || self.peers.congested() {
+            if !self.conns.contains(handle) || self.peers.congested() || self.conns[handle].paused {
                 break;
             }
             if budget == 0 {
@@ -440,12 +468,17 @@ impl Worker {
                     }
                     Outcome::Upgrade { protocol, response, consumed, .. } => {
                         buf.consume(consumed);
-                        let ser = crate::wamp::message::Serializer::from_subprotocol(protocol).expect("offered");
-                        self.conns[handle].proto = Proto::Wamp(Box::new(WampConn::new(ser)));
+                        self.conns[handle].proto = if protocol == "mqtt" {
+                            Proto::Mqtt(Box::new(MqttConn::new(true, self.now)))
+                        } else {
+                            let ser = crate::wamp::message::Serializer::from_subprotocol(protocol).expect("offered");
+                            Proto::Wamp(Box::new(WampConn::new(ser)))
+                        };
                         self.send_bytes(handle, Bytes::from(response));
                     }
                 },
-                Proto::Wamp(_) => {
+                Proto::Mqtt(m) if !m.ws => return crate::mqtt::session::on_bytes(self, handle, buf),
+                Proto::Wamp(_) | Proto::Mqtt(_) => {
                     let mut need = 0;
                     let f = match frame::parse(buf.data_mut(), max, &mut need) {
                         Ok(Some(f)) => f,
@@ -523,6 +556,9 @@ impl Worker {
     }
 
     fn on_message(&mut self, handle: usize, payload: &[u8]) {
+        if let Proto::Mqtt(_) = self.conns[handle].proto {
+            return crate::mqtt::session::on_ws_message(self, handle, payload);
+        }
         self.metrics.counters.messages_in += 1;
         crate::wamp::session::on_message(self, handle, payload);
     }
@@ -534,9 +570,14 @@ impl Worker {
         if !self.conns.contains(handle) || self.conns[handle].is_closed() {
             return;
         }
-        if let Some((code, text)) = ws_close {
+        let c = &mut self.conns[handle];
+        let ws = match &c.proto {
+            Proto::Wamp(_) => true,
+            Proto::Mqtt(m) => m.ws,
+            Proto::Http | Proto::Closed => false,
+        };
+        if let (Some((code, text)), true) = (ws_close, ws) {
             // Bypass the bound: the close frame is the last thing sent.
-            let c = &mut self.conns[handle];
             c.out.push(Bytes::from(frame::close_frame(code, text)));
         }
         self.end_conn(handle, reason);
@@ -545,10 +586,11 @@ impl Worker {
     /// Marks the connection closed after cleaning up its session.
     fn end_conn(&mut self, handle: usize, reason: CloseReason) {
         let proto = std::mem::replace(&mut self.conns[handle].proto, Proto::Closed);
-        if let Proto::Wamp(w) = proto {
-            crate::wamp::session::on_close(self, handle, *w, reason);
-        } else if reason == CloseReason::Handshake {
-            self.metrics.closed(reason);
+        match proto {
+            Proto::Wamp(w) => crate::wamp::session::on_close(self, handle, *w, reason),
+            Proto::Mqtt(m) => crate::mqtt::session::on_close(self, handle, *m, reason),
+            _ if reason == CloseReason::Handshake => self.metrics.closed(reason),
+            _ => {}
         }
         let c = &mut self.conns[handle];
         c.fragments = Vec::new();
@@ -602,6 +644,9 @@ impl Worker {
                     let text = format!("no HELLO within {} ms", self.cfg.limits.open_timeout.as_millis());
                     self.close(h, CloseReason::Handshake, Some((frame::CLOSE_POLICY, &text)));
                 }
+                Proto::Mqtt(m) if m.version.is_none() => {
+                    self.close(h, CloseReason::Handshake, Some((frame::CLOSE_POLICY, "no CONNECT in time")))
+                }
                 _ => {}
             }
         }
@@ -616,6 +661,7 @@ impl Worker {
             None => false,
         });
         self.lingering.append(&mut lingering);
+        crate::mqtt::session::housekeeping(self);
         // Metrics.
         if let Some(at) = self.next_metrics {
             if now >= at {
@@ -635,6 +681,10 @@ impl Worker {
             match self.conns[h].proto {
                 Proto::Wamp(_) => {
                     crate::wamp::session::shutdown(self, h);
+                    self.close(h, CloseReason::Shutdown, Some((frame::CLOSE_GOING_AWAY, "server shutdown")));
+                }
+                Proto::Mqtt(_) => {
+                    crate::mqtt::session::shutdown(self, h);
                     self.close(h, CloseReason::Shutdown, Some((frame::CLOSE_GOING_AWAY, "server shutdown")));
                 }
                 Proto::Http => self.end_conn(h, CloseReason::Shutdown),

@@ -1,0 +1,105 @@
+//! Where each MQTT session lives. The owner shard of a client ID (hash of
+//! realm and client ID) keeps one entry per client: the worker and session
+//! ID of its current session. A CONNECT claims the entry; if another session
+//! holds it, that session's worker is told to hand it over (taking its
+//! connection down) and answers the new worker directly, with the session's
+//! state unless the new connection asked for a clean start.
+//!
+//! ```text
+//! worker N (CONNECT) --Claim--> owner --Takeover--> worker O (old session)
+//!        ^                        |                        |
+//!        +------Claimed(None)-----+ (no old session)       |
+//!        +------------------Claimed(state)-----------------+
+//! ```
+
+use super::session::SessionState;
+use crate::router::owner::Outbox;
+use crate::router::{ShardMsg, WorkerId};
+use ahash::AHashMap;
+use std::sync::Arc;
+
+/// A CONNECT waiting for its session.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// Realm and client ID, `realm\0client`.
+    pub key: Arc<str>,
+    pub session: u64,
+    pub worker: WorkerId,
+    pub handle: usize,
+    pub serial: u64,
+    pub clean_start: bool,
+}
+
+#[derive(Debug)]
+pub enum Msg {
+    /// To the owner.
+    Claim(Claim),
+    /// To the worker of the session now holding the client ID.
+    Takeover { old: u64, claim: Claim },
+    /// To the claiming worker: go ahead, with the old session's state if any.
+    Claimed { claim: Claim, state: Option<Box<SessionState>> },
+    /// To the owner: the session ended.
+    Release { key: Arc<str>, session: u64 },
+}
+
+#[derive(Default)]
+pub struct Registry {
+    /// Client key -> (worker, session ID) of its current session.
+    entries: AHashMap<Arc<str>, (WorkerId, u64)>,
+}
+
+impl Registry {
+    pub fn claim(&mut self, claim: Claim, out: &mut impl Outbox) {
+        let new = (claim.worker, claim.session);
+        match self.entries.insert(claim.key.clone(), new) {
+            Some((worker, old)) => out.send(worker, ShardMsg::Mqtt(Msg::Takeover { old, claim })),
+            None => out.send(claim.worker, ShardMsg::Mqtt(Msg::Claimed { claim, state: None })),
+        }
+    }
+
+    pub fn release(&mut self, key: Arc<str>, session: u64) {
+        if self.entries.get(&key).is_some_and(|&(_, s)| s == session) {
+            self.entries.remove(&key);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Sent(Vec<(WorkerId, ShardMsg)>);
+    impl Outbox for Sent {
+        fn send(&mut self, to: WorkerId, msg: ShardMsg) {
+            self.0.push((to, msg));
+        }
+    }
+
+    fn claim(worker: WorkerId, session: u64) -> Claim {
+        Claim { key: "r\0c".into(), session, worker, handle: 0, serial: 0, clean_start: false }
+    }
+
+    #[test]
+    fn first_claim_is_granted_then_taken_over() {
+        let mut r = Registry::default();
+        let mut out = Sent::default();
+        r.claim(claim(1, 10), &mut out);
+        assert!(matches!(&out.0[0], (1, ShardMsg::Mqtt(Msg::Claimed { state: None, .. }))));
+        r.claim(claim(2, 20), &mut out);
+        assert!(matches!(&out.0[1], (1, ShardMsg::Mqtt(Msg::Takeover { old: 10, .. }))));
+        // A stale release of the old session leaves the new entry.
+        r.release("r\0c".into(), 10);
+        assert_eq!(r.len(), 1);
+        r.release("r\0c".into(), 20);
+        assert!(r.is_empty());
+    }
+}
