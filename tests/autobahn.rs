@@ -255,7 +255,7 @@ fn parse_ready_line(line: &str) -> Option<String> {
 impl Router {
     fn start(extra_args: &[&str]) -> Router {
         let mut cmd = Command::new(fennec_bin());
-        cmd.args(["--cores", "2", "--listen", "127.0.0.1:0"]);
+        cmd.args(["--cores", "2", "--listen", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"]);
         if supports_flag("--no-mqtt") {
             cmd.arg("--no-mqtt");
         }

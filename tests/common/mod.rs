@@ -18,7 +18,7 @@ pub use fennec::wamp::message as m;
 
 /// Starts an in-process router on an ephemeral port with extra flags.
 pub fn router(flags: &[&str]) -> Running {
-    let mut args = vec!["fennec", "--listen", "127.0.0.1:0", "--no-pin"];
+    let mut args = vec!["fennec", "--listen", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--no-pin"];
     args.extend_from_slice(flags);
     let cli = <Cli as clap::Parser>::try_parse_from(args).expect("flags");
     fennec::server::start(Config::resolve(cli, File::default()).expect("config")).expect("start")
