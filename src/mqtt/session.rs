@@ -542,7 +542,6 @@ fn claimed(w: &mut Worker, claim: Claim, state: Option<Box<SessionState>>) {
         props.u16(prop::RECEIVE_MAXIMUM, receive_maximum);
         props.u32(prop::MAXIMUM_PACKET_SIZE, max_packet.min(268_435_460) as u32);
         props.u16(prop::TOPIC_ALIAS_MAXIMUM, alias_max);
-        props.u8(prop::SHARED_AVAILABLE, 0);
         if p.assigned_id {
             props.str(prop::ASSIGNED_CLIENT_ID, &p.client);
         }
@@ -1066,21 +1065,22 @@ fn subscribe(w: &mut Worker, handle: usize, slot: usize, pkid: u16, filters: Vec
                 continue;
             }
         };
-        if parsed.share.is_some() {
-            pending.codes[i] = reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED;
-            continue;
+        if parsed.share.is_some() && f.no_local {
+            return fail(w, handle, reason::PROTOCOL_ERROR, "no-local on a shared subscription");
         }
         if denied(w, &f.filter) {
             pending.codes[i] = reason::NOT_AUTHORIZED;
             continue;
         }
-        let key = SubKey { realm: realm.clone(), topic: parsed.topic, policy: parsed.policy };
+        let share = parsed.share.map(Arc::from);
+        let key = SubKey { realm: realm.clone(), topic: parsed.topic, policy: parsed.policy, share };
         let granted = f.qos.min(2);
         pending.codes[i] = granted;
         let s = &mut w.mqtt.sessions[slot];
         let existing = s.subs.iter_mut().find(|x| x.filter == f.filter);
         let is_new = existing.is_none();
-        if f.retain_handling == 0 || (f.retain_handling == 1 && is_new) {
+        // Shared subscriptions get no retained values (MQTT 5, 4.8.2).
+        if key.share.is_none() && (f.retain_handling == 0 || (f.retain_handling == 1 && is_new)) {
             pending.retained.push(f.filter.clone());
         }
         match existing {

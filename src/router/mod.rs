@@ -48,6 +48,9 @@ pub struct SubKey {
     pub realm: Realm,
     pub topic: String,
     pub policy: MatchPolicy,
+    /// MQTT shared subscription group (`$share/group/...`): each message
+    /// goes to one member of the group.
+    pub share: Option<Arc<str>>,
 }
 
 /// A session anywhere in the router.
@@ -171,8 +174,9 @@ pub enum ShardMsg {
     Accept(mio::net::TcpStream, Listener),
     /// Close every session and stop.
     Shutdown,
-    /// Deliver to local subscribers.
-    Publish(Arc<Publication>),
+    /// Deliver to local subscribers; `shared` lists the shared subscriptions
+    /// for which this worker was picked to deliver to one member.
+    Publish(Arc<Publication>, Vec<u64>),
 
     /// To a key's owner: worker `from` has its first subscriber of `key`.
     SubAcquire {

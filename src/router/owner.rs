@@ -155,7 +155,7 @@ mod tests {
     }
 
     fn key() -> SubKey {
-        SubKey { realm: "r".into(), topic: "t".into(), policy: MatchPolicy::Exact }
+        SubKey { realm: "r".into(), topic: "t".into(), policy: MatchPolicy::Exact, share: None }
     }
 
     #[test]

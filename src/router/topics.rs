@@ -47,11 +47,24 @@ struct RealmTopics {
     wildcard: Vec<(Vec<String>, String, Route)>,
     /// MQTT filters: components (`+`, a last `#`), the filter, the route.
     filter: Vec<(Vec<String>, String, Route)>,
+    /// Shared subscriptions: the key (group included), filter components, route.
+    shared: Vec<(SubKey, Vec<String>, Route)>,
 }
 
 impl RealmTopics {
     fn route_mut(&mut self, key: &SubKey, create: bool) -> Option<&mut Route> {
         let empty = || Route { subscription: 0, workers: Vec::new() };
+        if key.share.is_some() {
+            let i = match self.shared.iter().position(|(k, _, _)| k == key) {
+                Some(i) => i,
+                None if create => {
+                    self.shared.push((key.clone(), filter_parts(&key.topic), empty()));
+                    self.shared.len() - 1
+                }
+                None => return None,
+            };
+            return Some(&mut self.shared[i].2);
+        }
         match key.policy {
             MatchPolicy::Exact => {
                 if create {
@@ -98,6 +111,10 @@ impl RealmTopics {
     }
 
     fn drop_if_empty(&mut self, key: &SubKey) {
+        if key.share.is_some() {
+            self.shared.retain(|(_, _, r)| !r.workers.is_empty());
+            return;
+        }
         match key.policy {
             MatchPolicy::Exact => {
                 if self.exact.get(&key.topic).is_some_and(|r| r.workers.is_empty()) {
@@ -111,7 +128,11 @@ impl RealmTopics {
     }
 
     fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.prefix.is_empty() && self.wildcard.is_empty() && self.filter.is_empty()
+        self.exact.is_empty()
+            && self.prefix.is_empty()
+            && self.wildcard.is_empty()
+            && self.filter.is_empty()
+            && self.shared.is_empty()
     }
 }
 
@@ -177,9 +198,27 @@ impl TopicTable {
         }
     }
 
+    /// Calls `f` for every shared subscription matching `topic` (they are
+    /// not reported by `for_each_match`: one member of each gets a message).
+    pub fn for_each_shared<'a>(&'a self, realm: &str, topic: &str, mut f: impl FnMut(&'a Route)) {
+        let Some(realm) = self.realms.get(realm) else { return };
+        for (key, parts, route) in &realm.shared {
+            let hit = match key.policy {
+                MatchPolicy::Filter => filter_matches(parts, topic),
+                policy => matches(policy, &key.topic, topic),
+            };
+            if hit {
+                f(route);
+            }
+        }
+    }
+
     /// Number of distinct subscription keys (for tests and metrics).
     pub fn len(&self) -> usize {
-        self.realms.values().map(|r| r.exact.len() + r.prefix.len() + r.wildcard.len() + r.filter.len()).sum()
+        self.realms
+            .values()
+            .map(|r| r.exact.len() + r.prefix.len() + r.wildcard.len() + r.filter.len() + r.shared.len())
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -192,7 +231,7 @@ mod tests {
     use super::*;
 
     fn key(topic: &str, policy: MatchPolicy) -> SubKey {
-        SubKey { realm: "r".into(), topic: topic.into(), policy }
+        SubKey { realm: "r".into(), topic: topic.into(), policy, share: None }
     }
 
     fn matches(t: &TopicTable, topic: &str) -> Vec<u64> {

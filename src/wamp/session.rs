@@ -323,7 +323,7 @@ fn subscribe(w: &mut Worker, handle: usize, request: u64, options: Dict, topic: 
     if get_retained {
         s.want_retained.push(request);
     }
-    let key = SubKey { realm, topic, policy };
+    let key = SubKey { realm, topic, policy, share: None };
     if let Subscribed::Now(subscription) = w.subscribe(Member::Wamp(handle), id, key, request, started) {
         subscribed(w, handle, request, subscription, started);
     }

@@ -25,7 +25,7 @@ impl Worker {
         match msg {
             ShardMsg::Accept(stream, listener) => self.accept(stream, listener),
             ShardMsg::Shutdown => self.begin_shutdown(),
-            ShardMsg::Publish(p) => self.deliver(&p),
+            ShardMsg::Publish(p, shared) => self.deliver(&p, &shared),
             ShardMsg::SubAcquire { key, from } => self.owner.sub_acquire(key, from, &mut self.ids, &mut self.peers),
             ShardMsg::SubRelease { key, from } => self.owner.sub_release(key, from, &mut self.peers),
             ShardMsg::SubGranted { key, subscription } => self.sub_granted(key, subscription),
@@ -151,7 +151,8 @@ impl Worker {
             return;
         }
         self.local_keys.insert(key.clone(), LocalKey::Active(subscription));
-        let local = self.local_subs.entry(subscription).or_insert(LocalSub { key: key.clone(), members: Vec::new() });
+        let local =
+            self.local_subs.entry(subscription).or_insert(LocalSub { key: key.clone(), members: Vec::new(), next: 0 });
         for w in &alive {
             if !local.members.contains(&w.member) {
                 local.members.push(w.member);
@@ -201,19 +202,34 @@ impl Worker {
                 targets[w as usize] = true;
             }
         });
-        let mut here = false;
+        // Each shared subscription: one worker, picked round-robin, then one
+        // member there.
+        let mut picks: Vec<(u16, u64)> = Vec::new();
+        let rr = &mut self.share_rr;
+        self.topics.for_each_shared(&p.realm, &p.topic, |route| {
+            if !route.workers.is_empty() {
+                *rr = rr.wrapping_add(1);
+                let w = route.workers[*rr % route.workers.len()];
+                picks.push((w, route.subscription));
+            }
+        });
+        for &(w, _) in &picks {
+            targets[w as usize] = true;
+        }
+        let mut here = None;
         for (w, hit) in targets.iter_mut().enumerate() {
             if std::mem::take(hit) {
+                let shared: Vec<u64> = picks.iter().filter(|(pw, _)| *pw as usize == w).map(|&(_, s)| s).collect();
                 if w == self.id as usize {
-                    here = true;
+                    here = Some(shared);
                 } else {
-                    self.peers.send(w as u16, ShardMsg::Publish(p.clone()));
+                    self.peers.send(w as u16, ShardMsg::Publish(p.clone(), shared));
                 }
             }
         }
         self.publish_targets = targets;
-        if here {
-            self.deliver(&p);
+        if let Some(shared) = here {
+            self.deliver(&p, &shared);
         }
     }
 
@@ -223,7 +239,7 @@ impl Worker {
     ///
     /// An MQTT session gets one copy however many of its subscriptions
     /// match: its hits are collected and handed over together.
-    pub fn deliver(&mut self, p: &Arc<Publication>) {
+    pub fn deliver(&mut self, p: &Arc<Publication>, shared: &[u64]) {
         let mut matched = std::mem::take(&mut self.match_scratch);
         let me = self.id;
         self.topics.for_each_match(&p.realm, &p.topic, |policy, route| {
@@ -258,6 +274,16 @@ impl Worker {
         }
         matched.clear();
         self.match_scratch = matched;
+        for &subscription in shared {
+            let Some(local) = self.local_subs.get_mut(&subscription) else { continue };
+            if local.members.is_empty() || p.expired(self.now) {
+                continue;
+            }
+            local.next = local.next.wrapping_add(1);
+            if let Member::Mqtt(slot) = local.members[local.next % local.members.len()] {
+                mqtt_hits.push((slot, subscription));
+            }
+        }
         if !mqtt_hits.is_empty() {
             mqtt_hits.sort_unstable();
             let mut subs = Vec::new();

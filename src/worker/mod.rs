@@ -67,6 +67,8 @@ pub struct SubWaiter {
 pub struct LocalSub {
     pub key: SubKey,
     pub members: Vec<Member>,
+    /// Round-robin position among members (shared subscriptions).
+    pub next: usize,
 }
 
 /// Everything a worker is started with.
@@ -118,6 +120,7 @@ pub struct Worker {
     pub(crate) publish_targets: Vec<bool>,
     pub(crate) match_scratch: Vec<(u64, crate::router::MatchPolicy)>,
     pub(crate) mqtt_hits: Vec<(usize, u64)>,
+    pub(crate) share_rr: usize,
 }
 
 impl Worker {
@@ -161,6 +164,7 @@ impl Worker {
             publish_targets: vec![false; workers],
             match_scratch: Vec::new(),
             mqtt_hits: Vec::new(),
+            share_rr: 0,
             cfg: s.config,
         }
     }
