@@ -1,8 +1,11 @@
-//! fennec-load: a WAMP v2 load generator for any WebSocket WAMP router.
+//! fennec-load: a WAMP v2 (WebSocket) and MQTT 3.1.1/5 (TCP) load
+//! generator for any router or broker, including MQTT -> WAMP through a
+//! router that speaks both.
 //!
 //! See perf/README.md for usage.
 
 mod codec;
+mod mqtt;
 mod passive;
 mod worker;
 mod ws;
@@ -15,7 +18,7 @@ use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
 use codec::Ser;
-use worker::{Config, Fail, Role, Scenario, Shared, Stats, Worker, TS_LEN};
+use worker::{Config, Fail, Proto, Role, Scenario, Shared, Stats, Worker, MQTT_MIN_PAYLOAD, TS_LEN};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum SerArg {
@@ -29,13 +32,74 @@ enum ScenarioArg {
     Rpc,
 }
 
-/// WAMP v2 load generator (pub/sub and RPC) over WebSocket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ProtoArg {
+    Wamp,
+    Mqtt,
+}
+
+impl ProtoArg {
+    fn proto(self) -> Proto {
+        match self {
+            ProtoArg::Wamp => Proto::Wamp,
+            ProtoArg::Mqtt => Proto::Mqtt,
+        }
+    }
+
+    fn default_url(self) -> &'static str {
+        match self {
+            ProtoArg::Wamp => "ws://127.0.0.1:8080/ws",
+            ProtoArg::Mqtt => "mqtt://127.0.0.1:1883",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum PayloadArg {
+    /// The payload bytes as they are.
+    Raw,
+    /// A JSON array with one string, `["..."]` (a router mapping MQTT to
+    /// WAMP turns it into the event's args).
+    JsonArray,
+}
+
+/// WAMP v2 (WebSocket) and MQTT 3.1.1/5 (TCP) load generator: pub/sub,
+/// RPC, MQTT -> WAMP, idle connections.
 #[derive(Parser, Debug)]
 #[command(name = "fennec-load", version)]
 struct Args {
-    /// Router WebSocket URL.
-    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
-    url: String,
+    /// Protocol of the publishers/callers, and of the subscribers unless
+    /// --subscriber-protocol says otherwise.
+    #[arg(long, value_enum, default_value = "wamp")]
+    protocol: ProtoArg,
+    /// URL for --protocol: ws://HOST:PORT/PATH (WAMP over WebSocket) or
+    /// mqtt://HOST:PORT (MQTT over plain TCP). Default:
+    /// ws://127.0.0.1:8080/ws or mqtt://127.0.0.1:1883.
+    #[arg(long)]
+    url: Option<String>,
+    /// Pub/sub: protocol of the subscribers (default: --protocol).
+    /// `--protocol mqtt --subscriber-protocol wamp`: MQTT publishers, WAMP
+    /// subscribers, through one router that speaks both.
+    #[arg(long, value_enum)]
+    subscriber_protocol: Option<ProtoArg>,
+    /// URL for the subscribers when --subscriber-protocol differs from
+    /// --protocol (default: that protocol's default URL).
+    #[arg(long)]
+    subscriber_url: Option<String>,
+    /// MQTT: QoS of every PUBLISH and SUBSCRIBE (0 or 1).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    qos: u8,
+    /// MQTT protocol level: 4 = MQTT 3.1.1, 5 = MQTT 5.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(4..=5))]
+    mqtt_version: u8,
+    /// MQTT keep-alive (s) in CONNECT; 0 disables it. Default: 60 under
+    /// load (PINGREQ every 30 s), --hold + 300 in idle mode (no PINGREQ).
+    #[arg(long)]
+    keepalive: Option<u16>,
+    /// MQTT publishers' payload format. Default: json-array when the
+    /// subscribers speak WAMP, raw otherwise.
+    #[arg(long, value_enum)]
+    payload: Option<PayloadArg>,
     /// WAMP realm to join.
     #[arg(long, default_value = "realm1")]
     realm: String,
@@ -67,7 +131,9 @@ struct Args {
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
     /// Max in-flight messages per sender: unacknowledged publishes
-    /// (max-rate pub/sub) or outstanding calls (RPC).
+    /// (max-rate pub/sub; MQTT QoS 1: PUBLISH without PUBACK, also in rate
+    /// mode), outstanding calls (RPC), or, MQTT QoS 0 at max rate, messages
+    /// ahead of what the subscribers received (see README).
     #[arg(long, default_value_t = 64)]
     window: usize,
     /// Measurement duration in seconds.
@@ -93,13 +159,19 @@ struct Args {
     /// `expected`/`delivered`.
     #[arg(long, default_value_t = 0)]
     stalled: usize,
-    /// Idle mode: open N sessions (HELLO -> WELCOME, then nothing), hold
-    /// them for --hold seconds, close them and exit. No load is generated.
+    /// Idle mode: open N sessions (WAMP: HELLO -> WELCOME; MQTT: CONNECT ->
+    /// CONNACK; then nothing), hold them for --hold seconds, close them and
+    /// exit. No load is generated. Uses --protocol and --url.
     #[arg(long, default_value_t = 0)]
     idle: usize,
     /// Idle mode: seconds to hold the idle sessions once all are open.
     #[arg(long, default_value_t = 10.0)]
     hold: f64,
+    /// Set TCP_QUICKACK after every read: the load tool ACKs at once rather
+    /// than delaying ACKs (Linux). Against a broker that does not set
+    /// TCP_NODELAY this avoids Nagle/delayed-ACK stalls of a full window.
+    #[arg(long)]
+    quickack: bool,
     /// PID of the router process (same machine): its VmRSS/VmHWM from
     /// /proc/PID/status are sampled and reported.
     #[arg(long)]
@@ -110,8 +182,26 @@ struct Args {
 struct Report {
     label: String,
     scenario: &'static str,
+    /// Publishers' (callers') and subscribers' protocol: wamp or mqtt.
+    protocol: &'static str,
+    subscriber_protocol: &'static str,
+    /// WAMP serializer, "none" when no connection speaks WAMP.
     serializer: &'static str,
+    /// MQTT only (null otherwise).
+    qos: Option<u8>,
+    mqtt_version: Option<u8>,
+    /// MQTT publishers' payload: raw or json-array (null for WAMP).
+    payload: Option<&'static str>,
+    /// What bounds a sender at max rate: "ack" (WAMP PUBLISHED), "call"
+    /// (RESULT), "puback" (MQTT QoS 1), "seq" (MQTT QoS 0: sequence numbers
+    /// seen by subscribers); "rate" for --rate.
+    window_mode: &'static str,
+    quickack: bool,
+    /// Smallest MQTT 5 Receive Maximum the broker announced (caps the QoS 1
+    /// window); null if none.
+    mqtt_receive_max: Option<u64>,
     url: String,
+    subscriber_url: String,
     publishers: usize,
     subscribers: usize,
     topics: usize,
@@ -144,6 +234,8 @@ struct Report {
     behind_schedule: u64,
     cpu_pct: f64,
     problems: usize,
+    /// MQTT PINGREQs sent (keep-alive).
+    pings: u64,
     /// Stalled subscriber sessions (--stalled).
     stalled: usize,
     /// ... of which the router had closed by the end of the run.
@@ -161,7 +253,11 @@ struct Report {
 struct IdleReport {
     label: String,
     mode: &'static str,
+    protocol: &'static str,
     serializer: &'static str,
+    mqtt_version: Option<u8>,
+    /// MQTT keep-alive sent in CONNECT (null for WAMP).
+    keepalive_s: Option<u16>,
     url: String,
     idle: usize,
     opened: usize,
@@ -205,7 +301,6 @@ fn secs(x: f64, what: &str) -> Duration {
 
 fn main() {
     let args = Args::parse();
-    let url = ws::parse_url(&args.url).unwrap_or_else(|e| die(64, &e));
     let ser = match args.serializer {
         SerArg::Json => Ser::Json,
         SerArg::Msgpack => Ser::Msgpack,
@@ -214,10 +309,28 @@ fn main() {
         ScenarioArg::Pubsub => Scenario::PubSub,
         ScenarioArg::Rpc => Scenario::Rpc,
     };
+    let ep = endpoints(&args).unwrap_or_else(|e| die(64, &e));
+    if scenario == Scenario::Rpc && (ep.pub_proto != ProtoArg::Wamp || ep.sub_proto != ProtoArg::Wamp) {
+        die(64, "--scenario rpc is WAMP only");
+    }
+    let mqtt_pub = ep.pub_proto == ProtoArg::Mqtt;
+    let payload_json = match args.payload {
+        Some(_) if !mqtt_pub => die(64, "--payload applies to MQTT publishers (--protocol mqtt)"),
+        Some(p) => p == PayloadArg::JsonArray,
+        None => mqtt_pub && ep.sub_proto == ProtoArg::Wamp,
+    };
+    if mqtt_pub && args.qos > 0 && args.window > u16::MAX as usize && args.idle == 0 {
+        die(64, "--qos 1: --window must be <= 65535 (MQTT packet identifiers)");
+    }
     let mut size = args.size;
-    if size < TS_LEN {
-        eprintln!("fennec-load: note: --size raised to {TS_LEN} (room for the timestamp)");
-        size = TS_LEN;
+    let min_size = match (mqtt_pub, payload_json) {
+        (false, _) => TS_LEN,
+        (true, false) => MQTT_MIN_PAYLOAD,
+        (true, true) => MQTT_MIN_PAYLOAD + 4,
+    };
+    if size < min_size && args.idle == 0 {
+        eprintln!("fennec-load: note: --size raised to {min_size} (room for the timestamp and sequence number)");
+        size = min_size;
     }
     let duration = secs(args.duration, "duration");
     let warmup = secs(args.warmup, "warmup");
@@ -230,7 +343,7 @@ fn main() {
     }
 
     if args.idle > 0 {
-        idle_mode(&args, &url, ser);
+        idle_mode(&args, &ep, ser);
         return;
     }
     let mem = |i: usize| args.router_pid.and_then(passive::proc_mem_kb).map(|m| if i == 0 { m.0 } else { m.1 });
@@ -257,8 +370,22 @@ fn main() {
     };
     let threads = args.threads.min(specs.len());
     let interval_ns = if args.rate > 0.0 { ((1e9 * senders as f64 / args.rate) as u64).max(1) } else { 0 };
+    let version = if args.mqtt_version == 5 { mqtt::Version::V5 } else { mqtt::Version::V311 };
+    let seq_window = mqtt_pub && args.qos == 0 && args.rate == 0.0 && scenario == Scenario::PubSub;
+    let (publishers, subscribers) =
+        if scenario == Scenario::PubSub { (args.publishers, args.subscribers) } else { (0, 0) };
     let cfg = Arc::new(Config {
-        url,
+        wamp_url: ep.wamp.clone(),
+        mqtt_url: ep.mqtt.clone(),
+        pub_proto: ep.pub_proto.proto(),
+        sub_proto: ep.sub_proto.proto(),
+        qos: args.qos,
+        mqtt_version: version,
+        keepalive: args.keepalive.unwrap_or(60),
+        payload_json,
+        seq_window,
+        publishers,
+        subscribers,
         realm: args.realm.clone(),
         ser,
         topics: args.topics,
@@ -269,10 +396,11 @@ fn main() {
         warmup,
         duration,
         drain,
+        quickack: args.quickack,
         threads,
         fanout,
     });
-    let shared = Arc::new(Shared::new());
+    let shared = Arc::new(Shared::new(publishers));
 
     // Stalled subscribers: subscribed before any load thread starts, so
     // they are in place before the first PUBLISH; never read afterwards.
@@ -281,9 +409,12 @@ fn main() {
         if scenario != Scenario::PubSub {
             die(64, "--stalled needs --scenario pubsub");
         }
+        let Some(url) = cfg.wamp_url.as_ref().filter(|_| cfg.sub_proto == Proto::Wamp) else {
+            die(64, "--stalled needs WAMP subscribers")
+        };
         let topics: Vec<String> = (0..args.topics).map(|t| format!("bench.topic.{t}")).collect();
         for _ in 0..args.stalled {
-            let mut s = passive::Session::open(&cfg.url, ser, &args.realm)
+            let mut s = passive::Session::open(url, ser, &args.realm)
                 .unwrap_or_else(|e| die(2, &format!("stalled subscriber: {e}")));
             s.subscribe(ser, &topics).unwrap_or_else(|e| die(4, &format!("stalled subscriber: {e}")));
             s.shrink_rcvbuf();
@@ -378,8 +509,27 @@ fn main() {
             Scenario::PubSub => "pubsub",
             Scenario::Rpc => "rpc",
         },
-        serializer: ser.name(),
-        url: args.url.clone(),
+        protocol: ep.pub_proto.proto().name(),
+        subscriber_protocol: ep.sub_proto.proto().name(),
+        serializer: if ep.any(ProtoArg::Wamp) { ser.name() } else { "none" },
+        qos: ep.any(ProtoArg::Mqtt).then_some(args.qos),
+        mqtt_version: ep.any(ProtoArg::Mqtt).then_some(args.mqtt_version),
+        payload: mqtt_pub.then_some(if payload_json { "json-array" } else { "raw" }),
+        window_mode: if args.rate > 0.0 {
+            "rate"
+        } else if scenario == Scenario::Rpc {
+            "call"
+        } else if !mqtt_pub {
+            "ack"
+        } else if args.qos > 0 {
+            "puback"
+        } else {
+            "seq"
+        },
+        quickack: args.quickack,
+        mqtt_receive_max: Some(shared.receive_max.load(Ordering::SeqCst)).filter(|&x| x != u64::MAX),
+        url: ep.pub_url.clone(),
+        subscriber_url: ep.sub_url.clone(),
         publishers: if scenario == Scenario::PubSub { args.publishers } else { 0 },
         subscribers: if scenario == Scenario::PubSub { args.subscribers } else { 0 },
         topics: if scenario == Scenario::PubSub { args.topics } else { 0 },
@@ -410,6 +560,7 @@ fn main() {
         behind_schedule: stats.behind,
         cpu_pct: (cpu_pct * 10.0).round() / 10.0,
         problems: stats.problems.len(),
+        pings: stats.pings,
         stalled: stalled.len(),
         stalled_closed: stalled.iter_mut().filter_map(|s| s.drain_and_check_closed().then_some(())).count(),
         router_rss_start_kb: rss_start,
@@ -453,18 +604,32 @@ fn main() {
 }
 
 /// `--idle N`: open N sessions, hold them, report the router's memory.
-fn idle_mode(args: &Args, url: &ws::WsUrl, ser: Ser) {
+fn idle_mode(args: &Args, ep: &Endpoints, ser: Ser) {
+    enum Idle {
+        Wamp(passive::Session),
+        Mqtt(passive::MqttSession),
+    }
     let hold = secs(args.hold, "hold");
+    let mqtt_ka = args.keepalive.unwrap_or_else(|| (hold.as_secs() + 300).min(u16::MAX as u64) as u16);
+    let version = if args.mqtt_version == 5 { mqtt::Version::V5 } else { mqtt::Version::V311 };
     let mem = || args.router_pid.and_then(passive::proc_mem_kb);
     let before = mem();
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(300);
     let mut sessions = Vec::with_capacity(args.idle);
+    let pid = std::process::id();
     for i in 0..args.idle {
         if Instant::now() > deadline {
             die(2, &format!("idle: only {i} of {} sessions opened within 300 s", args.idle));
         }
-        match passive::Session::open(url, ser, &args.realm) {
+        let r = match (&ep.wamp, &ep.mqtt) {
+            (_, Some(u)) if ep.pub_proto == ProtoArg::Mqtt => {
+                passive::MqttSession::open(u, version, &format!("fennec-load-idle-{pid}-{i}"), mqtt_ka).map(Idle::Mqtt)
+            }
+            (Some(u), _) => passive::Session::open(u, ser, &args.realm).map(Idle::Wamp),
+            _ => Err("no URL".into()),
+        };
+        match r {
             Ok(s) => sessions.push(s),
             Err(e) => die(2, &format!("idle: session {i} of {}: {e}", args.idle)),
         }
@@ -478,7 +643,21 @@ fn idle_mode(args: &Args, url: &ws::WsUrl, ser: Ser) {
     eprintln!("fennec-load: idle: {} sessions open after {open_s:.1} s, holding {} s", sessions.len(), args.hold);
     std::thread::sleep(hold.saturating_sub(Duration::from_secs(1)));
     let end = mem();
-    let closed = sessions.iter_mut().filter_map(|s| s.drain_and_check_closed().then_some(())).count();
+    let closed = sessions
+        .iter_mut()
+        .filter_map(|s| {
+            match s {
+                Idle::Wamp(s) => s.drain_and_check_closed(),
+                Idle::Mqtt(s) => s.drain_and_check_closed(),
+            }
+            .then_some(())
+        })
+        .count();
+    for s in &mut sessions {
+        if let Idle::Mqtt(s) = s {
+            s.close();
+        }
+    }
     let per = match (before, end) {
         (Some(b), Some(e)) if !sessions.is_empty() => {
             Some(((e.0 as f64 - b.0 as f64) * 1024.0 / sessions.len() as f64).round())
@@ -488,8 +667,11 @@ fn idle_mode(args: &Args, url: &ws::WsUrl, ser: Ser) {
     let report = IdleReport {
         label: args.label.clone(),
         mode: "idle",
-        serializer: ser.name(),
-        url: args.url.clone(),
+        protocol: ep.pub_proto.proto().name(),
+        serializer: if ep.pub_proto == ProtoArg::Wamp { ser.name() } else { "none" },
+        mqtt_version: (ep.pub_proto == ProtoArg::Mqtt).then_some(args.mqtt_version),
+        keepalive_s: (ep.pub_proto == ProtoArg::Mqtt).then_some(mqtt_ka),
+        url: ep.pub_url.clone(),
         idle: args.idle,
         opened: sessions.len(),
         open_s: (open_s * 100.0).round() / 100.0,
@@ -513,11 +695,62 @@ fn idle_mode(args: &Args, url: &ws::WsUrl, ser: Ser) {
     }
 }
 
+/// Where the publishers (callers, idle sessions) and subscribers connect.
+struct Endpoints {
+    pub_proto: ProtoArg,
+    sub_proto: ProtoArg,
+    pub_url: String,
+    sub_url: String,
+    wamp: Option<ws::WsUrl>,
+    mqtt: Option<mqtt::MqttUrl>,
+}
+
+impl Endpoints {
+    fn any(&self, p: ProtoArg) -> bool {
+        self.pub_proto == p || self.sub_proto == p
+    }
+}
+
+fn endpoints(args: &Args) -> Result<Endpoints, String> {
+    let pub_proto = args.protocol;
+    let sub_proto = args.subscriber_protocol.unwrap_or(pub_proto);
+    let pub_url = args.url.clone().unwrap_or_else(|| pub_proto.default_url().to_string());
+    let sub_url = if sub_proto == pub_proto {
+        match &args.subscriber_url {
+            Some(u) if *u != pub_url => {
+                return Err("--subscriber-url differs from --url but the protocols are the same".into())
+            }
+            _ => pub_url.clone(),
+        }
+    } else {
+        args.subscriber_url.clone().unwrap_or_else(|| sub_proto.default_url().to_string())
+    };
+    let mut ep = Endpoints { pub_proto, sub_proto, pub_url, sub_url, wamp: None, mqtt: None };
+    for (p, u) in [(pub_proto, &ep.pub_url), (sub_proto, &ep.sub_url)] {
+        match p {
+            ProtoArg::Wamp => ep.wamp = Some(ws::parse_url(u)?),
+            ProtoArg::Mqtt => ep.mqtt = Some(mqtt::parse_url(u)?),
+        }
+    }
+    Ok(ep)
+}
+
 fn table(r: &Report) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let shape = if r.scenario == "pubsub" {
-        format!("{} pub -> {} sub, {} topic(s)", r.publishers, r.subscribers, r.topics)
+        let proto = |p: &str| match (p, r.qos, r.mqtt_version) {
+            ("mqtt", Some(q), Some(v)) => format!("mqtt{} qos{q}", if v == 5 { "5" } else { "3.1.1" }),
+            (p, _, _) => p.to_string(),
+        };
+        format!(
+            "{} {} pub -> {} {} sub, {} topic(s)",
+            r.publishers,
+            proto(r.protocol),
+            r.subscribers,
+            proto(r.subscriber_protocol),
+            r.topics
+        )
     } else {
         format!("{} caller -> {} callee", r.callers, r.callees)
     };

@@ -2,7 +2,8 @@
 //!
 //! * stalled subscribers (`--stalled N`): subscribe to every benchmark topic,
 //!   then never read their socket again (a slow consumer);
-//! * idle sessions (`--idle N --hold S`): HELLO -> WELCOME, then silence.
+//! * idle sessions (`--idle N --hold S`): HELLO -> WELCOME (MQTT: CONNECT
+//!   -> CONNACK), then silence.
 //!
 //! Also reads a router's memory from `/proc/PID/status` (`--router-pid`).
 
@@ -11,6 +12,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::codec::{Ser, V};
+use crate::mqtt::{self, MqttUrl};
 use crate::ws::{self, WsUrl};
 
 /// Receive buffer requested for a stalled subscriber's socket, so that the
@@ -174,6 +176,84 @@ impl Session {
             }
         }
         closed
+    }
+}
+
+/// A blocking MQTT connection: CONNECT -> CONNACK, then silence (no
+/// PINGREQ: the keep-alive given to `open` must outlast the hold).
+pub struct MqttSession {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl MqttSession {
+    pub fn open(url: &MqttUrl, v: mqtt::Version, client_id: &str, keepalive: u16) -> Result<MqttSession, String> {
+        let mut stream = TcpStream::connect_timeout(&url.addr, Duration::from_secs(5))
+            .map_err(|e| format!("cannot connect to {}: {e}", url.addr))?;
+        stream.set_nodelay(true).ok();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        stream.set_write_timeout(Some(Duration::from_secs(10))).ok();
+        let mut out = Vec::with_capacity(64);
+        mqtt::connect(&mut out, v, client_id, keepalive);
+        stream.write_all(&out).map_err(|e| format!("write: {e}"))?;
+        let mut buf = Vec::with_capacity(64);
+        let mut chunk = [0u8; 512];
+        loop {
+            if let Some(p) = mqtt::parse_packet(&buf)? {
+                if p.kind != mqtt::CONNACK {
+                    return Err(format!("expected CONNACK, got packet type {}", p.kind));
+                }
+                let ca = mqtt::connack(v, &buf[p.start..p.end])?;
+                if ca.code != 0 {
+                    return Err(format!("broker refused CONNECT: code 0x{:02x}", ca.code));
+                }
+                buf.drain(..p.end);
+                return Ok(MqttSession { stream, buf });
+            }
+            let n = stream.read(&mut chunk).map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("broker closed the connection before CONNACK".into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Whether the broker closed the connection (EOF, reset, or a
+    /// DISCONNECT packet among the unread bytes), bounded like
+    /// `Session::drain_and_check_closed`.
+    pub fn drain_and_check_closed(&mut self) -> bool {
+        if self.stream.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let mut chunk = vec![0u8; 16 * 1024];
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let mut pos = 0;
+            while let Ok(Some(p)) = mqtt::parse_packet(&self.buf[pos..]) {
+                if p.kind == mqtt::DISCONNECT {
+                    return true;
+                }
+                pos += p.end;
+            }
+            self.buf.drain(..pos);
+            if Instant::now() > deadline || self.buf.len() > DRAIN_LIMIT {
+                return false;
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return true,
+            }
+        }
+    }
+
+    /// Sends DISCONNECT (best effort).
+    pub fn close(&mut self) {
+        let mut out = Vec::with_capacity(2);
+        mqtt::disconnect(&mut out);
+        let _ = self.stream.write(&out);
     }
 }
 

@@ -1,5 +1,6 @@
-//! One load-tool thread: owns a set of WAMP client connections and drives
-//! them with a single non-blocking `mio` event loop.
+//! One load-tool thread: owns a set of client connections (WAMP over
+//! WebSocket and/or MQTT over TCP) and drives them with a single
+//! non-blocking `mio` event loop.
 
 use std::io::{ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -11,6 +12,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::codec::{json_u64, mp_arr, mp_map, mp_str_hdr, mp_u64, Ser, V};
+use crate::mqtt;
 use crate::ws;
 
 const READ_CHUNK: usize = 256 * 1024;
@@ -23,6 +25,12 @@ const MAX_PENDING_OUT: usize = 4 * 1024 * 1024;
 const RATE_BURST: u32 = 2000;
 /// Length of the hex timestamp at the start of each payload.
 pub const TS_LEN: usize = 16;
+/// MQTT publishers follow the timestamp with their index (4 hex digits) and
+/// the message's sequence number (12 hex digits), see `Config::seq_window`.
+const PUB_LEN: usize = 4;
+const SEQ_LEN: usize = 12;
+/// Minimum payload of an MQTT publisher (timestamp, index, sequence).
+pub const MQTT_MIN_PAYLOAD: usize = TS_LEN + PUB_LEN + SEQ_LEN;
 pub const HIST_MAX_NS: u64 = 100_000_000_000;
 /// Bound on connection setup and on HELLO/SUBSCRIBE/REGISTER completion.
 const SETUP_TIMEOUT_S: u64 = 30;
@@ -41,9 +49,47 @@ pub enum Role {
     Callee,
 }
 
+/// The protocol a connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    Wamp,
+    Mqtt,
+}
+
+impl Proto {
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Wamp => "wamp",
+            Proto::Mqtt => "mqtt",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub url: ws::WsUrl,
+    /// Router URL for WAMP connections (None: no WAMP connection).
+    pub wamp_url: Option<ws::WsUrl>,
+    /// Broker address for MQTT connections (None: no MQTT connection).
+    pub mqtt_url: Option<mqtt::MqttUrl>,
+    /// Protocol of the publishers and of the subscribers.
+    pub pub_proto: Proto,
+    pub sub_proto: Proto,
+    /// MQTT: QoS of PUBLISH and SUBSCRIBE (0 or 1).
+    pub qos: u8,
+    pub mqtt_version: mqtt::Version,
+    /// MQTT keep-alive sent in CONNECT (seconds); PINGREQ every half of it
+    /// (or of the server's Server Keep Alive, MQTT 5).
+    pub keepalive: u16,
+    /// MQTT publishers send the payload as a one-string JSON array
+    /// (`["<ts>..."]`, for MQTT -> WAMP) instead of raw bytes.
+    pub payload_json: bool,
+    /// QoS 0 at max rate: no acknowledgement exists, so a publisher's
+    /// window is counted from sequence numbers in the payload: it may be at
+    /// most `window` messages ahead of the mean (over subscribers) of the
+    /// highest sequence number each subscriber has received from it.
+    pub seq_window: bool,
+    pub publishers: usize,
+    pub subscribers: usize,
     pub realm: String,
     pub ser: Ser,
     pub topics: usize,
@@ -55,6 +101,9 @@ pub struct Config {
     pub warmup: Duration,
     pub duration: Duration,
     pub drain: Duration,
+    /// Set TCP_QUICKACK on every socket after each read (Linux): ACK at
+    /// once instead of delaying, see README.
+    pub quickack: bool,
     pub threads: usize,
     /// Deliveries expected per message sent (subscribers for pub/sub, 1 for RPC).
     pub fanout: u64,
@@ -88,10 +137,16 @@ pub struct Shared {
     pub delivered: AtomicU64,
     pub stopped: AtomicUsize,
     pub first_error: Mutex<Option<String>>,
+    /// Per publisher (QoS 0 sequence window): sum over all subscribers of
+    /// the highest sequence number each has received from it.
+    pub pub_seen: Vec<AtomicU64>,
+    /// Smallest MQTT 5 Receive Maximum any CONNACK announced (u64::MAX if
+    /// none); caps the QoS 1 window.
+    pub receive_max: AtomicU64,
 }
 
 impl Shared {
-    pub fn new() -> Self {
+    pub fn new(publishers: usize) -> Self {
         Shared {
             epoch: Instant::now(),
             ready: AtomicUsize::new(0),
@@ -102,6 +157,8 @@ impl Shared {
             delivered: AtomicU64::new(0),
             stopped: AtomicUsize::new(0),
             first_error: Mutex::new(None),
+            pub_seen: (0..publishers).map(|_| AtomicU64::new(0)).collect(),
+            receive_max: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -130,6 +187,8 @@ pub struct Stats {
     pub behind: u64,
     /// Connections that did not get a GOODBYE reply at the end.
     pub no_goodbye: u64,
+    /// MQTT PINGREQs sent (keep-alive).
+    pub pings: u64,
     /// Non-fatal problems seen during the run (e.g. connection closed).
     pub problems: Vec<String>,
     pub hist: Histogram<u64>,
@@ -148,6 +207,7 @@ impl Stats {
             bad_payload: 0,
             behind: 0,
             no_goodbye: 0,
+            pings: 0,
             problems: Vec::new(),
             hist: Histogram::new_with_bounds(1, HIST_MAX_NS, 3).expect("histogram"),
         }
@@ -164,6 +224,7 @@ impl Stats {
         self.bad_payload += o.bad_payload;
         self.behind += o.behind;
         self.no_goodbye += o.no_goodbye;
+        self.pings += o.pings;
         self.problems.extend(o.problems);
         self.hist.add(&o.hist).expect("histogram merge");
     }
@@ -171,7 +232,7 @@ impl Stats {
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum St {
-    /// HELLO sent, waiting for WELCOME.
+    /// HELLO (MQTT: CONNECT) sent, waiting for WELCOME (CONNACK).
     Hello,
     /// SUBSCRIBE/REGISTER sent, waiting for acks.
     Setup,
@@ -182,6 +243,7 @@ enum St {
 
 struct Conn {
     role: Role,
+    proto: Proto,
     /// Index within its role (publisher #3, callee #0, ...).
     idx: usize,
     stream: TcpStream,
@@ -202,6 +264,16 @@ struct Conn {
     rr: usize,
     next_due: u64,
     rng: u64,
+    /// MQTT publisher: sequence number of the last message sent.
+    seq: u64,
+    /// MQTT publisher: next packet identifier (QoS 1).
+    pkid: u16,
+    /// Subscriber (sequence window): highest sequence number received from
+    /// each publisher.
+    last_seq: Vec<u64>,
+    /// MQTT: next PINGREQ due (ns since epoch) and the interval.
+    next_ping: u64,
+    ping_ns: u64,
 }
 
 impl Conn {
@@ -238,6 +310,11 @@ impl Conn {
     fn pending_out(&self) -> usize {
         self.wbuf.len() - self.wpos
     }
+
+    fn next_pkid(&mut self) -> u16 {
+        self.pkid = if self.pkid == u16::MAX { 1 } else { self.pkid + 1 };
+        self.pkid
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -260,7 +337,18 @@ pub struct Worker {
     scratch: Vec<u8>,
     payload: Vec<u8>,
     topic_names: Vec<String>,
+    /// MQTT topic names bench/topic/0..T-1 (Fennec maps them to WAMP
+    /// bench.topic.0..T-1).
+    mqtt_topics: Vec<String>,
     proc_names: Vec<String>,
+    /// Offset of the timestamp in `payload` (2 for a JSON array payload).
+    payload_off: usize,
+    /// Sequence window: per publisher, increase of this thread's
+    /// subscribers' highest sequence numbers not yet added to
+    /// `shared.pub_seen`.
+    seen_delta: Vec<u64>,
+    seen_dirty: bool,
+    next_ping_check: u64,
     warm_end: u64,
     meas_end: u64,
     /// Delivered count already added to `shared.delivered`.
@@ -268,19 +356,35 @@ pub struct Worker {
     reported_error: bool,
 }
 
-fn hex_ts(ns: u64, out: &mut [u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in out[..TS_LEN].iter_mut().enumerate() {
-        *b = HEX[((ns >> ((TS_LEN - 1 - i) * 4)) & 0xf) as usize];
+/// Re-arms TCP_QUICKACK (the kernel clears it again on its own).
+fn quickack(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt reads sizeof(c_int) bytes from &one, a valid c_int.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            &one as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 
-fn parse_ts(b: &[u8]) -> Option<u64> {
-    if b.len() < TS_LEN {
-        return None;
+/// Writes the low `out.len()` hex digits of `v` into `out`.
+fn put_hex(v: u64, out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = out.len();
+    for (i, b) in out.iter_mut().enumerate() {
+        let shift = (n - 1 - i) * 4;
+        *b = if shift >= 64 { b'0' } else { HEX[((v >> shift) & 0xf) as usize] };
     }
+}
+
+fn get_hex(b: &[u8]) -> Option<u64> {
     let mut v = 0u64;
-    for &c in &b[..TS_LEN] {
+    for &c in b {
         let d = match c {
             b'0'..=b'9' => c - b'0',
             b'a'..=b'f' => c - b'a' + 10,
@@ -289,6 +393,44 @@ fn parse_ts(b: &[u8]) -> Option<u64> {
         v = (v << 4) | d as u64;
     }
     Some(v)
+}
+
+fn hex_ts(ns: u64, out: &mut [u8]) {
+    put_hex(ns, &mut out[..TS_LEN]);
+}
+
+fn parse_ts(b: &[u8]) -> Option<u64> {
+    get_hex(b.get(..TS_LEN)?)
+}
+
+/// Writes an MQTT publisher's payload header: timestamp, publisher index,
+/// sequence number (hex).
+fn fill_payload(out: &mut [u8], ts: u64, publisher: usize, seq: u64) {
+    hex_ts(ts, out);
+    put_hex(publisher as u64, &mut out[TS_LEN..TS_LEN + PUB_LEN]);
+    put_hex(seq, &mut out[TS_LEN + PUB_LEN..MQTT_MIN_PAYLOAD]);
+}
+
+/// The start of the string in a received MQTT payload that is JSON: a
+/// one-string array `["..."]` (our --payload json-array) or a JSON string
+/// `"..."` (what a WAMP publication with one string argument becomes in
+/// Fennec's WAMP -> MQTT mapping). Raw payloads are returned unchanged.
+fn strip_json(p: &[u8]) -> &[u8] {
+    if let Some(r) = p.strip_prefix(b"[\"") {
+        r
+    } else if let Some(r) = p.strip_prefix(b"\"") {
+        r
+    } else {
+        p
+    }
+}
+
+/// Publisher index and sequence number after the timestamp (MQTT
+/// publishers' payloads).
+fn parse_pub_seq(b: &[u8]) -> Option<(usize, u64)> {
+    let p = get_hex(b.get(TS_LEN..TS_LEN + PUB_LEN)?)?;
+    let s = get_hex(b.get(TS_LEN + PUB_LEN..MQTT_MIN_PAYLOAD)?)?;
+    Some((p as usize, s))
 }
 
 fn err_text(a: &[V<'_>], from: usize) -> String {
@@ -308,7 +450,24 @@ impl Worker {
                     "timeout: could not open all connections within {SETUP_TIMEOUT_S} s"
                 )));
             }
-            let (std_stream, rest) = ws::connect(&cfg.url, cfg.ser.subprotocol()).map_err(Fail::Connect)?;
+            let proto = match role {
+                Role::Publisher => cfg.pub_proto,
+                Role::Subscriber => cfg.sub_proto,
+                Role::Caller | Role::Callee => Proto::Wamp,
+            };
+            let (std_stream, rest) = match proto {
+                Proto::Wamp => {
+                    let url = cfg.wamp_url.as_ref().ok_or_else(|| Fail::Connect("no WAMP URL".into()))?;
+                    ws::connect(url, cfg.ser.subprotocol()).map_err(Fail::Connect)?
+                }
+                Proto::Mqtt => {
+                    let url = cfg.mqtt_url.as_ref().ok_or_else(|| Fail::Connect("no MQTT URL".into()))?;
+                    let s = std::net::TcpStream::connect_timeout(&url.addr, Duration::from_secs(5))
+                        .map_err(|e| Fail::Connect(format!("cannot connect to {}: {e}", url.addr)))?;
+                    s.set_nodelay(true).ok();
+                    (s, Vec::new())
+                }
+            };
             std_stream.set_nonblocking(true).map_err(|e| Fail::Connect(format!("set_nonblocking: {e}")))?;
             let mut stream = TcpStream::from_std(std_stream);
             poll.registry()
@@ -322,6 +481,7 @@ impl Worker {
             rbuf[..rlen].copy_from_slice(&rest);
             conns.push(Conn {
                 role,
+                proto,
                 idx,
                 stream,
                 rbuf,
@@ -341,13 +501,29 @@ impl Worker {
                 rr: idx,
                 next_due: 0,
                 rng: 0x9E37_79B9_7F4A_7C15 ^ ((tid as u64) << 32) ^ (i as u64 + 1),
+                seq: 0,
+                pkid: 0,
+                last_seq: if cfg.seq_window && role == Role::Subscriber { vec![0; cfg.publishers] } else { Vec::new() },
+                next_ping: u64::MAX,
+                ping_ns: 0,
             });
         }
+        let payload_off = if cfg.pub_proto == Proto::Mqtt && cfg.payload_json { 2 } else { 0 };
         let mut payload = vec![b'x'; cfg.size];
-        payload[..TS_LEN].fill(b'0');
+        if payload_off > 0 {
+            payload[..2].copy_from_slice(b"[\"");
+            let n = payload.len();
+            payload[n - 2..].copy_from_slice(b"\"]");
+        }
+        payload[payload_off..payload_off + TS_LEN].fill(b'0');
         Ok(Worker {
             topic_names: (0..cfg.topics).map(|t| format!("bench.topic.{t}")).collect(),
+            mqtt_topics: (0..cfg.topics).map(|t| format!("bench/topic/{t}")).collect(),
             proc_names: (0..cfg.callees).map(|t| format!("bench.proc.{t}")).collect(),
+            payload_off,
+            seen_delta: vec![0; if cfg.seq_window { cfg.publishers } else { 0 }],
+            seen_dirty: false,
+            next_ping_check: 0,
             cfg,
             shared,
             tid,
@@ -391,8 +567,15 @@ impl Worker {
             ]),
         ]);
         let ser = self.cfg.ser;
-        for c in &mut self.conns {
-            c.send_v(ser, &hello, &mut self.scratch);
+        let pid = std::process::id();
+        for (i, c) in self.conns.iter_mut().enumerate() {
+            match c.proto {
+                Proto::Wamp => c.send_v(ser, &hello, &mut self.scratch),
+                Proto::Mqtt => {
+                    let id = format!("fennec-load-{pid}-{}-{i}", self.tid);
+                    mqtt::connect(&mut c.wbuf, self.cfg.mqtt_version, &id, self.cfg.keepalive);
+                }
+            }
         }
         let setup_deadline = self.shared.now_ns() + SETUP_TIMEOUT_S * 1_000_000_000;
         let mut events = Events::with_capacity(1024);
@@ -408,7 +591,8 @@ impl Worker {
             if self.shared.now_ns() > setup_deadline {
                 let n = self.conns.iter().filter(|c| c.st != St::Ready).count();
                 return Err(Fail::Protocol(format!(
-                    "timeout: {n} connection(s) did not finish HELLO/SUBSCRIBE/REGISTER within {SETUP_TIMEOUT_S} s"
+                    "timeout: {n} connection(s) did not finish HELLO/SUBSCRIBE/REGISTER \
+                     (MQTT: CONNECT/SUBSCRIBE) within {SETUP_TIMEOUT_S} s"
                 )));
             }
         }
@@ -437,7 +621,9 @@ impl Worker {
             if now >= self.warm_end {
                 self.phase = Phase::Measure;
             }
+            self.flush_seen();
             self.generate(now);
+            self.keepalive(now);
             self.flush_all()?;
             let timeout = self.next_timeout(now);
             self.turn(&mut events, timeout)?;
@@ -449,6 +635,7 @@ impl Worker {
         self.publish_delivered();
         self.shared.stopped.fetch_add(1, Ordering::SeqCst);
         loop {
+            self.keepalive(self.shared.now_ns());
             self.flush_all()?;
             self.publish_delivered();
             if self.drained() || self.shared.now_ns() >= drain_end {
@@ -462,8 +649,17 @@ impl Worker {
         let bye = V::Arr(vec![V::U(6), V::Map(vec![]), V::s("wamp.close.close_realm")]);
         for c in &mut self.conns {
             if c.st != St::Done && !c.eof {
-                c.send_v(ser, &bye, &mut self.scratch);
-                c.st = St::GoodbyeSent;
+                match c.proto {
+                    Proto::Wamp => {
+                        c.send_v(ser, &bye, &mut self.scratch);
+                        c.st = St::GoodbyeSent;
+                    }
+                    Proto::Mqtt => {
+                        // DISCONNECT has no reply.
+                        mqtt::disconnect(&mut c.wbuf);
+                        c.st = St::Done;
+                    }
+                }
             }
         }
         let bye_end = self.shared.now_ns() + 2_000_000_000;
@@ -478,7 +674,7 @@ impl Worker {
             if c.st != St::Done {
                 self.stats.no_goodbye += 1;
             }
-            if !c.eof {
+            if !c.eof && c.proto == Proto::Wamp {
                 let m = c.mask();
                 ws::write_frame(&mut c.wbuf, ws::OP_CLOSE, &1000u16.to_be_bytes(), m);
                 let _ = c.stream.write(&c.wbuf[c.wpos..]);
@@ -505,6 +701,14 @@ impl Worker {
     fn next_timeout(&self, now: u64) -> Duration {
         if self.conns.iter().any(|c| c.readable) {
             return Duration::ZERO;
+        }
+        if self.cfg.seq_window
+            && self.cfg.threads > 1
+            && self.phase < Phase::Drain
+            && self.conns.iter().any(|c| c.role == Role::Publisher)
+        {
+            // The window opens on deliveries seen by other threads: poll.
+            return Duration::from_micros(100);
         }
         let mut until = self.meas_end.min(if now < self.warm_end { self.warm_end } else { u64::MAX });
         if self.cfg.interval_ns > 0 {
@@ -580,6 +784,9 @@ impl Worker {
                     return Ok(());
                 }
                 Ok(n) => {
+                    if self.cfg.quickack {
+                        quickack(&c.stream);
+                    }
                     // A short read means the socket is drained: with
                     // edge-triggered epoll any later data raises a new
                     // event, so skip the extra read that would return
@@ -627,6 +834,9 @@ impl Worker {
 
     /// Parses and handles all complete frames buffered on connection `i`.
     fn process(&mut self, i: usize) -> Result<(), Fail> {
+        if self.conns[i].proto == Proto::Mqtt {
+            return self.process_mqtt(i);
+        }
         let now = self.shared.now_ns();
         let mut rbuf = std::mem::take(&mut self.conns[i].rbuf);
         let mut frag = std::mem::take(&mut self.conns[i].frag);
@@ -710,9 +920,140 @@ impl Worker {
         result
     }
 
-    fn record_payload(&mut self, args: Option<&V<'_>>, now: u64) {
-        let ts = args.and_then(|a| a.as_arr()).and_then(|a| a.first()).and_then(|v| v.as_bytes()).and_then(parse_ts);
-        match ts {
+    /// Records a received payload on connection `i`: `p` is the first
+    /// argument (WAMP) or the MQTT payload, starting with the timestamp.
+    /// Parses and handles all complete MQTT packets buffered on `i`.
+    fn process_mqtt(&mut self, i: usize) -> Result<(), Fail> {
+        let now = self.shared.now_ns();
+        let rbuf = std::mem::take(&mut self.conns[i].rbuf);
+        let mut pos = self.conns[i].rstart;
+        let end = self.conns[i].rlen;
+        let mut result = Ok(());
+        while pos < end {
+            let p = match mqtt::parse_packet(&rbuf[pos..end]) {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    result = Err(Fail::Protocol(e));
+                    break;
+                }
+            };
+            let body = &rbuf[pos + p.start..pos + p.end];
+            pos += p.end;
+            if let Err(e) = self.handle_mqtt(i, p.kind, p.flags, body, now) {
+                result = Err(e);
+                break;
+            }
+        }
+        let c = &mut self.conns[i];
+        c.rbuf = rbuf;
+        c.rstart = pos;
+        if c.rstart == c.rlen {
+            c.rstart = 0;
+            c.rlen = 0;
+        }
+        result
+    }
+
+    fn handle_mqtt(&mut self, i: usize, kind: u8, flags: u8, body: &[u8], now: u64) -> Result<(), Fail> {
+        let v = self.cfg.mqtt_version;
+        let perr = |e: String| Fail::Protocol(format!("bad packet from broker: {e}"));
+        match kind {
+            mqtt::PUBLISH => {
+                let m = mqtt::publish_parse(v, flags, body).map_err(perr)?;
+                if m.qos == 2 {
+                    return Err(Fail::Protocol("broker sent a QoS 2 PUBLISH (we subscribed at QoS <= 1)".into()));
+                }
+                self.stats.delivered += 1;
+                let p = strip_json(&body[m.payload.0..m.payload.1]);
+                self.record_payload(i, Some(p), now);
+                if m.qos == 1 {
+                    mqtt::puback(&mut self.conns[i].wbuf, m.pkid);
+                }
+            }
+            mqtt::PUBACK => {
+                let (_, code) = mqtt::puback_parse(body).map_err(perr)?;
+                self.stats.acks += 1;
+                let c = &mut self.conns[i];
+                c.inflight = c.inflight.saturating_sub(1);
+                if code >= 0x80 {
+                    self.stats.errors += 1;
+                    self.report_error_text(format!("broker refused PUBLISH: PUBACK reason code 0x{code:02x}"));
+                }
+            }
+            mqtt::CONNACK => {
+                let ca = mqtt::connack(v, body).map_err(perr)?;
+                if ca.code != 0 {
+                    return Err(Fail::Abort(format!(
+                        "broker refused CONNECT: {} code 0x{:02x}",
+                        if v == mqtt::Version::V5 { "reason" } else { "return" },
+                        ca.code
+                    )));
+                }
+                if let Some(rm) = ca.receive_max {
+                    self.shared.receive_max.fetch_min(rm as u64, Ordering::SeqCst);
+                }
+                let ka = ca.server_keepalive.unwrap_or(self.cfg.keepalive);
+                let c = &mut self.conns[i];
+                if c.st != St::Hello {
+                    return Err(Fail::Protocol("unexpected CONNACK".into()));
+                }
+                if ka > 0 {
+                    c.ping_ns = ka as u64 * 500_000_000;
+                    c.next_ping = now + c.ping_ns;
+                }
+                match c.role {
+                    Role::Subscriber => {
+                        for t in &self.mqtt_topics {
+                            let id = c.next_pkid();
+                            mqtt::subscribe(&mut c.wbuf, v, id, t, self.cfg.qos);
+                        }
+                        c.pending = self.mqtt_topics.len();
+                        c.st = St::Setup;
+                    }
+                    _ => c.st = St::Ready,
+                }
+            }
+            mqtt::SUBACK => {
+                let (_, code) = mqtt::suback(v, body).map_err(perr)?;
+                if code >= 0x80 {
+                    return Err(Fail::Protocol(format!("broker refused SUBSCRIBE: code 0x{code:02x}")));
+                }
+                let c = &mut self.conns[i];
+                c.pending = c.pending.saturating_sub(1);
+                if c.pending == 0 && c.st == St::Setup {
+                    c.st = St::Ready;
+                }
+            }
+            mqtt::PINGRESP => {}
+            mqtt::DISCONNECT => {
+                let c = &mut self.conns[i];
+                let was = c.st;
+                c.st = St::Done;
+                let msg = format!(
+                    "broker sent DISCONNECT (reason 0x{:02x}) on {:?}#{} (state {was:?})",
+                    mqtt::disconnect_reason(body),
+                    c.role,
+                    c.idx
+                );
+                if self.phase == Phase::Setup {
+                    return Err(Fail::Protocol(msg));
+                }
+                if was != St::Done {
+                    self.problem(msg);
+                }
+            }
+            k => return Err(Fail::Protocol(format!("unexpected MQTT packet type {k} from broker"))),
+        }
+        Ok(())
+    }
+
+    fn record_payload(&mut self, i: usize, p: Option<&[u8]>, now: u64) {
+        let Some(p) = p else {
+            self.stats.bad_payload += 1;
+            return;
+        };
+        match parse_ts(p) {
             Some(t) => {
                 if now >= self.warm_end && now < self.meas_end {
                     let lat = now.saturating_sub(t).clamp(1, HIST_MAX_NS);
@@ -720,14 +1061,46 @@ impl Worker {
                     self.stats.delivered_win += 1;
                 }
             }
-            None => self.stats.bad_payload += 1,
+            None => {
+                self.stats.bad_payload += 1;
+                return;
+            }
+        }
+        if self.cfg.seq_window {
+            if let Some((pb, seq)) = parse_pub_seq(p) {
+                let c = &mut self.conns[i];
+                if let Some(last) = c.last_seq.get_mut(pb) {
+                    if seq > *last {
+                        self.seen_delta[pb] += seq - *last;
+                        self.seen_dirty = true;
+                        *last = seq;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds this thread's subscribers' progress to `shared.pub_seen`.
+    fn flush_seen(&mut self) {
+        if !self.seen_dirty {
+            return;
+        }
+        self.seen_dirty = false;
+        for (p, d) in self.seen_delta.iter_mut().enumerate() {
+            if *d > 0 {
+                self.shared.pub_seen[p].fetch_add(*d, Ordering::Relaxed);
+                *d = 0;
+            }
         }
     }
 
     fn report_error(&mut self, what: &str, a: &[V<'_>]) {
+        self.report_error_text(format!("router returned ERROR for {what}: {}", err_text(a, 3)));
+    }
+
+    fn report_error_text(&mut self, msg: String) {
         if !self.reported_error {
             self.reported_error = true;
-            let msg = format!("router returned ERROR for {what}: {}", err_text(a, 3));
             eprintln!("fennec-load: warning (thread {}): {msg}", self.tid);
             let mut fe = self.shared.first_error.lock().unwrap();
             if fe.is_none() {
@@ -754,14 +1127,16 @@ impl Worker {
             36 => {
                 // EVENT [36, sub, pub, details, args?, kwargs?]
                 self.stats.delivered += 1;
-                self.record_payload(a.get(4), now);
+                let p = a.get(4).and_then(|a| a.as_arr()).and_then(|a| a.first()).and_then(|v| v.as_bytes());
+                self.record_payload(i, p, now);
             }
             50 => {
                 // RESULT [50, req, details, args?]
                 self.stats.delivered += 1;
                 let c = &mut self.conns[i];
                 c.inflight = c.inflight.saturating_sub(1);
-                self.record_payload(a.get(3), now);
+                let p = a.get(3).and_then(|a| a.as_arr()).and_then(|a| a.first()).and_then(|v| v.as_bytes());
+                self.record_payload(i, p, now);
             }
             17 => {
                 // PUBLISHED
@@ -871,8 +1246,43 @@ impl Worker {
         Ok(())
     }
 
+    /// Appends an MQTT PUBLISH for publisher connection `i`.
+    fn emit_mqtt(&mut self, i: usize, now: u64) {
+        let qos = self.cfg.qos;
+        let c = &mut self.conns[i];
+        let t = c.rr % self.mqtt_topics.len();
+        c.rr = c.rr.wrapping_add(1);
+        c.seq += 1;
+        fill_payload(&mut self.payload[self.payload_off..], now, c.idx, c.seq);
+        let pkid = if qos > 0 { c.next_pkid() } else { 0 };
+        mqtt::publish(&mut c.wbuf, self.cfg.mqtt_version, self.mqtt_topics[t].as_bytes(), qos, pkid, &self.payload);
+        if qos > 0 {
+            c.inflight += 1;
+        }
+        self.stats.sent += 1;
+        if self.phase == Phase::Measure {
+            self.stats.sent_win += 1;
+        }
+    }
+
+    /// Messages of sender `i` counted against the window: unacknowledged
+    /// PUBLISH (WAMP with acknowledge, MQTT QoS 1), outstanding CALLs, or
+    /// (QoS 0 sequence window) messages ahead of the subscribers' mean.
+    fn in_window(&self, i: usize) -> usize {
+        let c = &self.conns[i];
+        if c.proto == Proto::Mqtt && self.cfg.seq_window {
+            let seen = self.shared.pub_seen[c.idx].load(Ordering::Relaxed) / self.cfg.subscribers.max(1) as u64;
+            c.seq.saturating_sub(seen) as usize
+        } else {
+            c.inflight
+        }
+    }
+
     /// Appends a PUBLISH or CALL for connection `i` to its output buffer.
     fn emit(&mut self, i: usize, now: u64) {
+        if self.conns[i].proto == Proto::Mqtt {
+            return self.emit_mqtt(i, now);
+        }
         let ser = self.cfg.ser;
         let max_rate = self.cfg.interval_ns == 0;
         let c = &mut self.conns[i];
@@ -934,7 +1344,11 @@ impl Worker {
 
     fn generate(&mut self, now: u64) {
         let interval = self.cfg.interval_ns;
-        let window = self.cfg.window;
+        let mut window = self.cfg.window;
+        if self.cfg.pub_proto == Proto::Mqtt && self.cfg.qos > 0 {
+            // MQTT 5: the broker's Receive Maximum bounds unacked QoS 1.
+            window = (window as u64).min(self.shared.receive_max.load(Ordering::Relaxed)) as usize;
+        }
         for i in 0..self.conns.len() {
             let c = &self.conns[i];
             if !matches!(c.role, Role::Publisher | Role::Caller) || c.st != St::Ready {
@@ -943,11 +1357,13 @@ impl Worker {
             let Some(interval) = std::num::NonZeroU64::new(interval) else {
                 // Refill only once the window is half empty so that many
                 // messages go out in one write instead of one per ack.
-                if self.conns[i].inflight > window / 2 {
+                let mut inw = self.in_window(i);
+                if inw > window / 2 {
                     continue;
                 }
-                while self.conns[i].inflight < window && self.conns[i].pending_out() < MAX_PENDING_OUT {
+                while inw < window && self.conns[i].pending_out() < MAX_PENDING_OUT {
                     self.emit(i, now);
+                    inw += 1;
                 }
                 continue;
             };
@@ -962,13 +1378,30 @@ impl Worker {
                         self.stats.behind += skipped;
                         continue;
                     }
-                    if c.pending_out() >= MAX_PENDING_OUT || (c.role == Role::Caller && c.inflight >= window) {
+                    let capped = c.role == Role::Caller || (c.proto == Proto::Mqtt && self.cfg.qos > 0);
+                    if c.pending_out() >= MAX_PENDING_OUT || (capped && c.inflight >= window) {
                         break;
                     }
                     c.next_due += interval.get();
                     self.emit(i, now);
                     n += 1;
                 }
+            }
+        }
+    }
+
+    /// MQTT keep-alive: a PINGREQ every half keep-alive interval (checked
+    /// at most every 100 ms).
+    fn keepalive(&mut self, now: u64) {
+        if now < self.next_ping_check {
+            return;
+        }
+        self.next_ping_check = now + 100_000_000;
+        for c in &mut self.conns {
+            if c.proto == Proto::Mqtt && now >= c.next_ping && !c.eof && c.st != St::Done {
+                mqtt::pingreq(&mut c.wbuf);
+                c.next_ping = now + c.ping_ns;
+                self.stats.pings += 1;
             }
         }
     }
@@ -1032,5 +1465,71 @@ mod tests {
             assert_eq!(parse_ts(&b), Some(ns));
         }
         assert_eq!(parse_ts(b"xyz"), None);
+    }
+
+    /// An MQTT publisher's payload as built by `emit_mqtt` (JSON array).
+    fn json_payload(size: usize, ts: u64, publisher: usize, seq: u64) -> Vec<u8> {
+        let mut p = vec![b'x'; size];
+        p[..2].copy_from_slice(b"[\"");
+        p[size - 2..].copy_from_slice(b"\"]");
+        fill_payload(&mut p[2..], ts, publisher, seq);
+        p
+    }
+
+    #[test]
+    fn pub_seq_roundtrip() {
+        let mut b = vec![b'x'; 64];
+        fill_payload(&mut b, 0x1234_5678_9abc, 7, 0xfff_ffff_fffe);
+        assert_eq!(parse_ts(&b), Some(0x1234_5678_9abc));
+        assert_eq!(parse_pub_seq(&b), Some((7, 0xfff_ffff_fffe)));
+        assert_eq!(&b[MQTT_MIN_PAYLOAD..], &[b'x'; 64 - MQTT_MIN_PAYLOAD][..]);
+        assert_eq!(parse_pub_seq(&b[..MQTT_MIN_PAYLOAD - 1]), None);
+        // A WAMP load tool payload (timestamp then 'x') has no sequence.
+        assert_eq!(parse_pub_seq(b"00000000000000ffxxxxxxxxxxxxxxxxxxxx"), None);
+    }
+
+    /// MQTT -> WAMP as Fennec maps it: the MQTT payload is a JSON array,
+    /// which becomes the EVENT's args; the WAMP subscriber reads args[0].
+    #[test]
+    fn mqtt_json_array_payload_read_as_wamp_event_args() {
+        let payload = json_payload(64, 0xabc_def0_1234, 3, 42);
+        let mut pkt = Vec::new();
+        mqtt::publish(&mut pkt, mqtt::Version::V311, b"bench/topic/0", 0, 0, &payload);
+        let p = mqtt::parse_packet(&pkt).unwrap().unwrap();
+        let body = &pkt[p.start..p.end];
+        let m = mqtt::publish_parse(mqtt::Version::V311, p.flags, body).unwrap();
+        assert_eq!(&body[m.topic.0..m.topic.1], b"bench/topic/0");
+        let mqtt_payload = &body[m.payload.0..m.payload.1];
+        // The payload is valid JSON: a one-string array.
+        let args = Ser::Json.decode(mqtt_payload).unwrap();
+        assert_eq!(args.as_arr().map(|a| a.len()), Some(1));
+        for ser in [Ser::Json, Ser::Msgpack] {
+            let event = V::Arr(vec![V::U(36), V::U(1), V::U(2), V::Map(vec![]), args.clone()]);
+            let mut wire = Vec::new();
+            ser.encode(&event, &mut wire);
+            let got = ser.decode(&wire).unwrap();
+            let a = got.as_arr().unwrap();
+            let first = a[4].as_arr().and_then(|x| x.first()).and_then(|v| v.as_bytes()).unwrap();
+            assert_eq!(first.len(), 60);
+            assert_eq!(parse_ts(first), Some(0xabc_def0_1234));
+            assert_eq!(parse_pub_seq(first), Some((3, 42)));
+        }
+        // An MQTT subscriber of the same publication.
+        let inner = strip_json(mqtt_payload);
+        assert_eq!(parse_ts(inner), Some(0xabc_def0_1234));
+        assert_eq!(parse_pub_seq(inner), Some((3, 42)));
+    }
+
+    /// WAMP -> MQTT as Fennec maps it: one string argument becomes its JSON
+    /// encoding, `"..."`.
+    #[test]
+    fn wamp_string_arg_read_as_mqtt_json_string() {
+        let mut ts = [b'x'; 40];
+        hex_ts(99, &mut ts);
+        let mut json = vec![b'"'];
+        json.extend_from_slice(&ts);
+        json.push(b'"');
+        assert_eq!(parse_ts(strip_json(&json)), Some(99));
+        assert_eq!(parse_ts(strip_json(&ts)), Some(99));
     }
 }
