@@ -2,11 +2,21 @@
 # Reproduces the measurements in perf/RESULTS.md on a 2-core machine:
 # router on core 0, load tool on core 1. Every run is bounded (timeout).
 #
-#   perf/measure.sh windows|max|max10|half|stalled|idle OUT_DIR
+#   perf/measure.sh windows|max|max10|half|stalled|idle OUT_DIR        (WAMP)
+#   perf/measure.sh mqtt-mosquitto|mqtt-rumqttd|mqtt-fennec|mqtt-idle|mqtt-cross OUT_DIR
 #
 # Environment: FENNEC (router binary), LOAD (fennec-load binary),
 #   NODE_PATH (fox-wamp's node_modules), DURATION=10 WARMUP=2,
 #   HALF_JSON / HALF_MP (publish rates for `half`), STALLED_RATE (for `stalled`).
+# MQTT blocks: MOSQUITTO (default: mosquitto on PATH or /usr/sbin/mosquitto),
+#   RUMQTTD (default: rumqttd on PATH), FENNEC; MQTT_WINDOWS ("100 1000"),
+#   MQTT_QUICKACK ("off on"), MQTT_QOS ("0 1"), MQTT_SHAPES ("1x1 1x100 10x10",
+#   publishers x subscribers; topics = publishers), MQTT_VERSION (4),
+#   IDLE_MQTT (2000 connections), IDLE_BROKERS ("mosquitto rumqttd"),
+#   RUMQTTD_OUT_COUNT (10000) / RUMQTTD_CONN_BUF (1000): rumqttd's
+#   router.max_outgoing_packet_count / connections.max_inflight_count
+#   (shipped defaults: 200 / 100). Every MQTT run starts a fresh broker on
+#   core 0 (so VmHWM is per run) and waits until no rustc is running.
 set -u
 WHAT=$1
 OUT=$2
@@ -19,6 +29,17 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 PORT=18080
 URL=ws://127.0.0.1:$PORT/ws
 RPID=
+MQTT_PORT=21883
+MQTT5_PORT=21884 # rumqttd only: its MQTT 5 listener is a separate port
+MOSQUITTO=${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
+RUMQTTD=${RUMQTTD:-$(command -v rumqttd || echo rumqttd)}
+MQTT_WINDOWS=${MQTT_WINDOWS:-100 1000}
+MQTT_QUICKACK=${MQTT_QUICKACK:-off on}
+MQTT_QOS=${MQTT_QOS:-0 1}
+MQTT_SHAPES=${MQTT_SHAPES:-1x1 1x100 10x10}
+MQTT_VERSION=${MQTT_VERSION:-4}
+IDLE_MQTT=${IDLE_MQTT:-2000}
+IDLE_BROKERS=${IDLE_BROKERS:-mosquitto rumqttd}
 
 start_fennec() { # args: fennec flags
   taskset -c 0 "$FENNEC" --listen 127.0.0.1:$PORT "$@" >"$OUT/router.log" 2>&1 &
@@ -54,7 +75,132 @@ scenarios() { # router label, serializer
   load "$r|$ser|call10-callee1" --serializer "$ser" --scenario rpc --callers 10 --callees 1 --size 64 --window 64
 }
 
+# ---- MQTT
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+port_free() { # port: refuse to start a broker where something else listens
+  if listening "$1"; then echo "port $1 is already in use" >&2; return 1; fi
+}
+wait_port() { # port: wait until the broker we started ($RPID) listens there
+  for _ in $(seq 100); do
+    kill -0 "$RPID" 2>/dev/null || { echo "broker exited: $(tail -3 "$OUT/router.log")" >&2; return 1; }
+    listening "$1" && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on port $1" >&2; return 1
+}
+wait_quiet() { # the machine is shared: do not measure while rustc runs (WAIT_QUIET=0: don't wait)
+  local n=0
+  [ "${WAIT_QUIET:-1}" = 0 ] && return 0
+  while pgrep -x rustc >/dev/null && [ $n -lt 900 ]; do
+    [ $n -eq 0 ] && echo "waiting for rustc to finish ..." >&2
+    sleep 5; n=$((n + 5))
+  done
+}
+start_mosquitto() {
+  port_free $MQTT_PORT || return 1
+  taskset -c 0 "$MOSQUITTO" -c "$HERE/mosquitto-bench.conf" -p $MQTT_PORT >"$OUT/router.log" 2>&1 &
+  RPID=$!
+  wait_port $MQTT_PORT
+}
+start_rumqttd() {
+  port_free $MQTT_PORT || return 1
+  sed -e "s/@OUT_COUNT@/${RUMQTTD_OUT_COUNT:-10000}/; s/@CONN_BUF@/${RUMQTTD_CONN_BUF:-1000}/g" \
+    -e "s/@PORT4@/$MQTT_PORT/; s/@PORT5@/$MQTT5_PORT/" "$HERE/rumqttd-bench.toml" >"$OUT/rumqttd.toml"
+  taskset -c 0 "$RUMQTTD" -q -c "$OUT/rumqttd.toml" >"$OUT/router.log" 2>&1 &
+  RPID=$!
+  wait_port $MQTT_PORT
+}
+start_fennec_mqtt() { # Fennec with its WAMP and MQTT listeners, --cores 1
+  port_free $MQTT_PORT && port_free $PORT || return 1
+  taskset -c 0 "$FENNEC" --cores 1 --listen 127.0.0.1:$PORT --mqtt 127.0.0.1:$MQTT_PORT >"$OUT/router.log" 2>&1 &
+  RPID=$!
+  wait_port $MQTT_PORT && wait_port $PORT
+}
+mload() { # broker, label, then fennec-load args: one MQTT run on a fresh broker
+  local broker=$1 label=$2; shift 2
+  local port=$MQTT_PORT
+  [ "$broker" = rumqttd ] && [ "$MQTT_VERSION" = 5 ] && port=$MQTT5_PORT
+  wait_quiet
+  "start_$broker" || { echo "!!! $label: $broker did not start" | tee -a "$OUT/load.log" >&2; stop_router; return; }
+  echo "=== $label" >&2
+  timeout -k 5 $((DURATION + WARMUP + 60)) taskset -c 1 "$LOAD" --protocol mqtt --url mqtt://127.0.0.1:$port \
+    --mqtt-version "$MQTT_VERSION" --duration "$DURATION" --warmup "$WARMUP" --drain 10 --router-pid "$RPID" \
+    --label "$label" --json-out "$OUT/results.jsonl" "$@" \
+    >>"$OUT/load.log" 2>&1 || echo "!!! $label failed (rc $?)" | tee -a "$OUT/load.log" >&2
+  stop_router
+}
+mqtt_matrix() { # broker (mosquitto|rumqttd|fennec_mqtt), label prefix
+  local broker=$1 name=$2 shape p s q w qa
+  for shape in $MQTT_SHAPES; do
+    p=${shape%x*}; s=${shape#*x}
+    for q in $MQTT_QOS; do
+      for w in $MQTT_WINDOWS; do
+        for qa in $MQTT_QUICKACK; do
+          local extra=()
+          [ "$qa" = on ] && extra=(--quickack)
+          mload "$broker" "$name|mqtt$MQTT_VERSION|qos$q|pub$p-sub$s|w$w|qa-$qa" --qos "$q" \
+            --publishers "$p" --subscribers "$s" --topics "$p" --size 64 --window "$w" "${extra[@]}"
+        done
+      done
+    done
+  done
+}
+mqtt_idle() { # broker, label
+  wait_quiet
+  "start_$1" || { echo "!!! $2 idle: broker did not start" >&2; stop_router; return; }
+  timeout -k 5 400 taskset -c 1 "$LOAD" --protocol mqtt --url mqtt://127.0.0.1:$MQTT_PORT --idle "$IDLE_MQTT" \
+    --hold 10 --router-pid "$RPID" --label "$2|mqtt4|idle$IDLE_MQTT" --json-out "$OUT/results.jsonl" \
+    >>"$OUT/load.log" 2>&1 || echo "!!! $2 idle failed" >&2
+  stop_router
+}
+
 case $WHAT in
+mqtt-mosquitto)
+  "$MOSQUITTO" -h 2>&1 | head -1 >"$OUT/version-mosquitto.txt"
+  mqtt_matrix mosquitto mosquitto
+  ;;
+mqtt-rumqttd)
+  "$RUMQTTD" -V >"$OUT/version-rumqttd.txt" 2>&1
+  mqtt_matrix rumqttd "rumqttd-b${RUMQTTD_CONN_BUF:-1000}-o${RUMQTTD_OUT_COUNT:-10000}"
+  ;;
+mqtt-fennec)
+  # Fennec --cores 1: the same runs as for Mosquitto and rumqttd.
+  mqtt_matrix fennec_mqtt fennec-c1
+  ;;
+mqtt-cross)
+  # Fennec --cores 1: MQTT publishers -> WAMP subscribers (JSON and
+  # MessagePack), topic bench/topic/N -> bench.topic.N, payload ["<ts>..."].
+  for ser in json msgpack; do
+    for shape in $MQTT_SHAPES; do
+      p=${shape%x*}; s=${shape#*x}
+      for q in $MQTT_QOS; do
+        for w in $MQTT_WINDOWS; do
+          wait_quiet
+          start_fennec_mqtt || { stop_router; continue; }
+          label="fennec-c1|mqtt$MQTT_VERSION-to-wamp-$ser|qos$q|pub$p-sub$s|w$w"
+          echo "=== $label" >&2
+          timeout -k 5 $((DURATION + WARMUP + 60)) taskset -c 1 "$LOAD" --protocol mqtt \
+            --url mqtt://127.0.0.1:$MQTT_PORT --subscriber-protocol wamp --subscriber-url "$URL" \
+            --serializer $ser --mqtt-version "$MQTT_VERSION" --qos "$q" --publishers "$p" --subscribers "$s" \
+            --topics "$p" --size 64 --window "$w" --duration "$DURATION" --warmup "$WARMUP" --drain 10 \
+            --router-pid "$RPID" --label "$label" --json-out "$OUT/results.jsonl" \
+            >>"$OUT/load.log" 2>&1 || echo "!!! $label failed (rc $?)" | tee -a "$OUT/load.log" >&2
+          stop_router
+        done
+      done
+    done
+  done
+  ;;
+mqtt-idle)
+  ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+  for b in $IDLE_BROKERS; do
+    case $b in
+    mosquitto) mqtt_idle mosquitto mosquitto ;;
+    rumqttd) mqtt_idle rumqttd rumqttd ;;
+    fennec) mqtt_idle fennec_mqtt fennec-c1 ;;
+    esac
+  done
+  ;;
 windows)
   # window search, Fennec --cores 1, JSON, 1 s warm-up + 4 s
   start_fennec --cores 1
@@ -109,5 +255,8 @@ idle)
     --label "fox-wamp|json|idle10k" --json-out "$OUT/results.jsonl" >>"$OUT/load.log" 2>&1 || echo "!!! fox idle failed" >&2
   stop_router
   ;;
-*) echo "usage: $0 windows|max|max10|half|stalled|idle OUT_DIR" >&2; exit 64 ;;
+*)
+  echo "usage: $0 windows|max|max10|half|stalled|idle|mqtt-mosquitto|mqtt-rumqttd|mqtt-fennec|mqtt-idle|mqtt-cross OUT_DIR" >&2
+  exit 64
+  ;;
 esac
