@@ -271,6 +271,9 @@ fn close(w: &mut Worker, handle: usize, reason: CloseReason) {
 pub fn on_bytes(w: &mut Worker, handle: usize, buf: &mut Buf) {
     let max = w.cfg.mqtt.max_packet_size;
     loop {
+        if w.conns.get(handle).is_none_or(|c| c.paused) {
+            return;
+        }
         let Some(m) = mqtt(w, handle) else { return };
         if matches!(m.state, ConnState::Claiming(_)) || buf.is_empty() {
             return;
@@ -533,7 +536,6 @@ fn claimed(w: &mut Worker, claim: Claim, state: Option<Box<SessionState>>) {
     let m = mqtt(w, handle).expect("mqtt");
     m.state = ConnState::Open(slot);
     m.alias_in = vec![None; usize::from(alias_max)];
-    w.conns[handle].paused = false;
     let mut props = Props::default();
     if c.version == Version::V5 {
         if expiry != c.session_expiry {
@@ -555,11 +557,7 @@ fn claimed(w: &mut Worker, claim: Claim, state: Option<Box<SessionState>>) {
     pump(w, slot);
     // Input that arrived after CONNECT.
     if w.conns.contains(handle) {
-        if mqtt(w, handle).is_some_and(|m| m.ws) {
-            drain_ws(w, handle);
-        } else {
-            w.resume_reading(handle);
-        }
+        unpause(w, handle);
     }
 }
 
@@ -1069,7 +1067,8 @@ fn subscribe(w: &mut Worker, handle: usize, slot: usize, pkid: u16, filters: Vec
             return fail(w, handle, reason::PROTOCOL_ERROR, "no-local on a shared subscription");
         }
         if denied(w, &f.filter) {
-            pending.codes[i] = reason::NOT_AUTHORIZED;
+            // 0x80, not 0x87: the Paho suite (and v3.1.1 clients) expect it.
+            pending.codes[i] = reason::UNSPECIFIED;
             continue;
         }
         let share = parsed.share.map(Arc::from);
@@ -1105,7 +1104,23 @@ fn subscribe(w: &mut Worker, handle: usize, slot: usize, pkid: u16, filters: Vec
     if pending.waiting == 0 {
         finish_suback(w, slot, pending);
     } else {
+        // Nothing after this SUBSCRIBE is read until it is in effect on every
+        // worker: a PUBLISH that follows it on this connection must reach it.
         w.mqtt.sessions[slot].subacks.push(pending);
+        w.conns[handle].paused = true;
+    }
+}
+
+/// Reads input again after a pause.
+fn unpause(w: &mut Worker, handle: usize) {
+    if !w.conns.get(handle).is_some_and(|c| c.paused) {
+        return;
+    }
+    w.conns[handle].paused = false;
+    if mqtt(w, handle).is_some_and(|m| m.ws) {
+        drain_ws(w, handle);
+    } else {
+        w.resume_reading(handle);
     }
 }
 
@@ -1144,6 +1159,9 @@ fn finish_suback(w: &mut Worker, slot: usize, pending: PendingSuback) {
     let ver = s.version;
     send(w, h, codec::suback(ver, pending.pkid, &pending.codes));
     w.metrics.record(Op::Subscribe, pending.started, Instant::now());
+    if w.mqtt.sessions[slot].subacks.is_empty() {
+        unpause(w, h);
+    }
     for filter in pending.retained {
         let s = &w.mqtt.sessions[slot];
         let Some(sub) = s.subs.iter().find(|x| x.filter == filter && x.subscription != 0) else { continue };

@@ -183,6 +183,9 @@ impl Worker {
                 }
             }
             self.now = Instant::now();
+            // Inbox first: a route change that arrived with a PUBLISH in the
+            // same wake-up is applied before the PUBLISH is routed.
+            inbox_more = self.drain_inbox();
             for ev in events.iter() {
                 let Token(handle) = ev.token();
                 if ev.token() == WAKER || !self.conns.contains(handle) {
@@ -195,7 +198,7 @@ impl Worker {
                     self.readable(handle);
                 }
             }
-            inbox_more = self.drain_inbox();
+            inbox_more |= self.drain_inbox();
             if !self.peers.congested() {
                 for handle in std::mem::take(&mut self.resume) {
                     if let Some(c) = self.conns.get_mut(handle) {
@@ -371,6 +374,13 @@ impl Worker {
         let mut buf = if from_scratch { std::mem::take(&mut self.scratch) } else { std::mem::take(&mut c.input) };
         let mut budget = READ_BUDGET;
         let mut eof = false;
+        if !from_scratch && !self.conns[handle].is_closed() {
+            // Input kept from before a pause may hold whole packets.
+            self.process_input(handle, &mut buf);
+            if !self.conns.contains(handle) || self.conns[handle].paused {
+                return self.keep_input(handle, buf, false);
+            }
+        }
         loop {
             let c = &mut self.conns[handle];
             if buf.capacity() - buf.len() < 4096 {
