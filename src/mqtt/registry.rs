@@ -5,6 +5,11 @@
 //! connection down) and answers the new worker directly, with the session's
 //! state unless the new connection asked for a clean start.
 //!
+//! The hand-over loses nothing: the old copy keeps its subscriptions and
+//! forwards what it receives until the new copy's subscriptions are routed
+//! everywhere (`HandoffDone`); while both receive, the new copy drops
+//! publication IDs it has already seen.
+//!
 //! ```text
 //! worker N (CONNECT) --Claim--> owner --Takeover--> worker O (old session)
 //!        ^                        |                        |
@@ -12,7 +17,7 @@
 //!        +------------------Claimed(state)-----------------+
 //! ```
 
-use super::session::SessionState;
+use super::session::{Outgoing, SessionState};
 use crate::router::owner::Outbox;
 use crate::router::{ShardMsg, WorkerId};
 use ahash::AHashMap;
@@ -40,6 +45,14 @@ pub enum Msg {
     Claimed { claim: Claim, state: Option<Box<SessionState>> },
     /// To the owner: the session ended.
     Release { key: Arc<str>, session: u64 },
+    /// Old worker -> new worker: a message for the session being moved,
+    /// delivered to the old copy after it was handed over.
+    Forward { session: u64, out: Box<Outgoing> },
+    /// New worker -> old worker: every subscription is routed to the new
+    /// copy; the old one can go.
+    HandoffDone { old: u64 },
+    /// Old worker -> new worker: nothing more will be forwarded.
+    ForwardEnd { session: u64 },
 }
 
 #[derive(Default)]

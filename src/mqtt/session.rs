@@ -211,11 +211,27 @@ pub struct Session {
     alias_out: AHashMap<String, u16>,
     alias_max: u16,
     subacks: Vec<PendingSuback>,
+    /// Old copy of a session handed to another worker: (worker, new session ID).
+    moving: Option<(u16, u64)>,
+    /// New copy of a moved session while the old copy still forwards.
+    restoring: Option<Box<Restoring>>,
+}
+
+struct Restoring {
+    /// The old copy: worker and session ID.
+    from: (u16, u64),
+    /// Restored subscriptions not yet granted.
+    waiting: usize,
+    done_sent: bool,
+    /// Publication IDs delivered while both copies receive.
+    seen: ahash::AHashSet<u64>,
 }
 
 /// A session on its way to another worker (takeover with clean start off).
 #[derive(Debug)]
 pub struct SessionState {
+    /// The old copy: worker and session ID (it forwards until told to stop).
+    pub from: (u16, u64),
     pub subs: Vec<Sub>,
     pub inflight: Vec<InFlight>,
     pub queue: Vec<Outgoing>,
@@ -428,6 +444,37 @@ pub fn on_registry(w: &mut Worker, msg: Msg) {
         Msg::Release { key, session } => w.mqtt.registry.release(key, session),
         Msg::Takeover { old, claim } => takeover(w, old, claim),
         Msg::Claimed { claim, state } => claimed(w, claim, state),
+        Msg::Forward { session, out } => {
+            let Some(&slot) = w.mqtt.by_id.get(&session) else {
+                w.metrics.counters.mqtt_dropped += 1;
+                return;
+            };
+            if first_sight(w, slot, out.msg.id) {
+                offer(w, slot, *out, &mut Converted::default());
+            }
+        }
+        Msg::HandoffDone { old } => {
+            if let Some(&slot) = w.mqtt.by_id.get(&old) {
+                if let Some((to, new)) = w.mqtt.sessions[slot].moving {
+                    end_session(w, slot, false);
+                    w.peers.send(to, ShardMsg::Mqtt(Msg::ForwardEnd { session: new }));
+                }
+            }
+        }
+        Msg::ForwardEnd { session } => {
+            if let Some(&slot) = w.mqtt.by_id.get(&session) {
+                w.mqtt.sessions[slot].restoring = None;
+            }
+        }
+    }
+}
+
+/// While a moved session receives both directly and forwarded: whether this
+/// publication is new to it.
+fn first_sight(w: &mut Worker, slot: usize, publication: u64) -> bool {
+    match &mut w.mqtt.sessions[slot].restoring {
+        Some(r) => r.seen.insert(publication),
+        None => true,
     }
 }
 
@@ -460,7 +507,7 @@ fn takeover(w: &mut Worker, old: u64, claim: Claim) {
         end_session(w, slot, false);
         None
     } else {
-        Some(Box::new(pack(w, slot)))
+        Some(Box::new(pack(w, slot, claim.worker, claim.session)))
     };
     let to = claim.worker;
     w.peers.send(to, ShardMsg::Mqtt(Msg::Claimed { claim, state }));
@@ -485,17 +532,25 @@ fn detach_for_takeover(w: &mut Worker, h: usize, slot: usize) {
 
 /// Takes a session apart for another worker: its subscriptions are released
 /// here and re-made there.
-fn pack(w: &mut Worker, slot: usize) -> SessionState {
+///
+/// Its subscriptions stay here, and what they deliver is forwarded, until
+/// the new copy's subscriptions are routed (`HandoffDone`).
+fn pack(w: &mut Worker, slot: usize, to: u16, new: u64) -> SessionState {
+    let me = w.id;
     let s = &mut w.mqtt.sessions[slot];
-    let state = SessionState {
-        subs: s.subs.clone(),
+    s.moving = Some((to, new));
+    s.will = None;
+    s.will_at = None;
+    s.expires_at = None;
+    s.subacks.clear();
+    SessionState {
+        from: (me, s.id),
+        subs: s.subs.iter().filter(|x| x.key.share.is_none() || x.subscription != 0).cloned().collect(),
         inflight: s.inflight.drain(..).collect(),
         queue: s.queue.drain(..).collect(),
         qos2_in: std::mem::take(&mut s.qos2_in),
         next_pkid: s.next_pkid,
-    };
-    end_session(w, slot, false);
-    state
+    }
 }
 
 /// The registry's answer to our CONNECT.
@@ -596,6 +651,8 @@ fn new_session(
         alias_out: AHashMap::new(),
         alias_max,
         subacks: Vec::new(),
+        moving: None,
+        restoring: None,
     });
     w.mqtt.by_id.insert(id, slot);
     w.metrics.sessions += 1;
@@ -612,19 +669,41 @@ fn restore(w: &mut Worker, slot: usize, state: SessionState) {
             w.mqtt.sessions[slot].realm = sub.key.realm.clone();
         }
     }
+    w.mqtt.sessions[slot].restoring =
+        Some(Box::new(Restoring { from: state.from, waiting: 0, done_sent: false, seen: Default::default() }));
+    let mut waiting = 0;
     for mut sub in state.subs {
         sub.subscription = 0;
         let key = sub.key.clone();
         w.mqtt.sessions[slot].subs.push(sub);
-        if let Subscribed::Now(id) = w.subscribe(Member::Mqtt(slot), sid, key.clone(), RESTORE, Instant::now()) {
-            set_subscription(w, slot, &key, id);
+        match w.subscribe(Member::Mqtt(slot), sid, key.clone(), RESTORE, Instant::now()) {
+            Subscribed::Now(id) => {
+                set_subscription(w, slot, &key, id);
+            }
+            Subscribed::Later => waiting += 1,
         }
+    }
+    if let Some(r) = &mut w.mqtt.sessions[slot].restoring {
+        r.waiting = waiting;
+    }
+    if waiting == 0 {
+        handoff_done(w, slot);
     }
     let s = &mut w.mqtt.sessions[slot];
     s.inflight = state.inflight.into();
     s.queue = state.queue.into();
     s.qos2_in = state.qos2_in;
     s.next_pkid = state.next_pkid;
+}
+
+/// Tells the old copy of a moved session that it can go.
+fn handoff_done(w: &mut Worker, slot: usize) {
+    let Some(r) = &mut w.mqtt.sessions[slot].restoring else { return };
+    if !r.done_sent {
+        r.done_sent = true;
+        let (worker, old) = r.from;
+        w.peers.send(worker, ShardMsg::Mqtt(Msg::HandoffDone { old }));
+    }
 }
 
 fn set_subscription(w: &mut Worker, slot: usize, key: &SubKey, id: u64) -> bool {
@@ -684,6 +763,7 @@ fn go_offline(w: &mut Worker, slot: usize) {
 /// Removes a session: its subscriptions are released; `release` also frees
 /// its client ID at the registry.
 fn end_session(w: &mut Worker, slot: usize, release: bool) {
+    handoff_done(w, slot);
     let s = w.mqtt.sessions.remove(slot);
     w.mqtt.by_id.remove(&s.id);
     w.metrics.sessions -= 1;
@@ -885,7 +965,13 @@ pub fn deliver(w: &mut Worker, slot: usize, p: &Arc<Publication>, subs: &[u64], 
         w.metrics.counters.mqtt_dropped += 1;
         return;
     }
-    offer(w, slot, Outgoing { msg: p.clone(), qos, retain, sub_ids }, conv);
+    let out = Outgoing { msg: p.clone(), qos, retain, sub_ids };
+    if let Some((to, session)) = s.moving {
+        return w.peers.send(to, ShardMsg::Mqtt(Msg::Forward { session, out: Box::new(out) }));
+    }
+    if first_sight(w, slot, p.id) {
+        offer(w, slot, out, conv);
+    }
 }
 
 /// Sends a message now, or queues it (QoS 1/2) behind the window.
@@ -1141,6 +1227,11 @@ pub fn subscribed(w: &mut Worker, slot: usize, request: u64, key: &SubKey, subsc
         w.unsubscribe(Member::Mqtt(slot), subscription);
     }
     if request & RESTORE != 0 {
+        let Some(r) = &mut w.mqtt.sessions[slot].restoring else { return };
+        r.waiting = r.waiting.saturating_sub(1);
+        if r.waiting == 0 {
+            handoff_done(w, slot);
+        }
         return;
     }
     let pkid = (request >> 16) as u16;
@@ -1190,7 +1281,10 @@ pub fn on_retained(w: &mut Worker, slot: usize, session: u64, subscription: u64,
             continue;
         }
         let out = Outgoing { qos: p.qos.min(qos), retain: true, sub_ids: ids.clone(), msg: p };
-        offer(w, slot, out, &mut Converted::default());
+        match w.mqtt.sessions[slot].moving {
+            Some((to, session)) => w.peers.send(to, ShardMsg::Mqtt(Msg::Forward { session, out: Box::new(out) })),
+            None => offer(w, slot, out, &mut Converted::default()),
+        }
     }
 }
 
