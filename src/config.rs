@@ -110,8 +110,10 @@ pub struct MqttFile {
     pub topic_alias_maximum: Option<u16>,
     /// Longest session expiry granted, seconds (none: as asked).
     pub max_session_expiry: Option<u32>,
-    /// Topic filters (MQTT syntax) nobody may subscribe to: SUBACK 0x87.
+    /// Topic filters (MQTT syntax) nobody may subscribe to: SUBACK 0x80.
     pub deny_subscribe: Option<Vec<String>>,
+    /// Subscriptions one session may hold; more get SUBACK 0x97 (quota exceeded).
+    pub max_subscriptions: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -128,6 +130,7 @@ pub struct Mqtt {
     pub topic_alias_maximum: u16,
     pub max_session_expiry: Option<u32>,
     pub deny_subscribe: Vec<String>,
+    pub max_subscriptions: usize,
 }
 
 /// The configuration file. Every key is optional.
@@ -301,6 +304,7 @@ impl Config {
             topic_alias_maximum: m.topic_alias_maximum.unwrap_or(64),
             max_session_expiry: m.max_session_expiry,
             deny_subscribe: m.deny_subscribe.unwrap_or_default(),
+            max_subscriptions: m.max_subscriptions.unwrap_or(10_000),
         };
         if let Some(p) = &mqtt.ws_path {
             if !p.starts_with('/') || *p == path {

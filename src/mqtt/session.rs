@@ -69,6 +69,8 @@ pub struct Converted {
     pub wamp: Option<Payload>,
     mqtt: Option<Bytes>,
     topic: Option<String>,
+    /// Encoded QoS 0 PUBLISH by (version, retain flag).
+    qos0: [Option<Bytes>; 4],
 }
 
 impl Converted {
@@ -84,10 +86,6 @@ impl Converted {
             Body::Mqtt(b) => b.clone(),
             Body::Wamp(p) => self.mqtt.get_or_insert_with(|| payload::from_wamp(p)).clone(),
         }
-    }
-
-    fn mqtt_topic(&mut self, topic: &str) -> &str {
-        self.topic.get_or_insert_with(|| swap(topic))
     }
 }
 
@@ -1028,15 +1026,15 @@ fn transmit(w: &mut Worker, slot: usize, h: usize, pkid: u16, out: &Outgoing, du
     let s = &mut w.mqtt.sessions[slot];
     let ver = s.version;
     let p = &out.msg;
-    let topic = conv.mqtt_topic(&p.topic).to_owned();
     let body = conv.mqtt_payload(&p.body);
+    let topic: &str = conv.topic.get_or_insert_with(|| swap(&p.topic));
     // Topic alias toward a client that accepts them.
     let (alias, send_topic) = if ver == Version::V5 && s.alias_max > 0 {
-        match s.alias_out.get(&topic) {
+        match s.alias_out.get(topic) {
             Some(&a) => (Some(a), false),
             None if s.alias_out.len() < usize::from(s.alias_max) => {
                 let a = s.alias_out.len() as u16 + 1;
-                s.alias_out.insert(topic.clone(), a);
+                s.alias_out.insert(topic.to_owned(), a);
                 (Some(a), true)
             }
             None => (None, true),
@@ -1045,19 +1043,31 @@ fn transmit(w: &mut Worker, slot: usize, h: usize, pkid: u16, out: &Outgoing, du
         (None, true)
     };
     let expiry = p.expires.map(|t| t.saturating_duration_since(now).as_secs().max(1) as u32);
-    let o = PubOut {
-        qos: out.qos,
-        retain: out.retain,
-        dup,
-        pkid,
-        alias,
-        send_topic,
-        sub_ids: &out.sub_ids,
-        props: p.props.as_deref(),
-        expiry,
+    // A QoS 0 packet with nothing subscriber-specific is the same for every
+    // subscriber of this version: encode it once per delivery.
+    let shared = out.qos == 0 && alias.is_none() && out.sub_ids.is_empty() && expiry.is_none();
+    let slot_of = usize::from(ver == Version::V5) * 2 + usize::from(out.retain);
+    let packet = match &conv.qos0[slot_of] {
+        Some(b) if shared => b.clone(),
+        _ => {
+            let o = PubOut {
+                qos: out.qos,
+                retain: out.retain,
+                dup,
+                pkid,
+                alias,
+                send_topic,
+                sub_ids: &out.sub_ids,
+                props: p.props.as_deref(),
+                expiry,
+            };
+            let packet = codec::publish(ver, topic, &body, &o);
+            if shared {
+                conv.qos0[slot_of] = Some(packet.clone());
+            }
+            packet
+        }
     };
-    let packet = codec::publish(ver, &topic, &body, &o);
-    conv.topic = Some(topic);
     if packet.len() > max_out {
         // MQTT 5: a message over the client's maximum is discarded.
         w.metrics.counters.mqtt_dropped += 1;
@@ -1162,6 +1172,7 @@ fn subscribe(w: &mut Worker, handle: usize, slot: usize, pkid: u16, filters: Vec
         let granted = f.qos.min(2);
         pending.codes[i] = granted;
         let s = &mut w.mqtt.sessions[slot];
+        let full = s.subs.len() >= w.cfg.mqtt.max_subscriptions;
         let existing = s.subs.iter_mut().find(|x| x.filter == f.filter);
         let is_new = existing.is_none();
         // Shared subscriptions get no retained values (MQTT 5, 4.8.2).
@@ -1173,6 +1184,10 @@ fn subscribe(w: &mut Worker, handle: usize, slot: usize, pkid: u16, filters: Vec
                 // Same filter again: the new options replace the old.
                 sub.opts = f;
                 sub.id = id;
+            }
+            None if full => {
+                pending.codes[i] = reason::QUOTA_EXCEEDED;
+                pending.retained.retain(|x| *x != f.filter);
             }
             None => {
                 s.subs.push(Sub { filter: f.filter.clone(), key: key.clone(), subscription: 0, opts: f, id });
