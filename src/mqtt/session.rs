@@ -490,11 +490,10 @@ fn takeover(w: &mut Worker, old: u64, claim: Claim) {
         detach_for_takeover(w, h, slot);
         close(w, h, CloseReason::TakenOver);
     } else {
-        // Offline: a reconnect cancels a delayed will.
+        // Offline: a new connection for the client ID within the will delay
+        // cancels the will (MQTT 5, 3.1.3.2.2), clean start or not.
         let s = &mut w.mqtt.sessions[slot];
-        if !claim.clean_start {
-            s.will = None;
-        }
+        s.will = None;
         s.will_at = None;
     }
     let state = if claim.clean_start {
