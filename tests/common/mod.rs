@@ -14,6 +14,7 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::protocol::WebSocket;
 use tungstenite::Message;
 
+#[allow(unused_imports)]
 pub use fennec::wamp::message as m;
 
 /// Starts an in-process router on an ephemeral port with extra flags.
