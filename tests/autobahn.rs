@@ -1,9 +1,13 @@
-//! Interop tests against a real third-party WAMP client: autobahn-python.
+//! Interop tests against real third-party clients: autobahn-python (WAMP)
+//! and Eclipse Paho (MQTT).
 //!
-//! These tests start the `fennec` binary on an ephemeral port and drive it
-//! with the Python tests in `tests/interop/` (pytest + autobahn), run from a
-//! virtualenv at `target/pyenv` that is created on first use from
-//! `tests/interop/requirements.txt` (`.ci/run` pre-creates it the same way).
+//! These tests start the `fennec` binary on ephemeral ports and drive it
+//! with the Python tests in `tests/interop/` (pytest + autobahn, pytest +
+//! paho-mqtt), run from a virtualenv at `target/pyenv` that is created on
+//! first use from `tests/interop/requirements.txt` (`.ci/run` pre-creates it
+//! the same way). The WAMP suite runs against a router without MQTT; the
+//! MQTT files (`MQTT_TESTS`) run against one with its MQTT listener, whose
+//! address they get in `FENNEC_MQTT`.
 //!
 //! If the virtualenv cannot be created (no `python3`, no PyPI access) the
 //! tests fail with a message saying so; they never pass silently.
@@ -27,6 +31,9 @@ const PYTEST_TIMEOUT: Duration = Duration::from_secs(600);
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 const READY_MARKER: &str = "fennec listening on ws://";
+const MQTT_READY_MARKER: &str = "fennec MQTT listening on mqtt://";
+/// The pytest files that need the MQTT listener (`FENNEC_MQTT`).
+const MQTT_TESTS: &[&str] = &["test_mqtt_paho.py"];
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -87,7 +94,7 @@ fn setup_pyenv() -> Result<PathBuf, String> {
     if !out.status.success() {
         return Err(format!(
             "`pip install -r {}` failed ({}): the interop tests need the Python packages \
-             autobahn, msgpack and pytest from PyPI (network access to PyPI required)\n{}",
+             autobahn, msgpack, paho-mqtt and pytest from PyPI (network access to PyPI required)\n{}",
             requirements.display(),
             out.status,
             output_text(&out)
@@ -228,6 +235,8 @@ struct Router {
     stdout: StreamCollector,
     stderr: StreamCollector,
     url: String,
+    /// `HOST:PORT` of the MQTT listener (routers started with `start_with_mqtt`).
+    mqtt: Option<String>,
 }
 
 fn fennec_bin() -> &'static str {
@@ -252,11 +261,29 @@ fn parse_ready_line(line: &str) -> Option<String> {
     (port != 0).then(|| format!("ws://127.0.0.1:{port}/ws"))
 }
 
+/// `HOST:PORT` from `fennec MQTT listening on mqtt://HOST:PORT and ws://...`.
+fn parse_mqtt_ready_line(line: &str) -> Option<String> {
+    let start = line.find(MQTT_READY_MARKER)?;
+    let addr = line[start + MQTT_READY_MARKER.len()..].split_whitespace().next()?;
+    let port: u16 = addr.rsplit(':').next()?.parse().ok()?;
+    (port != 0).then(|| addr.to_string())
+}
+
 impl Router {
+    /// A router without MQTT (where the router can turn it off).
     fn start(extra_args: &[&str]) -> Router {
+        Router::spawn(false, extra_args)
+    }
+
+    /// A router with its MQTT listener on an ephemeral port.
+    fn start_with_mqtt(extra_args: &[&str]) -> Router {
+        Router::spawn(true, extra_args)
+    }
+
+    fn spawn(mqtt: bool, extra_args: &[&str]) -> Router {
         let mut cmd = Command::new(fennec_bin());
         cmd.args(["--cores", "2", "--listen", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"]);
-        if supports_flag("--no-mqtt") {
+        if !mqtt && supports_flag("--no-mqtt") {
             cmd.arg("--no-mqtt");
         }
         cmd.args(extra_args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -273,7 +300,18 @@ impl Router {
                 stderr.snapshot()
             );
         };
-        Router { proc, stdout, stderr, url }
+        let mqtt = mqtt.then(|| {
+            let addr = stdout.wait_line(READY_TIMEOUT, parse_mqtt_ready_line);
+            addr.unwrap_or_else(|| {
+                panic!(
+                    "fennec did not print `{MQTT_READY_MARKER}127.0.0.1:PORT ...` within {READY_TIMEOUT:?}\n\
+                     --- stdout ---\n{}\n--- stderr ---\n{}",
+                    stdout.snapshot(),
+                    stderr.snapshot()
+                )
+            })
+        });
+        Router { proc, stdout, stderr, url, mqtt }
     }
 
     fn log(&self) -> String {
@@ -317,6 +355,10 @@ fn autobahn_interop_suite() {
     let mut cmd = python_command(&router.url);
     // tests/interop/pytest.ini disables the cache provider (no .pytest_cache).
     cmd.args(["-m", "pytest", "-q"]).arg(interop_dir());
+    // The MQTT files run in `paho_mqtt_interop_suite`, against a router with MQTT.
+    for file in MQTT_TESTS {
+        cmd.arg(format!("--ignore={}", interop_dir().join(file).display()));
+    }
     if let Ok(extra) = std::env::var("FENNEC_INTEROP_ARGS") {
         cmd.args(extra.split_whitespace());
     }
@@ -327,6 +369,31 @@ fn autobahn_interop_suite() {
         "autobahn interop tests failed against {} ({status})\n--- pytest stdout ---\n{out}\n\
          --- pytest stderr ---\n{err}\n{}",
         router.url,
+        router.log()
+    );
+}
+
+/// The MQTT pytest files (paho-mqtt) against one router with its MQTT
+/// listener; `FENNEC_MQTT` is its `HOST:PORT`, `FENNEC_URL` its WAMP URL
+/// (MQTT over WebSocket is at `/mqtt` on the same port).
+#[test]
+fn paho_mqtt_interop_suite() {
+    let _python = pyenv_python();
+    let router = Router::start_with_mqtt(&[]);
+    let mqtt = router.mqtt.clone().expect("MQTT address");
+
+    let mut cmd = python_command(&router.url);
+    cmd.env("FENNEC_MQTT", &mqtt).args(["-m", "pytest", "-q"]);
+    cmd.args(MQTT_TESTS.iter().map(|f| interop_dir().join(f)));
+    if let Ok(extra) = std::env::var("FENNEC_INTEROP_ARGS") {
+        cmd.args(extra.split_whitespace());
+    }
+    let (status, out, err) = run_python(cmd, PYTEST_TIMEOUT, "pytest (paho-mqtt)");
+    println!("{out}");
+    assert!(
+        status.success(),
+        "paho-mqtt interop tests failed against mqtt://{mqtt} ({status})\n--- pytest stdout ---\n{out}\n\
+         --- pytest stderr ---\n{err}\n{}",
         router.log()
     );
 }
@@ -422,4 +489,11 @@ fn ready_line_parsing() {
     );
     assert_eq!(parse_ready_line("fennec listening on ws://127.0.0.1:0/ws"), None);
     assert_eq!(parse_ready_line("starting"), None);
+    assert_eq!(
+        parse_mqtt_ready_line("fennec MQTT listening on mqtt://127.0.0.1:40125 and ws://127.0.0.1:40123/mqtt")
+            .as_deref(),
+        Some("127.0.0.1:40125")
+    );
+    assert_eq!(parse_mqtt_ready_line("fennec MQTT listening on mqtt://127.0.0.1:0 and ws://x/mqtt"), None);
+    assert_eq!(parse_mqtt_ready_line("fennec listening on ws://127.0.0.1:40123/ws (2 workers)"), None);
 }
