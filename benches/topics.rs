@@ -1,6 +1,7 @@
 //! Topic lookup micro-benchmarks: matching a topic against the replicated
 //! subscription table with 10k exact subscriptions, plus 100 prefix and 100
-//! wildcard patterns. Run: cargo bench --bench topics
+//! wildcard patterns; and an MQTT fleet of 10k `devices/<id>/+/cmd` filters.
+//! Run: cargo bench --bench topics
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use fennec::router::topics::TopicTable;
@@ -26,7 +27,22 @@ fn bench(c: &mut Criterion) {
         id += 1;
         mixed.add(&key(format!("com.other{i}..humidity"), MatchPolicy::Wildcard), id, 1);
     }
+    // An MQTT fleet: 10k devices, each subscribed to its command filter.
+    let mut fleet = TopicTable::default();
+    for i in 0..10_000 {
+        id += 1;
+        fleet.add(&key(format!("devices.d{i}.+.cmd"), MatchPolicy::Filter), id, (i % 4) as u16);
+    }
+    id += 1;
+    fleet.add(&key("devices.#".into(), MatchPolicy::Filter), id, 0);
     let mut g = c.benchmark_group("topics");
+    g.bench_function("mqtt_10k_filters_hit", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            fleet.for_each_match("realm1", black_box("devices.d4242.lamp.cmd"), |_, _| n += 1);
+            assert_eq!(n, 2);
+        })
+    });
     g.throughput(Throughput::Elements(1));
     for (name, table) in [("exact_10k", &exact_only), ("exact_10k_plus_200_patterns", &mixed)] {
         g.bench_function(format!("{name}_hit"), |b| {

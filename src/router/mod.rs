@@ -9,6 +9,7 @@ pub mod owner;
 pub mod procs;
 pub mod retained;
 pub mod topics;
+pub mod trie;
 
 use crate::value::{Dict, Payload};
 use std::sync::Arc;

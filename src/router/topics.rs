@@ -3,6 +3,7 @@
 //! changed only by `RouteAdd` / `RouteRemove` broadcasts from each key's owner,
 //! so a publish is routed where it is decoded, in one hop.
 
+use super::trie::{Part, Trie};
 use super::{MatchPolicy, Realm, SubKey, WorkerId};
 use crate::mqtt::topic::{filter_matches, filter_parts};
 use ahash::AHashMap;
@@ -39,16 +40,45 @@ impl Route {
     }
 }
 
-#[derive(Debug, Default)]
+/// The trie parts of a WAMP wildcard pattern (empty component: any one).
+fn wildcard_parts(pattern: &str) -> Vec<Part<'_>> {
+    pattern.split('.').map(|c| if c.is_empty() { Part::One } else { Part::Lit(c) }).collect()
+}
+
+/// The trie parts of an MQTT filter in core form (`+`: any one, last `#`: the rest).
+fn mqtt_parts(pattern: &str) -> Vec<Part<'_>> {
+    pattern
+        .split('.')
+        .map(|c| match c {
+            "+" => Part::One,
+            "#" => Part::Rest,
+            c => Part::Lit(c),
+        })
+        .collect()
+}
+
+#[derive(Debug)]
 struct RealmTopics {
     exact: AHashMap<String, Route>,
     prefix: Vec<(String, Route)>,
-    /// Pattern components (empty = any one component), the pattern, the route.
-    wildcard: Vec<(Vec<String>, String, Route)>,
-    /// MQTT filters: components (`+`, a last `#`), the filter, the route.
-    filter: Vec<(Vec<String>, String, Route)>,
+    /// WAMP wildcard patterns.
+    wildcard: Trie,
+    /// MQTT filters (with the `$` rule).
+    filter: Trie,
     /// Shared subscriptions: the key (group included), filter components, route.
     shared: Vec<(SubKey, Vec<String>, Route)>,
+}
+
+impl Default for RealmTopics {
+    fn default() -> RealmTopics {
+        RealmTopics {
+            exact: AHashMap::new(),
+            prefix: Vec::new(),
+            wildcard: Trie::new(false),
+            filter: Trie::new(true),
+            shared: Vec::new(),
+        }
+    }
 }
 
 impl RealmTopics {
@@ -84,29 +114,8 @@ impl RealmTopics {
                 };
                 Some(&mut self.prefix[i].1)
             }
-            MatchPolicy::Wildcard => {
-                let i = match self.wildcard.iter().position(|(_, t, _)| *t == key.topic) {
-                    Some(i) => i,
-                    None if create => {
-                        let parts = key.topic.split('.').map(str::to_owned).collect();
-                        self.wildcard.push((parts, key.topic.clone(), empty()));
-                        self.wildcard.len() - 1
-                    }
-                    None => return None,
-                };
-                Some(&mut self.wildcard[i].2)
-            }
-            MatchPolicy::Filter => {
-                let i = match self.filter.iter().position(|(_, t, _)| *t == key.topic) {
-                    Some(i) => i,
-                    None if create => {
-                        self.filter.push((filter_parts(&key.topic), key.topic.clone(), empty()));
-                        self.filter.len() - 1
-                    }
-                    None => return None,
-                };
-                Some(&mut self.filter[i].2)
-            }
+            MatchPolicy::Wildcard => self.wildcard.route_mut(&wildcard_parts(&key.topic), create),
+            MatchPolicy::Filter => self.filter.route_mut(&mqtt_parts(&key.topic), create),
         }
     }
 
@@ -122,8 +131,8 @@ impl RealmTopics {
                 }
             }
             MatchPolicy::Prefix => self.prefix.retain(|(_, r)| !r.workers.is_empty()),
-            MatchPolicy::Wildcard => self.wildcard.retain(|(_, _, r)| !r.workers.is_empty()),
-            MatchPolicy::Filter => self.filter.retain(|(_, _, r)| !r.workers.is_empty()),
+            MatchPolicy::Wildcard => self.wildcard.drop_if_empty(&wildcard_parts(&key.topic)),
+            MatchPolicy::Filter => self.filter.drop_if_empty(&mqtt_parts(&key.topic)),
         }
     }
 
@@ -183,19 +192,8 @@ impl TopicTable {
                 f(MatchPolicy::Prefix, route);
             }
         }
-        if !realm.wildcard.is_empty() {
-            let count = topic.split('.').count();
-            for (parts, _, route) in &realm.wildcard {
-                if wildcard_matches(parts, count, topic) {
-                    f(MatchPolicy::Wildcard, route);
-                }
-            }
-        }
-        for (parts, _, route) in &realm.filter {
-            if filter_matches(parts, topic) {
-                f(MatchPolicy::Filter, route);
-            }
-        }
+        realm.wildcard.for_each_match(topic, &mut |r| f(MatchPolicy::Wildcard, r));
+        realm.filter.for_each_match(topic, &mut |r| f(MatchPolicy::Filter, r));
     }
 
     /// Calls `f` for every shared subscription matching `topic` (they are
