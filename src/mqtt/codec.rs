@@ -924,6 +924,59 @@ mod tests {
         assert_eq!(p.payload.len(), 200);
     }
 
+    /// Random and mutated input never panics the decoder, and what it
+    /// accepts it accepts whole (the consumed length is within the input).
+    #[test]
+    fn decoder_survives_garbage() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let props = PubProps { user: vec![("k".into(), "v".into())], ..Default::default() };
+        let out = PubOut {
+            qos: 2,
+            retain: false,
+            dup: true,
+            pkid: 3,
+            alias: Some(1),
+            send_topic: true,
+            sub_ids: &[5],
+            props: Some(&props),
+            expiry: Some(9),
+        };
+        let seeds: Vec<Vec<u8>> = vec![
+            connect_v5(2, &[0x11, 0, 0, 0, 100, 0x21, 0, 5], &[0, 1, b'x']),
+            vec![0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 30, 0, 2, b'c', b'1'],
+            publish(Version::V5, "a/b", b"payload", &out).to_vec(),
+            publish(Version::V4, "a/b", b"payload", &out).to_vec(),
+            vec![0x82, 8, 0, 1, 0, 3, b'a', b'/', b'#', 1],
+            vec![0x82, 9, 0, 1, 0, 0, 3, b'a', b'/', b'+', 0x2e],
+            vec![0xa2, 5, 0, 1, 0, 1, b'a'],
+            vec![0x62, 2, 0, 7],
+            vec![0xe0, 5, 0x04, 3, 0x11, 0, 0],
+        ];
+        for i in 0..200_000 {
+            let mut bytes = seeds[i % seeds.len()].clone();
+            match rng.gen_range(0..4) {
+                0 => {
+                    let n = rng.gen_range(0..bytes.len());
+                    bytes[n] = rng.gen();
+                }
+                1 => bytes.truncate(rng.gen_range(0..bytes.len())),
+                2 => {
+                    for _ in 0..rng.gen_range(1..4) {
+                        let n = rng.gen_range(0..bytes.len());
+                        bytes[n] ^= 1 << rng.gen_range(0..8);
+                    }
+                }
+                _ => bytes = (0..rng.gen_range(0..40)).map(|_| rng.gen()).collect(),
+            }
+            for version in [None, Some(Version::V4), Some(Version::V5)] {
+                if let Ok(Decoded::Packet(_, n)) = decode(version, &bytes, 1 << 20) {
+                    assert!(n <= bytes.len());
+                }
+            }
+        }
+    }
+
     #[test]
     fn acks_encode() {
         assert_eq!(&ack_packet(Version::V4, PUBREL, 5, 0)[..], &[0x62, 2, 0, 5]);
