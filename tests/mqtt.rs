@@ -416,7 +416,13 @@ impl Raw {
     /// Reads until the broker closes; returns what came before, or `Err`
     /// with it if the connection was still open after `STEP`.
     fn try_closed(&mut self) -> Result<Packets, Packets> {
-        let deadline = Instant::now() + STEP;
+        self.try_closed_within(STEP)
+    }
+
+    /// `try_closed` with another limit (for input that should close at once).
+    fn try_closed_within(&mut self, limit: Duration) -> Result<Packets, Packets> {
+        self.s.set_read_timeout(Some(limit)).unwrap();
+        let deadline = Instant::now() + limit;
         let mut got = Vec::new();
         loop {
             match self.try_read() {
@@ -1232,5 +1238,77 @@ fn mosquitto_clients_interoperate() {
     assert_eq!(m.recv_text(), ("mosq/v5".into(), "{\"x\":1}".into()));
     let out = run("mosquitto_sub", &[&v5sub[..], &["-C", "1", "-W", "5", "-F", "%t %p %C %P"]].concat());
     assert_eq!(out.trim(), "mosq/v5 {\"x\":1} application/json k:v");
+    r.shutdown();
+}
+
+// ---------------------------------------------------------------------------
+// More sessions and protocol errors
+
+/// A session resumed with session present has its subscriptions routed
+/// by the time the CONNACK is sent: a QoS 1 message published right after
+/// that CONNACK reaches the client (3.1.1 section 4.3.2 / MQTT 5 4.3.2: QoS 1
+/// messages matching the session's subscriptions are delivered), whichever
+/// worker the client comes back on. (Before f741d66 the moved session's
+/// subscriptions were re-acquired after the CONNACK and such messages were
+/// lost.)
+#[test]
+fn resumed_session_is_routed_at_connack() {
+    let r = router(&["--cores", "2"]);
+    let addr = mqtt_addr(&r);
+    let mut publ = Mq::connect(addr, "rs-pub", true);
+    let mut lost = Vec::new();
+    // Topics owned by worker 0 and worker 1 (`owner_of`); the client comes
+    // back on the same worker (a filler connection in between) or the other
+    // one, after a DISCONNECT or a dropped connection.
+    for topic in ["rs/b", "rs/a"] {
+        for (drop_it, same_worker) in [(false, false), (true, false), (false, true), (true, true)] {
+            let mut c = Mq::connect(addr, "rs-client", false);
+            c.subscribe(topic, QoS::AtLeastOnce);
+            if drop_it {
+                drop(c);
+            } else {
+                c.disconnect();
+            }
+            let _filler = same_worker.then(|| Raw::connected(addr, 4, "rs-filler", true, 0));
+            let mut c = Mq::connect(addr, "rs-client", false);
+            assert!(c.session_present);
+            let how = if drop_it { "dropped" } else { "disconnected" };
+            let worker = if same_worker { "same" } else { "other" };
+            let payload = format!("{topic}, {how}, back on the {worker} worker");
+            publ.publish(topic, QoS::AtLeastOnce, false, payload.clone());
+            match c.try_recv(Duration::from_secs(2)) {
+                Some(p) => assert_eq!(String::from_utf8_lossy(&p.payload), payload),
+                None => lost.push(payload),
+            }
+            c.client.unsubscribe(topic).unwrap();
+            c.wait("UNSUBACK", |ev| matches!(ev, Event::Incoming(Packet::UnsubAck(_))).then_some(()));
+            c.disconnect();
+        }
+    }
+    // Takeover of a live persistent session by a connection on the other worker.
+    let mut a = Mq::connect(addr, "rs-take", false);
+    a.subscribe("rs/take", QoS::AtLeastOnce);
+    let mut b = Mq::connect(addr, "rs-take", false);
+    assert!(b.session_present);
+    publ.publish("rs/take", QoS::AtLeastOnce, false, "after takeover");
+    if b.try_recv(Duration::from_secs(2)).is_none() {
+        lost.push("after takeover".into());
+    }
+    a.expect_closed();
+    assert!(lost.is_empty(), "QoS 1 messages published right after a session-present CONNACK were lost: {lost:?}");
+    r.shutdown();
+}
+
+/// MQTT 5, 3.8.3: "A SUBSCRIBE packet with no Payload is a Protocol Error"
+/// (0x82).
+#[test]
+fn v5_subscribe_without_filters_is_a_protocol_error() {
+    let r = router(&["--cores", "2"]);
+    let addr = mqtt_addr(&r);
+    let (mut raw, _) = Raw::connected(addr, 5, "sub-empty", true, 0);
+    raw.send(&packet(0x82, &[0, 1, 0])); // packet ID 1, no properties, no filters
+    let got = raw.closed();
+    assert_eq!(got.len(), 1, "{got:02x?}");
+    assert_eq!((got[0].0, got[0].1.first()), (0xe0, Some(&0x82)), "DISCONNECT reason: {got:02x?}");
     r.shutdown();
 }
