@@ -1312,3 +1312,81 @@ fn v5_subscribe_without_filters_is_a_protocol_error() {
     assert_eq!((got[0].0, got[0].1.first()), (0xe0, Some(&0x82)), "DISCONNECT reason: {got:02x?}");
     r.shutdown();
 }
+
+// ---------------------------------------------------------------------------
+// Found by these tests: each one states the rule and what the broker did.
+
+/// Packets with a fixed remaining length that say otherwise are malformed
+/// (3.1.1: PINGREQ 0, PUBACK/PUBREC/PUBREL/PUBCOMP 2; v5: PINGREQ 0) and
+/// close the connection, v5 with DISCONNECT 0x81. Found: accepted (PINGREQ
+/// answered with PINGRESP, the extra bytes ignored), connection kept.
+#[test]
+fn fixed_length_packets_with_another_length_are_malformed() {
+    let r = router(&["--cores", "2"]);
+    let addr = mqtt_addr(&r);
+    let cases: &[(u8, &str, &[u8])] = &[
+        (4, "PINGREQ, remaining length 1", &[0xc0, 0x01, 0x00]),
+        (5, "PINGREQ, remaining length 1", &[0xc0, 0x01, 0x00]),
+        (4, "PUBACK, remaining length 3", &[0x40, 0x03, 0x00, 0x01, 0x00]),
+        (4, "PUBREC, remaining length 3", &[0x50, 0x03, 0x00, 0x01, 0x00]),
+        (4, "PUBREL, remaining length 3", &[0x62, 0x03, 0x00, 0x01, 0x00]),
+        (4, "PUBCOMP, remaining length 3", &[0x70, 0x03, 0x00, 0x01, 0x00]),
+    ];
+    let mut failures = Vec::new();
+    for (level, name, bytes) in cases {
+        let (mut raw, _) = Raw::connected(addr, *level, "fixed-len", true, 0);
+        raw.send(bytes);
+        let got = raw.try_closed_within(Duration::from_secs(1));
+        let ok = match (level, got.as_deref()) {
+            (5, Ok([(0xe0, body)])) => body.first() == Some(&0x81),
+            (4, Ok([])) => true,
+            _ => false,
+        };
+        if !ok {
+            failures.push(format!("v{level} {name}: got {got:02x?} (Err: still open after 1 s)"));
+        }
+    }
+    assert!(failures.is_empty(), "malformed packets accepted:\n{}", failures.join("\n"));
+    r.shutdown();
+}
+
+/// MQTT 5 DISCONNECT: "If the Remaining Length is less than 2, a value of 0
+/// is used" for the property length (3.14.2.2.1), so a DISCONNECT of one
+/// byte (the reason code) is valid; with 0x00 the will is discarded, with
+/// 0x04 it is published. Paho sends exactly this for
+/// `disconnect(reasoncode=...)` without properties. Found: the broker
+/// answers DISCONNECT 0x81 "InsufficientBytes(1)" and, for 0x00, publishes
+/// the will.
+#[test]
+fn v5_disconnect_with_only_a_reason_code_is_valid() {
+    let r = router(&["--cores", "2"]);
+    let addr = mqtt_addr(&r);
+    let mut watcher = Mq::connect(addr, "dc-watcher", true);
+    watcher.subscribe("dc/#", QoS::AtLeastOnce);
+    let mut problems = Vec::new();
+    for (code, will_wanted) in [(0x00u8, false), (0x04, true)] {
+        // CONNECT v5 with a will on dc/<code>.
+        let topic = format!("dc/{code:02x}");
+        let mut b = Vec::new();
+        mqtt_str(&mut b, b"MQTT");
+        b.extend_from_slice(&[5, 0x02 | 0x04 | 0x08, 0, 0, 0]); // clean, will at QoS 1; keep-alive 0; no props
+        mqtt_str(&mut b, format!("dc-{code}").as_bytes());
+        b.push(0); // will properties
+        mqtt_str(&mut b, topic.as_bytes());
+        mqtt_str(&mut b, b"will");
+        let mut raw = Raw::open(addr);
+        raw.send(&packet(0x10, &b));
+        assert_eq!(raw.expect(0x20, "CONNACK")[1], 0);
+        raw.send(&[0xe0, 0x01, code]);
+        let got = raw.try_closed();
+        if !matches!(got.as_deref(), Ok([])) {
+            problems.push(format!("DISCONNECT {code:#04x} (remaining length 1): the broker answered {got:02x?}"));
+        }
+        let will = watcher.try_recv(Duration::from_millis(500));
+        if will.is_some() != will_wanted {
+            problems.push(format!("DISCONNECT {code:#04x}: will published = {}, want {will_wanted}", will.is_some()));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    r.shutdown();
+}

@@ -452,3 +452,22 @@ def test_mqtt_over_websocket(clients, ws_broker, version):
     assert (msg.topic, msg.payload) == (base + "/from-ws", big)
     assert ws.recv().payload == big  # ws's own /# subscription
     ws.disconnect()
+
+
+def test_disconnect_with_reason_code_success_discards_the_will(clients):
+    """``disconnect(reasoncode=0x00)`` (paho sends a DISCONNECT of remaining
+    length 1: the reason code, no property length, which MQTT 5 3.14.2.2.1
+    allows) is a normal disconnect: the will is discarded.  Found: the broker
+    answers DISCONNECT 0x81 (malformed) and publishes the will (paho, already
+    disconnecting, does not report the broker's DISCONNECT)."""
+    base = uid("will00")
+    watcher = connected(clients)
+    watcher.subscribe(base + "/#", qos=1)
+    c = connected(clients, will={"topic": base + "/w", "payload": b"should not be sent", "qos": 1})
+    c.c.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=0x00))
+    try:
+        c.disconnected.get(timeout=STEP)
+    except queue.Empty:
+        raise AssertionError("the connection did not end after DISCONNECT") from None
+    c.c.loop_stop()
+    watcher.quiet(1.0)
