@@ -2,44 +2,10 @@
 
 mod common;
 
-use common::router;
+use common::{counter, mqtt_wait as wait_for, router, statsd_lines};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
-
-fn statsd_lines(sock: &UdpSocket, until: impl Fn(&str) -> bool, limit: Duration) -> String {
-    let mut all = String::new();
-    let start = Instant::now();
-    let mut buf = [0u8; 65536];
-    while start.elapsed() < limit && !until(&all) {
-        if let Ok(n) = sock.recv(&mut buf) {
-            all.push_str(&String::from_utf8_lossy(&buf[..n]));
-            all.push('\n');
-        }
-    }
-    all
-}
-
-fn counter(lines: &str, name: &str) -> f64 {
-    lines.lines().filter_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.strip_suffix("|c")?.parse::<f64>().ok()).sum()
-}
-
-/// Polls a rumqttc connection until `pick` accepts an event.
-fn wait_for<T>(conn: &mut rumqttc::Connection, what: &str, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match conn.recv_timeout(left) {
-            Ok(Ok(ev)) => {
-                if let Some(t) = pick(&ev) {
-                    return t;
-                }
-            }
-            Ok(Err(e)) => panic!("waiting for {what}: {e}"),
-            Err(_) => panic!("no {what} within 5 s"),
-        }
-    }
-}
 
 #[test]
 fn mqtt_deliveries_are_histogrammed_by_qos() {

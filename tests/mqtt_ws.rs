@@ -5,12 +5,12 @@
 mod common;
 
 use bytes::BytesMut;
-use common::router;
+use common::{mqtt_wait as wait_for, router};
 use rumqttc::mqttbytes::v4::{Connect, Packet as P4, PubAck, Publish as Pub4, Subscribe};
 use rumqttc::mqttbytes::QoS as Q;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::{Message, WebSocket};
 
@@ -60,21 +60,6 @@ fn encode(f: impl FnOnce(&mut BytesMut)) -> BytesMut {
     let mut b = BytesMut::new();
     f(&mut b);
     b
-}
-
-fn wait_for<T>(conn: &mut rumqttc::Connection, what: &str, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match conn.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(Ok(ev)) => {
-                if let Some(t) = pick(&ev) {
-                    return t;
-                }
-            }
-            Ok(Err(e)) => panic!("waiting for {what}: {e}"),
-            Err(_) => panic!("no {what} within 5 s"),
-        }
-    }
 }
 
 #[test]

@@ -403,25 +403,6 @@ fn hundred_thousand_events_in_order_across_cores() {
     r.shutdown();
 }
 
-/// Collects StatsD lines for a while.
-fn statsd_lines(sock: &UdpSocket, until: impl Fn(&str) -> bool, limit: Duration) -> String {
-    let mut all = String::new();
-    let start = Instant::now();
-    let mut buf = [0u8; 65536];
-    while start.elapsed() < limit && !until(&all) {
-        if let Ok(n) = sock.recv(&mut buf) {
-            all.push_str(&String::from_utf8_lossy(&buf[..n]));
-            all.push('\n');
-        }
-    }
-    all
-}
-
-/// Sum of the values of a StatsD counter in the collected lines.
-fn counter(lines: &str, name: &str) -> f64 {
-    lines.lines().filter_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.strip_suffix("|c")?.parse::<f64>().ok()).sum()
-}
-
 /// A subscriber that stops reading is closed after the grace period with
 /// the counters raised, and the other subscriber gets every event.
 #[test]

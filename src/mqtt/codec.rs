@@ -239,7 +239,17 @@ pub fn decode(version: Option<Version>, buf: &[u8], max: usize) -> Result<Decode
             return Err(DecodeError { reason: reason::BAD_AUTH_METHOD, message: "AUTH is not supported".into() })
         }
         (_, 2 | 9 | 11 | 13) => return Err(protocol_error(format!("packet type {kind} is not sent by clients"))),
+        // Fixed-length packets: any other remaining length is malformed
+        // (mqttbytes would ignore the extra bytes).
+        (_, 12) | (Version::V4, 14) if h.remaining != 0 => {
+            return Err(malformed(format!("packet type {kind} with remaining length {}", h.remaining)))
+        }
+        (Version::V4, 4..=7) if h.remaining != 2 => {
+            return Err(malformed(format!("packet type {kind} with remaining length {}", h.remaining)))
+        }
         (Version::V5, 14) if h.remaining == 0 => Packet::Disconnect { reason: 0, session_expiry: None },
+        // A reason code without the properties length: properties are empty.
+        (Version::V5, 14) if h.remaining == 1 => Packet::Disconnect { reason: body[0], session_expiry: None },
         (Version::V5, 4..=7) if h.remaining == 2 => {
             let pkid = u16::from_be_bytes([body[0], body[1]]);
             check_pkid(pkid)?;
@@ -258,6 +268,22 @@ fn ack(kind: u8, pkid: u16, reason: u8) -> Packet {
         6 => Packet::PubRel { pkid, reason },
         _ => Packet::PubComp { pkid, reason },
     }
+}
+
+fn check_subscribe(pkid: u16, filters: usize) -> Result<(), DecodeError> {
+    check_pkid(pkid)?;
+    if filters == 0 {
+        return Err(protocol_error("SUBSCRIBE without a topic filter"));
+    }
+    Ok(())
+}
+
+fn unsubscribe(pkid: u16, filters: Vec<String>) -> Result<Packet, DecodeError> {
+    check_pkid(pkid)?;
+    if filters.is_empty() {
+        return Err(protocol_error("UNSUBSCRIBE without a topic filter"));
+    }
+    Ok(Packet::Unsubscribe { pkid, filters })
 }
 
 fn check_pkid(pkid: u16) -> Result<(), DecodeError> {
@@ -314,16 +340,21 @@ fn check_topic_name(topic: &str) -> Result<(), DecodeError> {
     Ok(())
 }
 
+fn check_will_topic(topic: &str) -> Result<(), DecodeError> {
+    check_topic_name(topic)?;
+    if topic.is_empty() {
+        return Err(protocol_error("empty will topic"));
+    }
+    Ok(())
+}
+
 fn from_v4(p: v4::Packet) -> Result<Packet, DecodeError> {
     Ok(match p {
         v4::Packet::Connect(c) => {
             check_str(&c.client_id)?;
             let will = match c.last_will {
                 Some(w) => {
-                    check_topic_name(&w.topic)?;
-                    if w.topic.is_empty() {
-                        return Err(protocol_error("empty will topic"));
-                    }
+                    check_will_topic(&w.topic)?;
                     Some(Will {
                         topic: w.topic,
                         payload: w.message,
@@ -374,10 +405,7 @@ fn from_v4(p: v4::Packet) -> Result<Packet, DecodeError> {
         v4::Packet::PubRel(a) => Packet::PubRel { pkid: a.pkid, reason: 0 },
         v4::Packet::PubComp(a) => Packet::PubComp { pkid: a.pkid, reason: 0 },
         v4::Packet::Subscribe(s) => {
-            check_pkid(s.pkid)?;
-            if s.filters.is_empty() {
-                return Err(protocol_error("SUBSCRIBE without a topic filter"));
-            }
+            check_subscribe(s.pkid, s.filters.len())?;
             let filters = s
                 .filters
                 .into_iter()
@@ -391,13 +419,7 @@ fn from_v4(p: v4::Packet) -> Result<Packet, DecodeError> {
                 .collect();
             Packet::Subscribe { pkid: s.pkid, filters, id: None }
         }
-        v4::Packet::Unsubscribe(u) => {
-            check_pkid(u.pkid)?;
-            if u.topics.is_empty() {
-                return Err(protocol_error("UNSUBSCRIBE without a topic filter"));
-            }
-            Packet::Unsubscribe { pkid: u.pkid, filters: u.topics }
-        }
+        v4::Packet::Unsubscribe(u) => unsubscribe(u.pkid, u.topics)?,
         v4::Packet::PingReq => Packet::PingReq,
         v4::Packet::Disconnect => Packet::Disconnect { reason: 0, session_expiry: None },
         other => return Err(protocol_error(format!("{other:?} is not sent by clients"))),
@@ -442,10 +464,7 @@ fn from_v5(p: v5::Packet) -> Result<Packet, DecodeError> {
             }
             let will = match c.last_will {
                 Some(w) => {
-                    check_topic_name(&w.topic)?;
-                    if w.topic.is_empty() {
-                        return Err(protocol_error("empty will topic"));
-                    }
+                    check_will_topic(&w.topic)?;
                     let (delay, props) = match w.properties {
                         Some(wp) => (
                             wp.delay_interval.unwrap_or(0),
@@ -504,10 +523,7 @@ fn from_v5(p: v5::Packet) -> Result<Packet, DecodeError> {
         v5::Packet::PubRel(a) => Packet::PubRel { pkid: a.pkid, reason: a.reason as u8 },
         v5::Packet::PubComp(a) => Packet::PubComp { pkid: a.pkid, reason: a.reason as u8 },
         v5::Packet::Subscribe(s) => {
-            check_pkid(s.pkid)?;
-            if s.filters.is_empty() {
-                return Err(protocol_error("SUBSCRIBE without a topic filter"));
-            }
+            check_subscribe(s.pkid, s.filters.len())?;
             let id = match s.properties.and_then(|p| p.id) {
                 Some(0) => return Err(protocol_error("subscription identifier 0")),
                 Some(id) if id > 268_435_455 => return Err(malformed("subscription identifier too large")),
@@ -526,13 +542,7 @@ fn from_v5(p: v5::Packet) -> Result<Packet, DecodeError> {
                 .collect();
             Packet::Subscribe { pkid: s.pkid, filters, id }
         }
-        v5::Packet::Unsubscribe(u) => {
-            check_pkid(u.pkid)?;
-            if u.filters.is_empty() {
-                return Err(protocol_error("UNSUBSCRIBE without a topic filter"));
-            }
-            Packet::Unsubscribe { pkid: u.pkid, filters: u.filters }
-        }
+        v5::Packet::Unsubscribe(u) => unsubscribe(u.pkid, u.filters)?,
         v5::Packet::PingReq => Packet::PingReq,
         v5::Packet::Disconnect(d) => Packet::Disconnect {
             reason: d.reason_code as u8,
@@ -885,8 +895,24 @@ mod tests {
     }
 
     #[test]
+    fn fixed_lengths_are_enforced() {
+        for v in [Version::V4, Version::V5] {
+            assert_eq!(one(Some(v), &[0xC0, 1, 0]).unwrap_err().reason, reason::MALFORMED);
+            assert_eq!(one(Some(v), &[0xC0, 0]).unwrap(), Packet::PingReq);
+        }
+        assert_eq!(one(Some(Version::V4), &[0x40, 3, 0, 1, 0]).unwrap_err().reason, reason::MALFORMED);
+        assert_eq!(one(Some(Version::V4), &[0xE0, 1, 0]).unwrap_err().reason, reason::MALFORMED);
+        // v5 acks carry an optional reason code.
+        assert_eq!(one(Some(Version::V5), &[0x40, 3, 0, 1, 0x10]).unwrap(), Packet::PubAck { pkid: 1, reason: 0x10 });
+    }
+
+    #[test]
     fn short_v5_forms() {
         assert_eq!(one(Some(Version::V5), &[0xE0, 0]).unwrap(), Packet::Disconnect { reason: 0, session_expiry: None });
+        assert_eq!(
+            one(Some(Version::V5), &[0xE0, 1, 4]).unwrap(),
+            Packet::Disconnect { reason: 4, session_expiry: None }
+        );
         assert_eq!(one(Some(Version::V5), &[0x40, 2, 0, 7]).unwrap(), Packet::PubAck { pkid: 7, reason: 0 });
         assert_eq!(one(Some(Version::V5), &[0x62, 2, 0, 7]).unwrap(), Packet::PubRel { pkid: 7, reason: 0 });
         assert_eq!(decode(Some(Version::V5), &[0x62, 2, 0], 100), Ok(Decoded::Incomplete));

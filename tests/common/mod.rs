@@ -180,3 +180,42 @@ impl Client {
         reason
     }
 }
+
+/// Collects StatsD lines for a while.
+pub fn statsd_lines(sock: &std::net::UdpSocket, until: impl Fn(&str) -> bool, limit: Duration) -> String {
+    let mut all = String::new();
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 65536];
+    while start.elapsed() < limit && !until(&all) {
+        if let Ok(n) = sock.recv(&mut buf) {
+            all.push_str(&String::from_utf8_lossy(&buf[..n]));
+            all.push('\n');
+        }
+    }
+    all
+}
+
+/// Sum of the values of a StatsD counter in the collected lines.
+pub fn counter(lines: &str, name: &str) -> f64 {
+    lines.lines().filter_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.strip_suffix("|c")?.parse::<f64>().ok()).sum()
+}
+
+/// Polls a rumqttc (3.1.1) connection until `pick` accepts an event (5 s at most).
+pub fn mqtt_wait<T>(
+    conn: &mut rumqttc::Connection,
+    what: &str,
+    mut pick: impl FnMut(&rumqttc::Event) -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match conn.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+            Ok(Ok(ev)) => {
+                if let Some(t) = pick(&ev) {
+                    return t;
+                }
+            }
+            Ok(Err(e)) => panic!("waiting for {what}: {e}"),
+            Err(_) => panic!("no {what} within 5 s"),
+        }
+    }
+}
