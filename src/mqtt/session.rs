@@ -299,9 +299,9 @@ pub fn on_bytes(w: &mut Worker, handle: usize, buf: &mut Buf) {
                 buf.consume(n);
                 on_packet(w, handle, p);
             }
-            Ok(Decoded::UnsupportedVersion(level)) => {
+            Ok(Decoded::UnsupportedVersion(_)) => {
                 buf.clear();
-                return unsupported(w, handle, level);
+                return unsupported(w, handle);
             }
             Err(e) => {
                 buf.clear();
@@ -330,9 +330,10 @@ fn drain_ws(w: &mut Worker, handle: usize) {
     }
 }
 
-fn unsupported(w: &mut Worker, handle: usize, level: u8) {
-    // Answer in the only form an old client can read: a v3.1.1 CONNACK.
-    let _ = level;
+/// CONNECT with a protocol level other than 4 or 5 (3.1's 3, say): answered
+/// in the only form such a client can read, a v3.1.1 CONNACK with return code
+/// 1 (unacceptable protocol version).
+fn unsupported(w: &mut Worker, handle: usize) {
     send(w, handle, codec::connack(Version::V4, false, reason::UNSUPPORTED_VERSION, &Props::default()));
     close(w, handle, CloseReason::ProtocolViolation);
 }
@@ -478,6 +479,12 @@ fn first_sight(w: &mut Worker, slot: usize, publication: u64) -> bool {
 
 /// The session `old` is claimed by a new connection.
 fn takeover(w: &mut Worker, old: u64, claim: Claim) {
+    // What the old connection sent before the new one connected comes
+    // first: a DISCONNECT (maybe setting the session expiry to 0) or an EOF
+    // still unread in its socket decides what is left to take over.
+    if let Some(h) = w.mqtt.by_id.get(&old).and_then(|&slot| w.mqtt.sessions[slot].conn) {
+        w.read_now(h);
+    }
     let Some(&slot) = w.mqtt.by_id.get(&old) else {
         // Already gone (a race with its end): nothing to hand over.
         let to = claim.worker;
@@ -1146,7 +1153,6 @@ fn pubrec(w: &mut Worker, handle: usize, slot: usize, pkid: u16, code: u8) {
 
 fn subscribe(w: &mut Worker, handle: usize, slot: usize, pkid: u16, filters: Vec<SubFilter>, id: Option<u32>) {
     let started = Instant::now();
-    let ver = version(w, handle);
     let realm = w.mqtt.sessions[slot].realm.clone();
     let sid = w.mqtt.sessions[slot].id;
     let mut pending = PendingSuback { pkid, codes: vec![0; filters.len()], waiting: 0, retained: Vec::new(), started };
@@ -1200,7 +1206,6 @@ fn subscribe(w: &mut Worker, handle: usize, slot: usize, pkid: u16, filters: Vec
             }
         }
     }
-    let _ = ver;
     if pending.waiting == 0 {
         finish_suback(w, slot, pending);
     } else {

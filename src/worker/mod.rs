@@ -354,6 +354,14 @@ impl Worker {
         }
     }
 
+    /// Reads and handles what the connection's socket holds now, out of the
+    /// loop's turn (used when an inbox message depends on that input).
+    pub fn read_now(&mut self, handle: usize) {
+        if self.conns.contains(handle) && !self.conns[handle].is_closed() {
+            self.readable(handle);
+        }
+    }
+
     /// Reads what the socket has and hands it to the protocol layer.
     fn readable(&mut self, handle: usize) {
         if self.conns[handle].paused {
