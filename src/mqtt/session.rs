@@ -118,7 +118,9 @@ pub struct MqttConn {
     keep_alive: Duration,
     last_in: Instant,
     /// Inbound topic aliases (index = alias - 1), core-form topics.
+    /// Grown on first use, up to `alias_max` (idle connections hold none).
     alias_in: Vec<Option<String>>,
+    alias_max: u16,
     /// The client's maximum packet size.
     max_out: usize,
     /// DISCONNECT with reason 0 was received: the will is discarded.
@@ -138,6 +140,7 @@ impl MqttConn {
             keep_alive: Duration::ZERO,
             last_in: now,
             alias_in: Vec::new(),
+            alias_max: 0,
             max_out: usize::MAX,
             normal_disconnect: false,
             taken_over: false,
@@ -594,7 +597,8 @@ fn claimed(w: &mut Worker, claim: Claim, state: Option<Box<SessionState>>) {
     }
     let m = mqtt(w, handle).expect("mqtt");
     m.state = ConnState::Open(slot);
-    m.alias_in = vec![None; usize::from(alias_max)];
+    m.alias_in = Vec::new();
+    m.alias_max = alias_max;
     let mut props = Props::default();
     if c.version == Version::V5 {
         if expiry != c.session_expiry {
@@ -870,7 +874,14 @@ fn publish(w: &mut Worker, handle: usize, slot: usize, p: codec::Publish) {
     let topic = match p.alias {
         None => swap(&p.topic),
         Some(a) => {
-            let Some(entry) = m.alias_in.get_mut(usize::from(a) - 1) else {
+            if a > m.alias_max {
+                return fail(w, handle, reason::TOPIC_ALIAS_INVALID, "topic alias over the maximum");
+            }
+            let i = usize::from(a) - 1;
+            if m.alias_in.len() <= i {
+                m.alias_in.resize(i + 1, None);
+            }
+            let Some(entry) = m.alias_in.get_mut(i) else {
                 return fail(w, handle, reason::TOPIC_ALIAS_INVALID, "topic alias over the maximum");
             };
             if p.topic.is_empty() {
