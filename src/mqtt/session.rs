@@ -452,7 +452,7 @@ pub fn on_registry(w: &mut Worker, msg: Msg) {
                 return;
             };
             if first_sight(w, slot, out.msg.id) {
-                offer(w, slot, *out, &mut Converted::default());
+                offer_recorded(w, slot, *out, &mut Converted::default());
             }
         }
         Msg::HandoffDone { old } => {
@@ -958,8 +958,11 @@ fn pubrel(w: &mut Worker, handle: usize, slot: usize, pkid: u16) {
 /// A publication for this session, which holds the matching core
 /// subscriptions `subs` (one copy per message, at the highest QoS of the
 /// matching subscriptions, with all their subscription identifiers).
-pub fn deliver(w: &mut Worker, slot: usize, p: &Arc<Publication>, subs: &[u64], conv: &mut Converted) {
-    let Some(s) = w.mqtt.sessions.get(slot) else { return };
+///
+/// Returns the QoS it went out with if it was queued on the connection now
+/// (the caller records the latency, once per QoS for a whole delivery).
+pub fn deliver(w: &mut Worker, slot: usize, p: &Arc<Publication>, subs: &[u64], conv: &mut Converted) -> Option<u8> {
+    let s = w.mqtt.sessions.get(slot)?;
     let mine = p.publisher.worker == w.id && p.publisher.id == s.id;
     let mut qos = None;
     let mut retain = false;
@@ -975,53 +978,65 @@ pub fn deliver(w: &mut Worker, slot: usize, p: &Arc<Publication>, subs: &[u64], 
             sub_ids.push(id);
         }
     }
-    let Some(qos) = qos else { return };
+    let qos = qos?;
     if p.expired(w.now) {
         w.metrics.counters.mqtt_dropped += 1;
-        return;
+        return None;
     }
     let out = Outgoing { msg: p.clone(), qos, retain, sub_ids };
     if let Some((to, session)) = s.moving {
-        return w.peers.send(to, ShardMsg::Mqtt(Msg::Forward { session, out: Box::new(out) }));
+        w.peers.send(to, ShardMsg::Mqtt(Msg::Forward { session, out: Box::new(out) }));
+        return None;
     }
     if first_sight(w, slot, p.id) {
-        offer(w, slot, out, conv);
+        return offer(w, slot, out, conv).then_some(qos);
     }
+    None
 }
 
-/// Sends a message now, or queues it (QoS 1/2) behind the window.
-fn offer(w: &mut Worker, slot: usize, out: Outgoing, conv: &mut Converted) {
-    let s = &mut w.mqtt.sessions[slot];
-    let op = match out.qos {
+/// The publish->deliver histogram of a QoS.
+pub fn deliver_op(qos: u8) -> Op {
+    match qos {
         0 => Op::MqttDeliver0,
         1 => Op::MqttDeliver1,
         _ => Op::MqttDeliver2,
-    };
-    let started = out.msg.started;
+    }
+}
+
+/// `offer`, recording the latency of a message sent now.
+fn offer_recorded(w: &mut Worker, slot: usize, out: Outgoing, conv: &mut Converted) {
+    let (op, started) = (deliver_op(out.qos), out.msg.started);
+    if offer(w, slot, out, conv) {
+        w.metrics.record(op, started, Instant::now());
+    }
+}
+
+/// Sends a message now (true), or queues it (QoS 1/2) behind the window,
+/// or drops it (QoS 0 offline or over the queue, a full queue).
+fn offer(w: &mut Worker, slot: usize, out: Outgoing, conv: &mut Converted) -> bool {
+    let s = &mut w.mqtt.sessions[slot];
     if out.qos == 0 {
         let Some(h) = s.conn else {
             w.metrics.counters.mqtt_dropped += 1;
-            return;
+            return false;
         };
-        if transmit(w, slot, h, 0, &out, false, conv) {
-            w.metrics.record(op, started, Instant::now());
-        }
-        return;
+        return transmit(w, slot, h, 0, &out, false, conv);
     }
     let window = usize::from(s.receive_max.min(w.cfg.mqtt.max_inflight));
     match s.conn {
         Some(h) if s.inflight.len() < window && s.queue.is_empty() => {
             let pkid = next_pkid(s);
-            s.inflight.push_back(InFlight { pkid, out: out.clone(), released: false });
             transmit(w, slot, h, pkid, &out, false, conv);
-            w.metrics.record(op, started, Instant::now());
+            w.mqtt.sessions[slot].inflight.push_back(InFlight { pkid, out, released: false });
+            true
         }
         _ => {
             if s.queue.len() >= w.cfg.mqtt.max_queued_messages {
                 w.metrics.counters.mqtt_dropped += 1;
-                return;
+                return false;
             }
             s.queue.push_back(out);
+            false
         }
     }
 }
@@ -1127,8 +1142,10 @@ fn pump(w: &mut Worker, slot: usize) {
             continue;
         }
         let pkid = next_pkid(s);
-        s.inflight.push_back(InFlight { pkid, out: out.clone(), released: false });
+        let (op, started) = (deliver_op(out.qos), out.msg.started);
         transmit(w, slot, h, pkid, &out, false, &mut Converted::default());
+        w.mqtt.sessions[slot].inflight.push_back(InFlight { pkid, out, released: false });
+        w.metrics.record(op, started, Instant::now());
     }
 }
 
@@ -1313,7 +1330,7 @@ pub fn on_retained(w: &mut Worker, slot: usize, session: u64, subscription: u64,
         let out = Outgoing { qos: p.qos.min(qos), retain: true, sub_ids: ids.clone(), msg: p };
         match w.mqtt.sessions[slot].moving {
             Some((to, session)) => w.peers.send(to, ShardMsg::Mqtt(Msg::Forward { session, out: Box::new(out) })),
-            None => offer(w, slot, out, &mut Converted::default()),
+            None => offer_recorded(w, slot, out, &mut Converted::default()),
         }
     }
 }

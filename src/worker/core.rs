@@ -285,19 +285,37 @@ impl Worker {
             }
         }
         if !mqtt_hits.is_empty() {
-            mqtt_hits.sort_unstable();
-            let mut subs = Vec::new();
+            // Hits of one subscription name each session once; with several,
+            // group them by session.
+            let first = mqtt_hits[0].1;
+            if mqtt_hits.iter().any(|h| h.1 != first) {
+                mqtt_hits.sort_unstable();
+            }
+            let mut mqtt_sent = [0u64; 3];
             let mut i = 0;
             while i < mqtt_hits.len() {
                 let slot = mqtt_hits[i].0;
-                subs.clear();
+                let start = i;
                 while i < mqtt_hits.len() && mqtt_hits[i].0 == slot {
-                    subs.push(mqtt_hits[i].1);
                     i += 1;
                 }
-                mqtt::deliver(self, slot, p, &subs, &mut conv);
+                let sent = if i - start == 1 {
+                    mqtt::deliver(self, slot, p, std::slice::from_ref(&mqtt_hits[start].1), &mut conv)
+                } else {
+                    let subs: Vec<u64> = mqtt_hits[start..i].iter().map(|h| h.1).collect();
+                    mqtt::deliver(self, slot, p, &subs, &mut conv)
+                };
+                if let Some(qos) = sent {
+                    mqtt_sent[usize::from(qos.min(2))] += 1;
+                }
             }
             mqtt_hits.clear();
+            let now = Instant::now();
+            for (qos, &n) in mqtt_sent.iter().enumerate() {
+                if n > 0 {
+                    self.metrics.record_n(mqtt::deliver_op(qos as u8), p.started, now, n);
+                }
+            }
         }
         self.mqtt_hits = mqtt_hits;
         if delivered > 0 {
