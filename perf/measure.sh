@@ -3,7 +3,7 @@
 # router on core 0, load tool on core 1. Every run is bounded (timeout).
 #
 #   perf/measure.sh windows|max|max10|half|stalled|idle OUT_DIR        (WAMP)
-#   perf/measure.sh mqtt-mosquitto|mqtt-rumqttd|mqtt-fennec|mqtt-idle|mqtt-cross OUT_DIR
+#   perf/measure.sh mqtt-mosquitto|mqtt-rumqttd|mqtt-fennec|mqtt-fennec-lifted|mqtt-idle|mqtt-cross OUT_DIR
 #
 # Environment: FENNEC (router binary), LOAD (fennec-load binary),
 #   NODE_PATH (fox-wamp's node_modules), DURATION=10 WARMUP=2,
@@ -15,8 +15,10 @@
 #   IDLE_MQTT (2000 connections), IDLE_BROKERS ("mosquitto rumqttd"),
 #   RUMQTTD_OUT_COUNT (10000) / RUMQTTD_CONN_BUF (1000): rumqttd's
 #   router.max_outgoing_packet_count / connections.max_inflight_count
-#   (shipped defaults: 200 / 100). Every MQTT run starts a fresh broker on
-#   core 0 (so VmHWM is per run) and waits until no rustc is running.
+#   (shipped defaults: 200 / 100), FENNEC_ARGS (extra Fennec flags). Every
+#   MQTT run starts a fresh broker on core 0 (so VmHWM is per run), waits
+#   until no rustc is running (WAIT_QUIET=0: don't) and is repeated if one
+#   ran meanwhile (see mload).
 set -u
 WHAT=$1
 OUT=$2
@@ -110,24 +112,40 @@ start_rumqttd() {
   RPID=$!
   wait_port $MQTT_PORT
 }
-start_fennec_mqtt() { # Fennec with its WAMP and MQTT listeners, --cores 1
+start_fennec_mqtt() { # Fennec with its WAMP and MQTT listeners, --cores 1 (FENNEC_ARGS appended)
   port_free $MQTT_PORT && port_free $PORT || return 1
-  taskset -c 0 "$FENNEC" --cores 1 --listen 127.0.0.1:$PORT --mqtt 127.0.0.1:$MQTT_PORT >"$OUT/router.log" 2>&1 &
+  # shellcheck disable=SC2086
+  taskset -c 0 "$FENNEC" --cores 1 --listen 127.0.0.1:$PORT --mqtt 127.0.0.1:$MQTT_PORT ${FENNEC_ARGS:-} \
+    >"$OUT/router.log" 2>&1 &
   RPID=$!
   wait_port $MQTT_PORT && wait_port $PORT
 }
 mload() { # broker, label, then fennec-load args: one MQTT run on a fresh broker
+  # A run during which a rustc ran (sampled every 0.5 s) goes to
+  # disturbed.jsonl instead of results.jsonl and is repeated (3 tries).
   local broker=$1 label=$2; shift 2
-  local port=$MQTT_PORT
+  local port=$MQTT_PORT try sampler
   [ "$broker" = rumqttd ] && [ "$MQTT_VERSION" = 5 ] && port=$MQTT5_PORT
-  wait_quiet
-  "start_$broker" || { echo "!!! $label: $broker did not start" | tee -a "$OUT/load.log" >&2; stop_router; return; }
-  echo "=== $label" >&2
-  timeout -k 5 $((DURATION + WARMUP + 60)) taskset -c 1 "$LOAD" --protocol mqtt --url mqtt://127.0.0.1:$port \
-    --mqtt-version "$MQTT_VERSION" --duration "$DURATION" --warmup "$WARMUP" --drain 10 --router-pid "$RPID" \
-    --label "$label" --json-out "$OUT/results.jsonl" "$@" \
-    >>"$OUT/load.log" 2>&1 || echo "!!! $label failed (rc $?)" | tee -a "$OUT/load.log" >&2
-  stop_router
+  for try in 1 2 3; do
+    wait_quiet
+    "start_$broker" || { echo "!!! $label: $broker did not start" | tee -a "$OUT/load.log" >&2; stop_router; return; }
+    echo "=== $label" >&2
+    rm -f "$OUT/run.jsonl" "$OUT/busy"
+    (while sleep 0.5; do pgrep -x rustc >/dev/null && touch "$OUT/busy"; done) &
+    sampler=$!
+    timeout -k 5 $((DURATION + WARMUP + 60)) taskset -c 1 "$LOAD" --protocol mqtt --url mqtt://127.0.0.1:$port \
+      --mqtt-version "$MQTT_VERSION" --duration "$DURATION" --warmup "$WARMUP" --drain 10 --router-pid "$RPID" \
+      --label "$label" --json-out "$OUT/run.jsonl" "$@" \
+      >>"$OUT/load.log" 2>&1 || echo "!!! $label failed (rc $?)" | tee -a "$OUT/load.log" >&2
+    kill "$sampler"; wait "$sampler" 2>/dev/null
+    stop_router
+    if [ ! -e "$OUT/busy" ]; then
+      cat "$OUT/run.jsonl" >>"$OUT/results.jsonl" 2>/dev/null
+      return
+    fi
+    cat "$OUT/run.jsonl" >>"$OUT/disturbed.jsonl" 2>/dev/null
+    echo "!!! $label: rustc ran during try $try (result in disturbed.jsonl)" | tee -a "$OUT/load.log" >&2
+  done
 }
 mqtt_matrix() { # broker (mosquitto|rumqttd|fennec_mqtt), label prefix
   local broker=$1 name=$2 shape p s q w qa
@@ -167,6 +185,12 @@ mqtt-fennec)
   # Fennec --cores 1: the same runs as for Mosquitto and rumqttd.
   mqtt_matrix fennec_mqtt fennec-c1
   ;;
+mqtt-fennec-lifted)
+  # Fennec --cores 1 with perf/fennec-mqtt-bench.toml (per-session QoS 1
+  # queue bound lifted, as max_queued_messages is for Mosquitto); QoS 1 only.
+  MQTT_QOS=${MQTT_QOS_LIFTED:-1} FENNEC_ARGS="--config $HERE/fennec-mqtt-bench.toml" \
+    mqtt_matrix fennec_mqtt fennec-c1-lifted
+  ;;
 mqtt-cross)
   # Fennec --cores 1: MQTT publishers -> WAMP subscribers (JSON and
   # MessagePack), topic bench/topic/N -> bench.topic.N, payload ["<ts>..."].
@@ -175,17 +199,9 @@ mqtt-cross)
       p=${shape%x*}; s=${shape#*x}
       for q in $MQTT_QOS; do
         for w in $MQTT_WINDOWS; do
-          wait_quiet
-          start_fennec_mqtt || { stop_router; continue; }
-          label="fennec-c1|mqtt$MQTT_VERSION-to-wamp-$ser|qos$q|pub$p-sub$s|w$w"
-          echo "=== $label" >&2
-          timeout -k 5 $((DURATION + WARMUP + 60)) taskset -c 1 "$LOAD" --protocol mqtt \
-            --url mqtt://127.0.0.1:$MQTT_PORT --subscriber-protocol wamp --subscriber-url "$URL" \
-            --serializer $ser --mqtt-version "$MQTT_VERSION" --qos "$q" --publishers "$p" --subscribers "$s" \
-            --topics "$p" --size 64 --window "$w" --duration "$DURATION" --warmup "$WARMUP" --drain 10 \
-            --router-pid "$RPID" --label "$label" --json-out "$OUT/results.jsonl" \
-            >>"$OUT/load.log" 2>&1 || echo "!!! $label failed (rc $?)" | tee -a "$OUT/load.log" >&2
-          stop_router
+          mload fennec_mqtt "fennec-c1|mqtt$MQTT_VERSION-to-wamp-$ser|qos$q|pub$p-sub$s|w$w" \
+            --subscriber-protocol wamp --subscriber-url "$URL" --serializer $ser --qos "$q" \
+            --publishers "$p" --subscribers "$s" --topics "$p" --size 64 --window "$w"
         done
       done
     done
@@ -256,7 +272,7 @@ idle)
   stop_router
   ;;
 *)
-  echo "usage: $0 windows|max|max10|half|stalled|idle|mqtt-mosquitto|mqtt-rumqttd|mqtt-fennec|mqtt-idle|mqtt-cross OUT_DIR" >&2
+  echo "usage: $0 windows|max|max10|half|stalled|idle|mqtt-mosquitto|mqtt-rumqttd|mqtt-fennec|mqtt-fennec-lifted|mqtt-idle|mqtt-cross OUT_DIR" >&2
   exit 64
   ;;
 esac
