@@ -50,7 +50,7 @@ pub enum Msg {
     Forward { session: u64, out: Box<Outgoing> },
     /// New worker -> old worker: every subscription is routed to the new
     /// copy; the old one can go.
-    HandoffDone { old: u64 },
+    HandoffDone { old: u64, new: (WorkerId, u64) },
     /// Old worker -> new worker: nothing more will be forwarded.
     ForwardEnd { session: u64 },
 }

@@ -455,13 +455,15 @@ pub fn on_registry(w: &mut Worker, msg: Msg) {
                 offer_recorded(w, slot, *out, &mut Converted::default());
             }
         }
-        Msg::HandoffDone { old } => {
+        Msg::HandoffDone { old, new: (to, new) } => {
             if let Some(&slot) = w.mqtt.by_id.get(&old) {
-                if let Some((to, new)) = w.mqtt.sessions[slot].moving {
+                if w.mqtt.sessions[slot].moving.is_some() {
                     end_session(w, slot, false);
-                    w.peers.send(to, ShardMsg::Mqtt(Msg::ForwardEnd { session: new }));
                 }
             }
+            // Always answered, so the new copy stops deduplicating (and
+            // frees its set) even if the old copy was already gone.
+            w.peers.send(to, ShardMsg::Mqtt(Msg::ForwardEnd { session: new }));
         }
         Msg::ForwardEnd { session } => {
             if let Some(&slot) = w.mqtt.by_id.get(&session) {
@@ -706,11 +708,12 @@ fn restore(w: &mut Worker, slot: usize, state: SessionState) {
 
 /// Tells the old copy of a moved session that it can go.
 fn handoff_done(w: &mut Worker, slot: usize) {
+    let new = (w.id, w.mqtt.sessions[slot].id);
     let Some(r) = &mut w.mqtt.sessions[slot].restoring else { return };
     if !r.done_sent {
         r.done_sent = true;
         let (worker, old) = r.from;
-        w.peers.send(worker, ShardMsg::Mqtt(Msg::HandoffDone { old }));
+        w.peers.send(worker, ShardMsg::Mqtt(Msg::HandoffDone { old, new }));
     }
 }
 
