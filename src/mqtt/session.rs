@@ -233,6 +233,11 @@ struct Restoring {
 pub struct SessionState {
     /// The old copy: worker and session ID (it forwards until told to stop).
     pub from: (u16, u64),
+    pub realm: Realm,
+    pub version: Version,
+    /// The old copy's session expiry, for a copy that never gets its new
+    /// connection (it vanished while the hand-over ran).
+    pub expiry: u32,
     pub subs: Vec<Sub>,
     pub inflight: Vec<InFlight>,
     pub queue: Vec<Outgoing>,
@@ -554,7 +559,10 @@ fn pack(w: &mut Worker, slot: usize, to: u16, new: u64) -> SessionState {
     s.subacks.clear();
     SessionState {
         from: (me, s.id),
-        subs: s.subs.iter().filter(|x| x.key.share.is_none() || x.subscription != 0).cloned().collect(),
+        realm: s.realm.clone(),
+        version: s.version,
+        expiry: s.expiry,
+        subs: s.subs.clone(),
         inflight: s.inflight.drain(..).collect(),
         queue: s.queue.drain(..).collect(),
         qos2_in: std::mem::take(&mut s.qos2_in),
@@ -571,7 +579,8 @@ fn claimed(w: &mut Worker, claim: Claim, state: Option<Box<SessionState>>) {
         // handed-over session offline (it may still expire); else release.
         match state {
             Some(state) => {
-                let slot = new_session(w, claim.session, claim.key.clone(), "".into(), Version::V4, u32::MAX, 0, 0);
+                let (realm, version, expiry) = (state.realm.clone(), state.version, state.expiry);
+                let slot = new_session(w, claim.session, claim.key.clone(), realm, version, expiry, u16::MAX, 0);
                 restore(w, slot, *state);
                 go_offline(w, slot);
             }
@@ -674,11 +683,6 @@ fn new_session(
 /// (without SUBACK), flows and queue carried over.
 fn restore(w: &mut Worker, slot: usize, state: SessionState) {
     let sid = w.mqtt.sessions[slot].id;
-    if w.mqtt.sessions[slot].realm.is_empty() {
-        if let Some(sub) = state.subs.first() {
-            w.mqtt.sessions[slot].realm = sub.key.realm.clone();
-        }
-    }
     w.mqtt.sessions[slot].restoring =
         Some(Box::new(Restoring { from: state.from, waiting: 0, done_sent: false, seen: Default::default() }));
     let mut waiting = 0;
