@@ -865,10 +865,23 @@ pub fn housekeeping(w: &mut Worker) {
 
 /// Server shutdown: tell a v5 client why.
 pub fn shutdown(w: &mut Worker, handle: usize) {
-    if mqtt(w, handle).is_some_and(|m| m.is_open() && m.version == Some(Version::V5)) {
-        let bytes = codec::disconnect(reason::SERVER_SHUTTING_DOWN, "server shutdown");
-        send(w, handle, bytes);
+    last_word(w, handle, reason::SERVER_SHUTTING_DOWN, "server shutdown");
+}
+
+/// A slow consumer is about to be closed: tell a v5 client why.
+pub fn slow(w: &mut Worker, handle: usize, text: &str) {
+    last_word(w, handle, reason::QUOTA_EXCEEDED, text);
+}
+
+/// A v5 DISCONNECT queued past the outbound bound: it is the last packet.
+fn last_word(w: &mut Worker, handle: usize, code: u8, text: &str) {
+    let Some(m) = mqtt(w, handle) else { return };
+    if !(m.is_open() && m.version == Some(Version::V5)) {
+        return;
     }
+    let packet = codec::disconnect(code, text);
+    let bytes = if m.ws { Bytes::from(frame::frame(Opcode::Binary, &packet)) } else { packet };
+    w.conns[handle].out.push(bytes);
 }
 
 // ---------------------------------------------------------------------------

@@ -647,6 +647,7 @@ impl Worker {
             }
             if now.duration_since(since) >= grace && crate::wamp::session::closes_when_slow(self, h) {
                 let text = format!("slow consumer: outbound queue full for more than {} ms", grace.as_millis());
+                crate::mqtt::session::slow(self, h, &text);
                 self.close(h, CloseReason::SlowConsumer, Some((frame::CLOSE_POLICY, &text)));
                 return false;
             }
