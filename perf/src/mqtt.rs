@@ -3,7 +3,7 @@
 //! DISCONNECT. Encoders append to a `Vec<u8>`; the decoder parses one packet
 //! in place at the start of a buffer and returns offsets into it.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 
 pub const CONNECT: u8 = 1;
 pub const CONNACK: u8 = 2;
@@ -52,21 +52,7 @@ pub fn parse_url(url: &str) -> Result<MqttUrl, String> {
     if hostport.contains('/') {
         return Err(format!("an mqtt:// URL has no path: {url}"));
     }
-    let (host, port) = match hostport.rfind(':') {
-        Some(i) if !hostport.ends_with(']') => {
-            let port = hostport[i + 1..].parse::<u16>().map_err(|e| format!("bad port in {url}: {e}"))?;
-            (&hostport[..i], port)
-        }
-        _ => (hostport, 1883),
-    };
-    if host.is_empty() {
-        return Err(format!("no host in {url}"));
-    }
-    let addr = (host.trim_start_matches('[').trim_end_matches(']'), port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("cannot resolve {host}"))?;
+    let (_, _, addr) = crate::ws::resolve(hostport, 1883, url)?;
     Ok(MqttUrl { addr })
 }
 

@@ -33,12 +33,19 @@ pub fn parse_url(url: &str) -> Result<WsUrl, String> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
+    let (host, port, addr) = resolve(hostport, 80, url)?;
+    Ok(WsUrl { host: host.to_string(), port, path: path.to_string(), addr })
+}
+
+/// Splits `HOST[:PORT]` (IPv6 in brackets) and resolves it; `url` is for
+/// error messages.
+pub fn resolve<'a>(hostport: &'a str, default_port: u16, url: &str) -> Result<(&'a str, u16, SocketAddr), String> {
     let (host, port) = match hostport.rfind(':') {
         Some(i) if !hostport.ends_with(']') => {
             let port = hostport[i + 1..].parse::<u16>().map_err(|e| format!("bad port in {url}: {e}"))?;
             (&hostport[..i], port)
         }
-        _ => (hostport, 80),
+        _ => (hostport, default_port),
     };
     if host.is_empty() {
         return Err(format!("no host in {url}"));
@@ -48,7 +55,7 @@ pub fn parse_url(url: &str) -> Result<WsUrl, String> {
         .map_err(|e| format!("cannot resolve {host}: {e}"))?
         .next()
         .ok_or_else(|| format!("cannot resolve {host}"))?;
-    Ok(WsUrl { host: host.to_string(), port, path: path.to_string(), addr })
+    Ok((host, port, addr))
 }
 
 /// Connects and performs the WebSocket upgrade requesting `subprotocol`.

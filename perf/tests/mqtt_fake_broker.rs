@@ -5,6 +5,9 @@
 #[path = "../src/mqtt.rs"]
 #[allow(dead_code)]
 mod mqtt;
+#[path = "../src/ws.rs"]
+#[allow(dead_code)]
+mod ws;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
