@@ -340,6 +340,14 @@ fn check_topic_name(topic: &str) -> Result<(), DecodeError> {
     Ok(())
 }
 
+fn check_publish(topic: &str, qos: QoS, dup: bool) -> Result<(), DecodeError> {
+    check_topic_name(topic)?;
+    if qos == QoS::AtMostOnce && dup {
+        return Err(malformed("DUP set on a QoS 0 PUBLISH"));
+    }
+    Ok(())
+}
+
 fn check_will_topic(topic: &str) -> Result<(), DecodeError> {
     check_topic_name(topic)?;
     if topic.is_empty() {
@@ -382,12 +390,9 @@ fn from_v4(p: v4::Packet) -> Result<Packet, DecodeError> {
             }))
         }
         v4::Packet::Publish(p) => {
-            check_topic_name(&p.topic)?;
+            check_publish(&p.topic, p.qos, p.dup)?;
             if p.topic.is_empty() {
                 return Err(protocol_error("empty topic name"));
-            }
-            if p.qos == QoS::AtMostOnce && p.dup {
-                return Err(malformed("DUP set on a QoS 0 PUBLISH"));
             }
             Packet::Publish(Publish {
                 dup: p.dup,
@@ -499,10 +504,7 @@ fn from_v5(p: v5::Packet) -> Result<Packet, DecodeError> {
             }))
         }
         v5::Packet::Publish(p) => {
-            check_topic_name(&p.topic)?;
-            if p.qos == QoS::AtMostOnce && p.dup {
-                return Err(malformed("DUP set on a QoS 0 PUBLISH"));
-            }
+            check_publish(&p.topic, p.qos, p.dup)?;
             let (alias, props) = pub_props(p.properties)?;
             if p.topic.is_empty() && alias.is_none() {
                 return Err(protocol_error("empty topic name without a topic alias"));

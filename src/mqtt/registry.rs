@@ -88,14 +88,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Default)]
-    struct Sent(Vec<(WorkerId, ShardMsg)>);
-    impl Outbox for Sent {
-        fn send(&mut self, to: WorkerId, msg: ShardMsg) {
-            self.0.push((to, msg));
-        }
-    }
+    use crate::router::owner::Sent;
 
     fn claim(worker: WorkerId, session: u64) -> Claim {
         Claim { key: "r\0c".into(), session, worker, handle: 0, serial: 0, clean_start: false }

@@ -12,6 +12,18 @@ pub trait Outbox {
     fn send(&mut self, to: WorkerId, msg: ShardMsg);
 }
 
+/// An outbox that keeps what is sent, for unit tests.
+#[cfg(test)]
+#[derive(Default)]
+pub struct Sent(pub Vec<(WorkerId, ShardMsg)>);
+
+#[cfg(test)]
+impl Outbox for Sent {
+    fn send(&mut self, to: WorkerId, msg: ShardMsg) {
+        self.0.push((to, msg));
+    }
+}
+
 #[derive(Debug)]
 struct OwnedSub {
     subscription: u64,
@@ -145,14 +157,6 @@ mod tests {
     use super::*;
     use crate::router::{MatchPolicy, SessionRef};
     use std::time::Instant;
-
-    #[derive(Default)]
-    struct Sent(Vec<(WorkerId, ShardMsg)>);
-    impl Outbox for Sent {
-        fn send(&mut self, to: WorkerId, msg: ShardMsg) {
-            self.0.push((to, msg));
-        }
-    }
 
     fn key() -> SubKey {
         SubKey { realm: "r".into(), topic: "t".into(), policy: MatchPolicy::Exact, share: None }
