@@ -17,7 +17,7 @@
 use super::codec::{self, prop, reason, Connect, Decoded, Packet, Props, PubOut, SubFilter, Version, Will};
 use super::payload;
 use super::registry::{Claim, Msg};
-use super::topic::{parse_filter, swap};
+use super::topic::{parse_filter, swap, swap_owned};
 use crate::conn::{Buf, Proto};
 use crate::metrics::{CloseReason, Op};
 use crate::router::owner::Outbox;
@@ -892,7 +892,7 @@ fn publish(w: &mut Worker, handle: usize, slot: usize, p: codec::Publish) {
     let m = mqtt(w, handle).expect("mqtt");
     // Topic aliases (v5): set or resolve.
     let topic = match p.alias {
-        None => swap(&p.topic),
+        None => swap_owned(p.topic),
         Some(a) => {
             if a > m.alias_max {
                 return fail(w, handle, reason::TOPIC_ALIAS_INVALID, "topic alias over the maximum");

@@ -16,15 +16,21 @@ use crate::router::MatchPolicy;
 
 /// Swaps `/` and `.` (both directions: the map is an involution).
 pub fn swap(topic: &str) -> String {
-    let mut out = String::with_capacity(topic.len());
-    for ch in topic.chars() {
-        out.push(match ch {
-            '/' => '.',
-            '.' => '/',
-            c => c,
-        });
+    swap_owned(topic.to_owned())
+}
+
+/// `swap` in place, for a topic the caller owns (no allocation).
+pub fn swap_owned(topic: String) -> String {
+    let mut bytes = topic.into_bytes();
+    for b in &mut bytes {
+        match *b {
+            b'/' => *b = b'.',
+            b'.' => *b = b'/',
+            _ => {}
+        }
     }
-    out
+    // Both are ASCII, which never occurs inside a multi-byte UTF-8 sequence.
+    String::from_utf8(bytes).expect("swapping two ASCII bytes keeps UTF-8")
 }
 
 /// An MQTT SUBSCRIBE filter, checked and mapped to a core key.
@@ -119,6 +125,7 @@ mod tests {
         assert_eq!(swap("a/b/c"), "a.b.c");
         assert_eq!(swap("v1.2/x"), "v1/2.x");
         assert_eq!(swap(&swap("/a//b.c/")), "/a//b.c/");
+        assert_eq!(swap("é.ü/ß"), "é/ü.ß");
     }
 
     #[test]
