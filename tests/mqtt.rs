@@ -14,6 +14,7 @@
 #[allow(unused_imports)]
 mod common;
 
+use common::raw::*;
 use common::*;
 use fennec::server::Running;
 use fennec::value::{dict_get, Dict, Payload, Value};
@@ -22,16 +23,10 @@ use rumqttc::v5::mqttbytes::v5 as p5;
 use rumqttc::v5::mqttbytes::QoS as Q5;
 use rumqttc::{Event, LastWill, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeReasonCode};
 use std::collections::VecDeque;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// Longest wait for anything that should happen.
-const STEP: Duration = Duration::from_secs(5);
-/// How long "nothing more arrives" is watched.
-const QUIET: Duration = Duration::from_millis(300);
 
 fn mqtt_addr(r: &Running) -> SocketAddr {
     r.mqtt_addr.expect("the router has an MQTT listener")
@@ -282,173 +277,6 @@ impl Mq5 {
                 Err(_) => panic!("{}: no DISCONNECT within {STEP:?}", self.name),
             }
         }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Raw TCP
-
-/// One packet: fixed header byte and remaining-length field.
-fn packet(byte1: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![byte1];
-    let mut n = body.len();
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(body);
-    out
-}
-
-fn mqtt_str(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
-/// CONNECT at protocol level 4 (3.1.1) or 5, no will, no credentials.
-fn connect_packet(level: u8, id: &str, clean: bool, keep_alive: u16) -> Vec<u8> {
-    let mut b = Vec::new();
-    mqtt_str(&mut b, b"MQTT");
-    b.push(level);
-    b.push(if clean { 0x02 } else { 0 });
-    b.extend_from_slice(&keep_alive.to_be_bytes());
-    if level == 5 {
-        b.push(0); // no properties
-    }
-    mqtt_str(&mut b, id.as_bytes());
-    packet(0x10, &b)
-}
-
-fn publish_packet(level: u8, topic: &[u8], qos: u8, pkid: u16, dup: bool, payload: &[u8]) -> Vec<u8> {
-    let mut b = Vec::new();
-    mqtt_str(&mut b, topic);
-    if qos > 0 {
-        b.extend_from_slice(&pkid.to_be_bytes());
-    }
-    if level == 5 {
-        b.push(0);
-    }
-    b.extend_from_slice(payload);
-    packet(0x30 | (u8::from(dup) << 3) | (qos << 1), &b)
-}
-
-fn pubrel_packet(pkid: u16) -> Vec<u8> {
-    packet(0x62, &pkid.to_be_bytes())
-}
-
-/// Packets read from a raw connection: (fixed header byte, body).
-type Packets = Vec<(u8, Vec<u8>)>;
-
-struct Raw {
-    s: TcpStream,
-}
-
-impl Raw {
-    fn open(addr: SocketAddr) -> Raw {
-        let s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(STEP)).unwrap();
-        s.set_nodelay(true).unwrap();
-        Raw { s }
-    }
-
-    /// Opens, sends CONNECT, expects a successful CONNACK; returns session present.
-    fn connected(addr: SocketAddr, level: u8, id: &str, clean: bool, keep_alive: u16) -> (Raw, bool) {
-        let mut r = Raw::open(addr);
-        r.send(&connect_packet(level, id, clean, keep_alive));
-        let body = r.expect(0x20, "CONNACK");
-        assert_eq!(body[1], 0, "CONNACK code for {id}: {body:?}");
-        (r, body[0] & 1 == 1)
-    }
-
-    /// Write errors are ignored: the broker may already have closed.
-    fn send(&mut self, bytes: &[u8]) {
-        let _ = self.s.write_all(bytes);
-    }
-
-    /// The next packet (first byte, body); `Ok(None)` when the connection
-    /// ended; `Err` when nothing came within `STEP`.
-    fn try_read(&mut self) -> Result<Option<(u8, Vec<u8>)>, String> {
-        let mut b1 = [0u8];
-        match self.s.read(&mut b1) {
-            Ok(0) => return Ok(None),
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(format!("nothing from the broker within {STEP:?}"))
-            }
-            Err(_) => return Ok(None),
-        }
-        let mut len = 0usize;
-        for i in 0..4 {
-            let mut b = [0u8];
-            if self.s.read_exact(&mut b).is_err() {
-                return Ok(None);
-            }
-            len |= usize::from(b[0] & 0x7f) << (7 * i);
-            if b[0] & 0x80 == 0 {
-                break;
-            }
-        }
-        let mut body = vec![0; len];
-        if self.s.read_exact(&mut body).is_err() {
-            return Ok(None);
-        }
-        Ok(Some((b1[0], body)))
-    }
-
-    fn read(&mut self) -> Option<(u8, Vec<u8>)> {
-        self.try_read().unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn expect(&mut self, byte1: u8, what: &str) -> Vec<u8> {
-        match self.read() {
-            Some((b, body)) if b == byte1 => body,
-            other => panic!("expected {what} ({byte1:#04x}), got {other:02x?}"),
-        }
-    }
-
-    /// Reads until the broker closes; returns what came before, or `Err`
-    /// with it if the connection was still open after `STEP`.
-    fn try_closed(&mut self) -> Result<Packets, Packets> {
-        self.try_closed_within(STEP)
-    }
-
-    /// `try_closed` with another limit (for input that should close at once).
-    fn try_closed_within(&mut self, limit: Duration) -> Result<Packets, Packets> {
-        self.s.set_read_timeout(Some(limit)).unwrap();
-        let deadline = Instant::now() + limit;
-        let mut got = Vec::new();
-        loop {
-            match self.try_read() {
-                Ok(Some(p)) => got.push(p),
-                Ok(None) => return Ok(got),
-                Err(_) => return Err(got),
-            }
-            if Instant::now() > deadline {
-                return Err(got);
-            }
-        }
-    }
-
-    /// Nothing arrives for `QUIET` (and the connection stays open).
-    fn quiet(&mut self) {
-        self.s.set_read_timeout(Some(QUIET)).unwrap();
-        let mut b = [0u8; 64];
-        match self.s.read(&mut b) {
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            other => panic!("expected nothing for {QUIET:?}, got {other:?} {:02x?}", &b[..8]),
-        }
-        self.s.set_read_timeout(Some(STEP)).unwrap();
-    }
-
-    fn closed(&mut self) -> Packets {
-        self.try_closed().unwrap_or_else(|got| panic!("the broker did not close the connection; got {got:02x?}"))
     }
 }
 

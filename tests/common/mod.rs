@@ -4,6 +4,8 @@
 //! script exact byte sequences, malformed input and cross-core timing.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use fennec::config::{Cli, Config, File};
 use fennec::server::Running;
 use fennec::value::{Dict, Payload, Value};
