@@ -1,8 +1,10 @@
 //! Codec micro-benchmarks: decoding a PUBLISH and encoding + framing an
-//! EVENT, in JSON and MessagePack, with a 64-byte payload.
+//! EVENT, in JSON and MessagePack, with a 64-byte payload; decoding an MQTT
+//! PUBLISH (3.1.1, and 5 with a user property and a content type).
 //! Run: cargo bench --bench codec
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use fennec::mqtt::codec::{self as mqtt, Decoded, PubOut, PubProps, Version};
 use fennec::value::{Dict, Payload, Value};
 use fennec::wamp::message::{decode, encode, Field, Msg, Serializer, EVENT};
 use fennec::wamp::session::frame_fields;
@@ -37,6 +39,31 @@ fn bench(c: &mut Criterion) {
                     Field::Payload(&payload),
                 ];
                 frame_fields(ser, &fields)
+            })
+        });
+    }
+    let props = PubProps {
+        content_type: Some("application/json".into()),
+        user: vec![("k".into(), "v".into())],
+        ..Default::default()
+    };
+    for (name, version, props) in [("v4", Version::V4, None), ("v5_props", Version::V5, Some(&props))] {
+        let out = PubOut {
+            qos: 1,
+            retain: false,
+            dup: false,
+            pkid: 7,
+            alias: None,
+            send_topic: true,
+            sub_ids: &[],
+            props,
+            expiry: None,
+        };
+        let bytes = mqtt::publish(version, "com/example/bench/topic", &[b'x'; 64], &out);
+        g.bench_function(format!("decode_mqtt_publish_{name}"), |b| {
+            b.iter(|| match mqtt::decode(Some(version), black_box(&bytes), 1 << 20) {
+                Ok(Decoded::Packet(p, _)) => p,
+                other => panic!("{other:?}"),
             })
         });
     }

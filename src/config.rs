@@ -84,6 +84,9 @@ pub struct Cli {
     /// Realm of MQTT clients that do not name one as `user@realm` [default: the first realm].
     #[arg(long, value_name = "NAME")]
     pub mqtt_realm: Option<String>,
+    /// Seconds between `$SYS` topic updates, 0 for none [default: 10].
+    #[arg(long, value_name = "S")]
+    pub sys_interval: Option<u32>,
 }
 
 /// The `[mqtt]` table.
@@ -114,6 +117,11 @@ pub struct MqttFile {
     pub deny_subscribe: Option<Vec<String>>,
     /// Subscriptions one session may hold; more get SUBACK 0x97 (quota exceeded).
     pub max_subscriptions: Option<usize>,
+    /// Most levels in a topic name or filter: deeper ones are refused
+    /// (3.1.1: the connection is closed; v5: SUBACK 0x8F, DISCONNECT 0x90).
+    pub max_topic_levels: Option<usize>,
+    /// Seconds between `$SYS/broker/...` updates (0: no `$SYS` topics).
+    pub sys_interval: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +139,8 @@ pub struct Mqtt {
     pub max_session_expiry: Option<u32>,
     pub deny_subscribe: Vec<String>,
     pub max_subscriptions: usize,
+    pub max_topic_levels: usize,
+    pub sys_interval: u32,
 }
 
 /// The configuration file. Every key is optional.
@@ -305,6 +315,8 @@ impl Config {
             max_session_expiry: m.max_session_expiry,
             deny_subscribe: m.deny_subscribe.unwrap_or_default(),
             max_subscriptions: m.max_subscriptions.unwrap_or(10_000),
+            max_topic_levels: m.max_topic_levels.unwrap_or(256).max(1),
+            sys_interval: cli.sys_interval.or(m.sys_interval).unwrap_or(10),
         };
         if let Some(p) = &mqtt.ws_path {
             if !p.starts_with('/') || *p == path {

@@ -117,11 +117,16 @@ pub struct Counters {
     /// for an offline session, expired, or over the client's maximum packet size.
     pub mqtt_dropped: u64,
     pub mqtt_connects: u64,
+    /// MQTT PUBLISH packets from clients, and to them.
+    pub mqtt_publish_in: u64,
+    pub mqtt_publish_out: u64,
+    /// Client PUBLISHes refused (`$SYS` topics).
+    pub mqtt_denied: u64,
     pub closed: [u64; CLOSE_REASONS.len()],
 }
 
 impl Counters {
-    fn add(&mut self, o: &Counters) {
+    pub fn add(&mut self, o: &Counters) {
         self.messages_in += o.messages_in;
         self.messages_out += o.messages_out;
         self.bytes_in += o.bytes_in;
@@ -130,6 +135,9 @@ impl Counters {
         self.sessions_opened += o.sessions_opened;
         self.mqtt_dropped += o.mqtt_dropped;
         self.mqtt_connects += o.mqtt_connects;
+        self.mqtt_publish_in += o.mqtt_publish_in;
+        self.mqtt_publish_out += o.mqtt_publish_out;
+        self.mqtt_denied += o.mqtt_denied;
         for (a, b) in self.closed.iter_mut().zip(o.closed) {
             *a += b;
         }
@@ -146,11 +154,18 @@ pub struct WorkerMetrics {
     pub counters: Counters,
     /// Sessions currently open on this worker.
     pub sessions: u64,
+    /// The counters of every snapshot taken so far (for `$SYS`).
+    taken: Counters,
 }
 
 impl Default for WorkerMetrics {
     fn default() -> Self {
-        WorkerMetrics { hist: OPS.iter().map(|_| histogram()).collect(), counters: Counters::default(), sessions: 0 }
+        WorkerMetrics {
+            hist: OPS.iter().map(|_| histogram()).collect(),
+            counters: Counters::default(),
+            sessions: 0,
+            taken: Counters::default(),
+        }
     }
 }
 
@@ -170,6 +185,13 @@ impl WorkerMetrics {
         let _ = self.hist[op as usize].record_n(ns.clamp(1, 60_000_000_000), count);
     }
 
+    /// Everything counted since start.
+    pub fn totals(&self) -> Counters {
+        let mut t = self.taken.clone();
+        t.add(&self.counters);
+        t
+    }
+
     pub fn closed(&mut self, reason: CloseReason) {
         let i = CLOSE_REASONS.iter().position(|r| *r == reason).expect("listed");
         self.counters.closed[i] += 1;
@@ -178,6 +200,7 @@ impl WorkerMetrics {
     /// Takes the data recorded since the last snapshot (off the hot path:
     /// called once per interval; clones the histograms).
     pub fn snapshot(&mut self) -> Snapshot {
+        self.taken.add(&self.counters);
         let snap =
             Snapshot { hist: self.hist.clone(), counters: std::mem::take(&mut self.counters), sessions: self.sessions };
         for h in &mut self.hist {
@@ -263,6 +286,9 @@ fn emit(client: &statsd::Client, hist: &[Histogram<u64>], c: &Counters, sessions
     p.count("sessions.opened", c.sessions_opened as f64);
     p.count("mqtt.dropped", c.mqtt_dropped as f64);
     p.count("mqtt.connects", c.mqtt_connects as f64);
+    p.count("mqtt.publish.in", c.mqtt_publish_in as f64);
+    p.count("mqtt.publish.out", c.mqtt_publish_out as f64);
+    p.count("mqtt.denied", c.mqtt_denied as f64);
     for (reason, n) in CLOSE_REASONS.iter().zip(c.closed) {
         if n > 0 {
             p.count(&format!("sessions.closed.{}", reason.name()), n as f64);

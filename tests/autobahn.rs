@@ -33,7 +33,7 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 const READY_MARKER: &str = "fennec listening on ws://";
 const MQTT_READY_MARKER: &str = "fennec MQTT listening on mqtt://";
 /// The pytest files that need the MQTT listener (`FENNEC_MQTT`).
-const MQTT_TESTS: &[&str] = &["test_mqtt_paho.py"];
+const MQTT_TESTS: &[&str] = &["test_mqtt_paho.py", "test_mqtt_conformance.py"];
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

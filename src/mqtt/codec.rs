@@ -3,18 +3,27 @@
 //! Decoding is done by `mqttbytes` (v4 and v5), behind a pre-check that
 //! rejects what it lets through or stumbles on: reserved fixed-header flags,
 //! a v5 DISCONNECT or ack without a body, AUTH, the reserved CONNECT flag,
-//! wildcards and NUL in topic names. The result is one packet type for both
-//! versions, so the session layer is written once.
+//! wildcards in topic names, and everything `check` looks at (every UTF-8
+//! string, every v5 property, reserved option bits). The result is one
+//! packet type for all versions, so the session layer is written once.
+//!
+//! MQTT 3.1 (protocol name `MQIsdp`, level 3) has the packet formats of
+//! 3.1.1: its CONNECT is rewritten to the 3.1.1 form for `mqttbytes`, and
+//! `Version::V3` tells the session what differs (client ID rules, no
+//! session-present flag).
 //!
 //! Encoding is by hand: outgoing packets are few and small, and a PUBLISH is
 //! written straight into one buffer (header, topic, properties, payload)
 //! with no intermediate structs, which `mqttbytes`' writers would need.
 
+use super::check;
 use bytes::{Bytes, BytesMut};
 use mqttbytes::{v4, v5, QoS};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Version {
+    /// MQTT 3.1 (protocol name `MQIsdp`, level 3).
+    V3,
     /// MQTT 3.1.1 (protocol level 4).
     V4,
     /// MQTT 5 (protocol level 5).
@@ -157,8 +166,8 @@ fn header(buf: &[u8]) -> Result<Option<Header>, DecodeError> {
     Err(malformed("remaining length longer than 4 bytes"))
 }
 
-/// The protocol level of a CONNECT packet (whole packet in `buf`).
-fn connect_level(body: &[u8]) -> Result<u8, DecodeError> {
+/// The protocol name and level of a CONNECT packet's body.
+fn connect_level(body: &[u8]) -> Result<(&[u8], u8), DecodeError> {
     if body.len() < 2 {
         return Err(malformed("CONNECT too short"));
     }
@@ -177,7 +186,21 @@ fn connect_level(body: &[u8]) -> Result<u8, DecodeError> {
     if will_qos == 3 || (!will && (will_qos != 0 || flags & 0x20 != 0)) {
         return Err(malformed("invalid will flags"));
     }
-    Ok(level)
+    Ok((name, level))
+}
+
+/// The version of the CONNECT at the start of `buf`, if it names one this
+/// broker speaks: a CONNECT refused as malformed is answered in its version
+/// (v5: CONNACK with the reason code).
+pub fn connect_version(buf: &[u8]) -> Option<Version> {
+    let h = header(buf).ok()??;
+    let body = buf.get(h.header_len..)?;
+    match connect_level(body) {
+        Ok((b"MQIsdp", 3)) => Some(Version::V3),
+        Ok((b"MQTT", 4)) => Some(Version::V4),
+        Ok((b"MQTT", 5)) => Some(Version::V5),
+        _ => None,
+    }
 }
 
 /// What `decode` found at the start of a buffer.
@@ -222,9 +245,10 @@ pub fn decode(version: Option<Version>, buf: &[u8], max: usize) -> Result<Decode
                 return Err(protocol_error("the first packet must be CONNECT"));
             }
             match connect_level(body)? {
-                4 => Version::V4,
-                5 => Version::V5,
-                level => return Ok(Decoded::UnsupportedVersion(level)),
+                (b"MQIsdp", 3) => Version::V3,
+                (b"MQTT", 4) => Version::V4,
+                (b"MQTT", 5) => Version::V5,
+                (_, level) => return Ok(Decoded::UnsupportedVersion(level)),
             }
         }
         Some(v) => {
@@ -234,6 +258,13 @@ pub fn decode(version: Option<Version>, buf: &[u8], max: usize) -> Result<Decode
             v
         }
     };
+    if kind == 3 {
+        return Ok(Decoded::Packet(Packet::Publish(check::publish(version, flags, body)?), total));
+    }
+    if kind != 15 {
+        check::packet(version, kind, body)?;
+    }
+    let v4 = matches!(version, Version::V3 | Version::V4);
     let packet = match (version, kind) {
         (_, 15) => {
             return Err(DecodeError { reason: reason::BAD_AUTH_METHOD, message: "AUTH is not supported".into() })
@@ -241,10 +272,13 @@ pub fn decode(version: Option<Version>, buf: &[u8], max: usize) -> Result<Decode
         (_, 2 | 9 | 11 | 13) => return Err(protocol_error(format!("packet type {kind} is not sent by clients"))),
         // Fixed-length packets: any other remaining length is malformed
         // (mqttbytes would ignore the extra bytes).
-        (_, 12) | (Version::V4, 14) if h.remaining != 0 => {
+        (_, 12) if h.remaining != 0 => {
             return Err(malformed(format!("packet type {kind} with remaining length {}", h.remaining)))
         }
-        (Version::V4, 4..=7) if h.remaining != 2 => {
+        (_, 14) if v4 && h.remaining != 0 => {
+            return Err(malformed(format!("packet type {kind} with remaining length {}", h.remaining)))
+        }
+        (_, 4..=7) if v4 && h.remaining != 2 => {
             return Err(malformed(format!("packet type {kind} with remaining length {}", h.remaining)))
         }
         (Version::V5, 14) if h.remaining == 0 => Packet::Disconnect { reason: 0, session_expiry: None },
@@ -255,10 +289,35 @@ pub fn decode(version: Option<Version>, buf: &[u8], max: usize) -> Result<Decode
             check_pkid(pkid)?;
             ack(kind, pkid, 0)
         }
-        (Version::V4, _) => from_v4(read_v4(&buf[..total])?)?,
+        // Read here: `check` has walked it, and mqttbytes 0.6's v5 reader
+        // prints every UNSUBSCRIBE's packet ID to stderr (a `dbg!`).
+        (_, 10) => unsubscribe(u16::from_be_bytes([body[0], body[1]]), check::unsubscribe_filters(version, body))?,
+        (Version::V3, 1) => from_v4(read_v4(&v31_as_v311(body))?, Version::V3)?,
+        (Version::V3 | Version::V4, _) => from_v4(read_v4(&buf[..total])?, Version::V4)?,
         (Version::V5, _) => from_v5(read_v5(&buf[..total])?)?,
     };
     Ok(Decoded::Packet(packet, total))
+}
+
+/// A 3.1 CONNECT (`MQIsdp`, level 3) as the 3.1.1 CONNECT it equals field
+/// for field (`MQTT`, level 4), header included. Once per connection.
+fn v31_as_v311(body: &[u8]) -> Vec<u8> {
+    // connect_level checked the name ("MQIsdp": 2 + 6 bytes) and the level.
+    let rest = &body[9..];
+    let mut v = Vec::with_capacity(rest.len() + 12);
+    v.push(0x10);
+    let mut n = rest.len() + 7;
+    loop {
+        let b = (n % 128) as u8;
+        n /= 128;
+        v.push(if n > 0 { b | 0x80 } else { b });
+        if n == 0 {
+            break;
+        }
+    }
+    v.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4]);
+    v.extend_from_slice(rest);
+    v
 }
 
 fn ack(kind: u8, pkid: u16, reason: u8) -> Packet {
@@ -321,45 +380,23 @@ fn qos(q: QoS) -> u8 {
     q as u8
 }
 
-/// MQTT strings must not hold U+0000 (both versions).
-fn check_str(s: &str) -> Result<(), DecodeError> {
-    if s.contains('\0') {
-        return Err(malformed("string holds U+0000"));
-    }
-    Ok(())
-}
-
-fn check_topic_name(topic: &str) -> Result<(), DecodeError> {
-    check_str(topic)?;
+fn check_will_topic(topic: &str) -> Result<(), DecodeError> {
     if topic.contains(['+', '#']) {
         return Err(DecodeError {
             reason: reason::TOPIC_NAME_INVALID,
-            message: format!("topic name '{topic}' holds a wildcard"),
+            message: format!("will topic '{topic}' holds a wildcard"),
         });
     }
-    Ok(())
-}
-
-fn check_publish(topic: &str, qos: QoS, dup: bool) -> Result<(), DecodeError> {
-    check_topic_name(topic)?;
-    if qos == QoS::AtMostOnce && dup {
-        return Err(malformed("DUP set on a QoS 0 PUBLISH"));
-    }
-    Ok(())
-}
-
-fn check_will_topic(topic: &str) -> Result<(), DecodeError> {
-    check_topic_name(topic)?;
     if topic.is_empty() {
         return Err(protocol_error("empty will topic"));
     }
     Ok(())
 }
 
-fn from_v4(p: v4::Packet) -> Result<Packet, DecodeError> {
+/// `version`: V3 for a rewritten 3.1 CONNECT, else V4.
+fn from_v4(p: v4::Packet, version: Version) -> Result<Packet, DecodeError> {
     Ok(match p {
         v4::Packet::Connect(c) => {
-            check_str(&c.client_id)?;
             let will = match c.last_will {
                 Some(w) => {
                     check_will_topic(&w.topic)?;
@@ -375,7 +412,7 @@ fn from_v4(p: v4::Packet) -> Result<Packet, DecodeError> {
                 None => None,
             };
             Packet::Connect(Box::new(Connect {
-                version: Version::V4,
+                version,
                 client_id: c.client_id,
                 clean_start: c.clean_session,
                 keep_alive: c.keep_alive,
@@ -388,22 +425,6 @@ fn from_v4(p: v4::Packet) -> Result<Packet, DecodeError> {
                 request_problem_info: true,
                 auth_method: None,
             }))
-        }
-        v4::Packet::Publish(p) => {
-            check_publish(&p.topic, p.qos, p.dup)?;
-            if p.topic.is_empty() {
-                return Err(protocol_error("empty topic name"));
-            }
-            Packet::Publish(Publish {
-                dup: p.dup,
-                qos: qos(p.qos),
-                retain: p.retain,
-                topic: p.topic,
-                pkid: p.pkid,
-                payload: p.payload,
-                alias: None,
-                props: None,
-            })
         }
         v4::Packet::PubAck(a) => Packet::PubAck { pkid: a.pkid, reason: 0 },
         v4::Packet::PubRec(a) => Packet::PubRec { pkid: a.pkid, reason: 0 },
@@ -424,49 +445,20 @@ fn from_v4(p: v4::Packet) -> Result<Packet, DecodeError> {
                 .collect();
             Packet::Subscribe { pkid: s.pkid, filters, id: None }
         }
-        v4::Packet::Unsubscribe(u) => unsubscribe(u.pkid, u.topics)?,
         v4::Packet::PingReq => Packet::PingReq,
         v4::Packet::Disconnect => Packet::Disconnect { reason: 0, session_expiry: None },
         other => return Err(protocol_error(format!("{other:?} is not sent by clients"))),
     })
 }
 
-fn pub_props(p: Option<v5::PublishProperties>) -> Result<(Option<u16>, Option<Box<PubProps>>), DecodeError> {
-    let Some(p) = p else { return Ok((None, None)) };
-    if !p.subscription_identifiers.is_empty() {
-        return Err(protocol_error("a client PUBLISH carries a subscription identifier"));
-    }
-    if p.topic_alias == Some(0) {
-        return Err(DecodeError { reason: reason::TOPIC_ALIAS_INVALID, message: "topic alias 0".into() });
-    }
-    let props = PubProps {
-        payload_format: p.payload_format_indicator,
-        expiry: p.message_expiry_interval,
-        content_type: p.content_type,
-        response_topic: p.response_topic,
-        correlation: p.correlation_data,
-        user: p.user_properties,
-    };
-    if let Some(t) = &props.response_topic {
-        check_topic_name(t)?;
-    }
-    Ok((p.topic_alias, if props.is_empty() { None } else { Some(Box::new(props)) }))
-}
-
 fn from_v5(p: v5::Packet) -> Result<Packet, DecodeError> {
     Ok(match p {
         v5::Packet::Connect(c) => {
-            check_str(&c.client_id)?;
             let props = c.properties;
             let prop = |f: &dyn Fn(&v5::ConnectProperties) -> Option<u32>| props.as_ref().and_then(f);
+            // Zero values and duplicates were refused by `check`.
             let receive_max = prop(&|p| p.receive_maximum.map(u32::from));
             let max_packet_size = prop(&|p| p.max_packet_size);
-            if receive_max == Some(0) {
-                return Err(protocol_error("receive maximum 0"));
-            }
-            if max_packet_size == Some(0) {
-                return Err(protocol_error("maximum packet size 0"));
-            }
             let will = match c.last_will {
                 Some(w) => {
                     check_will_topic(&w.topic)?;
@@ -503,23 +495,6 @@ fn from_v5(p: v5::Packet) -> Result<Packet, DecodeError> {
                 auth_method: props.as_ref().and_then(|p| p.authentication_method.clone()),
             }))
         }
-        v5::Packet::Publish(p) => {
-            check_publish(&p.topic, p.qos, p.dup)?;
-            let (alias, props) = pub_props(p.properties)?;
-            if p.topic.is_empty() && alias.is_none() {
-                return Err(protocol_error("empty topic name without a topic alias"));
-            }
-            Packet::Publish(Publish {
-                dup: p.dup,
-                qos: qos(p.qos),
-                retain: p.retain,
-                topic: p.topic,
-                pkid: p.pkid,
-                payload: p.payload,
-                alias,
-                props,
-            })
-        }
         v5::Packet::PubAck(a) => Packet::PubAck { pkid: a.pkid, reason: a.reason as u8 },
         v5::Packet::PubRec(a) => Packet::PubRec { pkid: a.pkid, reason: a.reason as u8 },
         v5::Packet::PubRel(a) => Packet::PubRel { pkid: a.pkid, reason: a.reason as u8 },
@@ -544,7 +519,6 @@ fn from_v5(p: v5::Packet) -> Result<Packet, DecodeError> {
                 .collect();
             Packet::Subscribe { pkid: s.pkid, filters, id }
         }
-        v5::Packet::Unsubscribe(u) => unsubscribe(u.pkid, u.filters)?,
         v5::Packet::PingReq => Packet::PingReq,
         v5::Packet::Disconnect(d) => Packet::Disconnect {
             reason: d.reason_code as u8,
@@ -693,9 +667,10 @@ pub mod prop {
 /// CONNACK. `code` is the v5 reason code; for v4 it is mapped to a return code.
 pub fn connack(version: Version, session_present: bool, code: u8, props: &Props) -> Bytes {
     let mut e = Enc::new(8 + props.buf.len());
-    e.u8(u8::from(session_present && code == 0));
+    // 3.1 has no session-present flag: the byte is reserved.
+    e.u8(u8::from(session_present && code == 0 && version != Version::V3));
     match version {
-        Version::V4 => e.u8(v4_connack_code(code)),
+        Version::V3 | Version::V4 => e.u8(v4_connack_code(code)),
         Version::V5 => {
             e.u8(code);
             props.write_to(&mut e);
@@ -740,7 +715,7 @@ pub fn suback(version: Version, pkid: u16, codes: &[u8]) -> Bytes {
         e.u8(0);
     }
     for &c in codes {
-        e.u8(if version == Version::V4 && c >= 0x80 { 0x80 } else { c });
+        e.u8(if version != Version::V5 && c >= 0x80 { 0x80 } else { c });
     }
     e.finish(0x90)
 }
@@ -763,7 +738,13 @@ pub fn pingresp() -> Bytes {
 }
 
 /// A v5 DISCONNECT from the server (v4 has none: the server just closes).
-pub fn disconnect(code: u8, text: &str) -> Bytes {
+///
+/// `max` is the client's maximum packet size: a reason string that would
+/// make the packet larger is left out (MQTT 5, 3.14.2.2.2).
+pub fn disconnect(code: u8, text: &str, max: usize) -> Bytes {
+    if text.len() + 8 > max {
+        return disconnect(code, "", usize::MAX);
+    }
     let mut e = Enc::new(8 + text.len());
     e.u8(code);
     let mut p = Props::default();
@@ -868,6 +849,15 @@ mod tests {
         let mut v3 = v4;
         v3[8] = 3;
         assert_eq!(decode(None, &v3, 1000), Ok(Decoded::UnsupportedVersion(3)));
+        // MQTT 3.1: `MQIsdp` at level 3, the 3.1.1 layout otherwise.
+        let v31 = [0x10, 16, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 2, 0, 30, 0, 2, b'c', b'1'];
+        let Packet::Connect(c) = one(None, &v31).unwrap() else { panic!() };
+        assert_eq!((c.version, c.client_id.as_str(), c.keep_alive), (Version::V3, "c1", 30));
+        let mut v31_at_4 = v31;
+        v31_at_4[10] = 4;
+        assert_eq!(decode(None, &v31_at_4, 1000), Ok(Decoded::UnsupportedVersion(4)));
+        // No session-present flag in a 3.1 CONNACK.
+        assert_eq!(&connack(Version::V3, true, 0, &Props::default())[..], &[0x20, 2, 0, 0]);
     }
 
     #[test]
@@ -952,6 +942,37 @@ mod tests {
         assert_eq!(p.payload.len(), 200);
     }
 
+    #[test]
+    fn publish_decodes_what_publish_encodes() {
+        let props = PubProps {
+            payload_format: Some(1),
+            expiry: Some(30),
+            content_type: Some("text/plain".into()),
+            response_topic: Some("re/ply".into()),
+            correlation: Some(Bytes::from_static(b"\x00id")),
+            user: vec![("k".into(), "v".into()), ("k".into(), "w".into())],
+        };
+        let out = PubOut {
+            qos: 2,
+            retain: true,
+            dup: true,
+            pkid: 9,
+            alias: Some(3),
+            send_topic: true,
+            sub_ids: &[],
+            props: Some(&props),
+            expiry: Some(30),
+        };
+        let bytes = publish(Version::V5, "a/b", b"hello", &out);
+        let Packet::Publish(p) = one(Some(Version::V5), &bytes).unwrap() else { panic!() };
+        assert_eq!((p.dup, p.qos, p.retain, p.topic.as_str(), p.pkid), (true, 2, true, "a/b", 9));
+        assert_eq!((&p.payload[..], p.alias), (&b"hello"[..], Some(3)));
+        assert_eq!(p.props.as_deref(), Some(&props));
+        let v4 = publish(Version::V4, "a/b", b"x", &PubOut { props: None, alias: None, expiry: None, ..out });
+        let Packet::Publish(p) = one(Some(Version::V4), &v4).unwrap() else { panic!() };
+        assert_eq!((p.topic.as_str(), p.pkid, &p.payload[..], p.props), ("a/b", 9, &b"x"[..], None));
+    }
+
     /// Random and mutated input never panics the decoder, and what it
     /// accepts it accepts whole (the consumed length is within the input).
     #[test]
@@ -980,6 +1001,10 @@ mod tests {
             vec![0xa2, 5, 0, 1, 0, 1, b'a'],
             vec![0x62, 2, 0, 7],
             vec![0xe0, 5, 0x04, 3, 0x11, 0, 0],
+            vec![0x10, 16, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 2, 0, 30, 0, 2, b'c', b'1'],
+            vec![0xa2, 10, 0, 1, 2, 0x26, 0, 0, 0, 0, 0, 1, b'a'],
+            vec![0xa2, 7, 0, 1, 0, 1, b'a', 0, 0],
+            vec![0x40, 9, 0, 1, 0x10, 5, 0x1f, 0, 2, b'o', b'k'],
         ];
         for i in 0..200_000 {
             let mut bytes = seeds[i % seeds.len()].clone();
@@ -1011,6 +1036,9 @@ mod tests {
         assert_eq!(&ack_packet(Version::V5, PUBACK, 5, 0x10)[..], &[0x40, 3, 0, 5, 0x10]);
         assert_eq!(&suback(Version::V4, 1, &[0, 0x87])[..], &[0x90, 4, 0, 1, 0, 0x80]);
         assert_eq!(&connack(Version::V4, true, 0, &Props::default())[..], &[0x20, 2, 1, 0]);
-        assert_eq!(&disconnect(0x8E, "")[..], &[0xE0, 2, 0x8E, 0]);
+        assert_eq!(&disconnect(0x8E, "", usize::MAX)[..], &[0xE0, 2, 0x8E, 0]);
+        assert_eq!(disconnect(0x8E, "taken over", 100).len(), 17);
+        // Over the client's maximum packet size: the reason string goes.
+        assert_eq!(&disconnect(0x8E, "taken over", 16)[..], &[0xE0, 2, 0x8E, 0]);
     }
 }

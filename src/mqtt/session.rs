@@ -49,11 +49,14 @@ pub struct MqttState {
     /// Slots of offline sessions with a deadline (expiry or delayed will).
     offline: Vec<usize>,
     next_keepalive_check: Instant,
+    /// Worker 0 with `$SYS` on: the collector.
+    pub sys: Option<super::sys::Collector>,
 }
 
 impl MqttState {
-    pub fn new(now: Instant) -> MqttState {
+    pub fn new(worker: u16, sys_interval: u32, now: Instant) -> MqttState {
         MqttState {
+            sys: super::sys::Collector::new(worker, sys_interval, now),
             sessions: Slab::new(),
             by_id: AHashMap::new(),
             registry: Default::default(),
@@ -276,7 +279,10 @@ fn fail(w: &mut Worker, handle: usize, code: u8, message: &str) {
     let Some(m) = mqtt(w, handle) else { return };
     let (ver, open) = (m.version, m.is_open());
     match ver {
-        Some(Version::V5) if open => send(w, handle, codec::disconnect(code, message)),
+        Some(Version::V5) if open => {
+            let max = m.max_out;
+            send(w, handle, codec::disconnect(code, message, max))
+        }
         Some(Version::V5) => send(w, handle, codec::connack(Version::V5, false, code, &Props::default())),
         _ => {}
     }
@@ -312,6 +318,9 @@ pub fn on_bytes(w: &mut Worker, handle: usize, buf: &mut Buf) {
                 return unsupported(w, handle);
             }
             Err(e) => {
+                if ver.is_none() && buf.data().first().is_some_and(|b| b >> 4 == 1) {
+                    m.version = codec::connect_version(buf.data());
+                }
                 buf.clear();
                 return fail(w, handle, e.reason, &e.message);
             }
@@ -338,9 +347,10 @@ fn drain_ws(w: &mut Worker, handle: usize) {
     }
 }
 
-/// CONNECT with a protocol level other than 4 or 5 (3.1's 3, say): answered
-/// in the only form such a client can read, a v3.1.1 CONNACK with return code
-/// 1 (unacceptable protocol version).
+/// CONNECT with a protocol name and level this broker does not speak
+/// (`MQIsdp` 3, `MQTT` 4 and 5 are spoken): answered in the form every
+/// version reads, a 3.1.1 CONNACK with return code 1 (unacceptable
+/// protocol version).
 fn unsupported(w: &mut Worker, handle: usize) {
     send(w, handle, codec::connack(Version::V4, false, reason::UNSUPPORTED_VERSION, &Props::default()));
     close(w, handle, CloseReason::ProtocolViolation);
@@ -400,10 +410,22 @@ fn connect(w: &mut Worker, handle: usize, c: Box<Connect>) {
     if c.auth_method.is_some() {
         return fail(w, handle, reason::BAD_AUTH_METHOD, "extended authentication is not supported");
     }
+    if let Some(will) = &c.will {
+        if levels_by(&will.topic, b'/') > w.cfg.mqtt.max_topic_levels {
+            return fail(w, handle, reason::TOPIC_NAME_INVALID, "will topic has too many levels");
+        }
+        if super::sys::is_sys(&swap(&will.topic)) {
+            return fail_connack(w, handle, reason::NOT_AUTHORIZED);
+        }
+    }
     let mut client = c.client_id.clone();
     let mut assigned_id = false;
+    // MQTT 3.1 (3.1): a client identifier of 1 to 23 characters, no assigned IDs.
+    if c.version == Version::V3 && !(1..=23).contains(&client.chars().count()) {
+        return fail_connack(w, handle, reason::BAD_CLIENT_ID);
+    }
     if client.is_empty() {
-        if c.version == Version::V4 && !c.clean_start {
+        if c.version != Version::V5 && !c.clean_start {
             return fail_connack(w, handle, reason::BAD_CLIENT_ID);
         }
         client = format!("fennec-{:016x}", rand::thread_rng().gen::<u64>());
@@ -501,8 +523,10 @@ fn takeover(w: &mut Worker, old: u64, claim: Claim) {
         return w.peers.send(to, ShardMsg::Mqtt(Msg::Claimed { claim, state: None }));
     };
     if let Some(h) = w.mqtt.sessions[slot].conn {
-        if version(w, h) == Version::V5 {
-            send(w, h, codec::disconnect(reason::SESSION_TAKEN_OVER, "another connection took the client ID"));
+        if let Some(m) = mqtt(w, h).filter(|m| m.version == Some(Version::V5)) {
+            let packet =
+                codec::disconnect(reason::SESSION_TAKEN_OVER, "another connection took the client ID", m.max_out);
+            send(w, h, packet);
         }
         detach_for_takeover(w, h, slot);
         close(w, h, CloseReason::TakenOver);
@@ -513,7 +537,10 @@ fn takeover(w: &mut Worker, old: u64, claim: Claim) {
         s.will = None;
         s.will_at = None;
     }
-    let state = if claim.clean_start {
+    // A session that ends with its connection (clean session 1, or v5
+    // expiry 0) has nothing to hand over: the new connection starts afresh
+    // and is told so (session present 0), whatever its clean-start flag.
+    let state = if claim.clean_start || w.mqtt.sessions[slot].expiry == 0 {
         let s = &mut w.mqtt.sessions[slot];
         if let Some(will) = s.will.take() {
             publish_will(w, slot, *will);
@@ -817,6 +844,7 @@ fn publish_will(w: &mut Worker, slot: usize, will: Will) {
 
 /// Keep-alives, session expiry, delayed wills. Called every worker tick.
 pub fn housekeeping(w: &mut Worker) {
+    super::sys::tick(w);
     let now = w.now;
     if now >= w.mqtt.next_keepalive_check {
         w.mqtt.next_keepalive_check = now + KEEPALIVE_CHECK;
@@ -829,8 +857,9 @@ pub fn housekeeping(w: &mut Worker) {
             }
         }
         for h in late {
-            if version(w, h) == Version::V5 {
-                send(w, h, codec::disconnect(reason::KEEP_ALIVE_TIMEOUT, "keep-alive expired"));
+            if let Some(m) = mqtt(w, h).filter(|m| m.version == Some(Version::V5)) {
+                let packet = codec::disconnect(reason::KEEP_ALIVE_TIMEOUT, "keep-alive expired", m.max_out);
+                send(w, h, packet);
             }
             close(w, h, CloseReason::KeepAlive);
         }
@@ -879,7 +908,7 @@ fn last_word(w: &mut Worker, handle: usize, code: u8, text: &str) {
     if !(m.is_open() && m.version == Some(Version::V5)) {
         return;
     }
-    let packet = codec::disconnect(code, text);
+    let packet = codec::disconnect(code, text, m.max_out);
     let bytes = if m.ws { Bytes::from(frame::frame(Opcode::Binary, &packet)) } else { packet };
     w.conns[handle].out.push(bytes);
 }
@@ -917,11 +946,24 @@ fn publish(w: &mut Worker, handle: usize, slot: usize, p: codec::Publish) {
         }
     };
     let ver = m.version.unwrap_or(Version::V4);
+    if levels(&topic) > w.cfg.mqtt.max_topic_levels {
+        return fail(w, handle, reason::TOPIC_NAME_INVALID, "topic name has too many levels");
+    }
+    // `$SYS` topics are the broker's: v5 is told (the flow ends there),
+    // 3.1.1 (which has no way to say no) gets its acknowledgement and the
+    // message is dropped.
+    let denied = super::sys::is_sys(&topic);
+    if denied {
+        w.metrics.counters.mqtt_denied += 1;
+        if ver == Version::V5 {
+            return ack_publish(w, handle, ver, p.qos, p.pkid, reason::NOT_AUTHORIZED);
+        }
+    }
     let s = &mut w.mqtt.sessions[slot];
     if p.qos == 2 {
         if s.qos2_in.contains(&p.pkid) {
             // A resend of a message we have: acknowledge, do not publish again.
-            return send(w, handle, codec::ack_packet(ver, codec::PUBREC, p.pkid, 0));
+            return ack_publish(w, handle, ver, 2, p.pkid, reason::SUCCESS);
         }
         if s.qos2_in.len() >= usize::from(w.cfg.mqtt.receive_maximum) {
             return fail(w, handle, reason::RECEIVE_MAXIMUM_EXCEEDED, "too many QoS 2 messages awaiting PUBREL");
@@ -934,6 +976,10 @@ fn publish(w: &mut Worker, handle: usize, slot: usize, p: codec::Publish) {
     let publisher = SessionRef { worker: w.id, id: s.id };
     let realm = s.realm.clone();
     let expires = p.props.as_ref().and_then(|pp| pp.expiry).map(|e| w.now + Duration::from_secs(u64::from(e)));
+    let (qos, pkid) = (p.qos, p.pkid);
+    if denied {
+        return ack_publish(w, handle, ver, qos, pkid, reason::SUCCESS);
+    }
     let publication = Publication {
         realm,
         topic,
@@ -947,16 +993,33 @@ fn publish(w: &mut Worker, handle: usize, slot: usize, p: codec::Publish) {
         expires,
         started,
     };
-    route(w, publication);
-    match p.qos {
-        1 => send(w, handle, codec::ack_packet(ver, codec::PUBACK, p.pkid, 0)),
-        2 => send(w, handle, codec::ack_packet(ver, codec::PUBREC, p.pkid, 0)),
+    // The publishing worker's routing table knows whether anything matches:
+    // v5 says so in the acknowledgement (0x10), as Mosquitto and HiveMQ do.
+    w.metrics.counters.mqtt_publish_in += 1;
+    let code = if route(w, publication) { reason::SUCCESS } else { reason::NO_MATCHING_SUBSCRIBERS };
+    ack_publish(w, handle, ver, qos, pkid, code);
+}
+
+/// PUBACK (QoS 1) or PUBREC (QoS 2) for a client PUBLISH.
+fn ack_publish(w: &mut Worker, handle: usize, ver: Version, qos: u8, pkid: u16, code: u8) {
+    match qos {
+        1 => send(w, handle, codec::ack_packet(ver, codec::PUBACK, pkid, code)),
+        2 => send(w, handle, codec::ack_packet(ver, codec::PUBREC, pkid, code)),
         _ => {}
     }
 }
 
-fn route(w: &mut Worker, p: Publication) {
+fn route(w: &mut Worker, p: Publication) -> bool {
     w.route(p)
+}
+
+/// Levels of a core-form topic (`.` separated).
+fn levels(topic: &str) -> usize {
+    levels_by(topic, b'.')
+}
+
+fn levels_by(topic: &str, separator: u8) -> usize {
+    1 + topic.bytes().filter(|&b| b == separator).count()
 }
 
 fn pubrel(w: &mut Worker, handle: usize, slot: usize, pkid: u16) {
@@ -1046,7 +1109,11 @@ fn offer(w: &mut Worker, slot: usize, out: Outgoing, conv: &mut Converted) -> bo
     match s.conn {
         Some(h) if s.inflight.len() < window && s.queue.is_empty() => {
             let pkid = next_pkid(s);
-            transmit(w, slot, h, pkid, &out, false, conv);
+            // One too large for the client was dropped as if delivered: it
+            // takes no place in the window (MQTT 5, 3.1.2.25).
+            if !transmit(w, slot, h, pkid, &out, false, conv) {
+                return false;
+            }
             w.mqtt.sessions[slot].inflight.push_back(InFlight { pkid, out, released: false });
             true
         }
@@ -1121,16 +1188,22 @@ fn transmit(w: &mut Worker, slot: usize, h: usize, pkid: u16, out: &Outgoing, du
         }
     };
     if packet.len() > max_out {
-        // MQTT 5: a message over the client's maximum is discarded.
+        // MQTT 5: a message over the client's maximum is discarded, and an
+        // alias it would have set is not set.
+        if send_topic && alias.is_some() {
+            w.mqtt.sessions[slot].alias_out.remove(topic);
+        }
         w.metrics.counters.mqtt_dropped += 1;
         return false;
     }
-    if out.qos == 0 {
+    let sent = if out.qos == 0 {
         send_droppable(w, h, packet)
     } else {
         send(w, h, packet);
         true
-    }
+    };
+    w.metrics.counters.mqtt_publish_out += u64::from(sent);
+    sent
 }
 
 /// On reconnect: unacknowledged PUBLISHes again with DUP, PUBRELs again.
@@ -1163,9 +1236,10 @@ fn pump(w: &mut Worker, slot: usize) {
         }
         let pkid = next_pkid(s);
         let (op, started) = (deliver_op(out.qos), out.msg.started);
-        transmit(w, slot, h, pkid, &out, false, &mut Converted::default());
-        w.mqtt.sessions[slot].inflight.push_back(InFlight { pkid, out, released: false });
-        w.metrics.record(op, started, Instant::now());
+        if transmit(w, slot, h, pkid, &out, false, &mut Converted::default()) {
+            w.mqtt.sessions[slot].inflight.push_back(InFlight { pkid, out, released: false });
+            w.metrics.record(op, started, Instant::now());
+        }
     }
 }
 
@@ -1204,7 +1278,22 @@ fn subscribe(w: &mut Worker, handle: usize, slot: usize, pkid: u16, filters: Vec
     let realm = w.mqtt.sessions[slot].realm.clone();
     let sid = w.mqtt.sessions[slot].id;
     let mut pending = PendingSuback { pkid, codes: vec![0; filters.len()], waiting: 0, retained: Vec::new(), started };
+    let max_levels = w.cfg.mqtt.max_topic_levels;
+    // What closes the connection is found before any filter takes effect.
+    for f in &filters {
+        if f.no_local && f.filter.starts_with("$share/") {
+            return fail(w, handle, reason::PROTOCOL_ERROR, "no-local on a shared subscription");
+        }
+        if w.mqtt.sessions[slot].version != Version::V5 && levels_by(&f.filter, b'/') > max_levels {
+            return fail(w, handle, reason::TOPIC_FILTER_INVALID, "topic filter has too many levels");
+        }
+    }
     for (i, f) in filters.into_iter().enumerate() {
+        // Bounded before anything walks it (the trie, the matcher).
+        if levels_by(&f.filter, b'/') > max_levels {
+            pending.codes[i] = reason::TOPIC_FILTER_INVALID;
+            continue;
+        }
         let parsed = match parse_filter(&f.filter) {
             Ok(p) => p,
             Err(_) => {
@@ -1212,9 +1301,6 @@ fn subscribe(w: &mut Worker, handle: usize, slot: usize, pkid: u16, filters: Vec
                 continue;
             }
         };
-        if parsed.share.is_some() && f.no_local {
-            return fail(w, handle, reason::PROTOCOL_ERROR, "no-local on a shared subscription");
-        }
         if denied(w, &f.filter) {
             // 0x80, not 0x87: the Paho suite (and v3.1.1 clients) expect it.
             pending.codes[i] = reason::UNSPECIFIED;

@@ -268,6 +268,8 @@ pub enum ShardMsg {
 
     /// MQTT session registry, at the owner of the client ID.
     Mqtt(crate::mqtt::registry::Msg),
+    /// `$SYS` numbers, gathered by worker 0.
+    Sys(crate::mqtt::sys::Msg),
 }
 
 /// Which listener a connection came in on.

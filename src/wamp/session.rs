@@ -270,6 +270,13 @@ fn publish(
         }
         return;
     }
+    if crate::mqtt::sys::is_sys(&topic) {
+        if acknowledge {
+            let text = Some("the $SYS topics are published by the router alone".to_owned());
+            error(w, handle, m::PUBLISH, request, "wamp.error.not_authorized", text);
+        }
+        return;
+    }
     let me = w.id;
     let s = session(w, handle);
     let publisher = SessionRef { worker: me, id: s.id };

@@ -74,6 +74,7 @@ impl Worker {
                 Member::Wamp(handle) => session::on_retained(self, handle, &reply, values),
             },
             ShardMsg::Mqtt(msg) => mqtt::on_registry(self, msg),
+            ShardMsg::Sys(msg) => crate::mqtt::sys::on_msg(self, msg),
         }
     }
 
@@ -179,25 +180,30 @@ impl Worker {
         }
     }
 
-    /// Routes a publication in one hop: one message per other worker that
-    /// has matching subscribers, and local delivery here.
     /// Routes a publication, and stores it at its topic's owner if retained.
-    pub fn route(&mut self, p: Publication) {
+    /// Returns whether any subscription matched (see `publish_arc`).
+    pub fn route(&mut self, p: Publication) -> bool {
         let p = Arc::new(p);
         if p.retain {
             let owner = owner_of(&p.realm, &p.topic, self.workers);
             self.peers.send(owner, ShardMsg::Retain(p.clone()));
         }
-        self.publish_arc(p);
+        self.publish_arc(p)
     }
 
-    pub fn publish(&mut self, p: Publication) {
+    pub fn publish(&mut self, p: Publication) -> bool {
         self.publish_arc(Arc::new(p))
     }
 
-    pub fn publish_arc(&mut self, p: Arc<Publication>) {
+    /// Routes a publication in one hop: one message per other worker that
+    /// has matching subscribers, and local delivery here. Returns whether
+    /// this worker's routing table had any matching subscription (MQTT 5's
+    /// PUBACK 0x10 "no matching subscribers" when it had none).
+    pub fn publish_arc(&mut self, p: Arc<Publication>) -> bool {
         let mut targets = std::mem::take(&mut self.publish_targets);
+        let mut matched = false;
         self.topics.for_each_match(&p.realm, &p.topic, |_, route| {
+            matched |= !route.workers.is_empty();
             for &w in &route.workers {
                 targets[w as usize] = true;
             }
@@ -208,6 +214,7 @@ impl Worker {
         let rr = &mut self.share_rr;
         self.topics.for_each_shared(&p.realm, &p.topic, |route| {
             if !route.workers.is_empty() {
+                matched = true;
                 *rr = rr.wrapping_add(1);
                 let w = route.workers[*rr % route.workers.len()];
                 picks.push((w, route.subscription));
@@ -231,6 +238,7 @@ impl Worker {
         if let Some(shared) = here {
             self.deliver(&p, &shared);
         }
+        matched
     }
 
     /// Delivers a publication to this worker's subscribers. Each matching

@@ -146,7 +146,7 @@ impl Worker {
             ids: IdGen::new(s.id, workers),
             local_keys: AHashMap::new(),
             local_subs: AHashMap::new(),
-            mqtt: MqttState::new(now),
+            mqtt: MqttState::new(s.id, s.config.mqtt.sys_interval, now),
             retained: RetainedStore::default(),
             metrics: WorkerMetrics::default(),
             next_metrics: s.metrics.as_ref().and(crate::metrics::interval(&s.config.metrics)).map(|i| now + i),

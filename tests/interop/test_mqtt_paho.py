@@ -89,11 +89,15 @@ class Client:
         assert got[0] == kind, f"{self.id}: expected {kind}, got {got}"
         return got
 
-    def connect(self, *, clean_start=True, session_expiry=None, will=None, keepalive=30):
-        """Connects; returns (session_present, CONNACK properties)."""
+    def connect(self, *, clean_start=True, session_expiry=None, will=None, keepalive=30, connect_props=None):
+        """Connects; returns (session_present, CONNACK properties).
+        ``connect_props``: more v5 CONNECT properties, by paho name."""
+        values = dict(connect_props or {})
+        if session_expiry is not None:
+            values["SessionExpiryInterval"] = session_expiry
         connect_props = None
-        if self.version == mqtt.MQTTv5 and session_expiry is not None:
-            connect_props = props(PacketTypes.CONNECT, SessionExpiryInterval=session_expiry)
+        if self.version == mqtt.MQTTv5 and values:
+            connect_props = props(PacketTypes.CONNECT, **values)
         if will is not None:
             self.c.will_set(**will)
         kwargs = {"keepalive": keepalive, "properties": connect_props}
@@ -168,7 +172,8 @@ def clients(broker):
 
 
 def connected(make, client_id=None, **kwargs):
-    connect = {k: kwargs.pop(k) for k in ("clean_start", "session_expiry", "will") if k in kwargs}
+    keys = ("clean_start", "session_expiry", "will", "connect_props")
+    connect = {k: kwargs.pop(k) for k in keys if k in kwargs}
     c = make(client_id, **kwargs)
     c.connect(**connect)
     return c
