@@ -329,6 +329,56 @@ fn messages_over_the_maximum_packet_size_are_skipped() {
     r.shutdown();
 }
 
+/// A message in flight when its session's connection dropped, sent again on
+/// reconnect, is discarded as delivered if it is over the new connection's
+/// maximum packet size: its slot is freed and the queue behind it moves.
+/// Found (a neighbour of the maximum-packet-size bug): it stayed in flight,
+/// unsendable, and with receive maximum 1 nothing came any more.
+#[test]
+fn a_resend_too_large_for_the_new_connection_is_dropped() {
+    let r = router(&["--cores", "2"]);
+    let addr = mqtt_addr(&r);
+    // Session expiry 60 s, receive maximum 1, no packet size limit.
+    let mut sub = Raw::open(addr);
+    sub.send(&connect_v5("resend-big", &[0x11, 0, 0, 0, 60, 0x21, 0, 1]));
+    assert_eq!(sub.expect(0x20, "CONNACK")[1], 0);
+    subscribed(&mut sub, 5, b"resend/big", 1);
+    let (mut p, _) = Raw::connected(addr, 4, "resend-pub", true, 0);
+    p.send(&publish_packet(4, b"resend/big", 1, 1, false, &[b'x'; 100]));
+    assert_eq!(next_publish(&mut sub, 5).3.len(), 100, "the large one, not acknowledged");
+    p.send(&publish_packet(4, b"resend/big", 1, 2, false, b"fits"));
+    p.expect(0x40, "PUBACK");
+    p.expect(0x40, "PUBACK");
+    drop(sub);
+    std::thread::sleep(Duration::from_millis(200));
+    // Back with a maximum packet size of 40: the large one cannot go again.
+    let mut b = Vec::new();
+    mqtt_str(&mut b, b"MQTT");
+    b.extend_from_slice(&[5, 0, 0, 0, 13, 0x11, 0, 0, 0, 60, 0x21, 0, 1, 0x27, 0, 0, 0, 40]);
+    mqtt_str(&mut b, b"resend-big");
+    let mut again = Raw::open(addr);
+    again.send(&packet(0x10, &b));
+    let connack = again.expect(0x20, "CONNACK");
+    assert_eq!((connack[0], connack[1]), (1, 0), "session present");
+    let (_, _, _, payload) = next_publish(&mut again, 5);
+    assert_eq!(payload, b"fits");
+    r.shutdown();
+}
+
+/// MQTT 5 UNSUBACK says 0x8F (topic filter invalid) for a filter that is
+/// no filter. Found: 0x11 (no subscription existed).
+#[test]
+fn v5_unsubscribe_of_an_invalid_filter_says_so() {
+    let r = router(&["--cores", "1"]);
+    let (mut raw, _) = Raw::connected(mqtt_addr(&r), 5, "unsub-bad", true, 0);
+    let mut b = vec![0, 4, 0];
+    mqtt_str(&mut b, b"a/#/b");
+    mqtt_str(&mut b, b"never/subscribed");
+    raw.send(&packet(0xa2, &b));
+    assert_eq!(raw.expect(0xb0, "UNSUBACK"), vec![0, 4, 0, 0x8f, 0x11]);
+    r.shutdown();
+}
+
 /// MQTT 5 property values: Payload Format Indicator 0 or 1, no property
 /// twice (except User Property), none where the packet may not carry it,
 /// no Receive Maximum, Maximum Packet Size or Subscription Identifier of
@@ -387,6 +437,19 @@ fn v5_property_values_are_checked() {
     raw.send(&packet(0x10, &b));
     if let Err(e) = closed_with(&mut raw, 5, 0x82) {
         failures.push(format!("will payload format indicator 3: {e}"));
+    }
+    // A will that says it is UTF-8 and is not: 0x99 (payload format invalid).
+    let mut b = Vec::new();
+    mqtt_str(&mut b, b"MQTT");
+    b.extend_from_slice(&[5, 0x06, 0, 0, 0]);
+    mqtt_str(&mut b, b"props-will-utf8");
+    b.extend_from_slice(&[2, 0x01, 1]);
+    mqtt_str(&mut b, b"w");
+    mqtt_str(&mut b, b"\xff\xfe");
+    let mut raw = Raw::open(addr);
+    raw.send(&packet(0x10, &b));
+    if let Err(e) = closed_with(&mut raw, 5, 0x99) {
+        failures.push(format!("will payload that is not UTF-8: {e}"));
     }
     assert!(failures.is_empty(), "{} property cases misbehaved:\n{}", failures.len(), failures.join("\n"));
     r.shutdown();

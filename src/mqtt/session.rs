@@ -417,6 +417,9 @@ fn connect(w: &mut Worker, handle: usize, c: Box<Connect>) {
         if super::sys::is_sys(&swap(&will.topic)) {
             return fail_connack(w, handle, reason::NOT_AUTHORIZED);
         }
+        if will.props.payload_format == Some(1) && std::str::from_utf8(&will.payload).is_err() {
+            return fail(w, handle, reason::PAYLOAD_FORMAT_INVALID, "will payload is not UTF-8 as its format says");
+        }
     }
     let mut client = c.client_id.clone();
     let mut assigned_id = false;
@@ -1207,16 +1210,22 @@ fn transmit(w: &mut Worker, slot: usize, h: usize, pkid: u16, out: &Outgoing, du
 }
 
 /// On reconnect: unacknowledged PUBLISHes again with DUP, PUBRELs again.
+/// One now over the new connection's maximum packet size is dropped as if
+/// delivered, and frees its slot.
 fn resend_inflight(w: &mut Worker, slot: usize) {
     let Some(h) = w.mqtt.sessions[slot].conn else { return };
     let flights: Vec<InFlight> = w.mqtt.sessions[slot].inflight.iter().cloned().collect();
     let ver = w.mqtt.sessions[slot].version;
+    let mut dropped = Vec::new();
     for f in flights {
         if f.released {
             send(w, h, codec::ack_packet(ver, codec::PUBREL, f.pkid, 0));
-        } else {
-            transmit(w, slot, h, f.pkid, &f.out, true, &mut Converted::default());
+        } else if !transmit(w, slot, h, f.pkid, &f.out, true, &mut Converted::default()) {
+            dropped.push(f.pkid);
         }
+    }
+    if !dropped.is_empty() {
+        w.mqtt.sessions[slot].inflight.retain(|f| !dropped.contains(&f.pkid));
     }
 }
 
@@ -1445,6 +1454,11 @@ fn unsubscribe(w: &mut Worker, handle: usize, slot: usize, pkid: u16, filters: V
     let ver = version(w, handle);
     let mut codes = Vec::with_capacity(filters.len());
     for f in filters {
+        if parse_filter(&f).is_err() {
+            // (3.1.1 has no UNSUBACK codes: it is acknowledged.)
+            codes.push(reason::TOPIC_FILTER_INVALID);
+            continue;
+        }
         let s = &mut w.mqtt.sessions[slot];
         match s.subs.iter().position(|x| x.filter == f) {
             Some(i) => {
