@@ -1,0 +1,366 @@
+//! CONNECT and everything a client ID's session goes through to start: the
+//! claim at the registry, a take-over of the session from another
+//! connection (on this worker or another), the hand-over of a persistent
+//! session between workers (`pack` there, `restore` here, forwarding until
+//! `HandoffDone`), and the CONNACK.
+
+use super::*;
+
+pub(super) fn connect(w: &mut Worker, handle: usize, c: Box<Connect>) {
+    let started = Instant::now();
+    w.metrics.counters.mqtt_connects += 1;
+    let m = mqtt(w, handle).expect("mqtt");
+    m.version = Some(c.version);
+    if c.auth_method.is_some() {
+        return fail(w, handle, reason::BAD_AUTH_METHOD, "extended authentication is not supported");
+    }
+    if let Some(will) = &c.will {
+        if levels_by(&will.topic, b'/') > w.cfg.mqtt.max_topic_levels {
+            return fail(w, handle, reason::TOPIC_NAME_INVALID, "will topic has too many levels");
+        }
+        if crate::mqtt::sys::is_sys(&swap(&will.topic)) {
+            return fail_connack(w, handle, reason::NOT_AUTHORIZED);
+        }
+        if will.props.payload_format == Some(1) && std::str::from_utf8(&will.payload).is_err() {
+            return fail(w, handle, reason::PAYLOAD_FORMAT_INVALID, "will payload is not UTF-8 as its format says");
+        }
+    }
+    let mut client = c.client_id.clone();
+    let mut assigned_id = false;
+    // MQTT 3.1 (3.1): a client identifier of 1 to 23 characters, no assigned IDs.
+    if c.version == Version::V3 && !(1..=23).contains(&client.chars().count()) {
+        return fail_connack(w, handle, reason::BAD_CLIENT_ID);
+    }
+    if client.is_empty() {
+        if c.version != Version::V5 && !c.clean_start {
+            return fail_connack(w, handle, reason::BAD_CLIENT_ID);
+        }
+        client = format!("fennec-{:016x}", rand::thread_rng().gen::<u64>());
+        assigned_id = true;
+    }
+    // The realm: `user@realm` (fox-wamp's convention) or the configured one.
+    let realm_name = match c.username.as_deref().and_then(|u| u.rsplit_once('@')) {
+        Some((_, r)) if !r.is_empty() => r.to_owned(),
+        _ => w.cfg.mqtt.realm.clone(),
+    };
+    if w.cfg.realm(&realm_name).is_none() {
+        return fail_connack(w, handle, reason::NOT_AUTHORIZED);
+    }
+    let max_ka = w.cfg.mqtt.max_keepalive;
+    let keep_alive = if max_ka > 0 && c.keep_alive > max_ka { max_ka } else { c.keep_alive };
+    let realm: Realm = realm_name.into();
+    let key: Arc<str> = format!("{realm}\0{client}").into();
+    let mut session = rand::thread_rng().gen_range(1..=crate::wamp::message::MAX_ID);
+    while w.mqtt.by_id.contains_key(&session) {
+        session = rand::thread_rng().gen_range(1..=crate::wamp::message::MAX_ID);
+    }
+    let owner = owner_of(&realm, &client, w.workers);
+    let m = mqtt(w, handle).expect("mqtt");
+    m.keep_alive = Duration::from_millis(u64::from(keep_alive) * 1500);
+    m.max_out = c.max_packet_size.map_or(usize::MAX, |n| n as usize);
+    let clean_start = c.clean_start;
+    let pending = Pending { connect: c, session, key: key.clone(), client, realm, assigned_id, keep_alive, started };
+    m.state = ConnState::Claiming(Box::new(pending));
+    w.conns[handle].paused = true;
+    let serial = w.conns[handle].serial;
+    let claim = Claim { key, session, worker: w.id, handle, serial, clean_start };
+    w.peers.send(owner, ShardMsg::Mqtt(Msg::Claim(claim)));
+}
+
+pub(super) fn fail_connack(w: &mut Worker, handle: usize, code: u8) {
+    let ver = version(w, handle);
+    send(w, handle, codec::connack(ver, false, code, &Props::default()));
+    close(w, handle, CloseReason::ProtocolViolation);
+}
+
+/// Registry messages arriving at this worker.
+pub fn on_registry(w: &mut Worker, msg: Msg) {
+    match msg {
+        Msg::Claim(claim) => w.mqtt.registry.claim(claim, &mut w.peers),
+        Msg::Release { key, session } => w.mqtt.registry.release(key, session),
+        Msg::Takeover { old, claim } => takeover(w, old, claim),
+        Msg::Claimed { claim, state } => claimed(w, claim, state),
+        Msg::Forward { session, out } => {
+            let Some(&slot) = w.mqtt.by_id.get(&session) else {
+                w.metrics.counters.mqtt_dropped += 1;
+                return;
+            };
+            if first_sight(w, slot, out.msg.id) {
+                offer_recorded(w, slot, *out, &mut Converted::default());
+            }
+        }
+        Msg::HandoffDone { old, new: (to, new) } => {
+            if let Some(&slot) = w.mqtt.by_id.get(&old) {
+                if w.mqtt.sessions[slot].moving.is_some() {
+                    end_session(w, slot, false);
+                }
+            }
+            // Always answered, so the new copy stops deduplicating (and
+            // frees its set) even if the old copy was already gone.
+            w.peers.send(to, ShardMsg::Mqtt(Msg::ForwardEnd { session: new }));
+        }
+        Msg::ForwardEnd { session } => {
+            if let Some(&slot) = w.mqtt.by_id.get(&session) {
+                w.mqtt.sessions[slot].restoring = None;
+            }
+        }
+    }
+}
+
+/// While a moved session receives both directly and forwarded: whether this
+/// publication is new to it.
+pub(super) fn first_sight(w: &mut Worker, slot: usize, publication: u64) -> bool {
+    match &mut w.mqtt.sessions[slot].restoring {
+        Some(r) => r.seen.insert(publication),
+        None => true,
+    }
+}
+
+/// The session `old` is claimed by a new connection.
+pub(super) fn takeover(w: &mut Worker, old: u64, claim: Claim) {
+    // What the old connection sent before the new one connected comes
+    // first: a DISCONNECT (maybe setting the session expiry to 0) or an EOF
+    // still unread in its socket decides what is left to take over.
+    if let Some(h) = w.mqtt.by_id.get(&old).and_then(|&slot| w.mqtt.sessions[slot].conn) {
+        w.read_now(h);
+    }
+    let Some(&slot) = w.mqtt.by_id.get(&old) else {
+        // Already gone (a race with its end): nothing to hand over.
+        let to = claim.worker;
+        return w.peers.send(to, ShardMsg::Mqtt(Msg::Claimed { claim, state: None }));
+    };
+    if let Some(h) = w.mqtt.sessions[slot].conn {
+        if let Some(m) = mqtt(w, h).filter(|m| m.version == Some(Version::V5)) {
+            let packet =
+                codec::disconnect(reason::SESSION_TAKEN_OVER, "another connection took the client ID", m.max_out);
+            send(w, h, packet);
+        }
+        detach_for_takeover(w, h, slot);
+        close(w, h, CloseReason::TakenOver);
+    } else {
+        // Offline: a new connection for the client ID within the will delay
+        // cancels the will (MQTT 5, 3.1.3.2.2), clean start or not.
+        let s = &mut w.mqtt.sessions[slot];
+        s.will = None;
+        s.will_at = None;
+    }
+    // A session that ends with its connection (clean session 1, or v5
+    // expiry 0) has nothing to hand over: the new connection starts afresh
+    // and is told so (session present 0), whatever its clean-start flag.
+    let state = if claim.clean_start || w.mqtt.sessions[slot].expiry == 0 {
+        let s = &mut w.mqtt.sessions[slot];
+        if let Some(will) = s.will.take() {
+            publish_will(w, slot, *will);
+        }
+        end_session(w, slot, false);
+        None
+    } else {
+        Some(Box::new(pack(w, slot, claim.worker, claim.session)))
+    };
+    let to = claim.worker;
+    w.peers.send(to, ShardMsg::Mqtt(Msg::Claimed { claim, state }));
+}
+
+/// The connection on `h` loses its session to a new connection. The old
+/// connection's will is published if it had no delay (its network
+/// connection closes abnormally); a delayed will is cancelled by the new
+/// connection.
+pub(super) fn detach_for_takeover(w: &mut Worker, h: usize, slot: usize) {
+    if let Some(m) = mqtt(w, h) {
+        m.taken_over = true;
+    }
+    let s = &mut w.mqtt.sessions[slot];
+    s.conn = None;
+    if let Some(will) = s.will.take() {
+        if will.delay == 0 {
+            publish_will(w, slot, *will);
+        }
+    }
+}
+
+/// Takes a session apart for another worker: its subscriptions are released
+/// here and re-made there.
+///
+/// Its subscriptions stay here, and what they deliver is forwarded, until
+/// the new copy's subscriptions are routed (`HandoffDone`).
+pub(super) fn pack(w: &mut Worker, slot: usize, to: u16, new: u64) -> SessionState {
+    let me = w.id;
+    let s = &mut w.mqtt.sessions[slot];
+    s.moving = Some((to, new));
+    s.will = None;
+    s.will_at = None;
+    s.expires_at = None;
+    s.subacks.clear();
+    SessionState {
+        from: (me, s.id),
+        realm: s.realm.clone(),
+        version: s.version,
+        expiry: s.expiry,
+        subs: s.subs.clone(),
+        inflight: s.inflight.drain(..).collect(),
+        queue: s.queue.drain(..).collect(),
+        qos2_in: std::mem::take(&mut s.qos2_in),
+        next_pkid: s.next_pkid,
+    }
+}
+
+/// The registry's answer to our CONNECT.
+pub(super) fn claimed(w: &mut Worker, claim: Claim, state: Option<Box<SessionState>>) {
+    let alive = w.conns.get(claim.handle).is_some_and(|c| c.serial == claim.serial)
+        && matches!(mqtt(w, claim.handle).map(|m| &m.state), Some(ConnState::Claiming(p)) if p.session == claim.session);
+    if !alive {
+        // The connection went away while the registry answered. Keep a
+        // handed-over session offline (it may still expire); else release.
+        match state {
+            Some(state) => {
+                let (realm, version, expiry) = (state.realm.clone(), state.version, state.expiry);
+                let slot = new_session(w, claim.session, claim.key.clone(), realm, version, expiry, u16::MAX, 0);
+                restore(w, slot, *state);
+                go_offline(w, slot);
+            }
+            None => {
+                let owner = owner_for_key(w, &claim.key);
+                w.peers.send(owner, ShardMsg::Mqtt(Msg::Release { key: claim.key, session: claim.session }));
+            }
+        }
+        return;
+    }
+    let handle = claim.handle;
+    let m = mqtt(w, handle).expect("mqtt");
+    let ConnState::Claiming(p) = std::mem::replace(&mut m.state, ConnState::New) else { unreachable!() };
+    let c = p.connect;
+    let cfg = &w.cfg.mqtt;
+    let expiry = cap_expiry(c.session_expiry, cfg.max_session_expiry);
+    let (receive_maximum, alias_max, max_packet) = (cfg.receive_maximum, cfg.topic_alias_maximum, cfg.max_packet_size);
+    let slot = new_session(w, p.session, p.key, p.realm, c.version, expiry, c.receive_max, c.topic_alias_max);
+    let s = &mut w.mqtt.sessions[slot];
+    s.conn = Some(handle);
+    s.will = c.will.map(Box::new);
+    let present = state.is_some();
+    if let Some(state) = state {
+        restore(w, slot, *state);
+    }
+    let m = mqtt(w, handle).expect("mqtt");
+    m.state = ConnState::Open(slot);
+    m.alias_in = Vec::new();
+    m.alias_max = alias_max;
+    let mut props = Props::default();
+    if c.version == Version::V5 {
+        if expiry != c.session_expiry {
+            props.u32(prop::SESSION_EXPIRY, expiry);
+        }
+        props.u16(prop::RECEIVE_MAXIMUM, receive_maximum);
+        props.u32(prop::MAXIMUM_PACKET_SIZE, max_packet.min(268_435_460) as u32);
+        props.u16(prop::TOPIC_ALIAS_MAXIMUM, alias_max);
+        if p.assigned_id {
+            props.str(prop::ASSIGNED_CLIENT_ID, &p.client);
+        }
+        if p.keep_alive != c.keep_alive {
+            props.u16(prop::SERVER_KEEP_ALIVE, p.keep_alive);
+        }
+    }
+    send(w, handle, codec::connack(c.version, present, reason::SUCCESS, &props));
+    w.metrics.record(Op::MqttConnect, p.started, Instant::now());
+    resend_inflight(w, slot);
+    pump(w, slot);
+    // Input that arrived after CONNECT.
+    if w.conns.contains(handle) {
+        unpause(w, handle);
+    }
+}
+
+pub(super) fn owner_for_key(w: &Worker, key: &str) -> u16 {
+    let (realm, client) = key.split_once('\0').unwrap_or(("", key));
+    owner_of(realm, client, w.workers)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn new_session(
+    w: &mut Worker,
+    id: u64,
+    key: Arc<str>,
+    realm: Realm,
+    version: Version,
+    expiry: u32,
+    receive_max: u16,
+    alias_max: u16,
+) -> usize {
+    let slot = w.mqtt.sessions.insert(Session {
+        id,
+        key,
+        realm,
+        version,
+        conn: None,
+        subs: Vec::new(),
+        next_pkid: 0,
+        inflight: VecDeque::new(),
+        queue: VecDeque::new(),
+        qos2_in: Vec::new(),
+        receive_max,
+        expiry,
+        will: None,
+        will_at: None,
+        expires_at: None,
+        alias_out: AHashMap::new(),
+        alias_max,
+        subacks: Vec::new(),
+        moving: None,
+        restoring: None,
+    });
+    w.mqtt.by_id.insert(id, slot);
+    w.metrics.sessions += 1;
+    w.metrics.counters.sessions_opened += 1;
+    slot
+}
+
+/// Re-creates a handed-over session here: subscriptions are made again
+/// (without SUBACK), flows and queue carried over.
+pub(super) fn restore(w: &mut Worker, slot: usize, state: SessionState) {
+    let sid = w.mqtt.sessions[slot].id;
+    w.mqtt.sessions[slot].restoring =
+        Some(Box::new(Restoring { from: state.from, waiting: 0, done_sent: false, seen: Default::default() }));
+    let mut waiting = 0;
+    for mut sub in state.subs {
+        sub.subscription = 0;
+        let key = sub.key.clone();
+        w.mqtt.sessions[slot].subs.push(sub);
+        match w.subscribe(Member::Mqtt(slot), sid, key.clone(), RESTORE, Instant::now()) {
+            Subscribed::Now(id) => {
+                set_subscription(w, slot, &key, id);
+            }
+            Subscribed::Later => waiting += 1,
+        }
+    }
+    if let Some(r) = &mut w.mqtt.sessions[slot].restoring {
+        r.waiting = waiting;
+    }
+    if waiting == 0 {
+        handoff_done(w, slot);
+    }
+    let s = &mut w.mqtt.sessions[slot];
+    s.inflight = state.inflight.into();
+    s.queue = state.queue.into();
+    s.qos2_in = state.qos2_in;
+    s.next_pkid = state.next_pkid;
+}
+
+/// Tells the old copy of a moved session that it can go.
+pub(super) fn handoff_done(w: &mut Worker, slot: usize) {
+    let new = (w.id, w.mqtt.sessions[slot].id);
+    let Some(r) = &mut w.mqtt.sessions[slot].restoring else { return };
+    if !r.done_sent {
+        r.done_sent = true;
+        let (worker, old) = r.from;
+        w.peers.send(worker, ShardMsg::Mqtt(Msg::HandoffDone { old, new }));
+    }
+}
+
+pub(super) fn set_subscription(w: &mut Worker, slot: usize, key: &SubKey, id: u64) -> bool {
+    match w.mqtt.sessions[slot].subs.iter_mut().find(|s| s.key == *key && s.subscription == 0) {
+        Some(sub) => {
+            sub.subscription = id;
+            true
+        }
+        None => false,
+    }
+}

@@ -1,0 +1,124 @@
+//! PUBLISH from the client: topic aliases, the level bound, `$SYS`, QoS 2
+//! exactly-once bookkeeping (PUBREC / PUBREL / PUBCOMP), routing, and the
+//! acknowledgement (v5: 0x10 when nothing matched).
+
+use super::*;
+
+pub(super) fn publish(w: &mut Worker, handle: usize, slot: usize, p: codec::Publish) {
+    let started = Instant::now();
+    let m = mqtt(w, handle).expect("mqtt");
+    // Topic aliases (v5): set or resolve.
+    let topic = match p.alias {
+        None => swap_owned(p.topic),
+        Some(a) => {
+            if a > m.alias_max {
+                return fail(w, handle, reason::TOPIC_ALIAS_INVALID, "topic alias over the maximum");
+            }
+            let i = usize::from(a) - 1;
+            if m.alias_in.len() <= i {
+                m.alias_in.resize(i + 1, None);
+            }
+            let Some(entry) = m.alias_in.get_mut(i) else {
+                return fail(w, handle, reason::TOPIC_ALIAS_INVALID, "topic alias over the maximum");
+            };
+            if p.topic.is_empty() {
+                match entry {
+                    Some(t) => t.clone(),
+                    None => return fail(w, handle, reason::PROTOCOL_ERROR, "unknown topic alias"),
+                }
+            } else {
+                let t = swap(&p.topic);
+                *entry = Some(t.clone());
+                t
+            }
+        }
+    };
+    let ver = m.version.unwrap_or(Version::V4);
+    if levels(&topic) > w.cfg.mqtt.max_topic_levels {
+        return fail(w, handle, reason::TOPIC_NAME_INVALID, "topic name has too many levels");
+    }
+    // `$SYS` topics are the broker's: v5 is told (the flow ends there),
+    // 3.1.1 (which has no way to say no) gets its acknowledgement and the
+    // message is dropped.
+    let denied = crate::mqtt::sys::is_sys(&topic);
+    if denied {
+        w.metrics.counters.mqtt_denied += 1;
+        if ver == Version::V5 {
+            return ack_publish(w, handle, ver, p.qos, p.pkid, reason::NOT_AUTHORIZED);
+        }
+    }
+    let s = &mut w.mqtt.sessions[slot];
+    if p.qos == 2 {
+        if s.qos2_in.contains(&p.pkid) {
+            // A resend of a message we have: acknowledge, do not publish again.
+            return ack_publish(w, handle, ver, 2, p.pkid, reason::SUCCESS);
+        }
+        if s.qos2_in.len() >= usize::from(w.cfg.mqtt.receive_maximum) {
+            return fail(w, handle, reason::RECEIVE_MAXIMUM_EXCEEDED, "too many QoS 2 messages awaiting PUBREL");
+        }
+        s.qos2_in.push(p.pkid);
+    }
+    if p.props.as_ref().is_some_and(|pp| pp.payload_format == Some(1)) && std::str::from_utf8(&p.payload).is_err() {
+        return fail(w, handle, reason::PAYLOAD_FORMAT_INVALID, "payload is not UTF-8 as its format says");
+    }
+    let publisher = SessionRef { worker: w.id, id: s.id };
+    let realm = s.realm.clone();
+    let expires = p.props.as_ref().and_then(|pp| pp.expiry).map(|e| w.now + Duration::from_secs(u64::from(e)));
+    let (qos, pkid) = (p.qos, p.pkid);
+    if denied {
+        return ack_publish(w, handle, ver, qos, pkid, reason::SUCCESS);
+    }
+    let publication = Publication {
+        realm,
+        topic,
+        id: w.ids.next_id(),
+        publisher,
+        exclude_me: false,
+        body: Body::Mqtt(p.payload),
+        qos: p.qos,
+        retain: p.retain,
+        props: p.props,
+        expires,
+        started,
+    };
+    // The publishing worker's routing table knows whether anything matches:
+    // v5 says so in the acknowledgement (0x10), as Mosquitto and HiveMQ do.
+    w.metrics.counters.mqtt_publish_in += 1;
+    let code = if route(w, publication) { reason::SUCCESS } else { reason::NO_MATCHING_SUBSCRIBERS };
+    ack_publish(w, handle, ver, qos, pkid, code);
+}
+
+/// PUBACK (QoS 1) or PUBREC (QoS 2) for a client PUBLISH.
+pub(super) fn ack_publish(w: &mut Worker, handle: usize, ver: Version, qos: u8, pkid: u16, code: u8) {
+    match qos {
+        1 => send(w, handle, codec::ack_packet(ver, codec::PUBACK, pkid, code)),
+        2 => send(w, handle, codec::ack_packet(ver, codec::PUBREC, pkid, code)),
+        _ => {}
+    }
+}
+
+pub(super) fn route(w: &mut Worker, p: Publication) -> bool {
+    w.route(p)
+}
+
+/// Levels of a core-form topic (`.` separated).
+pub(super) fn levels(topic: &str) -> usize {
+    levels_by(topic, b'.')
+}
+
+pub(super) fn levels_by(topic: &str, separator: u8) -> usize {
+    1 + topic.bytes().filter(|&b| b == separator).count()
+}
+
+pub(super) fn pubrel(w: &mut Worker, handle: usize, slot: usize, pkid: u16) {
+    let ver = version(w, handle);
+    let s = &mut w.mqtt.sessions[slot];
+    let code = match s.qos2_in.iter().position(|&id| id == pkid) {
+        Some(i) => {
+            s.qos2_in.swap_remove(i);
+            0
+        }
+        None => reason::PACKET_ID_NOT_FOUND,
+    };
+    send(w, handle, codec::ack_packet(ver, codec::PUBCOMP, pkid, code));
+}
