@@ -718,7 +718,8 @@ fn hostile_cases() -> Vec<(&'static str, Vec<u8>, u8)> {
         ("SUBSCRIBE with reserved flags 0000", packet(0x80, &[0, 1, 0, 1, b'a', 0]), 0x81),
         ("PUBLISH at QoS 3", packet(0x36, &[0, 1, b'a', 0, 1]), 0x81),
         ("PUBLISH at QoS 0 with DUP", packet(0x38, &[0, 1, b'a', 0, b'x']), 0x81),
-        ("PUBLISH at QoS 1 with packet identifier 0", Vec::new(), 0x81),
+        // Parses, and is not allowed: a protocol error (MQTT 5, 1.2 and 2.2.1).
+        ("PUBLISH at QoS 1 with packet identifier 0", Vec::new(), 0x82),
         ("SUBSCRIBE at QoS 3", packet(0x82, &[0, 1, 0, 1, b'a', 3]), 0x81),
         ("PUBREL with reserved flags 0000", vec![0x60, 0x02, 0x00, 0x01], 0x81),
         ("topic name holding U+0000", Vec::new(), 0x81),

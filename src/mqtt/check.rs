@@ -236,7 +236,7 @@ pub fn publish(version: Version, flags: u8, body: &[u8]) -> Result<Publish, Deco
     check_topic_name(topic)?;
     let pkid = if qos > 0 { r.u16("packet identifier")? } else { 0 };
     if qos > 0 && pkid == 0 {
-        return Err(malformed("packet identifier 0"));
+        return Err(protocol_error("packet identifier 0"));
     }
     let (mut alias, mut props, mut sub_id) = (None, PubProps::default(), false);
     if version == Version::V5 {
@@ -341,8 +341,12 @@ pub fn packet(version: Version, kind: u8, body: &[u8]) -> Result<(), DecodeError
             while !r.b.is_empty() {
                 r.str("topic filter")?;
                 let o = r.u8("subscription options")?;
-                if o & 3 == 3 {
+                // 3.1.1: malformed (3.8.3.1); 5: "a Protocol Error" (3.8.3.1).
+                if o & 3 == 3 && !v5 {
                     return Err(malformed("subscription at QoS 3"));
+                }
+                if o & 3 == 3 {
+                    return Err(protocol_error("subscription at QoS 3"));
                 }
                 if !v5 && o & 0xfc != 0 {
                     return Err(malformed("reserved bits set in a requested QoS"));

@@ -235,7 +235,10 @@ pub fn decode(version: Option<Version>, buf: &[u8], max: usize) -> Result<Decode
         6 | 8 | 10 => 0b0010,
         _ => 0,
     };
-    if flags != expected_flags {
+    // MQTT 3.1 sent PUBREL, SUBSCRIBE and UNSUBSCRIBE at "QoS 1", with DUP
+    // set when resent.
+    let v31_dup = version == Some(Version::V3) && expected_flags == 0b0010 && flags == 0b1010;
+    if flags != expected_flags && !v31_dup {
         return Err(malformed(format!("invalid flags {flags:#06b} for packet type {kind}")));
     }
     let body = &buf[h.header_len..total];
@@ -345,9 +348,11 @@ fn unsubscribe(pkid: u16, filters: Vec<String>) -> Result<Packet, DecodeError> {
     Ok(Packet::Unsubscribe { pkid, filters })
 }
 
+/// A packet identifier of 0 parses, and is not allowed (MQTT 5, 2.2.1): a
+/// protocol error, not a malformed packet (1.2's definitions).
 fn check_pkid(pkid: u16) -> Result<(), DecodeError> {
     if pkid == 0 {
-        return Err(malformed("packet identifier 0"));
+        return Err(protocol_error("packet identifier 0"));
     }
     Ok(())
 }
@@ -357,7 +362,7 @@ fn map_err(e: mqttbytes::Error) -> DecodeError {
     match e {
         E::TopicNotUtf8 => malformed("string is not valid UTF-8"),
         E::InvalidQoS(q) => malformed(format!("invalid QoS {q}")),
-        E::PacketIdZero => malformed("packet identifier 0"),
+        E::PacketIdZero => protocol_error("packet identifier 0"),
         E::SubscriptionIdZero => protocol_error("subscription identifier 0"),
         E::InvalidProtocolLevel(l) => {
             DecodeError { reason: reason::UNSUPPORTED_VERSION, message: format!("level {l}") }

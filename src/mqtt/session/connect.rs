@@ -147,6 +147,11 @@ pub(super) fn takeover(w: &mut Worker, old: u64, claim: Claim) {
     // A session that ends with its connection (clean session 1, or v5
     // expiry 0) has nothing to hand over: the new connection starts afresh
     // and is told so (session present 0), whatever its clean-start flag.
+    // The old connection's will goes out if the session ends here ("or the
+    // Session ends", MQTT 5 3.1.2.5), whatever its delay; if the session
+    // goes on, the new connection, open before the old one closed, cancels
+    // it ("a new Network Connection for the ClientID is opened before the
+    // Will Delay Interval has elapsed"), as Mosquitto does for 3.1.1 too.
     let state = if claim.clean_start || w.mqtt.sessions[slot].expiry == 0 {
         let s = &mut w.mqtt.sessions[slot];
         if let Some(will) = s.will.take() {
@@ -161,21 +166,13 @@ pub(super) fn takeover(w: &mut Worker, old: u64, claim: Claim) {
     w.peers.send(to, ShardMsg::Mqtt(Msg::Claimed { claim, state }));
 }
 
-/// The connection on `h` loses its session to a new connection. The old
-/// connection's will is published if it had no delay (its network
-/// connection closes abnormally); a delayed will is cancelled by the new
-/// connection.
+/// The connection on `h` loses its session to a new connection. Its will
+/// stays with the session for `takeover` to decide.
 pub(super) fn detach_for_takeover(w: &mut Worker, h: usize, slot: usize) {
     if let Some(m) = mqtt(w, h) {
         m.taken_over = true;
     }
-    let s = &mut w.mqtt.sessions[slot];
-    s.conn = None;
-    if let Some(will) = s.will.take() {
-        if will.delay == 0 {
-            publish_will(w, slot, *will);
-        }
-    }
+    w.mqtt.sessions[slot].conn = None;
 }
 
 /// Takes a session apart for another worker: its subscriptions are released

@@ -136,7 +136,12 @@ pub(super) fn transmit(
     } else {
         (None, true)
     };
-    let expiry = p.expires.map(|t| t.saturating_duration_since(now).as_secs().max(1) as u32);
+    // Whole seconds left, rounded up: a message that has waited 0.2 s of its
+    // 4 goes out with 4, as it has not waited one second yet.
+    let expiry = p.expires.map(|t| {
+        let left = t.saturating_duration_since(now);
+        (left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1) as u32
+    });
     // A QoS 0 packet with nothing subscriber-specific is the same for every
     // subscriber of this version: encode it once per delivery.
     let shared = out.qos == 0 && alias.is_none() && out.sub_ids.is_empty() && expiry.is_none();
