@@ -24,7 +24,6 @@ use rumqttc::v5::mqttbytes::QoS as Q5;
 use rumqttc::{Event, LastWill, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeReasonCode};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -984,27 +983,6 @@ fn retained_values_cross_protocols() {
 
 // ---------------------------------------------------------------------------
 // Mosquitto command-line clients
-
-fn mosquitto(tool: &str, args: &[&str]) -> std::process::Output {
-    Command::new(tool).args(args).output().unwrap_or_else(|e| {
-        panic!(
-            "cannot run `{tool}` ({e}): the MQTT interop tests need the Mosquitto command-line \
-             clients; install them with `apt-get install mosquitto-clients` (.ci/run does)"
-        )
-    })
-}
-
-fn ok_stdout(tool: &str, args: &[&str]) -> String {
-    let out = mosquitto(tool, args);
-    assert!(
-        out.status.success(),
-        "{tool} {args:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[test]
 fn mosquitto_clients_interoperate() {

@@ -9,7 +9,7 @@
 mod common;
 
 use common::raw::*;
-use common::router;
+use common::{ok_stdout, router};
 use fennec::server::Running;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -698,5 +698,35 @@ fn sys_topics_are_published_and_read_only() {
     let (mut sys, _) = Raw::connected(mqtt_addr(&r), 4, "sys-off", true, 0);
     subscribed(&mut sys, 4, b"$SYS/#", 0);
     sys.quiet();
+    r.shutdown();
+}
+
+/// The Mosquitto command-line clients: 3.1 (`-V mqttv31`) to and from 5,
+/// and `$SYS` read as a Mosquitto user reads it.
+#[test]
+fn mosquitto_clients_speak_3_1_and_read_sys() {
+    let r = router(&["--cores", "2", "--sys-interval", "1"]);
+    let port = mqtt_addr(&r).port().to_string();
+    fn with<'a>(port: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+        [&["-h", "127.0.0.1", "-p", port][..], args].concat()
+    }
+    let at = |args: &[&'static str]| with(&port, args);
+    let version =
+        ok_stdout("mosquitto_sub", &at(&["-V", "mqttv31", "-t", "$SYS/broker/version", "-C", "1", "-W", "5"]));
+    assert!(version.starts_with("fennec version "), "{version}");
+    // Retained from a 3.1 publisher, read by a 5 and a 3.1 subscriber.
+    ok_stdout("mosquitto_pub", &at(&["-V", "mqttv31", "-q", "1", "-r", "-t", "m31/ret", "-m", "from 3.1"]));
+    for v in ["mqttv5", "mqttv31"] {
+        let got = ok_stdout(
+            "mosquitto_sub",
+            &at(&["-V", v, "-q", "2", "-t", "m31/+", "-C", "1", "-W", "5", "-F", "%r %t %p"]),
+        );
+        assert_eq!(got.trim(), "1 m31/ret from 3.1", "{v}");
+    }
+    // Publishing to $SYS is refused: mosquitto_pub -V mqttv5 -q 1 is told 0x87.
+    let out =
+        common::mosquitto("mosquitto_pub", &at(&["-V", "mqttv5", "-q", "1", "-t", "$SYS/broker/x", "-m", "no", "-d"]));
+    let log = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("PUBACK (Mid: 1, RC:135)") && log.contains("Not authorized"), "mosquitto_pub said:\n{log}");
     r.shutdown();
 }

@@ -221,3 +221,25 @@ pub fn mqtt_wait<T>(
         }
     }
 }
+
+/// Runs a Mosquitto command-line client (mosquitto_pub, mosquitto_sub).
+pub fn mosquitto(tool: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(tool).args(args).output().unwrap_or_else(|e| {
+        panic!(
+            "cannot run `{tool}` ({e}): the MQTT interop tests need the Mosquitto command-line \
+             clients; install them with `apt-get install mosquitto-clients` (scripts/test does)"
+        )
+    })
+}
+
+pub fn ok_stdout(tool: &str, args: &[&str]) -> String {
+    let out = mosquitto(tool, args);
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
