@@ -8,6 +8,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Default bound of one message (WAMP) or packet (MQTT): 16 MiB, so a 1 MiB
+/// binary argument in JSON (base64, a third larger) and more pass, as real
+/// applications expect; memory stays bounded by the outbound queues.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 << 20;
+
 /// What happens to a session whose outbound queue is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -45,7 +50,7 @@ pub struct Cli {
     /// URI rules for topics and procedures: loose or strict [default: loose].
     #[arg(long, value_name = "RULES")]
     pub uri_check: Option<UriCheck>,
-    /// Largest WebSocket message accepted, in bytes; bigger closes the connection (1009) [default: 1048576].
+    /// Largest WebSocket message accepted, in bytes; bigger closes the connection (1009) [default: 16777216].
     #[arg(long, value_name = "BYTES")]
     pub max_message_size: Option<usize>,
     /// Bound of each session's outbound queue, in bytes [default: 4194304].
@@ -278,7 +283,7 @@ impl Config {
             return Err(format!("--path must start with '/', got '{path}'"));
         }
         let limits = Limits {
-            max_message_size: cli.max_message_size.or(file.limits.max_message_size).unwrap_or(1 << 20),
+            max_message_size: cli.max_message_size.or(file.limits.max_message_size).unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
             outbound_queue_bytes: cli.outbound_queue_bytes.or(file.limits.outbound_queue_bytes).unwrap_or(4 << 20),
             outbound_queue_messages: cli
                 .outbound_queue_messages

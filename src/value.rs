@@ -213,6 +213,12 @@ mod tests {
         assert_eq!(&mp[..3], &[0x92, 0xc4, 4]);
         let back: Value = rmp_serde::from_slice(&mp).unwrap();
         assert_eq!(back, v);
+        let mut cbor = Vec::new();
+        ciborium::ser::into_writer(&v, &mut cbor).unwrap();
+        // 0x82 = array(2), 0x44 = bytes(4)
+        assert_eq!(&cbor[..2], &[0x82, 0x44]);
+        let back: Value = ciborium::de::from_reader(&cbor[..]).unwrap();
+        assert_eq!(back, v);
     }
 
     #[test]

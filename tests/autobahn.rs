@@ -94,7 +94,7 @@ fn setup_pyenv() -> Result<PathBuf, String> {
     if !out.status.success() {
         return Err(format!(
             "`pip install -r {}` failed ({}): the interop tests need the Python packages \
-             autobahn, msgpack, paho-mqtt and pytest from PyPI (network access to PyPI required)\n{}",
+             autobahn, msgpack, cbor2, paho-mqtt and pytest from PyPI (network access to PyPI required)\n{}",
             requirements.display(),
             out.status,
             output_text(&out)
@@ -437,7 +437,7 @@ fn sigterm_sends_system_shutdown_and_exits_zero() {
     let router_status =
         router_status.unwrap_or_else(|| panic!("fennec did not exit within {SHUTDOWN_TIMEOUT:?} of SIGTERM\n{report}"));
     assert_eq!(router_status.code(), Some(0), "fennec must exit 0 on SIGTERM\n{report}");
-    for ser in ["json", "msgpack"] {
+    for ser in ["cbor", "json", "msgpack"] {
         let want = format!("GOODBYE {ser} wamp.close.system_shutdown");
         assert!(
             out.lines().any(|l| l.trim() == want),

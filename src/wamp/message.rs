@@ -34,18 +34,23 @@ pub const YIELD: u64 = 70;
 /// Largest WAMP ID: IDs are integers in [0, 2^53].
 pub const MAX_ID: u64 = 1 << 53;
 
-/// The two WebSocket subprotocols.
+/// The serializers, by their WebSocket subprotocols.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Serializer {
     Json,
     MsgPack,
+    Cbor,
 }
+
+/// Every serializer, in the router's order of preference.
+pub const SERIALIZERS: [Serializer; 3] = [Serializer::Json, Serializer::MsgPack, Serializer::Cbor];
 
 impl Serializer {
     pub fn subprotocol(self) -> &'static str {
         match self {
             Serializer::Json => "wamp.2.json",
             Serializer::MsgPack => "wamp.2.msgpack",
+            Serializer::Cbor => "wamp.2.cbor",
         }
     }
 
@@ -53,6 +58,7 @@ impl Serializer {
         match name {
             "wamp.2.json" => Some(Serializer::Json),
             "wamp.2.msgpack" => Some(Serializer::MsgPack),
+            "wamp.2.cbor" => Some(Serializer::Cbor),
             _ => None,
         }
     }
@@ -101,6 +107,16 @@ fn err<T>(msg: impl Into<String>) -> Result<T, DecodeError> {
     Err(DecodeError(msg.into()))
 }
 
+/// One CBOR data item, and nothing after it.
+fn cbor_value(bytes: &[u8]) -> Result<Value, DecodeError> {
+    let mut rest = bytes;
+    let value = ciborium::de::from_reader(&mut rest).map_err(|e| DecodeError(format!("invalid CBOR: {e}")))?;
+    if !rest.is_empty() {
+        return err(format!("{} bytes after the CBOR message", rest.len()));
+    }
+    Ok(value)
+}
+
 /// Decodes one WAMP message from one WebSocket message.
 pub fn decode(ser: Serializer, bytes: &[u8]) -> Result<Msg, DecodeError> {
     let value: Value = match ser {
@@ -108,6 +124,7 @@ pub fn decode(ser: Serializer, bytes: &[u8]) -> Result<Msg, DecodeError> {
         Serializer::MsgPack => {
             rmp_serde::from_slice(bytes).map_err(|e| DecodeError(format!("invalid MessagePack: {e}")))?
         }
+        Serializer::Cbor => cbor_value(bytes)?,
     };
     let Value::List(items) = value else {
         return err("a WAMP message must be an array");
@@ -316,6 +333,7 @@ pub fn encode_fields(ser: Serializer, fields: &[Field], out: &mut Vec<u8>) {
             let mut s = rmp_serde::Serializer::new(out);
             fields.serialize(&mut s).expect("MessagePack encoding into a Vec")
         }
+        Serializer::Cbor => ciborium::ser::into_writer(&fields, out).expect("CBOR encoding into a Vec"),
     }
 }
 
@@ -382,7 +400,7 @@ mod tests {
     use super::*;
 
     fn roundtrip(msg: Msg) {
-        for ser in [Serializer::Json, Serializer::MsgPack] {
+        for ser in SERIALIZERS {
             let mut out = Vec::new();
             encode(ser, &msg, &mut out);
             assert_eq!(decode(ser, &out).unwrap(), msg, "{ser:?}");
@@ -462,5 +480,10 @@ mod tests {
             assert!(decode(Serializer::Json, b.as_bytes()).is_err(), "{b} accepted");
         }
         assert!(decode(Serializer::MsgPack, &[0xc1]).is_err());
+        // CBOR: a break code alone, a message with bytes after it, nesting past the limit.
+        assert!(decode(Serializer::Cbor, &[0xff]).is_err());
+        assert!(decode(Serializer::Cbor, &[0x83, 0x06, 0xa0, 0x61, b'x', 0x00]).is_err());
+        assert!(decode(Serializer::Cbor, &[0x81; 10_000]).is_err());
+        assert!(decode(Serializer::Cbor, &[0x83, 0x06, 0xa0, 0x61, b'x']).is_ok(), "GOODBYE");
     }
 }

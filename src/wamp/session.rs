@@ -54,7 +54,7 @@ pub struct WampSession {
 fn opcode(ser: Serializer) -> Opcode {
     match ser {
         Serializer::Json => Opcode::Text,
-        Serializer::MsgPack => Opcode::Binary,
+        Serializer::MsgPack | Serializer::Cbor => Opcode::Binary,
     }
 }
 
@@ -546,7 +546,7 @@ pub fn on_caller_gone(w: &mut Worker, caller: SessionRef) {
 /// Per-subscription cache of the framed EVENT, one per serializer.
 #[derive(Default)]
 pub struct EventCache {
-    frames: [Option<Bytes>; 2],
+    frames: [Option<Bytes>; crate::wamp::message::SERIALIZERS.len()],
 }
 
 /// The framed EVENT of `p` for the subscriber on `handle`, or `None` if that

@@ -127,8 +127,10 @@ impl Worker {
     pub fn new(s: Setup) -> Worker {
         let workers = s.senders.len();
         let now = Instant::now();
-        let mut endpoints =
-            vec![Endpoint { path: s.config.path.clone(), protocols: &["wamp.2.json", "wamp.2.msgpack"] }];
+        let mut endpoints = vec![Endpoint {
+            path: s.config.path.clone(),
+            protocols: &["wamp.2.json", "wamp.2.msgpack", "wamp.2.cbor"],
+        }];
         if let Some(path) = &s.config.mqtt.ws_path {
             endpoints.push(Endpoint { path: path.clone(), protocols: &["mqtt"] });
         }
@@ -296,9 +298,11 @@ impl Worker {
     pub fn send_event(&mut self, handle: usize, bytes: Bytes) -> bool {
         let limits = &self.cfg.limits;
         let c = &mut self.conns[handle];
-        if c.out.bytes() + bytes.len() > limits.outbound_queue_bytes
-            || c.out.messages() >= limits.outbound_queue_messages
-        {
+        // An empty queue takes any one event, however large (up to the
+        // message bound), so a message over the queue's byte bound is not
+        // undeliverable: the queue then holds at most bound + one message.
+        let full = c.out.bytes() + bytes.len() > limits.outbound_queue_bytes && !c.out.is_empty();
+        if full || c.out.messages() >= limits.outbound_queue_messages {
             self.metrics.counters.events_dropped += 1;
             if c.over_since.is_none() {
                 c.over_since = Some(self.now);

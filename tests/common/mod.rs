@@ -81,7 +81,7 @@ impl Client {
         encode(self.ser, msg, &mut out);
         match self.ser {
             Serializer::Json => Message::text(String::from_utf8(out).unwrap()),
-            Serializer::MsgPack => Message::binary(out),
+            Serializer::MsgPack | Serializer::Cbor => Message::binary(out),
         }
     }
 

@@ -26,14 +26,14 @@ def url():
 
 @pytest.fixture(params=sorted(SERIALIZERS), ids=sorted(SERIALIZERS))
 def serializer(request):
-    """Each test taking this fixture runs once with JSON and once with MessagePack."""
+    """Each test taking this fixture runs once with each serializer (CBOR, JSON, MessagePack)."""
     return SERIALIZERS[request.param]
 
 
-@pytest.fixture(
-    params=[("json", "msgpack"), ("msgpack", "json")],
-    ids=["json-to-msgpack", "msgpack-to-json"],
-)
+PAIRS = [(a, b) for a in sorted(SERIALIZERS) for b in sorted(SERIALIZERS) if a != b]
+
+
+@pytest.fixture(params=PAIRS, ids=[f"{a}-to-{b}" for a, b in PAIRS])
 def serializer_pair(request):
     """(sending side, receiving side) serializers for cross-serializer tests."""
     a, b = request.param

@@ -18,7 +18,7 @@ from autobahn.asyncio.wamp import ApplicationSession  # noqa: E402
 from autobahn.asyncio.websocket import WampWebSocketClientFactory  # noqa: E402
 from autobahn.wamp import message  # noqa: E402
 from autobahn.wamp.exception import ApplicationError  # noqa: E402
-from autobahn.wamp.serializer import JsonSerializer, MsgPackSerializer  # noqa: E402
+from autobahn.wamp.serializer import CBORSerializer, JsonSerializer, MsgPackSerializer  # noqa: E402
 from autobahn.wamp.types import ComponentConfig  # noqa: E402
 
 # Per-step timeout: any single wait in a test (join, call, event, leave).
@@ -27,6 +27,7 @@ STEP_TIMEOUT = float(os.environ.get("FENNEC_INTEROP_STEP_TIMEOUT", "10"))
 TEST_TIMEOUT = float(os.environ.get("FENNEC_INTEROP_TEST_TIMEOUT", "60"))
 
 SERIALIZERS = {
+    "cbor": CBORSerializer,
     "json": JsonSerializer,
     "msgpack": MsgPackSerializer,
 }

@@ -57,3 +57,24 @@ def test_call_across_serializers(serializer_pair):
             assert res.kwresults == expected
 
     run(body())
+
+
+def test_one_mib_binary_crosses_serializers(serializer_pair):
+    """A 1 MiB binary argument passes with the default configuration (in
+    JSON it travels as base64, a third larger), as an event and as a call."""
+    pub_ser, sub_ser = serializer_pair
+    blob = bytes(range(256)) * 4096
+
+    async def body():
+        async with Sessions() as ss:
+            sub = await ss.open(sub_ser)
+            pub = await ss.open(pub_ser)
+            inbox = Inbox()
+            await sub.subscribe(inbox.handler(), "com.example.mixed.big")
+            await sub.register(lambda b: len(b), "com.example.mixed.size")
+            await pub.publish("com.example.mixed.big", blob, options=PublishOptions(acknowledge=True))
+            (_, args, _, _), = await inbox.wait_for_count(1)
+            assert args[0] == blob
+            assert await pub.call("com.example.mixed.size", blob) == len(blob)
+
+    run(body())

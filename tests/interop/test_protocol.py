@@ -8,6 +8,7 @@ import asyncio
 import json
 from urllib.parse import urlparse
 
+import cbor2
 import msgpack
 from autobahn.asyncio.websocket import WebSocketClientFactory, WebSocketClientProtocol
 
@@ -34,7 +35,7 @@ class RawProtocol(WebSocketClientProtocol):
 class RawClient:
     def __init__(self, subprotocol):
         self.subprotocol = subprotocol
-        self.binary = subprotocol == "wamp.2.msgpack"
+        self.binary = subprotocol != "wamp.2.json"
 
     async def connect(self):
         url = router_url()
@@ -52,10 +53,14 @@ class RawClient:
         return self
 
     def decode(self, payload):
+        if self.subprotocol == "wamp.2.cbor":
+            return cbor2.loads(payload)
         return msgpack.unpackb(payload, raw=False) if self.binary else json.loads(payload)
 
     def send(self, msg):
-        if self.binary:
+        if self.subprotocol == "wamp.2.cbor":
+            self.proto.sendMessage(cbor2.dumps(msg), isBinary=True)
+        elif self.binary:
             self.proto.sendMessage(msgpack.packb(msg, use_bin_type=True), isBinary=True)
         else:
             self.proto.sendMessage(json.dumps(msg).encode(), isBinary=False)
@@ -68,7 +73,7 @@ class RawClient:
 
 
 def subprotocol_of(serializer):
-    # JsonSerializer -> "wamp.2.json", MsgPackSerializer -> "wamp.2.msgpack"
+    # JsonSerializer -> "wamp.2.json", MsgPackSerializer -> "wamp.2.msgpack", CBORSerializer -> "wamp.2.cbor"
     return f"wamp.2.{serializer.SERIALIZER_ID}"
 
 
