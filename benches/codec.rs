@@ -7,7 +7,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use fennec::mqtt::codec::{self as mqtt, Decoded, PubOut, PubProps, Version};
 use fennec::value::{Dict, Payload, Value};
 use fennec::wamp::message::{decode, encode, Field, Msg, Serializer, EVENT};
-use fennec::wamp::session::frame_fields;
+use fennec::wamp::session::{frame_fields, Framing};
 
 fn publish(ser: Serializer) -> Vec<u8> {
     let msg = Msg::Publish {
@@ -38,7 +38,7 @@ fn bench(c: &mut Criterion) {
                     Field::Dict(&details),
                     Field::Payload(&payload),
                 ];
-                frame_fields(ser, &fields)
+                frame_fields(ser, Framing::WebSocket, &fields)
             })
         });
     }

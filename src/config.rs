@@ -41,6 +41,9 @@ pub struct Cli {
     /// HTTP path of the WAMP WebSocket endpoint [default: /ws].
     #[arg(long, value_name = "PATH")]
     pub path: Option<String>,
+    /// Address of a WAMP-over-RawSocket listener (port 0 picks a free port) [default: none].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub rawsocket: Option<SocketAddr>,
     /// A realm to serve (repeatable) [default: realm1].
     #[arg(long = "realm", value_name = "NAME")]
     pub realms: Vec<String>,
@@ -174,6 +177,8 @@ pub struct File {
 pub struct WampFile {
     pub listen: Option<SocketAddr>,
     pub path: Option<String>,
+    /// WAMP-over-RawSocket listener (none by default).
+    pub rawsocket: Option<SocketAddr>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -227,6 +232,8 @@ pub struct Config {
     pub pin: bool,
     pub listen: SocketAddr,
     pub path: String,
+    /// WAMP-over-RawSocket listener, if any.
+    pub rawsocket: Option<SocketAddr>,
     pub realms: Vec<RealmConfig>,
     pub any_realm: bool,
     pub uri_check: UriCheck,
@@ -336,6 +343,7 @@ impl Config {
             pin: !cli.no_pin && file.pin.unwrap_or(true),
             listen: cli.listen.or(file.wamp.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("literal")),
             path,
+            rawsocket: cli.rawsocket.or(file.wamp.rawsocket),
             realms,
             any_realm: cli.any_realm || file.any_realm.unwrap_or(false),
             uri_check,

@@ -174,6 +174,8 @@ impl OutQueue {
 pub enum Proto {
     /// Waiting for the HTTP upgrade request.
     Http,
+    /// Waiting for the 4-octet RawSocket handshake.
+    RawHandshake,
     Wamp(Box<WampConn>),
     /// MQTT over TCP, or over WebSocket after the upgrade.
     Mqtt(Box<crate::mqtt::session::MqttConn>),

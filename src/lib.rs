@@ -4,6 +4,7 @@ pub mod config;
 pub mod conn;
 pub mod metrics;
 pub mod mqtt;
+pub mod rawsocket;
 pub mod router;
 pub mod server;
 pub mod value;

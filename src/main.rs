@@ -35,6 +35,9 @@ fn main() -> ExitCode {
     if let (Some(addr), Some(ws)) = (running.mqtt_addr, mqtt_ws) {
         println!("fennec MQTT listening on mqtt://{addr} and ws://{}{ws}", running.local_addr);
     }
+    if let Some(addr) = running.rawsocket_addr {
+        println!("fennec RawSocket listening on tcp://{addr}");
+    }
     let _ = std::io::stdout().flush();
     if let Some(sig) = signals.forever().next() {
         eprintln!("fennec: signal {sig}, shutting down");

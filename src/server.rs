@@ -23,6 +23,7 @@ const METRICS_CAPACITY: usize = 256;
 const LISTENER: Token = Token(0);
 const STOP: Token = Token(1);
 const MQTT_LISTENER: Token = Token(2);
+const RAW_LISTENER: Token = Token(3);
 
 /// A running router.
 pub struct Running {
@@ -30,6 +31,8 @@ pub struct Running {
     pub local_addr: SocketAddr,
     /// The address of the MQTT listener, if MQTT is on.
     pub mqtt_addr: Option<SocketAddr>,
+    /// The address of the WAMP-over-RawSocket listener, if there is one.
+    pub rawsocket_addr: Option<SocketAddr>,
     stop: Arc<Waker>,
     acceptor: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
@@ -57,6 +60,16 @@ pub fn start(cfg: Config) -> io::Result<Running> {
         None => None,
     };
     let mqtt_addr = match &mqtt_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+    let mut raw_listener = match cfg.rawsocket {
+        Some(addr) => {
+            Some(bind(addr).map_err(|e| io::Error::new(e.kind(), format!("RawSocket listener {addr}: {e}")))?)
+        }
+        None => None,
+    };
+    let rawsocket_addr = match &raw_listener {
         Some(l) => Some(l.local_addr()?),
         None => None,
     };
@@ -108,14 +121,19 @@ pub fn start(cfg: Config) -> io::Result<Running> {
     if let Some(l) = &mut mqtt_listener {
         accept_poll.registry().register(l, MQTT_LISTENER, Interest::READABLE)?;
     }
+    if let Some(l) = &mut raw_listener {
+        accept_poll.registry().register(l, RAW_LISTENER, Interest::READABLE)?;
+    }
     let (acc_senders, acc_wakers) = (senders.clone(), wakers.clone());
+    let listeners = Listeners { http: listener, mqtt: mqtt_listener, raw: raw_listener };
     let acceptor = std::thread::Builder::new()
         .name("acceptor".into())
-        .spawn(move || accept_loop(accept_poll, listener, mqtt_listener, acc_senders, acc_wakers))?;
+        .spawn(move || accept_loop(accept_poll, listeners, acc_senders, acc_wakers))?;
 
     Ok(Running {
         local_addr,
         mqtt_addr,
+        rawsocket_addr,
         stop,
         acceptor: Some(acceptor),
         workers,
@@ -127,13 +145,13 @@ pub fn start(cfg: Config) -> io::Result<Running> {
 
 /// Accepts connections and hands them to workers round-robin, so that
 /// consecutive connections land on different cores.
-fn accept_loop(
-    mut poll: Poll,
-    listener: TcpListener,
+struct Listeners {
+    http: TcpListener,
     mqtt: Option<TcpListener>,
-    senders: Vec<Sender<ShardMsg>>,
-    wakers: Vec<Arc<Waker>>,
-) {
+    raw: Option<TcpListener>,
+}
+
+fn accept_loop(mut poll: Poll, listeners: Listeners, senders: Vec<Sender<ShardMsg>>, wakers: Vec<Arc<Waker>>) {
     let mut events = Events::with_capacity(64);
     let mut next = 0usize;
     loop {
@@ -149,9 +167,12 @@ fn accept_loop(
                 return;
             }
         }
-        accept_all(&listener, Listener::Http, &senders, &wakers, &mut next);
-        if let Some(m) = &mqtt {
+        accept_all(&listeners.http, Listener::Http, &senders, &wakers, &mut next);
+        if let Some(m) = &listeners.mqtt {
             accept_all(m, Listener::Mqtt, &senders, &wakers, &mut next);
+        }
+        if let Some(r) = &listeners.raw {
+            accept_all(r, Listener::RawSocket, &senders, &wakers, &mut next);
         }
     }
 }

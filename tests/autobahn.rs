@@ -32,6 +32,7 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 const READY_MARKER: &str = "fennec listening on ws://";
 const MQTT_READY_MARKER: &str = "fennec MQTT listening on mqtt://";
+const RAWSOCKET_READY_MARKER: &str = "fennec RawSocket listening on tcp://";
 /// The pytest files that need the MQTT listener (`FENNEC_MQTT`).
 const MQTT_TESTS: &[&str] = &["test_mqtt_paho.py", "test_mqtt_conformance.py"];
 
@@ -237,6 +238,8 @@ struct Router {
     url: String,
     /// `HOST:PORT` of the MQTT listener (routers started with `start_with_mqtt`).
     mqtt: Option<String>,
+    /// `HOST:PORT` of the RawSocket listener (routers started with `--rawsocket`).
+    rawsocket: Option<String>,
 }
 
 fn fennec_bin() -> &'static str {
@@ -259,6 +262,13 @@ fn parse_ready_line(line: &str) -> Option<String> {
     // ws://127.0.0.1:PORT/ws
     let port: u16 = url.strip_prefix("ws://")?.split('/').next()?.rsplit(':').next()?.parse().ok()?;
     (port != 0).then(|| format!("ws://127.0.0.1:{port}/ws"))
+}
+
+/// `HOST:PORT` from `fennec RawSocket listening on tcp://HOST:PORT`.
+fn parse_rawsocket_ready_line(line: &str) -> Option<String> {
+    let addr = line.split(RAWSOCKET_READY_MARKER).nth(1)?.trim();
+    let port: u16 = addr.rsplit(':').next()?.parse().ok()?;
+    (port != 0).then(|| addr.to_string())
 }
 
 /// `HOST:PORT` from `fennec MQTT listening on mqtt://HOST:PORT and ws://...`.
@@ -311,7 +321,15 @@ impl Router {
                 )
             })
         });
-        Router { proc, stdout, stderr, url, mqtt }
+        let rawsocket = extra_args.contains(&"--rawsocket").then(|| {
+            stdout.wait_line(READY_TIMEOUT, parse_rawsocket_ready_line).unwrap_or_else(|| {
+                panic!(
+                    "fennec did not print `{RAWSOCKET_READY_MARKER}HOST:PORT`\n--- stdout ---\n{}",
+                    stdout.snapshot()
+                )
+            })
+        });
+        Router { proc, stdout, stderr, url, mqtt, rawsocket }
     }
 
     fn log(&self) -> String {
@@ -350,9 +368,11 @@ fn run_python(mut cmd: Command, timeout: Duration, what: &str) -> (ExitStatus, S
 #[test]
 fn autobahn_interop_suite() {
     let _python = pyenv_python();
-    let router = Router::start(&[]);
+    let router = Router::start(&["--rawsocket", "127.0.0.1:0"]);
 
     let mut cmd = python_command(&router.url);
+    // test_rawsocket.py reaches the same router over RawSocket.
+    cmd.env("FENNEC_RAWSOCKET", router.rawsocket.as_deref().expect("RawSocket address"));
     // tests/interop/pytest.ini disables the cache provider (no .pytest_cache).
     cmd.args(["-m", "pytest", "-q"]).arg(interop_dir());
     // The MQTT files run in `paho_mqtt_interop_suite`, against a router with MQTT.

@@ -279,6 +279,8 @@ pub enum Listener {
     Http,
     /// MQTT over TCP.
     Mqtt,
+    /// WAMP over RawSocket.
+    RawSocket,
 }
 
 /// Identifies a pending barrier at its owner worker.

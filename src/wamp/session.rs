@@ -7,6 +7,7 @@ use super::uri::{valid_pattern, valid_uri};
 use crate::config::SlowPolicy;
 use crate::metrics::{CloseReason, Op};
 use crate::mqtt::session::Converted;
+use crate::rawsocket;
 use crate::router::owner::Outbox;
 use crate::router::{
     owner_of, Body, CallDone, CallOutcome, Invoke, MatchPolicy, Member, Publication, Realm, RegRequest, RetainedReply,
@@ -21,16 +22,45 @@ use bytes::Bytes;
 use rand::Rng;
 use std::time::Instant;
 
-/// The WAMP state of one WebSocket connection.
+/// How a connection's WAMP messages are framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    WebSocket,
+    /// WAMP over RawSocket; the client takes messages of at most `max_out` octets.
+    RawSocket {
+        max_out: usize,
+    },
+}
+
+impl Framing {
+    /// Index into per-framing caches.
+    fn index(self) -> usize {
+        match self {
+            Framing::WebSocket => 0,
+            Framing::RawSocket { .. } => 1,
+        }
+    }
+
+    /// Whether a framed message can go to this peer (RawSocket: its limit).
+    fn fits(self, framed: &Bytes) -> bool {
+        match self {
+            Framing::WebSocket => true,
+            Framing::RawSocket { max_out } => framed.len() - 4 <= max_out,
+        }
+    }
+}
+
+/// The WAMP state of one connection (WebSocket or RawSocket).
 pub struct WampConn {
     pub ser: Serializer,
+    pub framing: Framing,
     /// `None` until HELLO is accepted, and again after GOODBYE.
     pub session: Option<WampSession>,
 }
 
 impl WampConn {
-    pub fn new(ser: Serializer) -> WampConn {
-        WampConn { ser, session: None }
+    pub fn new(ser: Serializer, framing: Framing) -> WampConn {
+        WampConn { ser, framing, session: None }
     }
 }
 
@@ -59,30 +89,45 @@ fn opcode(ser: Serializer) -> Opcode {
 }
 
 /// Encodes and frames a message in one buffer: the payload is written after
-/// room for the largest header, then the header is written right before it.
-pub fn frame_fields(ser: Serializer, fields: &[Field]) -> Bytes {
+/// room for the largest header, then the header (WebSocket, or the 4-octet
+/// RawSocket prefix) is written right before it.
+pub fn frame_fields(ser: Serializer, framing: Framing, fields: &[Field]) -> Bytes {
     let mut buf = Vec::with_capacity(128);
     buf.resize(MAX_HEADER, 0);
     encode_fields(ser, fields, &mut buf);
-    finish_frame(ser, buf)
+    finish_frame(ser, framing, buf)
 }
 
-fn frame_msg(ser: Serializer, msg: &Msg) -> Bytes {
+fn frame_msg(ser: Serializer, framing: Framing, msg: &Msg) -> Bytes {
     let mut buf = Vec::with_capacity(128);
     buf.resize(MAX_HEADER, 0);
     encode(ser, msg, &mut buf);
-    finish_frame(ser, buf)
+    finish_frame(ser, framing, buf)
 }
 
-fn finish_frame(ser: Serializer, mut buf: Vec<u8>) -> Bytes {
+fn finish_frame(ser: Serializer, framing: Framing, mut buf: Vec<u8>) -> Bytes {
     let len = buf.len() - MAX_HEADER;
-    let start = frame::header_into(&mut buf[..MAX_HEADER], opcode(ser), len);
+    let start = match framing {
+        Framing::WebSocket => frame::header_into(&mut buf[..MAX_HEADER], opcode(ser), len),
+        Framing::RawSocket { .. } => {
+            // A message over 2^24 octets has no prefix; `fits` refuses it.
+            let prefix = rawsocket::prefix(rawsocket::Kind::Message, len.min(rawsocket::MAX_LENGTH));
+            buf[MAX_HEADER - 4..MAX_HEADER].copy_from_slice(&prefix);
+            MAX_HEADER - 4
+        }
+    };
     Bytes::from(buf).slice(start..)
 }
 
+/// Queues a reply. One that a RawSocket client cannot take (over the
+/// length it asked for) ends the connection: the transport cannot carry it.
 fn send(w: &mut Worker, handle: usize, msg: &Msg) {
-    let Some(ser) = w.conns[handle].wamp().map(|c| c.ser) else { return };
-    w.send_bytes(handle, frame_msg(ser, msg));
+    let Some((ser, framing)) = w.conns[handle].wamp().map(|c| (c.ser, c.framing)) else { return };
+    let bytes = frame_msg(ser, framing, msg);
+    if !framing.fits(&bytes) {
+        return w.close(handle, CloseReason::ProtocolViolation, None);
+    }
+    w.send_bytes(handle, bytes);
 }
 
 fn error(w: &mut Worker, handle: usize, request_type: u64, request: u64, error: &str, message: Option<String>) {
@@ -366,7 +411,7 @@ pub fn on_retained(w: &mut Worker, handle: usize, reply: &RetainedReply, values:
     if w.sessions.get(&reply.session) != Some(&handle) || !session(w, handle).subs.contains(&reply.subscription) {
         return;
     }
-    let Some(ser) = w.conns[handle].wamp().map(|c| c.ser) else { return };
+    let Some((ser, framing)) = w.conns[handle].wamp().map(|c| (c.ser, c.framing)) else { return };
     for p in values {
         if p.expired(w.now) {
             continue;
@@ -383,7 +428,11 @@ pub fn on_retained(w: &mut Worker, handle: usize, reply: &RetainedReply, values:
             Field::Dict(&details),
             Field::Payload(conv.wamp_payload(&p.body)),
         ];
-        let bytes = frame_fields(ser, &fields);
+        let bytes = frame_fields(ser, framing, &fields);
+        if !framing.fits(&bytes) {
+            w.metrics.counters.events_dropped += 1;
+            continue;
+        }
         w.send_bytes(handle, bytes);
     }
 }
@@ -546,13 +595,14 @@ pub fn on_caller_gone(w: &mut Worker, caller: SessionRef) {
 /// Per-subscription cache of the framed EVENT, one per serializer.
 #[derive(Default)]
 pub struct EventCache {
-    frames: [Option<Bytes>; crate::wamp::message::SERIALIZERS.len()],
+    frames: [Option<Bytes>; 2 * crate::wamp::message::SERIALIZERS.len()],
 }
 
 /// The framed EVENT of `p` for the subscriber on `handle`, or `None` if that
-/// subscriber must not get it (it is the publisher, with `exclude_me`).
+/// subscriber must not get it (it is the publisher, with `exclude_me`; or a
+/// RawSocket client that asked for shorter messages: dropped and counted).
 pub fn event_for(
-    w: &Worker,
+    w: &mut Worker,
     handle: usize,
     subscription: u64,
     policy: MatchPolicy,
@@ -565,10 +615,31 @@ pub fn event_for(
     if p.exclude_me && p.publisher.id == s.id && p.publisher.worker == w.id {
         return None;
     }
-    let slot = &mut cache.frames[conn.ser.index()];
-    if let Some(bytes) = slot {
-        return Some(bytes.clone());
+    let (ser, framing) = (conn.ser, conn.framing);
+    let slot = &mut cache.frames[framing.index() * m::SERIALIZERS.len() + ser.index()];
+    let bytes = match slot {
+        Some(bytes) => bytes.clone(),
+        None => {
+            let bytes = frame_event(subscription, policy, p, ser, framing, conv);
+            *slot = Some(bytes.clone());
+            bytes
+        }
+    };
+    if !framing.fits(&bytes) {
+        w.metrics.counters.events_dropped += 1;
+        return None;
     }
+    Some(bytes)
+}
+
+fn frame_event(
+    subscription: u64,
+    policy: MatchPolicy,
+    p: &Publication,
+    ser: Serializer,
+    framing: Framing,
+    conv: &mut Converted,
+) -> Bytes {
     // A pattern subscription tells the subscriber which topic matched.
     let topic_detail;
     let details: &Dict = if policy == MatchPolicy::Exact {
@@ -584,9 +655,7 @@ pub fn event_for(
         Field::Dict(details),
         Field::Payload(conv.wamp_payload(&p.body)),
     ];
-    let bytes = frame_fields(conn.ser, &fields);
-    *slot = Some(bytes.clone());
-    Some(bytes)
+    frame_fields(ser, framing, &fields)
 }
 
 static EMPTY: Dict = Vec::new();
@@ -642,8 +711,9 @@ pub fn shutdown(w: &mut Worker, handle: usize) {
     if conn.session.is_none() {
         return;
     }
-    let ser = conn.ser;
-    let bytes = frame_msg(ser, &Msg::Goodbye { details: Dict::new(), reason: "wamp.close.system_shutdown".into() });
+    let (ser, framing) = (conn.ser, conn.framing);
+    let bytes =
+        frame_msg(ser, framing, &Msg::Goodbye { details: Dict::new(), reason: "wamp.close.system_shutdown".into() });
     // Bypass the queue bound: this is the last message.
     w.conns[handle].out.push(bytes);
 }

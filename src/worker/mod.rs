@@ -16,12 +16,13 @@ use crate::config::Config;
 use crate::conn::{Buf, Conn, Proto};
 use crate::metrics::{CloseReason, Snapshot, WorkerMetrics};
 use crate::mqtt::session::{MqttConn, MqttState};
+use crate::rawsocket;
 use crate::router::owner::Owner;
 use crate::router::procs::ProcTable;
 use crate::router::retained::RetainedStore;
 use crate::router::topics::TopicTable;
 use crate::router::{IdGen, Listener, Member, ShardMsg, SubKey, WorkerId};
-use crate::wamp::session::WampConn;
+use crate::wamp::session::{Framing, WampConn};
 use crate::ws::frame::{self, Opcode};
 use crate::ws::handshake::{self, Endpoint, Outcome};
 use ahash::AHashMap;
@@ -259,8 +260,10 @@ impl Worker {
         }
         self.next_serial += 1;
         let mut conn = Conn::new(stream, self.next_serial);
-        if listener == Listener::Mqtt {
-            conn.proto = Proto::Mqtt(Box::new(MqttConn::new(false, self.now)));
+        match listener {
+            Listener::Mqtt => conn.proto = Proto::Mqtt(Box::new(MqttConn::new(false, self.now))),
+            Listener::RawSocket => conn.proto = Proto::RawHandshake,
+            Listener::Http => {}
         }
         entry.insert(conn);
         self.opening.push_back((handle, self.next_serial, self.now + self.cfg.limits.open_timeout));
@@ -498,11 +501,62 @@ impl Worker {
                             Proto::Mqtt(Box::new(MqttConn::new(true, self.now)))
                         } else {
                             let ser = crate::wamp::message::Serializer::from_subprotocol(protocol).expect("offered");
-                            Proto::Wamp(Box::new(WampConn::new(ser)))
+                            Proto::Wamp(Box::new(WampConn::new(ser, Framing::WebSocket)))
                         };
                         self.send_bytes(handle, Bytes::from(response));
                     }
                 },
+                Proto::RawHandshake => {
+                    let Some(&req) = buf.data().first_chunk::<4>() else { return };
+                    buf.consume(4);
+                    match rawsocket::handshake(req, self.cfg.limits.max_message_size) {
+                        rawsocket::Handshake::Accept { ser, max_out, reply } => {
+                            let framing = Framing::RawSocket { max_out };
+                            self.conns[handle].proto = Proto::Wamp(Box::new(WampConn::new(ser, framing)));
+                            self.send_bytes(handle, Bytes::copy_from_slice(&reply));
+                        }
+                        rawsocket::Handshake::Refuse { reply, .. } => {
+                            buf.clear();
+                            self.send_bytes(handle, Bytes::copy_from_slice(&reply));
+                            return self.end_conn(handle, CloseReason::Handshake);
+                        }
+                        rawsocket::Handshake::NotRawSocket => {
+                            buf.clear();
+                            return self.end_conn(handle, CloseReason::Handshake);
+                        }
+                    }
+                }
+                Proto::Wamp(w) if w.framing != Framing::WebSocket => {
+                    let mut need = 0;
+                    let f = match rawsocket::parse(buf.data(), max.min(rawsocket::MAX_LENGTH), &mut need) {
+                        Ok(Some(f)) => f,
+                        Ok(None) => {
+                            if need > buf.capacity() {
+                                buf.reserve(need - buf.len());
+                            }
+                            return;
+                        }
+                        Err(_) => {
+                            // RawSocket has no close frame: fail the connection.
+                            buf.clear();
+                            return self.close(handle, CloseReason::ProtocolViolation, None);
+                        }
+                    };
+                    let payload = &buf.data()[4..f.end];
+                    match f.kind {
+                        rawsocket::Kind::Message => {
+                            self.metrics.counters.messages_in += 1;
+                            crate::wamp::session::on_message(self, handle, payload);
+                        }
+                        rawsocket::Kind::Ping => {
+                            let mut pong = rawsocket::prefix(rawsocket::Kind::Pong, payload.len()).to_vec();
+                            pong.extend_from_slice(payload);
+                            self.send_bytes(handle, Bytes::from(pong));
+                        }
+                        rawsocket::Kind::Pong => {}
+                    }
+                    buf.consume(f.end);
+                }
                 Proto::Mqtt(m) if !m.ws => return crate::mqtt::session::on_bytes(self, handle, buf),
                 Proto::Wamp(_) | Proto::Mqtt(_) => {
                     let mut need = 0;
@@ -598,9 +652,9 @@ impl Worker {
         }
         let c = &mut self.conns[handle];
         let ws = match &c.proto {
-            Proto::Wamp(_) => true,
+            Proto::Wamp(w) => w.framing == Framing::WebSocket,
             Proto::Mqtt(m) => m.ws,
-            Proto::Http | Proto::Closed => false,
+            Proto::Http | Proto::RawHandshake | Proto::Closed => false,
         };
         if let (Some((code, text)), true) = (ws_close, ws) {
             // Bypass the bound: the close frame is the last thing sent.
@@ -666,7 +720,7 @@ impl Worker {
             self.opening.pop_front();
             let Some(c) = self.conns.get(h).filter(|c| c.serial == serial) else { continue };
             match &c.proto {
-                Proto::Http => self.end_conn(h, CloseReason::Handshake),
+                Proto::Http | Proto::RawHandshake => self.end_conn(h, CloseReason::Handshake),
                 Proto::Wamp(w) if w.session.is_none() => {
                     let text = format!("no HELLO within {} ms", self.cfg.limits.open_timeout.as_millis());
                     self.close(h, CloseReason::Handshake, Some((frame::CLOSE_POLICY, &text)));
@@ -714,7 +768,7 @@ impl Worker {
                     crate::mqtt::session::shutdown(self, h);
                     self.close(h, CloseReason::Shutdown, Some((frame::CLOSE_GOING_AWAY, "server shutdown")));
                 }
-                Proto::Http => self.end_conn(h, CloseReason::Shutdown),
+                Proto::Http | Proto::RawHandshake => self.end_conn(h, CloseReason::Shutdown),
                 Proto::Closed => {}
             }
         }

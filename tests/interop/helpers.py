@@ -14,6 +14,7 @@ import txaio
 
 txaio.use_asyncio()
 
+from autobahn.asyncio.rawsocket import WampRawSocketClientFactory  # noqa: E402
 from autobahn.asyncio.wamp import ApplicationSession  # noqa: E402
 from autobahn.asyncio.websocket import WampWebSocketClientFactory  # noqa: E402
 from autobahn.wamp import message  # noqa: E402
@@ -96,8 +97,19 @@ def router_url():
     return url
 
 
-async def open_session(serializer_cls, realm="realm1", url=None, session_cls=TestSession):
+def rawsocket_addr():
+    """(host, port) of the router's RawSocket listener (``FENNEC_RAWSOCKET``)."""
+    addr = os.environ.get("FENNEC_RAWSOCKET")
+    if not addr:
+        raise RuntimeError("FENNEC_RAWSOCKET is not set; start the router with --rawsocket HOST:PORT")
+    host, _, port = addr.rpartition(":")
+    return host, int(port)
+
+
+async def open_session(serializer_cls, realm="realm1", url=None, session_cls=TestSession, rawsocket=False):
     """Open a transport, send HELLO and return the session once WELCOME arrived.
+    With ``rawsocket``, over WAMP-over-RawSocket (autobahn's client) instead
+    of WebSocket.
 
     Raises JoinFailed if the router answers with ABORT or drops the connection.
     """
@@ -111,13 +123,14 @@ async def open_session(serializer_cls, realm="realm1", url=None, session_cls=Tes
         holder.append(s)
         return s
 
-    factory = WampWebSocketClientFactory(
-        make_session, url=url, serializers=[serializer_cls()]
-    )
-    factory.setProtocolOptions(autoPingInterval=0)
-    transport, _protocol = await asyncio.wait_for(
-        loop.create_connection(factory, parsed.hostname, parsed.port), STEP_TIMEOUT
-    )
+    if rawsocket:
+        factory = WampRawSocketClientFactory(make_session, serializer=serializer_cls())
+        host, port = rawsocket_addr()
+    else:
+        factory = WampWebSocketClientFactory(make_session, url=url, serializers=[serializer_cls()])
+        factory.setProtocolOptions(autoPingInterval=0)
+        host, port = parsed.hostname, parsed.port
+    transport, _protocol = await asyncio.wait_for(loop.create_connection(factory, host, port), STEP_TIMEOUT)
     try:
         # The session is created when the WebSocket opening handshake completes.
         deadline = loop.time() + STEP_TIMEOUT
