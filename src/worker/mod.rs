@@ -11,12 +11,12 @@
 
 pub mod core;
 pub mod peers;
+mod raw;
 
 use crate::config::Config;
 use crate::conn::{Buf, Conn, Proto};
 use crate::metrics::{CloseReason, Snapshot, WorkerMetrics};
 use crate::mqtt::session::{MqttConn, MqttState};
-use crate::rawsocket;
 use crate::router::owner::Owner;
 use crate::router::procs::ProcTable;
 use crate::router::retained::RetainedStore;
@@ -507,55 +507,14 @@ impl Worker {
                     }
                 },
                 Proto::RawHandshake => {
-                    let Some(&req) = buf.data().first_chunk::<4>() else { return };
-                    buf.consume(4);
-                    match rawsocket::handshake(req, self.cfg.limits.max_message_size) {
-                        rawsocket::Handshake::Accept { ser, max_out, reply } => {
-                            let framing = Framing::RawSocket { max_out };
-                            self.conns[handle].proto = Proto::Wamp(Box::new(WampConn::new(ser, framing)));
-                            self.send_bytes(handle, Bytes::copy_from_slice(&reply));
-                        }
-                        rawsocket::Handshake::Refuse { reply, .. } => {
-                            buf.clear();
-                            self.send_bytes(handle, Bytes::copy_from_slice(&reply));
-                            return self.end_conn(handle, CloseReason::Handshake);
-                        }
-                        rawsocket::Handshake::NotRawSocket => {
-                            buf.clear();
-                            return self.end_conn(handle, CloseReason::Handshake);
-                        }
+                    if !self.raw_handshake(handle, buf) {
+                        return;
                     }
                 }
                 Proto::Wamp(w) if w.framing != Framing::WebSocket => {
-                    let mut need = 0;
-                    let f = match rawsocket::parse(buf.data(), max.min(rawsocket::MAX_LENGTH), &mut need) {
-                        Ok(Some(f)) => f,
-                        Ok(None) => {
-                            if need > buf.capacity() {
-                                buf.reserve(need - buf.len());
-                            }
-                            return;
-                        }
-                        Err(_) => {
-                            // RawSocket has no close frame: fail the connection.
-                            buf.clear();
-                            return self.close(handle, CloseReason::ProtocolViolation, None);
-                        }
-                    };
-                    let payload = &buf.data()[4..f.end];
-                    match f.kind {
-                        rawsocket::Kind::Message => {
-                            self.metrics.counters.messages_in += 1;
-                            crate::wamp::session::on_message(self, handle, payload);
-                        }
-                        rawsocket::Kind::Ping => {
-                            let mut pong = rawsocket::prefix(rawsocket::Kind::Pong, payload.len()).to_vec();
-                            pong.extend_from_slice(payload);
-                            self.send_bytes(handle, Bytes::from(pong));
-                        }
-                        rawsocket::Kind::Pong => {}
+                    if !self.raw_frame(handle, buf, max) {
+                        return;
                     }
-                    buf.consume(f.end);
                 }
                 Proto::Mqtt(m) if !m.ws => return crate::mqtt::session::on_bytes(self, handle, buf),
                 Proto::Wamp(_) | Proto::Mqtt(_) => {
