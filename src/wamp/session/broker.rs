@@ -1,0 +1,233 @@
+//! The broker: PUBLISH (options, URI checks, `$SYS`, routing), SUBSCRIBE /
+//! UNSUBSCRIBE (the core's barrier, then SUBSCRIBED), retained events, and
+//! the EVENT encoding cache (one framed EVENT per serializer and framing,
+//! shared by every subscriber of a subscription on this worker).
+
+use super::*;
+
+pub(super) fn publish(
+    w: &mut Worker,
+    handle: usize,
+    request: u64,
+    options: Dict,
+    topic: String,
+    payload: Payload,
+    started: Instant,
+) {
+    if !request_ok(request) {
+        return violation(w, handle, "PUBLISH.Request must be in [1, 2^53]");
+    }
+    let (acknowledge, exclude_me) = match (bool_opt(&options, "acknowledge"), bool_opt(&options, "exclude_me")) {
+        (Ok(a), Ok(e)) => (a.unwrap_or(false), e.unwrap_or(true)),
+        (Err(e), _) | (_, Err(e)) => return violation(w, handle, &e),
+    };
+    let retain = match bool_opt(&options, "retain") {
+        Ok(r) => r.unwrap_or(false),
+        Err(e) => return violation(w, handle, &e),
+    };
+    if !valid_uri(&topic, w.cfg.uri_check) {
+        if acknowledge {
+            error(w, handle, m::PUBLISH, request, "wamp.error.invalid_uri", Some(format!("invalid topic '{topic}'")));
+        }
+        return;
+    }
+    if crate::mqtt::sys::is_sys(&topic) {
+        if acknowledge {
+            let text = Some("the $SYS topics are published by the router alone".to_owned());
+            error(w, handle, m::PUBLISH, request, "wamp.error.not_authorized", text);
+        }
+        return;
+    }
+    let me = w.id;
+    let s = session(w, handle);
+    let publisher = SessionRef { worker: me, id: s.id };
+    let realm = s.realm.clone();
+    let id = w.ids.next_id();
+    let body = Body::Wamp(payload);
+    let p = Publication {
+        realm,
+        topic,
+        id,
+        publisher,
+        exclude_me,
+        body,
+        qos: 0,
+        retain,
+        props: None,
+        expires: None,
+        started,
+    };
+    w.route(p);
+    if acknowledge {
+        send(w, handle, &Msg::Published { request, publication: id });
+    }
+}
+
+pub(super) fn subscribe(w: &mut Worker, handle: usize, request: u64, options: Dict, topic: String, started: Instant) {
+    if !request_ok(request) {
+        return violation(w, handle, "SUBSCRIBE.Request must be in [1, 2^53]");
+    }
+    let policy = match dict_get(&options, "match") {
+        None => MatchPolicy::Exact,
+        Some(Value::Str(p)) => match MatchPolicy::parse(p) {
+            Some(p) => p,
+            None => {
+                let msg = format!("unknown match policy '{p}' (exact, prefix or wildcard)");
+                return error(w, handle, m::SUBSCRIBE, request, "wamp.error.invalid_argument", Some(msg));
+            }
+        },
+        Some(_) => return violation(w, handle, "option 'match' must be a string"),
+    };
+    let get_retained = match bool_opt(&options, "get_retained") {
+        Ok(r) => r.unwrap_or(false),
+        Err(e) => return violation(w, handle, &e),
+    };
+    if !valid_pattern(&topic, policy, w.cfg.uri_check) {
+        let msg = format!("invalid topic '{topic}' for match policy {policy:?}");
+        return error(w, handle, m::SUBSCRIBE, request, "wamp.error.invalid_uri", Some(msg));
+    }
+    let s = session(w, handle);
+    let (id, realm) = (s.id, s.realm.clone());
+    if get_retained {
+        s.want_retained.push(request);
+    }
+    let key = SubKey { realm, topic, policy, share: None };
+    if let Subscribed::Now(subscription) = w.subscribe(Member::Wamp(handle), id, key, request, started) {
+        subscribed(w, handle, request, subscription, started);
+    }
+}
+
+/// The subscription is routed to this worker everywhere: answer.
+pub fn subscribed(w: &mut Worker, handle: usize, request: u64, subscription: u64, started: Instant) {
+    let s = session(w, handle);
+    if !s.subs.contains(&subscription) {
+        s.subs.push(subscription);
+    }
+    let want = s.want_retained.iter().position(|&r| r == request).map(|i| s.want_retained.swap_remove(i));
+    let sid = s.id;
+    send(w, handle, &Msg::Subscribed { request, subscription });
+    w.metrics.record(Op::Subscribe, started, Instant::now());
+    if want.is_some() {
+        let Some(local) = w.local_subs.get(&subscription) else { return };
+        let key = local.key.clone();
+        let reply = RetainedReply {
+            worker: w.id,
+            member: Member::Wamp(handle),
+            session: sid,
+            subscription,
+            policy: key.policy,
+        };
+        w.query_retained(key.realm, key.topic, reply);
+    }
+}
+
+/// Retained values for a subscription that asked for them: EVENTs with
+/// `retained: true` in their details.
+pub fn on_retained(w: &mut Worker, handle: usize, reply: &RetainedReply, values: Vec<std::sync::Arc<Publication>>) {
+    if w.sessions.get(&reply.session) != Some(&handle) || !session(w, handle).subs.contains(&reply.subscription) {
+        return;
+    }
+    let Some((ser, framing)) = w.conns[handle].wamp().map(|c| (c.ser, c.framing)) else { return };
+    for p in values {
+        if p.expired(w.now) {
+            continue;
+        }
+        let mut details = vec![("retained".to_owned(), Value::Bool(true))];
+        if reply.policy != MatchPolicy::Exact {
+            details.push(("topic".to_owned(), Value::Str(p.topic.clone())));
+        }
+        let mut conv = Converted::default();
+        let fields = [
+            Field::Int(m::EVENT),
+            Field::Int(reply.subscription),
+            Field::Int(p.id),
+            Field::Dict(&details),
+            Field::Payload(conv.wamp_payload(&p.body)),
+        ];
+        let bytes = frame_fields(ser, framing, &fields);
+        if !framing.fits(&bytes) {
+            w.metrics.counters.events_dropped += 1;
+            continue;
+        }
+        w.send_bytes(handle, bytes);
+    }
+}
+
+pub(super) fn unsubscribe(w: &mut Worker, handle: usize, request: u64, subscription: u64) {
+    let s = session(w, handle);
+    let Some(i) = s.subs.iter().position(|&x| x == subscription) else {
+        let msg = format!("no subscription {subscription} in this session");
+        return error(w, handle, m::UNSUBSCRIBE, request, "wamp.error.no_such_subscription", Some(msg));
+    };
+    s.subs.swap_remove(i);
+    w.unsubscribe(Member::Wamp(handle), subscription);
+    send(w, handle, &Msg::Unsubscribed { request });
+}
+
+/// Per-subscription cache of the framed EVENT, one per serializer.
+#[derive(Default)]
+pub struct EventCache {
+    frames: [Option<Bytes>; 2 * crate::wamp::message::SERIALIZERS.len()],
+}
+
+/// The framed EVENT of `p` for the subscriber on `handle`, or `None` if that
+/// subscriber must not get it (it is the publisher, with `exclude_me`; or a
+/// RawSocket client that asked for shorter messages: dropped and counted).
+pub fn event_for(
+    w: &mut Worker,
+    handle: usize,
+    subscription: u64,
+    policy: MatchPolicy,
+    p: &Publication,
+    cache: &mut EventCache,
+    conv: &mut Converted,
+) -> Option<Bytes> {
+    let crate::conn::Proto::Wamp(conn) = &w.conns[handle].proto else { return None };
+    let s = conn.session.as_ref()?;
+    if p.exclude_me && p.publisher.id == s.id && p.publisher.worker == w.id {
+        return None;
+    }
+    let (ser, framing) = (conn.ser, conn.framing);
+    let slot = &mut cache.frames[framing.index() * m::SERIALIZERS.len() + ser.index()];
+    let bytes = match slot {
+        Some(bytes) => bytes.clone(),
+        None => {
+            let bytes = frame_event(subscription, policy, p, ser, framing, conv);
+            *slot = Some(bytes.clone());
+            bytes
+        }
+    };
+    if !framing.fits(&bytes) {
+        w.metrics.counters.events_dropped += 1;
+        return None;
+    }
+    Some(bytes)
+}
+
+pub(super) fn frame_event(
+    subscription: u64,
+    policy: MatchPolicy,
+    p: &Publication,
+    ser: Serializer,
+    framing: Framing,
+    conv: &mut Converted,
+) -> Bytes {
+    // A pattern subscription tells the subscriber which topic matched.
+    let topic_detail;
+    let details: &Dict = if policy == MatchPolicy::Exact {
+        &EMPTY
+    } else {
+        topic_detail = vec![("topic".to_owned(), Value::Str(p.topic.clone()))];
+        &topic_detail
+    };
+    let fields = [
+        Field::Int(m::EVENT),
+        Field::Int(subscription),
+        Field::Int(p.id),
+        Field::Dict(details),
+        Field::Payload(conv.wamp_payload(&p.body)),
+    ];
+    frame_fields(ser, framing, &fields)
+}
+
+static EMPTY: Dict = Vec::new();

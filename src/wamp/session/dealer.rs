@@ -1,0 +1,157 @@
+//! The dealer: REGISTER / UNREGISTER (the owner's barrier, then
+//! REGISTERED), CALL routed to the callee's worker, INVOCATION there,
+//! YIELD or ERROR back as RESULT or ERROR, and the clean-up when a caller
+//! or callee goes.
+
+use super::*;
+
+pub(super) fn register(
+    w: &mut Worker,
+    handle: usize,
+    request: u64,
+    options: Dict,
+    procedure: String,
+    started: Instant,
+) {
+    if !request_ok(request) {
+        return violation(w, handle, "REGISTER.Request must be in [1, 2^53]");
+    }
+    if !valid_uri(&procedure, w.cfg.uri_check) || procedure.starts_with("wamp.") {
+        let msg = format!("invalid procedure URI '{procedure}'");
+        return error(w, handle, m::REGISTER, request, "wamp.error.invalid_uri", Some(msg));
+    }
+    for (key, fine) in [("match", "exact"), ("invoke", "single")] {
+        match dict_get(&options, key) {
+            None => {}
+            Some(Value::Str(v)) if v == fine => {}
+            Some(v) => {
+                let msg = format!("registration option {key}={v:?} is not supported (only '{fine}')");
+                return error(w, handle, m::REGISTER, request, "wamp.error.invalid_argument", Some(msg));
+            }
+        }
+    }
+    let me = w.id;
+    let s = session(w, handle);
+    let session = SessionRef { worker: me, id: s.id };
+    let realm = s.realm.clone();
+    let owner = owner_of(&realm, &procedure, w.workers);
+    w.peers.send(owner, ShardMsg::RegAcquire(RegRequest { realm, procedure, session, request, started }));
+}
+
+/// The owner's answer to a REGISTER.
+pub fn registered(
+    w: &mut Worker,
+    handle: usize,
+    request: u64,
+    procedure: String,
+    started: Instant,
+    result: Result<u64, &'static str>,
+) {
+    match result {
+        Ok(registration) => {
+            session(w, handle).regs.push((registration, procedure));
+            send(w, handle, &Msg::Registered { request, registration });
+            w.metrics.record(Op::Register, started, Instant::now());
+        }
+        Err(uri) => {
+            let msg = format!("procedure '{procedure}' is already registered");
+            error(w, handle, m::REGISTER, request, uri, Some(msg));
+        }
+    }
+}
+
+pub(super) fn unregister(w: &mut Worker, handle: usize, request: u64, registration: u64) {
+    let s = session(w, handle);
+    let Some(i) = s.regs.iter().position(|(r, _)| *r == registration) else {
+        let msg = format!("no registration {registration} in this session");
+        return error(w, handle, m::UNREGISTER, request, "wamp.error.no_such_registration", Some(msg));
+    };
+    let (_, procedure) = s.regs.swap_remove(i);
+    let realm = s.realm.clone();
+    let owner = owner_of(&realm, &procedure, w.workers);
+    w.peers.send(owner, ShardMsg::RegRelease { realm, procedure, registration });
+    send(w, handle, &Msg::Unregistered { request });
+}
+
+pub(super) fn call(w: &mut Worker, handle: usize, request: u64, procedure: String, payload: Payload, started: Instant) {
+    if !request_ok(request) {
+        return violation(w, handle, "CALL.Request must be in [1, 2^53]");
+    }
+    if !valid_uri(&procedure, w.cfg.uri_check) {
+        let msg = format!("invalid procedure URI '{procedure}'");
+        return error(w, handle, m::CALL, request, "wamp.error.invalid_uri", Some(msg));
+    }
+    let me = w.id;
+    let s = session(w, handle);
+    if s.calls.contains_key(&request) {
+        return violation(w, handle, &format!("CALL request {request} is already in flight"));
+    }
+    let caller = SessionRef { worker: me, id: s.id };
+    let realm = s.realm.clone();
+    let Some(route) = w.procs.get(&realm, &procedure).copied() else {
+        let msg = format!("no callee registered for procedure '{procedure}'");
+        return error(w, handle, m::CALL, request, "wamp.error.no_such_procedure", Some(msg));
+    };
+    session(w, handle).calls.insert(request, (route.callee.worker, started));
+    let inv = Invoke { caller, request, callee: route.callee.id, registration: route.registration, procedure, payload };
+    w.peers.send(route.callee.worker, ShardMsg::Invoke(Box::new(inv)));
+}
+
+/// A call arrives at the callee's worker.
+pub fn on_invoke(w: &mut Worker, inv: Invoke) {
+    let handle = w.sessions.get(&inv.callee).copied();
+    let registered = handle.is_some_and(|h| session(w, h).regs.iter().any(|(r, _)| *r == inv.registration));
+    let (Some(handle), true) = (handle, registered) else {
+        let outcome = CallOutcome::Error {
+            error: "wamp.error.no_such_procedure".into(),
+            details: Dict::new(),
+            payload: Payload {
+                args: Some(vec![Value::Str(format!("callee of '{}' is gone", inv.procedure))]),
+                kwargs: None,
+            },
+        };
+        let done = CallDone { caller: inv.caller.id, request: inv.request, outcome };
+        return w.peers.send(inv.caller.worker, ShardMsg::CallDone(Box::new(done)));
+    };
+    let s = session(w, handle);
+    s.next_invocation = if s.next_invocation >= m::MAX_ID { 1 } else { s.next_invocation + 1 };
+    let request = s.next_invocation;
+    s.invocations.insert(request, (inv.caller, inv.request));
+    let msg = Msg::Invocation { request, registration: inv.registration, details: Dict::new(), payload: inv.payload };
+    send(w, handle, &msg);
+}
+
+/// The callee answered (YIELD or ERROR) an invocation.
+pub(super) fn callee_done(w: &mut Worker, handle: usize, request: u64, outcome: CallOutcome) {
+    // Unknown: the caller left, or a late answer. Dropped, as the spec says.
+    let Some((caller, call_request)) = session(w, handle).invocations.remove(&request) else { return };
+    let done = CallDone { caller: caller.id, request: call_request, outcome };
+    w.peers.send(caller.worker, ShardMsg::CallDone(Box::new(done)));
+}
+
+/// A call's end arrives at the caller's worker.
+pub fn on_call_done(w: &mut Worker, done: CallDone) {
+    let Some(&handle) = w.sessions.get(&done.caller) else { return };
+    // Exactly one final answer per call: a second one finds no entry.
+    let Some((_, started)) = session(w, handle).calls.remove(&done.request) else { return };
+    let msg = match done.outcome {
+        CallOutcome::Result(payload) => Msg::Result { request: done.request, details: Dict::new(), payload },
+        CallOutcome::Error { error, details, payload } => {
+            Msg::Error { request_type: m::CALL, request: done.request, details, error, payload }
+        }
+    };
+    send(w, handle, &msg);
+    w.metrics.record(Op::CallResult, started, Instant::now());
+}
+
+/// The caller of some invocations on this worker left: forget them, so the
+/// callee's late YIELD is dropped.
+pub fn on_caller_gone(w: &mut Worker, caller: SessionRef) {
+    for (_, conn) in w.conns.iter_mut() {
+        if let Some(s) = conn.wamp().and_then(|c| c.session.as_mut()) {
+            if !s.invocations.is_empty() {
+                s.invocations.retain(|_, (c, _)| *c != caller);
+            }
+        }
+    }
+}
