@@ -142,9 +142,11 @@ pub struct Invoke {
     pub registration: u64,
     pub procedure: String,
     pub payload: Payload,
+    /// The caller asked for progressive results (`receive_progress`).
+    pub receive_progress: bool,
 }
 
-/// The end of a call, on its way back to the caller's worker.
+/// The end of a call (or a progressive result), on its way back to the caller's worker.
 #[derive(Debug)]
 pub struct CallDone {
     pub caller: u64,
@@ -155,7 +157,13 @@ pub struct CallDone {
 #[derive(Debug)]
 pub enum CallOutcome {
     Result(Payload),
-    Error { error: String, details: Dict, payload: Payload },
+    /// A progressive result: more follow, the call goes on.
+    Progress(Payload),
+    Error {
+        error: String,
+        details: Dict,
+        payload: Payload,
+    },
 }
 
 /// A REGISTER on its way to the procedure's owner.

@@ -92,7 +92,8 @@ pub struct WampSession {
     /// Calls in flight as caller: request ID -> callee worker, start time.
     calls: AHashMap<u64, (u16, Instant)>,
     /// Invocations in flight as callee: invocation ID -> the caller's call.
-    invocations: AHashMap<u64, (SessionRef, u64)>,
+    /// (The bool: the caller asked for progressive results.)
+    invocations: AHashMap<u64, (SessionRef, u64, bool)>,
     next_invocation: u64,
     /// SUBSCRIBE requests in progress that asked for retained events.
     want_retained: Vec<u64>,
@@ -213,10 +214,12 @@ pub fn on_message(w: &mut Worker, handle: usize, bytes: &[u8]) {
         }
         Msg::Subscribe { request, options, topic } => subscribe(w, handle, request, options, topic, started),
         Msg::Unsubscribe { request, subscription } => unsubscribe(w, handle, request, subscription),
-        Msg::Call { request, options: _, procedure, payload } => call(w, handle, request, procedure, payload, started),
+        Msg::Call { request, options, procedure, payload } => {
+            call(w, handle, request, options, procedure, payload, started)
+        }
         Msg::Register { request, options, procedure } => register(w, handle, request, options, procedure, started),
         Msg::Unregister { request, registration } => unregister(w, handle, request, registration),
-        Msg::Yield { request, options: _, payload } => callee_done(w, handle, request, CallOutcome::Result(payload)),
+        Msg::Yield { request, options, payload } => yielded(w, handle, request, options, payload),
         Msg::Error { request_type: m::INVOCATION, request, details, error, payload } => {
             if !valid_uri(&error, w.cfg.uri_check) {
                 return violation(w, handle, &format!("invalid error URI '{error}'"));
@@ -260,7 +263,7 @@ fn router_roles() -> Value {
     };
     Value::Dict(vec![
         ("broker".into(), features(&["publisher_exclusion", "pattern_based_subscription"])),
-        ("dealer".into(), features(&[])),
+        ("dealer".into(), features(&["progressive_call_results"])),
     ])
 }
 
@@ -318,7 +321,7 @@ fn end_session(w: &mut Worker, handle: usize, s: WampSession, reason: CloseReaso
         let owner = owner_of(&s.realm, &procedure, w.workers);
         w.peers.send(owner, ShardMsg::RegRelease { realm: s.realm.clone(), procedure, registration });
     }
-    for (_, (caller, request)) in s.invocations {
+    for (_, (caller, request, _)) in s.invocations {
         let outcome = CallOutcome::Error {
             error: "wamp.error.canceled".into(),
             details: Dict::new(),

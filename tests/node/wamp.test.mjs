@@ -104,3 +104,28 @@ test('binary arguments cross from autobahn-js MessagePack to CBOR and back', asy
     cb.close();
   }
 });
+
+test('progressive call results between wampy sessions (JSON callee, CBOR caller)', async () => {
+  const callee = await wampySession('json');
+  const caller = await wampySession('cbor');
+  try {
+    const proc = unique('com.example.node.progressive');
+    await within(
+      callee.register(proc, ({ argsList, details, result_handler }) => {
+        assert.equal(details.receive_progress, true);
+        for (let i = 0; i < argsList[0]; i++) {
+          result_handler({ argsList: [i], options: { progress: true } });
+        }
+        return { argsList: ['done'] };
+      }),
+      'REGISTERED',
+    );
+    const seen = [];
+    const final = await within(caller.call(proc, [5], { progress_callback: (r) => seen.push(r.argsList[0]) }), 'RESULT');
+    assert.deepEqual(seen, [0, 1, 2, 3, 4]);
+    assert.deepEqual(final.argsList, ['done']);
+  } finally {
+    await callee.disconnect();
+    await caller.disconnect();
+  }
+});

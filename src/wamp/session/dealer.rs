@@ -73,10 +73,22 @@ pub(super) fn unregister(w: &mut Worker, handle: usize, request: u64, registrati
     send(w, handle, &Msg::Unregistered { request });
 }
 
-pub(super) fn call(w: &mut Worker, handle: usize, request: u64, procedure: String, payload: Payload, started: Instant) {
+pub(super) fn call(
+    w: &mut Worker,
+    handle: usize,
+    request: u64,
+    options: Dict,
+    procedure: String,
+    payload: Payload,
+    started: Instant,
+) {
     if !request_ok(request) {
         return violation(w, handle, "CALL.Request must be in [1, 2^53]");
     }
+    let receive_progress = match bool_opt(&options, "receive_progress") {
+        Ok(p) => p.unwrap_or(false),
+        Err(e) => return violation(w, handle, &e),
+    };
     if !valid_uri(&procedure, w.cfg.uri_check) {
         let msg = format!("invalid procedure URI '{procedure}'");
         return error(w, handle, m::CALL, request, "wamp.error.invalid_uri", Some(msg));
@@ -93,7 +105,15 @@ pub(super) fn call(w: &mut Worker, handle: usize, request: u64, procedure: Strin
         return error(w, handle, m::CALL, request, "wamp.error.no_such_procedure", Some(msg));
     };
     session(w, handle).calls.insert(request, (route.callee.worker, started));
-    let inv = Invoke { caller, request, callee: route.callee.id, registration: route.registration, procedure, payload };
+    let inv = Invoke {
+        caller,
+        request,
+        callee: route.callee.id,
+        registration: route.registration,
+        procedure,
+        payload,
+        receive_progress,
+    };
     w.peers.send(route.callee.worker, ShardMsg::Invoke(Box::new(inv)));
 }
 
@@ -116,15 +136,34 @@ pub fn on_invoke(w: &mut Worker, inv: Invoke) {
     let s = session(w, handle);
     s.next_invocation = if s.next_invocation >= m::MAX_ID { 1 } else { s.next_invocation + 1 };
     let request = s.next_invocation;
-    s.invocations.insert(request, (inv.caller, inv.request));
-    let msg = Msg::Invocation { request, registration: inv.registration, details: Dict::new(), payload: inv.payload };
+    s.invocations.insert(request, (inv.caller, inv.request, inv.receive_progress));
+    let details =
+        if inv.receive_progress { vec![("receive_progress".to_owned(), Value::Bool(true))] } else { Dict::new() };
+    let msg = Msg::Invocation { request, registration: inv.registration, details, payload: inv.payload };
     send(w, handle, &msg);
 }
 
-/// The callee answered (YIELD or ERROR) an invocation.
+/// A YIELD: the final result, or (`progress: true`) a progressive one,
+/// which goes to the caller only if it asked for them and leaves the
+/// invocation open.
+pub(super) fn yielded(w: &mut Worker, handle: usize, request: u64, options: Dict, payload: Payload) {
+    let progress = match bool_opt(&options, "progress") {
+        Ok(p) => p.unwrap_or(false),
+        Err(e) => return violation(w, handle, &e),
+    };
+    if !progress {
+        return callee_done(w, handle, request, CallOutcome::Result(payload));
+    }
+    // Unknown invocation, or a caller that did not ask: dropped, never forwarded.
+    let Some(&(caller, call_request, true)) = session(w, handle).invocations.get(&request) else { return };
+    let done = CallDone { caller: caller.id, request: call_request, outcome: CallOutcome::Progress(payload) };
+    w.peers.send(caller.worker, ShardMsg::CallDone(Box::new(done)));
+}
+
+/// The callee answered (final YIELD or ERROR) an invocation.
 pub(super) fn callee_done(w: &mut Worker, handle: usize, request: u64, outcome: CallOutcome) {
     // Unknown: the caller left, or a late answer. Dropped, as the spec says.
-    let Some((caller, call_request)) = session(w, handle).invocations.remove(&request) else { return };
+    let Some((caller, call_request, _)) = session(w, handle).invocations.remove(&request) else { return };
     let done = CallDone { caller: caller.id, request: call_request, outcome };
     w.peers.send(caller.worker, ShardMsg::CallDone(Box::new(done)));
 }
@@ -132,16 +171,28 @@ pub(super) fn callee_done(w: &mut Worker, handle: usize, request: u64, outcome: 
 /// A call's end arrives at the caller's worker.
 pub fn on_call_done(w: &mut Worker, done: CallDone) {
     let Some(&handle) = w.sessions.get(&done.caller) else { return };
-    // Exactly one final answer per call: a second one finds no entry.
-    let Some((_, started)) = session(w, handle).calls.remove(&done.request) else { return };
-    let msg = match done.outcome {
-        CallOutcome::Result(payload) => Msg::Result { request: done.request, details: Dict::new(), payload },
+    let request = done.request;
+    let (msg, last) = match done.outcome {
+        // Progressive results come before the final answer, on the same
+        // channel, so in order; they leave the call open.
+        CallOutcome::Progress(payload) => {
+            let details = vec![("progress".to_owned(), Value::Bool(true))];
+            (Msg::Result { request, details, payload }, false)
+        }
+        CallOutcome::Result(payload) => (Msg::Result { request, details: Dict::new(), payload }, true),
         CallOutcome::Error { error, details, payload } => {
-            Msg::Error { request_type: m::CALL, request: done.request, details, error, payload }
+            (Msg::Error { request_type: m::CALL, request, details, error, payload }, true)
         }
     };
+    let calls = &mut session(w, handle).calls;
+    // Exactly one final answer per call: a second one finds no entry.
+    // Some(Some(start)): the final answer; Some(None): a progressive one.
+    let started = if last { calls.remove(&request).map(|(_, t)| Some(t)) } else { calls.get(&request).map(|_| None) };
+    let Some(started) = started else { return };
     send(w, handle, &msg);
-    w.metrics.record(Op::CallResult, started, Instant::now());
+    if let Some(t) = started {
+        w.metrics.record(Op::CallResult, t, Instant::now());
+    }
 }
 
 /// The caller of some invocations on this worker left: forget them, so the
@@ -150,7 +201,7 @@ pub fn on_caller_gone(w: &mut Worker, caller: SessionRef) {
     for (_, conn) in w.conns.iter_mut() {
         if let Some(s) = conn.wamp().and_then(|c| c.session.as_mut()) {
             if !s.invocations.is_empty() {
-                s.invocations.retain(|_, (c, _)| *c != caller);
+                s.invocations.retain(|_, (c, _, _)| *c != caller);
             }
         }
     }
