@@ -206,6 +206,23 @@ pub struct RealmConfig {
     pub name: String,
     /// Overrides the global slow-consumer policy for sessions of this realm.
     pub slow_consumer: Option<SlowPolicy>,
+    /// Whether callers and publishers are disclosed to callees and
+    /// subscribers: as they ask (`disclose_me`, the default), always, or never.
+    #[serde(default)]
+    pub disclose: Disclose,
+}
+
+/// A realm's caller / publisher disclosure policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Disclose {
+    /// As the caller or publisher asks with `disclose_me`.
+    #[default]
+    Allow,
+    /// Always, whatever it asks.
+    Force,
+    /// Never: `disclose_me: true` gets `wamp.error.option_disallowed.disclose_me`.
+    Forbid,
 }
 
 #[derive(Debug, Clone)]
@@ -273,11 +290,11 @@ impl Config {
         let mut realms = file.realms;
         for name in cli.realms {
             if !realms.iter().any(|r| r.name == name) {
-                realms.push(RealmConfig { name, slow_consumer: None });
+                realms.push(RealmConfig { name, slow_consumer: None, disclose: Disclose::Allow });
             }
         }
         if realms.is_empty() {
-            realms.push(RealmConfig { name: "realm1".into(), slow_consumer: None });
+            realms.push(RealmConfig { name: "realm1".into(), slow_consumer: None, disclose: Disclose::Allow });
         }
         let uri_check = cli.uri_check.or(file.uri_check).unwrap_or_default();
         for r in &realms {
@@ -359,8 +376,11 @@ impl Config {
         if let Some(r) = self.realms.iter().find(|r| r.name == name) {
             return Some(r.clone());
         }
-        (self.any_realm && crate::wamp::uri::valid_realm(name, self.uri_check))
-            .then(|| RealmConfig { name: name.to_owned(), slow_consumer: None })
+        (self.any_realm && crate::wamp::uri::valid_realm(name, self.uri_check)).then(|| RealmConfig {
+            name: name.to_owned(),
+            slow_consumer: None,
+            disclose: Disclose::Allow,
+        })
     }
 }
 

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use fennec::value::{Dict, Payload, Value};
+use fennec::value::{dict_get, Dict, Payload, Value};
 use fennec::wamp::message::{Msg, Serializer};
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
@@ -534,4 +534,68 @@ fn shutdown_says_goodbye() {
         assert_eq!(c.expect_close(), Some(1001));
     }
     t.join().unwrap();
+}
+
+/// A realm that forces disclosure names every caller and publisher; one that
+/// forbids it refuses `disclose_me` with
+/// `wamp.error.option_disallowed.disclose_me` and ignores `disclose_caller`.
+#[test]
+fn realm_disclosure_policies() {
+    let r = common::router_with_config(
+        &["--cores", "2"],
+        r#"
+        [[realm]]
+        name = "forced"
+        disclose = "force"
+        [[realm]]
+        name = "forbidden"
+        disclose = "forbid"
+        "#,
+    );
+    let details_of = |c: &mut Client| match c.recv() {
+        Msg::Invocation { request, details, .. } => (request, details),
+        Msg::Event { details, .. } => (0, details),
+        other => panic!("{other:?}"),
+    };
+    // Forced: no one asked, both are named.
+    let mut callee = common::join_realm(r.local_addr, JSON, "forced");
+    let mut caller = common::join_realm(r.local_addr, MSGPACK, "forced");
+    callee.register("com.p");
+    callee.subscribe("com.t", Dict::new());
+    let request = caller.request();
+    caller.send(&Msg::Call { request, options: Dict::new(), procedure: "com.p".into(), payload: Payload::default() });
+    let (inv, details) = details_of(&mut callee);
+    assert_eq!(dict_get(&details, "caller"), Some(&Value::UInt(caller.session)), "{details:?}");
+    assert_eq!(dict_get(&details, "caller_authrole"), Some(&Value::Str("anonymous".into())));
+    callee.send(&Msg::Yield { request: inv, options: Dict::new(), payload: Payload::default() });
+    assert!(matches!(caller.recv(), Msg::Result { .. }));
+    caller.publish("com.t", args(vec![Value::UInt(1)]), true);
+    let (_, details) = details_of(&mut callee);
+    assert_eq!(dict_get(&details, "publisher"), Some(&Value::UInt(caller.session)), "{details:?}");
+    // Forbidden: asking is an error, and a callee's disclose_caller is not honoured.
+    let mut callee = common::join_realm(r.local_addr, JSON, "forbidden");
+    let mut caller = common::join_realm(r.local_addr, JSON, "forbidden");
+    let request = callee.request();
+    let options = opts(&[("disclose_caller", Value::Bool(true))]);
+    callee.send(&Msg::Register { request, options, procedure: "com.p".into() });
+    assert!(matches!(callee.recv(), Msg::Registered { .. }));
+    let ask = opts(&[("disclose_me", Value::Bool(true))]);
+    let request = caller.request();
+    caller.send(&Msg::Call { request, options: ask.clone(), procedure: "com.p".into(), payload: Payload::default() });
+    assert_eq!(caller.expect_error(m::CALL), "wamp.error.option_disallowed.disclose_me");
+    let request = caller.request();
+    let mut publish_options = ask;
+    publish_options.push(("acknowledge".into(), Value::Bool(true)));
+    caller.send(&Msg::Publish {
+        request,
+        options: publish_options,
+        topic: "com.t".into(),
+        payload: Payload::default(),
+    });
+    assert_eq!(caller.expect_error(m::PUBLISH), "wamp.error.option_disallowed.disclose_me");
+    let request = caller.request();
+    caller.send(&Msg::Call { request, options: Dict::new(), procedure: "com.p".into(), payload: Payload::default() });
+    let (_, details) = details_of(&mut callee);
+    assert_eq!(dict_get(&details, "caller"), None, "{details:?}");
+    r.shutdown();
 }

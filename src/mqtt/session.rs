@@ -506,6 +506,7 @@ fn publish_will(w: &mut Worker, slot: usize, will: Will) {
         props,
         expires,
         started: Instant::now(),
+        disclosed: None,
     };
     route(w, p);
 }

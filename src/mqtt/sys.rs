@@ -237,6 +237,7 @@ fn publish(w: &mut Worker, sum: &Report) {
                 props: None,
                 expires: None,
                 started: Instant::now(),
+                disclosed: None,
             };
             w.route(p);
         }

@@ -107,6 +107,16 @@ pub struct Publication {
     pub expires: Option<Instant>,
     /// When the PUBLISH was decoded: start of the publish->deliver histogram.
     pub started: Instant,
+    /// The publisher, if it is disclosed to subscribers (WAMP `disclose_me`).
+    pub disclosed: Option<Box<Identity>>,
+}
+
+/// Who a caller or publisher is, as disclosed to callees and subscribers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub session: u64,
+    pub authid: String,
+    pub authrole: String,
 }
 
 impl Publication {
@@ -144,6 +154,8 @@ pub struct Invoke {
     pub payload: Payload,
     /// The caller asked for progressive results (`receive_progress`).
     pub receive_progress: bool,
+    /// The caller, if it is disclosed to the callee.
+    pub disclosed: Option<Box<Identity>>,
 }
 
 /// The end of a call (or a progressive result), on its way back to the caller's worker.
@@ -174,6 +186,8 @@ pub struct RegRequest {
     pub session: SessionRef,
     pub request: u64,
     pub started: Instant,
+    /// REGISTER option `disclose_caller`.
+    pub disclose_caller: bool,
 }
 
 /// Messages between workers. Every variant is handled without blocking.
@@ -239,6 +253,7 @@ pub enum ShardMsg {
         procedure: String,
         registration: u64,
         callee: SessionRef,
+        disclose_caller: bool,
         barrier: Barrier,
     },
     /// Broadcast by the owner.

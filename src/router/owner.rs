@@ -98,7 +98,7 @@ impl Owner {
     }
 
     pub fn reg_acquire(&mut self, req: RegRequest, ids: &mut IdGen, out: &mut impl Outbox) {
-        let RegRequest { realm, procedure, session: callee, request, started } = req;
+        let RegRequest { realm, procedure, session: callee, request, started, disclose_caller } = req;
         let procs = self.regs.entry(realm.clone()).or_default();
         let result = match procs.contains_key(&procedure) {
             true => Err("wamp.error.procedure_already_exists"),
@@ -119,8 +119,14 @@ impl Owner {
         procs.insert(procedure.clone(), OwnedReg { registration });
         let barrier = self.barrier((callee.worker, reply));
         for w in 0..self.workers as WorkerId {
-            let add =
-                ShardMsg::ProcAdd { realm: realm.clone(), procedure: procedure.clone(), registration, callee, barrier };
+            let add = ShardMsg::ProcAdd {
+                realm: realm.clone(),
+                procedure: procedure.clone(),
+                registration,
+                callee,
+                disclose_caller,
+                barrier,
+            };
             out.send(w, add);
         }
     }
@@ -195,8 +201,14 @@ mod tests {
         let s1 = SessionRef { worker: 0, id: 1 };
         let s2 = SessionRef { worker: 0, id: 2 };
         let now = Instant::now();
-        let req =
-            |session, request| RegRequest { realm: "r".into(), procedure: "p".into(), session, request, started: now };
+        let req = |session, request| RegRequest {
+            realm: "r".into(),
+            procedure: "p".into(),
+            session,
+            request,
+            started: now,
+            disclose_caller: false,
+        };
         o.reg_acquire(req(s1, 10), &mut ids, &mut out);
         o.reg_acquire(req(s2, 11), &mut ids, &mut out);
         assert!(matches!(

@@ -9,6 +9,8 @@ use ahash::AHashMap;
 pub struct ProcRoute {
     pub registration: u64,
     pub callee: SessionRef,
+    /// The callee asked to know its callers (`disclose_caller`).
+    pub disclose_caller: bool,
 }
 
 #[derive(Debug, Default)]
@@ -46,7 +48,7 @@ mod tests {
         let mut t = ProcTable::default();
         let realm: Realm = "r".into();
         let callee = SessionRef { worker: 1, id: 9 };
-        t.add(&realm, "p", ProcRoute { registration: 5, callee });
+        t.add(&realm, "p", ProcRoute { registration: 5, callee, disclose_caller: false });
         assert_eq!(t.get("r", "p").unwrap().callee, callee);
         t.remove("r", "p", 4);
         assert!(t.get("r", "p").is_some());

@@ -12,14 +12,14 @@
 
 use super::message::{self as m, decode, encode, encode_fields, Field, Msg, Serializer};
 use super::uri::{valid_pattern, valid_uri};
-use crate::config::SlowPolicy;
+use crate::config::{Disclose, SlowPolicy};
 use crate::metrics::{CloseReason, Op};
 use crate::mqtt::session::Converted;
 use crate::rawsocket;
 use crate::router::owner::Outbox;
 use crate::router::{
-    owner_of, Body, CallDone, CallOutcome, Invoke, MatchPolicy, Member, Publication, Realm, RegRequest, RetainedReply,
-    SessionRef, ShardMsg, SubKey,
+    owner_of, Body, CallDone, CallOutcome, Identity, Invoke, MatchPolicy, Member, Publication, Realm, RegRequest,
+    RetainedReply, SessionRef, ShardMsg, SubKey,
 };
 use crate::value::{dict_get, Dict, Payload, Value};
 use crate::worker::core::Subscribed;
@@ -84,6 +84,11 @@ impl WampConn {
 pub struct WampSession {
     pub id: u64,
     pub realm: Realm,
+    /// Who it is (anonymous until authentication lands), as disclosed.
+    authid: String,
+    authrole: String,
+    /// The realm's disclosure policy.
+    disclose: Disclose,
     slow: SlowPolicy,
     /// Subscription IDs (a session rarely has many).
     subs: Vec<u64>,
@@ -179,6 +184,36 @@ fn bool_opt(d: &Dict, key: &str) -> Result<Option<bool>, String> {
     }
 }
 
+/// The session's identity if it is to be disclosed: asked for with
+/// `disclose_me` (or by the other side: `wanted`, a callee's
+/// `disclose_caller`), as the realm allows (`Err`: a protocol violation, or
+/// the realm forbids what was asked).
+fn disclosed(s: &WampSession, options: &Dict, wanted: bool) -> Result<Option<Box<Identity>>, DiscloseError> {
+    let asked = bool_opt(options, "disclose_me").map_err(DiscloseError::Violation)?.unwrap_or(false);
+    let disclose = match s.disclose {
+        Disclose::Allow => asked || wanted,
+        Disclose::Force => true,
+        Disclose::Forbid if asked => return Err(DiscloseError::Forbidden),
+        Disclose::Forbid => false,
+    };
+    Ok(disclose.then(|| Box::new(Identity { session: s.id, authid: s.authid.clone(), authrole: s.authrole.clone() })))
+}
+
+enum DiscloseError {
+    Violation(String),
+    Forbidden,
+}
+
+const DISCLOSE_FORBIDDEN: &str = "wamp.error.option_disallowed.disclose_me";
+
+/// Adds an identity to EVENT or INVOCATION details (`publisher`,
+/// `publisher_authid`, ... with `role` "publisher" or "caller").
+fn identity_details(details: &mut Dict, role: &str, who: &Identity) {
+    details.push((role.to_owned(), Value::UInt(who.session)));
+    details.push((format!("{role}_authid"), Value::Str(who.authid.clone())));
+    details.push((format!("{role}_authrole"), Value::Str(who.authrole.clone())));
+}
+
 fn request_ok(id: u64) -> bool {
     (1..=m::MAX_ID).contains(&id)
 }
@@ -262,8 +297,8 @@ fn router_roles() -> Value {
         Value::Dict(vec![("features".into(), Value::Dict(f))])
     };
     Value::Dict(vec![
-        ("broker".into(), features(&["publisher_exclusion", "pattern_based_subscription"])),
-        ("dealer".into(), features(&["progressive_call_results"])),
+        ("broker".into(), features(&["publisher_exclusion", "pattern_based_subscription", "publisher_identification"])),
+        ("dealer".into(), features(&["progressive_call_results", "caller_identification"])),
     ])
 }
 
@@ -286,6 +321,9 @@ fn hello(w: &mut Worker, handle: usize, realm: String, details: Dict) {
     conn.session = Some(WampSession {
         id,
         realm: realm.clone(),
+        authid: format!("anonymous-{id}"),
+        authrole: "anonymous".into(),
+        disclose: realm_cfg.disclose,
         slow,
         subs: Vec::new(),
         regs: Vec::new(),

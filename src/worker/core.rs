@@ -50,8 +50,8 @@ impl Worker {
                     }
                 }
             }
-            ShardMsg::ProcAdd { realm, procedure, registration, callee, barrier } => {
-                let route = crate::router::procs::ProcRoute { registration, callee };
+            ShardMsg::ProcAdd { realm, procedure, registration, callee, disclose_caller, barrier } => {
+                let route = crate::router::procs::ProcRoute { registration, callee, disclose_caller };
                 self.procs.add(&realm, &procedure, route);
                 self.peers.send(barrier.owner, ShardMsg::BarrierAck { barrier: barrier.id });
             }

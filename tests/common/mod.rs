@@ -27,6 +27,26 @@ pub fn router(flags: &[&str]) -> Running {
     fennec::server::start(Config::resolve(cli, File::default()).expect("config")).expect("start")
 }
 
+/// Starts an in-process router with extra flags and a configuration file's text.
+pub fn router_with_config(flags: &[&str], toml_text: &str) -> Running {
+    let mut args = vec!["fennec", "--listen", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--no-pin"];
+    args.extend_from_slice(flags);
+    let cli = <Cli as clap::Parser>::try_parse_from(args).expect("flags");
+    let file: File = toml::from_str(toml_text).expect("configuration");
+    fennec::server::start(Config::resolve(cli, file).expect("config")).expect("start")
+}
+
+/// Connects and opens a session on `realm`.
+pub fn join_realm(addr: SocketAddr, ser: Serializer, realm: &str) -> Client {
+    let mut c = connect(addr, ser);
+    c.send(&Msg::Hello { realm: realm.into(), details: roles() });
+    match c.recv() {
+        Msg::Welcome { session, .. } => c.session = session,
+        other => panic!("expected WELCOME on {realm}, got {other:?}"),
+    }
+    c
+}
+
 pub struct Client {
     pub ws: WebSocket<TcpStream>,
     pub ser: Serializer,
@@ -53,13 +73,7 @@ pub fn roles() -> Dict {
 
 /// Connects and opens a session on realm1.
 pub fn join(addr: SocketAddr, ser: Serializer) -> Client {
-    let mut c = connect(addr, ser);
-    c.send(&Msg::Hello { realm: "realm1".into(), details: roles() });
-    match c.recv() {
-        Msg::Welcome { session, .. } => c.session = session,
-        other => panic!("expected WELCOME, got {other:?}"),
-    }
-    c
+    join_realm(addr, ser, "realm1")
 }
 
 pub fn args(values: Vec<Value>) -> Payload {

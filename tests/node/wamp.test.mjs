@@ -129,3 +129,28 @@ test('progressive call results between wampy sessions (JSON callee, CBOR caller)
     await caller.disconnect();
   }
 });
+
+test('wampy callers and publishers asking for disclosure are named to autobahn-js', async () => {
+  const ab = await autobahnSession('msgpack');
+  const wy = await wampySession('json');
+  try {
+    const proc = unique('com.example.node.who');
+    await within(ab.session.register(proc, (args, kwargs, details) => [details.caller ?? null, details.caller_authrole ?? null]), 'REGISTERED');
+    const me = wy.getSessionId();
+    const named = await within(wy.call(proc, [], { disclose_me: true }), 'RESULT');
+    // (autobahn-js sends a returned array as one argument.)
+    assert.deepEqual(named.argsList, [[me, 'anonymous']]);
+    const plain = await within(wy.call(proc, []), 'RESULT');
+    assert.deepEqual(plain.argsList, [[null, null]]);
+
+    const topic = unique('com.example.node.who.topic');
+    let delivered;
+    const got = new Promise((resolve) => (delivered = resolve));
+    await within(ab.session.subscribe(topic, (args, kwargs, details) => delivered(details.publisher)), 'SUBSCRIBED');
+    await within(wy.publish(topic, ['x'], { acknowledge: true, disclose_me: true }), 'PUBLISHED');
+    assert.equal(await within(got, 'EVENT'), me);
+  } finally {
+    await wy.disconnect();
+    ab.close();
+  }
+});

@@ -40,6 +40,17 @@ pub(super) fn publish(
     }
     let me = w.id;
     let s = session(w, handle);
+    let disclosed = match disclosed(s, &options, false) {
+        Ok(d) => d,
+        Err(DiscloseError::Violation(e)) => return violation(w, handle, &e),
+        Err(DiscloseError::Forbidden) => {
+            if acknowledge {
+                let text = Some("this realm does not disclose publishers".to_owned());
+                error(w, handle, m::PUBLISH, request, DISCLOSE_FORBIDDEN, text);
+            }
+            return;
+        }
+    };
     let publisher = SessionRef { worker: me, id: s.id };
     let realm = s.realm.clone();
     let id = w.ids.next_id();
@@ -56,6 +67,7 @@ pub(super) fn publish(
         props: None,
         expires: None,
         started,
+        disclosed,
     };
     w.route(p);
     if acknowledge {
@@ -136,6 +148,9 @@ pub fn on_retained(w: &mut Worker, handle: usize, reply: &RetainedReply, values:
         if reply.policy != MatchPolicy::Exact {
             details.push(("topic".to_owned(), Value::Str(p.topic.clone())));
         }
+        if let Some(who) = &p.disclosed {
+            identity_details(&mut details, "publisher", who);
+        }
         let mut conv = Converted::default();
         let fields = [
             Field::Int(m::EVENT),
@@ -212,13 +227,22 @@ pub(super) fn frame_event(
     framing: Framing,
     conv: &mut Converted,
 ) -> Bytes {
-    // A pattern subscription tells the subscriber which topic matched.
-    let topic_detail;
-    let details: &Dict = if policy == MatchPolicy::Exact {
+    // A pattern subscription tells the subscriber which topic matched; a
+    // disclosed publisher is named. Both are the same for every subscriber
+    // of the subscription, so the EVENT is still encoded once.
+    let built;
+    let details: &Dict = if policy == MatchPolicy::Exact && p.disclosed.is_none() {
         &EMPTY
     } else {
-        topic_detail = vec![("topic".to_owned(), Value::Str(p.topic.clone()))];
-        &topic_detail
+        let mut d = Dict::new();
+        if policy != MatchPolicy::Exact {
+            d.push(("topic".to_owned(), Value::Str(p.topic.clone())));
+        }
+        if let Some(who) = &p.disclosed {
+            identity_details(&mut d, "publisher", who);
+        }
+        built = d;
+        &built
     };
     let fields = [
         Field::Int(m::EVENT),

@@ -30,12 +30,17 @@ pub(super) fn register(
             }
         }
     }
+    let disclose_caller = match bool_opt(&options, "disclose_caller") {
+        Ok(d) => d.unwrap_or(false),
+        Err(e) => return violation(w, handle, &e),
+    };
     let me = w.id;
     let s = session(w, handle);
     let session = SessionRef { worker: me, id: s.id };
     let realm = s.realm.clone();
     let owner = owner_of(&realm, &procedure, w.workers);
-    w.peers.send(owner, ShardMsg::RegAcquire(RegRequest { realm, procedure, session, request, started }));
+    let req = RegRequest { realm, procedure, session, request, started, disclose_caller };
+    w.peers.send(owner, ShardMsg::RegAcquire(req));
 }
 
 /// The owner's answer to a REGISTER.
@@ -89,6 +94,10 @@ pub(super) fn call(
         Ok(p) => p.unwrap_or(false),
         Err(e) => return violation(w, handle, &e),
     };
+    // Checked here so that a bad option is a violation before any routing.
+    if let Err(e) = bool_opt(&options, "disclose_me") {
+        return violation(w, handle, &e);
+    }
     if !valid_uri(&procedure, w.cfg.uri_check) {
         let msg = format!("invalid procedure URI '{procedure}'");
         return error(w, handle, m::CALL, request, "wamp.error.invalid_uri", Some(msg));
@@ -104,6 +113,14 @@ pub(super) fn call(
         let msg = format!("no callee registered for procedure '{procedure}'");
         return error(w, handle, m::CALL, request, "wamp.error.no_such_procedure", Some(msg));
     };
+    let disclosed = match disclosed(session(w, handle), &options, route.disclose_caller) {
+        Ok(d) => d,
+        Err(DiscloseError::Violation(e)) => return violation(w, handle, &e),
+        Err(DiscloseError::Forbidden) => {
+            let text = Some("this realm does not disclose callers".to_owned());
+            return error(w, handle, m::CALL, request, DISCLOSE_FORBIDDEN, text);
+        }
+    };
     session(w, handle).calls.insert(request, (route.callee.worker, started));
     let inv = Invoke {
         caller,
@@ -113,6 +130,7 @@ pub(super) fn call(
         procedure,
         payload,
         receive_progress,
+        disclosed,
     };
     w.peers.send(route.callee.worker, ShardMsg::Invoke(Box::new(inv)));
 }
@@ -137,8 +155,13 @@ pub fn on_invoke(w: &mut Worker, inv: Invoke) {
     s.next_invocation = if s.next_invocation >= m::MAX_ID { 1 } else { s.next_invocation + 1 };
     let request = s.next_invocation;
     s.invocations.insert(request, (inv.caller, inv.request, inv.receive_progress));
-    let details =
-        if inv.receive_progress { vec![("receive_progress".to_owned(), Value::Bool(true))] } else { Dict::new() };
+    let mut details = Dict::new();
+    if inv.receive_progress {
+        details.push(("receive_progress".to_owned(), Value::Bool(true)));
+    }
+    if let Some(who) = &inv.disclosed {
+        identity_details(&mut details, "caller", who);
+    }
     let msg = Msg::Invocation { request, registration: inv.registration, details, payload: inv.payload };
     send(w, handle, &msg);
 }
