@@ -507,6 +507,7 @@ fn publish_will(w: &mut Worker, slot: usize, will: Will) {
         expires,
         started: Instant::now(),
         disclosed: None,
+        receivers: None,
     };
     route(w, p);
 }

@@ -238,6 +238,7 @@ fn publish(w: &mut Worker, sum: &Report) {
                 expires: None,
                 started: Instant::now(),
                 disclosed: None,
+                receivers: None,
             };
             w.route(p);
         }

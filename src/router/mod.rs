@@ -109,6 +109,48 @@ pub struct Publication {
     pub started: Instant,
     /// The publisher, if it is disclosed to subscribers (WAMP `disclose_me`).
     pub disclosed: Option<Box<Identity>>,
+    /// Which subscribers may receive it (WAMP black- and whitelisting).
+    pub receivers: Option<Box<Receivers>>,
+}
+
+/// A publication's black- and whitelists (WAMP `exclude`, `eligible`, and
+/// their `_authid` / `_authrole` forms). A subscriber receives it if it is
+/// in every `eligible*` list given and in no `exclude*` list. The lists are
+/// sorted, so checking one subscriber costs a binary search per list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Receivers {
+    pub eligible: Option<Vec<u64>>,
+    pub eligible_authid: Option<Vec<String>>,
+    pub eligible_authrole: Option<Vec<String>>,
+    pub exclude: Vec<u64>,
+    pub exclude_authid: Vec<String>,
+    pub exclude_authrole: Vec<String>,
+}
+
+impl Receivers {
+    /// Sorts the lists (for `admits`).
+    pub fn sorted(mut self) -> Receivers {
+        if let Some(l) = &mut self.eligible {
+            l.sort_unstable();
+        }
+        self.exclude.sort_unstable();
+        for l in [&mut self.eligible_authid, &mut self.eligible_authrole].into_iter().flatten() {
+            l.sort_unstable();
+        }
+        self.exclude_authid.sort_unstable();
+        self.exclude_authrole.sort_unstable();
+        self
+    }
+
+    pub fn admits(&self, session: u64, authid: &str, authrole: &str) -> bool {
+        let has = |l: &Vec<String>, x: &str| l.binary_search_by(|v| v.as_str().cmp(x)).is_ok();
+        self.eligible.as_ref().is_none_or(|l| l.binary_search(&session).is_ok())
+            && self.eligible_authid.as_ref().is_none_or(|l| has(l, authid))
+            && self.eligible_authrole.as_ref().is_none_or(|l| has(l, authrole))
+            && self.exclude.binary_search(&session).is_err()
+            && !has(&self.exclude_authid, authid)
+            && !has(&self.exclude_authrole, authrole)
+    }
 }
 
 /// Who a caller or publisher is, as disclosed to callees and subscribers.
@@ -355,6 +397,24 @@ impl IdGen {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn receivers_combine_every_list() {
+        let ids = |v: &[&str]| Some(v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+        let r = Receivers { eligible: Some(vec![9, 3, 5]), exclude: vec![5], ..Default::default() }.sorted();
+        assert!(r.admits(3, "a", "x") && r.admits(9, "a", "x"));
+        assert!(!r.admits(5, "a", "x"), "eligible and excluded");
+        assert!(!r.admits(4, "a", "x"), "not eligible");
+        let r = Receivers {
+            eligible_authrole: ids(&["staff", "manager"]),
+            exclude_authid: vec!["bob".into()],
+            ..Default::default()
+        }
+        .sorted();
+        assert!(r.admits(1, "alice", "manager"));
+        assert!(!r.admits(1, "bob", "manager") && !r.admits(1, "alice", "guest"));
+        assert!(Receivers::default().admits(1, "", ""));
+    }
 
     #[test]
     fn ids_are_disjoint_across_workers() {

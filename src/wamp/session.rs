@@ -18,8 +18,8 @@ use crate::mqtt::session::Converted;
 use crate::rawsocket;
 use crate::router::owner::Outbox;
 use crate::router::{
-    owner_of, Body, CallDone, CallOutcome, Identity, Invoke, MatchPolicy, Member, Publication, Realm, RegRequest,
-    RetainedReply, SessionRef, ShardMsg, SubKey,
+    owner_of, Body, CallDone, CallOutcome, Identity, Invoke, MatchPolicy, Member, Publication, Realm, Receivers,
+    RegRequest, RetainedReply, SessionRef, ShardMsg, SubKey,
 };
 use crate::value::{dict_get, Dict, Payload, Value};
 use crate::worker::core::Subscribed;
@@ -297,7 +297,15 @@ fn router_roles() -> Value {
         Value::Dict(vec![("features".into(), Value::Dict(f))])
     };
     Value::Dict(vec![
-        ("broker".into(), features(&["publisher_exclusion", "pattern_based_subscription", "publisher_identification"])),
+        (
+            "broker".into(),
+            features(&[
+                "publisher_exclusion",
+                "pattern_based_subscription",
+                "publisher_identification",
+                "subscriber_blackwhite_listing",
+            ]),
+        ),
         ("dealer".into(), features(&["progressive_call_results", "caller_identification"])),
     ])
 }

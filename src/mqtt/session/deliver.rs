@@ -13,6 +13,14 @@ use super::*;
 /// (the caller records the latency, once per QoS for a whole delivery).
 pub fn deliver(w: &mut Worker, slot: usize, p: &Arc<Publication>, subs: &[u64], conv: &mut Converted) -> Option<u8> {
     let s = w.mqtt.sessions.get(slot)?;
+    // A WAMP publisher's black- and whitelists: an MQTT session is its
+    // session ID, its client ID as authid, and role "anonymous".
+    if let Some(r) = &p.receivers {
+        let client = s.key.split_once('\0').map_or(&*s.key, |(_, c)| c);
+        if !r.admits(s.id, client, "anonymous") {
+            return None;
+        }
+    }
     let mine = p.publisher.worker == w.id && p.publisher.id == s.id;
     let mut qos = None;
     let mut retain = false;

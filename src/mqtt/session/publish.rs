@@ -81,6 +81,7 @@ pub(super) fn publish(w: &mut Worker, handle: usize, slot: usize, p: codec::Publ
         expires,
         started,
         disclosed: None,
+        receivers: None,
     };
     // The publishing worker's routing table knows whether anything matches:
     // v5 says so in the acknowledgement (0x10), as Mosquitto and HiveMQ do.

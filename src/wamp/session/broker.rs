@@ -51,6 +51,11 @@ pub(super) fn publish(
             return;
         }
     };
+    let receivers = match receivers(&options) {
+        Ok(r) => r,
+        Err(e) => return violation(w, handle, &e),
+    };
+    let s = session(w, handle);
     let publisher = SessionRef { worker: me, id: s.id };
     let realm = s.realm.clone();
     let id = w.ids.next_id();
@@ -68,11 +73,49 @@ pub(super) fn publish(
         expires: None,
         started,
         disclosed,
+        receivers,
     };
     w.route(p);
     if acknowledge {
         send(w, handle, &Msg::Published { request, publication: id });
     }
+}
+
+/// PUBLISH's black- and whitelists, if any (`Err`: not lists of the right type).
+fn receivers(options: &Dict) -> Result<Option<Box<Receivers>>, String> {
+    let ids = |key: &str| -> Result<Option<Vec<u64>>, String> {
+        match dict_get(options, key) {
+            None => Ok(None),
+            Some(Value::List(l)) => l
+                .iter()
+                .map(|v| v.as_u64().ok_or_else(|| format!("option '{key}' must be a list of session IDs")))
+                .collect::<Result<_, _>>()
+                .map(Some),
+            Some(_) => Err(format!("option '{key}' must be a list of session IDs")),
+        }
+    };
+    let names = |key: &str| -> Result<Option<Vec<String>>, String> {
+        match dict_get(options, key) {
+            None => Ok(None),
+            Some(Value::List(l)) => l
+                .iter()
+                .map(|v| {
+                    v.as_str().map(str::to_owned).ok_or_else(|| format!("option '{key}' must be a list of strings"))
+                })
+                .collect::<Result<_, _>>()
+                .map(Some),
+            Some(_) => Err(format!("option '{key}' must be a list of strings")),
+        }
+    };
+    let r = Receivers {
+        eligible: ids("eligible")?,
+        eligible_authid: names("eligible_authid")?,
+        eligible_authrole: names("eligible_authrole")?,
+        exclude: ids("exclude")?.unwrap_or_default(),
+        exclude_authid: names("exclude_authid")?.unwrap_or_default(),
+        exclude_authrole: names("exclude_authrole")?.unwrap_or_default(),
+    };
+    Ok((r != Receivers::default()).then(|| Box::new(r.sorted())))
 }
 
 pub(super) fn subscribe(w: &mut Worker, handle: usize, request: u64, options: Dict, topic: String, started: Instant) {
@@ -200,6 +243,9 @@ pub fn event_for(
     let crate::conn::Proto::Wamp(conn) = &w.conns[handle].proto else { return None };
     let s = conn.session.as_ref()?;
     if p.exclude_me && p.publisher.id == s.id && p.publisher.worker == w.id {
+        return None;
+    }
+    if p.receivers.as_ref().is_some_and(|r| !r.admits(s.id, &s.authid, &s.authrole)) {
         return None;
     }
     let (ser, framing) = (conn.ser, conn.framing);
