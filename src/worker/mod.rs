@@ -425,10 +425,14 @@ impl Worker {
             } else {
                 self.process_input(handle, &mut buf);
             }
-            if !self.conns.contains(handle) || self.peers.congested() || self.conns[handle].paused {
+            if !self.conns.contains(handle) || self.conns[handle].paused {
                 break;
             }
-            if budget == 0 {
+            // Out of budget, or a peer inbox filled up: stop, and read again
+            // on a later turn. The socket may still hold input, and readiness
+            // is edge-triggered: no new event will say so if the peer has
+            // already sent everything (it waits for our answer).
+            if budget == 0 || self.peers.congested() {
                 let c = &mut self.conns[handle];
                 if !c.resume {
                     c.resume = true;
