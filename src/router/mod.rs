@@ -316,6 +316,12 @@ pub enum ShardMsg {
     CallerGone {
         caller: SessionRef,
     },
+    /// To the callee's worker: the call ended at the caller's (a timeout).
+    Interrupt {
+        callee: u64,
+        caller: SessionRef,
+        request: u64,
+    },
 
     /// To the topic's owner: set (or, with an empty body, clear) its retained value.
     Retain(Arc<Publication>),

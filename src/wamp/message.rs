@@ -29,6 +29,7 @@ pub const REGISTERED: u64 = 65;
 pub const UNREGISTER: u64 = 66;
 pub const UNREGISTERED: u64 = 67;
 pub const INVOCATION: u64 = 68;
+pub const INTERRUPT: u64 = 69;
 pub const YIELD: u64 = 70;
 
 /// Largest WAMP ID: IDs are integers in [0, 2^53].
@@ -71,26 +72,104 @@ impl Serializer {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Msg {
-    Hello { realm: String, details: Dict },
-    Welcome { session: u64, details: Dict },
-    Abort { details: Dict, reason: String },
-    Goodbye { details: Dict, reason: String },
-    Error { request_type: u64, request: u64, details: Dict, error: String, payload: Payload },
-    Publish { request: u64, options: Dict, topic: String, payload: Payload },
-    Published { request: u64, publication: u64 },
-    Subscribe { request: u64, options: Dict, topic: String },
-    Subscribed { request: u64, subscription: u64 },
-    Unsubscribe { request: u64, subscription: u64 },
-    Unsubscribed { request: u64 },
-    Event { subscription: u64, publication: u64, details: Dict, payload: Payload },
-    Call { request: u64, options: Dict, procedure: String, payload: Payload },
-    Result { request: u64, details: Dict, payload: Payload },
-    Register { request: u64, options: Dict, procedure: String },
-    Registered { request: u64, registration: u64 },
-    Unregister { request: u64, registration: u64 },
-    Unregistered { request: u64 },
-    Invocation { request: u64, registration: u64, details: Dict, payload: Payload },
-    Yield { request: u64, options: Dict, payload: Payload },
+    Hello {
+        realm: String,
+        details: Dict,
+    },
+    Welcome {
+        session: u64,
+        details: Dict,
+    },
+    Abort {
+        details: Dict,
+        reason: String,
+    },
+    Goodbye {
+        details: Dict,
+        reason: String,
+    },
+    Error {
+        request_type: u64,
+        request: u64,
+        details: Dict,
+        error: String,
+        payload: Payload,
+    },
+    Publish {
+        request: u64,
+        options: Dict,
+        topic: String,
+        payload: Payload,
+    },
+    Published {
+        request: u64,
+        publication: u64,
+    },
+    Subscribe {
+        request: u64,
+        options: Dict,
+        topic: String,
+    },
+    Subscribed {
+        request: u64,
+        subscription: u64,
+    },
+    Unsubscribe {
+        request: u64,
+        subscription: u64,
+    },
+    Unsubscribed {
+        request: u64,
+    },
+    Event {
+        subscription: u64,
+        publication: u64,
+        details: Dict,
+        payload: Payload,
+    },
+    Call {
+        request: u64,
+        options: Dict,
+        procedure: String,
+        payload: Payload,
+    },
+    Result {
+        request: u64,
+        details: Dict,
+        payload: Payload,
+    },
+    Register {
+        request: u64,
+        options: Dict,
+        procedure: String,
+    },
+    Registered {
+        request: u64,
+        registration: u64,
+    },
+    Unregister {
+        request: u64,
+        registration: u64,
+    },
+    Unregistered {
+        request: u64,
+    },
+    Invocation {
+        request: u64,
+        registration: u64,
+        details: Dict,
+        payload: Payload,
+    },
+    Yield {
+        request: u64,
+        options: Dict,
+        payload: Payload,
+    },
+    /// Router to callee only (never decoded).
+    Interrupt {
+        request: u64,
+        options: Dict,
+    },
 }
 
 /// Why a message could not be decoded; becomes the ABORT message.
@@ -392,6 +471,7 @@ pub fn encode(ser: Serializer, msg: &Msg, out: &mut Vec<u8>) {
         Msg::Yield { request, options, payload } => {
             encode_fields(ser, &[Int(YIELD), Int(*request), d(options), Payload(payload)], out)
         }
+        Msg::Interrupt { request, options } => encode_fields(ser, &[Int(INTERRUPT), Int(*request), d(options)], out),
     }
 }
 

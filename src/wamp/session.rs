@@ -37,7 +37,7 @@ use broker::*;
 use dealer::*;
 
 pub use broker::{event_for, on_retained, subscribed, EventCache};
-pub use dealer::{on_call_done, on_caller_gone, on_invoke, registered};
+pub use dealer::{expire_calls, on_call_done, on_caller_gone, on_interrupt, on_invoke, registered};
 
 /// How a connection's WAMP messages are framed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,8 +94,11 @@ pub struct WampSession {
     subs: Vec<u64>,
     /// Registration ID and procedure.
     regs: Vec<(u64, String)>,
-    /// Calls in flight as caller: request ID -> callee worker, start time.
-    calls: AHashMap<u64, (u16, Instant)>,
+    /// Calls in flight as caller: request ID -> callee (worker, session),
+    /// start time, and the deadline if the call has a timeout.
+    calls: AHashMap<u64, (SessionRef, Instant, Option<Instant>)>,
+    /// The callee announced `call_canceling`: it is sent INTERRUPT.
+    call_canceling: bool,
     /// Invocations in flight as callee: invocation ID -> the caller's call.
     /// (The bool: the caller asked for progressive results.)
     invocations: AHashMap<u64, (SessionRef, u64, bool)>,
@@ -287,6 +290,7 @@ fn name(msg: &Msg) -> &'static str {
         Msg::Unregistered { .. } => "UNREGISTERED",
         Msg::Invocation { .. } => "INVOCATION",
         Msg::Yield { .. } => "YIELD",
+        Msg::Interrupt { .. } => "INTERRUPT",
     }
 }
 
@@ -306,8 +310,19 @@ fn router_roles() -> Value {
                 "subscriber_blackwhite_listing",
             ]),
         ),
-        ("dealer".into(), features(&["progressive_call_results", "caller_identification"])),
+        ("dealer".into(), features(&["progressive_call_results", "caller_identification", "call_timeout"])),
     ])
+}
+
+/// Whether HELLO details announce `roles.<role>.features.<feature>: true`.
+fn announces(details: &Dict, role: &str, feature: &str) -> bool {
+    let get = |d: &Dict, k: &str| dict_get(d, k).and_then(Value::as_dict).cloned();
+    dict_get(details, "roles")
+        .and_then(Value::as_dict)
+        .and_then(|roles| get(roles, role))
+        .and_then(|r| get(&r, "features"))
+        .and_then(|f| dict_get(&f, feature).and_then(Value::as_bool))
+        .unwrap_or(false)
 }
 
 fn hello(w: &mut Worker, handle: usize, realm: String, details: Dict) {
@@ -336,6 +351,7 @@ fn hello(w: &mut Worker, handle: usize, realm: String, details: Dict) {
         subs: Vec::new(),
         regs: Vec::new(),
         calls: AHashMap::new(),
+        call_canceling: announces(&details, "callee", "call_canceling"),
         invocations: AHashMap::new(),
         next_invocation: 0,
         want_retained: Vec::new(),
@@ -377,7 +393,10 @@ fn end_session(w: &mut Worker, handle: usize, s: WampSession, reason: CloseReaso
     }
     let me = SessionRef { worker: w.id, id: s.id };
     let mut told = Vec::new();
-    for (_, (worker, _)) in s.calls {
+    for (request, (SessionRef { worker, .. }, _, deadline)) in s.calls {
+        if let Some(at) = deadline {
+            w.call_deadlines.remove(&(at, s.id, request));
+        }
         if !told.contains(&worker) {
             told.push(worker);
             w.peers.send(worker, ShardMsg::CallerGone { caller: me });

@@ -122,6 +122,10 @@ pub struct Worker {
     pub(crate) match_scratch: Vec<(u64, crate::router::MatchPolicy)>,
     pub(crate) mqtt_hits: Vec<(usize, u64)>,
     pub(crate) share_rr: usize,
+    /// WAMP call timeouts of this worker's callers: (deadline, caller
+    /// session, request), earliest first. An entry leaves when its call
+    /// ends, so there is at most one per call in flight with a timeout.
+    pub(crate) call_deadlines: std::collections::BTreeSet<(Instant, u64, u64)>,
 }
 
 impl Worker {
@@ -168,6 +172,7 @@ impl Worker {
             match_scratch: Vec::new(),
             mqtt_hits: Vec::new(),
             share_rr: 0,
+            call_deadlines: Default::default(),
             cfg: s.config,
         }
     }
@@ -706,6 +711,7 @@ impl Worker {
         });
         self.lingering.append(&mut lingering);
         crate::mqtt::session::housekeeping(self);
+        crate::wamp::session::expire_calls(self);
         // Metrics.
         if let Some(at) = self.next_metrics {
             if now >= at {

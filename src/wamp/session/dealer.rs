@@ -98,6 +98,15 @@ pub(super) fn call(
     if let Err(e) = bool_opt(&options, "disclose_me") {
         return violation(w, handle, &e);
     }
+    // Milliseconds; 0 or absent: none.
+    let timeout = match dict_get(&options, "timeout") {
+        None => 0,
+        Some(Value::UInt(ms)) => *ms,
+        Some(v) => {
+            let msg = format!("CALL option timeout must be a non-negative integer (milliseconds), got {v:?}");
+            return error(w, handle, m::CALL, request, "wamp.error.invalid_argument", Some(msg));
+        }
+    };
     if !valid_uri(&procedure, w.cfg.uri_check) {
         let msg = format!("invalid procedure URI '{procedure}'");
         return error(w, handle, m::CALL, request, "wamp.error.invalid_uri", Some(msg));
@@ -121,7 +130,13 @@ pub(super) fn call(
             return error(w, handle, m::CALL, request, DISCLOSE_FORBIDDEN, text);
         }
     };
-    session(w, handle).calls.insert(request, (route.callee.worker, started));
+    let deadline = (timeout > 0).then(|| w.now + std::time::Duration::from_millis(timeout.min(u64::from(u32::MAX))));
+    let s = session(w, handle);
+    let caller_id = s.id;
+    s.calls.insert(request, (route.callee, started, deadline));
+    if let Some(at) = deadline {
+        w.call_deadlines.insert((at, caller_id, request));
+    }
     let inv = Invoke {
         caller,
         request,
@@ -207,14 +222,60 @@ pub fn on_call_done(w: &mut Worker, done: CallDone) {
             (Msg::Error { request_type: m::CALL, request, details, error, payload }, true)
         }
     };
-    let calls = &mut session(w, handle).calls;
+    let s = session(w, handle);
+    let caller = s.id;
     // Exactly one final answer per call: a second one finds no entry.
     // Some(Some(start)): the final answer; Some(None): a progressive one.
-    let started = if last { calls.remove(&request).map(|(_, t)| Some(t)) } else { calls.get(&request).map(|_| None) };
+    let started = if last {
+        s.calls.remove(&request).map(|(_, t, deadline)| {
+            if let Some(at) = deadline {
+                w.call_deadlines.remove(&(at, caller, request));
+            }
+            Some(t)
+        })
+    } else {
+        s.calls.get(&request).map(|_| None)
+    };
     let Some(started) = started else { return };
     send(w, handle, &msg);
     if let Some(t) = started {
         w.metrics.record(Op::CallResult, t, Instant::now());
+    }
+}
+
+/// Calls past their `timeout` (every worker tick, on the caller's worker):
+/// the caller gets ERROR `wamp.error.timeout`, and the callee's worker is
+/// told to forget the invocation (its late YIELD is then dropped) and to
+/// INTERRUPT a callee that announced `call_canceling` (mode `killnowait`).
+pub fn expire_calls(w: &mut Worker) {
+    while let Some(&(at, caller, request)) = w.call_deadlines.first() {
+        if at > w.now {
+            return;
+        }
+        w.call_deadlines.pop_first();
+        let Some(&handle) = w.sessions.get(&caller) else { continue };
+        let Some((callee, _, _)) = session(w, handle).calls.remove(&request) else { continue };
+        error(w, handle, m::CALL, request, "wamp.error.timeout", Some("the call timed out".into()));
+        let me = SessionRef { worker: w.id, id: caller };
+        w.peers.send(callee.worker, ShardMsg::Interrupt { callee: callee.id, caller: me, request });
+    }
+}
+
+/// A call ended at its caller's worker before the callee answered.
+pub fn on_interrupt(w: &mut Worker, callee: u64, caller: SessionRef, request: u64) {
+    let Some(&handle) = w.sessions.get(&callee) else { return };
+    let s = session(w, handle);
+    let Some(invocation) = s.invocations.iter().find(|(_, (c, r, _))| *c == caller && *r == request).map(|(&i, _)| i)
+    else {
+        return;
+    };
+    s.invocations.remove(&invocation);
+    if s.call_canceling {
+        let options = vec![
+            ("mode".to_owned(), Value::Str("killnowait".into())),
+            ("reason".to_owned(), Value::Str("wamp.error.timeout".into())),
+        ];
+        send(w, handle, &Msg::Interrupt { request: invocation, options });
     }
 }
 
