@@ -220,6 +220,19 @@ pub enum CallOutcome {
     },
 }
 
+/// Why a call is interrupted, and how (WAMP CANCEL modes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interruption {
+    /// The router's timeout: the caller already has its ERROR.
+    Timeout,
+    /// CANCEL `skip`: forget the invocation, tell the callee nothing.
+    Skip,
+    /// CANCEL `killnowait`: forget it, INTERRUPT the callee.
+    KillNoWait,
+    /// CANCEL `kill`: INTERRUPT the callee, whose answer ends the call.
+    Kill,
+}
+
 /// A REGISTER on its way to the procedure's owner.
 #[derive(Debug)]
 pub struct RegRequest {
@@ -316,11 +329,13 @@ pub enum ShardMsg {
     CallerGone {
         caller: SessionRef,
     },
-    /// To the callee's worker: the call ended at the caller's (a timeout).
+    /// To the callee's worker: a call timed out or was canceled at the
+    /// caller's worker.
     Interrupt {
         callee: u64,
         caller: SessionRef,
         request: u64,
+        why: Interruption,
     },
 
     /// To the topic's owner: set (or, with an empty body, clear) its retained value.

@@ -23,6 +23,7 @@ pub const UNSUBSCRIBE: u64 = 34;
 pub const UNSUBSCRIBED: u64 = 35;
 pub const EVENT: u64 = 36;
 pub const CALL: u64 = 48;
+pub const CANCEL: u64 = 49;
 pub const RESULT: u64 = 50;
 pub const REGISTER: u64 = 64;
 pub const REGISTERED: u64 = 65;
@@ -165,6 +166,10 @@ pub enum Msg {
         options: Dict,
         payload: Payload,
     },
+    Cancel {
+        request: u64,
+        options: Dict,
+    },
     /// Router to callee only (never decoded).
     Interrupt {
         request: u64,
@@ -261,6 +266,7 @@ pub fn decode(ser: Serializer, bytes: &[u8]) -> Result<Msg, DecodeError> {
             payload: f.payload()?,
         },
         YIELD => Msg::Yield { request: f.id("request")?, options: f.dict("options")?, payload: f.payload()? },
+        CANCEL => Msg::Cancel { request: f.id("request")?, options: f.dict("options")? },
         other => return err(format!("unknown or unsupported message type {other}")),
     };
     f.end()?;
@@ -472,6 +478,7 @@ pub fn encode(ser: Serializer, msg: &Msg, out: &mut Vec<u8>) {
             encode_fields(ser, &[Int(YIELD), Int(*request), d(options), Payload(payload)], out)
         }
         Msg::Interrupt { request, options } => encode_fields(ser, &[Int(INTERRUPT), Int(*request), d(options)], out),
+        Msg::Cancel { request, options } => encode_fields(ser, &[Int(CANCEL), Int(*request), d(options)], out),
     }
 }
 

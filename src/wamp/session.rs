@@ -18,8 +18,8 @@ use crate::mqtt::session::Converted;
 use crate::rawsocket;
 use crate::router::owner::Outbox;
 use crate::router::{
-    owner_of, Body, CallDone, CallOutcome, Identity, Invoke, MatchPolicy, Member, Publication, Realm, Receivers,
-    RegRequest, RetainedReply, SessionRef, ShardMsg, SubKey,
+    owner_of, Body, CallDone, CallOutcome, Identity, Interruption, Invoke, MatchPolicy, Member, Publication, Realm,
+    Receivers, RegRequest, RetainedReply, SessionRef, ShardMsg, SubKey,
 };
 use crate::value::{dict_get, Dict, Payload, Value};
 use crate::worker::core::Subscribed;
@@ -258,6 +258,7 @@ pub fn on_message(w: &mut Worker, handle: usize, bytes: &[u8]) {
         Msg::Register { request, options, procedure } => register(w, handle, request, options, procedure, started),
         Msg::Unregister { request, registration } => unregister(w, handle, request, registration),
         Msg::Yield { request, options, payload } => yielded(w, handle, request, options, payload),
+        Msg::Cancel { request, options } => cancel(w, handle, request, options),
         Msg::Error { request_type: m::INVOCATION, request, details, error, payload } => {
             if !valid_uri(&error, w.cfg.uri_check) {
                 return violation(w, handle, &format!("invalid error URI '{error}'"));
@@ -291,6 +292,7 @@ fn name(msg: &Msg) -> &'static str {
         Msg::Invocation { .. } => "INVOCATION",
         Msg::Yield { .. } => "YIELD",
         Msg::Interrupt { .. } => "INTERRUPT",
+        Msg::Cancel { .. } => "CANCEL",
     }
 }
 
@@ -310,7 +312,10 @@ fn router_roles() -> Value {
                 "subscriber_blackwhite_listing",
             ]),
         ),
-        ("dealer".into(), features(&["progressive_call_results", "caller_identification", "call_timeout"])),
+        (
+            "dealer".into(),
+            features(&["progressive_call_results", "caller_identification", "call_timeout", "call_canceling"]),
+        ),
     ])
 }
 

@@ -62,7 +62,9 @@ impl Worker {
             ShardMsg::Invoke(inv) => session::on_invoke(self, *inv),
             ShardMsg::CallDone(done) => session::on_call_done(self, *done),
             ShardMsg::CallerGone { caller } => session::on_caller_gone(self, caller),
-            ShardMsg::Interrupt { callee, caller, request } => session::on_interrupt(self, callee, caller, request),
+            ShardMsg::Interrupt { callee, caller, request, why } => {
+                session::on_interrupt(self, callee, caller, request, why)
+            }
             ShardMsg::Retain(p) => self.retained.set(p),
             ShardMsg::RetainedQuery { realm, pattern, reply } => {
                 let values = self.retained.query(&realm, &pattern, reply.policy, self.now);

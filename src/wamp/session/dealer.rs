@@ -257,26 +257,74 @@ pub fn expire_calls(w: &mut Worker) {
         let Some((callee, _, _)) = session(w, handle).calls.remove(&request) else { continue };
         error(w, handle, m::CALL, request, "wamp.error.timeout", Some("the call timed out".into()));
         let me = SessionRef { worker: w.id, id: caller };
-        w.peers.send(callee.worker, ShardMsg::Interrupt { callee: callee.id, caller: me, request });
+        let why = Interruption::Timeout;
+        w.peers.send(callee.worker, ShardMsg::Interrupt { callee: callee.id, caller: me, request, why });
     }
 }
 
-/// A call ended at its caller's worker before the callee answered.
-pub fn on_interrupt(w: &mut Worker, callee: u64, caller: SessionRef, request: u64) {
+/// CANCEL of one of this session's calls. `skip` and `killnowait` (the
+/// default) end the call now with ERROR `wamp.error.canceled`; `kill`
+/// leaves the ending to the callee's answer to the INTERRUPT. A CANCEL for
+/// a call that already ended is ignored: it crossed the answer.
+pub(super) fn cancel(w: &mut Worker, handle: usize, request: u64, options: Dict) {
+    let why = match dict_get(&options, "mode") {
+        None => Interruption::KillNoWait,
+        Some(Value::Str(m)) if m == "killnowait" => Interruption::KillNoWait,
+        Some(Value::Str(m)) if m == "skip" => Interruption::Skip,
+        Some(Value::Str(m)) if m == "kill" => Interruption::Kill,
+        Some(v) => {
+            let msg = format!("CANCEL mode must be 'skip', 'kill' or 'killnowait', got {v:?}");
+            return error(w, handle, m::CANCEL, request, "wamp.error.invalid_argument", Some(msg));
+        }
+    };
+    let s = session(w, handle);
+    let caller = s.id;
+    let Some(&(callee, _, deadline)) = s.calls.get(&request) else { return };
+    if why != Interruption::Kill {
+        s.calls.remove(&request);
+        if let Some(at) = deadline {
+            w.call_deadlines.remove(&(at, caller, request));
+        }
+        error(w, handle, m::CALL, request, "wamp.error.canceled", Some("the call was canceled".into()));
+    }
+    let me = SessionRef { worker: w.id, id: caller };
+    w.peers.send(callee.worker, ShardMsg::Interrupt { callee: callee.id, caller: me, request, why });
+}
+
+/// A call timed out or was canceled at its caller's worker.
+pub fn on_interrupt(w: &mut Worker, callee: u64, caller: SessionRef, request: u64, why: Interruption) {
     let Some(&handle) = w.sessions.get(&callee) else { return };
     let s = session(w, handle);
     let Some(invocation) = s.invocations.iter().find(|(_, (c, r, _))| *c == caller && *r == request).map(|(&i, _)| i)
     else {
         return;
     };
-    s.invocations.remove(&invocation);
-    if s.call_canceling {
-        let options = vec![
-            ("mode".to_owned(), Value::Str("killnowait".into())),
-            ("reason".to_owned(), Value::Str("wamp.error.timeout".into())),
-        ];
-        send(w, handle, &Msg::Interrupt { request: invocation, options });
+    let (mode, reason) = match (why, s.call_canceling) {
+        (Interruption::Kill, true) => ("kill", "wamp.error.canceled"),
+        (Interruption::KillNoWait, true) => ("killnowait", "wamp.error.canceled"),
+        (Interruption::Timeout, true) => ("killnowait", "wamp.error.timeout"),
+        // Skip, or a callee that cannot be interrupted (then every mode is
+        // skip): forget the invocation. A `kill` left the caller waiting:
+        // end its call now.
+        _ => {
+            s.invocations.remove(&invocation);
+            if why == Interruption::Kill {
+                let outcome = CallOutcome::Error {
+                    error: "wamp.error.canceled".into(),
+                    details: Dict::new(),
+                    payload: Payload { args: Some(vec![Value::Str("the call was canceled".into())]), kwargs: None },
+                };
+                let done = CallDone { caller: caller.id, request, outcome };
+                w.peers.send(caller.worker, ShardMsg::CallDone(Box::new(done)));
+            }
+            return;
+        }
+    };
+    if why != Interruption::Kill {
+        s.invocations.remove(&invocation);
     }
+    let options = vec![("mode".to_owned(), Value::Str(mode.into())), ("reason".to_owned(), Value::Str(reason.into()))];
+    send(w, handle, &Msg::Interrupt { request: invocation, options });
 }
 
 /// The caller of some invocations on this worker left: forget them, so the
