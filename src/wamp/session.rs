@@ -321,12 +321,14 @@ fn router_roles() -> Value {
 
 /// Whether HELLO details announce `roles.<role>.features.<feature>: true`.
 fn announces(details: &Dict, role: &str, feature: &str) -> bool {
-    let get = |d: &Dict, k: &str| dict_get(d, k).and_then(Value::as_dict).cloned();
     dict_get(details, "roles")
         .and_then(Value::as_dict)
-        .and_then(|roles| get(roles, role))
-        .and_then(|r| get(&r, "features"))
-        .and_then(|f| dict_get(&f, feature).and_then(Value::as_bool))
+        .and_then(|roles| dict_get(roles, role))
+        .and_then(Value::as_dict)
+        .and_then(|r| dict_get(r, "features"))
+        .and_then(Value::as_dict)
+        .and_then(|f| dict_get(f, feature))
+        .and_then(Value::as_bool)
         .unwrap_or(false)
 }
 

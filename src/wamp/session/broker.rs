@@ -83,30 +83,14 @@ pub(super) fn publish(
 
 /// PUBLISH's black- and whitelists, if any (`Err`: not lists of the right type).
 fn receivers(options: &Dict) -> Result<Option<Box<Receivers>>, String> {
-    let ids = |key: &str| -> Result<Option<Vec<u64>>, String> {
-        match dict_get(options, key) {
-            None => Ok(None),
-            Some(Value::List(l)) => l
-                .iter()
-                .map(|v| v.as_u64().ok_or_else(|| format!("option '{key}' must be a list of session IDs")))
-                .collect::<Result<_, _>>()
-                .map(Some),
-            Some(_) => Err(format!("option '{key}' must be a list of session IDs")),
-        }
-    };
-    let names = |key: &str| -> Result<Option<Vec<String>>, String> {
-        match dict_get(options, key) {
-            None => Ok(None),
-            Some(Value::List(l)) => l
-                .iter()
-                .map(|v| {
-                    v.as_str().map(str::to_owned).ok_or_else(|| format!("option '{key}' must be a list of strings"))
-                })
-                .collect::<Result<_, _>>()
-                .map(Some),
-            Some(_) => Err(format!("option '{key}' must be a list of strings")),
-        }
-    };
+    // Most publications have none: one pass over the keys decides.
+    let named =
+        |k: &str| k.starts_with("eligible") || k == "exclude" || k == "exclude_authid" || k == "exclude_authrole";
+    if !options.iter().any(|(k, _)| named(k)) {
+        return Ok(None);
+    }
+    let ids = |key: &str| list_opt(options, key, |v| v.as_u64(), "session IDs");
+    let names = |key: &str| list_opt(options, key, |v| v.as_str().map(str::to_owned), "strings");
     let r = Receivers {
         eligible: ids("eligible")?,
         eligible_authid: names("eligible_authid")?,
@@ -116,6 +100,21 @@ fn receivers(options: &Dict) -> Result<Option<Box<Receivers>>, String> {
         exclude_authrole: names("exclude_authrole")?.unwrap_or_default(),
     };
     Ok((r != Receivers::default()).then(|| Box::new(r.sorted())))
+}
+
+/// An optional option that must be a list whose items `item` accepts.
+fn list_opt<T>(
+    options: &Dict,
+    key: &str,
+    item: impl Fn(&Value) -> Option<T>,
+    what: &str,
+) -> Result<Option<Vec<T>>, String> {
+    let wrong = || format!("option '{key}' must be a list of {what}");
+    match dict_get(options, key) {
+        None => Ok(None),
+        Some(Value::List(l)) => l.iter().map(|v| item(v).ok_or_else(wrong)).collect::<Result<_, _>>().map(Some),
+        Some(_) => Err(wrong()),
+    }
 }
 
 pub(super) fn subscribe(w: &mut Worker, handle: usize, request: u64, options: Dict, topic: String, started: Instant) {
