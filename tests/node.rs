@@ -1,7 +1,12 @@
 //! The Node.js interop suites in `tests/node`, run with Node's own test
-//! runner against one in-process router (`--cores 2`, so consecutive
-//! connections land on different workers):
+//! runner against an in-process router, once with `--cores 1` and once with
+//! `--cores 2` (the router hands connections to its workers round-robin, so
+//! there consecutive connections land on different workers; the files run
+//! one at a time, `--test-concurrency=1`, so that a test's own consecutive
+//! connections are consecutive at the router):
 //! - `wamp.test.mjs`: autobahn-js and wampy, JSON, MessagePack and CBOR;
+//! - `advanced.test.mjs`: the WAMP Advanced Profile features the router
+//!   announces, with autobahn-js and wampy;
 //! - `mqtt.test.mjs`: MQTT.js, MQTT 3.1, 3.1.1 and 5.
 //!
 //! Needs `node` and `npm` on PATH (scripts/test installs them on Debian).
@@ -16,10 +21,15 @@ mod common;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The whole Node suite, npm install excluded.
 const SUITE_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The suite runs on one router at a time: the timeout and cancel tests
+/// time things, and two suites at once on a small machine would skew them.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn node_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("node")
@@ -51,12 +61,22 @@ fn npm_install() {
 }
 
 #[test]
-fn node_interop_suites() {
+fn node_interop_suites_one_core() {
+    node_interop_suites("1");
+}
+
+#[test]
+fn node_interop_suites_two_cores() {
+    node_interop_suites("2");
+}
+
+fn node_interop_suites(cores: &str) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     npm_install();
-    let r = common::router(&["--cores", "2"]);
+    let r = common::router(&["--cores", cores]);
     let mqtt = r.mqtt_addr.expect("MQTT listener");
     let mut child = Command::new("node")
-        .args(["--test", "--test-reporter", "tap"])
+        .args(["--test", "--test-concurrency=1", "--test-reporter", "tap"])
         .arg(node_dir())
         .env("FENNEC_URL", format!("ws://{}/ws", r.local_addr))
         .env("FENNEC_MQTT", mqtt.to_string())
@@ -91,8 +111,9 @@ fn node_interop_suites() {
     };
     let (out, err) = (reader.join().unwrap_or_default(), err_reader.join().unwrap_or_default());
     println!("{out}");
-    let status = status.unwrap_or_else(|| panic!("the Node suite ran over {SUITE_TIMEOUT:?}\n{out}\n{err}"));
-    assert!(status.success(), "the Node interop suite failed ({status}):\n{out}\n{err}");
+    let status =
+        status.unwrap_or_else(|| panic!("the Node suite on --cores {cores} ran over {SUITE_TIMEOUT:?}\n{out}\n{err}"));
+    assert!(status.success(), "the Node interop suite failed on --cores {cores} ({status}):\n{out}\n{err}");
     // A suite that found no tests must not pass.
     assert!(out.contains("# pass ") && !out.contains("# pass 0"), "no Node test ran:\n{out}");
     r.shutdown();

@@ -1,7 +1,7 @@
 // WAMP interop with two Node.js clients nobody here wrote: autobahn-js and
 // wampy, with JSON, MessagePack and CBOR, against the router at FENNEC_URL
-// (tests/node.rs starts one with --cores 2: consecutive connections land on
-// different workers). Every wait has a timeout.
+// (tests/node.rs runs this on --cores 1 and on --cores 2, where consecutive
+// connections land on different workers). Every wait has a timeout.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
