@@ -5,9 +5,10 @@
 //! with the Python tests in `tests/interop/` (pytest + autobahn, pytest +
 //! paho-mqtt), run from a virtualenv at `target/pyenv` that is created on
 //! first use from `tests/interop/requirements.txt` (`.ci/run` pre-creates it
-//! the same way). The WAMP suite runs against a router without MQTT; the
-//! MQTT files (`MQTT_TESTS`) run against one with its MQTT listener, whose
-//! address they get in `FENNEC_MQTT`.
+//! the same way). The WAMP suite runs against a router without MQTT, with
+//! `--cores 2`; the WAMP Advanced Profile files (`ADVANCED_TESTS`) run again
+//! against one with `--cores 1`. The MQTT files (`MQTT_TESTS`) run against
+//! one with its MQTT listener, whose address they get in `FENNEC_MQTT`.
 //!
 //! If the virtualenv cannot be created (no `python3`, no PyPI access) the
 //! tests fail with a message saying so; they never pass silently.
@@ -35,6 +36,17 @@ const MQTT_READY_MARKER: &str = "fennec MQTT listening on mqtt://";
 const RAWSOCKET_READY_MARKER: &str = "fennec RawSocket listening on tcp://";
 /// The pytest files that need the MQTT listener (`FENNEC_MQTT`).
 const MQTT_TESTS: &[&str] = &["test_mqtt_paho.py", "test_mqtt_conformance.py"];
+/// The pytest files of the WAMP Advanced Profile features, run a second
+/// time on one worker (`autobahn_advanced_profile_one_core`).
+const ADVANCED_TESTS: &[&str] = &[
+    "test_progressive.py",
+    "test_timeout.py",
+    "test_cancel.py",
+    "test_disclosure.py",
+    "test_blackwhite.py",
+    "test_rawsocket.py",
+    "test_patterns.py",
+];
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -280,19 +292,24 @@ fn parse_mqtt_ready_line(line: &str) -> Option<String> {
 }
 
 impl Router {
-    /// A router without MQTT (where the router can turn it off).
+    /// A router without MQTT (where the router can turn it off), two workers.
     fn start(extra_args: &[&str]) -> Router {
-        Router::spawn(false, extra_args)
+        Router::spawn(false, "2", extra_args)
+    }
+
+    /// A router without MQTT with `cores` workers.
+    fn start_on_cores(cores: &str, extra_args: &[&str]) -> Router {
+        Router::spawn(false, cores, extra_args)
     }
 
     /// A router with its MQTT listener on an ephemeral port.
     fn start_with_mqtt(extra_args: &[&str]) -> Router {
-        Router::spawn(true, extra_args)
+        Router::spawn(true, "2", extra_args)
     }
 
-    fn spawn(mqtt: bool, extra_args: &[&str]) -> Router {
+    fn spawn(mqtt: bool, cores: &str, extra_args: &[&str]) -> Router {
         let mut cmd = Command::new(fennec_bin());
-        cmd.args(["--cores", "2", "--listen", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"]);
+        cmd.args(["--cores", cores, "--listen", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"]);
         if !mqtt && supports_flag("--no-mqtt") {
             cmd.arg("--no-mqtt");
         }
@@ -387,6 +404,33 @@ fn autobahn_interop_suite() {
     assert!(
         status.success(),
         "autobahn interop tests failed against {} ({status})\n--- pytest stdout ---\n{out}\n\
+         --- pytest stderr ---\n{err}\n{}",
+        router.url,
+        router.log()
+    );
+}
+
+/// The WAMP Advanced Profile pytest files again, against a router with one
+/// worker: the whole suite above runs on two, where caller and callee (or
+/// publisher and subscriber) usually sit on different workers; here every
+/// exchange stays on one.
+#[test]
+fn autobahn_advanced_profile_one_core() {
+    let _python = pyenv_python();
+    let router = Router::start_on_cores("1", &["--rawsocket", "127.0.0.1:0"]);
+
+    let mut cmd = python_command(&router.url);
+    cmd.env("FENNEC_RAWSOCKET", router.rawsocket.as_deref().expect("RawSocket address"));
+    cmd.args(["-m", "pytest", "-q"]);
+    cmd.args(ADVANCED_TESTS.iter().map(|f| interop_dir().join(f)));
+    if let Ok(extra) = std::env::var("FENNEC_INTEROP_ARGS") {
+        cmd.args(extra.split_whitespace());
+    }
+    let (status, out, err) = run_python(cmd, PYTEST_TIMEOUT, "pytest (Advanced Profile, --cores 1)");
+    println!("{out}");
+    assert!(
+        status.success(),
+        "autobahn Advanced Profile tests failed against {} with --cores 1 ({status})\n--- pytest stdout ---\n{out}\n\
          --- pytest stderr ---\n{err}\n{}",
         router.url,
         router.log()
