@@ -18,23 +18,23 @@ fn bench(c: &mut Criterion) {
     for i in 0..10_000 {
         id += 1;
         let k = key(format!("com.example.device{i}.temperature"), MatchPolicy::Exact);
-        exact_only.add(&k, id, (i % 4) as u16);
-        mixed.add(&k, id, (i % 4) as u16);
+        exact_only.add(&k, id, 0, (i % 4) as u16);
+        mixed.add(&k, id, 0, (i % 4) as u16);
     }
     for i in 0..100 {
         id += 1;
-        mixed.add(&key(format!("com.other{i}."), MatchPolicy::Prefix), id, 0);
+        mixed.add(&key(format!("com.other{i}."), MatchPolicy::Prefix), id, 0, 0);
         id += 1;
-        mixed.add(&key(format!("com.other{i}..humidity"), MatchPolicy::Wildcard), id, 1);
+        mixed.add(&key(format!("com.other{i}..humidity"), MatchPolicy::Wildcard), id, 0, 1);
     }
     // An MQTT fleet: 10k devices, each subscribed to its command filter.
     let mut fleet = TopicTable::default();
     for i in 0..10_000 {
         id += 1;
-        fleet.add(&key(format!("devices.d{i}.+.cmd"), MatchPolicy::Filter), id, (i % 4) as u16);
+        fleet.add(&key(format!("devices.d{i}.+.cmd"), MatchPolicy::Filter), id, 0, (i % 4) as u16);
     }
     id += 1;
-    fleet.add(&key("devices.#".into(), MatchPolicy::Filter), id, 0);
+    fleet.add(&key("devices.#".into(), MatchPolicy::Filter), id, 0, 0);
     let mut g = c.benchmark_group("topics");
     g.bench_function("mqtt_10k_filters_hit", |b| {
         b.iter(|| {

@@ -77,9 +77,11 @@ pub enum CloseReason {
     KeepAlive,
     /// MQTT session taken over by a new connection with the same client ID.
     TakenOver,
+    /// Ended by the WAMP meta API (`wamp.session.kill*`).
+    Killed,
 }
 
-pub const CLOSE_REASONS: [CloseReason; 8] = [
+pub const CLOSE_REASONS: [CloseReason; 9] = [
     CloseReason::Client,
     CloseReason::Lost,
     CloseReason::ProtocolViolation,
@@ -88,6 +90,7 @@ pub const CLOSE_REASONS: [CloseReason; 8] = [
     CloseReason::Handshake,
     CloseReason::KeepAlive,
     CloseReason::TakenOver,
+    CloseReason::Killed,
 ];
 
 impl CloseReason {
@@ -101,6 +104,7 @@ impl CloseReason {
             CloseReason::Handshake => "handshake",
             CloseReason::KeepAlive => "keep_alive",
             CloseReason::TakenOver => "taken_over",
+            CloseReason::Killed => "killed",
         }
     }
 }

@@ -61,7 +61,7 @@ impl Value {
 }
 
 /// Looks a key up in a dictionary.
-pub fn dict_get<'a>(dict: &'a Dict, key: &str) -> Option<&'a Value> {
+pub fn dict_get<'a>(dict: &'a [(String, Value)], key: &str) -> Option<&'a Value> {
     dict.iter().find(|(k, _)| k == key).map(|(_, v)| v)
 }
 

@@ -46,6 +46,8 @@ const ADVANCED_TESTS: &[&str] = &[
     "test_blackwhite.py",
     "test_rawsocket.py",
     "test_patterns.py",
+    "test_registration.py",
+    "test_meta.py",
 ];
 
 fn repo_root() -> PathBuf {

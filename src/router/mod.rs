@@ -5,6 +5,7 @@
 //! [`procs::ProcTable`]), the state of the keys this worker owns
 //! ([`owner::Owner`]), and the message set workers exchange ([`ShardMsg`]).
 
+pub mod meta;
 pub mod owner;
 pub mod procs;
 pub mod retained;
@@ -32,6 +33,15 @@ pub enum MatchPolicy {
 }
 
 impl MatchPolicy {
+    /// The WAMP name (`match` option, meta API); MQTT filters are `wildcard`.
+    pub fn name(self) -> &'static str {
+        match self {
+            MatchPolicy::Exact => "exact",
+            MatchPolicy::Prefix => "prefix",
+            MatchPolicy::Wildcard | MatchPolicy::Filter => "wildcard",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<MatchPolicy> {
         match s {
             "exact" => Some(MatchPolicy::Exact),
@@ -192,7 +202,10 @@ pub struct Invoke {
     pub request: u64,
     pub callee: u64,
     pub registration: u64,
+    /// The URI called.
     pub procedure: String,
+    /// It matched a pattern-based registration: INVOCATION says `procedure`.
+    pub pattern: bool,
     pub payload: Payload,
     /// The caller asked for progressive results (`receive_progress`).
     pub receive_progress: bool,
@@ -238,11 +251,23 @@ pub enum Interruption {
 pub struct RegRequest {
     pub realm: Realm,
     pub procedure: String,
+    pub policy: MatchPolicy,
+    pub invoke: procs::InvokePolicy,
     pub session: SessionRef,
     pub request: u64,
     pub started: Instant,
     /// REGISTER option `disclose_caller`.
     pub disclose_caller: bool,
+}
+
+/// A callee leaving a registration, on its way to the procedure's owner.
+#[derive(Debug)]
+pub struct RegRelease {
+    pub realm: Realm,
+    pub procedure: String,
+    pub policy: MatchPolicy,
+    pub registration: u64,
+    pub callee: SessionRef,
 }
 
 /// Messages between workers. Every variant is handled without blocking.
@@ -261,20 +286,33 @@ pub enum ShardMsg {
         key: SubKey,
         from: WorkerId,
     },
-    /// To a key's owner: worker `from` has no subscriber of `key` left.
+    /// To a key's owner: worker `from` has no subscriber of `key` left;
+    /// `session` (if given) was the last, and is named in the meta event if
+    /// the subscription ends (`SubDeleted`).
     SubRelease {
         key: SubKey,
         from: WorkerId,
+        session: Option<u64>,
     },
-    /// From the owner, once every worker routes `key` to the requester.
+    /// From the owner, once every worker routes `key` to the requester;
+    /// `created`: this acquire created the subscription.
     SubGranted {
         key: SubKey,
         subscription: u64,
+        created: bool,
+    },
+    /// From the owner to the worker that released a subscription's last subscriber.
+    SubDeleted {
+        realm: Realm,
+        subscription: u64,
+        session: u64,
     },
     /// Broadcast by the owner: route events matching `key` to `worker`.
     RouteAdd {
         key: SubKey,
         subscription: u64,
+        /// When the owner created the subscription (ms since the Unix epoch).
+        created: u64,
         worker: WorkerId,
         barrier: Barrier,
     },
@@ -287,35 +325,40 @@ pub enum ShardMsg {
 
     /// To a procedure's owner.
     RegAcquire(RegRequest),
-    /// To a procedure's owner: the registration ended.
-    RegRelease {
-        realm: Realm,
-        procedure: String,
-        registration: u64,
-    },
-    /// From the owner, to the registering session's worker.
+    /// To a procedure's owner: a callee left the registration.
+    RegRelease(RegRelease),
+    /// From the owner, to the registering session's worker: the
+    /// registration ID, and whether this REGISTER created it.
     RegReply {
         realm: Realm,
         procedure: String,
+        policy: MatchPolicy,
         session: u64,
         request: u64,
         started: Instant,
-        result: Result<u64, &'static str>,
+        result: Result<(u64, bool), &'static str>,
     },
-    /// Broadcast by the owner.
+    /// Broadcast by the owner: a callee joins a registration.
     ProcAdd {
         realm: Realm,
         procedure: String,
-        registration: u64,
-        callee: SessionRef,
-        disclose_caller: bool,
+        policy: MatchPolicy,
+        added: procs::Added,
         barrier: Barrier,
     },
-    /// Broadcast by the owner.
+    /// Broadcast by the owner: a callee leaves a registration.
     ProcRemove {
         realm: Realm,
         procedure: String,
+        policy: MatchPolicy,
         registration: u64,
+        callee: SessionRef,
+    },
+    /// From the owner to the worker of the last callee: the registration is gone.
+    RegDeleted {
+        realm: Realm,
+        registration: u64,
+        session: u64,
     },
 
     /// A worker applied a broadcast change.
@@ -352,6 +395,25 @@ pub enum ShardMsg {
         values: Vec<Arc<Publication>>,
     },
 
+    /// A meta API question for this worker's sessions of `realm`; the
+    /// answer goes to worker `reply` as `MetaAnswer` for `gather`.
+    MetaQuery {
+        realm: Realm,
+        query: meta::MetaQuery,
+        reply: WorkerId,
+        gather: u64,
+    },
+    MetaAnswer {
+        gather: u64,
+        answer: meta::MetaAnswer,
+    },
+    /// To a callee's worker: the meta API revokes its registration.
+    Revoke {
+        callee: u64,
+        registration: u64,
+        reason: Option<String>,
+    },
+
     /// MQTT session registry, at the owner of the client ID.
     Mqtt(crate::mqtt::registry::Msg),
     /// `$SYS` numbers, gathered by worker 0.
@@ -386,6 +448,23 @@ pub fn owner_of(realm: &str, key: &str, workers: usize) -> WorkerId {
         h = h.wrapping_mul(0x100000001b3);
     }
     (h % workers as u64) as WorkerId
+}
+
+/// The `wamp.` namespace (core form): meta events, published by the router
+/// alone. MQTT wildcards at the first level do not match it (like `$SYS`).
+pub fn is_meta(topic: &str) -> bool {
+    topic == "wamp" || topic.starts_with("wamp.")
+}
+
+/// Topics only the router publishes to (`$SYS` and `wamp.`).
+pub fn is_reserved(topic: &str) -> bool {
+    is_meta(topic) || crate::mqtt::sys::is_sys(topic)
+}
+
+/// Wall-clock time in milliseconds since the Unix epoch (creation times
+/// reported by the meta API).
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Router-scope IDs (subscriptions, registrations, publications) that are

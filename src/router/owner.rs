@@ -4,7 +4,10 @@
 //! barrier), so that a publish or call issued after SUBSCRIBED / REGISTERED
 //! on any core is routed to the new subscriber or callee.
 
-use super::{Barrier, IdGen, Realm, RegRequest, ShardMsg, SubKey, WorkerId};
+use super::procs::{Added, Callee, InvokePolicy};
+use super::{
+    unix_millis, Barrier, IdGen, MatchPolicy, Realm, RegRelease, RegRequest, SessionRef, ShardMsg, SubKey, WorkerId,
+};
 use ahash::AHashMap;
 
 /// Where the owner sends what it decides.
@@ -27,6 +30,7 @@ impl Outbox for Sent {
 #[derive(Debug)]
 struct OwnedSub {
     subscription: u64,
+    created: u64,
     /// Workers that acquired the key, sorted.
     workers: Vec<WorkerId>,
 }
@@ -34,6 +38,10 @@ struct OwnedSub {
 #[derive(Debug)]
 struct OwnedReg {
     registration: u64,
+    invoke: InvokePolicy,
+    created: u64,
+    /// In the order they registered.
+    callees: Vec<SessionRef>,
 }
 
 #[derive(Debug)]
@@ -47,7 +55,7 @@ pub struct Owner {
     me: WorkerId,
     workers: usize,
     subs: AHashMap<SubKey, OwnedSub>,
-    regs: AHashMap<Realm, AHashMap<String, OwnedReg>>,
+    regs: AHashMap<Realm, AHashMap<(String, MatchPolicy), OwnedReg>>,
     barriers: AHashMap<u64, PendingBarrier>,
     next_barrier: u64,
 }
@@ -65,83 +73,117 @@ impl Owner {
     }
 
     pub fn sub_acquire(&mut self, key: SubKey, from: WorkerId, ids: &mut IdGen, out: &mut impl Outbox) {
-        let sub = self
-            .subs
-            .entry(key.clone())
-            .or_insert_with(|| OwnedSub { subscription: ids.next_id(), workers: Vec::new() });
-        let subscription = sub.subscription;
+        let mut new = false;
+        let sub = self.subs.entry(key.clone()).or_insert_with(|| {
+            new = true;
+            OwnedSub { subscription: ids.next_id(), created: unix_millis(), workers: Vec::new() }
+        });
+        let (subscription, created) = (sub.subscription, sub.created);
         match sub.workers.binary_search(&from) {
             // A worker acquires a key once until it releases it; a repeat is
             // answered without a second broadcast.
-            Ok(_) => out.send(from, ShardMsg::SubGranted { key, subscription }),
+            Ok(_) => out.send(from, ShardMsg::SubGranted { key, subscription, created: false }),
             Err(at) => {
                 sub.workers.insert(at, from);
-                let barrier = self.barrier((from, ShardMsg::SubGranted { key: key.clone(), subscription }));
+                let granted = ShardMsg::SubGranted { key: key.clone(), subscription, created: new };
+                let barrier = self.barrier((from, granted));
                 for w in 0..self.workers as WorkerId {
-                    out.send(w, ShardMsg::RouteAdd { key: key.clone(), subscription, worker: from, barrier });
+                    let add = ShardMsg::RouteAdd { key: key.clone(), subscription, created, worker: from, barrier };
+                    out.send(w, add);
                 }
             }
         }
     }
 
-    pub fn sub_release(&mut self, key: SubKey, from: WorkerId, out: &mut impl Outbox) {
+    pub fn sub_release(&mut self, key: SubKey, from: WorkerId, session: Option<u64>, out: &mut impl Outbox) {
         let Some(sub) = self.subs.get_mut(&key) else { return };
         let Ok(at) = sub.workers.binary_search(&from) else { return };
         sub.workers.remove(at);
         let subscription = sub.subscription;
-        if sub.workers.is_empty() {
+        let deleted = sub.workers.is_empty();
+        if deleted {
             self.subs.remove(&key);
         }
+        let realm = key.realm.clone();
         for w in 0..self.workers as WorkerId {
             out.send(w, ShardMsg::RouteRemove { key: key.clone(), subscription, worker: from });
         }
+        if let (true, Some(session)) = (deleted, session) {
+            out.send(from, ShardMsg::SubDeleted { realm, subscription, session });
+        }
     }
 
+    /// A callee registers: a new registration, or (shared registration)
+    /// one more callee of an existing one with the same invocation policy.
     pub fn reg_acquire(&mut self, req: RegRequest, ids: &mut IdGen, out: &mut impl Outbox) {
-        let RegRequest { realm, procedure, session: callee, request, started, disclose_caller } = req;
+        let RegRequest { realm, procedure, policy, invoke, session: callee, request, started, disclose_caller } = req;
         let procs = self.regs.entry(realm.clone()).or_default();
-        let result = match procs.contains_key(&procedure) {
-            true => Err("wamp.error.procedure_already_exists"),
-            false => Ok(ids.next_id()),
+        let key = (procedure, policy);
+        let result = match procs.get_mut(&key) {
+            Some(reg) if reg.invoke != invoke || invoke == InvokePolicy::Single || reg.callees.contains(&callee) => {
+                Err("wamp.error.procedure_already_exists")
+            }
+            Some(reg) => {
+                reg.callees.push(callee);
+                Ok((reg.registration, reg.created, false))
+            }
+            None => {
+                let (registration, created) = (ids.next_id(), unix_millis());
+                procs.insert(key.clone(), OwnedReg { registration, invoke, created, callees: vec![callee] });
+                Ok((registration, created, true))
+            }
         };
+        let (procedure, policy) = key;
         let reply = ShardMsg::RegReply {
             realm: realm.clone(),
             procedure: procedure.clone(),
+            policy,
             session: callee.id,
             request,
             started,
-            result,
+            result: result.map(|(registration, _, new)| (registration, new)),
         };
-        let Ok(registration) = result else {
+        let Ok((registration, created, _)) = result else {
             out.send(callee.worker, reply);
             return;
         };
-        procs.insert(procedure.clone(), OwnedReg { registration });
         let barrier = self.barrier((callee.worker, reply));
+        let added = Added { registration, invoke, created, callee: Callee { session: callee, disclose_caller } };
         for w in 0..self.workers as WorkerId {
-            let add = ShardMsg::ProcAdd {
-                realm: realm.clone(),
-                procedure: procedure.clone(),
-                registration,
-                callee,
-                disclose_caller,
-                barrier,
-            };
+            let add = ShardMsg::ProcAdd { realm: realm.clone(), procedure: procedure.clone(), policy, added, barrier };
             out.send(w, add);
         }
     }
 
-    pub fn reg_release(&mut self, realm: Realm, procedure: String, registration: u64, out: &mut impl Outbox) {
+    /// A callee leaves a registration; the registration ends with its last
+    /// callee, and then the callee's worker is told (`RegDeleted`).
+    pub fn reg_release(&mut self, r: RegRelease, out: &mut impl Outbox) {
+        let RegRelease { realm, procedure, policy, registration, callee } = r;
         let Some(procs) = self.regs.get_mut(&realm) else { return };
-        if procs.get(&procedure).is_none_or(|r| r.registration != registration) {
-            return;
+        let key = (procedure, policy);
+        let Some(reg) = procs.get_mut(&key).filter(|r| r.registration == registration) else { return };
+        let Some(at) = reg.callees.iter().position(|c| *c == callee) else { return };
+        reg.callees.remove(at);
+        let deleted = reg.callees.is_empty();
+        if deleted {
+            procs.remove(&key);
+            if procs.is_empty() {
+                self.regs.remove(&realm);
+            }
         }
-        procs.remove(&procedure);
-        if procs.is_empty() {
-            self.regs.remove(&realm);
-        }
+        let (procedure, policy) = key;
         for w in 0..self.workers as WorkerId {
-            out.send(w, ShardMsg::ProcRemove { realm: realm.clone(), procedure: procedure.clone(), registration });
+            let remove = ShardMsg::ProcRemove {
+                realm: realm.clone(),
+                procedure: procedure.clone(),
+                policy,
+                registration,
+                callee,
+            };
+            out.send(w, remove);
+        }
+        if deleted {
+            out.send(callee.worker, ShardMsg::RegDeleted { realm, registration, session: callee.id });
         }
     }
 
@@ -183,11 +225,12 @@ mod tests {
         o.barrier_ack(barrier.id, &mut out);
         assert!(out.0.is_empty(), "granted before every worker applied the route");
         o.barrier_ack(barrier.id, &mut out);
-        assert!(matches!(&out.0[..], [(2, ShardMsg::SubGranted { subscription: 1, .. })]));
+        assert!(matches!(&out.0[..], [(2, ShardMsg::SubGranted { subscription: 1, created: true, .. })]));
         // Release by the last worker forgets the key: the next acquire gets a new ID.
         out.0.clear();
-        o.sub_release(key(), 2, &mut out);
-        assert_eq!(out.0.len(), 3);
+        o.sub_release(key(), 2, Some(5), &mut out);
+        assert_eq!(out.0.len(), 4);
+        assert!(matches!(&out.0[3], (2, ShardMsg::SubDeleted { subscription: 1, session: 5, .. })));
         out.0.clear();
         o.sub_acquire(key(), 1, &mut ids, &mut out);
         assert!(matches!(&out.0[0], (0, ShardMsg::RouteAdd { subscription: 4, .. })));
@@ -204,6 +247,8 @@ mod tests {
         let req = |session, request| RegRequest {
             realm: "r".into(),
             procedure: "p".into(),
+            policy: MatchPolicy::Exact,
+            invoke: InvokePolicy::Single,
             session,
             request,
             started: now,
@@ -215,7 +260,66 @@ mod tests {
             &out.0[1],
             (0, ShardMsg::RegReply { session: 2, request: 11, result: Err("wamp.error.procedure_already_exists"), .. })
         ));
-        o.reg_release("r".into(), "p".into(), 1, &mut out);
+        let release = RegRelease {
+            realm: "r".into(),
+            procedure: "p".into(),
+            policy: MatchPolicy::Exact,
+            registration: 1,
+            callee: s1,
+        };
+        o.reg_release(release, &mut out);
         assert!(matches!(&out.0[2], (0, ShardMsg::ProcRemove { registration: 1, .. })));
+        assert!(matches!(&out.0[3], (0, ShardMsg::RegDeleted { registration: 1, session: 1, .. })));
+    }
+
+    #[test]
+    fn shared_registration_needs_the_same_policy() {
+        let mut o = Owner::new(0, 1);
+        let mut ids = IdGen::new(0, 1);
+        let mut out = Sent::default();
+        let now = Instant::now();
+        let req = |id, invoke, policy| RegRequest {
+            realm: "r".into(),
+            procedure: "p".into(),
+            policy,
+            invoke,
+            session: SessionRef { worker: 0, id },
+            request: id,
+            started: now,
+            disclose_caller: false,
+        };
+        let result = |out: &Sent| match out.0.last() {
+            Some((_, ShardMsg::RegReply { result, .. })) => *result,
+            Some((_, ShardMsg::ProcAdd { added, .. })) => Ok((added.registration, false)),
+            other => panic!("{other:?}"),
+        };
+        o.reg_acquire(req(1, InvokePolicy::RoundRobin, MatchPolicy::Exact), &mut ids, &mut out);
+        assert_eq!(result(&out), Ok((1, false)));
+        o.reg_acquire(req(2, InvokePolicy::RoundRobin, MatchPolicy::Exact), &mut ids, &mut out);
+        assert!(
+            matches!(&out.0.last(), Some((_, ShardMsg::ProcAdd { added, .. })) if added.registration == 1 && added.callee.session.id == 2)
+        );
+        o.reg_acquire(req(3, InvokePolicy::Random, MatchPolicy::Exact), &mut ids, &mut out);
+        assert_eq!(result(&out), Err("wamp.error.procedure_already_exists"));
+        o.reg_acquire(req(2, InvokePolicy::RoundRobin, MatchPolicy::Exact), &mut ids, &mut out);
+        assert_eq!(result(&out), Err("wamp.error.procedure_already_exists"), "a callee registers a URI once");
+        // Another match policy is another registration.
+        o.reg_acquire(req(3, InvokePolicy::Single, MatchPolicy::Prefix), &mut ids, &mut out);
+        assert!(
+            matches!(&out.0.last(), Some((_, ShardMsg::ProcAdd { added, policy: MatchPolicy::Prefix, .. })) if added.registration == 2)
+        );
+        // The first of two callees leaving keeps the registration.
+        out.0.clear();
+        let release = |id| RegRelease {
+            realm: "r".into(),
+            procedure: "p".into(),
+            policy: MatchPolicy::Exact,
+            registration: 1,
+            callee: SessionRef { worker: 0, id },
+        };
+        o.reg_release(release(1), &mut out);
+        assert!(!out.0.iter().any(|(_, m)| matches!(m, ShardMsg::RegDeleted { .. })));
+        o.reg_release(release(2), &mut out);
+        assert!(matches!(out.0.last(), Some((_, ShardMsg::RegDeleted { registration: 1, session: 2, .. }))));
     }
 }

@@ -27,9 +27,11 @@ pub fn matches(policy: MatchPolicy, pattern: &str, topic: &str) -> bool {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Route {
     pub subscription: u64,
+    /// When the owner created the subscription (ms since the Unix epoch).
+    pub created: u64,
     /// Workers with at least one subscriber, sorted, no duplicates.
     pub workers: Vec<WorkerId>,
 }
@@ -83,7 +85,7 @@ impl Default for RealmTopics {
 
 impl RealmTopics {
     fn route_mut(&mut self, key: &SubKey, create: bool) -> Option<&mut Route> {
-        let empty = || Route { subscription: 0, workers: Vec::new() };
+        let empty = Route::default;
         if key.share.is_some() {
             let i = match self.shared.iter().position(|(k, _, _)| k == key) {
                 Some(i) => i,
@@ -148,17 +150,21 @@ impl RealmTopics {
 #[derive(Debug, Default)]
 pub struct TopicTable {
     realms: AHashMap<Realm, RealmTopics>,
+    /// Subscription ID -> its key (for the meta API).
+    by_id: AHashMap<u64, SubKey>,
 }
 
 impl TopicTable {
     /// Routes events matching `key` to `worker` under `subscription`. A key
     /// has one subscription ID at a time; the owner only re-numbers a key
     /// after every worker released it.
-    pub fn add(&mut self, key: &SubKey, subscription: u64, worker: WorkerId) {
+    pub fn add(&mut self, key: &SubKey, subscription: u64, created: u64, worker: WorkerId) {
         let realm = self.realms.entry(key.realm.clone()).or_default();
         let route = realm.route_mut(key, true).expect("created");
         if route.workers.is_empty() {
             route.subscription = subscription;
+            route.created = created;
+            self.by_id.insert(subscription, key.clone());
         }
         assert_eq!(route.subscription, subscription, "one subscription ID per key at a time");
         if let Err(at) = route.workers.binary_search(&worker) {
@@ -172,6 +178,9 @@ impl TopicTable {
             if route.subscription == subscription {
                 if let Ok(at) = route.workers.binary_search(&worker) {
                     route.workers.remove(at);
+                }
+                if route.workers.is_empty() {
+                    self.by_id.remove(&subscription);
                 }
             }
         }
@@ -211,6 +220,39 @@ impl TopicTable {
         }
     }
 
+    /// A subscription by ID: its key and route.
+    pub fn by_id(&self, subscription: u64) -> Option<(&SubKey, &Route)> {
+        let key = self.by_id.get(&subscription)?;
+        let route = self.get(key)?;
+        Some((key, route))
+    }
+
+    /// The route of exactly this key.
+    pub fn get(&self, key: &SubKey) -> Option<&Route> {
+        let realm = self.realms.get(&key.realm)?;
+        if key.share.is_some() {
+            return realm.shared.iter().find(|(k, _, _)| k == key).map(|(_, _, r)| r);
+        }
+        match key.policy {
+            MatchPolicy::Exact => realm.exact.get(&key.topic),
+            MatchPolicy::Prefix => realm.prefix.iter().find(|(t, _)| *t == key.topic).map(|(_, r)| r),
+            MatchPolicy::Wildcard => realm.wildcard.get(&wildcard_parts(&key.topic)),
+            MatchPolicy::Filter => realm.filter.get(&mqtt_parts(&key.topic)),
+        }
+    }
+
+    /// Every subscription of a realm (shared ones included).
+    pub fn for_each(&self, realm: &str, mut f: impl FnMut(&SubKey, &Route)) {
+        for (id, key) in &self.by_id {
+            if &*key.realm == realm {
+                if let Some(route) = self.get(key) {
+                    debug_assert_eq!(route.subscription, *id);
+                    f(key, route);
+                }
+            }
+        }
+    }
+
     /// Number of distinct subscription keys (for tests and metrics).
     pub fn len(&self) -> usize {
         self.realms
@@ -242,10 +284,12 @@ mod tests {
     #[test]
     fn exact_prefix_wildcard() {
         let mut t = TopicTable::default();
-        t.add(&key("a.b.c", MatchPolicy::Exact), 1, 0);
-        t.add(&key("a.b", MatchPolicy::Prefix), 2, 1);
-        t.add(&key("a..c", MatchPolicy::Wildcard), 3, 0);
-        t.add(&key("a..c", MatchPolicy::Wildcard), 3, 1);
+        t.add(&key("a.b.c", MatchPolicy::Exact), 1, 0, 0);
+        t.add(&key("a.b", MatchPolicy::Prefix), 2, 0, 1);
+        t.add(&key("a..c", MatchPolicy::Wildcard), 3, 0, 0);
+        t.add(&key("a..c", MatchPolicy::Wildcard), 3, 0, 1);
+        assert_eq!(t.by_id(3).map(|(k, r)| (k.topic.as_str(), r.workers.len())), Some(("a..c", 2)));
+        assert_eq!(t.get(&key("a.b", MatchPolicy::Prefix)).map(|r| r.subscription), Some(2));
         assert_eq!(matches(&t, "a.b.c"), vec![1, 2, 3]);
         assert_eq!(matches(&t, "a.x.c"), vec![3]);
         assert_eq!(matches(&t, "a.bc"), vec![2]);
@@ -260,14 +304,14 @@ mod tests {
     fn remove_cleans_up() {
         let mut t = TopicTable::default();
         let k = key("a", MatchPolicy::Exact);
-        t.add(&k, 7, 0);
-        t.add(&k, 7, 2);
+        t.add(&k, 7, 0, 0);
+        t.add(&k, 7, 0, 2);
         t.remove(&k, 7, 0);
         assert_eq!(matches(&t, "a"), vec![7]);
         t.remove(&k, 7, 2);
-        assert!(t.is_empty());
+        assert!(t.is_empty() && t.by_id(7).is_none());
         // A stale remove of an old ID does not touch a new route.
-        t.add(&k, 9, 1);
+        t.add(&k, 9, 0, 1);
         t.remove(&k, 7, 1);
         assert_eq!(matches(&t, "a"), vec![9]);
         assert_eq!(t.len(), 1);

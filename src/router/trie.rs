@@ -7,10 +7,23 @@
 //! `+`), `Part::Rest` as the last part for this component and everything
 //! below, or nothing below (MQTT's `#`: `a/#` matches `a` and `a/b/c`).
 //! With `dollar_rule`, a pattern starting with `One` or `Rest` does not match
-//! a topic whose first component starts with `$` (MQTT 4.7.2).
+//! a topic whose first component starts with `$` (MQTT 4.7.2), nor one in
+//! the router's `wamp.` namespace (its meta events).
 
 use super::topics::Route;
 use ahash::AHashMap;
+
+/// What a trie holds at the end of a pattern. A slot that is `vacant` is
+/// removed (and the branch pruned) by `drop_if_empty`.
+pub trait Slot: Default {
+    fn vacant(&self) -> bool;
+}
+
+impl Slot for Route {
+    fn vacant(&self) -> bool {
+        self.workers.is_empty()
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part<'a> {
@@ -19,31 +32,43 @@ pub enum Part<'a> {
     Rest,
 }
 
-#[derive(Debug, Default)]
-struct Node {
-    children: AHashMap<String, Node>,
-    one: Option<Box<Node>>,
+#[derive(Debug)]
+struct Node<T> {
+    children: AHashMap<String, Node<T>>,
+    one: Option<Box<Node<T>>>,
     /// A pattern ending in `Rest` here.
-    rest: Option<Route>,
+    rest: Option<T>,
     /// A pattern ending here.
-    end: Option<Route>,
+    end: Option<T>,
 }
 
-impl Node {
+impl<T> Default for Node<T> {
+    fn default() -> Self {
+        Node { children: AHashMap::new(), one: None, rest: None, end: None }
+    }
+}
+
+impl<T> Node<T> {
     fn is_empty(&self) -> bool {
         self.children.is_empty() && self.one.is_none() && self.rest.is_none() && self.end.is_none()
     }
 }
 
-#[derive(Debug, Default)]
-pub struct Trie {
-    root: Node,
+#[derive(Debug)]
+pub struct Trie<T = Route> {
+    root: Node<T>,
     len: usize,
     dollar_rule: bool,
 }
 
-impl Trie {
-    pub fn new(dollar_rule: bool) -> Trie {
+impl<T: Slot> Default for Trie<T> {
+    fn default() -> Self {
+        Trie::new(false)
+    }
+}
+
+impl<T: Slot> Trie<T> {
+    pub fn new(dollar_rule: bool) -> Trie<T> {
         Trie { root: Node::default(), len: 0, dollar_rule }
     }
 
@@ -55,8 +80,8 @@ impl Trie {
         self.len == 0
     }
 
-    /// The route of a pattern, created empty if `create`.
-    pub fn route_mut(&mut self, parts: &[Part], create: bool) -> Option<&mut Route> {
+    /// The slot of a pattern, created empty if `create`.
+    pub fn route_mut(&mut self, parts: &[Part], create: bool) -> Option<&mut T> {
         let mut node = &mut self.root;
         for (i, part) in parts.iter().enumerate() {
             node = match *part {
@@ -82,7 +107,7 @@ impl Trie {
                             return None;
                         }
                         self.len += 1;
-                        node.rest = Some(Route { subscription: 0, workers: Vec::new() });
+                        node.rest = Some(T::default());
                     }
                     return node.rest.as_mut();
                 }
@@ -93,12 +118,28 @@ impl Trie {
                 return None;
             }
             self.len += 1;
-            node.end = Some(Route { subscription: 0, workers: Vec::new() });
+            node.end = Some(T::default());
         }
         node.end.as_mut()
     }
 
-    /// Removes the pattern if its route has no workers left, and prunes.
+    /// The slot of a pattern, if it is there.
+    pub fn get(&self, parts: &[Part]) -> Option<&T> {
+        let mut node = &self.root;
+        for (i, part) in parts.iter().enumerate() {
+            node = match *part {
+                Part::Lit(c) => node.children.get(c)?,
+                Part::One => node.one.as_deref()?,
+                Part::Rest => {
+                    debug_assert_eq!(i + 1, parts.len(), "Rest is last");
+                    return node.rest.as_ref();
+                }
+            };
+        }
+        node.end.as_ref()
+    }
+
+    /// Removes the pattern if its slot is vacant, and prunes.
     pub fn drop_if_empty(&mut self, parts: &[Part]) {
         if prune(&mut self.root, parts) {
             self.len -= 1;
@@ -106,19 +147,55 @@ impl Trie {
     }
 
     /// Calls `f` for every pattern matching `topic` (components split on `.`).
-    pub fn for_each_match<'a>(&'a self, topic: &str, f: &mut impl FnMut(&'a Route)) {
+    pub fn for_each_match<'a>(&'a self, topic: &str, f: &mut impl FnMut(&'a T)) {
         if self.len == 0 {
             return;
         }
-        let dollar = self.dollar_rule && topic.starts_with('$');
+        let dollar = self.dollar_rule && (topic.starts_with('$') || super::is_meta(topic));
         walk(&self.root, Some(topic), true, dollar, f);
+    }
+
+    /// The most specific pattern (without `Rest`) matching `topic`: at the first component where two matching patterns
+    /// differ, the one with a literal there wins over the one with a
+    /// wildcard (WAMP's rule for pattern-based registrations: the longest
+    /// run of fixed components before each wildcard). A depth-first walk
+    /// that tries the literal child before the wildcard child finds it first.
+    pub fn best_match(&self, topic: &str) -> Option<&T> {
+        if self.len == 0 {
+            return None;
+        }
+        best(&self.root, Some(topic))
+    }
+
+    /// Every slot, in no particular order.
+    pub fn for_each(&self, f: &mut impl FnMut(&T)) {
+        fn visit<T>(node: &Node<T>, f: &mut impl FnMut(&T)) {
+            node.end.iter().chain(node.rest.iter()).for_each(&mut *f);
+            node.children.values().for_each(|c| visit(c, f));
+            if let Some(one) = &node.one {
+                visit(one, f);
+            }
+        }
+        visit(&self.root, f)
     }
 }
 
-/// Removes an emptied route at the end of `parts`; true if one was removed.
-fn prune(node: &mut Node, parts: &[Part]) -> bool {
+fn best<'a, T>(node: &'a Node<T>, rest: Option<&str>) -> Option<&'a T> {
+    let Some(rest) = rest else { return node.end.as_ref() };
+    let (component, after) = match rest.find('.') {
+        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+        None => (rest, None),
+    };
+    node.children
+        .get(component)
+        .and_then(|child| best(child, after))
+        .or_else(|| node.one.as_deref().and_then(|one| best(one, after)))
+}
+
+/// Removes a vacant slot at the end of `parts`; true if one was removed.
+fn prune<T: Slot>(node: &mut Node<T>, parts: &[Part]) -> bool {
     let Some((first, rest)) = parts.split_first() else {
-        if node.end.as_ref().is_some_and(|r| r.workers.is_empty()) {
+        if node.end.as_ref().is_some_and(T::vacant) {
             node.end = None;
             return true;
         }
@@ -126,7 +203,7 @@ fn prune(node: &mut Node, parts: &[Part]) -> bool {
     };
     match *first {
         Part::Rest => {
-            if node.rest.as_ref().is_some_and(|r| r.workers.is_empty()) {
+            if node.rest.as_ref().is_some_and(T::vacant) {
                 node.rest = None;
                 return true;
             }
@@ -152,7 +229,7 @@ fn prune(node: &mut Node, parts: &[Part]) -> bool {
 }
 
 /// `rest` is what is left of the topic: `None` once every component is used.
-fn walk<'a>(node: &'a Node, rest: Option<&str>, first: bool, dollar: bool, f: &mut impl FnMut(&'a Route)) {
+fn walk<'a, T>(node: &'a Node<T>, rest: Option<&str>, first: bool, dollar: bool, f: &mut impl FnMut(&'a T)) {
     let wild_ok = !(first && dollar);
     if let (Some(r), true) = (&node.rest, wild_ok) {
         f(r);
@@ -214,7 +291,45 @@ mod tests {
         assert_eq!(hits(&t, "$SYS.x"), vec![7]);
         assert_eq!(hits(&t, "$SYS.b"), vec![7]);
         assert_eq!(hits(&t, ".b"), vec![4, 5]);
+        assert_eq!(hits(&t, "wamp.b"), Vec::<u64>::new());
+        assert_eq!(hits(&t, "wampx.b"), vec![4, 5]);
         assert_eq!(t.len(), 7);
+    }
+
+    #[derive(Default, Debug, PartialEq)]
+    struct Id(u64);
+
+    impl Slot for Id {
+        fn vacant(&self) -> bool {
+            self.0 == 0
+        }
+    }
+
+    fn wild(p: &str) -> Vec<Part<'_>> {
+        p.split('.').map(|c| if c.is_empty() { Part::One } else { Part::Lit(c) }).collect()
+    }
+
+    /// The spec's examples for pattern-based registrations.
+    #[test]
+    fn best_match_prefers_longer_fixed_runs() {
+        let mut t: Trie<Id> = Trie::new(false);
+        for (i, p) in ["a1.b2..d4.e5", "a1.b2.c33..e5", "a1.b2..d4.e5..g7", "a1.b2..d4..f6.g7"].iter().enumerate() {
+            t.route_mut(&wild(p), true).unwrap().0 = i as u64 + 4;
+        }
+        let best = |topic: &str| t.best_match(topic).map(|i| i.0);
+        assert_eq!(best("a1.b2.c55.d4.e5"), Some(4));
+        assert_eq!(best("a1.b2.c33.d4.e5"), Some(5));
+        assert_eq!(best("a1.b2.c88.d4.e5.f6.g7"), Some(6));
+        assert_eq!(best("a1.b2.c88.d4.e6.f6.g7"), Some(7));
+        assert_eq!(best("a2.b2.c2.d2.e2"), None);
+        assert_eq!(best("a1.b2.c33.d4"), None);
+        // A literal branch that fails deeper down falls back to the wildcard.
+        assert_eq!(best("a1.b2.c33.d4.e6"), None);
+        assert_eq!(best("a1.b2.c33.d4.e5"), Some(5));
+        let mut all = Vec::new();
+        t.for_each(&mut |i| all.push(i.0));
+        all.sort();
+        assert_eq!(all, vec![4, 5, 6, 7]);
     }
 
     #[test]

@@ -17,9 +17,10 @@ use crate::metrics::{CloseReason, Op};
 use crate::mqtt::session::Converted;
 use crate::rawsocket;
 use crate::router::owner::Outbox;
+use crate::router::procs::InvokePolicy;
 use crate::router::{
     owner_of, Body, CallDone, CallOutcome, Identity, Interruption, Invoke, MatchPolicy, Member, Publication, Realm,
-    Receivers, RegRequest, RetainedReply, SessionRef, ShardMsg, SubKey,
+    Receivers, RegRelease, RegRequest, RetainedReply, SessionRef, ShardMsg, SubKey,
 };
 use crate::value::{dict_get, Dict, Payload, Value};
 use crate::worker::core::Subscribed;
@@ -32,12 +33,18 @@ use std::time::Instant;
 
 mod broker;
 mod dealer;
+mod meta;
 
 use broker::*;
 use dealer::*;
 
 pub use broker::{event_for, on_retained, subscribed, EventCache};
-pub use dealer::{expire_calls, on_call_done, on_caller_gone, on_interrupt, on_invoke, registered};
+pub use dealer::{
+    expire_calls, on_call_done, on_caller_gone, on_interrupt, on_invoke, registered, LocalReg, RegResult,
+};
+pub use meta::{
+    expire_gathers, on_meta_answer, on_meta_query, on_revoke, reg_deleted, sub_created, sub_deleted, Gathering,
+};
 
 /// How a connection's WAMP messages are framed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,11 +80,14 @@ pub struct WampConn {
     pub framing: Framing,
     /// `None` until HELLO is accepted, and again after GOODBYE.
     pub session: Option<WampSession>,
+    /// The router ended the session with GOODBYE (`wamp.session.kill`):
+    /// the client's GOODBYE reply is expected.
+    goodbye_sent: bool,
 }
 
 impl WampConn {
     pub fn new(ser: Serializer, framing: Framing) -> WampConn {
-        WampConn { ser, framing, session: None }
+        WampConn { ser, framing, session: None, goodbye_sent: false }
     }
 }
 
@@ -92,8 +102,7 @@ pub struct WampSession {
     slow: SlowPolicy,
     /// Subscription IDs (a session rarely has many).
     subs: Vec<u64>,
-    /// Registration ID and procedure.
-    regs: Vec<(u64, String)>,
+    regs: Vec<LocalReg>,
     /// Calls in flight as caller: request ID -> callee (worker, session),
     /// start time, and the deadline if the call has a timeout.
     calls: AHashMap<u64, (SessionRef, Instant, Option<Instant>)>,
@@ -105,6 +114,10 @@ pub struct WampSession {
     next_invocation: u64,
     /// SUBSCRIBE requests in progress that asked for retained events.
     want_retained: Vec<u64>,
+    /// The callee announced `registration_revocation`: it is told with UNREGISTERED.
+    revocation: bool,
+    /// Published when the session ends (at most `meta::MAX_TESTAMENTS`).
+    testaments: Vec<meta::Testament>,
 }
 
 fn opcode(ser: Serializer) -> Opcode {
@@ -230,9 +243,12 @@ pub fn on_message(w: &mut Worker, handle: usize, bytes: &[u8]) {
         Ok(msg) => msg,
         Err(e) => return violation(w, handle, &e.0),
     };
+    let conn = w.conns[handle].wamp().expect("wamp");
     if !open {
         return match msg {
             Msg::Hello { realm, details } => hello(w, handle, realm, details),
+            // The reply to the router's GOODBYE (a killed session).
+            Msg::Goodbye { .. } if conn.goodbye_sent => conn.goodbye_sent = false,
             Msg::Abort { .. } => w.close(handle, CloseReason::Client, Some((frame::CLOSE_NORMAL, ""))),
             other => violation(w, handle, &format!("{} before HELLO", name(&other))),
         };
@@ -310,11 +326,24 @@ fn router_roles() -> Value {
                 "pattern_based_subscription",
                 "publisher_identification",
                 "subscriber_blackwhite_listing",
+                "session_meta_api",
+                "subscription_meta_api",
             ]),
         ),
         (
             "dealer".into(),
-            features(&["progressive_call_results", "caller_identification", "call_timeout", "call_canceling"]),
+            features(&[
+                "progressive_call_results",
+                "caller_identification",
+                "call_timeout",
+                "call_canceling",
+                "pattern_based_registration",
+                "shared_registration",
+                "session_meta_api",
+                "registration_meta_api",
+                "registration_revocation",
+                "testament_meta_api",
+            ]),
         ),
     ])
 }
@@ -362,7 +391,10 @@ fn hello(w: &mut Worker, handle: usize, realm: String, details: Dict) {
         invocations: AHashMap::new(),
         next_invocation: 0,
         want_retained: Vec::new(),
+        revocation: announces(&details, "callee", "registration_revocation"),
+        testaments: Vec::new(),
     });
+    conn.goodbye_sent = false;
     w.sessions.insert(id, handle);
     w.metrics.sessions += 1;
     w.metrics.counters.sessions_opened += 1;
@@ -376,19 +408,23 @@ fn hello(w: &mut Worker, handle: usize, realm: String, details: Dict) {
     ];
     send(w, handle, &Msg::Welcome { session: id, details });
     w.metrics.record(Op::SessionOpen, started, Instant::now());
+    meta::joined(w, handle, &realm);
 }
 
 /// Cleans up a session on every shard. The connection may stay (GOODBYE) or go.
-fn end_session(w: &mut Worker, handle: usize, s: WampSession, reason: CloseReason) {
+fn end_session(w: &mut Worker, handle: usize, mut s: WampSession, reason: CloseReason) {
     w.sessions.remove(&s.id);
     w.metrics.sessions -= 1;
     w.metrics.closed(reason);
-    for sub in s.subs {
-        w.unsubscribe(Member::Wamp(handle), sub);
+    meta::publish_testaments(w, &mut s);
+    meta::left(w, &s);
+    for &sub in &s.subs {
+        meta::unsubscribe(w, handle, s.id, sub);
     }
-    for (registration, procedure) in s.regs {
-        let owner = owner_of(&s.realm, &procedure, w.workers);
-        w.peers.send(owner, ShardMsg::RegRelease { realm: s.realm.clone(), procedure, registration });
+    for reg in s.regs {
+        let registration = reg.registration;
+        release_reg(w, &s.realm, s.id, reg);
+        meta::unregistered(w, &s.realm, s.id, registration);
     }
     for (_, (caller, request, _)) in s.invocations {
         let outcome = CallOutcome::Error {

@@ -7,7 +7,9 @@ use super::{LocalKey, LocalSub, SubWaiter, Worker};
 use crate::metrics::Op;
 use crate::mqtt::session::{self as mqtt, Converted};
 use crate::router::owner::Outbox;
-use crate::router::{owner_of, MatchPolicy, Member, Publication, Realm, RetainedReply, ShardMsg, SubKey};
+use crate::router::{
+    owner_of, MatchPolicy, Member, Publication, Realm, RegRelease, RetainedReply, SessionRef, ShardMsg, SubKey,
+};
 use crate::wamp::session;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,36 +29,42 @@ impl Worker {
             ShardMsg::Shutdown => self.begin_shutdown(),
             ShardMsg::Publish(p, shared) => self.deliver(&p, &shared),
             ShardMsg::SubAcquire { key, from } => self.owner.sub_acquire(key, from, &mut self.ids, &mut self.peers),
-            ShardMsg::SubRelease { key, from } => self.owner.sub_release(key, from, &mut self.peers),
-            ShardMsg::SubGranted { key, subscription } => self.sub_granted(key, subscription),
-            ShardMsg::RouteAdd { key, subscription, worker, barrier } => {
-                self.topics.add(&key, subscription, worker);
+            ShardMsg::SubRelease { key, from, session } => self.owner.sub_release(key, from, session, &mut self.peers),
+            ShardMsg::SubGranted { key, subscription, created } => self.sub_granted(key, subscription, created),
+            ShardMsg::SubDeleted { realm, subscription, session } => {
+                session::sub_deleted(self, &realm, subscription, session)
+            }
+            ShardMsg::RouteAdd { key, subscription, created, worker, barrier } => {
+                self.topics.add(&key, subscription, created, worker);
                 self.peers.send(barrier.owner, ShardMsg::BarrierAck { barrier: barrier.id });
             }
             ShardMsg::RouteRemove { key, subscription, worker } => self.topics.remove(&key, subscription, worker),
             ShardMsg::RegAcquire(req) => self.owner.reg_acquire(req, &mut self.ids, &mut self.peers),
-            ShardMsg::RegRelease { realm, procedure, registration } => {
-                self.owner.reg_release(realm, procedure, registration, &mut self.peers)
-            }
-            ShardMsg::RegReply { realm, procedure, session, request, started, result } => {
+            ShardMsg::RegRelease(r) => self.owner.reg_release(r, &mut self.peers),
+            ShardMsg::RegReply { realm, procedure, policy, session, request, started, result } => {
+                let reg = session::LocalReg { registration: 0, procedure, policy };
                 match self.sessions.get(&session) {
-                    Some(&handle) => session::registered(self, handle, request, procedure, started, result),
+                    Some(&handle) => session::registered(self, handle, request, reg, started, result),
                     None => {
                         // The session left while the barrier ran: undo.
-                        if let Ok(registration) = result {
-                            let owner = owner_of(&realm, &procedure, self.workers);
-                            self.peers.send(owner, ShardMsg::RegRelease { realm, procedure, registration });
+                        if let Ok((registration, _)) = result {
+                            let owner = owner_of(&realm, &reg.procedure, self.workers);
+                            let callee = SessionRef { worker: self.id, id: session };
+                            let release = RegRelease { realm, procedure: reg.procedure, policy, registration, callee };
+                            self.peers.send(owner, ShardMsg::RegRelease(release));
                         }
                     }
                 }
             }
-            ShardMsg::ProcAdd { realm, procedure, registration, callee, disclose_caller, barrier } => {
-                let route = crate::router::procs::ProcRoute { registration, callee, disclose_caller };
-                self.procs.add(&realm, &procedure, route);
+            ShardMsg::ProcAdd { realm, procedure, policy, added, barrier } => {
+                self.procs.add(&realm, &procedure, policy, added);
                 self.peers.send(barrier.owner, ShardMsg::BarrierAck { barrier: barrier.id });
             }
-            ShardMsg::ProcRemove { realm, procedure, registration } => {
-                self.procs.remove(&realm, &procedure, registration)
+            ShardMsg::ProcRemove { realm, procedure, policy, registration, callee } => {
+                self.procs.remove(&realm, &procedure, policy, registration, callee)
+            }
+            ShardMsg::RegDeleted { realm, registration, session } => {
+                session::reg_deleted(self, &realm, registration, session)
             }
             ShardMsg::BarrierAck { barrier } => self.owner.barrier_ack(barrier, &mut self.peers),
             ShardMsg::Invoke(inv) => session::on_invoke(self, *inv),
@@ -76,6 +84,11 @@ impl Worker {
                 Member::Mqtt(slot) => mqtt::on_retained(self, slot, reply.session, reply.subscription, values),
                 Member::Wamp(handle) => session::on_retained(self, handle, &reply, values),
             },
+            ShardMsg::MetaQuery { realm, query, reply, gather } => {
+                session::on_meta_query(self, &realm, query, reply, gather)
+            }
+            ShardMsg::MetaAnswer { gather, answer } => session::on_meta_answer(self, gather, answer),
+            ShardMsg::Revoke { callee, registration, reason } => session::on_revoke(self, callee, registration, reason),
             ShardMsg::Mqtt(msg) => mqtt::on_registry(self, msg),
             ShardMsg::Sys(msg) => crate::mqtt::sys::on_msg(self, msg),
         }
@@ -136,7 +149,7 @@ impl Worker {
         }
     }
 
-    fn sub_granted(&mut self, key: SubKey, subscription: u64) {
+    fn sub_granted(&mut self, key: SubKey, subscription: u64, created: bool) {
         let waiters = match self.local_keys.remove(&key) {
             Some(LocalKey::Pending(waiters)) => waiters,
             other => {
@@ -151,7 +164,7 @@ impl Worker {
         let alive: Vec<SubWaiter> = waiters.into_iter().filter(|w| self.member_alive(w.member, w.session)).collect();
         if alive.is_empty() {
             let owner = owner_of(&key.realm, &key.topic, self.workers);
-            self.peers.send(owner, ShardMsg::SubRelease { key, from: self.id });
+            self.peers.send(owner, ShardMsg::SubRelease { key, from: self.id, session: None });
             return;
         }
         self.local_keys.insert(key.clone(), LocalKey::Active(subscription));
@@ -161,6 +174,9 @@ impl Worker {
             if !local.members.contains(&w.member) {
                 local.members.push(w.member);
             }
+        }
+        if created {
+            session::sub_created(self, &key, subscription, alive[0].session);
         }
         for w in alive {
             match w.member {
@@ -173,13 +189,19 @@ impl Worker {
     /// Removes a subscriber from a subscription; the last local subscriber
     /// releases the key at its owner.
     pub fn unsubscribe(&mut self, member: Member, subscription: u64) {
+        self.leave(member, subscription, None)
+    }
+
+    /// `unsubscribe`, naming the session that leaves: if the subscription
+    /// ends with it, it is named in the `wamp.subscription.on_delete` event.
+    pub fn leave(&mut self, member: Member, subscription: u64, session: Option<u64>) {
         let Some(local) = self.local_subs.get_mut(&subscription) else { return };
         local.members.retain(|&m| m != member);
         if local.members.is_empty() {
             let local = self.local_subs.remove(&subscription).expect("present");
             self.local_keys.remove(&local.key);
             let owner = owner_of(&local.key.realm, &local.key.topic, self.workers);
-            self.peers.send(owner, ShardMsg::SubRelease { key: local.key, from: self.id });
+            self.peers.send(owner, ShardMsg::SubRelease { key: local.key, from: self.id, session });
         }
     }
 

@@ -126,6 +126,9 @@ pub struct Worker {
     /// session, request), earliest first. An entry leaves when its call
     /// ends, so there is at most one per call in flight with a timeout.
     pub(crate) call_deadlines: std::collections::BTreeSet<(Instant, u64, u64)>,
+    /// WAMP meta calls waiting for other workers' answers, by gather ID.
+    pub(crate) gathers: AHashMap<u64, crate::wamp::session::Gathering>,
+    pub(crate) next_gather: u64,
 }
 
 impl Worker {
@@ -173,6 +176,8 @@ impl Worker {
             mqtt_hits: Vec::new(),
             share_rr: 0,
             call_deadlines: Default::default(),
+            gathers: AHashMap::new(),
+            next_gather: 0,
             cfg: s.config,
         }
     }
@@ -712,6 +717,7 @@ impl Worker {
         self.lingering.append(&mut lingering);
         crate::mqtt::session::housekeeping(self);
         crate::wamp::session::expire_calls(self);
+        crate::wamp::session::expire_gathers(self);
         // Metrics.
         if let Some(at) = self.next_metrics {
             if now >= at {

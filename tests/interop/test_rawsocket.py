@@ -80,15 +80,16 @@ def test_handshake_errors():
 
 def test_ping_pong_and_the_length_limit():
     s = raw_connect()
-    # JSON, the client takes at most 2^9 = 512 octets.
-    s.sendall(bytes([0x7F, 0x01, 0, 0]))
+    # JSON, the client takes at most 2^10 = 1024 octets (WELCOME, which
+    # lists the router's features, needs more than the smallest, 512).
+    s.sendall(bytes([0x7F, 0x11, 0, 0]))
     reply = recv_exact(s, 4)
     assert reply[0] == 0x7F and reply[1] & 0x0F == 1 and reply[2:] == b"\0\0", reply
     assert reply[1] >> 4 == 15, "the router takes 2^24 octets by default"
     # PING: exactly one PONG echoing the payload.
     s.sendall(struct.pack(">I", (1 << 24) | 5) + b"hello")
     assert recv_exact(s, 9) == struct.pack(">I", (2 << 24) | 5) + b"hello"
-    # A session; an event larger than 512 octets is not sent to it, the next small one is.
+    # A session; an event larger than 1024 octets is not sent to it, the next small one is.
     hello = b'[1,"realm1",{"roles":{"subscriber":{},"publisher":{}}}]'
     s.sendall(struct.pack(">I", len(hello)) + hello)
     (n,) = struct.unpack(">I", recv_exact(s, 4))
@@ -101,7 +102,7 @@ def test_ping_pong_and_the_length_limit():
     async def publish_two():
         async with Sessions() as ss:
             pub = await ss.open(SERIALIZERS["json"])
-            await pub.publish("com.example.raw.limit", "x" * 600, options=PublishOptions(acknowledge=True))
+            await pub.publish("com.example.raw.limit", "x" * 1100, options=PublishOptions(acknowledge=True))
             await pub.publish("com.example.raw.limit", "small", options=PublishOptions(acknowledge=True))
 
     run(publish_two())

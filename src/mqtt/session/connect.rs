@@ -18,7 +18,7 @@ pub(super) fn connect(w: &mut Worker, handle: usize, c: Box<Connect>) {
         if levels_by(&will.topic, b'/') > w.cfg.mqtt.max_topic_levels {
             return fail(w, handle, reason::TOPIC_NAME_INVALID, "will topic has too many levels");
         }
-        if crate::mqtt::sys::is_sys(&swap(&will.topic)) {
+        if crate::router::is_reserved(&swap(&will.topic)) {
             return fail_connack(w, handle, reason::NOT_AUTHORIZED);
         }
         if will.props.payload_format == Some(1) && std::str::from_utf8(&will.payload).is_err() {

@@ -37,10 +37,10 @@ pub(super) fn publish(w: &mut Worker, handle: usize, slot: usize, p: codec::Publ
     if levels(&topic) > w.cfg.mqtt.max_topic_levels {
         return fail(w, handle, reason::TOPIC_NAME_INVALID, "topic name has too many levels");
     }
-    // `$SYS` topics are the broker's: v5 is told (the flow ends there),
-    // 3.1.1 (which has no way to say no) gets its acknowledgement and the
-    // message is dropped.
-    let denied = crate::mqtt::sys::is_sys(&topic);
+    // `$SYS` and `wamp/` topics are the broker's: v5 is told (the flow
+    // ends there), 3.1.1 (which has no way to say no) gets its
+    // acknowledgement and the message is dropped.
+    let denied = crate::router::is_reserved(&topic);
     if denied {
         w.metrics.counters.mqtt_denied += 1;
         if ver == Version::V5 {

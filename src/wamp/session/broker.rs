@@ -31,6 +31,13 @@ pub(super) fn publish(
         }
         return;
     }
+    if topic.starts_with("wamp.") {
+        if acknowledge {
+            let text = Some("the wamp. topics are published by the router alone".to_owned());
+            error(w, handle, m::PUBLISH, request, "wamp.error.invalid_uri", text);
+        }
+        return;
+    }
     if crate::mqtt::sys::is_sys(&topic) {
         if acknowledge {
             let text = Some("the $SYS topics are published by the router alone".to_owned());
@@ -82,7 +89,7 @@ pub(super) fn publish(
 }
 
 /// PUBLISH's black- and whitelists, if any (`Err`: not lists of the right type).
-fn receivers(options: &Dict) -> Result<Option<Box<Receivers>>, String> {
+pub(super) fn receivers(options: &Dict) -> Result<Option<Box<Receivers>>, String> {
     // Most publications have none: one pass over the keys decides.
     let named =
         |k: &str| k.starts_with("eligible") || k == "exclude" || k == "exclude_authid" || k == "exclude_authrole";
@@ -154,13 +161,17 @@ pub(super) fn subscribe(w: &mut Worker, handle: usize, request: u64, options: Di
 /// The subscription is routed to this worker everywhere: answer.
 pub fn subscribed(w: &mut Worker, handle: usize, request: u64, subscription: u64, started: Instant) {
     let s = session(w, handle);
-    if !s.subs.contains(&subscription) {
+    let new = !s.subs.contains(&subscription);
+    if new {
         s.subs.push(subscription);
     }
     let want = s.want_retained.iter().position(|&r| r == request).map(|i| s.want_retained.swap_remove(i));
     let sid = s.id;
     send(w, handle, &Msg::Subscribed { request, subscription });
     w.metrics.record(Op::Subscribe, started, Instant::now());
+    if let (true, Some(key)) = (new, w.local_subs.get(&subscription).map(|l| l.key.clone())) {
+        meta::subscribed(w, &key.realm, sid, subscription, &key.topic);
+    }
     if want.is_some() {
         let Some(local) = w.local_subs.get(&subscription) else { return };
         let key = local.key.clone();
@@ -217,7 +228,8 @@ pub(super) fn unsubscribe(w: &mut Worker, handle: usize, request: u64, subscript
         return error(w, handle, m::UNSUBSCRIBE, request, "wamp.error.no_such_subscription", Some(msg));
     };
     s.subs.swap_remove(i);
-    w.unsubscribe(Member::Wamp(handle), subscription);
+    let sid = s.id;
+    meta::unsubscribe(w, handle, sid, subscription);
     send(w, handle, &Msg::Unsubscribed { request });
 }
 

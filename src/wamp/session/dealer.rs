@@ -16,19 +16,31 @@ pub(super) fn register(
     if !request_ok(request) {
         return violation(w, handle, "REGISTER.Request must be in [1, 2^53]");
     }
-    if !valid_uri(&procedure, w.cfg.uri_check) || procedure.starts_with("wamp.") {
-        let msg = format!("invalid procedure URI '{procedure}'");
-        return error(w, handle, m::REGISTER, request, "wamp.error.invalid_uri", Some(msg));
-    }
-    for (key, fine) in [("match", "exact"), ("invoke", "single")] {
-        match dict_get(&options, key) {
-            None => {}
-            Some(Value::Str(v)) if v == fine => {}
-            Some(v) => {
-                let msg = format!("registration option {key}={v:?} is not supported (only '{fine}')");
+    let policy = match dict_get(&options, "match") {
+        None => MatchPolicy::Exact,
+        Some(Value::Str(p)) => match MatchPolicy::parse(p) {
+            Some(p) => p,
+            None => {
+                let msg = format!("unknown match policy '{p}' (exact, prefix or wildcard)");
                 return error(w, handle, m::REGISTER, request, "wamp.error.invalid_argument", Some(msg));
             }
-        }
+        },
+        Some(_) => return violation(w, handle, "option 'match' must be a string"),
+    };
+    let invoke = match dict_get(&options, "invoke") {
+        None => InvokePolicy::Single,
+        Some(Value::Str(p)) => match InvokePolicy::parse(p) {
+            Some(p) => p,
+            None => {
+                let msg = format!("unknown invocation policy '{p}' (single, roundrobin, random, first or last)");
+                return error(w, handle, m::REGISTER, request, "wamp.error.invalid_argument", Some(msg));
+            }
+        },
+        Some(_) => return violation(w, handle, "option 'invoke' must be a string"),
+    };
+    if !valid_pattern(&procedure, policy, w.cfg.uri_check) || procedure.starts_with("wamp.") {
+        let msg = format!("invalid procedure URI '{procedure}' for match policy {}", policy.name());
+        return error(w, handle, m::REGISTER, request, "wamp.error.invalid_uri", Some(msg));
     }
     let disclose_caller = match bool_opt(&options, "disclose_caller") {
         Ok(d) => d.unwrap_or(false),
@@ -39,43 +51,64 @@ pub(super) fn register(
     let session = SessionRef { worker: me, id: s.id };
     let realm = s.realm.clone();
     let owner = owner_of(&realm, &procedure, w.workers);
-    let req = RegRequest { realm, procedure, session, request, started, disclose_caller };
+    let req = RegRequest { realm, procedure, policy, invoke, session, request, started, disclose_caller };
     w.peers.send(owner, ShardMsg::RegAcquire(req));
 }
 
-/// The owner's answer to a REGISTER.
-pub fn registered(
-    w: &mut Worker,
-    handle: usize,
-    request: u64,
-    procedure: String,
-    started: Instant,
-    result: Result<u64, &'static str>,
-) {
+/// The owner's answer to a REGISTER (`created`: it made a new registration).
+pub fn registered(w: &mut Worker, handle: usize, request: u64, reg: LocalReg, started: Instant, result: RegResult) {
     match result {
-        Ok(registration) => {
-            session(w, handle).regs.push((registration, procedure));
+        Ok((registration, created)) => {
+            let reg = LocalReg { registration, ..reg };
+            let s = session(w, handle);
+            let (sid, realm) = (s.id, s.realm.clone());
+            s.regs.push(reg.clone());
             send(w, handle, &Msg::Registered { request, registration });
             w.metrics.record(Op::Register, started, Instant::now());
+            meta::registered(w, &realm, sid, &reg, created);
         }
         Err(uri) => {
-            let msg = format!("procedure '{procedure}' is already registered");
+            let msg = format!(
+                "procedure '{}' ({}) is already registered, by this session or with another invocation policy",
+                reg.procedure,
+                reg.policy.name()
+            );
             error(w, handle, m::REGISTER, request, uri, Some(msg));
         }
     }
 }
 
+/// The owner's answer to REGISTER: the registration ID and whether it is new.
+pub type RegResult = Result<(u64, bool), &'static str>;
+
+/// A registration of this session, as it remembers it.
+#[derive(Clone, Debug)]
+pub struct LocalReg {
+    pub registration: u64,
+    pub procedure: String,
+    pub policy: MatchPolicy,
+}
+
+/// Leaves a registration of session `callee` (this worker's) at its owner.
+pub(super) fn release_reg(w: &mut Worker, realm: &Realm, callee: u64, reg: LocalReg) {
+    let owner = owner_of(realm, &reg.procedure, w.workers);
+    let LocalReg { registration, procedure, policy } = reg;
+    let callee = SessionRef { worker: w.id, id: callee };
+    let release = RegRelease { realm: realm.clone(), procedure, policy, registration, callee };
+    w.peers.send(owner, ShardMsg::RegRelease(release));
+}
+
 pub(super) fn unregister(w: &mut Worker, handle: usize, request: u64, registration: u64) {
     let s = session(w, handle);
-    let Some(i) = s.regs.iter().position(|(r, _)| *r == registration) else {
+    let Some(i) = s.regs.iter().position(|r| r.registration == registration) else {
         let msg = format!("no registration {registration} in this session");
         return error(w, handle, m::UNREGISTER, request, "wamp.error.no_such_registration", Some(msg));
     };
-    let (_, procedure) = s.regs.swap_remove(i);
-    let realm = s.realm.clone();
-    let owner = owner_of(&realm, &procedure, w.workers);
-    w.peers.send(owner, ShardMsg::RegRelease { realm, procedure, registration });
+    let reg = s.regs.swap_remove(i);
+    let (realm, sid) = (s.realm.clone(), s.id);
+    release_reg(w, &realm, sid, reg);
     send(w, handle, &Msg::Unregistered { request });
+    meta::unregistered(w, &realm, sid, registration);
 }
 
 pub(super) fn call(
@@ -111,6 +144,9 @@ pub(super) fn call(
         let msg = format!("invalid procedure URI '{procedure}'");
         return error(w, handle, m::CALL, request, "wamp.error.invalid_uri", Some(msg));
     }
+    if procedure.starts_with("wamp.") {
+        return meta::call(w, handle, request, &procedure, payload);
+    }
     let me = w.id;
     let s = session(w, handle);
     if s.calls.contains_key(&request) {
@@ -118,11 +154,16 @@ pub(super) fn call(
     }
     let caller = SessionRef { worker: me, id: s.id };
     let realm = s.realm.clone();
-    let Some(route) = w.procs.get(&realm, &procedure).copied() else {
+    let Some((policy, reg)) = w.procs.lookup(&realm, &procedure) else {
         let msg = format!("no callee registered for procedure '{procedure}'");
         return error(w, handle, m::CALL, request, "wamp.error.no_such_procedure", Some(msg));
     };
-    let disclosed = match disclosed(session(w, handle), &options, route.disclose_caller) {
+    let registration = reg.registration;
+    let Some(callee) = reg.pick() else {
+        debug_assert!(false, "a registration without callees is removed");
+        return error(w, handle, m::CALL, request, "wamp.error.no_such_procedure", None);
+    };
+    let disclosed = match disclosed(session(w, handle), &options, callee.disclose_caller) {
         Ok(d) => d,
         Err(DiscloseError::Violation(e)) => return violation(w, handle, &e),
         Err(DiscloseError::Forbidden) => {
@@ -133,27 +174,28 @@ pub(super) fn call(
     let deadline = (timeout > 0).then(|| w.now + std::time::Duration::from_millis(timeout.min(u64::from(u32::MAX))));
     let s = session(w, handle);
     let caller_id = s.id;
-    s.calls.insert(request, (route.callee, started, deadline));
+    s.calls.insert(request, (callee.session, started, deadline));
     if let Some(at) = deadline {
         w.call_deadlines.insert((at, caller_id, request));
     }
     let inv = Invoke {
         caller,
         request,
-        callee: route.callee.id,
-        registration: route.registration,
+        callee: callee.session.id,
+        registration,
         procedure,
+        pattern: policy != MatchPolicy::Exact,
         payload,
         receive_progress,
         disclosed,
     };
-    w.peers.send(route.callee.worker, ShardMsg::Invoke(Box::new(inv)));
+    w.peers.send(callee.session.worker, ShardMsg::Invoke(Box::new(inv)));
 }
 
 /// A call arrives at the callee's worker.
 pub fn on_invoke(w: &mut Worker, inv: Invoke) {
     let handle = w.sessions.get(&inv.callee).copied();
-    let registered = handle.is_some_and(|h| session(w, h).regs.iter().any(|(r, _)| *r == inv.registration));
+    let registered = handle.is_some_and(|h| session(w, h).regs.iter().any(|r| r.registration == inv.registration));
     let (Some(handle), true) = (handle, registered) else {
         let outcome = CallOutcome::Error {
             error: "wamp.error.no_such_procedure".into(),
@@ -171,6 +213,9 @@ pub fn on_invoke(w: &mut Worker, inv: Invoke) {
     let request = s.next_invocation;
     s.invocations.insert(request, (inv.caller, inv.request, inv.receive_progress));
     let mut details = Dict::new();
+    if inv.pattern {
+        details.push(("procedure".to_owned(), Value::Str(inv.procedure)));
+    }
     if inv.receive_progress {
         details.push(("receive_progress".to_owned(), Value::Bool(true)));
     }

@@ -1,0 +1,835 @@
+//! The WAMP meta API, served by the router itself:
+//! - meta events (`wamp.session.on_join`, `wamp.subscription.on_create`,
+//!   `wamp.registration.on_register`, ...): ordinary publications from the
+//!   router, built only when someone is subscribed (one table lookup);
+//! - meta procedures: what the replicated tables know (subscriptions,
+//!   registrations) is answered on the caller's worker at once; what only
+//!   each worker knows (its sessions, its subscribers) is gathered: one
+//!   `MetaQuery` per worker concerned, the answers merged here
+//!   (`Gathering`), the call answered when the last one arrives or when
+//!   the deadline passes;
+//! - testaments (`wamp.session.add_testament`), published when the session
+//!   ends, and registration revocation (`wamp.registration.remove`).
+//!
+//! Subscriptions to `wamp.` topics (the meta events themselves) get no
+//! subscription meta events, so that watching them is not itself noise.
+//! Subscription meta events name WAMP sessions; `on_create` / `on_delete`
+//! are also sent for subscriptions made and ended by MQTT sessions.
+
+use super::*;
+use crate::router::meta::{KillTarget, MetaAnswer, MetaQuery};
+use crate::router::WorkerId;
+use std::time::Duration;
+
+/// How long a gathered meta call waits for every worker.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Testaments one session may hold (both scopes together).
+pub(super) const MAX_TESTAMENTS: usize = 64;
+
+fn quiet(uri: &str) -> bool {
+    uri.starts_with("wamp.")
+}
+
+/// A meta event: published from the router (publisher session 0).
+fn event(w: &mut Worker, realm: &Realm, topic: &str, args: Vec<Value>) {
+    let mut any = false;
+    w.topics.for_each_match(realm, topic, |_, r| any |= !r.workers.is_empty());
+    if !any {
+        return;
+    }
+    let p = Publication {
+        realm: realm.clone(),
+        topic: topic.to_owned(),
+        id: w.ids.next_id(),
+        publisher: SessionRef { worker: w.id, id: 0 },
+        exclude_me: false,
+        body: Body::Wamp(Payload { args: Some(args), kwargs: None }),
+        qos: 0,
+        retain: false,
+        props: None,
+        expires: None,
+        started: Instant::now(),
+        disclosed: None,
+        receivers: None,
+    };
+    w.publish(p);
+}
+
+/// Milliseconds since the Unix epoch as ISO 8601 UTC
+/// (`2026-12-01T12:52:49.123Z`), the meta API's `created`.
+pub(super) fn iso8601(ms: u64) -> String {
+    let (secs, millis) = (ms / 1000, ms % 1000);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{millis:03}Z")
+}
+
+fn dict(pairs: Vec<(&str, Value)>) -> Value {
+    Value::Dict(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+
+// ---------------------------------------------------------------- events
+
+/// What the meta API says about a session (`on_join`, `wamp.session.get`).
+fn session_details(w: &Worker, handle: usize) -> Option<Dict> {
+    let conn = w.conns.get(handle)?;
+    let wamp = match &conn.proto {
+        crate::conn::Proto::Wamp(c) => c,
+        _ => return None,
+    };
+    let s = wamp.session.as_ref()?;
+    let kind = match wamp.framing {
+        Framing::WebSocket => "websocket",
+        Framing::RawSocket { .. } => "rawsocket",
+    };
+    let serializer = wamp.ser.subprotocol().trim_start_matches("wamp.2.");
+    let peer = match conn.stream.peer_addr() {
+        Ok(std::net::SocketAddr::V4(a)) => format!("tcp4:{}:{}", a.ip(), a.port()),
+        Ok(std::net::SocketAddr::V6(a)) => format!("tcp6:{}:{}", a.ip(), a.port()),
+        Err(_) => "unknown".to_owned(),
+    };
+    let transport = dict(vec![
+        ("type", Value::Str(kind.into())),
+        ("serializer", Value::Str(serializer.into())),
+        ("peer", Value::Str(peer)),
+    ]);
+    let Value::Dict(d) = dict(vec![
+        ("session", Value::UInt(s.id)),
+        ("authid", Value::Str(s.authid.clone())),
+        ("authrole", Value::Str(s.authrole.clone())),
+        ("authmethod", Value::Str("anonymous".into())),
+        ("authprovider", Value::Str("static".into())),
+        ("transport", transport),
+    ]) else {
+        unreachable!("dict() builds a dictionary")
+    };
+    Some(d)
+}
+
+/// After WELCOME (which may have closed a RawSocket connection that cannot
+/// take it: then there is no session to announce).
+pub(super) fn joined(w: &mut Worker, handle: usize, realm: &Realm) {
+    if let Some(details) = session_details(w, handle) {
+        event(w, realm, "wamp.session.on_join", vec![Value::Dict(details)]);
+    }
+}
+
+pub(super) fn left(w: &mut Worker, s: &WampSession) {
+    let args = vec![Value::UInt(s.id), Value::Str(s.authid.clone()), Value::Str(s.authrole.clone())];
+    event(w, &s.realm, "wamp.session.on_leave", args);
+}
+
+fn sub_details(id: u64, key: &SubKey, created: u64) -> Value {
+    dict(vec![
+        ("id", Value::UInt(id)),
+        ("created", Value::Str(iso8601(created))),
+        ("uri", Value::Str(key.topic.clone())),
+        ("match", Value::Str(key.policy.name().into())),
+    ])
+}
+
+/// The owner created a subscription for `session` (WAMP or MQTT).
+pub fn sub_created(w: &mut Worker, key: &SubKey, subscription: u64, session: u64) {
+    if quiet(&key.topic) {
+        return;
+    }
+    let created = w.topics.by_id(subscription).map_or(0, |(_, r)| r.created);
+    let args = vec![Value::UInt(session), sub_details(subscription, key, created)];
+    event(w, &key.realm, "wamp.subscription.on_create", args);
+}
+
+pub(super) fn subscribed(w: &mut Worker, realm: &Realm, session: u64, subscription: u64, topic: &str) {
+    if !quiet(topic) {
+        event(w, realm, "wamp.subscription.on_subscribe", vec![Value::UInt(session), Value::UInt(subscription)]);
+    }
+}
+
+/// Session `session` leaves `subscription`; the core's `leave` is told
+/// whether to name it in an `on_delete` (not for `wamp.` topics).
+pub(super) fn unsubscribe(w: &mut Worker, handle: usize, session: u64, subscription: u64) {
+    let quiet = w.local_subs.get(&subscription).is_none_or(|l| quiet(&l.key.topic));
+    let realm = w.local_subs.get(&subscription).map(|l| l.key.realm.clone());
+    if let (false, Some(realm)) = (quiet, &realm) {
+        event(w, realm, "wamp.subscription.on_unsubscribe", vec![Value::UInt(session), Value::UInt(subscription)]);
+    }
+    w.leave(Member::Wamp(handle), subscription, (!quiet).then_some(session));
+}
+
+/// The owner says the subscription ended with `session`.
+pub fn sub_deleted(w: &mut Worker, realm: &Realm, subscription: u64, session: u64) {
+    event(w, realm, "wamp.subscription.on_delete", vec![Value::UInt(session), Value::UInt(subscription)]);
+}
+
+fn reg_details(id: u64, uri: &str, policy: MatchPolicy, reg: &crate::router::procs::ProcReg) -> Value {
+    dict(vec![
+        ("id", Value::UInt(id)),
+        ("created", Value::Str(iso8601(reg.created))),
+        ("uri", Value::Str(uri.to_owned())),
+        ("match", Value::Str(policy.name().into())),
+        ("invoke", Value::Str(reg.invoke.as_str().into())),
+    ])
+}
+
+pub(super) fn registered(w: &mut Worker, realm: &Realm, session: u64, reg: &LocalReg, created: bool) {
+    if created {
+        let details = w
+            .procs
+            .by_id(realm, reg.registration)
+            .map(|(uri, policy, r)| reg_details(reg.registration, uri, policy, r));
+        if let Some(details) = details {
+            event(w, realm, "wamp.registration.on_create", vec![Value::UInt(session), details]);
+        }
+    }
+    event(w, realm, "wamp.registration.on_register", vec![Value::UInt(session), Value::UInt(reg.registration)]);
+}
+
+pub(super) fn unregistered(w: &mut Worker, realm: &Realm, session: u64, registration: u64) {
+    event(w, realm, "wamp.registration.on_unregister", vec![Value::UInt(session), Value::UInt(registration)]);
+}
+
+/// The owner says the registration ended with `session`.
+pub fn reg_deleted(w: &mut Worker, realm: &Realm, registration: u64, session: u64) {
+    event(w, realm, "wamp.registration.on_delete", vec![Value::UInt(session), Value::UInt(registration)]);
+}
+
+// ------------------------------------------------------------ procedures
+
+/// A meta call's arguments, checked.
+struct Args<'a> {
+    args: &'a [Value],
+    kwargs: &'a [(String, Value)],
+}
+
+type Invalid = String;
+
+impl<'a> Args<'a> {
+    fn new(p: &'a Payload) -> Args<'a> {
+        Args { args: p.args.as_deref().unwrap_or(&[]), kwargs: p.kwargs.as_deref().unwrap_or(&[]) }
+    }
+
+    fn id(&self, i: usize, what: &str) -> Result<u64, Invalid> {
+        match self.args.get(i) {
+            Some(Value::UInt(n)) if (1..=m::MAX_ID).contains(n) => Ok(*n),
+            Some(v) => Err(format!("argument {} ({what}) must be an ID, got {v:?}", i + 1)),
+            None => Err(format!("argument {} ({what}) is missing", i + 1)),
+        }
+    }
+
+    fn string(&self, i: usize, what: &str) -> Result<&'a str, Invalid> {
+        match self.args.get(i) {
+            Some(Value::Str(s)) => Ok(s),
+            Some(v) => Err(format!("argument {} ({what}) must be a string, got {v:?}", i + 1)),
+            None => Err(format!("argument {} ({what}) is missing", i + 1)),
+        }
+    }
+
+    /// An optional dictionary argument (lookup's options).
+    fn options(&self, i: usize) -> Result<&'a [(String, Value)], Invalid> {
+        match self.args.get(i) {
+            None | Some(Value::Null) => Ok(&[]),
+            Some(Value::Dict(d)) => Ok(d),
+            Some(v) => Err(format!("argument {} (options) must be a dictionary, got {v:?}", i + 1)),
+        }
+    }
+
+    /// An optional list of strings (the authrole filter).
+    fn strings(&self, i: usize, what: &str) -> Result<Option<Vec<String>>, Invalid> {
+        let wrong = |v: &Value| format!("argument {} ({what}) must be a list of strings, got {v:?}", i + 1);
+        match self.args.get(i) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::List(l)) => l
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| wrong(v)))
+                .collect::<Result<_, _>>()
+                .map(Some),
+            Some(v) => Err(wrong(v)),
+        }
+    }
+
+    fn kw_string(&self, key: &str) -> Result<Option<&'a str>, Invalid> {
+        match dict_get(self.kwargs, key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Str(s)) => Ok(Some(s)),
+            Some(v) => Err(format!("keyword argument '{key}' must be a string, got {v:?}")),
+        }
+    }
+}
+
+fn result(w: &mut Worker, handle: usize, request: u64, args: Vec<Value>) {
+    send(
+        w,
+        handle,
+        &Msg::Result { request, details: Dict::new(), payload: Payload { args: Some(args), kwargs: None } },
+    );
+}
+
+fn invalid(w: &mut Worker, handle: usize, request: u64, why: Invalid) {
+    error(w, handle, m::CALL, request, "wamp.error.invalid_argument", Some(why));
+}
+
+/// A match policy option (`lookup`): absent is exact.
+fn match_option(options: &[(String, Value)]) -> Result<MatchPolicy, Invalid> {
+    match dict_get(options, "match") {
+        None => Ok(MatchPolicy::Exact),
+        Some(Value::Str(p)) => MatchPolicy::parse(p).ok_or_else(|| format!("unknown match policy '{p}'")),
+        Some(v) => Err(format!("option 'match' must be a string, got {v:?}")),
+    }
+}
+
+/// A CALL of a `wamp.` procedure: the router answers it.
+pub(super) fn call(w: &mut Worker, handle: usize, request: u64, procedure: &str, payload: Payload) {
+    let outcome = match procedure.strip_prefix("wamp.") {
+        Some(p) if p.starts_with("session.") => session_call(w, handle, request, &p[8..], &payload),
+        Some(p) if p.starts_with("subscription.") => subscription_call(w, handle, request, &p[13..], &payload),
+        Some(p) if p.starts_with("registration.") => registration_call(w, handle, request, &p[13..], &payload),
+        _ => Err(Unknown),
+    };
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => invalid(w, handle, request, why),
+        Err(Unknown) => {
+            let msg = format!("no meta procedure '{procedure}' on this router");
+            error(w, handle, m::CALL, request, "wamp.error.no_such_procedure", Some(msg));
+        }
+    }
+}
+
+/// Not a meta procedure this router has.
+struct Unknown;
+
+type Outcome = Result<Result<(), Invalid>, Unknown>;
+
+fn session_call(w: &mut Worker, handle: usize, request: u64, name: &str, payload: &Payload) -> Outcome {
+    let a = Args::new(payload);
+    let s = session(w, handle);
+    let (me, realm) = (s.id, s.realm.clone());
+    let kill = |target| -> Result<MetaQuery, Invalid> {
+        let reason = a.kw_string("reason")?.unwrap_or("wamp.close.killed");
+        if !valid_uri(reason, crate::wamp::uri::UriCheck::Loose) {
+            return Err(format!("reason '{reason}' is not a valid URI"));
+        }
+        let message = a.kw_string("message")?.map(str::to_owned);
+        Ok(MetaQuery::Kill { target, reason: reason.to_owned(), message, except: me })
+    };
+    let (query, finish) = match name {
+        "count" | "list" => {
+            let authroles = match a.strings(0, "filter_authroles") {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e)),
+            };
+            let finish = if name == "count" { Finish::Count } else { Finish::List };
+            (MetaQuery::Sessions { authroles }, finish)
+        }
+        "get" => match a.id(0, "session") {
+            Ok(id) => (MetaQuery::Session(id), Finish::Details),
+            Err(e) => return Ok(Err(e)),
+        },
+        "kill" => {
+            let id = match a.id(0, "session") {
+                Ok(id) => id,
+                Err(e) => return Ok(Err(e)),
+            };
+            if id == me {
+                let msg = Some("a session cannot kill itself: there is no other session with its ID".into());
+                error(w, handle, m::CALL, request, "wamp.error.no_such_session", msg);
+                return Ok(Ok(()));
+            }
+            match kill(KillTarget::Session(id)) {
+                Ok(q) => (q, Finish::KillOne),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        "kill_by_authid" | "kill_by_authrole" | "kill_all" => {
+            let target = match name {
+                "kill_all" => Ok(KillTarget::All),
+                "kill_by_authid" => a.string(0, "authid").map(|x| KillTarget::AuthId(x.to_owned())),
+                _ => a.string(0, "authrole").map(|x| KillTarget::AuthRole(x.to_owned())),
+            };
+            let finish = if name == "kill_by_authid" { Finish::List } else { Finish::Count };
+            match target.and_then(kill) {
+                Ok(q) => (q, finish),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        "add_testament" => return Ok(add_testament(w, handle, request, &a)),
+        "flush_testaments" => return Ok(flush_testaments(w, handle, request, &a)),
+        _ => return Err(Unknown),
+    };
+    let workers: Vec<WorkerId> = (0..w.workers as WorkerId).collect();
+    gather(w, handle, request, realm, query, finish, &workers);
+    Ok(Ok(()))
+}
+
+fn subscription_call(w: &mut Worker, handle: usize, request: u64, name: &str, payload: &Payload) -> Outcome {
+    let a = Args::new(payload);
+    let realm = session(w, handle).realm.clone();
+    // A subscription of this realm by ID.
+    fn by_id<'w>(w: &'w Worker, realm: &Realm, id: u64) -> Option<(&'w SubKey, &'w crate::router::topics::Route)> {
+        w.topics.by_id(id).filter(|(k, _)| k.realm == *realm && k.share.is_none())
+    }
+    let out = match name {
+        "list" => {
+            let mut lists: [Vec<Value>; 3] = Default::default();
+            w.topics.for_each(&realm, |key, route| {
+                if key.share.is_none() && !route.workers.is_empty() {
+                    let i = match key.policy {
+                        MatchPolicy::Exact => 0,
+                        MatchPolicy::Prefix => 1,
+                        MatchPolicy::Wildcard | MatchPolicy::Filter => 2,
+                    };
+                    lists[i].push(Value::UInt(route.subscription));
+                }
+            });
+            let [exact, prefix, wildcard] = lists;
+            let v = dict(vec![
+                ("exact", Value::List(exact)),
+                ("prefix", Value::List(prefix)),
+                ("wildcard", Value::List(wildcard)),
+            ]);
+            Ok(vec![v])
+        }
+        "lookup" => (|| {
+            let topic = a.string(0, "topic")?;
+            let policy = match_option(a.options(1)?)?;
+            let key = SubKey { realm: realm.clone(), topic: topic.to_owned(), policy, share: None };
+            let id = w.topics.get(&key).filter(|r| !r.workers.is_empty()).map(|r| r.subscription);
+            Ok(vec![id.map_or(Value::Null, Value::UInt)])
+        })(),
+        "match" => a.string(0, "topic").map(|topic| {
+            let mut ids = Vec::new();
+            w.topics.for_each_match(&realm, topic, |_, r| {
+                if !r.workers.is_empty() {
+                    ids.push(Value::UInt(r.subscription));
+                }
+            });
+            vec![if ids.is_empty() { Value::Null } else { Value::List(ids) }]
+        }),
+        "get" => match a.id(0, "subscription") {
+            Ok(id) => match by_id(w, &realm, id) {
+                Some((key, route)) => Ok(vec![sub_details(id, key, route.created)]),
+                None => return no_such_subscription(w, handle, request, id),
+            },
+            Err(e) => Err(e),
+        },
+        "list_subscribers" | "count_subscribers" => match a.id(0, "subscription") {
+            Ok(id) => {
+                let Some((_, route)) = by_id(w, &realm, id) else {
+                    return no_such_subscription(w, handle, request, id);
+                };
+                let workers = route.workers.clone();
+                let finish = if name == "count_subscribers" { Finish::Count } else { Finish::List };
+                gather(w, handle, request, realm, MetaQuery::Subscribers(id), finish, &workers);
+                return Ok(Ok(()));
+            }
+            Err(e) => Err(e),
+        },
+        _ => return Err(Unknown),
+    };
+    Ok(out.map(|args| result(w, handle, request, args)))
+}
+
+fn no_such_subscription(w: &mut Worker, handle: usize, request: u64, id: u64) -> Outcome {
+    let msg = Some(format!("no subscription {id} in this realm"));
+    error(w, handle, m::CALL, request, "wamp.error.no_such_subscription", msg);
+    Ok(Ok(()))
+}
+
+fn no_such_registration(w: &mut Worker, handle: usize, request: u64, id: u64) -> Outcome {
+    let msg = Some(format!("no registration {id} in this realm"));
+    error(w, handle, m::CALL, request, "wamp.error.no_such_registration", msg);
+    Ok(Ok(()))
+}
+
+fn registration_call(w: &mut Worker, handle: usize, request: u64, name: &str, payload: &Payload) -> Outcome {
+    let a = Args::new(payload);
+    let realm = session(w, handle).realm.clone();
+    let out = match name {
+        "list" => {
+            let mut lists: [Vec<Value>; 3] = Default::default();
+            w.procs.for_each(&realm, |_, policy, r| {
+                let i = match policy {
+                    MatchPolicy::Exact => 0,
+                    MatchPolicy::Prefix => 1,
+                    MatchPolicy::Wildcard | MatchPolicy::Filter => 2,
+                };
+                lists[i].push(Value::UInt(r.registration));
+            });
+            let [exact, prefix, wildcard] = lists;
+            let v = dict(vec![
+                ("exact", Value::List(exact)),
+                ("prefix", Value::List(prefix)),
+                ("wildcard", Value::List(wildcard)),
+            ]);
+            Ok(vec![v])
+        }
+        "lookup" => (|| {
+            let uri = a.string(0, "procedure")?;
+            let policy = match_option(a.options(1)?)?;
+            let id = w.procs.get(&realm, uri, policy).map(|r| r.registration);
+            Ok(vec![id.map_or(Value::Null, Value::UInt)])
+        })(),
+        "match" => a.string(0, "procedure").map(|uri| {
+            let id = w.procs.lookup(&realm, uri).map(|(_, r)| r.registration);
+            vec![id.map_or(Value::Null, Value::UInt)]
+        }),
+        "get" | "list_callees" | "count_callees" => match a.id(0, "registration") {
+            Ok(id) => {
+                let Some((uri, policy, reg)) = w.procs.by_id(&realm, id) else {
+                    return no_such_registration(w, handle, request, id);
+                };
+                Ok(vec![match name {
+                    "get" => reg_details(id, uri, policy, reg),
+                    "list_callees" => Value::List(reg.callees.iter().map(|c| Value::UInt(c.session.id)).collect()),
+                    _ => Value::UInt(reg.callees.len() as u64),
+                }])
+            }
+            Err(e) => Err(e),
+        },
+        "remove" => return Ok(revoke(w, handle, request, &realm, &a)),
+        _ => return Err(Unknown),
+    };
+    Ok(out.map(|args| result(w, handle, request, args)))
+}
+
+/// `wamp.registration.remove(registration, callee, reason?)`.
+fn revoke(w: &mut Worker, handle: usize, request: u64, realm: &Realm, a: &Args) -> Result<(), Invalid> {
+    let registration = a.id(0, "registration")?;
+    let callee = a.id(1, "callee")?;
+    let reason = match a.args.get(2) {
+        None | Some(Value::Null) => None,
+        Some(Value::Str(r)) => Some(r.clone()),
+        Some(v) => return Err(format!("argument 3 (reason) must be a string, got {v:?}")),
+    };
+    let Some((_, _, reg)) = w.procs.by_id(realm, registration) else {
+        let _ = no_such_registration(w, handle, request, registration);
+        return Ok(());
+    };
+    let Some(c) = reg.callees.iter().find(|c| c.session.id == callee).copied() else {
+        let msg = Some(format!("session {callee} is no callee of registration {registration}"));
+        error(w, handle, m::CALL, request, "wamp.error.no_such_session", msg);
+        return Ok(());
+    };
+    w.peers.send(c.session.worker, ShardMsg::Revoke { callee, registration, reason });
+    result(w, handle, request, Vec::new());
+    Ok(())
+}
+
+/// The meta API revokes a registration of a session on this worker.
+pub fn on_revoke(w: &mut Worker, callee: u64, registration: u64, reason: Option<String>) {
+    let Some(&handle) = w.sessions.get(&callee) else { return };
+    let s = session(w, handle);
+    let Some(i) = s.regs.iter().position(|r| r.registration == registration) else { return };
+    let reg = s.regs.swap_remove(i);
+    let (realm, told) = (s.realm.clone(), s.revocation);
+    release_reg(w, &realm, callee, reg);
+    if told {
+        let mut details = vec![("registration".to_owned(), Value::UInt(registration))];
+        if let Some(r) = reason {
+            details.push(("reason".to_owned(), Value::Str(r)));
+        }
+        if let Some((ser, framing)) = w.conns[handle].wamp().map(|c| (c.ser, c.framing)) {
+            let fields = [Field::Int(m::UNREGISTERED), Field::Int(0), Field::Dict(&details)];
+            let bytes = frame_fields(ser, framing, &fields);
+            if framing.fits(&bytes) {
+                w.send_bytes(handle, bytes);
+            }
+        }
+    }
+    unregistered(w, &realm, callee, registration);
+}
+
+// ------------------------------------------------------------ testaments
+
+/// When a testament is published. Without session resumption both happen
+/// when the session ends, `detached` first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Scope {
+    Detached,
+    Destroyed,
+}
+
+pub(super) struct Testament {
+    scope: Scope,
+    topic: String,
+    payload: Payload,
+    retain: bool,
+    receivers: Option<Box<Receivers>>,
+}
+
+fn scope(a: &Args) -> Result<Scope, Invalid> {
+    match a.kw_string("scope")? {
+        None | Some("destroyed") => Ok(Scope::Destroyed),
+        Some("detached") => Ok(Scope::Detached),
+        Some(other) => Err(format!("scope must be 'detached' or 'destroyed', got '{other}'")),
+    }
+}
+
+fn add_testament(w: &mut Worker, handle: usize, request: u64, a: &Args) -> Result<(), Invalid> {
+    let topic = a.string(0, "topic")?;
+    if !valid_uri(topic, w.cfg.uri_check) || quiet(topic) {
+        let msg = Some(format!("invalid testament topic '{topic}'"));
+        error(w, handle, m::CALL, request, "wamp.error.invalid_uri", msg);
+        return Ok(());
+    }
+    let args = match a.args.get(1) {
+        None | Some(Value::Null) => None,
+        Some(Value::List(l)) => Some(l.clone()),
+        Some(v) => return Err(format!("argument 2 (args) must be a list, got {v:?}")),
+    };
+    let kwargs = match a.args.get(2) {
+        None | Some(Value::Null) => None,
+        Some(Value::Dict(d)) => Some(d.clone()),
+        Some(v) => return Err(format!("argument 3 (kwargs) must be a dictionary, got {v:?}")),
+    };
+    let options = match dict_get(a.kwargs, "publish_options") {
+        None | Some(Value::Null) => Dict::new(),
+        Some(Value::Dict(d)) => d.clone(),
+        Some(v) => return Err(format!("keyword argument 'publish_options' must be a dictionary, got {v:?}")),
+    };
+    let scope = scope(a)?;
+    let retain = bool_opt(&options, "retain")?.unwrap_or(false);
+    let receivers = broker::receivers(&options)?;
+    let s = session(w, handle);
+    if s.testaments.len() >= MAX_TESTAMENTS {
+        let msg = Some(format!("a session may hold at most {MAX_TESTAMENTS} testaments"));
+        error(w, handle, m::CALL, request, "wamp.error.invalid_argument", msg);
+        return Ok(());
+    }
+    let payload = Payload { args, kwargs };
+    s.testaments.push(Testament { scope, topic: topic.to_owned(), payload, retain, receivers });
+    result(w, handle, request, Vec::new());
+    Ok(())
+}
+
+fn flush_testaments(w: &mut Worker, handle: usize, request: u64, a: &Args) -> Result<(), Invalid> {
+    let scope = scope(a)?;
+    let s = session(w, handle);
+    let before = s.testaments.len();
+    s.testaments.retain(|t| t.scope != scope);
+    let flushed = before - s.testaments.len();
+    result(w, handle, request, vec![Value::UInt(flushed as u64)]);
+    Ok(())
+}
+
+/// The session ends: its testaments are published, `detached` ones first,
+/// each scope in the order they were added.
+pub(super) fn publish_testaments(w: &mut Worker, s: &mut WampSession) {
+    let mut all = std::mem::take(&mut s.testaments);
+    // Stable: keeps the order within a scope.
+    all.sort_by_key(|t| t.scope != Scope::Detached);
+    for t in all {
+        let p = Publication {
+            realm: s.realm.clone(),
+            topic: t.topic,
+            id: w.ids.next_id(),
+            publisher: SessionRef { worker: w.id, id: s.id },
+            exclude_me: true,
+            body: Body::Wamp(t.payload),
+            qos: 0,
+            retain: t.retain,
+            props: None,
+            expires: None,
+            started: Instant::now(),
+            disclosed: None,
+            receivers: t.receivers,
+        };
+        w.route(p);
+    }
+}
+
+// -------------------------------------------------------- scatter-gather
+
+/// How the merged answers become the result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// `[count]` of the IDs.
+    Count,
+    /// `[ids]`.
+    List,
+    /// `[details]`, or `wamp.error.no_such_session`.
+    Details,
+    /// `[]` if one session was killed, or `wamp.error.no_such_session`.
+    KillOne,
+}
+
+/// A meta call waiting for the workers' answers.
+pub struct Gathering {
+    handle: usize,
+    session: u64,
+    request: u64,
+    finish: Finish,
+    remaining: usize,
+    ids: Vec<u64>,
+    details: Option<Dict>,
+    deadline: Instant,
+}
+
+fn gather(w: &mut Worker, handle: usize, request: u64, realm: Realm, q: MetaQuery, f: Finish, to: &[WorkerId]) {
+    w.next_gather += 1;
+    let id = w.next_gather;
+    let session = session(w, handle).id;
+    let g = Gathering {
+        handle,
+        session,
+        request,
+        finish: f,
+        remaining: to.len(),
+        ids: Vec::new(),
+        details: None,
+        deadline: w.now + GATHER_TIMEOUT,
+    };
+    w.gathers.insert(id, g);
+    if to.is_empty() {
+        return finish(w, id);
+    }
+    for &worker in to {
+        let msg = ShardMsg::MetaQuery { realm: realm.clone(), query: q.clone(), reply: w.id, gather: id };
+        w.peers.send(worker, msg);
+    }
+}
+
+/// A worker's answer to a gathered meta call.
+pub fn on_meta_answer(w: &mut Worker, gather: u64, answer: MetaAnswer) {
+    let Some(g) = w.gathers.get_mut(&gather) else { return };
+    match answer {
+        MetaAnswer::Ids(ids) => g.ids.extend(ids),
+        MetaAnswer::Details(d) => g.details = g.details.take().or(d),
+    }
+    g.remaining -= 1;
+    if g.remaining == 0 {
+        finish(w, gather);
+    }
+}
+
+fn finish(w: &mut Worker, gather: u64) {
+    let Some(g) = w.gathers.remove(&gather) else { return };
+    if w.sessions.get(&g.session) != Some(&g.handle) {
+        return; // the caller left
+    }
+    let (handle, request) = (g.handle, g.request);
+    match g.finish {
+        Finish::Count => result(w, handle, request, vec![Value::UInt(g.ids.len() as u64)]),
+        Finish::List => result(w, handle, request, vec![Value::List(g.ids.into_iter().map(Value::UInt).collect())]),
+        Finish::Details => match g.details {
+            Some(d) => result(w, handle, request, vec![Value::Dict(d)]),
+            None => {
+                let msg = Some("no such session in this realm".to_owned());
+                error(w, handle, m::CALL, request, "wamp.error.no_such_session", msg);
+            }
+        },
+        Finish::KillOne if g.ids.is_empty() => {
+            let msg = Some("no such session in this realm".to_owned());
+            error(w, handle, m::CALL, request, "wamp.error.no_such_session", msg);
+        }
+        Finish::KillOne => result(w, handle, request, Vec::new()),
+    }
+}
+
+/// Gathered calls whose workers did not all answer in time (every worker
+/// tick): the caller gets `wamp.error.timeout` rather than a partial answer.
+pub fn expire_gathers(w: &mut Worker) {
+    if w.gathers.is_empty() {
+        return;
+    }
+    let now = w.now;
+    let late: Vec<u64> = w.gathers.iter().filter(|(_, g)| g.deadline <= now).map(|(&id, _)| id).collect();
+    for id in late {
+        let g = w.gathers.remove(&id).expect("listed");
+        if w.sessions.get(&g.session) == Some(&g.handle) {
+            let msg = Some("not every worker answered the meta call in time".to_owned());
+            error(w, g.handle, m::CALL, g.request, "wamp.error.timeout", msg);
+        }
+    }
+}
+
+/// A meta question about this worker's sessions.
+pub fn on_meta_query(w: &mut Worker, realm: &Realm, query: MetaQuery, reply: WorkerId, gather: u64) {
+    let in_realm: Vec<(u64, usize)> = w
+        .sessions
+        .iter()
+        .map(|(&id, &h)| (id, h))
+        .filter(|&(_, h)| w.conns[h].wamp().and_then(|c| c.session.as_ref()).is_some_and(|s| &s.realm == realm))
+        .collect();
+    let answer = match query {
+        MetaQuery::Sessions { authroles } => {
+            let ids = in_realm
+                .iter()
+                .filter(|&&(_, h)| {
+                    let role = &session(w, h).authrole;
+                    authroles.as_ref().is_none_or(|roles| roles.contains(role))
+                })
+                .map(|&(id, _)| id)
+                .collect();
+            MetaAnswer::Ids(ids)
+        }
+        MetaQuery::Session(id) => {
+            let h = in_realm.iter().find(|&&(s, _)| s == id).map(|&(_, h)| h);
+            MetaAnswer::Details(h.and_then(|h| session_details(w, h)))
+        }
+        MetaQuery::Subscribers(subscription) => {
+            let members = w.local_subs.get(&subscription).map(|l| l.members.clone()).unwrap_or_default();
+            let ids = members
+                .into_iter()
+                .filter_map(|m| match m {
+                    Member::Wamp(h) => match &w.conns.get(h)?.proto {
+                        crate::conn::Proto::Wamp(c) => c.session.as_ref().map(|s| s.id),
+                        _ => None,
+                    },
+                    Member::Mqtt(slot) => w.mqtt.sessions.get(slot).map(|s| s.id),
+                })
+                .collect();
+            MetaAnswer::Ids(ids)
+        }
+        MetaQuery::Kill { target, reason, message, except } => {
+            let mut killed = Vec::new();
+            for (id, h) in in_realm {
+                let s = session(w, h);
+                let hit = match &target {
+                    KillTarget::Session(t) => *t == id,
+                    KillTarget::AuthId(a) => *a == s.authid,
+                    KillTarget::AuthRole(r) => *r == s.authrole,
+                    KillTarget::All => true,
+                };
+                if hit && id != except {
+                    kill(w, h, &reason, message.as_deref());
+                    killed.push(id);
+                }
+            }
+            MetaAnswer::Ids(killed)
+        }
+    };
+    w.peers.send(reply, ShardMsg::MetaAnswer { gather, answer });
+}
+
+/// Ends a session with GOODBYE (the connection stays, for the client's
+/// GOODBYE reply and perhaps a new HELLO).
+fn kill(w: &mut Worker, handle: usize, reason: &str, message: Option<&str>) {
+    let details = message.map(|m| vec![("message".to_owned(), Value::Str(m.to_owned()))]).unwrap_or_default();
+    send(w, handle, &Msg::Goodbye { details, reason: reason.to_owned() });
+    let Some(conn) = w.conns[handle].wamp() else { return };
+    conn.goodbye_sent = true;
+    let Some(s) = conn.session.take() else { return };
+    end_session(w, handle, s, CloseReason::Killed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::iso8601;
+
+    #[test]
+    fn iso8601_utc() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(iso8601(1_796_129_569_007), "2026-12-01T12:52:49.007Z");
+    }
+}
