@@ -61,8 +61,10 @@ impl Value {
 }
 
 /// Looks a key up in a dictionary.
+/// A key whose value is null is absent: some clients (wampy) send
+/// `{"match": null}` for an option they leave unset.
 pub fn dict_get<'a>(dict: &'a [(String, Value)], key: &str) -> Option<&'a Value> {
-    dict.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    dict.iter().find(|(k, v)| k == key && *v != Value::Null).map(|(_, v)| v)
 }
 
 impl Serialize for Value {

@@ -48,6 +48,7 @@ const ADVANCED_TESTS: &[&str] = &[
     "test_patterns.py",
     "test_registration.py",
     "test_meta.py",
+    "test_progressive_invocations.py",
 ];
 
 fn repo_root() -> PathBuf {

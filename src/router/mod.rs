@@ -211,6 +211,10 @@ pub struct Invoke {
     pub receive_progress: bool,
     /// The caller, if it is disclosed to the callee.
     pub disclosed: Option<Box<Identity>>,
+    /// Progressive call invocations: more input follows (`progress: true`).
+    pub progress: bool,
+    /// More input for an invocation already under way (same request).
+    pub continuation: bool,
 }
 
 /// The end of a call (or a progressive result), on its way back to the caller's worker.

@@ -40,7 +40,7 @@ use dealer::*;
 
 pub use broker::{event_for, on_retained, subscribed, EventCache};
 pub use dealer::{
-    expire_calls, on_call_done, on_caller_gone, on_interrupt, on_invoke, registered, LocalReg, RegResult,
+    expire_calls, on_call_done, on_caller_gone, on_interrupt, on_invoke, registered, LocalReg, OutCall, RegResult,
 };
 pub use meta::{
     expire_gathers, on_meta_answer, on_meta_query, on_revoke, reg_deleted, sub_created, sub_deleted, Gathering,
@@ -103,14 +103,23 @@ pub struct WampSession {
     /// Subscription IDs (a session rarely has many).
     subs: Vec<u64>,
     regs: Vec<LocalReg>,
-    /// Calls in flight as caller: request ID -> callee (worker, session),
-    /// start time, and the deadline if the call has a timeout.
-    calls: AHashMap<u64, (SessionRef, Instant, Option<Instant>)>,
+    /// Calls in flight as caller, by request ID.
+    calls: AHashMap<u64, OutCall>,
+    /// Request IDs of the last calls that ended while their caller was still
+    /// sending progressive input: a late continuation is ignored.
+    ended_inputs: std::collections::VecDeque<u64>,
+    /// The caller announced `progressive_call_invocations`.
+    progressive_calls: bool,
     /// The callee announced `call_canceling`: it is sent INTERRUPT.
     call_canceling: bool,
     /// Invocations in flight as callee: invocation ID -> the caller's call.
     /// (The bool: the caller asked for progressive results.)
     invocations: AHashMap<u64, (SessionRef, u64, bool)>,
+    /// Invocations still taking progressive input: the caller's
+    /// (session, request) -> invocation ID.
+    open_inputs: AHashMap<(SessionRef, u64), u64>,
+    /// The callee announced `progressive_call_invocations`.
+    progressive_invocations: bool,
     next_invocation: u64,
     /// SUBSCRIBE requests in progress that asked for retained events.
     want_retained: Vec<u64>,
@@ -337,6 +346,7 @@ fn router_roles() -> Value {
                 "caller_identification",
                 "call_timeout",
                 "call_canceling",
+                "progressive_call_invocations",
                 "pattern_based_registration",
                 "shared_registration",
                 "session_meta_api",
@@ -387,8 +397,12 @@ fn hello(w: &mut Worker, handle: usize, realm: String, details: Dict) {
         subs: Vec::new(),
         regs: Vec::new(),
         calls: AHashMap::new(),
+        ended_inputs: Default::default(),
+        progressive_calls: announces(&details, "caller", "progressive_call_invocations"),
         call_canceling: announces(&details, "callee", "call_canceling"),
         invocations: AHashMap::new(),
+        open_inputs: AHashMap::new(),
+        progressive_invocations: announces(&details, "callee", "progressive_call_invocations"),
         next_invocation: 0,
         want_retained: Vec::new(),
         revocation: announces(&details, "callee", "registration_revocation"),
@@ -436,7 +450,7 @@ fn end_session(w: &mut Worker, handle: usize, mut s: WampSession, reason: CloseR
     }
     let me = SessionRef { worker: w.id, id: s.id };
     let mut told = Vec::new();
-    for (request, (SessionRef { worker, .. }, _, deadline)) in s.calls {
+    for (request, OutCall { callee: SessionRef { worker, .. }, deadline, .. }) in s.calls {
         if let Some(at) = deadline {
             w.call_deadlines.remove(&(at, s.id, request));
         }

@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 from autobahn.wamp.exception import ApplicationError
-from autobahn.wamp.types import CallOptions
+from autobahn.wamp.types import CallOptions, RegisterOptions
 
 from helpers import Sessions, run
 from test_protocol import HELLO, RawClient
@@ -68,5 +68,36 @@ def test_a_timeout_that_is_not_a_number_is_an_invalid_argument():
                 assert msg[:3] == [8, 48, 7] and msg[4] == "wamp.error.invalid_argument", (bad, msg)
         finally:
             client.close()
+
+    run(body())
+
+
+def test_with_progressive_results_the_timeout_runs_between_results(serializer):
+    """Spec (progressive call results, "Timeouts"): the limit is between the
+    CALL and the first result and between results thereafter."""
+
+    async def body():
+        async with Sessions() as ss:
+            callee = await ss.open(serializer)
+            caller = await ss.open(serializer)
+            uri = f"com.example.timeout.stream.{serializer.SERIALIZER_ID}"
+
+            async def stream(n, pause, details=None):
+                for i in range(n):
+                    await asyncio.sleep(pause)
+                    details.progress(i)
+                await asyncio.sleep(pause)
+                return "done"
+
+            await callee.register(stream, uri, options=RegisterOptions(details_arg="details"))
+            seen = []
+            # 8 results 0.1 s apart: 0.9 s in all, each gap well within 0.4 s.
+            options = CallOptions(timeout=400, on_progress=seen.append)
+            assert await caller.call(uri, 8, 0.1, options=options) == "done"
+            assert seen == list(range(8))
+            # A gap longer than the timeout still ends the call.
+            with pytest.raises(ApplicationError) as e:
+                await caller.call(uri, 2, 0.6, options=CallOptions(timeout=300, on_progress=lambda _: None))
+            assert e.value.error == "wamp.error.timeout"
 
     run(body())

@@ -351,10 +351,7 @@ test('progressive results: the callee erring after some progress ends the call w
 // Spec (rfc/text/advanced/rpc_progressive_call_results.md, "Timeouts"): with
 // progressive results, CALL.Options.timeout is the limit between the CALL
 // and the first YIELD and between YIELDs thereafter, not for the whole call.
-// ROUTER BUG: the dealer arms one deadline at CALL (src/wamp/session/dealer.rs
-// `call`) and a progressive YIELD does not move it, so a stream whose
-// results come faster than the timeout is cut off with wamp.error.timeout.
-test.skip('progressive results: the timeout runs between results, not over the whole call (router bug: deadline not re-armed on progress)', async () => {
+test('progressive results: the timeout runs between results, not over the whole call', async () => {
   const [caller, callee] = await open('autobahn:json', 'autobahn:json');
   try {
     const proc = unique('com.example.adv.progress.timeout');

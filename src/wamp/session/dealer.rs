@@ -4,6 +4,7 @@
 //! or callee goes.
 
 use super::*;
+use std::time::Duration;
 
 pub(super) fn register(
     w: &mut Worker,
@@ -123,9 +124,9 @@ pub(super) fn call(
     if !request_ok(request) {
         return violation(w, handle, "CALL.Request must be in [1, 2^53]");
     }
-    let receive_progress = match bool_opt(&options, "receive_progress") {
-        Ok(p) => p.unwrap_or(false),
-        Err(e) => return violation(w, handle, &e),
+    let (receive_progress, progress) = match (bool_opt(&options, "receive_progress"), bool_opt(&options, "progress")) {
+        (Ok(r), Ok(p)) => (r.unwrap_or(false), p.unwrap_or(false)),
+        (Err(e), _) | (_, Err(e)) => return violation(w, handle, &e),
     };
     // Checked here so that a bad option is a violation before any routing.
     if let Err(e) = bool_opt(&options, "disclose_me") {
@@ -149,10 +150,41 @@ pub(super) fn call(
     }
     let me = w.id;
     let s = session(w, handle);
-    if s.calls.contains_key(&request) {
-        return violation(w, handle, &format!("CALL request {request} is already in flight"));
-    }
     let caller = SessionRef { worker: me, id: s.id };
+    if let Some(c) = s.calls.get_mut(&request) {
+        if !c.input_open {
+            return violation(w, handle, &format!("CALL request {request} is already in flight"));
+        }
+        // Progressive call invocations: more input, to the same callee.
+        c.input_open = progress;
+        let (callee, registration) = (c.callee, c.registration);
+        let inv = Invoke {
+            caller,
+            request,
+            callee: callee.id,
+            registration,
+            procedure,
+            pattern: false,
+            payload,
+            receive_progress: false,
+            disclosed: None,
+            progress,
+            continuation: true,
+        };
+        return w.peers.send(callee.worker, ShardMsg::Invoke(Box::new(inv)));
+    }
+    if s.ended_inputs.contains(&request) {
+        // More input for a call that has ended meanwhile: ignored, as the
+        // spec says (the caller has, or will get, the call's answer).
+        return;
+    }
+    if progress && !s.progressive_calls {
+        return violation(
+            w,
+            handle,
+            "CALL with progress, but the caller did not announce progressive_call_invocations",
+        );
+    }
     let realm = s.realm.clone();
     let Some((policy, reg)) = w.procs.lookup(&realm, &procedure) else {
         let msg = format!("no callee registered for procedure '{procedure}'");
@@ -171,10 +203,12 @@ pub(super) fn call(
             return error(w, handle, m::CALL, request, DISCLOSE_FORBIDDEN, text);
         }
     };
-    let deadline = (timeout > 0).then(|| w.now + std::time::Duration::from_millis(timeout.min(u64::from(u32::MAX))));
+    let timeout = (timeout > 0).then(|| Duration::from_millis(timeout.min(u64::from(u32::MAX))));
+    let deadline = timeout.map(|t| w.now + t);
     let s = session(w, handle);
     let caller_id = s.id;
-    s.calls.insert(request, (callee.session, started, deadline));
+    let call = OutCall { callee: callee.session, registration, started, timeout, deadline, input_open: progress };
+    s.calls.insert(request, call);
     if let Some(at) = deadline {
         w.call_deadlines.insert((at, caller_id, request));
     }
@@ -188,31 +222,92 @@ pub(super) fn call(
         payload,
         receive_progress,
         disclosed,
+        progress,
+        continuation: false,
     };
     w.peers.send(callee.session.worker, ShardMsg::Invoke(Box::new(inv)));
 }
 
+/// A call in flight, at its caller's worker.
+pub struct OutCall {
+    pub(super) callee: SessionRef,
+    registration: u64,
+    started: Instant,
+    /// CALL option `timeout`; with progressive results it runs from one
+    /// result to the next.
+    timeout: Option<Duration>,
+    pub(super) deadline: Option<Instant>,
+    /// The caller is still sending progressive input (`progress: true`).
+    input_open: bool,
+}
+
+/// How many ended progressive-input calls a session remembers (to ignore
+/// their late continuations).
+const ENDED_INPUTS: usize = 16;
+
+/// Ends a call of this session's: forgets it and its deadline.
+fn take_call(w: &mut Worker, handle: usize, request: u64) -> Option<OutCall> {
+    let s = session(w, handle);
+    let caller = s.id;
+    let call = s.calls.remove(&request)?;
+    if call.input_open {
+        if s.ended_inputs.len() == ENDED_INPUTS {
+            s.ended_inputs.pop_front();
+        }
+        s.ended_inputs.push_back(request);
+    }
+    if let Some(at) = call.deadline {
+        w.call_deadlines.remove(&(at, caller, request));
+    }
+    Some(call)
+}
+
+/// The error that goes back to a caller when its call cannot be invoked.
+fn fail(w: &mut Worker, inv: &Invoke, error: &str, text: String) {
+    let payload = Payload { args: Some(vec![Value::Str(text)]), kwargs: None };
+    let outcome = CallOutcome::Error { error: error.into(), details: Dict::new(), payload };
+    let done = CallDone { caller: inv.caller.id, request: inv.request, outcome };
+    w.peers.send(inv.caller.worker, ShardMsg::CallDone(Box::new(done)));
+}
+
+/// More progressive input for an invocation on this worker. If the
+/// invocation ended meanwhile, it is dropped.
+fn continue_invocation(w: &mut Worker, inv: Invoke) {
+    let Some(&handle) = w.sessions.get(&inv.callee) else { return };
+    let s = session(w, handle);
+    let key = (inv.caller, inv.request);
+    let Some(&request) = s.open_inputs.get(&key) else { return };
+    if !inv.progress {
+        s.open_inputs.remove(&key);
+    }
+    let details = if inv.progress { vec![("progress".to_owned(), Value::Bool(true))] } else { Dict::new() };
+    send(w, handle, &Msg::Invocation { request, registration: inv.registration, details, payload: inv.payload });
+}
+
 /// A call arrives at the callee's worker.
 pub fn on_invoke(w: &mut Worker, inv: Invoke) {
+    if inv.continuation {
+        return continue_invocation(w, inv);
+    }
     let handle = w.sessions.get(&inv.callee).copied();
     let registered = handle.is_some_and(|h| session(w, h).regs.iter().any(|r| r.registration == inv.registration));
     let (Some(handle), true) = (handle, registered) else {
-        let outcome = CallOutcome::Error {
-            error: "wamp.error.no_such_procedure".into(),
-            details: Dict::new(),
-            payload: Payload {
-                args: Some(vec![Value::Str(format!("callee of '{}' is gone", inv.procedure))]),
-                kwargs: None,
-            },
-        };
-        let done = CallDone { caller: inv.caller.id, request: inv.request, outcome };
-        return w.peers.send(inv.caller.worker, ShardMsg::CallDone(Box::new(done)));
+        let text = format!("callee of '{}' is gone", inv.procedure);
+        return fail(w, &inv, "wamp.error.no_such_procedure", text);
     };
     let s = session(w, handle);
+    if inv.progress && !(s.progressive_invocations && s.call_canceling) {
+        let text = "the callee does not take progressive call invocations (with call canceling)".to_owned();
+        return fail(w, &inv, "wamp.error.feature_not_supported", text);
+    }
     s.next_invocation = if s.next_invocation >= m::MAX_ID { 1 } else { s.next_invocation + 1 };
     let request = s.next_invocation;
     s.invocations.insert(request, (inv.caller, inv.request, inv.receive_progress));
     let mut details = Dict::new();
+    if inv.progress {
+        s.open_inputs.insert((inv.caller, inv.request), request);
+        details.push(("progress".to_owned(), Value::Bool(true)));
+    }
     if inv.pattern {
         details.push(("procedure".to_owned(), Value::Str(inv.procedure)));
     }
@@ -246,7 +341,11 @@ pub(super) fn yielded(w: &mut Worker, handle: usize, request: u64, options: Dict
 /// The callee answered (final YIELD or ERROR) an invocation.
 pub(super) fn callee_done(w: &mut Worker, handle: usize, request: u64, outcome: CallOutcome) {
     // Unknown: the caller left, or a late answer. Dropped, as the spec says.
-    let Some((caller, call_request, _)) = session(w, handle).invocations.remove(&request) else { return };
+    let s = session(w, handle);
+    let Some((caller, call_request, _)) = s.invocations.remove(&request) else { return };
+    if !s.open_inputs.is_empty() {
+        s.open_inputs.remove(&(caller, call_request));
+    }
     let done = CallDone { caller: caller.id, request: call_request, outcome };
     w.peers.send(caller.worker, ShardMsg::CallDone(Box::new(done)));
 }
@@ -267,19 +366,22 @@ pub fn on_call_done(w: &mut Worker, done: CallDone) {
             (Msg::Error { request_type: m::CALL, request, details, error, payload }, true)
         }
     };
-    let s = session(w, handle);
-    let caller = s.id;
     // Exactly one final answer per call: a second one finds no entry.
     // Some(Some(start)): the final answer; Some(None): a progressive one.
     let started = if last {
-        s.calls.remove(&request).map(|(_, t, deadline)| {
-            if let Some(at) = deadline {
-                w.call_deadlines.remove(&(at, caller, request));
-            }
-            Some(t)
-        })
+        take_call(w, handle, request).map(|c| Some(c.started))
     } else {
-        s.calls.get(&request).map(|_| None)
+        let now = w.now;
+        let s = session(w, handle);
+        let caller = s.id;
+        let Some(c) = s.calls.get_mut(&request) else { return };
+        // With progressive results the timeout runs from result to result.
+        if let (Some(t), Some(old)) = (c.timeout, c.deadline) {
+            c.deadline = Some(now + t);
+            w.call_deadlines.remove(&(old, caller, request));
+            w.call_deadlines.insert((now + t, caller, request));
+        }
+        Some(None)
     };
     let Some(started) = started else { return };
     send(w, handle, &msg);
@@ -299,7 +401,7 @@ pub fn expire_calls(w: &mut Worker) {
         }
         w.call_deadlines.pop_first();
         let Some(&handle) = w.sessions.get(&caller) else { continue };
-        let Some((callee, _, _)) = session(w, handle).calls.remove(&request) else { continue };
+        let Some(OutCall { callee, .. }) = take_call(w, handle, request) else { continue };
         error(w, handle, m::CALL, request, "wamp.error.timeout", Some("the call timed out".into()));
         let me = SessionRef { worker: w.id, id: caller };
         let why = Interruption::Timeout;
@@ -324,12 +426,9 @@ pub(super) fn cancel(w: &mut Worker, handle: usize, request: u64, options: Dict)
     };
     let s = session(w, handle);
     let caller = s.id;
-    let Some(&(callee, _, deadline)) = s.calls.get(&request) else { return };
+    let Some(callee) = s.calls.get(&request).map(|c| c.callee) else { return };
     if why != Interruption::Kill {
-        s.calls.remove(&request);
-        if let Some(at) = deadline {
-            w.call_deadlines.remove(&(at, caller, request));
-        }
+        take_call(w, handle, request);
         error(w, handle, m::CALL, request, "wamp.error.canceled", Some("the call was canceled".into()));
     }
     let me = SessionRef { worker: w.id, id: caller };
@@ -353,6 +452,7 @@ pub fn on_interrupt(w: &mut Worker, callee: u64, caller: SessionRef, request: u6
         // end its call now.
         _ => {
             s.invocations.remove(&invocation);
+            s.open_inputs.remove(&(caller, request));
             if why == Interruption::Kill {
                 let outcome = CallOutcome::Error {
                     error: "wamp.error.canceled".into(),
@@ -367,19 +467,36 @@ pub fn on_interrupt(w: &mut Worker, callee: u64, caller: SessionRef, request: u6
     };
     if why != Interruption::Kill {
         s.invocations.remove(&invocation);
+        s.open_inputs.remove(&(caller, request));
     }
+    interrupt(w, handle, invocation, mode, reason);
+}
+
+fn interrupt(w: &mut Worker, handle: usize, invocation: u64, mode: &str, reason: &str) {
     let options = vec![("mode".to_owned(), Value::Str(mode.into())), ("reason".to_owned(), Value::Str(reason.into()))];
     send(w, handle, &Msg::Interrupt { request: invocation, options });
 }
 
 /// The caller of some invocations on this worker left: forget them, so the
-/// callee's late YIELD is dropped.
+/// callee's late YIELD is dropped, and INTERRUPT (`killnowait`) the callees
+/// that take it, as the spec says for a caller leaving.
 pub fn on_caller_gone(w: &mut Worker, caller: SessionRef) {
-    for (_, conn) in w.conns.iter_mut() {
-        if let Some(s) = conn.wamp().and_then(|c| c.session.as_mut()) {
-            if !s.invocations.is_empty() {
-                s.invocations.retain(|_, (c, _, _)| *c != caller);
-            }
+    let mut interrupted = Vec::new();
+    for (handle, conn) in w.conns.iter_mut() {
+        let Some(s) = conn.wamp().and_then(|c| c.session.as_mut()) else { continue };
+        if s.invocations.is_empty() {
+            continue;
         }
+        let tell = s.call_canceling;
+        s.invocations.retain(|&invocation, (c, _, _)| {
+            if *c == caller && tell {
+                interrupted.push((handle, invocation));
+            }
+            *c != caller
+        });
+        s.open_inputs.retain(|(c, _), _| *c != caller);
+    }
+    for (handle, invocation) in interrupted {
+        interrupt(w, handle, invocation, "killnowait", "wamp.error.canceled");
     }
 }
