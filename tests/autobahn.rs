@@ -49,6 +49,7 @@ const ADVANCED_TESTS: &[&str] = &[
     "test_registration.py",
     "test_meta.py",
     "test_progressive_invocations.py",
+    "test_ppt.py",
 ];
 
 fn repo_root() -> PathBuf {

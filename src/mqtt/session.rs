@@ -508,6 +508,7 @@ fn publish_will(w: &mut Worker, slot: usize, will: Will) {
         started: Instant::now(),
         disclosed: None,
         receivers: None,
+        ppt: None,
     };
     route(w, p);
 }

@@ -239,6 +239,7 @@ fn publish(w: &mut Worker, sum: &Report) {
                 started: Instant::now(),
                 disclosed: None,
                 receivers: None,
+                ppt: None,
             };
             w.route(p);
         }

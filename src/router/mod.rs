@@ -121,6 +121,8 @@ pub struct Publication {
     pub disclosed: Option<Box<Identity>>,
     /// Which subscribers may receive it (WAMP black- and whitelisting).
     pub receivers: Option<Box<Receivers>>,
+    /// WAMP payload passthru mode: the `ppt_*` options, passed to EVENT.
+    pub ppt: Option<Box<Dict>>,
 }
 
 /// A publication's black- and whitelists (WAMP `exclude`, `eligible`, and
@@ -215,6 +217,11 @@ pub struct Invoke {
     pub progress: bool,
     /// More input for an invocation already under way (same request).
     pub continuation: bool,
+    /// Payload passthru mode: the CALL's `ppt_*` options.
+    pub ppt: Option<Box<Dict>>,
+    /// The caller announced payload passthru mode (a YIELD in that mode
+    /// can reach it).
+    pub caller_ppt: bool,
 }
 
 /// The end of a call (or a progressive result), on its way back to the caller's worker.
@@ -227,9 +234,10 @@ pub struct CallDone {
 
 #[derive(Debug)]
 pub enum CallOutcome {
-    Result(Payload),
+    /// The final result (with the YIELD's `ppt_*` options, if any).
+    Result(Payload, Option<Box<Dict>>),
     /// A progressive result: more follow, the call goes on.
-    Progress(Payload),
+    Progress(Payload, Option<Box<Dict>>),
     Error {
         error: String,
         details: Dict,

@@ -40,7 +40,8 @@ use dealer::*;
 
 pub use broker::{event_for, on_retained, subscribed, EventCache};
 pub use dealer::{
-    expire_calls, on_call_done, on_caller_gone, on_interrupt, on_invoke, registered, LocalReg, OutCall, RegResult,
+    expire_calls, on_call_done, on_caller_gone, on_interrupt, on_invoke, registered, InCall, LocalReg, OutCall,
+    RegResult,
 };
 pub use meta::{
     expire_gathers, on_meta_answer, on_meta_query, on_revoke, reg_deleted, sub_created, sub_deleted, Gathering,
@@ -112,14 +113,15 @@ pub struct WampSession {
     progressive_calls: bool,
     /// The callee announced `call_canceling`: it is sent INTERRUPT.
     call_canceling: bool,
-    /// Invocations in flight as callee: invocation ID -> the caller's call.
-    /// (The bool: the caller asked for progressive results.)
-    invocations: AHashMap<u64, (SessionRef, u64, bool)>,
+    /// Invocations in flight as callee, by invocation ID.
+    invocations: AHashMap<u64, InCall>,
     /// Invocations still taking progressive input: the caller's
     /// (session, request) -> invocation ID.
     open_inputs: AHashMap<(SessionRef, u64), u64>,
     /// The callee announced `progressive_call_invocations`.
     progressive_invocations: bool,
+    /// The peer announced `payload_passthru_mode` (in any role).
+    ppt: bool,
     next_invocation: u64,
     /// SUBSCRIBE requests in progress that asked for retained events.
     want_retained: Vec<u64>,
@@ -231,6 +233,35 @@ enum DiscloseError {
 
 const DISCLOSE_FORBIDDEN: &str = "wamp.error.option_disallowed.disclose_me";
 
+/// The payload passthru options a message may carry.
+const PPT_KEYS: [&str; 4] = ["ppt_scheme", "ppt_serializer", "ppt_cipher", "ppt_keyid"];
+
+/// A PUBLISH, CALL or YIELD's payload passthru options: `None` when
+/// `ppt_scheme` is absent (the mode is off). The payload itself is passed
+/// on as it came, never interpreted. `Err` (a protocol violation): a peer
+/// that did not announce `payload_passthru_mode`, a value that is not a
+/// string, or `ppt_*` options without `ppt_scheme`.
+fn ppt_options(s: &WampSession, options: &Dict) -> Result<Option<Box<Dict>>, String> {
+    if !options.iter().any(|(k, _)| k.starts_with("ppt_")) {
+        return Ok(None);
+    }
+    let mut ppt = Dict::new();
+    for key in PPT_KEYS {
+        match dict_get(options, key) {
+            None => {}
+            Some(Value::Str(v)) if !v.is_empty() => ppt.push((key.to_owned(), Value::Str(v.clone()))),
+            Some(_) => return Err(format!("option '{key}' must be a non-empty string")),
+        }
+    }
+    if dict_get(options, "ppt_scheme").is_none() {
+        return Err("payload passthru options without ppt_scheme".into());
+    }
+    if !s.ppt {
+        return Err("payload passthru options, but the peer did not announce payload_passthru_mode".into());
+    }
+    Ok(Some(Box::new(ppt)))
+}
+
 /// Adds an identity to EVENT or INVOCATION details (`publisher`,
 /// `publisher_authid`, ... with `role` "publisher" or "caller").
 fn identity_details(details: &mut Dict, role: &str, who: &Identity) {
@@ -335,6 +366,7 @@ fn router_roles() -> Value {
                 "pattern_based_subscription",
                 "publisher_identification",
                 "subscriber_blackwhite_listing",
+                "payload_passthru_mode",
                 "session_meta_api",
                 "subscription_meta_api",
             ]),
@@ -347,6 +379,7 @@ fn router_roles() -> Value {
                 "call_timeout",
                 "call_canceling",
                 "progressive_call_invocations",
+                "payload_passthru_mode",
                 "pattern_based_registration",
                 "shared_registration",
                 "session_meta_api",
@@ -403,6 +436,9 @@ fn hello(w: &mut Worker, handle: usize, realm: String, details: Dict) {
         invocations: AHashMap::new(),
         open_inputs: AHashMap::new(),
         progressive_invocations: announces(&details, "callee", "progressive_call_invocations"),
+        ppt: ["publisher", "subscriber", "caller", "callee"]
+            .iter()
+            .any(|role| announces(&details, role, "payload_passthru_mode")),
         next_invocation: 0,
         want_retained: Vec::new(),
         revocation: announces(&details, "callee", "registration_revocation"),
@@ -440,7 +476,7 @@ fn end_session(w: &mut Worker, handle: usize, mut s: WampSession, reason: CloseR
         release_reg(w, &s.realm, s.id, reg);
         meta::unregistered(w, &s.realm, s.id, registration);
     }
-    for (_, (caller, request, _)) in s.invocations {
+    for (_, InCall { caller, request, .. }) in s.invocations {
         let outcome = CallOutcome::Error {
             error: "wamp.error.canceled".into(),
             details: Dict::new(),

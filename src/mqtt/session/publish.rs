@@ -82,6 +82,7 @@ pub(super) fn publish(w: &mut Worker, handle: usize, slot: usize, p: codec::Publ
         started,
         disclosed: None,
         receivers: None,
+        ppt: None,
     };
     // The publishing worker's routing table knows whether anything matches:
     // v5 says so in the acknowledgement (0x10), as Mosquitto and HiveMQ do.

@@ -62,6 +62,10 @@ pub(super) fn publish(
         Ok(r) => r,
         Err(e) => return violation(w, handle, &e),
     };
+    let ppt = match ppt_options(session(w, handle), &options) {
+        Ok(p) => p,
+        Err(e) => return violation(w, handle, &e),
+    };
     let s = session(w, handle);
     let publisher = SessionRef { worker: me, id: s.id };
     let realm = s.realm.clone();
@@ -81,6 +85,7 @@ pub(super) fn publish(
         started,
         disclosed,
         receivers,
+        ppt,
     };
     w.route(p);
     if acknowledge {
@@ -204,6 +209,9 @@ pub fn on_retained(w: &mut Worker, handle: usize, reply: &RetainedReply, values:
         if let Some(who) = &p.disclosed {
             identity_details(&mut details, "publisher", who);
         }
+        if let Some(ppt) = &p.ppt {
+            details.extend(ppt.iter().cloned());
+        }
         let mut conv = Converted::default();
         let fields = [
             Field::Int(m::EVENT),
@@ -288,7 +296,7 @@ pub(super) fn frame_event(
     // disclosed publisher is named. Both are the same for every subscriber
     // of the subscription, so the EVENT is still encoded once.
     let built;
-    let details: &Dict = if policy == MatchPolicy::Exact && p.disclosed.is_none() {
+    let details: &Dict = if policy == MatchPolicy::Exact && p.disclosed.is_none() && p.ppt.is_none() {
         &EMPTY
     } else {
         let mut d = Dict::new();
@@ -297,6 +305,9 @@ pub(super) fn frame_event(
         }
         if let Some(who) = &p.disclosed {
             identity_details(&mut d, "publisher", who);
+        }
+        if let Some(ppt) = &p.ppt {
+            d.extend(ppt.iter().cloned());
         }
         built = d;
         &built

@@ -133,6 +133,10 @@ pub(super) fn call(
         return violation(w, handle, &e);
     }
     // Milliseconds; 0 or absent: none.
+    let ppt = match ppt_options(session(w, handle), &options) {
+        Ok(p) => p,
+        Err(e) => return violation(w, handle, &e),
+    };
     let timeout = match dict_get(&options, "timeout") {
         None => 0,
         Some(Value::UInt(ms)) => *ms,
@@ -170,6 +174,8 @@ pub(super) fn call(
             disclosed: None,
             progress,
             continuation: true,
+            ppt,
+            caller_ppt: false,
         };
         return w.peers.send(callee.worker, ShardMsg::Invoke(Box::new(inv)));
     }
@@ -206,7 +212,7 @@ pub(super) fn call(
     let timeout = (timeout > 0).then(|| Duration::from_millis(timeout.min(u64::from(u32::MAX))));
     let deadline = timeout.map(|t| w.now + t);
     let s = session(w, handle);
-    let caller_id = s.id;
+    let (caller_id, caller_ppt) = (s.id, s.ppt);
     let call = OutCall { callee: callee.session, registration, started, timeout, deadline, input_open: progress };
     s.calls.insert(request, call);
     if let Some(at) = deadline {
@@ -224,6 +230,8 @@ pub(super) fn call(
         disclosed,
         progress,
         continuation: false,
+        ppt,
+        caller_ppt,
     };
     w.peers.send(callee.session.worker, ShardMsg::Invoke(Box::new(inv)));
 }
@@ -280,7 +288,10 @@ fn continue_invocation(w: &mut Worker, inv: Invoke) {
     if !inv.progress {
         s.open_inputs.remove(&key);
     }
-    let details = if inv.progress { vec![("progress".to_owned(), Value::Bool(true))] } else { Dict::new() };
+    let mut details = if inv.progress { vec![("progress".to_owned(), Value::Bool(true))] } else { Dict::new() };
+    if let Some(ppt) = inv.ppt {
+        details.extend(*ppt);
+    }
     send(w, handle, &Msg::Invocation { request, registration: inv.registration, details, payload: inv.payload });
 }
 
@@ -300,9 +311,19 @@ pub fn on_invoke(w: &mut Worker, inv: Invoke) {
         let text = "the callee does not take progressive call invocations (with call canceling)".to_owned();
         return fail(w, &inv, "wamp.error.feature_not_supported", text);
     }
+    if inv.ppt.is_some() && !s.ppt {
+        let text = "the callee does not take payload passthru mode".to_owned();
+        return fail(w, &inv, "wamp.error.feature_not_supported", text);
+    }
     s.next_invocation = if s.next_invocation >= m::MAX_ID { 1 } else { s.next_invocation + 1 };
     let request = s.next_invocation;
-    s.invocations.insert(request, (inv.caller, inv.request, inv.receive_progress));
+    let call = InCall {
+        caller: inv.caller,
+        request: inv.request,
+        receive_progress: inv.receive_progress,
+        caller_ppt: inv.caller_ppt,
+    };
+    s.invocations.insert(request, call);
     let mut details = Dict::new();
     if inv.progress {
         s.open_inputs.insert((inv.caller, inv.request), request);
@@ -317,24 +338,63 @@ pub fn on_invoke(w: &mut Worker, inv: Invoke) {
     if let Some(who) = &inv.disclosed {
         identity_details(&mut details, "caller", who);
     }
+    if let Some(ppt) = inv.ppt {
+        details.extend(*ppt);
+    }
     let msg = Msg::Invocation { request, registration: inv.registration, details, payload: inv.payload };
     send(w, handle, &msg);
 }
 
+/// An invocation in flight, at its callee's worker.
+pub struct InCall {
+    pub(super) caller: SessionRef,
+    /// The caller's request ID.
+    pub(super) request: u64,
+    /// The caller asked for progressive results.
+    receive_progress: bool,
+    /// The caller takes payload passthru mode.
+    caller_ppt: bool,
+}
+
 /// A YIELD: the final result, or (`progress: true`) a progressive one,
 /// which goes to the caller only if it asked for them and leaves the
-/// invocation open.
+/// invocation open. A YIELD in payload passthru mode for a caller that does
+/// not take it is refused to the callee (`wamp.error.feature_not_supported`)
+/// and ends the call with that error.
 pub(super) fn yielded(w: &mut Worker, handle: usize, request: u64, options: Dict, payload: Payload) {
     let progress = match bool_opt(&options, "progress") {
         Ok(p) => p.unwrap_or(false),
         Err(e) => return violation(w, handle, &e),
     };
-    if !progress {
-        return callee_done(w, handle, request, CallOutcome::Result(payload));
+    let s = session(w, handle);
+    let ppt = match ppt_options(s, &options) {
+        Ok(p) => p,
+        Err(e) => return violation(w, handle, &e),
+    };
+    // Unknown invocation (the caller left, or a late answer): dropped.
+    let Some(call) = s.invocations.get(&request) else { return };
+    if ppt.is_some() && !call.caller_ppt {
+        let text = Some("the caller does not take payload passthru mode".to_owned());
+        error(w, handle, m::YIELD, request, "wamp.error.feature_not_supported", text);
+        let payload = Payload {
+            args: Some(vec![Value::Str(
+                "the callee answered in payload passthru mode, which this caller did not announce".into(),
+            )]),
+            kwargs: None,
+        };
+        let outcome =
+            CallOutcome::Error { error: "wamp.error.feature_not_supported".into(), details: Dict::new(), payload };
+        return callee_done(w, handle, request, outcome);
     }
-    // Unknown invocation, or a caller that did not ask: dropped, never forwarded.
-    let Some(&(caller, call_request, true)) = session(w, handle).invocations.get(&request) else { return };
-    let done = CallDone { caller: caller.id, request: call_request, outcome: CallOutcome::Progress(payload) };
+    if !progress {
+        return callee_done(w, handle, request, CallOutcome::Result(payload, ppt));
+    }
+    // A caller that did not ask for progressive results: dropped, never forwarded.
+    if !call.receive_progress {
+        return;
+    }
+    let (caller, call_request) = (call.caller, call.request);
+    let done = CallDone { caller: caller.id, request: call_request, outcome: CallOutcome::Progress(payload, ppt) };
     w.peers.send(caller.worker, ShardMsg::CallDone(Box::new(done)));
 }
 
@@ -342,7 +402,7 @@ pub(super) fn yielded(w: &mut Worker, handle: usize, request: u64, options: Dict
 pub(super) fn callee_done(w: &mut Worker, handle: usize, request: u64, outcome: CallOutcome) {
     // Unknown: the caller left, or a late answer. Dropped, as the spec says.
     let s = session(w, handle);
-    let Some((caller, call_request, _)) = s.invocations.remove(&request) else { return };
+    let Some(InCall { caller, request: call_request, .. }) = s.invocations.remove(&request) else { return };
     if !s.open_inputs.is_empty() {
         s.open_inputs.remove(&(caller, call_request));
     }
@@ -357,11 +417,15 @@ pub fn on_call_done(w: &mut Worker, done: CallDone) {
     let (msg, last) = match done.outcome {
         // Progressive results come before the final answer, on the same
         // channel, so in order; they leave the call open.
-        CallOutcome::Progress(payload) => {
-            let details = vec![("progress".to_owned(), Value::Bool(true))];
+        CallOutcome::Progress(payload, ppt) => {
+            let mut details = vec![("progress".to_owned(), Value::Bool(true))];
+            details.extend(ppt.into_iter().flat_map(|p| *p));
             (Msg::Result { request, details, payload }, false)
         }
-        CallOutcome::Result(payload) => (Msg::Result { request, details: Dict::new(), payload }, true),
+        CallOutcome::Result(payload, ppt) => {
+            let details = ppt.map_or_else(Dict::new, |p| *p);
+            (Msg::Result { request, details, payload }, true)
+        }
         CallOutcome::Error { error, details, payload } => {
             (Msg::Error { request_type: m::CALL, request, details, error, payload }, true)
         }
@@ -439,7 +503,8 @@ pub(super) fn cancel(w: &mut Worker, handle: usize, request: u64, options: Dict)
 pub fn on_interrupt(w: &mut Worker, callee: u64, caller: SessionRef, request: u64, why: Interruption) {
     let Some(&handle) = w.sessions.get(&callee) else { return };
     let s = session(w, handle);
-    let Some(invocation) = s.invocations.iter().find(|(_, (c, r, _))| *c == caller && *r == request).map(|(&i, _)| i)
+    let Some(invocation) =
+        s.invocations.iter().find(|(_, c)| c.caller == caller && c.request == request).map(|(&i, _)| i)
     else {
         return;
     };
@@ -488,11 +553,11 @@ pub fn on_caller_gone(w: &mut Worker, caller: SessionRef) {
             continue;
         }
         let tell = s.call_canceling;
-        s.invocations.retain(|&invocation, (c, _, _)| {
-            if *c == caller && tell {
+        s.invocations.retain(|&invocation, c| {
+            if c.caller == caller && tell {
                 interrupted.push((handle, invocation));
             }
-            *c != caller
+            c.caller != caller
         });
         s.open_inputs.retain(|(c, _), _| *c != caller);
     }

@@ -51,6 +51,7 @@ fn event(w: &mut Worker, realm: &Realm, topic: &str, args: Vec<Value>) {
         started: Instant::now(),
         disclosed: None,
         receivers: None,
+        ppt: None,
     };
     w.publish(p);
 }
@@ -642,6 +643,7 @@ pub(super) fn publish_testaments(w: &mut Worker, s: &mut WampSession) {
             started: Instant::now(),
             disclosed: None,
             receivers: t.receivers,
+            ppt: None,
         };
         w.route(p);
     }
