@@ -7,6 +7,12 @@
 //! - `wamp.test.mjs`: autobahn-js and wampy, JSON, MessagePack and CBOR;
 //! - `advanced.test.mjs`: the WAMP Advanced Profile features the router
 //!   announces, with autobahn-js and wampy;
+//! - `registration.test.mjs`: pattern-based and shared registrations, with
+//!   autobahn-js and wampy;
+//! - `meta.test.mjs`: the session, subscription and registration meta API,
+//!   registration revocation and testaments, with autobahn-js and wampy
+//!   (its kill_by_authrole / kill_all test ends every other session of
+//!   realm1, which is why the files must not run at once);
 //! - `mqtt.test.mjs`: MQTT.js, MQTT 3.1, 3.1.1 and 5.
 //!
 //! Needs `node` and `npm` on PATH (scripts/test installs them on Debian).
