@@ -170,6 +170,13 @@ impl<'de> Visitor<'de> for ValueVisitor {
     fn visit_byte_buf<E>(self, b: Vec<u8>) -> Result<Value, E> {
         Ok(Value::Bin(b))
     }
+    /// A MessagePack extension value (which WAMP does not use): null.
+    /// wampy encodes JavaScript `undefined` (an option left unset) so.
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        de::IgnoredAny::deserialize(d)?;
+        Ok(Value::Null)
+    }
+
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         // Bound the pre-allocation: a hostile length prefix must not reserve memory.
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
@@ -233,5 +240,20 @@ mod tests {
     fn non_string_keys_are_refused() {
         let mp = rmp_serde::to_vec(&std::collections::BTreeMap::from([(1u8, 2u8)])).unwrap();
         assert!(rmp_serde::from_slice::<Value>(&mp).is_err());
+    }
+
+    /// JavaScript `undefined` as wampy sends it: a MessagePack extension
+    /// (fixext 1) and CBOR's `undefined`. Both read as null, which an
+    /// option lookup treats as absent.
+    #[test]
+    fn undefined_reads_as_null() {
+        let mp = [0x81, 0xa1, b'm', 0xd4, 0x00, 0x00];
+        let v: Value = rmp_serde::from_slice(&mp).unwrap();
+        assert_eq!(v, Value::Dict(vec![("m".into(), Value::Null)]));
+        let Value::Dict(d) = v else { unreachable!() };
+        assert_eq!(dict_get(&d, "m"), None);
+        let cbor = [0xa1, 0x61, b'm', 0xf7];
+        let v: Value = ciborium::de::from_reader(&cbor[..]).unwrap();
+        assert_eq!(v, Value::Dict(vec![("m".into(), Value::Null)]));
     }
 }

@@ -379,6 +379,20 @@ pub enum ShardMsg {
     },
 
     Invoke(Box<Invoke>),
+    /// To a registration's owner: pick the callee of a round-robin call.
+    Pick {
+        realm: Realm,
+        registration: u64,
+        caller: SessionRef,
+        request: u64,
+    },
+    /// The owner's pick, back at the caller's worker (`None`: the
+    /// registration is gone).
+    Picked {
+        caller: u64,
+        request: u64,
+        callee: Option<procs::Callee>,
+    },
     CallDone(Box<CallDone>),
     /// The caller left: drop its pending invocations (late YIELDs are dropped).
     CallerGone {

@@ -148,7 +148,13 @@ impl Owner {
             return;
         };
         let barrier = self.barrier((callee.worker, reply));
-        let added = Added { registration, invoke, created, callee: Callee { session: callee, disclose_caller } };
+        let added = Added {
+            registration,
+            invoke,
+            created,
+            owner: self.me,
+            callee: Callee { session: callee, disclose_caller },
+        };
         for w in 0..self.workers as WorkerId {
             let add = ShardMsg::ProcAdd { realm: realm.clone(), procedure: procedure.clone(), policy, added, barrier };
             out.send(w, add);

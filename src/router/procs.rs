@@ -10,13 +10,14 @@
 //! probes (`longest_prefix`), wildcard a trie walk.
 //!
 //! A registration may have several callees (shared registration); its
-//! invocation policy picks one per call. Round-robin rotates a counter of
-//! this worker's copy: every worker rotates over the same router-wide
-//! list, so callees share the calls evenly whichever workers the callers
-//! are on, without a message to a central picker per call.
+//! invocation policy picks one per call (`ProcReg::pick`). Every worker
+//! could pick from its copy, but round-robin is one rotation per
+//! registration, router-wide: a caller's worker other than the
+//! registration's owner asks the owner to pick (one round trip, only for
+//! round-robin over several callees), and the owner's copy keeps the counter.
 
 use super::trie::{Part, Slot, Trie};
-use super::{MatchPolicy, Realm, SessionRef};
+use super::{MatchPolicy, Realm, SessionRef, WorkerId};
 use ahash::AHashMap;
 use rand::Rng;
 use std::cell::Cell;
@@ -74,6 +75,9 @@ pub struct ProcReg {
     pub invoke: InvokePolicy,
     /// When the owner created it, in milliseconds since the Unix epoch.
     pub created: u64,
+    /// The worker that owns it: round-robin picks across workers are made
+    /// there, so the rotation is the registration's, not each worker's.
+    pub owner: WorkerId,
     /// In the order they registered.
     pub callees: Vec<Callee>,
     /// Round-robin position (this worker's).
@@ -174,6 +178,7 @@ pub struct Added {
     pub registration: u64,
     pub invoke: InvokePolicy,
     pub created: u64,
+    pub owner: WorkerId,
     pub callee: Callee,
 }
 
@@ -194,6 +199,7 @@ impl ProcTable {
             reg.registration = a.registration;
             reg.invoke = a.invoke;
             reg.created = a.created;
+            reg.owner = a.owner;
         }
         debug_assert_eq!(reg.registration, a.registration, "one registration ID per URI and policy at a time");
         if !reg.callees.iter().any(|c| c.session == a.callee.session) {
@@ -276,7 +282,7 @@ mod tests {
     }
 
     fn add(t: &mut ProcTable, uri: &str, policy: MatchPolicy, registration: u64, c: Callee, invoke: InvokePolicy) {
-        t.add(&"r".into(), uri, policy, Added { registration, invoke, created: 0, callee: c });
+        t.add(&"r".into(), uri, policy, Added { registration, invoke, created: 0, owner: 0, callee: c });
     }
 
     fn called(t: &ProcTable, uri: &str) -> Option<u64> {

@@ -40,8 +40,8 @@ use dealer::*;
 
 pub use broker::{event_for, on_retained, subscribed, EventCache};
 pub use dealer::{
-    expire_calls, on_call_done, on_caller_gone, on_interrupt, on_invoke, registered, InCall, LocalReg, OutCall,
-    RegResult,
+    expire_calls, on_call_done, on_caller_gone, on_interrupt, on_invoke, on_picked, registered, InCall, LocalReg,
+    OutCall, RegResult,
 };
 pub use meta::{
     expire_gathers, on_meta_answer, on_meta_query, on_revoke, reg_deleted, sub_created, sub_deleted, Gathering,
@@ -486,10 +486,12 @@ fn end_session(w: &mut Worker, handle: usize, mut s: WampSession, reason: CloseR
     }
     let me = SessionRef { worker: w.id, id: s.id };
     let mut told = Vec::new();
-    for (request, OutCall { callee: SessionRef { worker, .. }, deadline, .. }) in s.calls {
+    for (request, OutCall { callee, deadline, .. }) in s.calls {
         if let Some(at) = deadline {
             w.call_deadlines.remove(&(at, s.id, request));
         }
+        // (A call still waiting for its callee's pick has no invocation yet.)
+        let Some(SessionRef { worker, .. }) = callee else { continue };
         if !told.contains(&worker) {
             told.push(worker);
             w.peers.send(worker, ShardMsg::CallerGone { caller: me });

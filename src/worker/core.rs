@@ -68,6 +68,11 @@ impl Worker {
             }
             ShardMsg::BarrierAck { barrier } => self.owner.barrier_ack(barrier, &mut self.peers),
             ShardMsg::Invoke(inv) => session::on_invoke(self, *inv),
+            ShardMsg::Pick { realm, registration, caller, request } => {
+                let callee = self.procs.by_id(&realm, registration).and_then(|(_, _, r)| r.pick());
+                self.peers.send(caller.worker, ShardMsg::Picked { caller: caller.id, request, callee });
+            }
+            ShardMsg::Picked { caller, request, callee } => session::on_picked(self, caller, request, callee),
             ShardMsg::CallDone(done) => session::on_call_done(self, *done),
             ShardMsg::CallerGone { caller } => session::on_caller_gone(self, caller),
             ShardMsg::Interrupt { callee, caller, request, why } => {

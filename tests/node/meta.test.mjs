@@ -442,11 +442,7 @@ test('wamp.session.kill: the victim gets GOODBYE with the reason and message giv
 // Spec (rfc/text/advanced/meta_api_sessions.md, wamp.session.kill and the
 // kill_by_* and kill_all procedures, "Errors"): "wamp.error.invalid_uri - A
 // `reason` keyword argument has a value that is not a valid non-empty URI."
-// ROUTER BUG: the router answers wamp.error.invalid_argument
-// (src/wamp/session/meta.rs `session_call`, the `kill` closure returns its
-// Invalid, which `call` sends as invalid_argument); test_meta.py asserts
-// the router's answer.
-test.skip('wamp.session.kill and kill_by_*: a reason that is not a URI is wamp.error.invalid_uri (router bug: invalid_argument)', async () => {
+test('wamp.session.kill and kill_by_*: a reason that is not a URI is wamp.error.invalid_uri', async () => {
   const [killer, wy, victim] = await open('autobahn:json', 'wampy:json', 'autobahn:cbor');
   try {
     for (const caller of [killer, wy]) {

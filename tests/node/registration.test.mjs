@@ -452,14 +452,9 @@ for (const invoke of ['roundrobin', 'first', 'last', 'random']) {
 // registrations (ordered by the order of registration), with the picking
 // looping back to the beginning of the list once the end has been
 // reached": load balancing "across calls to the URI", whoever calls.
-// ROUTER BUG (on --cores 2 and more): each worker keeps its own round-robin
-// counter over the router-wide callee list, so two callers on different
-// workers, calling in turn, get c0, c0, c1, c1, c2, c2: the first callee
-// serves twice in a row and the rotation is per worker, not per URI. A
-// known departure (ARCHITECTURE.md, "Where the design contract is not
-// (yet) followed"; README.md): a router-wide sequence would cost a central
-// picker. On --cores 1 this test passes.
-test.skip('shared registration, roundrobin: callers on different workers share one rotation (router bug: per-worker counters)', async () => {
+// The owner of the registration keeps the one rotation: callers on other
+// workers ask it to pick.
+test('shared registration, roundrobin: callers on different workers share one rotation', async () => {
   const callees = await open('autobahn:json', 'autobahn:msgpack', 'autobahn:cbor');
   const callers = await open('autobahn:json', 'wampy:json');
   try {

@@ -4,6 +4,7 @@
 //! or callee goes.
 
 use super::*;
+use crate::router::procs::Callee;
 use std::time::Duration;
 
 pub(super) fn register(
@@ -159,9 +160,14 @@ pub(super) fn call(
         if !c.input_open {
             return violation(w, handle, &format!("CALL request {request} is already in flight"));
         }
-        // Progressive call invocations: more input, to the same callee.
+        // Progressive call invocations: more input, to the same callee
+        // (always known: a progressive call is not sent to a picker).
         c.input_open = progress;
-        let (callee, registration) = (c.callee, c.registration);
+        let Some(callee) = c.callee else {
+            debug_assert!(false, "a call with open input has its callee");
+            return;
+        };
+        let registration = c.registration;
         let inv = Invoke {
             caller,
             request,
@@ -197,31 +203,49 @@ pub(super) fn call(
         return error(w, handle, m::CALL, request, "wamp.error.no_such_procedure", Some(msg));
     };
     let registration = reg.registration;
-    let Some(callee) = reg.pick() else {
+    // Round-robin over several callees is one rotation router-wide: unless
+    // this worker owns the registration, its owner picks (a progressive
+    // call, whose input must follow at once, picks here).
+    let central = reg.invoke == InvokePolicy::RoundRobin && reg.callees.len() > 1 && reg.owner != me && !progress;
+    let (owner, callee) = (reg.owner, if central { None } else { reg.pick() });
+    if !central && callee.is_none() {
         debug_assert!(false, "a registration without callees is removed");
         return error(w, handle, m::CALL, request, "wamp.error.no_such_procedure", None);
-    };
-    let disclosed = match disclosed(session(w, handle), &options, callee.disclose_caller) {
-        Ok(d) => d,
-        Err(DiscloseError::Violation(e)) => return violation(w, handle, &e),
-        Err(DiscloseError::Forbidden) => {
+    }
+    // The caller's identity if the callee may want it, and whether it is
+    // disclosed whatever the callee wants (asked for, or forced).
+    let s = session(w, handle);
+    let (identity, always) = match (disclosed(s, &options, true), disclosed(s, &options, false)) {
+        (Ok(who), Ok(asked)) => (who, asked.is_some()),
+        (Err(DiscloseError::Violation(e)), _) | (_, Err(DiscloseError::Violation(e))) => {
+            return violation(w, handle, &e)
+        }
+        (Err(DiscloseError::Forbidden), _) | (_, Err(DiscloseError::Forbidden)) => {
             let text = Some("this realm does not disclose callers".to_owned());
             return error(w, handle, m::CALL, request, DISCLOSE_FORBIDDEN, text);
         }
+    };
+    let disclosed = match callee {
+        Some(c) if always || c.disclose_caller => identity.clone(),
+        _ => None,
     };
     let timeout = (timeout > 0).then(|| Duration::from_millis(timeout.min(u64::from(u32::MAX))));
     let deadline = timeout.map(|t| w.now + t);
     let s = session(w, handle);
     let (caller_id, caller_ppt) = (s.id, s.ppt);
-    let call = OutCall { callee: callee.session, registration, started, timeout, deadline, input_open: progress };
-    s.calls.insert(request, call);
-    if let Some(at) = deadline {
-        w.call_deadlines.insert((at, caller_id, request));
-    }
+    let mut call = OutCall {
+        callee: callee.map(|c| c.session),
+        registration,
+        started,
+        timeout,
+        deadline,
+        input_open: progress,
+        pending: None,
+    };
     let inv = Invoke {
         caller,
         request,
-        callee: callee.session.id,
+        callee: callee.map_or(0, |c| c.session.id),
         registration,
         procedure,
         pattern: policy != MatchPolicy::Exact,
@@ -233,12 +257,54 @@ pub(super) fn call(
         ppt,
         caller_ppt,
     };
+    let to = match callee {
+        Some(c) => Some((c.session.worker, ShardMsg::Invoke(Box::new(inv)))),
+        None => {
+            call.pending = Some(Box::new(Pending { inv, identity, always }));
+            let pick = ShardMsg::Pick { realm, registration, caller, request };
+            Some((owner, pick))
+        }
+    };
+    session(w, handle).calls.insert(request, call);
+    if let Some(at) = deadline {
+        w.call_deadlines.insert((at, caller_id, request));
+    }
+    if let Some((worker, msg)) = to {
+        w.peers.send(worker, msg);
+    }
+}
+
+/// A call waiting for the registration owner's pick of its callee.
+pub struct Pending {
+    inv: Invoke,
+    /// The caller's identity, for a callee that asks for it (`disclose_caller`).
+    identity: Option<Box<Identity>>,
+    /// Disclosed whatever the callee asks.
+    always: bool,
+}
+
+/// The owner picked the callee of a round-robin call: invoke it. A call
+/// that ended meanwhile (timeout, CANCEL) is forgotten.
+pub fn on_picked(w: &mut Worker, caller: u64, request: u64, callee: Option<Callee>) {
+    let Some(&handle) = w.sessions.get(&caller) else { return };
+    let Some(c) = session(w, handle).calls.get_mut(&request) else { return };
+    let Some(p) = c.pending.take() else { return };
+    let Some(callee) = callee else {
+        take_call(w, handle, request);
+        let text = Some("the procedure's registration is gone".to_owned());
+        return error(w, handle, m::CALL, request, "wamp.error.no_such_procedure", text);
+    };
+    c.callee = Some(callee.session);
+    let Pending { mut inv, identity, always } = *p;
+    inv.callee = callee.session.id;
+    inv.disclosed = if always || callee.disclose_caller { identity } else { None };
     w.peers.send(callee.session.worker, ShardMsg::Invoke(Box::new(inv)));
 }
 
 /// A call in flight, at its caller's worker.
 pub struct OutCall {
-    pub(super) callee: SessionRef,
+    /// `None` while the registration's owner picks it (round-robin).
+    pub(super) callee: Option<SessionRef>,
     registration: u64,
     started: Instant,
     /// CALL option `timeout`; with progressive results it runs from one
@@ -247,6 +313,8 @@ pub struct OutCall {
     pub(super) deadline: Option<Instant>,
     /// The caller is still sending progressive input (`progress: true`).
     input_open: bool,
+    /// The invocation, until the owner's pick names the callee.
+    pending: Option<Box<Pending>>,
 }
 
 /// How many ended progressive-input calls a session remembers (to ignore
@@ -467,6 +535,8 @@ pub fn expire_calls(w: &mut Worker) {
         let Some(&handle) = w.sessions.get(&caller) else { continue };
         let Some(OutCall { callee, .. }) = take_call(w, handle, request) else { continue };
         error(w, handle, m::CALL, request, "wamp.error.timeout", Some("the call timed out".into()));
+        // Not invoked yet (waiting for the pick): nobody to tell.
+        let Some(callee) = callee else { continue };
         let me = SessionRef { worker: w.id, id: caller };
         let why = Interruption::Timeout;
         w.peers.send(callee.worker, ShardMsg::Interrupt { callee: callee.id, caller: me, request, why });
@@ -491,6 +561,11 @@ pub(super) fn cancel(w: &mut Worker, handle: usize, request: u64, options: Dict)
     let s = session(w, handle);
     let caller = s.id;
     let Some(callee) = s.calls.get(&request).map(|c| c.callee) else { return };
+    // Not invoked yet (waiting for the pick): it just ends, in every mode.
+    let Some(callee) = callee else {
+        take_call(w, handle, request);
+        return error(w, handle, m::CALL, request, "wamp.error.canceled", Some("the call was canceled".into()));
+    };
     if why != Interruption::Kill {
         take_call(w, handle, request);
         error(w, handle, m::CALL, request, "wamp.error.canceled", Some("the call was canceled".into()));

@@ -266,12 +266,10 @@ impl<'a> Args<'a> {
     }
 }
 
+/// RESULT with these arguments (none: no value).
 fn result(w: &mut Worker, handle: usize, request: u64, args: Vec<Value>) {
-    send(
-        w,
-        handle,
-        &Msg::Result { request, details: Dict::new(), payload: Payload { args: Some(args), kwargs: None } },
-    );
+    let payload = Payload { args: (!args.is_empty()).then_some(args), kwargs: None };
+    send(w, handle, &Msg::Result { request, details: Dict::new(), payload });
 }
 
 fn invalid(w: &mut Worker, handle: usize, request: u64, why: Invalid) {
@@ -314,13 +312,19 @@ fn session_call(w: &mut Worker, handle: usize, request: u64, name: &str, payload
     let a = Args::new(payload);
     let s = session(w, handle);
     let (me, realm) = (s.id, s.realm.clone());
-    let kill = |target| -> Result<MetaQuery, Invalid> {
+    // GOODBYE's reason: `Ok(Err(..))` when it is no URI (the spec's
+    // `wamp.error.invalid_uri`), `Err(..)` when the arguments are wrong.
+    let kill = |target| -> Result<Result<MetaQuery, String>, Invalid> {
         let reason = a.kw_string("reason")?.unwrap_or("wamp.close.killed");
         if !valid_uri(reason, crate::wamp::uri::UriCheck::Loose) {
-            return Err(format!("reason '{reason}' is not a valid URI"));
+            return Ok(Err(format!("reason '{reason}' is not a valid URI")));
         }
         let message = a.kw_string("message")?.map(str::to_owned);
-        Ok(MetaQuery::Kill { target, reason: reason.to_owned(), message, except: me })
+        Ok(Ok(MetaQuery::Kill { target, reason: reason.to_owned(), message, except: me }))
+    };
+    let bad_reason = |w: &mut Worker, why: String| {
+        error(w, handle, m::CALL, request, "wamp.error.invalid_uri", Some(why));
+        Ok(Ok(()))
     };
     let (query, finish) = match name {
         "count" | "list" => {
@@ -346,7 +350,8 @@ fn session_call(w: &mut Worker, handle: usize, request: u64, name: &str, payload
                 return Ok(Ok(()));
             }
             match kill(KillTarget::Session(id)) {
-                Ok(q) => (q, Finish::KillOne),
+                Ok(Ok(q)) => (q, Finish::KillOne),
+                Ok(Err(why)) => return bad_reason(w, why),
                 Err(e) => return Ok(Err(e)),
             }
         }
@@ -358,7 +363,8 @@ fn session_call(w: &mut Worker, handle: usize, request: u64, name: &str, payload
             };
             let finish = if name == "kill_by_authid" { Finish::List } else { Finish::Count };
             match target.and_then(kill) {
-                Ok(q) => (q, finish),
+                Ok(Ok(q)) => (q, finish),
+                Ok(Err(why)) => return bad_reason(w, why),
                 Err(e) => return Ok(Err(e)),
             }
         }
@@ -614,11 +620,9 @@ fn add_testament(w: &mut Worker, handle: usize, request: u64, a: &Args) -> Resul
 
 fn flush_testaments(w: &mut Worker, handle: usize, request: u64, a: &Args) -> Result<(), Invalid> {
     let scope = scope(a)?;
-    let s = session(w, handle);
-    let before = s.testaments.len();
-    s.testaments.retain(|t| t.scope != scope);
-    let flushed = before - s.testaments.len();
-    result(w, handle, request, vec![Value::UInt(flushed as u64)]);
+    session(w, handle).testaments.retain(|t| t.scope != scope);
+    // "does not return a value"
+    result(w, handle, request, Vec::new());
     Ok(())
 }
 
