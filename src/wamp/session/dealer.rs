@@ -212,22 +212,19 @@ pub(super) fn call(
         debug_assert!(false, "a registration without callees is removed");
         return error(w, handle, m::CALL, request, "wamp.error.no_such_procedure", None);
     }
-    // The caller's identity if the callee may want it, and whether it is
-    // disclosed whatever the callee wants (asked for, or forced).
+    // The caller's identity, as the callee wants it; for a callee not yet
+    // picked, as a callee could want it, and whether it is disclosed
+    // whatever the callee wants (asked for, or forced).
     let s = session(w, handle);
-    let (identity, always) = match (disclosed(s, &options, true), disclosed(s, &options, false)) {
-        (Ok(who), Ok(asked)) => (who, asked.is_some()),
-        (Err(DiscloseError::Violation(e)), _) | (_, Err(DiscloseError::Violation(e))) => {
-            return violation(w, handle, &e)
-        }
-        (Err(DiscloseError::Forbidden), _) | (_, Err(DiscloseError::Forbidden)) => {
+    let wanted = callee.is_none_or(|c| c.disclose_caller);
+    let (disclosed, always) = match (disclosed(s, &options, wanted), callee) {
+        (Ok(who), Some(_)) => (who, false),
+        (Ok(who), None) => (who, matches!(disclosed(s, &options, false), Ok(Some(_)))),
+        (Err(DiscloseError::Violation(e)), _) => return violation(w, handle, &e),
+        (Err(DiscloseError::Forbidden), _) => {
             let text = Some("this realm does not disclose callers".to_owned());
             return error(w, handle, m::CALL, request, DISCLOSE_FORBIDDEN, text);
         }
-    };
-    let disclosed = match callee {
-        Some(c) if always || c.disclose_caller => identity.clone(),
-        _ => None,
     };
     let timeout = (timeout > 0).then(|| Duration::from_millis(timeout.min(u64::from(u32::MAX))));
     let deadline = timeout.map(|t| w.now + t);
@@ -242,7 +239,7 @@ pub(super) fn call(
         input_open: progress,
         pending: None,
     };
-    let inv = Invoke {
+    let mut inv = Invoke {
         caller,
         request,
         callee: callee.map_or(0, |c| c.session.id),
@@ -260,6 +257,7 @@ pub(super) fn call(
     let to = match callee {
         Some(c) => Some((c.session.worker, ShardMsg::Invoke(Box::new(inv)))),
         None => {
+            let identity = inv.disclosed.take();
             call.pending = Some(Box::new(Pending { inv, identity, always }));
             let pick = ShardMsg::Pick { realm, registration, caller, request };
             Some((owner, pick))
