@@ -185,6 +185,7 @@ pub struct WampFile {
 #[serde(deny_unknown_fields)]
 pub struct LimitsFile {
     pub max_message_size: Option<usize>,
+    pub max_uri_components: Option<usize>,
     pub outbound_queue_bytes: Option<usize>,
     pub outbound_queue_messages: Option<usize>,
     pub slow_consumer: Option<SlowPolicy>,
@@ -228,6 +229,9 @@ pub enum Disclose {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_message_size: usize,
+    /// Most components in a WAMP URI (topic, pattern, procedure): the
+    /// tries and their walks are that deep at most.
+    pub max_uri_components: usize,
     pub outbound_queue_bytes: usize,
     pub outbound_queue_messages: usize,
     pub slow_consumer: SlowPolicy,
@@ -308,6 +312,7 @@ impl Config {
         }
         let limits = Limits {
             max_message_size: cli.max_message_size.or(file.limits.max_message_size).unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
+            max_uri_components: file.limits.max_uri_components.unwrap_or(256).max(1),
             outbound_queue_bytes: cli.outbound_queue_bytes.or(file.limits.outbound_queue_bytes).unwrap_or(4 << 20),
             outbound_queue_messages: cli
                 .outbound_queue_messages

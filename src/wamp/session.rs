@@ -11,7 +11,7 @@
 //! (`send`, `error`, `violation`, `session`, ...).
 
 use super::message::{self as m, decode, encode, encode_fields, Field, Msg, Serializer};
-use super::uri::{valid_pattern, valid_uri};
+use super::uri::{short_enough, valid_pattern, valid_uri};
 use crate::config::{Disclose, SlowPolicy};
 use crate::metrics::{CloseReason, Op};
 use crate::mqtt::session::Converted;
@@ -268,6 +268,16 @@ fn identity_details(details: &mut Dict, role: &str, who: &Identity) {
     details.push((role.to_owned(), Value::UInt(who.session)));
     details.push((format!("{role}_authid"), Value::Str(who.authid.clone())));
     details.push((format!("{role}_authrole"), Value::Str(who.authrole.clone())));
+}
+
+/// A concrete URI (topic, procedure) within the router's rules and bounds.
+fn uri_ok(w: &Worker, uri: &str) -> bool {
+    valid_uri(uri, w.cfg.uri_check) && short_enough(uri, w.cfg.limits.max_uri_components)
+}
+
+/// A subscription or registration pattern within the rules and bounds.
+fn pattern_ok(w: &Worker, uri: &str, policy: MatchPolicy) -> bool {
+    valid_pattern(uri, policy, w.cfg.uri_check) && short_enough(uri, w.cfg.limits.max_uri_components)
 }
 
 fn request_ok(id: u64) -> bool {

@@ -34,6 +34,12 @@ fn component_ok(c: &str, check: UriCheck) -> bool {
     }
 }
 
+/// Whether a URI has at most `max` components. Every URI the router
+/// matches is bounded so, and so are its tries and their (recursive) walks.
+pub fn short_enough(uri: &str, max: usize) -> bool {
+    uri.len() < max || uri.bytes().filter(|&b| b == b'.').count() < max
+}
+
 /// A concrete URI (topic to publish to, procedure to call or register).
 pub fn valid_uri(uri: &str, check: UriCheck) -> bool {
     !uri.is_empty() && uri.split('.').all(|c| !c.is_empty() && component_ok(c, check))
@@ -63,6 +69,15 @@ pub fn valid_realm(realm: &str, check: UriCheck) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn component_bound() {
+        assert!(short_enough("a", 1) && !short_enough("a.b", 1));
+        assert!(short_enough(&["x"; 256].join("."), 256));
+        assert!(!short_enough(&["x"; 257].join("."), 256));
+        assert!(!short_enough(&".".repeat(256), 256));
+        assert!(short_enough(&".".repeat(255), 256));
+    }
     use MatchPolicy::*;
     use UriCheck::*;
 

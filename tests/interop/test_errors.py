@@ -3,10 +3,14 @@
 import pytest
 from autobahn.wamp.exception import ApplicationError
 
-from helpers import Sessions, run
+from autobahn.wamp.types import PublishOptions
+
+from helpers import SERIALIZERS, Sessions, run
+from test_protocol import HELLO, WELCOME, RawClient
 from raw import raw_call, raw_publish, raw_register, raw_subscribe, raw_unregister, raw_unsubscribe
 
 INVALID_URIS = ["a b", "A#b", "com.example.with space"]
+ERROR, PUBLISH, PUBLISHED, SUBSCRIBE, SUBSCRIBED, CALL, REGISTER = 8, 16, 17, 32, 33, 48, 64
 
 
 async def expect_error(coro, uri):
@@ -108,5 +112,42 @@ def test_unregister_twice(serializer):
             reg_id = reg.id
             await reg.unregister()
             await expect_error(raw_unregister(s, reg_id), "wamp.error.no_such_registration")
+
+    run(body())
+
+
+def test_uris_deeper_than_the_bound_are_invalid_and_the_router_survives():
+    """A wildcard pattern and a topic of 300,000 components once overflowed
+    a worker's stack (the trie walk recurses per component) and killed the
+    router. URIs are now bounded (``limits.max_uri_components``, 256)."""
+
+    async def body():
+        client = await RawClient("wamp.2.json").connect()
+        try:
+            client.send(HELLO)
+            assert (await client.recv())[0] == WELCOME
+            deep = 300_000
+            cases = [
+                [SUBSCRIBE, 1, {"match": "wildcard"}, "a" + "." * deep],
+                [SUBSCRIBE, 2, {}, ".".join(["a"] * 257)],
+                [PUBLISH, 3, {"acknowledge": True}, ".".join(["a"] * (deep + 1))],
+                [REGISTER, 4, {"match": "wildcard"}, "a" + "." * 256],
+                [CALL, 5, {}, ".".join(["a"] * 257)],
+            ]
+            for msg in cases:
+                client.send(msg)
+                reply = await client.recv()
+                assert reply[:3] == [ERROR, msg[0], msg[1]] and reply[4] == "wamp.error.invalid_uri", reply[:5]
+            # 256 components are fine.
+            client.send([SUBSCRIBE, 6, {"match": "wildcard"}, "a" + "." * 255])
+            assert (await client.recv())[:2] == [SUBSCRIBED, 6]
+            client.send([PUBLISH, 7, {"acknowledge": True}, ".".join(["a"] * 256)])
+            assert (await client.recv())[:2] == [PUBLISHED, 7]
+        finally:
+            client.close()
+        # The router still serves.
+        async with Sessions() as ss:
+            s = await ss.open(SERIALIZERS["json"])
+            await s.publish("com.example.alive", options=PublishOptions(acknowledge=True))
 
     run(body())

@@ -25,7 +25,7 @@ pub(super) fn publish(
         Ok(r) => r.unwrap_or(false),
         Err(e) => return violation(w, handle, &e),
     };
-    if !valid_uri(&topic, w.cfg.uri_check) {
+    if !uri_ok(w, &topic) {
         if acknowledge {
             error(w, handle, m::PUBLISH, request, "wamp.error.invalid_uri", Some(format!("invalid topic '{topic}'")));
         }
@@ -148,7 +148,7 @@ pub(super) fn subscribe(w: &mut Worker, handle: usize, request: u64, options: Di
         Ok(r) => r.unwrap_or(false),
         Err(e) => return violation(w, handle, &e),
     };
-    if !valid_pattern(&topic, policy, w.cfg.uri_check) {
+    if !pattern_ok(w, &topic, policy) {
         let msg = format!("invalid topic '{topic}' for match policy {policy:?}");
         return error(w, handle, m::SUBSCRIBE, request, "wamp.error.invalid_uri", Some(msg));
     }

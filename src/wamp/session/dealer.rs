@@ -40,7 +40,7 @@ pub(super) fn register(
         },
         Some(_) => return violation(w, handle, "option 'invoke' must be a string"),
     };
-    if !valid_pattern(&procedure, policy, w.cfg.uri_check) || procedure.starts_with("wamp.") {
+    if !pattern_ok(w, &procedure, policy) || procedure.starts_with("wamp.") {
         let msg = format!("invalid procedure URI '{procedure}' for match policy {}", policy.name());
         return error(w, handle, m::REGISTER, request, "wamp.error.invalid_uri", Some(msg));
     }
@@ -146,7 +146,7 @@ pub(super) fn call(
             return error(w, handle, m::CALL, request, "wamp.error.invalid_argument", Some(msg));
         }
     };
-    if !valid_uri(&procedure, w.cfg.uri_check) {
+    if !uri_ok(w, &procedure) {
         let msg = format!("invalid procedure URI '{procedure}'");
         return error(w, handle, m::CALL, request, "wamp.error.invalid_uri", Some(msg));
     }

@@ -583,7 +583,7 @@ fn scope(a: &Args) -> Result<Scope, Invalid> {
 
 fn add_testament(w: &mut Worker, handle: usize, request: u64, a: &Args) -> Result<(), Invalid> {
     let topic = a.string(0, "topic")?;
-    if !valid_uri(topic, w.cfg.uri_check) || quiet(topic) {
+    if !uri_ok(w, topic) || quiet(topic) {
         let msg = Some(format!("invalid testament topic '{topic}'"));
         error(w, handle, m::CALL, request, "wamp.error.invalid_uri", msg);
         return Ok(());
