@@ -29,6 +29,13 @@ pub struct Cli {
     /// TOML configuration file; flags override its values.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Directory of the durable store [default: ./fennec-data].
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// When a retained write is acknowledged: `sync` (once on disk), `batch`
+    /// (at once; committed every `store.batch_ms`), `none` (memory only) [default: sync].
+    #[arg(long, value_name = "MODE")]
+    pub durability: Option<Durability>,
     /// Worker threads, each pinned to a core and owning a share of the sessions [default: all cores].
     #[arg(long, value_name = "N")]
     pub cores: Option<usize>,
@@ -170,6 +177,50 @@ pub struct File {
     pub shutdown_grace_ms: Option<u64>,
     #[serde(default)]
     pub mqtt: MqttFile,
+    #[serde(default)]
+    pub store: StoreFile,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFile {
+    pub data: Option<PathBuf>,
+    pub durability: Option<Durability>,
+    pub batch_ms: Option<u64>,
+}
+
+/// What PUBLISHED / PUBACK of a retained write promises.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// The write is on disk (fsync) before it is acknowledged.
+    #[default]
+    Sync,
+    /// Acknowledged at once; written within `batch_ms`, without fsync.
+    Batch,
+    /// Memory only: nothing survives a restart.
+    None,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sync" => Ok(Durability::Sync),
+            "batch" => Ok(Durability::Batch),
+            "none" => Ok(Durability::None),
+            _ => Err(format!("unknown durability '{s}' (sync, batch or none)")),
+        }
+    }
+}
+
+/// The durable store's settings.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub data: PathBuf,
+    pub durability: Durability,
+    /// Under `batch`: the longest a write waits for its commit.
+    pub batch: Duration,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -262,6 +313,7 @@ pub struct Config {
     pub metrics: Metrics,
     pub shutdown_grace: Duration,
     pub mqtt: Mqtt,
+    pub store: StoreConfig,
 }
 
 impl Default for Config {
@@ -373,6 +425,11 @@ impl Config {
             metrics,
             shutdown_grace: Duration::from_millis(cli.shutdown_grace_ms.or(file.shutdown_grace_ms).unwrap_or(2000)),
             mqtt,
+            store: StoreConfig {
+                data: cli.data.or(file.store.data).unwrap_or_else(|| "fennec-data".into()),
+                durability: cli.durability.or(file.store.durability).unwrap_or_default(),
+                batch: Duration::from_millis(file.store.batch_ms.unwrap_or(10).max(1)),
+            },
         })
     }
 

@@ -7,6 +7,7 @@ pub mod mqtt;
 pub mod rawsocket;
 pub mod router;
 pub mod server;
+pub mod store;
 pub mod value;
 pub mod wamp;
 pub mod worker;

@@ -2,9 +2,11 @@
 //! workers, the metrics thread and the acceptor, and shuts them down in
 //! order. Used by `main` and by in-process tests.
 
-use crate::config::Config;
+use crate::config::{Config, Durability};
 use crate::metrics;
-use crate::router::{Listener, ShardMsg, WorkerId};
+use crate::router::{owner_of, Listener, Publication, ShardMsg, WorkerId};
+use crate::store::thread::{self, Commit, StoreReq};
+use crate::store::{record, FjallStore, Store};
 use crate::worker::{Setup, Worker, WAKER};
 use crossbeam_channel::{bounded, Sender, TrySendError};
 use mio::net::TcpListener;
@@ -37,6 +39,7 @@ pub struct Running {
     acceptor: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
     metrics: Option<JoinHandle<()>>,
+    store: Option<JoinHandle<()>>,
     senders: Vec<Sender<ShardMsg>>,
     wakers: Vec<Arc<Waker>>,
 }
@@ -87,6 +90,8 @@ pub fn start(cfg: Config) -> io::Result<Running> {
         inboxes.push(rx);
     }
 
+    let (store_tx, store, mut retained) = open_store(&cfg, &senders, &wakers)?;
+
     let (metrics_tx, metrics_rx) = bounded(METRICS_CAPACITY);
     let metrics_cfg = cfg.metrics.clone();
     let metrics =
@@ -103,6 +108,8 @@ pub fn start(cfg: Config) -> io::Result<Running> {
             senders: senders.clone(),
             wakers: wakers.clone(),
             metrics: Some(metrics_tx.clone()),
+            store: store_tx.clone(),
+            retained: std::mem::take(&mut retained[i]),
         };
         let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
         let handle = std::thread::Builder::new().name(format!("worker-{i}")).spawn(move || {
@@ -114,6 +121,7 @@ pub fn start(cfg: Config) -> io::Result<Running> {
         workers.push(handle);
     }
     drop(metrics_tx);
+    drop(store_tx);
 
     let accept_poll = Poll::new()?;
     let stop = Arc::new(Waker::new(accept_poll.registry(), STOP)?);
@@ -138,9 +146,48 @@ pub fn start(cfg: Config) -> io::Result<Running> {
         acceptor: Some(acceptor),
         workers,
         metrics: Some(metrics),
+        store,
         senders,
         wakers,
     })
+}
+
+type StoreParts = (Option<Sender<StoreReq>>, Option<JoinHandle<()>>, Vec<Vec<Arc<Publication>>>);
+
+/// Opens the durable store (unless `--durability none`), reads the retained
+/// values back for their owner workers, and starts the store thread. A
+/// store that cannot be opened, or a record that cannot be read, stops the
+/// start with the reason: the router does not serve with half its data.
+fn open_store(cfg: &Config, senders: &[Sender<ShardMsg>], wakers: &[Arc<Waker>]) -> io::Result<StoreParts> {
+    let n = senders.len();
+    let mut retained = vec![Vec::new(); n];
+    let sync = match cfg.store.durability {
+        Durability::None => return Ok((None, None, retained)),
+        Durability::Sync => true,
+        Durability::Batch => false,
+    };
+    let dir = &cfg.store.data;
+    let failed = |e: String| io::Error::other(e);
+    std::fs::create_dir_all(dir)
+        .map_err(|e| failed(format!("cannot create the data directory {}: {e}", dir.display())))?;
+    let mut store = FjallStore::open(dir, sync).map_err(failed)?;
+    let now = std::time::Instant::now();
+    for (key, value) in store.scan(record::retained_prefix()).map_err(failed)? {
+        let p = record::decode(&value, now).map_err(|e| {
+            failed(format!("corrupt store in {}: key {:?}: {e}", dir.display(), String::from_utf8_lossy(&key)))
+        })?;
+        if let Some(p) = p {
+            let owner = owner_of(&p.realm, &p.topic, n) as usize;
+            retained[owner].push(Arc::new(p));
+        }
+    }
+    let (tx, rx) = bounded(thread::CAPACITY);
+    let commit = if sync { Commit::Now } else { Commit::Every(cfg.store.batch) };
+    let workers: Vec<_> = senders.iter().cloned().zip(wakers.iter().cloned()).collect();
+    let handle = std::thread::Builder::new()
+        .name("store".into())
+        .spawn(move || thread::run(Box::new(store), rx, commit, workers))?;
+    Ok((Some(tx), Some(handle), retained))
 }
 
 /// Accepts connections and hands them to workers round-robin, so that
@@ -234,6 +281,11 @@ impl Running {
         }
         if let Some(m) = self.metrics.take() {
             let _ = m.join();
+        }
+        // The workers' ends of the store channel are gone: the store
+        // thread commits what is left and stops.
+        if let Some(s) = self.store.take() {
+            let _ = s.join();
         }
     }
 }

@@ -256,6 +256,9 @@ struct Router {
     mqtt: Option<String>,
     /// `HOST:PORT` of the RawSocket listener (routers started with `--rawsocket`).
     rawsocket: Option<String>,
+    /// The router's own data directory (the default durability, `sync`):
+    /// removed with the router.
+    _data: tempfile::TempDir,
 }
 
 fn fennec_bin() -> &'static str {
@@ -312,8 +315,10 @@ impl Router {
     }
 
     fn spawn(mqtt: bool, cores: &str, extra_args: &[&str]) -> Router {
+        let data = tempfile::tempdir().expect("a data directory");
         let mut cmd = Command::new(fennec_bin());
         cmd.args(["--cores", cores, "--listen", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"]);
+        cmd.arg("--data").arg(data.path());
         if !mqtt && supports_flag("--no-mqtt") {
             cmd.arg("--no-mqtt");
         }
@@ -350,7 +355,7 @@ impl Router {
                 )
             })
         });
-        Router { proc, stdout, stderr, url, mqtt, rawsocket }
+        Router { proc, stdout, stderr, url, mqtt, rawsocket, _data: data }
     }
 
     fn log(&self) -> String {

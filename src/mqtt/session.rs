@@ -59,6 +59,7 @@ use subscribe::*;
 
 pub use connect::on_registry;
 pub use deliver::{deliver, deliver_op};
+pub use publish::on_stored;
 pub use subscribe::{on_retained, subscribed};
 
 /// A core subscribe made to restore a moved session (no SUBACK to send).

@@ -407,8 +407,15 @@ pub enum ShardMsg {
         why: Interruption,
     },
 
-    /// To the topic's owner: set (or, with an empty body, clear) its retained value.
-    Retain(Arc<Publication>),
+    /// To the topic's owner: set (or, with an empty body, clear) its
+    /// retained value; with an acknowledgement (worker, ticket), that
+    /// worker is told once the value is durable (`Stored`).
+    Retain(Arc<Publication>, Option<(WorkerId, u64)>),
+    /// From the store thread: these tickets' writes are on disk (or failed).
+    Stored {
+        tickets: Vec<u64>,
+        error: Option<Arc<str>>,
+    },
     /// To the owner (exact) or every worker (patterns): retained values matching.
     RetainedQuery {
         realm: Realm,

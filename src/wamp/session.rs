@@ -38,7 +38,7 @@ mod meta;
 use broker::*;
 use dealer::*;
 
-pub use broker::{event_for, on_retained, subscribed, EventCache};
+pub use broker::{event_for, on_retained, on_stored, subscribed, EventCache};
 pub use dealer::{
     expire_calls, on_call_done, on_caller_gone, on_interrupt, on_invoke, on_picked, registered, InCall, LocalReg,
     OutCall, RegResult,

@@ -7,12 +7,25 @@ use super::{LocalKey, LocalSub, SubWaiter, Worker};
 use crate::metrics::Op;
 use crate::mqtt::session::{self as mqtt, Converted};
 use crate::router::owner::Outbox;
+use crate::router::retained::is_empty_body;
 use crate::router::{
     owner_of, MatchPolicy, Member, Publication, Realm, RegRelease, RetainedReply, SessionRef, ShardMsg, SubKey,
+    WorkerId,
 };
+use crate::store::thread::StoreReq;
+use crate::store::{record, Write};
 use crate::wamp::session;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// An acknowledgement that waits for the store (`route_acked`).
+#[derive(Debug)]
+pub enum PendingAck {
+    /// PUBLISHED for this request of this session.
+    Wamp { handle: usize, session: u64, request: u64, publication: u64 },
+    /// PUBACK / PUBREC on this connection (`serial`: still the same one).
+    Mqtt { handle: usize, serial: u64, version: crate::mqtt::codec::Version, qos: u8, pkid: u16, code: u8 },
+}
 
 /// What became of a subscribe request.
 pub enum Subscribed {
@@ -78,7 +91,14 @@ impl Worker {
             ShardMsg::Interrupt { callee, caller, request, why } => {
                 session::on_interrupt(self, callee, caller, request, why)
             }
-            ShardMsg::Retain(p) => self.retained.set(p),
+            ShardMsg::Retain(p, ack) => self.retain(p, ack),
+            ShardMsg::Stored { tickets, error } => {
+                for t in tickets {
+                    if let Some(ack) = self.pending_acks.remove(&t) {
+                        self.stored(ack, error.as_deref());
+                    }
+                }
+            }
             ShardMsg::RetainedQuery { realm, pattern, reply } => {
                 let values = self.retained.query(&realm, &pattern, reply.policy, self.now);
                 if !values.is_empty() {
@@ -213,12 +233,74 @@ impl Worker {
     /// Routes a publication, and stores it at its topic's owner if retained.
     /// Returns whether any subscription matched (see `publish_arc`).
     pub fn route(&mut self, p: Publication) -> bool {
+        self.route_acked(p, None)
+    }
+
+    /// `route`; a retained publication with `ack` is acknowledged (the
+    /// pending acknowledgement is sent) once the store has it on disk
+    /// (`--durability sync`), or at once when nothing waits for the disk.
+    pub fn route_acked(&mut self, p: Publication, ack: Option<PendingAck>) -> bool {
         let p = Arc::new(p);
+        let ticket = ack.map(|ack| {
+            self.next_ticket += 1;
+            self.pending_acks.insert(self.next_ticket, ack);
+            (self.id, self.next_ticket)
+        });
         if p.retain {
             let owner = owner_of(&p.realm, &p.topic, self.workers);
-            self.peers.send(owner, ShardMsg::Retain(p.clone()));
+            self.peers.send(owner, ShardMsg::Retain(p.clone(), ticket));
+        } else if let Some((_, t)) = ticket {
+            let ack = self.pending_acks.remove(&t).expect("just added");
+            self.stored(ack, None);
         }
         self.publish_arc(p)
+    }
+
+    /// Whether any subscription (shared ones included) matches `topic`.
+    pub fn matches_any(&self, realm: &str, topic: &str) -> bool {
+        let mut any = false;
+        self.topics.for_each_match(realm, topic, |_, r| any |= !r.workers.is_empty());
+        self.topics.for_each_shared(realm, topic, |r| any |= !r.workers.is_empty());
+        any
+    }
+
+    /// At a topic's owner: the retained value changes, in memory and in the
+    /// store (which acknowledges `ack` once it is on disk).
+    fn retain(&mut self, p: Arc<Publication>, ack: Option<(WorkerId, u64)>) {
+        self.retained.set(p.clone());
+        match &mut self.store {
+            Some(link) => {
+                let key = record::retained_key(&p.realm, &p.topic);
+                let write = if is_empty_body(&p.body) {
+                    Write::Delete { key }
+                } else {
+                    Write::Put { key, value: record::encode(&p, self.now) }
+                };
+                link.send(StoreReq { write, ack });
+            }
+            None => {
+                if let Some((worker, ticket)) = ack {
+                    self.peers.send(worker, ShardMsg::Stored { tickets: vec![ticket], error: None });
+                }
+            }
+        }
+    }
+
+    /// A publication the store has (or failed to write): its publisher
+    /// gets the acknowledgement, or the error, if it is still there.
+    fn stored(&mut self, ack: PendingAck, error: Option<&str>) {
+        match ack {
+            PendingAck::Wamp { handle, session: s, request, publication } => {
+                if self.sessions.get(&s) == Some(&handle) {
+                    session::on_stored(self, handle, request, publication, error);
+                }
+            }
+            PendingAck::Mqtt { handle, serial, version, qos, pkid, code } => {
+                if self.conns.get(handle).is_some_and(|c| c.serial == serial && !c.is_closed()) {
+                    mqtt::on_stored(self, handle, version, qos, pkid, code, error);
+                }
+            }
+        }
     }
 
     pub fn publish(&mut self, p: Publication) -> bool {

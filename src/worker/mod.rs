@@ -81,6 +81,10 @@ pub struct Setup {
     pub senders: Vec<Sender<ShardMsg>>,
     pub wakers: Vec<Arc<Waker>>,
     pub metrics: Option<Sender<(usize, Snapshot)>>,
+    /// The store thread's channel (none under `--durability none`).
+    pub store: Option<Sender<crate::store::thread::StoreReq>>,
+    /// Retained values read back from the store, for the topics this worker owns.
+    pub retained: Vec<Arc<crate::router::Publication>>,
 }
 
 pub struct Worker {
@@ -129,6 +133,11 @@ pub struct Worker {
     /// WAMP meta calls waiting for other workers' answers, by gather ID.
     pub(crate) gathers: AHashMap<u64, crate::wamp::session::Gathering>,
     pub(crate) next_gather: u64,
+    /// This worker's end of the store channel.
+    pub(crate) store: Option<crate::store::thread::StoreLink>,
+    /// Acknowledgements waiting for the store, by ticket.
+    pub(crate) pending_acks: AHashMap<u64, core::PendingAck>,
+    pub(crate) next_ticket: u64,
 }
 
 impl Worker {
@@ -141,6 +150,10 @@ impl Worker {
         }];
         if let Some(path) = &s.config.mqtt.ws_path {
             endpoints.push(Endpoint { path: path.clone(), protocols: &["mqtt"] });
+        }
+        let mut retained = RetainedStore::default();
+        for p in s.retained {
+            retained.set(p);
         }
         Worker {
             id: s.id,
@@ -157,7 +170,7 @@ impl Worker {
             local_keys: AHashMap::new(),
             local_subs: AHashMap::new(),
             mqtt: MqttState::new(s.id, s.config.mqtt.sys_interval, now),
-            retained: RetainedStore::default(),
+            retained,
             metrics: WorkerMetrics::default(),
             next_metrics: s.metrics.as_ref().and(crate::metrics::interval(&s.config.metrics)).map(|i| now + i),
             metrics_tx: s.metrics,
@@ -178,6 +191,9 @@ impl Worker {
             call_deadlines: Default::default(),
             gathers: AHashMap::new(),
             next_gather: 0,
+            store: s.store.map(crate::store::thread::StoreLink::new),
+            pending_acks: AHashMap::new(),
+            next_ticket: 0,
             cfg: s.config,
         }
     }
@@ -212,7 +228,7 @@ impl Worker {
                 }
             }
             inbox_more |= self.drain_inbox();
-            if !self.peers.congested() {
+            if !self.congested() {
                 for handle in std::mem::take(&mut self.resume) {
                     if let Some(c) = self.conns.get_mut(handle) {
                         c.resume = false;
@@ -222,6 +238,9 @@ impl Worker {
             }
             self.flush_dirty();
             self.peers.flush();
+            if let Some(store) = &mut self.store {
+                store.flush();
+            }
             if self.now >= next_tick {
                 next_tick = self.now + TICK;
                 self.housekeeping();
@@ -233,6 +252,12 @@ impl Worker {
         if let Some(tx) = self.metrics_tx.take() {
             let _ = tx.try_send((self.id as usize, self.metrics.snapshot()));
         }
+    }
+
+    /// A peer inbox or the store channel is full: sockets are not read
+    /// until it drains (TCP backpressure reaches the producers).
+    fn congested(&self) -> bool {
+        self.peers.congested() || self.store.as_ref().is_some_and(|s| s.congested())
     }
 
     /// Handles up to `INBOX_BATCH` messages; true if more are waiting.
@@ -384,7 +409,7 @@ impl Worker {
         if self.conns[handle].paused {
             return; // resumed explicitly (resume_reading)
         }
-        if self.peers.congested() {
+        if self.congested() {
             // A peer inbox is full: leave the bytes in the socket so that TCP
             // backpressure reaches the producer. Resumed once it drains.
             let c = &mut self.conns[handle];
@@ -442,7 +467,7 @@ impl Worker {
             // on a later turn. The socket may still hold input, and readiness
             // is edge-triggered: no new event will say so if the peer has
             // already sent everything (it waits for our answer).
-            if budget == 0 || self.peers.congested() {
+            if budget == 0 || self.congested() {
                 let c = &mut self.conns[handle];
                 if !c.resume {
                     c.resume = true;

@@ -19,18 +19,29 @@ use tungstenite::Message;
 #[allow(unused_imports)]
 pub use fennec::wamp::message as m;
 
+/// The base flags of an in-process test router: ephemeral ports, no
+/// pinning, and memory-only retained values unless the test asks for a
+/// store (`tests/durable.rs` runs the binary with `--data`).
+fn base_args(flags: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> =
+        ["fennec", "--listen", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--no-pin"].map(String::from).into();
+    if !flags.iter().any(|f| *f == "--durability" || *f == "--data") {
+        args.extend(["--durability".to_owned(), "none".to_owned()]);
+    }
+    args.extend(flags.iter().map(|f| f.to_string()));
+    args
+}
+
 /// Starts an in-process router on an ephemeral port with extra flags.
 pub fn router(flags: &[&str]) -> Running {
-    let mut args = vec!["fennec", "--listen", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--no-pin"];
-    args.extend_from_slice(flags);
+    let args = base_args(flags);
     let cli = <Cli as clap::Parser>::try_parse_from(args).expect("flags");
     fennec::server::start(Config::resolve(cli, File::default()).expect("config")).expect("start")
 }
 
 /// Starts an in-process router with extra flags and a configuration file's text.
 pub fn router_with_config(flags: &[&str], toml_text: &str) -> Running {
-    let mut args = vec!["fennec", "--listen", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--no-pin"];
-    args.extend_from_slice(flags);
+    let args = base_args(flags);
     let cli = <Cli as clap::Parser>::try_parse_from(args).expect("flags");
     let file: File = toml::from_str(toml_text).expect("configuration");
     fennec::server::start(Config::resolve(cli, file).expect("config")).expect("start")

@@ -3,6 +3,8 @@
 //! acknowledgement (v5: 0x10 when nothing matched).
 
 use super::*;
+use crate::config::Durability;
+use crate::worker::core::PendingAck;
 
 pub(super) fn publish(w: &mut Worker, handle: usize, slot: usize, p: codec::Publish) {
     let started = Instant::now();
@@ -87,8 +89,32 @@ pub(super) fn publish(w: &mut Worker, handle: usize, slot: usize, p: codec::Publ
     // The publishing worker's routing table knows whether anything matches:
     // v5 says so in the acknowledgement (0x10), as Mosquitto and HiveMQ do.
     w.metrics.counters.mqtt_publish_in += 1;
+    if publication.retain && qos > 0 && w.cfg.store.durability == Durability::Sync {
+        // The acknowledgement waits until the retained value is on disk.
+        let matched = w.matches_any(&publication.realm, &publication.topic);
+        let code = if matched { reason::SUCCESS } else { reason::NO_MATCHING_SUBSCRIBERS };
+        let serial = w.conns[handle].serial;
+        let ack = PendingAck::Mqtt { handle, serial, version: ver, qos, pkid, code };
+        w.route_acked(publication, Some(ack));
+        return;
+    }
     let code = if route(w, publication) { reason::SUCCESS } else { reason::NO_MATCHING_SUBSCRIBERS };
     ack_publish(w, handle, ver, qos, pkid, code);
+}
+
+/// The store has a retained PUBLISH's value on disk: PUBACK / PUBREC now.
+/// If the write failed, v5 is told (0x80, unspecified error); 3.1 and 3.1.1
+/// have no way to say so, and the connection is closed (the client will
+/// send it again).
+pub fn on_stored(w: &mut Worker, handle: usize, ver: Version, qos: u8, pkid: u16, code: u8, error: Option<&str>) {
+    match error {
+        None => ack_publish(w, handle, ver, qos, pkid, code),
+        Some(_) if ver == Version::V5 => ack_publish(w, handle, ver, qos, pkid, reason::UNSPECIFIED),
+        Some(e) => {
+            let text = format!("the retained value could not be stored: {e}");
+            w.close(handle, CloseReason::ProtocolViolation, Some((crate::ws::frame::CLOSE_POLICY, &text)));
+        }
+    }
 }
 
 /// PUBACK (QoS 1) or PUBREC (QoS 2) for a client PUBLISH.

@@ -4,6 +4,8 @@
 //! shared by every subscriber of a subscription on this worker).
 
 use super::*;
+use crate::config::Durability;
+use crate::worker::core::PendingAck;
 
 pub(super) fn publish(
     w: &mut Worker,
@@ -87,11 +89,31 @@ pub(super) fn publish(
         receivers,
         ppt,
     };
+    if acknowledge && retain && w.cfg.store.durability == Durability::Sync {
+        // PUBLISHED waits until the retained value is on disk.
+        let ack = PendingAck::Wamp { handle, session: publisher.id, request, publication: id };
+        w.route_acked(p, Some(ack));
+        return;
+    }
     w.route(p);
     if acknowledge {
         send(w, handle, &Msg::Published { request, publication: id });
     }
 }
+
+/// The store has (or could not write) a retained PUBLISH's value.
+pub fn on_stored(w: &mut Worker, handle: usize, request: u64, publication: u64, failed: Option<&str>) {
+    match failed {
+        None => send(w, handle, &Msg::Published { request, publication }),
+        Some(e) => {
+            let text = Some(format!("the retained value could not be stored: {e}"));
+            error(w, handle, m::PUBLISH, request, STORE_FAILED, text);
+        }
+    }
+}
+
+/// The error of a retained PUBLISH whose value the store could not write.
+pub const STORE_FAILED: &str = "fennec.error.store_failed";
 
 /// PUBLISH's black- and whitelists, if any (`Err`: not lists of the right type).
 pub(super) fn receivers(options: &Dict) -> Result<Option<Box<Receivers>>, String> {

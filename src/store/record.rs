@@ -1,0 +1,249 @@
+//! The stored form of a retained publication (MessagePack of `Retained`),
+//! and its key: `r`, NUL, realm, NUL, topic. Stable across versions: add
+//! fields only with `#[serde(default)]`.
+
+use crate::router::{Body, Identity, MsgProps, Publication, SessionRef};
+use crate::value::{Dict, Payload, Value};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const RETAINED: &[u8] = b"r\0";
+
+/// The key prefix of every retained value.
+pub fn retained_prefix() -> &'static [u8] {
+    RETAINED
+}
+
+pub fn retained_key(realm: &str, topic: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(RETAINED.len() + realm.len() + 1 + topic.len());
+    k.extend_from_slice(RETAINED);
+    k.extend_from_slice(realm.as_bytes());
+    k.push(0);
+    k.extend_from_slice(topic.as_bytes());
+    k
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+enum StoredBody {
+    Wamp { args: Option<Vec<Value>>, kwargs: Option<Dict> },
+    Mqtt(#[serde(with = "bytes_as_bin")] Vec<u8>),
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Retained {
+    realm: String,
+    topic: String,
+    id: u64,
+    qos: u8,
+    body: StoredBody,
+    #[serde(default)]
+    payload_format: Option<u8>,
+    #[serde(default)]
+    content_type: Option<String>,
+    #[serde(default)]
+    response_topic: Option<String>,
+    #[serde(default, with = "opt_bytes_as_bin")]
+    correlation: Option<Vec<u8>>,
+    #[serde(default)]
+    user: Vec<(String, String)>,
+    /// MQTT 5 message expiry, as a wall-clock deadline (ms since the epoch).
+    #[serde(default)]
+    expires_unix_ms: Option<u64>,
+    /// The disclosed publisher (session, authid, authrole).
+    #[serde(default)]
+    disclosed: Option<(u64, String, String)>,
+    #[serde(default)]
+    ppt: Option<Dict>,
+}
+
+/// Bytes as MessagePack `bin` (a plain `Vec<u8>` would be a list of numbers).
+mod bytes_as_bin {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(b)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E>(self, b: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(b.to_vec())
+            }
+            fn visit_byte_buf<E>(self, b: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(b)
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+mod opt_bytes_as_bin {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    struct Bin<'a>(&'a [u8]);
+
+    impl Serialize for Bin<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+
+    #[derive(Deserialize)]
+    struct Owned(#[serde(with = "super::bytes_as_bin")] Vec<u8>);
+
+    pub fn serialize<S: Serializer>(b: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match b {
+            Some(b) => s.serialize_some(&Bin(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Ok(Option::<Owned>::deserialize(d)?.map(|o| o.0))
+    }
+}
+
+fn unix_now_ms() -> u64 {
+    crate::router::unix_millis()
+}
+
+/// The stored bytes of a retained publication (an empty body is a delete,
+/// not a record: see `RetainedStore::set`).
+pub fn encode(p: &Publication, now: Instant) -> Vec<u8> {
+    let body = match &p.body {
+        Body::Wamp(pl) => StoredBody::Wamp { args: pl.args.clone(), kwargs: pl.kwargs.clone() },
+        Body::Mqtt(b) => StoredBody::Mqtt(b.to_vec()),
+    };
+    let props = p.props.as_deref();
+    let r = Retained {
+        realm: p.realm.to_string(),
+        topic: p.topic.clone(),
+        id: p.id,
+        qos: p.qos,
+        body,
+        payload_format: props.and_then(|x| x.payload_format),
+        content_type: props.and_then(|x| x.content_type.clone()),
+        response_topic: props.and_then(|x| x.response_topic.clone()),
+        correlation: props.and_then(|x| x.correlation.as_ref().map(|c| c.to_vec())),
+        user: props.map(|x| x.user.clone()).unwrap_or_default(),
+        expires_unix_ms: p.expires.map(|t| unix_now_ms() + t.saturating_duration_since(now).as_millis() as u64),
+        disclosed: p.disclosed.as_ref().map(|i| (i.session, i.authid.clone(), i.authrole.clone())),
+        ppt: p.ppt.as_deref().cloned(),
+    };
+    rmp_serde::to_vec(&r).expect("a retained record always encodes")
+}
+
+/// A stored retained publication, as the router holds it (`None`: past its
+/// expiry). `Err`: the bytes are not a record (a corrupt store).
+pub fn decode(bytes: &[u8], now: Instant) -> Result<Option<Publication>, String> {
+    let r: Retained = rmp_serde::from_slice(bytes).map_err(|e| format!("not a retained record: {e}"))?;
+    let expires = match r.expires_unix_ms {
+        None => None,
+        Some(at) => {
+            let unix = unix_now_ms();
+            if at <= unix {
+                return Ok(None);
+            }
+            Some(now + Duration::from_millis(at - unix))
+        }
+    };
+    let body = match r.body {
+        StoredBody::Wamp { args, kwargs } => Body::Wamp(Payload { args, kwargs }),
+        StoredBody::Mqtt(b) => Body::Mqtt(b.into()),
+    };
+    let props = MsgProps {
+        payload_format: r.payload_format,
+        // The remaining expiry is recomputed from `expires` when delivered.
+        expiry: expires.map(|t| t.saturating_duration_since(now).as_secs().max(1) as u32),
+        content_type: r.content_type,
+        response_topic: r.response_topic,
+        correlation: r.correlation.map(Into::into),
+        user: r.user,
+    };
+    Ok(Some(Publication {
+        realm: Arc::from(r.realm.as_str()),
+        topic: r.topic,
+        id: r.id,
+        publisher: SessionRef { worker: 0, id: 0 },
+        exclude_me: false,
+        body,
+        qos: r.qos,
+        retain: true,
+        props: (!props.is_empty()).then(|| Box::new(props)),
+        expires,
+        started: now,
+        disclosed: r.disclosed.map(|(session, authid, authrole)| Box::new(Identity { session, authid, authrole })),
+        receivers: None,
+        ppt: r.ppt.map(Box::new),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publication(body: Body) -> Publication {
+        Publication {
+            realm: "realm1".into(),
+            topic: "a.b".into(),
+            id: 42,
+            publisher: SessionRef { worker: 1, id: 7 },
+            exclude_me: true,
+            body,
+            qos: 1,
+            retain: true,
+            props: None,
+            expires: None,
+            started: Instant::now(),
+            disclosed: None,
+            receivers: None,
+            ppt: None,
+        }
+    }
+
+    #[test]
+    fn wamp_and_mqtt_records_round_trip() {
+        let now = Instant::now();
+        let payload = Payload {
+            args: Some(vec![Value::Str("x".into()), Value::Bin(vec![0, 255]), Value::UInt(u64::MAX)]),
+            kwargs: Some(vec![("k".into(), Value::Float(1.5))]),
+        };
+        let mut p = publication(Body::Wamp(payload.clone()));
+        p.disclosed = Some(Box::new(Identity { session: 9, authid: "a".into(), authrole: "r".into() }));
+        let back = decode(&encode(&p, now), now).unwrap().unwrap();
+        assert!(matches!(&back.body, Body::Wamp(pl) if *pl == payload));
+        assert_eq!((back.realm.as_ref(), back.topic.as_str(), back.id, back.qos), ("realm1", "a.b", 42, 1));
+        assert_eq!(back.disclosed.unwrap().session, 9);
+
+        let mut m = publication(Body::Mqtt(bytes::Bytes::from_static(b"\x00\x01raw")));
+        m.props = Some(Box::new(MsgProps {
+            content_type: Some("text/plain".into()),
+            correlation: Some(bytes::Bytes::from_static(b"\xffc")),
+            user: vec![("u".into(), "v".into())],
+            ..Default::default()
+        }));
+        m.expires = Some(now + Duration::from_secs(60));
+        let back = decode(&encode(&m, now), now).unwrap().unwrap();
+        assert!(matches!(&back.body, Body::Mqtt(b) if &b[..] == b"\x00\x01raw"));
+        let props = back.props.unwrap();
+        assert_eq!(props.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(props.correlation.as_deref(), Some(&b"\xffc"[..]));
+        assert!(back.expires.is_some_and(|t| t > now + Duration::from_secs(58)));
+    }
+
+    #[test]
+    fn expired_and_corrupt_records() {
+        let now = Instant::now();
+        let mut m = publication(Body::Mqtt(bytes::Bytes::from_static(b"x")));
+        m.expires = Some(now);
+        assert!(decode(&encode(&m, now), now + Duration::from_millis(5)).unwrap().is_none());
+        assert!(decode(b"\xc1garbage", now).is_err());
+        assert_eq!(retained_key("r", "a.b"), b"r\0r\0a.b");
+    }
+}

@@ -1,0 +1,203 @@
+//! Durability of retained values (`--data`, `--durability sync`): the built
+//! binary is killed with SIGKILL and started again on the same data
+//! directory; every retained write acknowledged before the kill (WAMP
+//! PUBLISHED, MQTT PUBACK) must be there with its last value, and nothing
+//! torn or half-applied may appear. The publishers, the keys' owners and
+//! the subscribers are spread over two workers.
+
+#[allow(unused_imports)]
+mod common;
+
+use common::raw::{publish_packet, Raw};
+use common::{args, join, opts, Client};
+use fennec::value::Value;
+use fennec::wamp::message::{Msg, Serializer};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Router {
+    child: Child,
+    wamp: SocketAddr,
+    mqtt: SocketAddr,
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary on `data` and waits for its listening lines.
+fn start(data: &std::path::Path) -> Router {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fennec"))
+        .args(["--cores", "2", "--no-pin", "--listen", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start fennec");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let (mut wamp, mut mqtt) = (None, None);
+    while wamp.is_none() || mqtt.is_none() {
+        let line = lines.next().expect("fennec printed its listeners").expect("a line");
+        if let Some(rest) = line.strip_prefix("fennec listening on ws://") {
+            wamp = rest.split('/').next().and_then(|a| a.parse().ok());
+        }
+        if let Some(rest) = line.strip_prefix("fennec MQTT listening on mqtt://") {
+            mqtt = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+        }
+    }
+    // Keep draining stdout so the router never blocks on it.
+    std::thread::spawn(move || for _ in lines {});
+    Router { child, wamp: wamp.unwrap(), mqtt: mqtt.unwrap() }
+}
+
+fn kill9(mut r: Router) {
+    r.child.kill().expect("SIGKILL");
+    r.child.wait().expect("reaped");
+}
+
+/// Sends `n` retained publications `topic.<i>` = [i] with acknowledge,
+/// then reads PUBLISHED until `stop` of them arrived (all: `n`).
+/// Returns the acknowledged indexes.
+fn publish_retained(c: &mut Client, topic: &str, n: u64, stop: usize) -> Vec<u64> {
+    let first = c.request() + 1;
+    for i in 0..n {
+        let request = c.request();
+        let options = opts(&[("acknowledge", Value::Bool(true)), ("retain", Value::Bool(true))]);
+        c.write(&Msg::Publish { request, options, topic: format!("{topic}.{i}"), payload: args(vec![Value::UInt(i)]) });
+    }
+    c.flush();
+    let mut acked = Vec::new();
+    while acked.len() < stop {
+        match c.recv() {
+            Msg::Published { request, .. } => acked.push(request - first),
+            other => panic!("expected PUBLISHED, got {other:?}"),
+        }
+    }
+    acked
+}
+
+/// The retained values under `prefix` (a prefix subscription with
+/// `get_retained`), as index -> value.
+fn retained(addr: SocketAddr, prefix: &str, expect: usize) -> Vec<(u64, u64)> {
+    let mut c = join(addr, Serializer::MsgPack);
+    let request = c.request();
+    let options = opts(&[("match", Value::Str("prefix".into())), ("get_retained", Value::Bool(true))]);
+    c.send(&Msg::Subscribe { request, options, topic: prefix.into() });
+    assert!(matches!(c.recv(), Msg::Subscribed { .. }));
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < expect && Instant::now() < deadline {
+        match c.next_message() {
+            Ok(Msg::Event { details, payload, .. }) => {
+                let topic = details.iter().find(|(k, _)| k == "topic").and_then(|(_, v)| v.as_str()).expect("topic");
+                let i: u64 = topic.rsplit('.').next().unwrap().parse().unwrap();
+                let v = payload.args.as_ref().and_then(|a| a.first()).and_then(Value::as_u64).expect("an intact value");
+                got.push((i, v));
+            }
+            Ok(other) => panic!("expected EVENT, got {other:?}"),
+            Err(_) => break,
+        }
+    }
+    got.sort();
+    got
+}
+
+#[test]
+fn acknowledged_retained_writes_survive_sigkill() {
+    let data = tempfile::tempdir().unwrap();
+    let r = start(data.path());
+    // WAMP: 300 retained values, then 100 of them overwritten.
+    let mut c = join(r.wamp, Serializer::Json);
+    publish_retained(&mut c, "dur.w", 300, 300);
+    for i in 0..100u64 {
+        let request = c.request();
+        let options = opts(&[("acknowledge", Value::Bool(true)), ("retain", Value::Bool(true))]);
+        let payload = args(vec![Value::UInt(1000 + i)]);
+        c.send(&Msg::Publish { request, options, topic: format!("dur.w.{i}"), payload });
+        assert!(matches!(c.recv(), Msg::Published { .. }));
+    }
+    // One deleted (a retained publish without payload).
+    let request = c.request();
+    let options = opts(&[("acknowledge", Value::Bool(true)), ("retain", Value::Bool(true))]);
+    c.send(&Msg::Publish { request, options, topic: "dur.w.299".into(), payload: Default::default() });
+    assert!(matches!(c.recv(), Msg::Published { .. }));
+    // MQTT: QoS 1 retained, PUBACK for each.
+    let (mut m, _) = Raw::connected(r.mqtt, 4, "dur-pub", true, 0);
+    for i in 0..100u16 {
+        let mut packet =
+            publish_packet(4, format!("dur/m/{i}").as_bytes(), 1, i + 1, false, format!("m{i}").as_bytes());
+        packet[0] |= 0x01; // retain
+        m.send(&packet);
+        let ack = m.expect(0x40, "PUBACK");
+        assert_eq!(ack[..2], (i + 1).to_be_bytes());
+    }
+    kill9(r);
+
+    let r = start(data.path());
+    let w = retained(r.wamp, "dur.w.", 299);
+    assert_eq!(w.len(), 299, "every acknowledged WAMP value, the deleted one gone");
+    for (i, v) in w {
+        assert_eq!(v, if i < 100 { 1000 + i } else { i }, "the last value of dur.w.{i}");
+    }
+    let (mut sub, _) = Raw::connected(r.mqtt, 4, "dur-sub", true, 0);
+    let mut body = vec![0, 1];
+    common::raw::mqtt_str(&mut body, b"dur/m/#");
+    body.push(1);
+    sub.send(&common::raw::packet(0x82, &body));
+    sub.expect(0x90, "SUBACK");
+    let mut topics = Vec::new();
+    for _ in 0..100 {
+        let Ok(Some((byte1, body))) = sub.try_read() else {
+            panic!("only {} retained PUBLISHes: {topics:?}", topics.len())
+        };
+        assert_eq!(byte1 & 0xf1, 0x31, "a retained PUBLISH: {byte1:#x}");
+        let len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+        let topic = String::from_utf8(body[2..2 + len].to_vec()).unwrap();
+        let i: usize = topic.rsplit('/').next().unwrap().parse().unwrap();
+        let payload = &body[2 + len + if byte1 & 0x06 != 0 { 2 } else { 0 }..];
+        assert_eq!(payload, format!("m{i}").as_bytes());
+        topics.push(i);
+    }
+    topics.sort();
+    assert_eq!(topics, (0..100).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_kill_mid_burst_loses_no_acknowledged_write_and_tears_none() {
+    let data = tempfile::tempdir().unwrap();
+    let r = start(data.path());
+    let mut c = join(r.wamp, Serializer::Json);
+    // 5,000 sent at once; the kill lands after the first 500 acknowledgements.
+    let acked = publish_retained(&mut c, "burst", 5000, 500);
+    kill9(r);
+    let r = start(data.path());
+    let got = retained(r.wamp, "burst.", 5000);
+    assert!(got.len() >= acked.len(), "{} found, {} were acknowledged", got.len(), acked.len());
+    let present: std::collections::HashSet<u64> = got.iter().map(|&(i, _)| i).collect();
+    for i in &acked {
+        assert!(present.contains(i), "acknowledged burst.{i} is missing");
+    }
+    for (i, v) in got {
+        assert_eq!(i, v, "burst.{i} holds another value");
+    }
+}
+
+#[test]
+fn durability_none_keeps_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fennec"))
+        .args(["--durability", "none", "--cores", "1", "--listen", "127.0.0.1:0", "--no-mqtt", "--data"])
+        .arg(data.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(std::fs::read_dir(data.path()).unwrap().count(), 0, "no store files under --durability none");
+}
