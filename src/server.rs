@@ -4,9 +4,10 @@
 
 use crate::config::{Config, Durability};
 use crate::metrics;
+use crate::router::retained::is_empty_body;
 use crate::router::{owner_of, Listener, Publication, ShardMsg, WorkerId};
 use crate::store::thread::{self, Commit, StoreReq};
-use crate::store::{record, FjallStore, Store};
+use crate::store::{record, FjallStore, Store, Write};
 use crate::worker::{Setup, Worker, WAKER};
 use crossbeam_channel::{bounded, Sender, TrySendError};
 use mio::net::TcpListener;
@@ -172,14 +173,32 @@ fn open_store(cfg: &Config, senders: &[Sender<ShardMsg>], wakers: &[Arc<Waker>])
         .map_err(|e| failed(format!("cannot create the data directory {}: {e}", dir.display())))?;
     let mut store = FjallStore::open(dir, sync).map_err(failed)?;
     let now = std::time::Instant::now();
+    // Expired values go; keys tied to a session (`will`) get their will
+    // value, since no session survived the restart (as fox-wamp's SQLite
+    // engine does). Both changes are written back before anything runs.
+    let mut fixes = Vec::new();
     for (key, value) in store.scan(record::retained_prefix()).map_err(failed)? {
-        let p = record::decode(&value, now).map_err(|e| {
+        let decoded = record::decode(&value, now).map_err(|e| {
             failed(format!("corrupt store in {}: key {:?}: {e}", dir.display(), String::from_utf8_lossy(&key)))
         })?;
-        if let Some(p) = p {
-            let owner = owner_of(&p.realm, &p.topic, n) as usize;
-            retained[owner].push(Arc::new(p));
+        let Some((mut p, will)) = decoded else {
+            fixes.push(Write::Delete { key });
+            continue;
+        };
+        if let Some(body) = will {
+            if is_empty_body(&body) {
+                fixes.push(Write::Delete { key });
+                continue;
+            }
+            p.body = body;
+            p.props = None;
+            fixes.push(Write::Put { key, value: record::encode(&p, None, now) });
         }
+        let owner = owner_of(&p.realm, &p.topic, n) as usize;
+        retained[owner].push(Arc::new(p));
+    }
+    if !fixes.is_empty() {
+        store.commit(&fixes).map_err(failed)?;
     }
     let (tx, rx) = bounded(thread::CAPACITY);
     let commit = if sync { Commit::Now } else { Commit::Every(cfg.store.batch) };

@@ -201,3 +201,47 @@ fn durability_none_keeps_nothing() {
     let _ = child.wait();
     assert_eq!(std::fs::read_dir(data.path()).unwrap().count(), 0, "no store files under --durability none");
 }
+
+#[test]
+fn wills_of_sessions_alive_at_the_crash_apply_at_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let r = start(data.path());
+    let mut c = join(r.wamp, Serializer::Json);
+    for (topic, will) in [("wills.a", Value::Null), ("wills.b", Value::Str("gone".into()))] {
+        let request = c.request();
+        let options = opts(&[("acknowledge", Value::Bool(true)), ("retain", Value::Bool(true)), ("will", will)]);
+        c.send(&Msg::Publish { request, options, topic: topic.into(), payload: args(vec![Value::Str("here".into())]) });
+        assert!(matches!(c.recv(), Msg::Published { .. }));
+    }
+    // A key without a will keeps its value.
+    let request = c.request();
+    let options = opts(&[("acknowledge", Value::Bool(true)), ("retain", Value::Bool(true))]);
+    c.send(&Msg::Publish { request, options, topic: "wills.c".into(), payload: args(vec![Value::Str("kept".into())]) });
+    assert!(matches!(c.recv(), Msg::Published { .. }));
+    kill9(r);
+    let r = start(data.path());
+    let mut sub = join(r.wamp, Serializer::Json);
+    let request = sub.request();
+    let options = opts(&[("match", Value::Str("prefix".into())), ("get_retained", Value::Bool(true))]);
+    sub.send(&Msg::Subscribe { request, options, topic: "wills.".into() });
+    assert!(matches!(sub.recv(), Msg::Subscribed { .. }));
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        match sub.recv() {
+            Msg::Event { details, payload, .. } => {
+                let topic =
+                    details.iter().find(|(k, _)| k == "topic").and_then(|(_, v)| v.as_str()).unwrap().to_owned();
+                got.push((topic, payload.args.unwrap()));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got,
+        vec![
+            ("wills.b".to_owned(), vec![Value::Str("gone".into())]),
+            ("wills.c".to_owned(), vec![Value::Str("kept".into())]),
+        ]
+    );
+}

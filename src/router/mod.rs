@@ -5,6 +5,7 @@
 //! [`procs::ProcTable`]), the state of the keys this worker owns
 //! ([`owner::Owner`]), and the message set workers exchange ([`ShardMsg`]).
 
+pub mod keys;
 pub mod meta;
 pub mod owner;
 pub mod procs;
@@ -272,6 +273,23 @@ pub struct RegRequest {
     pub disclose_caller: bool,
 }
 
+/// A retained publish with fox-wamp's key options, to the key's owner,
+/// which decides it (so two workers never both win a `watch` lock).
+#[derive(Debug)]
+pub struct KeyWrite {
+    /// The publication; its topic is the key. Routed by the owner if accepted.
+    pub p: Arc<Publication>,
+    /// `when`: the condition the key's current value must meet.
+    pub when: Option<crate::value::Value>,
+    /// `watch`: a failed condition waits for the key to change.
+    pub watch: bool,
+    /// `will`: tie the key to the publisher; it gets this body when the
+    /// publisher's session ends (empty: deleted).
+    pub will: Option<Body>,
+    /// Where the answer goes (`KeyReply`, or `Stored` once durable).
+    pub reply: Option<(WorkerId, u64)>,
+}
+
 /// A callee leaving a registration, on its way to the procedure's owner.
 #[derive(Debug)]
 pub struct RegRelease {
@@ -411,6 +429,21 @@ pub enum ShardMsg {
     /// retained value; with an acknowledgement (worker, ticket), that
     /// worker is told once the value is durable (`Stored`).
     Retain(Arc<Publication>, Option<(WorkerId, u64)>),
+    /// To a key's owner: a conditional / session-bound retained publish.
+    KeyWrite(Box<KeyWrite>),
+    /// From a key's owner: a `KeyWrite` was refused (its condition failed),
+    /// or accepted where nothing waits for a store.
+    KeyReply {
+        ticket: u64,
+        accepted: bool,
+    },
+    /// To a key's owner: this session ended; its will on the key applies,
+    /// its waiting publishes go.
+    KeySessionGone {
+        realm: Realm,
+        topic: String,
+        session: SessionRef,
+    },
     /// From the store thread: these tickets' writes are on disk (or failed).
     Stored {
         tickets: Vec<u64>,

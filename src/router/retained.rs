@@ -3,17 +3,37 @@
 //! set and clear of one topic is applied in one order. New subscribers ask
 //! the owner (exact topics) or every shard (patterns) for what matches.
 //!
-//! In memory for now; the durable store will sit behind this type.
+//! A key may also be tied to a session (`will`: the value it gets when that
+//! session ends) and have conditional publishes waiting on it (`watch`);
+//! both live here, at the owner, beside the value (see `worker/keys.rs`).
 
 use super::topics::matches;
-use super::{Body, MatchPolicy, Publication, Realm};
+use super::{Body, KeyWrite, MatchPolicy, Publication, Realm, SessionRef};
 use ahash::AHashMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// One key at its owner.
+#[derive(Default)]
+pub struct Entry {
+    pub value: Option<Arc<Publication>>,
+    /// The session the key is tied to, and the body it gets when that
+    /// session ends (an empty body deletes the key).
+    pub will: Option<(SessionRef, Body)>,
+    /// Conditional publishes waiting for the key to meet their condition.
+    pub waiters: VecDeque<Box<KeyWrite>>,
+}
+
+impl Entry {
+    fn is_empty(&self) -> bool {
+        self.value.is_none() && self.will.is_none() && self.waiters.is_empty()
+    }
+}
+
 #[derive(Default)]
 pub struct RetainedStore {
-    realms: AHashMap<Realm, AHashMap<String, Arc<Publication>>>,
+    realms: AHashMap<Realm, AHashMap<String, Entry>>,
 }
 
 /// An empty body clears a retained value (MQTT's rule, applied to WAMP too).
@@ -25,37 +45,72 @@ pub fn is_empty_body(body: &Body) -> bool {
 }
 
 impl RetainedStore {
+    /// Sets (or, with an empty body, clears) a key's value. A publication
+    /// without `will` unties the key from the session it was tied to.
     pub fn set(&mut self, p: Arc<Publication>) {
-        if is_empty_body(&p.body) {
-            if let Some(topics) = self.realms.get_mut(&p.realm) {
-                topics.remove(&p.topic);
-                if topics.is_empty() {
-                    self.realms.remove(&p.realm);
-                }
-            }
-        } else {
-            self.realms.entry(p.realm.clone()).or_default().insert(p.topic.clone(), p);
+        let (realm, topic) = (p.realm.clone(), p.topic.clone());
+        let entry = self.entry_mut(&realm, &topic);
+        entry.will = None;
+        entry.value = (!is_empty_body(&p.body)).then_some(p);
+        self.tidy(&realm, &topic);
+    }
+
+    /// The key's entry, created empty.
+    pub fn entry_mut(&mut self, realm: &Realm, topic: &str) -> &mut Entry {
+        let topics = self.realms.entry(realm.clone()).or_default();
+        if !topics.contains_key(topic) {
+            topics.insert(topic.to_owned(), Entry::default());
+        }
+        topics.get_mut(topic).expect("present")
+    }
+
+    pub fn get(&self, realm: &str, topic: &str) -> Option<&Entry> {
+        self.realms.get(realm)?.get(topic)
+    }
+
+    /// Forgets a key's entry once it holds nothing.
+    pub fn tidy(&mut self, realm: &str, topic: &str) {
+        let Some(topics) = self.realms.get_mut(realm) else { return };
+        if topics.get(topic).is_some_and(Entry::is_empty) {
+            topics.remove(topic);
+        }
+        if topics.is_empty() {
+            self.realms.remove(realm);
         }
     }
 
-    /// Unexpired values whose topic matches; expired ones are dropped.
-    pub fn query(&mut self, realm: &str, pattern: &str, policy: MatchPolicy, now: Instant) -> Vec<Arc<Publication>> {
+    /// Unexpired values whose topic matches; expired ones are dropped, and
+    /// returned in `expired` (so the store forgets them too).
+    pub fn query(
+        &mut self,
+        realm: &str,
+        pattern: &str,
+        policy: MatchPolicy,
+        now: Instant,
+        expired: &mut Vec<Arc<Publication>>,
+    ) -> Vec<Arc<Publication>> {
         let Some(topics) = self.realms.get_mut(realm) else { return Vec::new() };
-        topics.retain(|_, p| !p.expired(now));
+        for e in topics.values_mut() {
+            if e.value.as_ref().is_some_and(|p| p.expired(now)) {
+                expired.extend(e.value.take());
+            }
+        }
+        topics.retain(|_, e| !e.is_empty());
         if policy == MatchPolicy::Exact {
-            return topics.get(pattern).cloned().into_iter().collect();
+            return topics.get(pattern).and_then(|e| e.value.clone()).into_iter().collect();
         }
         let mut out: Vec<Arc<Publication>> =
-            topics.iter().filter(|(t, _)| matches(policy, pattern, t)).map(|(_, p)| p.clone()).collect();
+            topics.iter().filter(|(t, _)| matches(policy, pattern, t)).filter_map(|(_, e)| e.value.clone()).collect();
         out.sort_by(|a, b| a.topic.cmp(&b.topic));
         out
     }
 
+    /// Number of keys with a value.
     pub fn len(&self) -> usize {
-        self.realms.values().map(|t| t.len()).sum()
+        self.realms.values().map(|t| t.values().filter(|e| e.value.is_some()).count()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.realms.is_empty()
+        self.len() == 0
     }
 }

@@ -55,6 +55,10 @@ struct Retained {
     disclosed: Option<(u64, String, String)>,
     #[serde(default)]
     ppt: Option<Dict>,
+    /// The will of the session the key was tied to: applied at the next
+    /// start, since that session did not survive the restart.
+    #[serde(default)]
+    will: Option<StoredBody>,
 }
 
 /// Bytes as MessagePack `bin` (a plain `Vec<u8>` would be a list of numbers).
@@ -113,13 +117,24 @@ fn unix_now_ms() -> u64 {
     crate::router::unix_millis()
 }
 
-/// The stored bytes of a retained publication (an empty body is a delete,
-/// not a record: see `RetainedStore::set`).
-pub fn encode(p: &Publication, now: Instant) -> Vec<u8> {
-    let body = match &p.body {
+fn stored_body(body: &Body) -> StoredBody {
+    match body {
         Body::Wamp(pl) => StoredBody::Wamp { args: pl.args.clone(), kwargs: pl.kwargs.clone() },
         Body::Mqtt(b) => StoredBody::Mqtt(b.to_vec()),
-    };
+    }
+}
+
+fn body_of(b: StoredBody) -> Body {
+    match b {
+        StoredBody::Wamp { args, kwargs } => Body::Wamp(Payload { args, kwargs }),
+        StoredBody::Mqtt(b) => Body::Mqtt(b.into()),
+    }
+}
+
+/// The stored bytes of a retained publication and the will of the session
+/// its key is tied to, if any.
+pub fn encode(p: &Publication, will: Option<&Body>, now: Instant) -> Vec<u8> {
+    let body = stored_body(&p.body);
     let props = p.props.as_deref();
     let r = Retained {
         realm: p.realm.to_string(),
@@ -135,14 +150,17 @@ pub fn encode(p: &Publication, now: Instant) -> Vec<u8> {
         expires_unix_ms: p.expires.map(|t| unix_now_ms() + t.saturating_duration_since(now).as_millis() as u64),
         disclosed: p.disclosed.as_ref().map(|i| (i.session, i.authid.clone(), i.authrole.clone())),
         ppt: p.ppt.as_deref().cloned(),
+        will: will.map(stored_body),
     };
     rmp_serde::to_vec(&r).expect("a retained record always encodes")
 }
 
 /// A stored retained publication, as the router holds it (`None`: past its
-/// expiry). `Err`: the bytes are not a record (a corrupt store).
-pub fn decode(bytes: &[u8], now: Instant) -> Result<Option<Publication>, String> {
+/// expiry), with the will its key had. `Err`: the bytes are not a record
+/// (a corrupt store).
+pub fn decode(bytes: &[u8], now: Instant) -> Result<Option<(Publication, Option<Body>)>, String> {
     let r: Retained = rmp_serde::from_slice(bytes).map_err(|e| format!("not a retained record: {e}"))?;
+    let will = r.will.map(body_of);
     let expires = match r.expires_unix_ms {
         None => None,
         Some(at) => {
@@ -153,10 +171,7 @@ pub fn decode(bytes: &[u8], now: Instant) -> Result<Option<Publication>, String>
             Some(now + Duration::from_millis(at - unix))
         }
     };
-    let body = match r.body {
-        StoredBody::Wamp { args, kwargs } => Body::Wamp(Payload { args, kwargs }),
-        StoredBody::Mqtt(b) => Body::Mqtt(b.into()),
-    };
+    let body = body_of(r.body);
     let props = MsgProps {
         payload_format: r.payload_format,
         // The remaining expiry is recomputed from `expires` when delivered.
@@ -166,22 +181,25 @@ pub fn decode(bytes: &[u8], now: Instant) -> Result<Option<Publication>, String>
         correlation: r.correlation.map(Into::into),
         user: r.user,
     };
-    Ok(Some(Publication {
-        realm: Arc::from(r.realm.as_str()),
-        topic: r.topic,
-        id: r.id,
-        publisher: SessionRef { worker: 0, id: 0 },
-        exclude_me: false,
-        body,
-        qos: r.qos,
-        retain: true,
-        props: (!props.is_empty()).then(|| Box::new(props)),
-        expires,
-        started: now,
-        disclosed: r.disclosed.map(|(session, authid, authrole)| Box::new(Identity { session, authid, authrole })),
-        receivers: None,
-        ppt: r.ppt.map(Box::new),
-    }))
+    Ok(Some((
+        Publication {
+            realm: Arc::from(r.realm.as_str()),
+            topic: r.topic,
+            id: r.id,
+            publisher: SessionRef { worker: 0, id: 0 },
+            exclude_me: false,
+            body,
+            qos: r.qos,
+            retain: true,
+            props: (!props.is_empty()).then(|| Box::new(props)),
+            expires,
+            started: now,
+            disclosed: r.disclosed.map(|(session, authid, authrole)| Box::new(Identity { session, authid, authrole })),
+            receivers: None,
+            ppt: r.ppt.map(Box::new),
+        },
+        will,
+    )))
 }
 
 #[cfg(test)]
@@ -216,7 +234,9 @@ mod tests {
         };
         let mut p = publication(Body::Wamp(payload.clone()));
         p.disclosed = Some(Box::new(Identity { session: 9, authid: "a".into(), authrole: "r".into() }));
-        let back = decode(&encode(&p, now), now).unwrap().unwrap();
+        let will = Body::Wamp(Payload { args: Some(vec![Value::Null]), kwargs: None });
+        let (back, w) = decode(&encode(&p, Some(&will), now), now).unwrap().unwrap();
+        assert!(matches!(w, Some(Body::Wamp(pl)) if pl.args == Some(vec![Value::Null])));
         assert!(matches!(&back.body, Body::Wamp(pl) if *pl == payload));
         assert_eq!((back.realm.as_ref(), back.topic.as_str(), back.id, back.qos), ("realm1", "a.b", 42, 1));
         assert_eq!(back.disclosed.unwrap().session, 9);
@@ -229,7 +249,8 @@ mod tests {
             ..Default::default()
         }));
         m.expires = Some(now + Duration::from_secs(60));
-        let back = decode(&encode(&m, now), now).unwrap().unwrap();
+        let (back, w) = decode(&encode(&m, None, now), now).unwrap().unwrap();
+        assert!(w.is_none());
         assert!(matches!(&back.body, Body::Mqtt(b) if &b[..] == b"\x00\x01raw"));
         let props = back.props.unwrap();
         assert_eq!(props.content_type.as_deref(), Some("text/plain"));
@@ -242,7 +263,7 @@ mod tests {
         let now = Instant::now();
         let mut m = publication(Body::Mqtt(bytes::Bytes::from_static(b"x")));
         m.expires = Some(now);
-        assert!(decode(&encode(&m, now), now + Duration::from_millis(5)).unwrap().is_none());
+        assert!(decode(&encode(&m, None, now), now + Duration::from_millis(5)).unwrap().is_none());
         assert!(decode(b"\xc1garbage", now).is_err());
         assert_eq!(retained_key("r", "a.b"), b"r\0r\0a.b");
     }

@@ -19,8 +19,8 @@ use crate::rawsocket;
 use crate::router::owner::Outbox;
 use crate::router::procs::InvokePolicy;
 use crate::router::{
-    owner_of, Body, CallDone, CallOutcome, Identity, Interruption, Invoke, MatchPolicy, Member, Publication, Realm,
-    Receivers, RegRelease, RegRequest, RetainedReply, SessionRef, ShardMsg, SubKey,
+    owner_of, Body, CallDone, CallOutcome, Identity, Interruption, Invoke, KeyWrite, MatchPolicy, Member, Publication,
+    Realm, Receivers, RegRelease, RegRequest, RetainedReply, SessionRef, ShardMsg, SubKey,
 };
 use crate::value::{dict_get, Dict, Payload, Value};
 use crate::worker::core::Subscribed;
@@ -129,6 +129,9 @@ pub struct WampSession {
     revocation: bool,
     /// Published when the session ends (at most `meta::MAX_TESTAMENTS`).
     testaments: Vec<meta::Testament>,
+    /// Retained keys this session has a `will` or a waiting (`watch`)
+    /// publish on: their owners are told when it ends.
+    keys: Vec<(Realm, String)>,
 }
 
 fn opcode(ser: Serializer) -> Opcode {
@@ -453,6 +456,7 @@ fn hello(w: &mut Worker, handle: usize, realm: String, details: Dict) {
         want_retained: Vec::new(),
         revocation: announces(&details, "callee", "registration_revocation"),
         testaments: Vec::new(),
+        keys: Vec::new(),
     });
     conn.goodbye_sent = false;
     w.sessions.insert(id, handle);
@@ -477,6 +481,11 @@ fn end_session(w: &mut Worker, handle: usize, mut s: WampSession, reason: CloseR
     w.metrics.sessions -= 1;
     w.metrics.closed(reason);
     meta::publish_testaments(w, &mut s);
+    let me = SessionRef { worker: w.id, id: s.id };
+    for (realm, topic) in std::mem::take(&mut s.keys) {
+        let owner = owner_of(&realm, &topic, w.workers);
+        w.peers.send(owner, ShardMsg::KeySessionGone { realm, topic, session: me });
+    }
     meta::left(w, &s);
     for &sub in &s.subs {
         meta::unsubscribe(w, handle, s.id, sub);

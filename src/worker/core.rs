@@ -7,10 +7,8 @@ use super::{LocalKey, LocalSub, SubWaiter, Worker};
 use crate::metrics::Op;
 use crate::mqtt::session::{self as mqtt, Converted};
 use crate::router::owner::Outbox;
-use crate::router::retained::is_empty_body;
 use crate::router::{
     owner_of, MatchPolicy, Member, Publication, Realm, RegRelease, RetainedReply, SessionRef, ShardMsg, SubKey,
-    WorkerId,
 };
 use crate::store::thread::StoreReq;
 use crate::store::{record, Write};
@@ -18,11 +16,23 @@ use crate::wamp::session;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// An acknowledgement that waits for the store (`route_acked`).
+/// What became of a write whose publisher waits (`PendingAck`).
+#[derive(Clone, Copy, Debug)]
+pub enum AckOutcome<'a> {
+    /// Applied (and durable, if the store is on).
+    Stored,
+    /// The store could not write it.
+    Failed(&'a str),
+    /// Its condition (`when`) failed.
+    Refused,
+}
+
+/// An acknowledgement that waits for the store (`route_acked`) or for a
+/// key's owner (`KeyWrite`).
 #[derive(Debug)]
 pub enum PendingAck {
-    /// PUBLISHED for this request of this session.
-    Wamp { handle: usize, session: u64, request: u64, publication: u64 },
+    /// PUBLISHED (if `acknowledge`) for this request of this session.
+    Wamp { handle: usize, session: u64, request: u64, publication: u64, acknowledge: bool },
     /// PUBACK / PUBREC on this connection (`serial`: still the same one).
     Mqtt { handle: usize, serial: u64, version: crate::mqtt::codec::Version, qos: u8, pkid: u16, code: u8 },
 }
@@ -92,15 +102,25 @@ impl Worker {
                 session::on_interrupt(self, callee, caller, request, why)
             }
             ShardMsg::Retain(p, ack) => self.retain(p, ack),
+            ShardMsg::KeyWrite(kw) => self.key_write(kw),
+            ShardMsg::KeySessionGone { realm, topic, session } => self.key_session_gone(&realm, &topic, session),
+            ShardMsg::KeyReply { ticket, accepted } => {
+                if let Some(ack) = self.pending_acks.remove(&ticket) {
+                    self.stored(ack, if accepted { AckOutcome::Stored } else { AckOutcome::Refused });
+                }
+            }
             ShardMsg::Stored { tickets, error } => {
                 for t in tickets {
                     if let Some(ack) = self.pending_acks.remove(&t) {
-                        self.stored(ack, error.as_deref());
+                        let outcome = error.as_deref().map_or(AckOutcome::Stored, AckOutcome::Failed);
+                        self.stored(ack, outcome);
                     }
                 }
             }
             ShardMsg::RetainedQuery { realm, pattern, reply } => {
-                let values = self.retained.query(&realm, &pattern, reply.policy, self.now);
+                let mut expired = Vec::new();
+                let values = self.retained.query(&realm, &pattern, reply.policy, self.now, &mut expired);
+                self.forget_expired(expired);
                 if !values.is_empty() {
                     self.peers.send(reply.worker, ShardMsg::Retained { reply, values });
                 }
@@ -251,7 +271,7 @@ impl Worker {
             self.peers.send(owner, ShardMsg::Retain(p.clone(), ticket));
         } else if let Some((_, t)) = ticket {
             let ack = self.pending_acks.remove(&t).expect("just added");
-            self.stored(ack, None);
+            self.stored(ack, AckOutcome::Stored);
         }
         self.publish_arc(p)
     }
@@ -264,42 +284,33 @@ impl Worker {
         any
     }
 
-    /// At a topic's owner: the retained value changes, in memory and in the
-    /// store (which acknowledges `ack` once it is on disk).
-    fn retain(&mut self, p: Arc<Publication>, ack: Option<(WorkerId, u64)>) {
-        self.retained.set(p.clone());
-        match &mut self.store {
-            Some(link) => {
-                let key = record::retained_key(&p.realm, &p.topic);
-                let write = if is_empty_body(&p.body) {
-                    Write::Delete { key }
-                } else {
-                    Write::Put { key, value: record::encode(&p, self.now) }
-                };
-                link.send(StoreReq { write, ack });
+    /// A publication the store has (or failed to write): its publisher
+    /// gets the acknowledgement, or the error, if it is still there.
+    fn stored(&mut self, ack: PendingAck, outcome: AckOutcome) {
+        match ack {
+            PendingAck::Wamp { handle, session: s, request, publication, acknowledge } => {
+                if self.sessions.get(&s) == Some(&handle) {
+                    session::on_stored(self, handle, request, publication, acknowledge, outcome);
+                }
             }
-            None => {
-                if let Some((worker, ticket)) = ack {
-                    self.peers.send(worker, ShardMsg::Stored { tickets: vec![ticket], error: None });
+            PendingAck::Mqtt { handle, serial, version, qos, pkid, code } => {
+                if self.conns.get(handle).is_some_and(|c| c.serial == serial && !c.is_closed()) {
+                    let error = match outcome {
+                        AckOutcome::Stored => None,
+                        AckOutcome::Failed(e) => Some(e),
+                        AckOutcome::Refused => Some("refused"),
+                    };
+                    mqtt::on_stored(self, handle, version, qos, pkid, code, error);
                 }
             }
         }
     }
 
-    /// A publication the store has (or failed to write): its publisher
-    /// gets the acknowledgement, or the error, if it is still there.
-    fn stored(&mut self, ack: PendingAck, error: Option<&str>) {
-        match ack {
-            PendingAck::Wamp { handle, session: s, request, publication } => {
-                if self.sessions.get(&s) == Some(&handle) {
-                    session::on_stored(self, handle, request, publication, error);
-                }
-            }
-            PendingAck::Mqtt { handle, serial, version, qos, pkid, code } => {
-                if self.conns.get(handle).is_some_and(|c| c.serial == serial && !c.is_closed()) {
-                    mqtt::on_stored(self, handle, version, qos, pkid, code, error);
-                }
-            }
+    /// Expired retained values found by a query: the store forgets them.
+    fn forget_expired(&mut self, expired: Vec<Arc<Publication>>) {
+        let Some(link) = &mut self.store else { return };
+        for p in expired {
+            link.send(StoreReq { write: Write::Delete { key: record::retained_key(&p.realm, &p.topic) }, ack: None });
         }
     }
 

@@ -10,6 +10,7 @@
 //! - `crate::wamp::session`: WAMP messages to core operations and back.
 
 pub mod core;
+mod keys;
 pub mod peers;
 mod raw;
 

@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::config::Durability;
-use crate::worker::core::PendingAck;
+use crate::worker::core::{AckOutcome, PendingAck};
 
 pub(super) fn publish(
     w: &mut Worker,
@@ -23,8 +23,16 @@ pub(super) fn publish(
         (Ok(a), Ok(e)) => (a.unwrap_or(false), e.unwrap_or(true)),
         (Err(e), _) | (_, Err(e)) => return violation(w, handle, &e),
     };
-    let retain = match bool_opt(&options, "retain") {
-        Ok(r) => r.unwrap_or(false),
+    // `retain: true`, or `retain: N`: kept for N seconds (0: forever).
+    let (retain, ttl) = match dict_get(&options, "retain") {
+        None => (false, 0),
+        Some(Value::Bool(b)) => (*b, 0),
+        Some(Value::UInt(n)) => (true, *n),
+        Some(_) => return violation(w, handle, "option 'retain' must be a boolean or a number of seconds"),
+    };
+    // fox-wamp's key options, for retained publishes only.
+    let key = match retain.then(|| key_options(&options)).transpose() {
+        Ok(k) => k.flatten(),
         Err(e) => return violation(w, handle, &e),
     };
     if !uri_ok(w, &topic) {
@@ -73,6 +81,12 @@ pub(super) fn publish(
     let realm = s.realm.clone();
     let id = w.ids.next_id();
     let body = Body::Wamp(payload);
+    // `sequence`: the value goes under a new key below the topic.
+    let topic = match &key {
+        Some(k) if k.sequence => format!("{topic}.{id}"),
+        _ => topic,
+    };
+    let expires = (ttl > 0).then(|| w.now + std::time::Duration::from_secs(ttl.min(u64::from(u32::MAX))));
     let p = Publication {
         realm,
         topic,
@@ -83,15 +97,18 @@ pub(super) fn publish(
         qos: 0,
         retain,
         props: None,
-        expires: None,
+        expires,
         started,
         disclosed,
         receivers,
         ppt,
     };
+    if let Some(k) = key.filter(|k| k.when.is_some() || k.will.is_some()) {
+        return key_write(w, handle, request, acknowledge, p, k);
+    }
     if acknowledge && retain && w.cfg.store.durability == Durability::Sync {
         // PUBLISHED waits until the retained value is on disk.
-        let ack = PendingAck::Wamp { handle, session: publisher.id, request, publication: id };
+        let ack = PendingAck::Wamp { handle, session: publisher.id, request, publication: id, acknowledge };
         w.route_acked(p, Some(ack));
         return;
     }
@@ -101,13 +118,80 @@ pub(super) fn publish(
     }
 }
 
-/// The store has (or could not write) a retained PUBLISH's value.
-pub fn on_stored(w: &mut Worker, handle: usize, request: u64, publication: u64, failed: Option<&str>) {
-    match failed {
-        None => send(w, handle, &Msg::Published { request, publication }),
-        Some(e) => {
+/// fox-wamp's options of a retained PUBLISH.
+pub(super) struct KeyOptions {
+    /// `when`: the condition (a present `null` included).
+    when: Option<Value>,
+    watch: bool,
+    /// `will` (or `weak: true`, fox-wamp's older `will: null`).
+    will: Option<Value>,
+    sequence: bool,
+}
+
+/// `None` when the PUBLISH has none of them (one pass over the keys).
+fn key_options(options: &Dict) -> Result<Option<KeyOptions>, String> {
+    let named = |k: &str| matches!(k, "when" | "watch" | "will" | "weak" | "sequence");
+    if !options.iter().any(|(k, _)| named(k)) {
+        return Ok(None);
+    }
+    // Present with a null value is not absent here: `when: null` and `will: null` mean something.
+    let raw = |key: &str| options.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let weak = bool_opt(options, "weak")?.unwrap_or(false);
+    let watch = bool_opt(options, "watch")?.unwrap_or(false);
+    let sequence = bool_opt(options, "sequence")?.unwrap_or(false);
+    let will = raw("will").or(weak.then_some(Value::Null));
+    Ok(Some(KeyOptions { when: raw("when"), watch, will, sequence }))
+}
+
+/// A retained PUBLISH with `when` or `will`: decided at the key's owner,
+/// which routes the event only if it accepts it. The publisher hears back
+/// either way: PUBLISHED (if `acknowledge`), or ERROR
+/// `wamp.error.invalid_payload` "not accepted" (always, as fox-wamp does).
+fn key_write(w: &mut Worker, handle: usize, request: u64, acknowledge: bool, p: Publication, k: KeyOptions) {
+    let publisher = p.publisher;
+    let publication = p.id;
+    let owner = owner_of(&p.realm, &p.topic, w.workers);
+    let s = session(w, handle);
+    if k.will.is_some() || k.watch {
+        // The owner hears when this session ends (bounded: one entry per key).
+        let key = (p.realm.clone(), p.topic.clone());
+        if !s.keys.contains(&key) {
+            if s.keys.len() >= MAX_SESSION_KEYS {
+                let text = Some(format!("a session may tie at most {MAX_SESSION_KEYS} keys to itself"));
+                return error(w, handle, m::PUBLISH, request, "wamp.error.invalid_argument", text);
+            }
+            s.keys.push(key);
+        }
+    }
+    w.next_ticket += 1;
+    let ticket = w.next_ticket;
+    let ack = PendingAck::Wamp { handle, session: publisher.id, request, publication, acknowledge };
+    w.pending_acks.insert(ticket, ack);
+    let will = k.will.map(|v| match v {
+        Value::Null => Body::Wamp(Payload::default()),
+        v => Body::Wamp(Payload { args: Some(vec![v]), kwargs: None }),
+    });
+    let kw = KeyWrite { p: std::sync::Arc::new(p), when: k.when, watch: k.watch, will, reply: Some((w.id, ticket)) };
+    w.peers.send(owner, ShardMsg::KeyWrite(Box::new(kw)));
+}
+
+/// Keys one session may have a will or a waiting publish on.
+pub(super) const MAX_SESSION_KEYS: usize = 1024;
+
+/// The store has (or could not write) a retained PUBLISH's value, or its
+/// key's owner refused it (`when`: fox-wamp's answer, sent even without
+/// `acknowledge`).
+pub fn on_stored(w: &mut Worker, handle: usize, request: u64, publication: u64, acknowledge: bool, o: AckOutcome) {
+    match o {
+        AckOutcome::Stored if acknowledge => send(w, handle, &Msg::Published { request, publication }),
+        AckOutcome::Stored => {}
+        AckOutcome::Failed(e) => {
             let text = Some(format!("the retained value could not be stored: {e}"));
             error(w, handle, m::PUBLISH, request, STORE_FAILED, text);
+        }
+        AckOutcome::Refused => {
+            let text = Some("not accepted".to_owned());
+            error(w, handle, m::PUBLISH, request, "wamp.error.invalid_payload", text);
         }
     }
 }
@@ -166,10 +250,14 @@ pub(super) fn subscribe(w: &mut Worker, handle: usize, request: u64, options: Di
         },
         Some(_) => return violation(w, handle, "option 'match' must be a string"),
     };
-    let get_retained = match bool_opt(&options, "get_retained") {
-        Ok(r) => r.unwrap_or(false),
-        Err(e) => return violation(w, handle, &e),
-    };
+    // `retained` and `retainedState` are fox-wamp's names (replay, then live).
+    let mut get_retained = false;
+    for name in ["get_retained", "retained", "retainedState"] {
+        match bool_opt(&options, name) {
+            Ok(r) => get_retained |= r.unwrap_or(false),
+            Err(e) => return violation(w, handle, &e),
+        }
+    }
     if !pattern_ok(w, &topic, policy) {
         let msg = format!("invalid topic '{topic}' for match policy {policy:?}");
         return error(w, handle, m::SUBSCRIBE, request, "wamp.error.invalid_uri", Some(msg));

@@ -1,0 +1,149 @@
+//! What a worker does as the owner of retained keys: plain retained writes
+//! (memory, then the store), and fox-wamp's key options, decided here so
+//! that they have one order: `when` (a conditional write), `watch` (a failed
+//! condition waits, first come first served, one winner per change: a
+//! lock), `will` (the key is tied to its publisher's session and gets the
+//! will value when that session ends), expiry (`retain: N`).
+
+use super::Worker;
+use crate::router::keys::{fits, value_of};
+use crate::router::owner::Outbox;
+use crate::router::retained::is_empty_body;
+use crate::router::{Body, KeyWrite, Publication, Realm, SessionRef, ShardMsg, WorkerId};
+use crate::store::thread::StoreReq;
+use crate::store::{record, Write};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Publishes that may wait on one key (`watch`); more are refused.
+pub const MAX_WAITERS: usize = 1024;
+
+impl Worker {
+    /// A plain retained publication at its owner.
+    pub(crate) fn retain(&mut self, p: Arc<Publication>, ack: Option<(WorkerId, u64)>) {
+        self.retained.set(p.clone());
+        self.persist(&p, None, ack);
+        self.release_waiters(&p.realm.clone(), &p.topic.clone());
+    }
+
+    /// Writes a key's value (and will) to the store; `ack` is answered once
+    /// it is durable, or at once without a store.
+    fn persist(&mut self, p: &Publication, will: Option<&Body>, ack: Option<(WorkerId, u64)>) {
+        // `$SYS` values change every interval and are made again at start.
+        let store = self.store.as_mut().filter(|_| !crate::mqtt::sys::is_sys(&p.topic));
+        match store {
+            Some(link) => {
+                let key = record::retained_key(&p.realm, &p.topic);
+                let write = if is_empty_body(&p.body) && will.is_none() {
+                    Write::Delete { key }
+                } else {
+                    Write::Put { key, value: record::encode(p, will, self.now) }
+                };
+                link.send(StoreReq { write, ack });
+            }
+            None => {
+                if let Some((worker, ticket)) = ack {
+                    self.peers.send(worker, ShardMsg::Stored { tickets: vec![ticket], error: None });
+                }
+            }
+        }
+    }
+
+    /// The key's value as conditions see it.
+    fn key_value(&self, realm: &str, topic: &str, now: Instant) -> Option<crate::value::Value> {
+        let p = self.retained.get(realm, topic)?.value.as_ref()?;
+        if p.expired(now) {
+            return None;
+        }
+        value_of(&p.body)
+    }
+
+    /// A conditional or session-bound retained publish arrives at the owner.
+    pub(crate) fn key_write(&mut self, kw: Box<KeyWrite>) {
+        let (realm, topic) = (kw.p.realm.clone(), kw.p.topic.clone());
+        let current = self.key_value(&realm, &topic, self.now);
+        if kw.when.as_ref().is_none_or(|c| fits(c, current.as_ref())) {
+            self.apply(*kw);
+            return self.release_waiters(&realm, &topic);
+        }
+        if kw.watch {
+            let entry = self.retained.entry_mut(&realm, &topic);
+            if entry.waiters.len() < MAX_WAITERS {
+                entry.waiters.push_back(kw);
+                return;
+            }
+            self.retained.tidy(&realm, &topic);
+        }
+        self.refuse(&kw);
+    }
+
+    fn refuse(&mut self, kw: &KeyWrite) {
+        if let Some((worker, ticket)) = kw.reply {
+            self.peers.send(worker, ShardMsg::KeyReply { ticket, accepted: false });
+        }
+    }
+
+    /// An accepted key write: the value, the will, the store, the event.
+    fn apply(&mut self, kw: KeyWrite) {
+        let KeyWrite { p, will, reply, .. } = kw;
+        self.retained.set(p.clone());
+        if let Some(body) = &will {
+            self.retained.entry_mut(&p.realm, &p.topic).will = Some((p.publisher, body.clone()));
+        }
+        self.persist(&p, will.as_ref(), reply);
+        self.publish_arc(p);
+    }
+
+    /// After a change of the key: the first waiting publish whose condition
+    /// now holds is applied, and so on while one does (one winner per change,
+    /// in arrival order).
+    fn release_waiters(&mut self, realm: &Realm, topic: &str) {
+        loop {
+            let current = self.key_value(realm, topic, self.now);
+            let Some(entry) = self.retained.get(realm, topic) else { return };
+            let Some(i) =
+                entry.waiters.iter().position(|kw| kw.when.as_ref().is_none_or(|c| fits(c, current.as_ref())))
+            else {
+                return;
+            };
+            let kw = self.retained.entry_mut(realm, topic).waiters.remove(i).expect("found");
+            self.apply(*kw);
+        }
+    }
+
+    /// A session ended: its waiting publishes on the key go, and the key, if
+    /// tied to it, gets the will value (published like any retained write,
+    /// from the departed session).
+    pub(crate) fn key_session_gone(&mut self, realm: &Realm, topic: &str, session: SessionRef) {
+        let Some(entry) = self.retained.get(realm, topic) else { return };
+        let tied = entry.will.as_ref().is_some_and(|(s, _)| *s == session);
+        // (Its publishes that still wait need no answer: it is gone.)
+        let entry = self.retained.entry_mut(realm, topic);
+        entry.waiters.retain(|kw| kw.p.publisher != session);
+        if !tied {
+            return self.retained.tidy(realm, topic);
+        }
+        let (_, body) = entry.will.take().expect("tied");
+        let p = Publication {
+            realm: realm.clone(),
+            topic: topic.to_owned(),
+            id: self.ids.next_id(),
+            publisher: session,
+            exclude_me: false,
+            body,
+            qos: 0,
+            retain: true,
+            props: None,
+            expires: None,
+            started: Instant::now(),
+            disclosed: None,
+            receivers: None,
+            ppt: None,
+        };
+        let p = Arc::new(p);
+        self.retained.set(p.clone());
+        self.persist(&p, None, None);
+        self.publish_arc(p);
+        self.release_waiters(realm, topic);
+    }
+}
