@@ -56,6 +56,13 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Binds and starts everything. Returns once the router accepts connections.
 pub fn start(cfg: Config) -> io::Result<Running> {
+    start_with(cfg, None)
+}
+
+/// `start` with a given store instead of the one `--data` names (tests:
+/// an in-memory or failing store; `--durability` still decides whether
+/// acknowledgements wait for it, and `none` uses no store at all).
+pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Running> {
     let cfg = Arc::new(cfg);
     let mut listener = bind(cfg.listen)?;
     let local_addr = listener.local_addr()?;
@@ -91,7 +98,7 @@ pub fn start(cfg: Config) -> io::Result<Running> {
         inboxes.push(rx);
     }
 
-    let (store_tx, store, mut retained) = open_store(&cfg, &senders, &wakers)?;
+    let (store_tx, store, mut retained) = open_store(&cfg, store, &senders, &wakers)?;
 
     let (metrics_tx, metrics_rx) = bounded(METRICS_CAPACITY);
     let metrics_cfg = cfg.metrics.clone();
@@ -159,7 +166,12 @@ type StoreParts = (Option<Sender<StoreReq>>, Option<JoinHandle<()>>, Vec<Vec<Arc
 /// values back for their owner workers, and starts the store thread. A
 /// store that cannot be opened, or a record that cannot be read, stops the
 /// start with the reason: the router does not serve with half its data.
-fn open_store(cfg: &Config, senders: &[Sender<ShardMsg>], wakers: &[Arc<Waker>]) -> io::Result<StoreParts> {
+fn open_store(
+    cfg: &Config,
+    given: Option<Box<dyn Store>>,
+    senders: &[Sender<ShardMsg>],
+    wakers: &[Arc<Waker>],
+) -> io::Result<StoreParts> {
     let n = senders.len();
     let mut retained = vec![Vec::new(); n];
     let sync = match cfg.store.durability {
@@ -169,9 +181,14 @@ fn open_store(cfg: &Config, senders: &[Sender<ShardMsg>], wakers: &[Arc<Waker>])
     };
     let dir = &cfg.store.data;
     let failed = |e: String| io::Error::other(e);
-    std::fs::create_dir_all(dir)
-        .map_err(|e| failed(format!("cannot create the data directory {}: {e}", dir.display())))?;
-    let mut store = FjallStore::open(dir, sync).map_err(failed)?;
+    let mut store: Box<dyn Store> = match given {
+        Some(s) => s,
+        None => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| failed(format!("cannot create the data directory {}: {e}", dir.display())))?;
+            Box::new(FjallStore::open(dir, sync).map_err(failed)?)
+        }
+    };
     let now = std::time::Instant::now();
     // Expired values go; keys tied to a session (`will`) get their will
     // value, since no session survived the restart (as fox-wamp's SQLite
@@ -203,9 +220,8 @@ fn open_store(cfg: &Config, senders: &[Sender<ShardMsg>], wakers: &[Arc<Waker>])
     let (tx, rx) = bounded(thread::CAPACITY);
     let commit = if sync { Commit::Now } else { Commit::Every(cfg.store.batch) };
     let workers: Vec<_> = senders.iter().cloned().zip(wakers.iter().cloned()).collect();
-    let handle = std::thread::Builder::new()
-        .name("store".into())
-        .spawn(move || thread::run(Box::new(store), rx, commit, workers))?;
+    let handle =
+        std::thread::Builder::new().name("store".into()).spawn(move || thread::run(store, rx, commit, workers))?;
     Ok((Some(tx), Some(handle), retained))
 }
 
