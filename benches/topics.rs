@@ -8,7 +8,7 @@ use fennec::router::topics::TopicTable;
 use fennec::router::{MatchPolicy, SubKey};
 
 fn key(topic: String, policy: MatchPolicy) -> SubKey {
-    SubKey { realm: "realm1".into(), topic, policy, share: None }
+    SubKey { realm: "realm1".into(), topic, policy, share: None, filter: None }
 }
 
 fn bench(c: &mut Criterion) {

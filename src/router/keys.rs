@@ -56,6 +56,23 @@ pub fn fits(cond: &Value, current: Option<&Value>) -> bool {
     }
 }
 
+/// A condition as canonical JSON (dictionary keys sorted, recursively), so
+/// that equal filters name one subscription.
+pub fn canonical(v: &Value) -> String {
+    fn sorted(v: &Value) -> Value {
+        match v {
+            Value::Dict(d) => {
+                let mut d: Vec<(String, Value)> = d.iter().map(|(k, v)| (k.clone(), sorted(v))).collect();
+                d.sort_by(|a, b| a.0.cmp(&b.0));
+                Value::Dict(d)
+            }
+            Value::List(l) => Value::List(l.iter().map(sorted).collect()),
+            v => v.clone(),
+        }
+    }
+    serde_json::to_string(&sorted(v)).expect("a value always encodes")
+}
+
 fn same(a: &Value, b: &Value) -> bool {
     fn num(v: &Value) -> Option<f64> {
         match v {
@@ -109,6 +126,16 @@ mod tests {
         assert!(fits(&d(&[("gone", Value::Null)]), Some(&d(&[("x", Value::UInt(1))]))));
         assert!(fits(&Value::Float(1.0), Some(&Value::UInt(1))));
         assert!(fits(&Value::List(vec![Value::Int(-1)]), Some(&Value::List(vec![Value::Float(-1.0)]))));
+    }
+
+    #[test]
+    fn canonical_filters() {
+        let a = d(&[("b", Value::UInt(1)), ("a", d(&[("y", Value::Null), ("x", Value::Bool(true))]))]);
+        let b = d(&[("a", d(&[("x", Value::Bool(true)), ("y", Value::Null)])), ("b", Value::UInt(1))]);
+        assert_eq!(canonical(&a), canonical(&b));
+        assert_eq!(canonical(&a), r#"{"a":{"x":true,"y":null},"b":1}"#);
+        let back: Value = serde_json::from_str(&canonical(&a)).unwrap();
+        assert!(fits(&back, Some(&b)));
     }
 
     #[test]

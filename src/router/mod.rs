@@ -63,6 +63,11 @@ pub struct SubKey {
     /// MQTT shared subscription group (`$share/group/...`): each message
     /// goes to one member of the group.
     pub share: Option<Arc<str>>,
+    /// fox-wamp's subscribe `filter`, as canonical JSON: only events whose
+    /// value meets it (`keys::fits`) are delivered. Subscribers with the
+    /// same topic, policy and filter share one subscription, so the filter
+    /// is evaluated once per publication, not per subscriber.
+    pub filter: Option<Arc<str>>,
 }
 
 /// A session anywhere in the router.

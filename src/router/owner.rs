@@ -213,7 +213,7 @@ mod tests {
     use std::time::Instant;
 
     fn key() -> SubKey {
-        SubKey { realm: "r".into(), topic: "t".into(), policy: MatchPolicy::Exact, share: None }
+        SubKey { realm: "r".into(), topic: "t".into(), policy: MatchPolicy::Exact, share: None, filter: None }
     }
 
     #[test]

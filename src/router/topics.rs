@@ -69,6 +69,9 @@ struct RealmTopics {
     filter: Trie,
     /// Shared subscriptions: the key (group included), filter components, route.
     shared: Vec<(SubKey, Vec<String>, Route)>,
+    /// Subscriptions with a value `filter` (WAMP, fox-wamp's option):
+    /// matched by a scan, like shared ones.
+    filtered: Vec<(SubKey, Route)>,
 }
 
 impl Default for RealmTopics {
@@ -79,6 +82,7 @@ impl Default for RealmTopics {
             wildcard: Trie::new(false),
             filter: Trie::new(true),
             shared: Vec::new(),
+            filtered: Vec::new(),
         }
     }
 }
@@ -86,6 +90,17 @@ impl Default for RealmTopics {
 impl RealmTopics {
     fn route_mut(&mut self, key: &SubKey, create: bool) -> Option<&mut Route> {
         let empty = Route::default;
+        if key.filter.is_some() {
+            let i = match self.filtered.iter().position(|(k, _)| k == key) {
+                Some(i) => i,
+                None if create => {
+                    self.filtered.push((key.clone(), empty()));
+                    self.filtered.len() - 1
+                }
+                None => return None,
+            };
+            return Some(&mut self.filtered[i].1);
+        }
         if key.share.is_some() {
             let i = match self.shared.iter().position(|(k, _, _)| k == key) {
                 Some(i) => i,
@@ -122,6 +137,10 @@ impl RealmTopics {
     }
 
     fn drop_if_empty(&mut self, key: &SubKey) {
+        if key.filter.is_some() {
+            self.filtered.retain(|(_, r)| !r.workers.is_empty());
+            return;
+        }
         if key.share.is_some() {
             self.shared.retain(|(_, _, r)| !r.workers.is_empty());
             return;
@@ -144,6 +163,7 @@ impl RealmTopics {
             && self.wildcard.is_empty()
             && self.filter.is_empty()
             && self.shared.is_empty()
+            && self.filtered.is_empty()
     }
 }
 
@@ -203,6 +223,11 @@ impl TopicTable {
         }
         realm.wildcard.for_each_match(topic, &mut |r| f(MatchPolicy::Wildcard, r));
         realm.filter.for_each_match(topic, &mut |r| f(MatchPolicy::Filter, r));
+        for (key, route) in &realm.filtered {
+            if matches(key.policy, &key.topic, topic) {
+                f(key.policy, route);
+            }
+        }
     }
 
     /// Calls `f` for every shared subscription matching `topic` (they are
@@ -230,6 +255,9 @@ impl TopicTable {
     /// The route of exactly this key.
     pub fn get(&self, key: &SubKey) -> Option<&Route> {
         let realm = self.realms.get(&key.realm)?;
+        if key.filter.is_some() {
+            return realm.filtered.iter().find(|(k, _)| k == key).map(|(_, r)| r);
+        }
         if key.share.is_some() {
             return realm.shared.iter().find(|(k, _, _)| k == key).map(|(_, _, r)| r);
         }
@@ -257,7 +285,9 @@ impl TopicTable {
     pub fn len(&self) -> usize {
         self.realms
             .values()
-            .map(|r| r.exact.len() + r.prefix.len() + r.wildcard.len() + r.filter.len() + r.shared.len())
+            .map(|r| {
+                r.exact.len() + r.prefix.len() + r.wildcard.len() + r.filter.len() + r.shared.len() + r.filtered.len()
+            })
             .sum()
     }
 
@@ -271,7 +301,7 @@ mod tests {
     use super::*;
 
     fn key(topic: &str, policy: MatchPolicy) -> SubKey {
-        SubKey { realm: "r".into(), topic: topic.into(), policy, share: None }
+        SubKey { realm: "r".into(), topic: topic.into(), policy, share: None, filter: None }
     }
 
     fn matches(t: &TopicTable, topic: &str) -> Vec<u64> {

@@ -213,8 +213,13 @@ impl Worker {
             return;
         }
         self.local_keys.insert(key.clone(), LocalKey::Active(subscription));
-        let local =
-            self.local_subs.entry(subscription).or_insert(LocalSub { key: key.clone(), members: Vec::new(), next: 0 });
+        let filter = key.filter.as_deref().and_then(|f| serde_json::from_str(f).ok());
+        let local = self.local_subs.entry(subscription).or_insert(LocalSub {
+            key: key.clone(),
+            filter,
+            members: Vec::new(),
+            next: 0,
+        });
         for w in &alive {
             if !local.members.contains(&w.member) {
                 local.members.push(w.member);
@@ -384,8 +389,16 @@ impl Worker {
         let mut delivered = 0u64;
         let mut conv = Converted::default();
         let mut mqtt_hits = std::mem::take(&mut self.mqtt_hits);
+        // The publication's value, for filtered subscriptions (made once).
+        let mut value: Option<Option<crate::value::Value>> = None;
         for &(subscription, policy) in &matched {
             let Some(local) = self.local_subs.get_mut(&subscription) else { continue };
+            if let Some(filter) = &local.filter {
+                let v = value.get_or_insert_with(|| crate::router::keys::value_of(&p.body));
+                if !crate::router::keys::fits(filter, v.as_ref()) {
+                    continue;
+                }
+            }
             let members = std::mem::take(&mut local.members);
             let mut cache = session::EventCache::default();
             for &m in &members {

@@ -68,6 +68,8 @@ pub struct SubWaiter {
 /// The local subscribers of one subscription.
 pub struct LocalSub {
     pub key: SubKey,
+    /// The key's `filter`, parsed once.
+    pub filter: Option<crate::value::Value>,
     pub members: Vec<Member>,
     /// Round-robin position among members (shared subscriptions).
     pub next: usize,

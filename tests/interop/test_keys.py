@@ -213,3 +213,58 @@ def test_retain_for_seconds_sequence_keys_and_the_subscribe_aliases(serializer):
                     c.close()
 
     run(body())
+
+
+def test_subscribe_filter(serializer):
+    async def body():
+        async with Sessions() as ss:
+            base = f"com.fennec.keys.{RUN}.filter.{serializer.SERIALIZER_ID}"
+            pub = await ss.open(serializer)
+            await publish(pub, f"{base}.door", {"state": "open", "floor": 1})
+            await publish(pub, f"{base}.window", {"state": "closed", "floor": 1})
+            hot, all_ = Inbox(), Inbox()
+            a = await ss.open(serializer)
+            b = await ss.open(serializer)
+            c = await ss.open(serializer)
+            only_open = {"filter": {"state": "open"}, "match": "prefix", "get_retained": True}
+            subs = []
+            for s, inbox in ((a, hot), (b, hot)):
+                subs.append(await raw_subscribe(s, base, inbox, only_open))
+            subs.append(await raw_subscribe(c, base, all_, {"match": "prefix"}))
+            # One subscription for one filter, another without.
+            assert subs[0] == subs[1] != subs[2]
+            # The replay is filtered too: each of the two gets the open door.
+            items = await hot.wait_for_count(2)
+            assert [i[1] for i in items] == [({"state": "open", "floor": 1},)] * 2
+            await publish(pub, f"{base}.door", {"state": "closed"})
+            await publish(pub, f"{base}.hatch", {"state": "open", "floor": 3})
+            await publish(pub, f"{base}.hatch", "open")  # another shape: not met, no crash
+            await all_.wait_for_count(3)
+            items = await hot.wait_for_count(4)
+            await asyncio.sleep(0.3)
+            assert len(hot.items) == 4, hot.items
+            assert [i[1] for i in items[2:]] == [({"state": "open", "floor": 3},)] * 2
+
+    run(body())
+
+
+async def raw_subscribe(session, topic, inbox, options):
+    """SUBSCRIBE with raw options (autobahn's SubscribeOptions has no
+    `filter`); returns the subscription ID."""
+    send = session._transport.send
+
+    def with_options(msg):
+        if isinstance(msg, message.Subscribe):
+            raw = msg.marshal()
+            raw[2] = dict(options)
+            obj = session._transport._serializer._serializer
+            msg._serialized[obj] = obj.serialize(raw)
+        return send(msg)
+
+    session._transport.send = with_options
+    try:
+        fut = session.subscribe(inbox.handler(), topic)
+    finally:
+        session._transport.send = send
+    sub = await asyncio.wait_for(fut, STEP_TIMEOUT)
+    return sub.id

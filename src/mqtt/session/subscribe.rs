@@ -45,7 +45,7 @@ pub(super) fn subscribe(
             continue;
         }
         let share = parsed.share.map(Arc::from);
-        let key = SubKey { realm: realm.clone(), topic: parsed.topic, policy: parsed.policy, share };
+        let key = SubKey { realm: realm.clone(), topic: parsed.topic, policy: parsed.policy, share, filter: None };
         let granted = f.qos.min(2);
         pending.codes[i] = granted;
         let s = &mut w.mqtt.sessions[slot];

@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::config::Durability;
+use crate::router::keys::{canonical, fits, value_of};
 use crate::worker::core::{AckOutcome, PendingAck};
 
 pub(super) fn publish(
@@ -267,7 +268,9 @@ pub(super) fn subscribe(w: &mut Worker, handle: usize, request: u64, options: Di
     if get_retained {
         s.want_retained.push(request);
     }
-    let key = SubKey { realm, topic, policy, share: None };
+    // fox-wamp's `filter`: only events whose value meets it.
+    let filter = options.iter().find(|(k, _)| k == "filter").map(|(_, v)| canonical(v).into());
+    let key = SubKey { realm, topic, policy, share: None, filter };
     if let Subscribed::Now(subscription) = w.subscribe(Member::Wamp(handle), id, key, request, started) {
         subscribed(w, handle, request, subscription, started);
     }
@@ -308,8 +311,10 @@ pub fn on_retained(w: &mut Worker, handle: usize, reply: &RetainedReply, values:
         return;
     }
     let Some((ser, framing)) = w.conns[handle].wamp().map(|c| (c.ser, c.framing)) else { return };
+    // A filtered subscription replays only the values that meet its filter.
+    let filter = w.local_subs.get(&reply.subscription).and_then(|l| l.filter.clone());
     for p in values {
-        if p.expired(w.now) {
+        if p.expired(w.now) || filter.as_ref().is_some_and(|f| !fits(f, value_of(&p.body).as_ref())) {
             continue;
         }
         let mut details = vec![("retained".to_owned(), Value::Bool(true))];

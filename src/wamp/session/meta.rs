@@ -408,7 +408,7 @@ fn subscription_call(w: &mut Worker, handle: usize, request: u64, name: &str, pa
         "lookup" => (|| {
             let topic = a.string(0, "topic")?;
             let policy = match_option(a.options(1)?)?;
-            let key = SubKey { realm: realm.clone(), topic: topic.to_owned(), policy, share: None };
+            let key = SubKey { realm: realm.clone(), topic: topic.to_owned(), policy, share: None, filter: None };
             let id = w.topics.get(&key).filter(|r| !r.workers.is_empty()).map(|r| r.subscription);
             Ok(vec![id.map_or(Value::Null, Value::UInt)])
         })(),
