@@ -262,6 +262,42 @@ pub struct RealmConfig {
     /// subscribers: as they ask (`disclose_me`, the default), always, or never.
     #[serde(default)]
     pub disclose: Disclose,
+    /// Topics whose events are kept (`[[realm.history]]`).
+    #[serde(default)]
+    pub history: Vec<HistoryRule>,
+}
+
+/// Event history for topics matching `uri` under `match` (exact, prefix,
+/// wildcard): the newest `limit` events per topic, none older than
+/// `max_age_s` (if given).
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryRule {
+    pub uri: String,
+    #[serde(rename = "match", default = "exact")]
+    pub policy: String,
+    #[serde(default = "history_limit")]
+    pub limit: usize,
+    pub max_age_s: Option<u64>,
+}
+
+fn exact() -> String {
+    "exact".into()
+}
+
+/// Events kept per topic by default (a rule without `limit`, or `trace: true`).
+pub const HISTORY_LIMIT: usize = 1000;
+
+fn history_limit() -> usize {
+    HISTORY_LIMIT
+}
+
+impl HistoryRule {
+    /// Whether the rule covers `topic`.
+    pub fn covers(&self, topic: &str) -> bool {
+        let policy = crate::router::MatchPolicy::parse(&self.policy).unwrap_or(crate::router::MatchPolicy::Exact);
+        crate::router::topics::matches(policy, &self.uri, topic)
+    }
 }
 
 /// A realm's caller / publisher disclosure policy.
@@ -314,6 +350,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub mqtt: Mqtt,
     pub store: StoreConfig,
+    /// Some realm keeps event history.
+    pub any_history: bool,
 }
 
 impl Default for Config {
@@ -346,11 +384,16 @@ impl Config {
         let mut realms = file.realms;
         for name in cli.realms {
             if !realms.iter().any(|r| r.name == name) {
-                realms.push(RealmConfig { name, slow_consumer: None, disclose: Disclose::Allow });
+                realms.push(RealmConfig { name, slow_consumer: None, disclose: Disclose::Allow, history: Vec::new() });
             }
         }
         if realms.is_empty() {
-            realms.push(RealmConfig { name: "realm1".into(), slow_consumer: None, disclose: Disclose::Allow });
+            realms.push(RealmConfig {
+                name: "realm1".into(),
+                slow_consumer: None,
+                disclose: Disclose::Allow,
+                history: Vec::new(),
+            });
         }
         let uri_check = cli.uri_check.or(file.uri_check).unwrap_or_default();
         for r in &realms {
@@ -412,7 +455,9 @@ impl Config {
         for f in &mqtt.deny_subscribe {
             crate::mqtt::topic::parse_filter(f).map_err(|e| format!("mqtt.deny_subscribe: '{f}': {e}"))?;
         }
+        let any_history = realms.iter().any(|r| !r.history.is_empty());
         Ok(Config {
+            any_history,
             cores,
             pin: !cli.no_pin && file.pin.unwrap_or(true),
             listen: cli.listen.or(file.wamp.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("literal")),
@@ -442,7 +487,17 @@ impl Config {
             name: name.to_owned(),
             slow_consumer: None,
             disclose: Disclose::Allow,
+            history: Vec::new(),
         })
+    }
+
+    /// The history rule covering `topic` in `realm`, if any (no clone: on
+    /// the publish path).
+    pub fn history_rule(&self, realm: &str, topic: &str) -> Option<&HistoryRule> {
+        if !self.any_history {
+            return None;
+        }
+        self.realms.iter().find(|r| r.name == realm)?.history.iter().find(|h| h.covers(topic))
     }
 }
 

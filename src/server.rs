@@ -4,6 +4,7 @@
 
 use crate::config::{Config, Durability};
 use crate::metrics;
+use crate::router::history::Recorded;
 use crate::router::retained::is_empty_body;
 use crate::router::{owner_of, Listener, Publication, ShardMsg, WorkerId};
 use crate::store::thread::{self, Commit, StoreReq};
@@ -98,7 +99,7 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
         inboxes.push(rx);
     }
 
-    let (store_tx, store, mut retained) = open_store(&cfg, store, &senders, &wakers)?;
+    let (store_tx, store, mut retained, mut history) = open_store(&cfg, store, &senders, &wakers)?;
 
     let (metrics_tx, metrics_rx) = bounded(METRICS_CAPACITY);
     let metrics_cfg = cfg.metrics.clone();
@@ -118,6 +119,7 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
             metrics: Some(metrics_tx.clone()),
             store: store_tx.clone(),
             retained: std::mem::take(&mut retained[i]),
+            history: std::mem::take(&mut history[i]),
         };
         let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
         let handle = std::thread::Builder::new().name(format!("worker-{i}")).spawn(move || {
@@ -160,7 +162,9 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
     })
 }
 
-type StoreParts = (Option<Sender<StoreReq>>, Option<JoinHandle<()>>, Vec<Vec<Arc<Publication>>>);
+/// The store channel, its thread, and per worker what it owns from the
+/// store: retained values and history events.
+type StoreParts = (Option<Sender<StoreReq>>, Option<JoinHandle<()>>, Vec<Vec<Arc<Publication>>>, Vec<Vec<Recorded>>);
 
 /// Opens the durable store (unless `--durability none`), reads the retained
 /// values back for their owner workers, and starts the store thread. A
@@ -174,8 +178,9 @@ fn open_store(
 ) -> io::Result<StoreParts> {
     let n = senders.len();
     let mut retained = vec![Vec::new(); n];
+    let mut history = vec![Vec::new(); n];
     let sync = match cfg.store.durability {
-        Durability::None => return Ok((None, None, retained)),
+        Durability::None => return Ok((None, None, retained, history)),
         Durability::Sync => true,
         Durability::Batch => false,
     };
@@ -198,7 +203,7 @@ fn open_store(
         let decoded = record::decode(&value, now).map_err(|e| {
             failed(format!("corrupt store in {}: key {:?}: {e}", dir.display(), String::from_utf8_lossy(&key)))
         })?;
-        let Some((mut p, will)) = decoded else {
+        let Some(record::Decoded { mut p, will, .. }) = decoded else {
             fixes.push(Write::Delete { key });
             continue;
         };
@@ -214,6 +219,19 @@ fn open_store(
         let owner = owner_of(&p.realm, &p.topic, n) as usize;
         retained[owner].push(Arc::new(p));
     }
+    for (key, value) in store.scan(record::history_prefix()).map_err(failed)? {
+        let corrupt = |e: String| {
+            failed(format!("corrupt store in {}: key {:?}: {e}", dir.display(), String::from_utf8_lossy(&key)))
+        };
+        let decoded = record::decode(&value, now).map_err(corrupt)?;
+        let seq = record::history_seq(&key).ok_or_else(|| corrupt("no sequence number".into()))?;
+        let Some(record::Decoded { p, at, .. }) = decoded else {
+            fixes.push(Write::Delete { key });
+            continue;
+        };
+        let owner = owner_of(&p.realm, &p.topic, n) as usize;
+        history[owner].push(Recorded { seq, at, p: Arc::new(p) });
+    }
     if !fixes.is_empty() {
         store.commit(&fixes).map_err(failed)?;
     }
@@ -222,7 +240,7 @@ fn open_store(
     let workers: Vec<_> = senders.iter().cloned().zip(wakers.iter().cloned()).collect();
     let handle =
         std::thread::Builder::new().name("store".into()).spawn(move || thread::run(store, rx, commit, workers))?;
-    Ok((Some(tx), Some(handle), retained))
+    Ok((Some(tx), Some(handle), retained, history))
 }
 
 /// Accepts connections and hands them to workers round-robin, so that

@@ -35,7 +35,7 @@ const READY_MARKER: &str = "fennec listening on ws://";
 const MQTT_READY_MARKER: &str = "fennec MQTT listening on mqtt://";
 const RAWSOCKET_READY_MARKER: &str = "fennec RawSocket listening on tcp://";
 /// The pytest files that need the MQTT listener (`FENNEC_MQTT`).
-const MQTT_TESTS: &[&str] = &["test_mqtt_paho.py", "test_mqtt_conformance.py"];
+const MQTT_TESTS: &[&str] = &["test_mqtt_paho.py", "test_mqtt_conformance.py", "test_mqtt_history.py"];
 /// The pytest files of the WAMP Advanced Profile features, run a second
 /// time on one worker (`autobahn_advanced_profile_one_core`).
 const ADVANCED_TESTS: &[&str] = &[
@@ -319,6 +319,8 @@ impl Router {
         let mut cmd = Command::new(fennec_bin());
         cmd.args(["--cores", cores, "--listen", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"]);
         cmd.arg("--data").arg(data.path());
+        // realm1 with event history for test_history.py.
+        cmd.arg("--config").arg(interop_dir().join("fennec.toml"));
         if !mqtt && supports_flag("--no-mqtt") {
             cmd.arg("--no-mqtt");
         }

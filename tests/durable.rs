@@ -32,9 +32,14 @@ impl Drop for Router {
 
 /// Starts the binary on `data` and waits for its listening lines.
 fn start(data: &std::path::Path) -> Router {
+    start_with(data, &[])
+}
+
+fn start_with(data: &std::path::Path, extra: &[&str]) -> Router {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fennec"))
         .args(["--cores", "2", "--no-pin", "--listen", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data"])
         .arg(data)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -244,4 +249,52 @@ fn wills_of_sessions_alive_at_the_crash_apply_at_restart() {
             ("wills.c".to_owned(), vec![Value::Str("kept".into())]),
         ]
     );
+}
+
+#[test]
+fn history_survives_sigkill() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("fennec.toml");
+    std::fs::write(
+        &config,
+        "[[realm]]\nname = \"realm1\"\n[[realm.history]]\nuri = \"h.\"\nmatch = \"prefix\"\nlimit = 3\n",
+    )
+    .unwrap();
+    let store = data.path().join("store");
+    let config = config.to_str().unwrap();
+    let r = start_with(&store, &["--config", config]);
+    let mut c = join(r.wamp, Serializer::Json);
+    for i in 0..5u64 {
+        let request = c.request();
+        let options = opts(&[("acknowledge", Value::Bool(true))]);
+        c.send(&Msg::Publish { request, options, topic: "h.t".into(), payload: args(vec![Value::UInt(i)]) });
+        assert!(matches!(c.recv(), Msg::Published { .. }));
+    }
+    // History writes are not acknowledged: give the store a commit.
+    std::thread::sleep(Duration::from_millis(300));
+    kill9(r);
+    let r = start_with(&store, &["--config", config]);
+    let mut s = join(r.wamp, Serializer::Json);
+    let request = s.request();
+    s.send(&Msg::Subscribe { request, options: vec![], topic: "h.t".into() });
+    let Msg::Subscribed { subscription, .. } = s.recv() else { panic!("SUBSCRIBED") };
+    let request = s.request();
+    let call = Msg::Call {
+        request,
+        options: vec![],
+        procedure: "wamp.subscription.get_events".into(),
+        payload: args(vec![Value::UInt(subscription)]),
+    };
+    s.send(&call);
+    let Msg::Result { payload, .. } = s.recv() else { panic!("RESULT") };
+    let Some(Value::List(events)) = payload.args.and_then(|a| a.into_iter().next()) else { panic!("a list") };
+    let values: Vec<Value> = events
+        .iter()
+        .map(|e| match e {
+            Value::Dict(d) => d.iter().find(|(k, _)| k == "args").map(|(_, v)| v.clone()).unwrap(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let want: Vec<Value> = (2..5u64).map(|i| Value::List(vec![Value::UInt(i)])).collect();
+    assert_eq!(values, want, "the newest 3 of 5, in order, after the restart");
 }

@@ -19,6 +19,8 @@ pub enum MetaQuery {
     Kill { target: KillTarget, reason: String, message: Option<String>, except: u64 },
     /// The sessions subscribed to a subscription on this worker.
     Subscribers(u64),
+    /// The newest `limit` recorded events of the topics matching.
+    History { topic: String, policy: crate::router::MatchPolicy, limit: usize },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,4 +35,5 @@ pub enum KillTarget {
 pub enum MetaAnswer {
     Ids(Vec<u64>),
     Details(Option<Dict>),
+    Events(Vec<crate::router::history::Recorded>),
 }

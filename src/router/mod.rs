@@ -5,6 +5,7 @@
 //! [`procs::ProcTable`]), the state of the keys this worker owns
 //! ([`owner::Owner`]), and the message set workers exchange ([`ShardMsg`]).
 
+pub mod history;
 pub mod keys;
 pub mod meta;
 pub mod owner;
@@ -434,6 +435,12 @@ pub enum ShardMsg {
     /// retained value; with an acknowledgement (worker, ticket), that
     /// worker is told once the value is durable (`Stored`).
     Retain(Arc<Publication>, Option<(WorkerId, u64)>),
+    /// To a topic's owner: keep this event in the topic's history.
+    Record {
+        p: Arc<Publication>,
+        limit: usize,
+        max_age_ms: Option<u64>,
+    },
     /// To a key's owner: a conditional / session-bound retained publish.
     KeyWrite(Box<KeyWrite>),
     /// From a key's owner: a `KeyWrite` was refused (its condition failed),

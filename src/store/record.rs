@@ -9,6 +9,31 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const RETAINED: &[u8] = b"r\0";
+const HISTORY: &[u8] = b"h\0";
+
+/// The key prefix of every history event.
+pub fn history_prefix() -> &'static [u8] {
+    HISTORY
+}
+
+/// A history event's key: `h`, NUL, realm, NUL, topic, NUL, the owner's
+/// sequence number (big-endian: keys of one topic sort by it).
+pub fn history_key(realm: &str, topic: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(HISTORY.len() + realm.len() + topic.len() + 10);
+    k.extend_from_slice(HISTORY);
+    k.extend_from_slice(realm.as_bytes());
+    k.push(0);
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The sequence number at the end of a history key.
+pub fn history_seq(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
 
 /// The key prefix of every retained value.
 pub fn retained_prefix() -> &'static [u8] {
@@ -59,6 +84,9 @@ struct Retained {
     /// start, since that session did not survive the restart.
     #[serde(default)]
     will: Option<StoredBody>,
+    /// When a history event was recorded (ms since the epoch).
+    #[serde(default)]
+    at: u64,
 }
 
 /// Bytes as MessagePack `bin` (a plain `Vec<u8>` would be a list of numbers).
@@ -134,6 +162,11 @@ fn body_of(b: StoredBody) -> Body {
 /// The stored bytes of a retained publication and the will of the session
 /// its key is tied to, if any.
 pub fn encode(p: &Publication, will: Option<&Body>, now: Instant) -> Vec<u8> {
+    encode_at(p, will, 0, now)
+}
+
+/// `encode`, with the time a history event was recorded.
+pub fn encode_at(p: &Publication, will: Option<&Body>, at: u64, now: Instant) -> Vec<u8> {
     let body = stored_body(&p.body);
     let props = p.props.as_deref();
     let r = Retained {
@@ -151,16 +184,26 @@ pub fn encode(p: &Publication, will: Option<&Body>, now: Instant) -> Vec<u8> {
         disclosed: p.disclosed.as_ref().map(|i| (i.session, i.authid.clone(), i.authrole.clone())),
         ppt: p.ppt.as_deref().cloned(),
         will: will.map(stored_body),
+        at,
     };
     rmp_serde::to_vec(&r).expect("a retained record always encodes")
 }
 
-/// A stored retained publication, as the router holds it (`None`: past its
-/// expiry), with the will its key had. `Err`: the bytes are not a record
-/// (a corrupt store).
-pub fn decode(bytes: &[u8], now: Instant) -> Result<Option<(Publication, Option<Body>)>, String> {
+/// A stored record as the router holds it.
+pub struct Decoded {
+    pub p: Publication,
+    /// The will its key had.
+    pub will: Option<Body>,
+    /// When it was recorded (history events).
+    pub at: u64,
+}
+
+/// A stored publication (`None`: past its expiry). `Err`: the bytes are
+/// not a record (a corrupt store).
+pub fn decode(bytes: &[u8], now: Instant) -> Result<Option<Decoded>, String> {
     let r: Retained = rmp_serde::from_slice(bytes).map_err(|e| format!("not a retained record: {e}"))?;
     let will = r.will.map(body_of);
+    let at = r.at;
     let expires = match r.expires_unix_ms {
         None => None,
         Some(at) => {
@@ -181,25 +224,23 @@ pub fn decode(bytes: &[u8], now: Instant) -> Result<Option<(Publication, Option<
         correlation: r.correlation.map(Into::into),
         user: r.user,
     };
-    Ok(Some((
-        Publication {
-            realm: Arc::from(r.realm.as_str()),
-            topic: r.topic,
-            id: r.id,
-            publisher: SessionRef { worker: 0, id: 0 },
-            exclude_me: false,
-            body,
-            qos: r.qos,
-            retain: true,
-            props: (!props.is_empty()).then(|| Box::new(props)),
-            expires,
-            started: now,
-            disclosed: r.disclosed.map(|(session, authid, authrole)| Box::new(Identity { session, authid, authrole })),
-            receivers: None,
-            ppt: r.ppt.map(Box::new),
-        },
-        will,
-    )))
+    let p = Publication {
+        realm: Arc::from(r.realm.as_str()),
+        topic: r.topic,
+        id: r.id,
+        publisher: SessionRef { worker: 0, id: 0 },
+        exclude_me: false,
+        body,
+        qos: r.qos,
+        retain: true,
+        props: (!props.is_empty()).then(|| Box::new(props)),
+        expires,
+        started: now,
+        disclosed: r.disclosed.map(|(session, authid, authrole)| Box::new(Identity { session, authid, authrole })),
+        receivers: None,
+        ppt: r.ppt.map(Box::new),
+    };
+    Ok(Some(Decoded { p, will, at }))
 }
 
 #[cfg(test)]
@@ -235,7 +276,7 @@ mod tests {
         let mut p = publication(Body::Wamp(payload.clone()));
         p.disclosed = Some(Box::new(Identity { session: 9, authid: "a".into(), authrole: "r".into() }));
         let will = Body::Wamp(Payload { args: Some(vec![Value::Null]), kwargs: None });
-        let (back, w) = decode(&encode(&p, Some(&will), now), now).unwrap().unwrap();
+        let Decoded { p: back, will: w, .. } = decode(&encode(&p, Some(&will), now), now).unwrap().unwrap();
         assert!(matches!(w, Some(Body::Wamp(pl)) if pl.args == Some(vec![Value::Null])));
         assert!(matches!(&back.body, Body::Wamp(pl) if *pl == payload));
         assert_eq!((back.realm.as_ref(), back.topic.as_str(), back.id, back.qos), ("realm1", "a.b", 42, 1));
@@ -249,7 +290,8 @@ mod tests {
             ..Default::default()
         }));
         m.expires = Some(now + Duration::from_secs(60));
-        let (back, w) = decode(&encode(&m, None, now), now).unwrap().unwrap();
+        let Decoded { p: back, will: w, at } = decode(&encode_at(&m, None, 77, now), now).unwrap().unwrap();
+        assert_eq!(at, 77);
         assert!(w.is_none());
         assert!(matches!(&back.body, Body::Mqtt(b) if &b[..] == b"\x00\x01raw"));
         let props = back.props.unwrap();
@@ -266,5 +308,7 @@ mod tests {
         assert!(decode(&encode(&m, None, now), now + Duration::from_millis(5)).unwrap().is_none());
         assert!(decode(b"\xc1garbage", now).is_err());
         assert_eq!(retained_key("r", "a.b"), b"r\0r\0a.b");
+        assert_eq!(history_seq(&history_key("r", "a", 258)), Some(258));
+        assert!(history_key("r", "a", 1) < history_key("r", "a", 256));
     }
 }

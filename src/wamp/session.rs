@@ -380,6 +380,7 @@ fn router_roles() -> Value {
                 "publisher_identification",
                 "subscriber_blackwhite_listing",
                 "payload_passthru_mode",
+                "event_history",
                 "session_meta_api",
                 "subscription_meta_api",
             ]),

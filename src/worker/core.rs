@@ -103,6 +103,7 @@ impl Worker {
             }
             ShardMsg::Retain(p, ack) => self.retain(p, ack),
             ShardMsg::KeyWrite(kw) => self.key_write(kw),
+            ShardMsg::Record { p, limit, max_age_ms } => self.record(p, limit, max_age_ms),
             ShardMsg::KeySessionGone { realm, topic, session } => self.key_session_gone(&realm, &topic, session),
             ShardMsg::KeyReply { ticket, accepted } => {
                 if let Some(ack) = self.pending_acks.remove(&ticket) {
@@ -265,7 +266,25 @@ impl Worker {
     /// pending acknowledgement is sent) once the store has it on disk
     /// (`--durability sync`), or at once when nothing waits for the disk.
     pub fn route_acked(&mut self, p: Publication, ack: Option<PendingAck>) -> bool {
+        self.route_full(p, ack, false)
+    }
+
+    /// `route_acked`; `trace` (WAMP's fox-wamp option) records the event in
+    /// its topic's history even if no history rule covers it. Events a rule
+    /// covers are recorded anyway (from MQTT: at QoS 1 and 2).
+    pub fn route_full(&mut self, p: Publication, ack: Option<PendingAck>, trace: bool) -> bool {
         let p = Arc::new(p);
+        if trace || self.cfg.any_history {
+            let rule = self.cfg.history_rule(&p.realm, &p.topic);
+            let keep = rule.is_some() && (matches!(p.body, crate::router::Body::Wamp(_)) || p.qos > 0);
+            if trace || keep {
+                let (limit, max_age_ms) = rule.map_or((crate::config::HISTORY_LIMIT, None), |r| {
+                    (r.limit, r.max_age_s.map(|s| s.saturating_mul(1000)))
+                });
+                let owner = owner_of(&p.realm, &p.topic, self.workers);
+                self.peers.send(owner, ShardMsg::Record { p: p.clone(), limit, max_age_ms });
+            }
+        }
         let ticket = ack.map(|ack| {
             self.next_ticket += 1;
             self.pending_acks.insert(self.next_ticket, ack);

@@ -58,6 +58,19 @@ impl Worker {
         value_of(&p.body)
     }
 
+    /// At a topic's owner: an event for the topic's history (memory, store).
+    pub(crate) fn record(&mut self, p: Arc<Publication>, limit: usize, max_age_ms: Option<u64>) {
+        let at = crate::router::unix_millis();
+        let (seq, gone) = self.history.record(p.clone(), at, limit, max_age_ms);
+        let Some(link) = &mut self.store else { return };
+        let key = record::history_key(&p.realm, &p.topic, seq);
+        link.send(StoreReq { write: Write::Put { key, value: record::encode_at(&p, None, at, self.now) }, ack: None });
+        for old in gone {
+            let key = record::history_key(&p.realm, &p.topic, old);
+            link.send(StoreReq { write: Write::Delete { key }, ack: None });
+        }
+    }
+
     /// A conditional or session-bound retained publish arrives at the owner.
     pub(crate) fn key_write(&mut self, kw: Box<KeyWrite>) {
         let (realm, topic) = (kw.p.realm.clone(), kw.p.topic.clone());

@@ -88,6 +88,8 @@ pub struct Setup {
     pub store: Option<Sender<crate::store::thread::StoreReq>>,
     /// Retained values read back from the store, for the topics this worker owns.
     pub retained: Vec<Arc<crate::router::Publication>>,
+    /// History events read back from the store, for the topics this worker owns.
+    pub history: Vec<crate::router::history::Recorded>,
 }
 
 pub struct Worker {
@@ -141,6 +143,8 @@ pub struct Worker {
     /// Acknowledgements waiting for the store, by ticket.
     pub(crate) pending_acks: AHashMap<u64, core::PendingAck>,
     pub(crate) next_ticket: u64,
+    /// History of the topics this worker owns.
+    pub history: crate::router::history::History,
 }
 
 impl Worker {
@@ -157,6 +161,10 @@ impl Worker {
         let mut retained = RetainedStore::default();
         for p in s.retained {
             retained.set(p);
+        }
+        let mut history = crate::router::history::History::default();
+        for e in s.history {
+            history.restore(e);
         }
         Worker {
             id: s.id,
@@ -197,6 +205,7 @@ impl Worker {
             store: s.store.map(crate::store::thread::StoreLink::new),
             pending_acks: AHashMap::new(),
             next_ticket: 0,
+            history,
             cfg: s.config,
         }
     }

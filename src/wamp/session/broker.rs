@@ -31,6 +31,11 @@ pub(super) fn publish(
         Some(Value::UInt(n)) => (true, *n),
         Some(_) => return violation(w, handle, "option 'retain' must be a boolean or a number of seconds"),
     };
+    // fox-wamp's `trace`: keep the event in its topic's history.
+    let trace = match bool_opt(&options, "trace") {
+        Ok(t) => t.unwrap_or(false),
+        Err(e) => return violation(w, handle, &e),
+    };
     // fox-wamp's key options, for retained publishes only.
     let key = match retain.then(|| key_options(&options)).transpose() {
         Ok(k) => k.flatten(),
@@ -110,10 +115,10 @@ pub(super) fn publish(
     if acknowledge && retain && w.cfg.store.durability == Durability::Sync {
         // PUBLISHED waits until the retained value is on disk.
         let ack = PendingAck::Wamp { handle, session: publisher.id, request, publication: id, acknowledge };
-        w.route_acked(p, Some(ack));
+        w.route_full(p, Some(ack), trace);
         return;
     }
-    w.route(p);
+    w.route_full(p, None, trace);
     if acknowledge {
         send(w, handle, &Msg::Published { request, publication: id });
     }

@@ -428,6 +428,26 @@ fn subscription_call(w: &mut Worker, handle: usize, request: u64, name: &str, pa
             },
             Err(e) => Err(e),
         },
+        // The subscription's newest events, from the history of its topics
+        // (their owner for an exact topic, every worker for a pattern).
+        "get_events" => match (a.id(0, "subscription"), a.args.get(1)) {
+            (Ok(id), limit @ (None | Some(Value::UInt(_)))) => {
+                let limit = limit.and_then(Value::as_u64).unwrap_or(10).min(10_000) as usize;
+                let Some((key, _)) = by_id(w, &realm, id) else {
+                    return no_such_subscription(w, handle, request, id);
+                };
+                let (topic, policy) = (key.topic.clone(), key.policy);
+                let workers: Vec<WorkerId> = match policy {
+                    MatchPolicy::Exact => vec![owner_of(&realm, &topic, w.workers)],
+                    _ => (0..w.workers as WorkerId).collect(),
+                };
+                let q = MetaQuery::History { topic, policy, limit };
+                gather(w, handle, request, realm, q, Finish::Events { subscription: id, limit }, &workers);
+                return Ok(Ok(()));
+            }
+            (Err(e), _) => Err(e),
+            (_, Some(v)) => Err(format!("argument 2 (limit) must be a non-negative integer, got {v:?}")),
+        },
         "list_subscribers" | "count_subscribers" => match a.id(0, "subscription") {
             Ok(id) => {
                 let Some((_, route)) = by_id(w, &realm, id) else {
@@ -666,6 +686,8 @@ pub enum Finish {
     Details,
     /// `[]` if one session was killed, or `wamp.error.no_such_session`.
     KillOne,
+    /// `[events]`: the newest `limit`, oldest first (get_events).
+    Events { subscription: u64, limit: usize },
 }
 
 /// A meta call waiting for the workers' answers.
@@ -677,6 +699,7 @@ pub struct Gathering {
     remaining: usize,
     ids: Vec<u64>,
     details: Option<Dict>,
+    events: Vec<crate::router::history::Recorded>,
     deadline: Instant,
 }
 
@@ -692,6 +715,7 @@ fn gather(w: &mut Worker, handle: usize, request: u64, realm: Realm, q: MetaQuer
         remaining: to.len(),
         ids: Vec::new(),
         details: None,
+        events: Vec::new(),
         deadline: w.now + GATHER_TIMEOUT,
     };
     w.gathers.insert(id, g);
@@ -710,6 +734,7 @@ pub fn on_meta_answer(w: &mut Worker, gather: u64, answer: MetaAnswer) {
     match answer {
         MetaAnswer::Ids(ids) => g.ids.extend(ids),
         MetaAnswer::Details(d) => g.details = g.details.take().or(d),
+        MetaAnswer::Events(e) => g.events.extend(e),
     }
     g.remaining -= 1;
     if g.remaining == 0 {
@@ -738,6 +763,32 @@ fn finish(w: &mut Worker, gather: u64) {
             error(w, handle, m::CALL, request, "wamp.error.no_such_session", msg);
         }
         Finish::KillOne => result(w, handle, request, Vec::new()),
+        Finish::Events { subscription, limit } => {
+            let mut events = g.events;
+            events.sort_by_key(|e| (e.at, e.seq));
+            let skip = events.len().saturating_sub(limit);
+            let mut conv = Converted::default();
+            let list = events[skip..]
+                .iter()
+                .map(|e| {
+                    let payload = conv.wamp_payload(&e.p.body);
+                    let mut d = vec![
+                        ("timestamp", Value::Str(iso8601(e.at))),
+                        ("subscription", Value::UInt(subscription)),
+                        ("publication", Value::UInt(e.p.id)),
+                        ("topic", Value::Str(e.p.topic.clone())),
+                    ];
+                    if let Some(args) = &payload.args {
+                        d.push(("args", Value::List(args.clone())));
+                    }
+                    if let Some(kwargs) = &payload.kwargs {
+                        d.push(("kwargs", Value::Dict(kwargs.clone())));
+                    }
+                    dict(d)
+                })
+                .collect();
+            result(w, handle, request, vec![Value::List(list)]);
+        }
     }
 }
 
@@ -781,6 +832,9 @@ pub fn on_meta_query(w: &mut Worker, realm: &Realm, query: MetaQuery, reply: Wor
         MetaQuery::Session(id) => {
             let h = in_realm.iter().find(|&&(s, _)| s == id).map(|&(_, h)| h);
             MetaAnswer::Details(h.and_then(|h| session_details(w, h)))
+        }
+        MetaQuery::History { topic, policy, limit } => {
+            MetaAnswer::Events(w.history.newest(realm, &topic, policy, limit))
         }
         MetaQuery::Subscribers(subscription) => {
             let members = w.local_subs.get(&subscription).map(|l| l.members.clone()).unwrap_or_default();
