@@ -53,6 +53,28 @@ impl History {
         ring.events.push_back(e);
     }
 
+    /// The events of the topics matching `pattern` after publication
+    /// `after`, oldest first: after it in its topic, and after its time in
+    /// the others; if this worker does not have it (it is older than what
+    /// is kept, or unknown), every event it has.
+    pub fn after(&self, realm: &str, pattern: &str, policy: MatchPolicy, after: u64) -> Vec<Recorded> {
+        let Some(topics) = self.realms.get(realm) else { return Vec::new() };
+        let rings: Vec<&Ring> = if policy == MatchPolicy::Exact {
+            topics.get(pattern).into_iter().collect()
+        } else {
+            topics.iter().filter(|(t, _)| matches(policy, pattern, t)).map(|(_, r)| r).collect()
+        };
+        let anchor = rings.iter().flat_map(|r| r.events.iter()).find(|e| e.p.id == after).map(|e| (e.at, e.seq));
+        let mut out: Vec<Recorded> = rings
+            .iter()
+            .flat_map(|r| r.events.iter())
+            .filter(|e| anchor.is_none_or(|a| (e.at, e.seq) > a))
+            .cloned()
+            .collect();
+        out.sort_by_key(|e| (e.at, e.seq));
+        out
+    }
+
     /// The newest `limit` events of the topics matching `pattern`, oldest
     /// first (across topics: by time, then sequence).
     pub fn newest(&self, realm: &str, pattern: &str, policy: MatchPolicy, limit: usize) -> Vec<Recorded> {
@@ -81,10 +103,14 @@ mod tests {
     use std::time::Instant;
 
     fn p(topic: &str) -> Arc<Publication> {
+        pid(topic, 1)
+    }
+
+    fn pid(topic: &str, id: u64) -> Arc<Publication> {
         Arc::new(Publication {
             realm: "r".into(),
             topic: topic.into(),
-            id: 1,
+            id,
             publisher: SessionRef { worker: 0, id: 1 },
             exclude_me: false,
             body: Body::Wamp(Payload::default()),
@@ -113,6 +139,15 @@ mod tests {
         let (_, gone) = h.record(p("a"), 5000, 10, Some(1000));
         assert_eq!(gone, vec![3, 4, 5]);
         h.record(p("b"), 5001, 10, None);
+        // `after`: from the anchor on, or everything if it is not kept.
+        let mut q = History::default();
+        for (i, t) in ["x", "y", "x"].iter().enumerate() {
+            q.record(pid(t, 10 + i as u64), 100 + i as u64, 10, None);
+        }
+        let ids = |v: Vec<Recorded>| v.iter().map(|e| e.p.id).collect::<Vec<_>>();
+        assert_eq!(ids(q.after("r", "x", MatchPolicy::Exact, 10)), vec![12]);
+        assert_eq!(ids(q.after("r", "", MatchPolicy::Prefix, 10)), vec![11, 12]);
+        assert_eq!(ids(q.after("r", "x", MatchPolicy::Exact, 99)), vec![10, 12]);
         let both = h.newest("r", "", MatchPolicy::Prefix, 10);
         assert_eq!(both.iter().map(|e| e.p.topic.as_str()).collect::<Vec<_>>(), vec!["a", "b"]);
     }

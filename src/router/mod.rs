@@ -435,6 +435,19 @@ pub enum ShardMsg {
     /// retained value; with an acknowledgement (worker, ticket), that
     /// worker is told once the value is durable (`Stored`).
     Retain(Arc<Publication>, Option<(WorkerId, u64)>),
+    /// To a topic's owner (exact) or every worker (patterns): the history
+    /// after publication `after`, for a subscription replaying it.
+    HistoryQuery {
+        realm: Realm,
+        pattern: String,
+        after: u64,
+        reply: RetainedReply,
+    },
+    /// The answer (one per worker asked, possibly empty).
+    HistoryReplay {
+        reply: RetainedReply,
+        events: Vec<history::Recorded>,
+    },
     /// To a topic's owner: keep this event in the topic's history.
     Record {
         p: Arc<Publication>,

@@ -38,7 +38,7 @@ mod meta;
 use broker::*;
 use dealer::*;
 
-pub use broker::{event_for, on_retained, on_stored, subscribed, EventCache};
+pub use broker::{event_for, on_history, on_retained, on_stored, subscribed, EventCache};
 pub use dealer::{
     expire_calls, on_call_done, on_caller_gone, on_interrupt, on_invoke, on_picked, registered, InCall, LocalReg,
     OutCall, RegResult,
@@ -125,6 +125,10 @@ pub struct WampSession {
     next_invocation: u64,
     /// SUBSCRIBE requests in progress that asked for retained events.
     want_retained: Vec<u64>,
+    /// SUBSCRIBE requests in progress with `after` (request, publication).
+    want_after: Vec<(u64, u64)>,
+    /// Subscriptions replaying their history (`after`): live events wait.
+    replays: Vec<broker::Replay>,
     /// The callee announced `registration_revocation`: it is told with UNREGISTERED.
     revocation: bool,
     /// Published when the session ends (at most `meta::MAX_TESTAMENTS`).
@@ -455,6 +459,8 @@ fn hello(w: &mut Worker, handle: usize, realm: String, details: Dict) {
             .any(|role| announces(&details, role, "payload_passthru_mode")),
         next_invocation: 0,
         want_retained: Vec::new(),
+        want_after: Vec::new(),
+        replays: Vec::new(),
         revocation: announces(&details, "callee", "registration_revocation"),
         testaments: Vec::new(),
         keys: Vec::new(),

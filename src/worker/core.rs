@@ -104,6 +104,15 @@ impl Worker {
             ShardMsg::Retain(p, ack) => self.retain(p, ack),
             ShardMsg::KeyWrite(kw) => self.key_write(kw),
             ShardMsg::Record { p, limit, max_age_ms } => self.record(p, limit, max_age_ms),
+            ShardMsg::HistoryQuery { realm, pattern, after, reply } => {
+                let events = self.history.after(&realm, &pattern, reply.policy, after);
+                self.peers.send(reply.worker, ShardMsg::HistoryReplay { reply, events });
+            }
+            ShardMsg::HistoryReplay { reply, events } => {
+                if let Member::Wamp(handle) = reply.member {
+                    session::on_history(self, handle, &reply, events);
+                }
+            }
             ShardMsg::KeySessionGone { realm, topic, session } => self.key_session_gone(&realm, &topic, session),
             ShardMsg::KeyReply { ticket, accepted } => {
                 if let Some(ack) = self.pending_acks.remove(&ticket) {

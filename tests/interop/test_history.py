@@ -12,8 +12,9 @@ import pytest
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import PublishOptions, SubscribeOptions
 
-from helpers import Sessions, run
+from helpers import Inbox, Sessions, run
 from test_keys import publish as raw_options_publish
+from test_keys import raw_subscribe
 
 RUN = f"r{int(time.time() * 1000) % 10**9}"
 
@@ -92,3 +93,36 @@ async def raw_traced(session, topic, value):
     """An acknowledged, not retained PUBLISH with `trace: true`."""
     # test_keys' helper adds raw options to a retained PUBLISH; undo retain.
     return await raw_options_publish(session, topic, value, trace=True, retain=False)
+
+
+def test_subscribe_after_replays_then_goes_live(serializer):
+    async def body():
+        async with Sessions() as ss:
+            pub = await ss.open(serializer)
+            topic = f"com.fennec.hist.{RUN}.{serializer.SERIALIZER_ID}.after"
+            ids = []
+            for i in range(4):
+                p = await pub.publish(topic, i, options=PublishOptions(acknowledge=True))
+                ids.append(p.id)
+            await asyncio.sleep(0.2)
+            got = Inbox()
+            sub = await ss.open(serializer)
+            await raw_subscribe(sub, topic, got, {"after": ids[1]})
+            # Live events published at once follow the replay, none twice.
+            for i in range(4, 7):
+                await pub.publish(topic, i, options=PublishOptions(acknowledge=True))
+            items = await got.wait_for_count(5)
+            await asyncio.sleep(0.3)
+            assert [i[1] for i in got.items] == [(2,), (3,), (4,), (5,), (6,)], got.items
+            assert len(items) == 5
+            # An ID the history does not have (older than what is kept): all of it.
+            everything = Inbox()
+            other = await ss.open(serializer)
+            await raw_subscribe(other, topic, everything, {"after": 1})
+            kept = await everything.wait_for_count(5)
+            assert [i[1] for i in kept] == [(2,), (3,), (4,), (5,), (6,)]
+            with pytest.raises(ApplicationError) as e:
+                await raw_subscribe(other, f"{topic}.x", Inbox(), {"after": "not an id"})
+            assert e.value.error == "wamp.error.invalid_argument"
+
+    run(body())

@@ -6,6 +6,7 @@
 use super::*;
 use crate::config::Durability;
 use crate::router::keys::{canonical, fits, value_of};
+use crate::router::WorkerId;
 use crate::worker::core::{AckOutcome, PendingAck};
 
 pub(super) fn publish(
@@ -268,10 +269,23 @@ pub(super) fn subscribe(w: &mut Worker, handle: usize, request: u64, options: Di
         let msg = format!("invalid topic '{topic}' for match policy {policy:?}");
         return error(w, handle, m::SUBSCRIBE, request, "wamp.error.invalid_uri", Some(msg));
     }
+    // fox-wamp's `after`: the topic's history after that publication, then live.
+    let after = match dict_get(&options, "after") {
+        None => None,
+        Some(Value::UInt(id)) => Some(*id),
+        Some(Value::Str(id)) if id.parse::<u64>().is_ok() => id.parse().ok(),
+        Some(v) => {
+            let msg = format!("option 'after' must be a publication ID, got {v:?}");
+            return error(w, handle, m::SUBSCRIBE, request, "wamp.error.invalid_argument", Some(msg));
+        }
+    };
     let s = session(w, handle);
     let (id, realm) = (s.id, s.realm.clone());
     if get_retained {
         s.want_retained.push(request);
+    }
+    if let Some(after) = after {
+        s.want_after.push((request, after));
     }
     // fox-wamp's `filter`: only events whose value meets it.
     let filter = options.iter().find(|(k, _)| k == "filter").map(|(_, v)| canonical(v).into());
@@ -289,11 +303,40 @@ pub fn subscribed(w: &mut Worker, handle: usize, request: u64, subscription: u64
         s.subs.push(subscription);
     }
     let want = s.want_retained.iter().position(|&r| r == request).map(|i| s.want_retained.swap_remove(i));
+    let after = s.want_after.iter().position(|&(r, _)| r == request).map(|i| s.want_after.swap_remove(i).1);
     let sid = s.id;
     send(w, handle, &Msg::Subscribed { request, subscription });
     w.metrics.record(Op::Subscribe, started, Instant::now());
     if let (true, Some(key)) = (new, w.local_subs.get(&subscription).map(|l| l.key.clone())) {
         meta::subscribed(w, &key.realm, sid, subscription, &key.topic);
+    }
+    if let (Some(after), Some(key)) = (after, w.local_subs.get(&subscription).map(|l| l.key.clone())) {
+        // Live events wait until the replay is in (then those it already
+        // holds are not sent twice). The history is at the topic's owner,
+        // or, for a pattern, at every worker.
+        let to: Vec<WorkerId> = match key.policy {
+            MatchPolicy::Exact => vec![owner_of(&key.realm, &key.topic, w.workers)],
+            _ => (0..w.workers as WorkerId).collect(),
+        };
+        let s = session(w, handle);
+        s.replays.retain(|r| r.subscription != subscription);
+        s.replays.push(Replay { subscription, waiting: to.len(), events: Vec::new(), held: Vec::new() });
+        let reply = RetainedReply {
+            worker: w.id,
+            member: Member::Wamp(handle),
+            session: sid,
+            subscription,
+            policy: key.policy,
+        };
+        for worker in to {
+            let q = ShardMsg::HistoryQuery {
+                realm: key.realm.clone(),
+                pattern: key.topic.clone(),
+                after,
+                reply: reply.clone(),
+            };
+            w.peers.send(worker, q);
+        }
     }
     if want.is_some() {
         let Some(local) = w.local_subs.get(&subscription) else { return };
@@ -306,6 +349,66 @@ pub fn subscribed(w: &mut Worker, handle: usize, request: u64, subscription: u64
             policy: key.policy,
         };
         w.query_retained(key.realm, key.topic, reply);
+    }
+}
+
+/// A subscription replaying its history (`after`).
+pub struct Replay {
+    pub(super) subscription: u64,
+    /// Workers yet to answer.
+    waiting: usize,
+    events: Vec<crate::router::history::Recorded>,
+    /// Live events meanwhile (publication ID, framed EVENT), at most `MAX_HELD`.
+    held: Vec<(u64, Bytes)>,
+}
+
+/// Live events a replaying subscription holds; more are dropped and counted.
+const MAX_HELD: usize = 10_000;
+
+/// History for a subscription replaying it: once every worker answered,
+/// the replay goes out, oldest first, then the live events held meanwhile
+/// that it did not already contain.
+pub fn on_history(w: &mut Worker, handle: usize, reply: &RetainedReply, events: Vec<crate::router::history::Recorded>) {
+    if w.sessions.get(&reply.session) != Some(&handle) {
+        return;
+    }
+    let s = session(w, handle);
+    let Some(i) = s.replays.iter().position(|r| r.subscription == reply.subscription) else { return };
+    let r = &mut s.replays[i];
+    r.events.extend(events);
+    r.waiting -= 1;
+    if r.waiting > 0 {
+        return;
+    }
+    let Replay { mut events, held, .. } = s.replays.swap_remove(i);
+    let Some((ser, framing)) = w.conns[handle].wamp().map(|c| (c.ser, c.framing)) else { return };
+    events.sort_by_key(|e| (e.at, e.seq));
+    let mut conv = Converted::default();
+    for e in &events {
+        let details = if reply.policy != MatchPolicy::Exact {
+            vec![("topic".to_owned(), Value::Str(e.p.topic.clone()))]
+        } else {
+            Dict::new()
+        };
+        let fields = [
+            Field::Int(m::EVENT),
+            Field::Int(reply.subscription),
+            Field::Int(e.p.id),
+            Field::Dict(&details),
+            Field::Payload(conv.wamp_payload(&e.p.body)),
+        ];
+        let bytes = frame_fields(ser, framing, &fields);
+        if framing.fits(&bytes) {
+            w.send_bytes(handle, bytes);
+        } else {
+            w.metrics.counters.events_dropped += 1;
+        }
+    }
+    let replayed: ahash::AHashSet<u64> = events.iter().map(|e| e.p.id).collect();
+    for (id, bytes) in held {
+        if !replayed.contains(&id) {
+            w.send_event(handle, bytes);
+        }
     }
 }
 
@@ -356,6 +459,7 @@ pub(super) fn unsubscribe(w: &mut Worker, handle: usize, request: u64, subscript
         return error(w, handle, m::UNSUBSCRIBE, request, "wamp.error.no_such_subscription", Some(msg));
     };
     s.subs.swap_remove(i);
+    s.replays.retain(|r| r.subscription != subscription);
     let sid = s.id;
     meta::unsubscribe(w, handle, sid, subscription);
     send(w, handle, &Msg::Unsubscribed { request });
@@ -387,6 +491,7 @@ pub fn event_for(
     if p.receivers.as_ref().is_some_and(|r| !r.admits(s.id, &s.authid, &s.authrole)) {
         return None;
     }
+    let replaying = !s.replays.is_empty();
     let (ser, framing) = (conn.ser, conn.framing);
     let slot = &mut cache.frames[framing.index() * m::SERIALIZERS.len() + ser.index()];
     let bytes = match slot {
@@ -400,6 +505,18 @@ pub fn event_for(
     if !framing.fits(&bytes) {
         w.metrics.counters.events_dropped += 1;
         return None;
+    }
+    // A subscription replaying its history holds its live events.
+    if replaying {
+        let s = session(w, handle);
+        if let Some(r) = s.replays.iter_mut().find(|r| r.subscription == subscription) {
+            if r.held.len() < MAX_HELD {
+                r.held.push((p.id, bytes));
+            } else {
+                w.metrics.counters.events_dropped += 1;
+            }
+            return None;
+        }
     }
     Some(bytes)
 }
