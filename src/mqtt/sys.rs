@@ -224,24 +224,11 @@ fn publish(w: &mut Worker, sum: &Report) {
     }
     for realm in &realms {
         for (topic, value) in &changed {
-            let p = Publication {
-                realm: realm.clone(),
-                topic: super::topic::swap(topic),
-                id: w.ids.next_id(),
-                // The router itself: no session has ID 0.
-                publisher: SessionRef { worker: w.id, id: 0 },
-                exclude_me: false,
-                body: Body::Mqtt(Bytes::from(value.clone().into_bytes())),
-                qos: 0,
-                retain: true,
-                props: None,
-                expires: None,
-                started: Instant::now(),
-                disclosed: None,
-                receivers: None,
-                ppt: None,
-            };
-            w.route(p);
+            // The router itself: no session has ID 0.
+            let publisher = SessionRef { worker: w.id, id: 0 };
+            let body = Body::Mqtt(Bytes::from(value.clone().into_bytes()));
+            let p = Publication::new(realm.clone(), super::topic::swap(topic), w.ids.next_id(), publisher, body);
+            w.route(Publication { retain: true, ..p });
         }
     }
 }

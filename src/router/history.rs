@@ -100,29 +100,19 @@ mod tests {
     use super::*;
     use crate::router::{Body, SessionRef};
     use crate::value::Payload;
-    use std::time::Instant;
 
     fn p(topic: &str) -> Arc<Publication> {
         pid(topic, 1)
     }
 
     fn pid(topic: &str, id: u64) -> Arc<Publication> {
-        Arc::new(Publication {
-            realm: "r".into(),
-            topic: topic.into(),
+        Arc::new(Publication::new(
+            "r".into(),
+            topic.into(),
             id,
-            publisher: SessionRef { worker: 0, id: 1 },
-            exclude_me: false,
-            body: Body::Wamp(Payload::default()),
-            qos: 0,
-            retain: false,
-            props: None,
-            expires: None,
-            started: Instant::now(),
-            disclosed: None,
-            receivers: None,
-            ppt: None,
-        })
+            SessionRef { worker: 0, id: 1 },
+            Body::Wamp(Payload::default()),
+        ))
     }
 
     #[test]

@@ -181,6 +181,27 @@ pub struct Identity {
 }
 
 impl Publication {
+    /// A plain publication: QoS 0, no retain flag, no expiry, nothing
+    /// disclosed or restricted; the fields that differ are set after.
+    pub fn new(realm: Realm, topic: String, id: u64, publisher: SessionRef, body: Body) -> Publication {
+        Publication {
+            realm,
+            topic,
+            id,
+            publisher,
+            exclude_me: false,
+            body,
+            qos: 0,
+            retain: false,
+            props: None,
+            expires: None,
+            started: Instant::now(),
+            disclosed: None,
+            receivers: None,
+            ppt: None,
+        }
+    }
+
     pub fn expired(&self, now: Instant) -> bool {
         self.expires.is_some_and(|t| now >= t)
     }

@@ -287,6 +287,24 @@ fn pattern_ok(w: &Worker, uri: &str, policy: MatchPolicy) -> bool {
     valid_pattern(uri, policy, w.cfg.uri_check) && short_enough(uri, w.cfg.limits.max_uri_components)
 }
 
+/// An option naming a policy (`match`, `invoke`): absent is `default`; a
+/// name `parse` does not know is `Err(Some(message))`, to be answered with
+/// `wamp.error.invalid_argument`; another type is `Err(None)`, a protocol
+/// violation.
+fn policy_opt<T>(
+    options: &Dict,
+    key: &str,
+    default: T,
+    parse: impl Fn(&str) -> Option<T>,
+    names: &str,
+) -> Result<T, Option<String>> {
+    match dict_get(options, key) {
+        None => Ok(default),
+        Some(Value::Str(p)) => parse(p).ok_or_else(|| Some(format!("unknown {key} policy '{p}' ({names})"))),
+        Some(_) => Err(None),
+    }
+}
+
 fn request_ok(id: u64) -> bool {
     (1..=m::MAX_ID).contains(&id)
 }

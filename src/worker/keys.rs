@@ -137,22 +137,8 @@ impl Worker {
             return self.retained.tidy(realm, topic);
         }
         let (_, body) = entry.will.take().expect("tied");
-        let p = Publication {
-            realm: realm.clone(),
-            topic: topic.to_owned(),
-            id: self.ids.next_id(),
-            publisher: session,
-            exclude_me: false,
-            body,
-            qos: 0,
-            retain: true,
-            props: None,
-            expires: None,
-            started: Instant::now(),
-            disclosed: None,
-            receivers: None,
-            ppt: None,
-        };
+        let p = Publication::new(realm.clone(), topic.to_owned(), self.ids.next_id(), session, body);
+        let p = Publication { retain: true, ..p };
         let p = Arc::new(p);
         self.retained.set(p.clone());
         self.persist(&p, None, None);

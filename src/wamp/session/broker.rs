@@ -246,17 +246,12 @@ pub(super) fn subscribe(w: &mut Worker, handle: usize, request: u64, options: Di
     if !request_ok(request) {
         return violation(w, handle, "SUBSCRIBE.Request must be in [1, 2^53]");
     }
-    let policy = match dict_get(&options, "match") {
-        None => MatchPolicy::Exact,
-        Some(Value::Str(p)) => match MatchPolicy::parse(p) {
-            Some(p) => p,
-            None => {
-                let msg = format!("unknown match policy '{p}' (exact, prefix or wildcard)");
-                return error(w, handle, m::SUBSCRIBE, request, "wamp.error.invalid_argument", Some(msg));
-            }
-        },
-        Some(_) => return violation(w, handle, "option 'match' must be a string"),
-    };
+    let policy =
+        match policy_opt(&options, "match", MatchPolicy::Exact, MatchPolicy::parse, "exact, prefix or wildcard") {
+            Ok(p) => p,
+            Err(Some(msg)) => return error(w, handle, m::SUBSCRIBE, request, "wamp.error.invalid_argument", Some(msg)),
+            Err(None) => return violation(w, handle, "option 'match' must be a string"),
+        };
     // `retained` and `retainedState` are fox-wamp's names (replay, then live).
     let mut get_retained = false;
     for name in ["get_retained", "retained", "retainedState"] {

@@ -18,27 +18,17 @@ pub(super) fn register(
     if !request_ok(request) {
         return violation(w, handle, "REGISTER.Request must be in [1, 2^53]");
     }
-    let policy = match dict_get(&options, "match") {
-        None => MatchPolicy::Exact,
-        Some(Value::Str(p)) => match MatchPolicy::parse(p) {
-            Some(p) => p,
-            None => {
-                let msg = format!("unknown match policy '{p}' (exact, prefix or wildcard)");
-                return error(w, handle, m::REGISTER, request, "wamp.error.invalid_argument", Some(msg));
-            }
-        },
-        Some(_) => return violation(w, handle, "option 'match' must be a string"),
-    };
-    let invoke = match dict_get(&options, "invoke") {
-        None => InvokePolicy::Single,
-        Some(Value::Str(p)) => match InvokePolicy::parse(p) {
-            Some(p) => p,
-            None => {
-                let msg = format!("unknown invocation policy '{p}' (single, roundrobin, random, first or last)");
-                return error(w, handle, m::REGISTER, request, "wamp.error.invalid_argument", Some(msg));
-            }
-        },
-        Some(_) => return violation(w, handle, "option 'invoke' must be a string"),
+    let policy =
+        match policy_opt(&options, "match", MatchPolicy::Exact, MatchPolicy::parse, "exact, prefix or wildcard") {
+            Ok(p) => p,
+            Err(Some(msg)) => return error(w, handle, m::REGISTER, request, "wamp.error.invalid_argument", Some(msg)),
+            Err(None) => return violation(w, handle, "option 'match' must be a string"),
+        };
+    let names = "single, roundrobin, random, first or last";
+    let invoke = match policy_opt(&options, "invoke", InvokePolicy::Single, InvokePolicy::parse, names) {
+        Ok(p) => p,
+        Err(Some(msg)) => return error(w, handle, m::REGISTER, request, "wamp.error.invalid_argument", Some(msg)),
+        Err(None) => return violation(w, handle, "option 'invoke' must be a string"),
     };
     if !pattern_ok(w, &procedure, policy) || procedure.starts_with("wamp.") {
         let msg = format!("invalid procedure URI '{procedure}' for match policy {}", policy.name());

@@ -37,23 +37,10 @@ fn event(w: &mut Worker, realm: &Realm, topic: &str, args: Vec<Value>) {
     if !any {
         return;
     }
-    let p = Publication {
-        realm: realm.clone(),
-        topic: topic.to_owned(),
-        id: w.ids.next_id(),
-        publisher: SessionRef { worker: w.id, id: 0 },
-        exclude_me: false,
-        body: Body::Wamp(Payload { args: Some(args), kwargs: None }),
-        qos: 0,
-        retain: false,
-        props: None,
-        expires: None,
-        started: Instant::now(),
-        disclosed: None,
-        receivers: None,
-        ppt: None,
-    };
-    w.publish(p);
+    let publisher = SessionRef { worker: w.id, id: 0 };
+    let body = Body::Wamp(Payload { args: Some(args), kwargs: None });
+    let id = w.ids.next_id();
+    w.publish(Publication::new(realm.clone(), topic.to_owned(), id, publisher, body));
 }
 
 /// Milliseconds since the Unix epoch as ISO 8601 UTC
@@ -276,6 +263,27 @@ fn invalid(w: &mut Worker, handle: usize, request: u64, why: Invalid) {
     error(w, handle, m::CALL, request, "wamp.error.invalid_argument", Some(why));
 }
 
+/// IDs by match policy: the result of `wamp.subscription.list` and
+/// `wamp.registration.list`.
+#[derive(Default)]
+struct PolicyLists([Vec<Value>; 3]);
+
+impl PolicyLists {
+    fn push(&mut self, policy: MatchPolicy, id: u64) {
+        let i = match policy {
+            MatchPolicy::Exact => 0,
+            MatchPolicy::Prefix => 1,
+            MatchPolicy::Wildcard | MatchPolicy::Filter => 2,
+        };
+        self.0[i].push(Value::UInt(id));
+    }
+
+    fn into_value(self) -> Value {
+        let [exact, prefix, wildcard] = self.0;
+        dict(vec![("exact", Value::List(exact)), ("prefix", Value::List(prefix)), ("wildcard", Value::List(wildcard))])
+    }
+}
+
 /// A match policy option (`lookup`): absent is exact.
 fn match_option(options: &[(String, Value)]) -> Result<MatchPolicy, Invalid> {
     match dict_get(options, "match") {
@@ -386,24 +394,13 @@ fn subscription_call(w: &mut Worker, handle: usize, request: u64, name: &str, pa
     }
     let out = match name {
         "list" => {
-            let mut lists: [Vec<Value>; 3] = Default::default();
+            let mut lists = PolicyLists::default();
             w.topics.for_each(&realm, |key, route| {
                 if key.share.is_none() && !route.workers.is_empty() {
-                    let i = match key.policy {
-                        MatchPolicy::Exact => 0,
-                        MatchPolicy::Prefix => 1,
-                        MatchPolicy::Wildcard | MatchPolicy::Filter => 2,
-                    };
-                    lists[i].push(Value::UInt(route.subscription));
+                    lists.push(key.policy, route.subscription);
                 }
             });
-            let [exact, prefix, wildcard] = lists;
-            let v = dict(vec![
-                ("exact", Value::List(exact)),
-                ("prefix", Value::List(prefix)),
-                ("wildcard", Value::List(wildcard)),
-            ]);
-            Ok(vec![v])
+            Ok(vec![lists.into_value()])
         }
         "lookup" => (|| {
             let topic = a.string(0, "topic")?;
@@ -482,22 +479,9 @@ fn registration_call(w: &mut Worker, handle: usize, request: u64, name: &str, pa
     let realm = session(w, handle).realm.clone();
     let out = match name {
         "list" => {
-            let mut lists: [Vec<Value>; 3] = Default::default();
-            w.procs.for_each(&realm, |_, policy, r| {
-                let i = match policy {
-                    MatchPolicy::Exact => 0,
-                    MatchPolicy::Prefix => 1,
-                    MatchPolicy::Wildcard | MatchPolicy::Filter => 2,
-                };
-                lists[i].push(Value::UInt(r.registration));
-            });
-            let [exact, prefix, wildcard] = lists;
-            let v = dict(vec![
-                ("exact", Value::List(exact)),
-                ("prefix", Value::List(prefix)),
-                ("wildcard", Value::List(wildcard)),
-            ]);
-            Ok(vec![v])
+            let mut lists = PolicyLists::default();
+            w.procs.for_each(&realm, |_, policy, r| lists.push(policy, r.registration));
+            Ok(vec![lists.into_value()])
         }
         "lookup" => (|| {
             let uri = a.string(0, "procedure")?;
