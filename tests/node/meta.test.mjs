@@ -25,6 +25,7 @@ import autobahn from 'autobahn';
 import { Wampy } from 'wampy';
 import { MsgpackSerializer } from 'wampy/MsgpackSerializer.js';
 import { CborSerializer } from 'wampy/CborSerializer.js';
+import { within, sleep, unique, signal, AUTOBAHN, WAMPY, URL, STEP } from './lib.mjs';
 
 // autobahn-js 26 uses the global WebSocket. This file always gives it the
 // `ws` one, Node.js 22's native WebSocket notwithstanding, and keeps each
@@ -38,32 +39,13 @@ class TrackedWebSocket extends WebSocket {
 }
 globalThis.WebSocket = TrackedWebSocket;
 
-const URL = process.env.FENNEC_URL;
 assert.ok(URL, 'FENNEC_URL is not set (run `cargo test --test node`)');
-const STEP = 10_000;
 
 // WAMP message types.
 const WELCOME = 2;
 const GOODBYE = 6;
 const RESULT = 50;
 const UNREGISTERED = 67;
-
-const within = (promise, what, ms = STEP) =>
-  Promise.race([
-    promise,
-    new Promise((_, reject) => setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms).unref()),
-  ]);
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-const unique = (prefix) => `${prefix}.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
-
-/** A promise and the function that resolves it. */
-function signal() {
-  let fire;
-  const fired = new Promise((resolve) => (fire = resolve));
-  return { fired, fire };
-}
 
 /** Waits until `check()` (sync or async) is true: meta events and tables follow a leave shortly after it. */
 async function settle(check, what) {
@@ -73,13 +55,6 @@ async function settle(check, what) {
   }
   assert.fail(`never true: ${what}`);
 }
-
-const AUTOBAHN = {
-  json: () => new autobahn.serializer.JSONSerializer(),
-  msgpack: () => new autobahn.serializer.MsgpackSerializer(),
-  cbor: () => new autobahn.serializer.CBORSerializer(),
-};
-const WAMPY = { json: () => undefined, msgpack: () => new MsgpackSerializer(), cbor: () => new CborSerializer() };
 
 /**
  * An open autobahn-js session: `session`, the WELCOME `details`, `rx` and

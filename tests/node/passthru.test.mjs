@@ -13,20 +13,11 @@ import { Wampy } from 'wampy';
 import { JsonSerializer } from 'wampy/JsonSerializer.js';
 import { MsgpackSerializer } from 'wampy/MsgpackSerializer.js';
 import { CborSerializer } from 'wampy/CborSerializer.js';
+import { within, sleep, unique, URL, STEP } from './lib.mjs';
 
 globalThis.WebSocket ??= WebSocket;
 
-const URL = process.env.FENNEC_URL;
 assert.ok(URL, 'FENNEC_URL is not set (run `cargo test --test node`)');
-const STEP = 10_000;
-
-const within = (promise, what) =>
-  Promise.race([
-    promise,
-    new Promise((_, reject) => setTimeout(() => reject(new Error(`no ${what} within ${STEP} ms`)), STEP).unref()),
-  ]);
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-const unique = (prefix) => `${prefix}.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
 
 const [WELCOME, ERROR, PUBLISH, SUBSCRIBE, SUBSCRIBED, EVENT, CALL, REGISTER, REGISTERED, INVOCATION, YIELD] = [
   2, 8, 16, 32, 33, 36, 48, 64, 65, 68, 70,

@@ -20,6 +20,7 @@ import autobahn from 'autobahn';
 import { Wampy } from 'wampy';
 import { MsgpackSerializer } from 'wampy/MsgpackSerializer.js';
 import { CborSerializer } from 'wampy/CborSerializer.js';
+import { within, sleep, unique, signal, AUTOBAHN, WAMPY, URL, STEP } from './lib.mjs';
 
 // autobahn-js 26 uses the global WebSocket. This file always gives it the
 // `ws` one, Node.js 22's native WebSocket notwithstanding, and keeps each
@@ -33,37 +34,11 @@ class TrackedWebSocket extends WebSocket {
 }
 globalThis.WebSocket = TrackedWebSocket;
 
-const URL = process.env.FENNEC_URL;
 assert.ok(URL, 'FENNEC_URL is not set (run `cargo test --test node`)');
-const STEP = 10_000;
 
 // WAMP message types.
 const WELCOME = 2;
 const INVOCATION = 68;
-
-const within = (promise, what, ms = STEP) =>
-  Promise.race([
-    promise,
-    new Promise((_, reject) => setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms).unref()),
-  ]);
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-const unique = (prefix) => `${prefix}.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
-
-/** A promise and the function that resolves it. */
-function signal() {
-  let fire;
-  const fired = new Promise((resolve) => (fire = resolve));
-  return { fired, fire };
-}
-
-const AUTOBAHN = {
-  json: () => new autobahn.serializer.JSONSerializer(),
-  msgpack: () => new autobahn.serializer.MsgpackSerializer(),
-  cbor: () => new autobahn.serializer.CBORSerializer(),
-};
-const WAMPY = { json: () => undefined, msgpack: () => new MsgpackSerializer(), cbor: () => new CborSerializer() };
 
 /**
  * An open autobahn-js session: `session`, the WELCOME `details`, `rx` (every

@@ -10,28 +10,12 @@ import autobahn from 'autobahn';
 import { Wampy } from 'wampy';
 import { MsgpackSerializer } from 'wampy/MsgpackSerializer.js';
 import { CborSerializer } from 'wampy/CborSerializer.js';
+import { within, unique, AUTOBAHN, WAMPY, URL, STEP } from './lib.mjs';
 
 // autobahn-js 26 uses the global WebSocket, which Node.js has from 22 on.
 globalThis.WebSocket ??= WebSocket;
 
-const URL = process.env.FENNEC_URL;
 assert.ok(URL, 'FENNEC_URL is not set (run `cargo test --test node`)');
-const STEP = 10_000;
-
-const within = (promise, what) =>
-  Promise.race([
-    promise,
-    new Promise((_, reject) => setTimeout(() => reject(new Error(`no ${what} within ${STEP} ms`)), STEP).unref()),
-  ]);
-
-const unique = (prefix) => `${prefix}.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
-
-const AUTOBAHN = {
-  json: () => new autobahn.serializer.JSONSerializer(),
-  msgpack: () => new autobahn.serializer.MsgpackSerializer(),
-  cbor: () => new autobahn.serializer.CBORSerializer(),
-};
-const WAMPY = { json: () => undefined, msgpack: () => new MsgpackSerializer(), cbor: () => new CborSerializer() };
 
 /** An open autobahn-js session, and a function that closes it. */
 function autobahnSession(ser) {
