@@ -293,9 +293,14 @@ fn history_limit() -> usize {
 }
 
 impl HistoryRule {
-    /// Whether the rule covers `topic`.
+    /// Whether the rule covers `topic` (`policy` was checked at load).
     pub fn covers(&self, topic: &str) -> bool {
-        let policy = crate::router::MatchPolicy::parse(&self.policy).unwrap_or(crate::router::MatchPolicy::Exact);
+        use crate::router::MatchPolicy;
+        let policy = match self.policy.as_str() {
+            "prefix" => MatchPolicy::Prefix,
+            "wildcard" => MatchPolicy::Wildcard,
+            _ => MatchPolicy::Exact,
+        };
         crate::router::topics::matches(policy, &self.uri, topic)
     }
 }
@@ -455,6 +460,11 @@ impl Config {
         for f in &mqtt.deny_subscribe {
             crate::mqtt::topic::parse_filter(f).map_err(|e| format!("mqtt.deny_subscribe: '{f}': {e}"))?;
         }
+        for h in realms.iter().flat_map(|r| r.history.iter()) {
+            if crate::router::MatchPolicy::parse(&h.policy).is_none() {
+                return Err(format!("history rule for '{}': match must be exact, prefix or wildcard", h.uri));
+            }
+        }
         let any_history = realms.iter().any(|r| !r.history.is_empty());
         Ok(Config {
             any_history,
@@ -549,5 +559,16 @@ mod tests {
         assert!(Config::resolve(cli, File::default()).is_err());
         let cli = Cli::try_parse_from(["fennec", "--realm", "bad realm"]).unwrap();
         assert!(Config::resolve(cli, File::default()).is_err());
+        let history = |m: &str| format!("[[realm]]\nname = \"r\"\n[[realm.history]]\nuri = \"a.\"\nmatch = \"{m}\"\n");
+        let file: File = toml::from_str(&history("regex")).unwrap();
+        assert!(Config::resolve(Cli::default(), file).is_err(), "an unknown history match policy");
+        let file: File = toml::from_str(&history("wildcard")).unwrap();
+        let cfg = Config::resolve(Cli::default(), file).unwrap();
+        // Wildcard `a.`: two components, the first `a`.
+        assert!(cfg.history_rule("r", "a.x").is_some());
+        assert!(cfg.history_rule("r", "a").is_none() && cfg.history_rule("r", "a.x.y").is_none());
+        let file: File = toml::from_str(&history("prefix")).unwrap();
+        let cfg = Config::resolve(Cli::default(), file).unwrap();
+        assert_eq!(cfg.history_rule("r", "a.x").map(|h| h.limit), Some(HISTORY_LIMIT));
     }
 }

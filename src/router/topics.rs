@@ -9,8 +9,18 @@ use crate::mqtt::topic::{filter_matches, filter_parts};
 use ahash::AHashMap;
 
 /// WAMP wildcard: as many components as the pattern, empty ones match any.
-fn wildcard_matches(parts: &[String], count: usize, topic: &str) -> bool {
-    parts.len() == count && parts.iter().zip(topic.split('.')).all(|(p, c)| p.is_empty() || p == c)
+/// WAMP wildcard: as many components as the pattern, empty ones match
+/// any (no allocation: it runs per publication for history rules and
+/// filtered subscriptions).
+fn wildcard_matches(pattern: &str, topic: &str) -> bool {
+    let (mut p, mut t) = (pattern.split('.'), topic.split('.'));
+    loop {
+        match (p.next(), t.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) if a.is_empty() || a == b => {}
+            _ => return false,
+        }
+    }
 }
 
 /// Whether a subscription pattern under `policy` matches `topic` (used where
@@ -19,10 +29,7 @@ pub fn matches(policy: MatchPolicy, pattern: &str, topic: &str) -> bool {
     match policy {
         MatchPolicy::Exact => pattern == topic,
         MatchPolicy::Prefix => topic.starts_with(pattern),
-        MatchPolicy::Wildcard => {
-            let parts: Vec<String> = pattern.split('.').map(str::to_owned).collect();
-            wildcard_matches(&parts, topic.split('.').count(), topic)
-        }
+        MatchPolicy::Wildcard => wildcard_matches(pattern, topic),
         MatchPolicy::Filter => filter_matches(&filter_parts(pattern), topic),
     }
 }
@@ -328,6 +335,17 @@ mod tests {
         t.for_each_match("r", "a.x.c", |_, r| workers = r.workers.clone());
         assert_eq!(workers, vec![0, 1]);
         assert!(matches(&TopicTable::default(), "a.b.c").is_empty());
+    }
+
+    #[test]
+    fn wildcard_patterns_without_tries() {
+        use super::matches as m;
+        assert!(m(MatchPolicy::Wildcard, "a..c", "a.b.c"));
+        assert!(m(MatchPolicy::Wildcard, "..", "x.y.z"));
+        assert!(!m(MatchPolicy::Wildcard, "a..c", "a.b.c.d"));
+        assert!(!m(MatchPolicy::Wildcard, "a..c", "a.b"));
+        assert!(!m(MatchPolicy::Wildcard, "a..c", "a.b.d"));
+        assert!(m(MatchPolicy::Wildcard, "", "x") && !m(MatchPolicy::Wildcard, "", "x.y"));
     }
 
     #[test]
