@@ -248,22 +248,8 @@ mod tests {
     use super::*;
 
     fn publication(body: Body) -> Publication {
-        Publication {
-            realm: "realm1".into(),
-            topic: "a.b".into(),
-            id: 42,
-            publisher: SessionRef { worker: 1, id: 7 },
-            exclude_me: true,
-            body,
-            qos: 1,
-            retain: true,
-            props: None,
-            expires: None,
-            started: Instant::now(),
-            disclosed: None,
-            receivers: None,
-            ppt: None,
-        }
+        let p = Publication::new("realm1".into(), "a.b".into(), 42, SessionRef { worker: 1, id: 7 }, body);
+        Publication { exclude_me: true, qos: 1, retain: true, ..p }
     }
 
     #[test]

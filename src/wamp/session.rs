@@ -23,7 +23,7 @@ use crate::router::{
     Realm, Receivers, RegRelease, RegRequest, RetainedReply, SessionRef, ShardMsg, SubKey,
 };
 use crate::value::{dict_get, Dict, Payload, Value};
-use crate::worker::core::Subscribed;
+use crate::worker::core::{PendingAck, Subscribed};
 use crate::worker::Worker;
 use crate::ws::frame::{self, Opcode, MAX_HEADER};
 use ahash::AHashMap;
@@ -506,6 +506,12 @@ fn end_session(w: &mut Worker, handle: usize, mut s: WampSession, reason: CloseR
     w.metrics.sessions -= 1;
     w.metrics.closed(reason);
     meta::publish_testaments(w, &mut s);
+    // Acknowledgements it still waits for (a parked `watch`, a store
+    // commit) will find no session: forget them now, as its parked
+    // writes are dropped at their owners.
+    if !w.pending_acks.is_empty() {
+        w.pending_acks.retain(|_, a| !matches!(a, PendingAck::Wamp { session, .. } if *session == s.id));
+    }
     let me = SessionRef { worker: w.id, id: s.id };
     for (realm, topic) in std::mem::take(&mut s.keys) {
         let owner = owner_of(&realm, &topic, w.workers);

@@ -309,6 +309,15 @@ impl Worker {
         self.publish_arc(p)
     }
 
+    /// The workers that hold what a key or pattern covers (retained values,
+    /// history): the topic's owner for an exact key, every worker else.
+    pub fn key_workers(&self, realm: &str, topic: &str, policy: MatchPolicy) -> Vec<u16> {
+        match policy {
+            MatchPolicy::Exact => vec![owner_of(realm, topic, self.workers)],
+            _ => (0..self.workers as u16).collect(),
+        }
+    }
+
     /// Whether any subscription (shared ones included) matches `topic`.
     pub fn matches_any(&self, realm: &str, topic: &str) -> bool {
         let mut any = false;

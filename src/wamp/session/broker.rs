@@ -6,7 +6,6 @@
 use super::*;
 use crate::config::Durability;
 use crate::router::keys::{canonical, fits, value_of};
-use crate::router::WorkerId;
 use crate::worker::core::{AckOutcome, PendingAck};
 
 pub(super) fn publish(
@@ -305,24 +304,19 @@ pub fn subscribed(w: &mut Worker, handle: usize, request: u64, subscription: u64
     if let (true, Some(key)) = (new, w.local_subs.get(&subscription).map(|l| l.key.clone())) {
         meta::subscribed(w, &key.realm, sid, subscription, &key.topic);
     }
-    if let (Some(after), Some(key)) = (after, w.local_subs.get(&subscription).map(|l| l.key.clone())) {
+    if after.is_none() && want.is_none() {
+        return;
+    }
+    let Some(key) = w.local_subs.get(&subscription).map(|l| l.key.clone()) else { return };
+    let reply =
+        RetainedReply { worker: w.id, member: Member::Wamp(handle), session: sid, subscription, policy: key.policy };
+    if let Some(after) = after {
         // Live events wait until the replay is in (then those it already
-        // holds are not sent twice). The history is at the topic's owner,
-        // or, for a pattern, at every worker.
-        let to: Vec<WorkerId> = match key.policy {
-            MatchPolicy::Exact => vec![owner_of(&key.realm, &key.topic, w.workers)],
-            _ => (0..w.workers as WorkerId).collect(),
-        };
+        // holds are not sent twice).
+        let to = w.key_workers(&key.realm, &key.topic, key.policy);
         let s = session(w, handle);
         s.replays.retain(|r| r.subscription != subscription);
         s.replays.push(Replay { subscription, waiting: to.len(), events: Vec::new(), held: Vec::new() });
-        let reply = RetainedReply {
-            worker: w.id,
-            member: Member::Wamp(handle),
-            session: sid,
-            subscription,
-            policy: key.policy,
-        };
         for worker in to {
             let q = ShardMsg::HistoryQuery {
                 realm: key.realm.clone(),
@@ -334,15 +328,6 @@ pub fn subscribed(w: &mut Worker, handle: usize, request: u64, subscription: u64
         }
     }
     if want.is_some() {
-        let Some(local) = w.local_subs.get(&subscription) else { return };
-        let key = local.key.clone();
-        let reply = RetainedReply {
-            worker: w.id,
-            member: Member::Wamp(handle),
-            session: sid,
-            subscription,
-            policy: key.policy,
-        };
         w.query_retained(key.realm, key.topic, reply);
     }
 }

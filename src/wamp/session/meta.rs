@@ -434,10 +434,7 @@ fn subscription_call(w: &mut Worker, handle: usize, request: u64, name: &str, pa
                     return no_such_subscription(w, handle, request, id);
                 };
                 let (topic, policy) = (key.topic.clone(), key.policy);
-                let workers: Vec<WorkerId> = match policy {
-                    MatchPolicy::Exact => vec![owner_of(&realm, &topic, w.workers)],
-                    _ => (0..w.workers as WorkerId).collect(),
-                };
+                let workers = w.key_workers(&realm, &topic, policy);
                 let q = MetaQuery::History { topic, policy, limit };
                 gather(w, handle, request, realm, q, Finish::Events { subscription: id, limit }, &workers);
                 return Ok(Ok(()));
