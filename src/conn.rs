@@ -129,6 +129,14 @@ impl OutQueue {
         self.frames.is_empty()
     }
 
+    /// Takes the next whole frame off the queue (none partly written).
+    pub fn pop(&mut self) -> Option<Bytes> {
+        debug_assert_eq!(self.head, 0, "a frame is partly written");
+        let f = self.frames.pop_front()?;
+        self.bytes -= f.len();
+        Some(f)
+    }
+
     /// Writes what the socket takes, in vectored writes. Returns the number of
     /// bytes written; stops at `WouldBlock` or when the queue is empty.
     pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<usize> {
@@ -184,7 +192,9 @@ pub enum Proto {
 }
 
 pub struct Conn {
-    pub stream: TcpStream,
+    /// The socket; none for a detached connection (a session driven
+    /// without sockets, in tests: what it is sent stays in `out`).
+    pub stream: Option<TcpStream>,
     pub proto: Proto,
     /// Unparsed input: the tail of a partial frame (empty when idle).
     pub input: Buf,
@@ -212,8 +222,13 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(stream: TcpStream, serial: u64) -> Conn {
+        Conn { stream: Some(stream), ..Conn::detached(serial) }
+    }
+
+    /// A connection without a socket.
+    pub fn detached(serial: u64) -> Conn {
         Conn {
-            stream,
+            stream: None,
             proto: Proto::Http,
             input: Buf::default(),
             fragments: Vec::new(),

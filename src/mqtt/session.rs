@@ -37,7 +37,7 @@ use crate::router::owner::Outbox;
 use crate::router::{owner_of, Body, Member, Publication, Realm, RetainedReply, SessionRef, ShardMsg, SubKey};
 use crate::value::Payload;
 use crate::worker::core::Subscribed;
-use crate::worker::Worker;
+use crate::worker::Shard;
 use crate::ws::frame::{self, Opcode};
 use ahash::AHashMap;
 use bytes::Bytes;
@@ -57,7 +57,7 @@ use deliver::*;
 use publish::*;
 use subscribe::*;
 
-pub use connect::on_registry;
+pub use connect::{on_registry, read_first};
 pub use deliver::{deliver, deliver_op};
 pub use publish::on_stored;
 pub use subscribe::{on_retained, subscribed};
@@ -77,7 +77,7 @@ pub struct MqttState {
     /// Slots of offline sessions with a deadline (expiry or delayed will).
     offline: Vec<usize>,
     next_keepalive_check: Instant,
-    /// Worker 0 with `$SYS` on: the collector.
+    /// Shard 0 with `$SYS` on: the collector.
     pub sys: Option<super::sys::Collector>,
 }
 
@@ -276,26 +276,26 @@ pub struct SessionState {
     pub next_pkid: u16,
 }
 
-fn mqtt(w: &mut Worker, handle: usize) -> Option<&mut MqttConn> {
+fn mqtt(w: &mut Shard, handle: usize) -> Option<&mut MqttConn> {
     match &mut w.conns.get_mut(handle)?.proto {
         Proto::Mqtt(m) => Some(m),
         _ => None,
     }
 }
 
-fn version(w: &mut Worker, handle: usize) -> Version {
+fn version(w: &mut Shard, handle: usize) -> Version {
     mqtt(w, handle).and_then(|m| m.version).unwrap_or(Version::V4)
 }
 
 /// Queues a packet that must be sent (acks, CONNACK, ...).
-fn send(w: &mut Worker, handle: usize, packet: Bytes) {
+fn send(w: &mut Shard, handle: usize, packet: Bytes) {
     let Some(m) = mqtt(w, handle) else { return };
     let bytes = if m.ws { Bytes::from(frame::frame(Opcode::Binary, &packet)) } else { packet };
     w.send_bytes(handle, bytes);
 }
 
 /// Queues a droppable packet (QoS 0 delivery); false if dropped.
-fn send_droppable(w: &mut Worker, handle: usize, packet: Bytes) -> bool {
+fn send_droppable(w: &mut Shard, handle: usize, packet: Bytes) -> bool {
     let Some(m) = mqtt(w, handle) else { return false };
     let bytes = if m.ws { Bytes::from(frame::frame(Opcode::Binary, &packet)) } else { packet };
     w.send_event(handle, bytes)
@@ -303,7 +303,7 @@ fn send_droppable(w: &mut Worker, handle: usize, packet: Bytes) -> bool {
 
 /// Ends the connection after a protocol error: v5 gets a DISCONNECT (or a
 /// CONNACK before the session is open) with the reason code first.
-fn fail(w: &mut Worker, handle: usize, code: u8, message: &str) {
+fn fail(w: &mut Shard, handle: usize, code: u8, message: &str) {
     let Some(m) = mqtt(w, handle) else { return };
     let (ver, open) = (m.version, m.is_open());
     match ver {
@@ -317,14 +317,14 @@ fn fail(w: &mut Worker, handle: usize, code: u8, message: &str) {
     close(w, handle, CloseReason::ProtocolViolation);
 }
 
-fn close(w: &mut Worker, handle: usize, reason: CloseReason) {
+fn close(w: &mut Shard, handle: usize, reason: CloseReason) {
     let ws = mqtt(w, handle).is_some_and(|m| m.ws);
     let ws_close = ws.then_some((frame::CLOSE_NORMAL, ""));
     w.close(handle, reason, ws_close);
 }
 
 /// Bytes from the socket (MQTT over TCP): parse and handle whole packets.
-pub fn on_bytes(w: &mut Worker, handle: usize, buf: &mut Buf) {
+pub fn on_bytes(w: &mut Shard, handle: usize, buf: &mut Buf) {
     let max = w.cfg.mqtt.max_packet_size;
     loop {
         if w.conns.get(handle).is_none_or(|c| c.paused) {
@@ -357,13 +357,13 @@ pub fn on_bytes(w: &mut Worker, handle: usize, buf: &mut Buf) {
 }
 
 /// One WebSocket message of MQTT over WebSocket.
-pub fn on_ws_message(w: &mut Worker, handle: usize, data: &[u8]) {
+pub fn on_ws_message(w: &mut Shard, handle: usize, data: &[u8]) {
     let Some(m) = mqtt(w, handle) else { return };
     m.ws_in.append(data);
     drain_ws(w, handle);
 }
 
-fn drain_ws(w: &mut Worker, handle: usize) {
+fn drain_ws(w: &mut Shard, handle: usize) {
     let Some(m) = mqtt(w, handle) else { return };
     let mut buf = std::mem::take(&mut m.ws_in);
     on_bytes(w, handle, &mut buf);
@@ -379,12 +379,12 @@ fn drain_ws(w: &mut Worker, handle: usize) {
 /// (`MQIsdp` 3, `MQTT` 4 and 5 are spoken): answered in the form every
 /// version reads, a 3.1.1 CONNACK with return code 1 (unacceptable
 /// protocol version).
-fn unsupported(w: &mut Worker, handle: usize) {
+fn unsupported(w: &mut Shard, handle: usize) {
     send(w, handle, codec::connack(Version::V4, false, reason::UNSUPPORTED_VERSION, &Props::default()));
     close(w, handle, CloseReason::ProtocolViolation);
 }
 
-fn on_packet(w: &mut Worker, handle: usize, p: Packet) {
+fn on_packet(w: &mut Shard, handle: usize, p: Packet) {
     w.metrics.counters.messages_in += 1;
     let now = w.now;
     let m = mqtt(w, handle).expect("mqtt");
@@ -431,7 +431,7 @@ fn cap_expiry(e: u32, max: Option<u32>) -> u32 {
 // Closing, expiry, wills
 
 /// The connection is closing.
-pub fn on_close(w: &mut Worker, _handle: usize, conn: MqttConn, reason: CloseReason) {
+pub fn on_close(w: &mut Shard, _handle: usize, conn: MqttConn, reason: CloseReason) {
     let ConnState::Open(slot) = conn.state else { return };
     w.metrics.closed(reason);
     if conn.taken_over {
@@ -460,7 +460,7 @@ pub fn on_close(w: &mut Worker, _handle: usize, conn: MqttConn, reason: CloseRea
     }
 }
 
-fn go_offline(w: &mut Worker, slot: usize) {
+fn go_offline(w: &mut Shard, slot: usize) {
     let s = &mut w.mqtt.sessions[slot];
     s.conn = None;
     s.expires_at = (s.expiry != u32::MAX).then(|| w.now + Duration::from_secs(u64::from(s.expiry)));
@@ -473,7 +473,7 @@ fn go_offline(w: &mut Worker, slot: usize) {
 
 /// Removes a session: its subscriptions are released; `release` also frees
 /// its client ID at the registry.
-fn end_session(w: &mut Worker, slot: usize, release: bool) {
+fn end_session(w: &mut Shard, slot: usize, release: bool) {
     handoff_done(w, slot);
     let s = w.mqtt.sessions.remove(slot);
     w.mqtt.by_id.remove(&s.id);
@@ -489,7 +489,7 @@ fn end_session(w: &mut Worker, slot: usize, release: bool) {
     }
 }
 
-fn publish_will(w: &mut Worker, slot: usize, will: Will) {
+fn publish_will(w: &mut Shard, slot: usize, will: Will) {
     let s = &w.mqtt.sessions[slot];
     let publisher = SessionRef { worker: w.id, id: s.id };
     let realm = s.realm.clone();
@@ -515,7 +515,7 @@ fn publish_will(w: &mut Worker, slot: usize, will: Will) {
 }
 
 /// Keep-alives, session expiry, delayed wills. Called every worker tick.
-pub fn housekeeping(w: &mut Worker) {
+pub fn housekeeping(w: &mut Shard) {
     super::sys::tick(w);
     let now = w.now;
     if now >= w.mqtt.next_keepalive_check {
@@ -565,17 +565,17 @@ pub fn housekeeping(w: &mut Worker) {
 }
 
 /// Server shutdown: tell a v5 client why.
-pub fn shutdown(w: &mut Worker, handle: usize) {
+pub fn shutdown(w: &mut Shard, handle: usize) {
     last_word(w, handle, reason::SERVER_SHUTTING_DOWN, "server shutdown");
 }
 
 /// A slow consumer is about to be closed: tell a v5 client why.
-pub fn slow(w: &mut Worker, handle: usize, text: &str) {
+pub fn slow(w: &mut Shard, handle: usize, text: &str) {
     last_word(w, handle, reason::QUOTA_EXCEEDED, text);
 }
 
 /// A v5 DISCONNECT queued past the outbound bound: it is the last packet.
-fn last_word(w: &mut Worker, handle: usize, code: u8, text: &str) {
+fn last_word(w: &mut Shard, handle: usize, code: u8, text: &str) {
     let Some(m) = mqtt(w, handle) else { return };
     if !(m.is_open() && m.version == Some(Version::V5)) {
         return;

@@ -3,7 +3,7 @@
 //! names, so dashboards and scripts written for Mosquitto read them as they
 //! are (`mosquitto_sub -t '$SYS/#' -v`).
 //!
-//! The numbers are spread over the workers. Worker 0 collects them by
+//! The numbers are spread over the workers. Shard 0 collects them by
 //! scatter-gather over the shard channels: every interval it sends
 //! `Msg::Query` to every worker (itself included), each answers with its
 //! `Report`, and once all have answered worker 0 adds them up and publishes
@@ -23,7 +23,7 @@
 use crate::metrics::Counters;
 use crate::router::owner::Outbox;
 use crate::router::{Body, Publication, Realm, SessionRef, ShardMsg};
-use crate::worker::Worker;
+use crate::worker::Shard;
 use ahash::AHashMap;
 use bytes::Bytes;
 use std::time::{Duration, Instant};
@@ -84,7 +84,7 @@ const LOADS: [(&str, Counter); 7] = [
 /// Smoothing windows of the load averages, seconds.
 const WINDOWS: [(&str, f64); 3] = [("1min", 60.0), ("5min", 300.0), ("15min", 900.0)];
 
-/// Worker 0's collector.
+/// Shard 0's collector.
 pub struct Collector {
     interval: Duration,
     started: Instant,
@@ -165,8 +165,8 @@ impl Collector {
     }
 }
 
-/// Worker 0, every tick: starts a round when one is due.
-pub fn tick(w: &mut Worker) {
+/// Shard 0, every tick: starts a round when one is due.
+pub fn tick(w: &mut Shard) {
     let Some(c) = &mut w.mqtt.sys else { return };
     if c.round.is_some() || w.now < c.next {
         return;
@@ -178,7 +178,7 @@ pub fn tick(w: &mut Worker) {
     }
 }
 
-pub fn on_msg(w: &mut Worker, msg: Msg) {
+pub fn on_msg(w: &mut Shard, msg: Msg) {
     match msg {
         Msg::Query => {
             let report = report(w);
@@ -198,7 +198,7 @@ pub fn on_msg(w: &mut Worker, msg: Msg) {
 }
 
 /// This worker's numbers.
-fn report(w: &Worker) -> Report {
+fn report(w: &Shard) -> Report {
     let s = &w.mqtt.sessions;
     Report {
         connected: s.iter().filter(|(_, s)| s.conn.is_some()).count() as u64,
@@ -210,7 +210,7 @@ fn report(w: &Worker) -> Report {
 }
 
 /// Publishes the values that changed since the last round, retained.
-fn publish(w: &mut Worker, sum: &Report) {
+fn publish(w: &mut Shard, sum: &Report) {
     let now = w.now;
     let Some(c) = &mut w.mqtt.sys else { return };
     let changed: Vec<(String, String)> =

@@ -24,7 +24,7 @@ use crate::router::{
 };
 use crate::value::{dict_get, Dict, Payload, Value};
 use crate::worker::core::{PendingAck, Subscribed};
-use crate::worker::Worker;
+use crate::worker::Shard;
 use crate::ws::frame::{self, Opcode, MAX_HEADER};
 use ahash::AHashMap;
 use bytes::Bytes;
@@ -178,7 +178,7 @@ fn finish_frame(ser: Serializer, framing: Framing, mut buf: Vec<u8>) -> Bytes {
 
 /// Queues a reply. One that a RawSocket client cannot take (over the
 /// length it asked for) ends the connection: the transport cannot carry it.
-fn send(w: &mut Worker, handle: usize, msg: &Msg) {
+fn send(w: &mut Shard, handle: usize, msg: &Msg) {
     let Some((ser, framing)) = w.conns[handle].wamp().map(|c| (c.ser, c.framing)) else { return };
     let bytes = frame_msg(ser, framing, msg);
     if !framing.fits(&bytes) {
@@ -187,25 +187,25 @@ fn send(w: &mut Worker, handle: usize, msg: &Msg) {
     w.send_bytes(handle, bytes);
 }
 
-fn error(w: &mut Worker, handle: usize, request_type: u64, request: u64, error: &str, message: Option<String>) {
+fn error(w: &mut Shard, handle: usize, request_type: u64, request: u64, error: &str, message: Option<String>) {
     let payload = Payload { args: message.map(|t| vec![Value::Str(t)]), kwargs: None };
     let msg = Msg::Error { request_type, request, details: Dict::new(), error: error.to_owned(), payload };
     send(w, handle, &msg);
 }
 
 /// Sends ABORT and closes the connection.
-fn abort(w: &mut Worker, handle: usize, reason: &str, message: &str, why: CloseReason) {
+fn abort(w: &mut Shard, handle: usize, reason: &str, message: &str, why: CloseReason) {
     let details = vec![("message".to_owned(), Value::Str(message.to_owned()))];
     send(w, handle, &Msg::Abort { details, reason: reason.to_owned() });
     let code = if why == CloseReason::ProtocolViolation { frame::CLOSE_PROTOCOL_ERROR } else { frame::CLOSE_NORMAL };
     w.close(handle, why, Some((code, reason)));
 }
 
-fn violation(w: &mut Worker, handle: usize, message: &str) {
+fn violation(w: &mut Shard, handle: usize, message: &str) {
     abort(w, handle, "wamp.error.protocol_violation", message, CloseReason::ProtocolViolation);
 }
 
-fn session(w: &mut Worker, handle: usize) -> &mut WampSession {
+fn session(w: &mut Shard, handle: usize) -> &mut WampSession {
     w.conns[handle].wamp().and_then(|c| c.session.as_mut()).expect("open WAMP session")
 }
 
@@ -278,12 +278,12 @@ fn identity_details(details: &mut Dict, role: &str, who: &Identity) {
 }
 
 /// A concrete URI (topic, procedure) within the router's rules and bounds.
-fn uri_ok(w: &Worker, uri: &str) -> bool {
+fn uri_ok(w: &Shard, uri: &str) -> bool {
     valid_uri(uri, w.cfg.uri_check) && short_enough(uri, w.cfg.limits.max_uri_components)
 }
 
 /// A subscription or registration pattern within the rules and bounds.
-fn pattern_ok(w: &Worker, uri: &str, policy: MatchPolicy) -> bool {
+fn pattern_ok(w: &Shard, uri: &str, policy: MatchPolicy) -> bool {
     valid_pattern(uri, policy, w.cfg.uri_check) && short_enough(uri, w.cfg.limits.max_uri_components)
 }
 
@@ -310,7 +310,7 @@ fn request_ok(id: u64) -> bool {
 }
 
 /// One WebSocket message from the client.
-pub fn on_message(w: &mut Worker, handle: usize, bytes: &[u8]) {
+pub fn on_message(w: &mut Shard, handle: usize, bytes: &[u8]) {
     let Some(conn) = w.conns[handle].wamp() else { return };
     let ser = conn.ser;
     let open = conn.session.is_some();
@@ -440,7 +440,7 @@ fn announces(details: &Dict, role: &str, feature: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn hello(w: &mut Worker, handle: usize, realm: String, details: Dict) {
+fn hello(w: &mut Shard, handle: usize, realm: String, details: Dict) {
     let started = Instant::now();
     if !matches!(dict_get(&details, "roles"), Some(Value::Dict(roles)) if !roles.is_empty()) {
         return violation(w, handle, "HELLO.Details.roles must be a non-empty dictionary");
@@ -501,7 +501,7 @@ fn hello(w: &mut Worker, handle: usize, realm: String, details: Dict) {
 }
 
 /// Cleans up a session on every shard. The connection may stay (GOODBYE) or go.
-fn end_session(w: &mut Worker, handle: usize, mut s: WampSession, reason: CloseReason) {
+fn end_session(w: &mut Shard, handle: usize, mut s: WampSession, reason: CloseReason) {
     w.sessions.remove(&s.id);
     w.metrics.sessions -= 1;
     w.metrics.closed(reason);
@@ -550,14 +550,14 @@ fn end_session(w: &mut Worker, handle: usize, mut s: WampSession, reason: CloseR
 }
 
 /// The connection is closing: end its session, if any.
-pub fn on_close(w: &mut Worker, handle: usize, conn: WampConn, reason: CloseReason) {
+pub fn on_close(w: &mut Shard, handle: usize, conn: WampConn, reason: CloseReason) {
     if let Some(s) = conn.session {
         end_session(w, handle, s, reason);
     }
 }
 
 /// Whether a slow consumer on `handle` is closed (else its events are dropped).
-pub fn closes_when_slow(w: &Worker, handle: usize) -> bool {
+pub fn closes_when_slow(w: &Shard, handle: usize) -> bool {
     match &w.conns[handle].proto {
         crate::conn::Proto::Wamp(c) => c.session.as_ref().is_none_or(|s| s.slow == SlowPolicy::Close),
         _ => true,
@@ -565,7 +565,7 @@ pub fn closes_when_slow(w: &Worker, handle: usize) -> bool {
 }
 
 /// Server shutdown: say GOODBYE to an open session.
-pub fn shutdown(w: &mut Worker, handle: usize) {
+pub fn shutdown(w: &mut Shard, handle: usize) {
     let Some(conn) = w.conns[handle].wamp() else { return };
     if conn.session.is_none() {
         return;

@@ -3,7 +3,7 @@
 //! other workers. Protocol sessions call in here; completions go back out
 //! through `crate::wamp::session`.
 
-use super::{LocalKey, LocalSub, SubWaiter, Worker};
+use super::{LocalKey, LocalSub, Shard, SubWaiter};
 use crate::metrics::Op;
 use crate::mqtt::session::{self as mqtt, Converted};
 use crate::router::owner::Outbox;
@@ -45,11 +45,11 @@ pub enum Subscribed {
     Later,
 }
 
-impl Worker {
+impl Shard {
     pub fn on_shard_msg(&mut self, msg: ShardMsg) {
         match msg {
-            ShardMsg::Accept(stream, listener) => self.accept(stream, listener),
-            ShardMsg::Shutdown => self.begin_shutdown(),
+            // The worker's own: it handles them before they reach here.
+            ShardMsg::Accept(..) | ShardMsg::Shutdown => unreachable!("handled by the worker loop"),
             ShardMsg::Publish(p, shared) => self.deliver(&p, &shared),
             ShardMsg::SubAcquire { key, from } => self.owner.sub_acquire(key, from, &mut self.ids, &mut self.peers),
             ShardMsg::SubRelease { key, from, session } => self.owner.sub_release(key, from, session, &mut self.peers),

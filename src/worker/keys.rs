@@ -5,7 +5,7 @@
 //! lock), `will` (the key is tied to its publisher's session and gets the
 //! will value when that session ends), expiry (`retain: N`).
 
-use super::Worker;
+use super::Shard;
 use crate::router::keys::{fits, value_of};
 use crate::router::owner::Outbox;
 use crate::router::retained::is_empty_body;
@@ -18,7 +18,7 @@ use std::time::Instant;
 /// Publishes that may wait on one key (`watch`); more are refused.
 pub const MAX_WAITERS: usize = 1024;
 
-impl Worker {
+impl Shard {
     /// A plain retained publication at its owner.
     pub(crate) fn retain(&mut self, p: Arc<Publication>, ack: Option<(WorkerId, u64)>) {
         self.retained.set(p.clone());

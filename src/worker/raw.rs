@@ -16,22 +16,22 @@ impl Worker {
     pub(super) fn raw_handshake(&mut self, handle: usize, buf: &mut Buf) -> bool {
         let Some(&req) = buf.data().first_chunk::<4>() else { return false };
         buf.consume(4);
-        match rawsocket::handshake(req, self.cfg.limits.max_message_size) {
+        match rawsocket::handshake(req, self.sh.cfg.limits.max_message_size) {
             Handshake::Accept { ser, max_out, reply } => {
                 let framing = Framing::RawSocket { max_out };
-                self.conns[handle].proto = Proto::Wamp(Box::new(WampConn::new(ser, framing)));
-                self.send_bytes(handle, Bytes::copy_from_slice(&reply));
+                self.sh.conns[handle].proto = Proto::Wamp(Box::new(WampConn::new(ser, framing)));
+                self.sh.send_bytes(handle, Bytes::copy_from_slice(&reply));
                 true
             }
             Handshake::Refuse { reply, .. } => {
                 buf.clear();
-                self.send_bytes(handle, Bytes::copy_from_slice(&reply));
-                self.end_conn(handle, CloseReason::Handshake);
+                self.sh.send_bytes(handle, Bytes::copy_from_slice(&reply));
+                self.sh.end_conn(handle, CloseReason::Handshake);
                 false
             }
             Handshake::NotRawSocket => {
                 buf.clear();
-                self.end_conn(handle, CloseReason::Handshake);
+                self.sh.end_conn(handle, CloseReason::Handshake);
                 false
             }
         }
@@ -52,20 +52,20 @@ impl Worker {
             }
             Err(_) => {
                 buf.clear();
-                self.close(handle, CloseReason::ProtocolViolation, None);
+                self.sh.close(handle, CloseReason::ProtocolViolation, None);
                 return false;
             }
         };
         let payload = &buf.data()[4..f.end];
         match f.kind {
             Kind::Message => {
-                self.metrics.counters.messages_in += 1;
-                crate::wamp::session::on_message(self, handle, payload);
+                self.sh.metrics.counters.messages_in += 1;
+                crate::wamp::session::on_message(&mut self.sh, handle, payload);
             }
             Kind::Ping => {
                 let mut pong = rawsocket::prefix(Kind::Pong, payload.len()).to_vec();
                 pong.extend_from_slice(payload);
-                self.send_bytes(handle, Bytes::from(pong));
+                self.sh.send_bytes(handle, Bytes::from(pong));
             }
             Kind::Pong => {}
         }

@@ -6,7 +6,7 @@
 
 use super::*;
 
-pub(super) fn connect(w: &mut Worker, handle: usize, c: Box<Connect>) {
+pub(super) fn connect(w: &mut Shard, handle: usize, c: Box<Connect>) {
     let started = Instant::now();
     w.metrics.counters.mqtt_connects += 1;
     let m = mqtt(w, handle).expect("mqtt");
@@ -67,14 +67,14 @@ pub(super) fn connect(w: &mut Worker, handle: usize, c: Box<Connect>) {
     w.peers.send(owner, ShardMsg::Mqtt(Msg::Claim(claim)));
 }
 
-pub(super) fn fail_connack(w: &mut Worker, handle: usize, code: u8) {
+pub(super) fn fail_connack(w: &mut Shard, handle: usize, code: u8) {
     let ver = version(w, handle);
     send(w, handle, codec::connack(ver, false, code, &Props::default()));
     close(w, handle, CloseReason::ProtocolViolation);
 }
 
 /// Registry messages arriving at this worker.
-pub fn on_registry(w: &mut Worker, msg: Msg) {
+pub fn on_registry(w: &mut Shard, msg: Msg) {
     match msg {
         Msg::Claim(claim) => w.mqtt.registry.claim(claim, &mut w.peers),
         Msg::Release { key, session } => w.mqtt.registry.release(key, session),
@@ -109,21 +109,26 @@ pub fn on_registry(w: &mut Worker, msg: Msg) {
 
 /// While a moved session receives both directly and forwarded: whether this
 /// publication is new to it.
-pub(super) fn first_sight(w: &mut Worker, slot: usize, publication: u64) -> bool {
+pub(super) fn first_sight(w: &mut Shard, slot: usize, publication: u64) -> bool {
     match &mut w.mqtt.sessions[slot].restoring {
         Some(r) => r.seen.insert(publication),
         None => true,
     }
 }
 
+/// Before a takeover of session `old` is handled: the connection whose
+/// input the worker must read first. What the old connection sent before
+/// the new one connected comes first: a DISCONNECT (maybe setting the
+/// session expiry to 0) or an EOF still unread in its socket decides what
+/// is left to take over.
+pub fn read_first(w: &Shard, msg: &ShardMsg) -> Option<usize> {
+    let ShardMsg::Mqtt(Msg::Takeover { old, .. }) = msg else { return None };
+    w.mqtt.by_id.get(old).and_then(|&slot| w.mqtt.sessions[slot].conn)
+}
+
 /// The session `old` is claimed by a new connection.
-pub(super) fn takeover(w: &mut Worker, old: u64, claim: Claim) {
-    // What the old connection sent before the new one connected comes
-    // first: a DISCONNECT (maybe setting the session expiry to 0) or an EOF
-    // still unread in its socket decides what is left to take over.
-    if let Some(h) = w.mqtt.by_id.get(&old).and_then(|&slot| w.mqtt.sessions[slot].conn) {
-        w.read_now(h);
-    }
+pub(super) fn takeover(w: &mut Shard, old: u64, claim: Claim) {
+    // The worker has read what the old connection still had (`read_first`).
     let Some(&slot) = w.mqtt.by_id.get(&old) else {
         // Already gone (a race with its end): nothing to hand over.
         let to = claim.worker;
@@ -168,7 +173,7 @@ pub(super) fn takeover(w: &mut Worker, old: u64, claim: Claim) {
 
 /// The connection on `h` loses its session to a new connection. Its will
 /// stays with the session for `takeover` to decide.
-pub(super) fn detach_for_takeover(w: &mut Worker, h: usize, slot: usize) {
+pub(super) fn detach_for_takeover(w: &mut Shard, h: usize, slot: usize) {
     if let Some(m) = mqtt(w, h) {
         m.taken_over = true;
     }
@@ -180,7 +185,7 @@ pub(super) fn detach_for_takeover(w: &mut Worker, h: usize, slot: usize) {
 ///
 /// Its subscriptions stay here, and what they deliver is forwarded, until
 /// the new copy's subscriptions are routed (`HandoffDone`).
-pub(super) fn pack(w: &mut Worker, slot: usize, to: u16, new: u64) -> SessionState {
+pub(super) fn pack(w: &mut Shard, slot: usize, to: u16, new: u64) -> SessionState {
     let me = w.id;
     let s = &mut w.mqtt.sessions[slot];
     s.moving = Some((to, new));
@@ -202,7 +207,7 @@ pub(super) fn pack(w: &mut Worker, slot: usize, to: u16, new: u64) -> SessionSta
 }
 
 /// The registry's answer to our CONNECT.
-pub(super) fn claimed(w: &mut Worker, claim: Claim, state: Option<Box<SessionState>>) {
+pub(super) fn claimed(w: &mut Shard, claim: Claim, state: Option<Box<SessionState>>) {
     let alive = w.conns.get(claim.handle).is_some_and(|c| c.serial == claim.serial)
         && matches!(mqtt(w, claim.handle).map(|m| &m.state), Some(ConnState::Claiming(p)) if p.session == claim.session);
     if !alive {
@@ -266,14 +271,14 @@ pub(super) fn claimed(w: &mut Worker, claim: Claim, state: Option<Box<SessionSta
     }
 }
 
-pub(super) fn owner_for_key(w: &Worker, key: &str) -> u16 {
+pub(super) fn owner_for_key(w: &Shard, key: &str) -> u16 {
     let (realm, client) = key.split_once('\0').unwrap_or(("", key));
     owner_of(realm, client, w.workers)
 }
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn new_session(
-    w: &mut Worker,
+    w: &mut Shard,
     id: u64,
     key: Arc<str>,
     realm: Realm,
@@ -312,7 +317,7 @@ pub(super) fn new_session(
 
 /// Re-creates a handed-over session here: subscriptions are made again
 /// (without SUBACK), flows and queue carried over.
-pub(super) fn restore(w: &mut Worker, slot: usize, state: SessionState) {
+pub(super) fn restore(w: &mut Shard, slot: usize, state: SessionState) {
     let sid = w.mqtt.sessions[slot].id;
     w.mqtt.sessions[slot].restoring =
         Some(Box::new(Restoring { from: state.from, waiting: 0, done_sent: false, seen: Default::default() }));
@@ -342,7 +347,7 @@ pub(super) fn restore(w: &mut Worker, slot: usize, state: SessionState) {
 }
 
 /// Tells the old copy of a moved session that it can go.
-pub(super) fn handoff_done(w: &mut Worker, slot: usize) {
+pub(super) fn handoff_done(w: &mut Shard, slot: usize) {
     let new = (w.id, w.mqtt.sessions[slot].id);
     let Some(r) = &mut w.mqtt.sessions[slot].restoring else { return };
     if !r.done_sent {
@@ -352,7 +357,7 @@ pub(super) fn handoff_done(w: &mut Worker, slot: usize) {
     }
 }
 
-pub(super) fn set_subscription(w: &mut Worker, slot: usize, key: &SubKey, id: u64) -> bool {
+pub(super) fn set_subscription(w: &mut Shard, slot: usize, key: &SubKey, id: u64) -> bool {
     match w.mqtt.sessions[slot].subs.iter_mut().find(|s| s.key == *key && s.subscription == 0) {
         Some(sub) => {
             sub.subscription = id;

@@ -11,7 +11,7 @@ use super::*;
 ///
 /// Returns the QoS it went out with if it was queued on the connection now
 /// (the caller records the latency, once per QoS for a whole delivery).
-pub fn deliver(w: &mut Worker, slot: usize, p: &Arc<Publication>, subs: &[u64], conv: &mut Converted) -> Option<u8> {
+pub fn deliver(w: &mut Shard, slot: usize, p: &Arc<Publication>, subs: &[u64], conv: &mut Converted) -> Option<u8> {
     let s = w.mqtt.sessions.get(slot)?;
     // A WAMP publisher's black- and whitelists: an MQTT session is its
     // session ID, its client ID as authid, and role "anonymous".
@@ -62,7 +62,7 @@ pub fn deliver_op(qos: u8) -> Op {
 }
 
 /// `offer`, recording the latency of a message sent now.
-pub(super) fn offer_recorded(w: &mut Worker, slot: usize, out: Outgoing, conv: &mut Converted) {
+pub(super) fn offer_recorded(w: &mut Shard, slot: usize, out: Outgoing, conv: &mut Converted) {
     let (op, started) = (deliver_op(out.qos), out.msg.started);
     if offer(w, slot, out, conv) {
         w.metrics.record(op, started, Instant::now());
@@ -71,7 +71,7 @@ pub(super) fn offer_recorded(w: &mut Worker, slot: usize, out: Outgoing, conv: &
 
 /// Sends a message now (true), or queues it (QoS 1/2) behind the window,
 /// or drops it (QoS 0 offline or over the queue, a full queue).
-pub(super) fn offer(w: &mut Worker, slot: usize, out: Outgoing, conv: &mut Converted) -> bool {
+pub(super) fn offer(w: &mut Shard, slot: usize, out: Outgoing, conv: &mut Converted) -> bool {
     let s = &mut w.mqtt.sessions[slot];
     if out.qos == 0 {
         let Some(h) = s.conn else {
@@ -114,7 +114,7 @@ pub(super) fn next_pkid(s: &mut Session) -> u16 {
 
 /// Encodes and queues one PUBLISH; false if it was dropped.
 pub(super) fn transmit(
-    w: &mut Worker,
+    w: &mut Shard,
     slot: usize,
     h: usize,
     pkid: u16,
@@ -197,7 +197,7 @@ pub(super) fn transmit(
 /// On reconnect: unacknowledged PUBLISHes again with DUP, PUBRELs again.
 /// One now over the new connection's maximum packet size is dropped as if
 /// delivered, and frees its slot.
-pub(super) fn resend_inflight(w: &mut Worker, slot: usize) {
+pub(super) fn resend_inflight(w: &mut Shard, slot: usize) {
     let Some(h) = w.mqtt.sessions[slot].conn else { return };
     let flights: Vec<InFlight> = w.mqtt.sessions[slot].inflight.iter().cloned().collect();
     let ver = w.mqtt.sessions[slot].version;
@@ -215,7 +215,7 @@ pub(super) fn resend_inflight(w: &mut Worker, slot: usize) {
 }
 
 /// Moves queued messages into the window.
-pub(super) fn pump(w: &mut Worker, slot: usize) {
+pub(super) fn pump(w: &mut Shard, slot: usize) {
     loop {
         let s = &mut w.mqtt.sessions[slot];
         let Some(h) = s.conn else { return };
@@ -238,7 +238,7 @@ pub(super) fn pump(w: &mut Worker, slot: usize) {
 }
 
 /// PUBACK (QoS 1) or PUBCOMP (QoS 2).
-pub(super) fn acked(w: &mut Worker, slot: usize, pkid: u16, qos: u8) {
+pub(super) fn acked(w: &mut Shard, slot: usize, pkid: u16, qos: u8) {
     let s = &mut w.mqtt.sessions[slot];
     let found = s.inflight.iter().position(|f| f.pkid == pkid && f.out.qos == qos && (qos == 1 || f.released));
     if let Some(i) = found {
@@ -247,7 +247,7 @@ pub(super) fn acked(w: &mut Worker, slot: usize, pkid: u16, qos: u8) {
     }
 }
 
-pub(super) fn pubrec(w: &mut Worker, handle: usize, slot: usize, pkid: u16, code: u8) {
+pub(super) fn pubrec(w: &mut Shard, handle: usize, slot: usize, pkid: u16, code: u8) {
     let ver = version(w, handle);
     let s = &mut w.mqtt.sessions[slot];
     match s.inflight.iter().position(|f| f.pkid == pkid && f.out.qos == 2) {

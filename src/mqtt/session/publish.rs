@@ -6,7 +6,7 @@ use super::*;
 use crate::config::Durability;
 use crate::worker::core::PendingAck;
 
-pub(super) fn publish(w: &mut Worker, handle: usize, slot: usize, p: codec::Publish) {
+pub(super) fn publish(w: &mut Shard, handle: usize, slot: usize, p: codec::Publish) {
     let started = Instant::now();
     let m = mqtt(w, handle).expect("mqtt");
     // Topic aliases (v5): set or resolve.
@@ -106,7 +106,7 @@ pub(super) fn publish(w: &mut Worker, handle: usize, slot: usize, p: codec::Publ
 /// If the write failed, v5 is told (0x80, unspecified error); 3.1 and 3.1.1
 /// have no way to say so, and the connection is closed (the client will
 /// send it again).
-pub fn on_stored(w: &mut Worker, handle: usize, ver: Version, qos: u8, pkid: u16, code: u8, error: Option<&str>) {
+pub fn on_stored(w: &mut Shard, handle: usize, ver: Version, qos: u8, pkid: u16, code: u8, error: Option<&str>) {
     match error {
         None => ack_publish(w, handle, ver, qos, pkid, code),
         Some(_) if ver == Version::V5 => ack_publish(w, handle, ver, qos, pkid, reason::UNSPECIFIED),
@@ -118,7 +118,7 @@ pub fn on_stored(w: &mut Worker, handle: usize, ver: Version, qos: u8, pkid: u16
 }
 
 /// PUBACK (QoS 1) or PUBREC (QoS 2) for a client PUBLISH.
-pub(super) fn ack_publish(w: &mut Worker, handle: usize, ver: Version, qos: u8, pkid: u16, code: u8) {
+pub(super) fn ack_publish(w: &mut Shard, handle: usize, ver: Version, qos: u8, pkid: u16, code: u8) {
     match qos {
         1 => send(w, handle, codec::ack_packet(ver, codec::PUBACK, pkid, code)),
         2 => send(w, handle, codec::ack_packet(ver, codec::PUBREC, pkid, code)),
@@ -126,7 +126,7 @@ pub(super) fn ack_publish(w: &mut Worker, handle: usize, ver: Version, qos: u8, 
     }
 }
 
-pub(super) fn route(w: &mut Worker, p: Publication) -> bool {
+pub(super) fn route(w: &mut Shard, p: Publication) -> bool {
     w.route(p)
 }
 
@@ -139,7 +139,7 @@ pub(super) fn levels_by(topic: &str, separator: u8) -> usize {
     1 + topic.bytes().filter(|&b| b == separator).count()
 }
 
-pub(super) fn pubrel(w: &mut Worker, handle: usize, slot: usize, pkid: u16) {
+pub(super) fn pubrel(w: &mut Shard, handle: usize, slot: usize, pkid: u16) {
     let ver = version(w, handle);
     let s = &mut w.mqtt.sessions[slot];
     let code = match s.qos2_in.iter().position(|&id| id == pkid) {

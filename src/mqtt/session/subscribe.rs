@@ -5,7 +5,7 @@
 use super::*;
 
 pub(super) fn subscribe(
-    w: &mut Worker,
+    w: &mut Shard,
     handle: usize,
     slot: usize,
     pkid: u16,
@@ -89,7 +89,7 @@ pub(super) fn subscribe(
 }
 
 /// Reads input again after a pause.
-pub(super) fn unpause(w: &mut Worker, handle: usize) {
+pub(super) fn unpause(w: &mut Shard, handle: usize) {
     if !w.conns.get(handle).is_some_and(|c| c.paused) {
         return;
     }
@@ -101,7 +101,7 @@ pub(super) fn unpause(w: &mut Worker, handle: usize) {
     }
 }
 
-pub(super) fn denied(w: &Worker, filter: &str) -> bool {
+pub(super) fn denied(w: &Shard, filter: &str) -> bool {
     w.cfg.mqtt.deny_subscribe.iter().any(|d| {
         d == filter
             || parse_filter(d).is_ok_and(|p| {
@@ -112,7 +112,7 @@ pub(super) fn denied(w: &Worker, filter: &str) -> bool {
 }
 
 /// The core's answer to a subscribe of this session.
-pub fn subscribed(w: &mut Worker, slot: usize, request: u64, key: &SubKey, subscription: u64) {
+pub fn subscribed(w: &mut Shard, slot: usize, request: u64, key: &SubKey, subscription: u64) {
     if !set_subscription(w, slot, key, subscription) {
         // Unsubscribed meanwhile.
         w.unsubscribe(Member::Mqtt(slot), subscription);
@@ -135,7 +135,7 @@ pub fn subscribed(w: &mut Worker, slot: usize, request: u64, key: &SubKey, subsc
     }
 }
 
-pub(super) fn finish_suback(w: &mut Worker, slot: usize, pending: PendingSuback) {
+pub(super) fn finish_suback(w: &mut Shard, slot: usize, pending: PendingSuback) {
     let s = &w.mqtt.sessions[slot];
     let Some(h) = s.conn else { return };
     let ver = s.version;
@@ -160,7 +160,7 @@ pub(super) fn finish_suback(w: &mut Worker, slot: usize, pending: PendingSuback)
 }
 
 /// Retained values for one subscription of this session.
-pub fn on_retained(w: &mut Worker, slot: usize, session: u64, subscription: u64, values: Vec<Arc<Publication>>) {
+pub fn on_retained(w: &mut Shard, slot: usize, session: u64, subscription: u64, values: Vec<Arc<Publication>>) {
     if w.mqtt.by_id.get(&session) != Some(&slot) {
         return;
     }
@@ -179,7 +179,7 @@ pub fn on_retained(w: &mut Worker, slot: usize, session: u64, subscription: u64,
     }
 }
 
-pub(super) fn unsubscribe(w: &mut Worker, handle: usize, slot: usize, pkid: u16, filters: Vec<String>) {
+pub(super) fn unsubscribe(w: &mut Shard, handle: usize, slot: usize, pkid: u16, filters: Vec<String>) {
     let ver = version(w, handle);
     let mut codes = Vec::with_capacity(filters.len());
     for f in filters {

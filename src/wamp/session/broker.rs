@@ -9,7 +9,7 @@ use crate::router::keys::{canonical, fits, value_of};
 use crate::worker::core::{AckOutcome, PendingAck};
 
 pub(super) fn publish(
-    w: &mut Worker,
+    w: &mut Shard,
     handle: usize,
     request: u64,
     options: Dict,
@@ -153,7 +153,7 @@ fn key_options(options: &Dict) -> Result<Option<KeyOptions>, String> {
 /// which routes the event only if it accepts it. The publisher hears back
 /// either way: PUBLISHED (if `acknowledge`), or ERROR
 /// `wamp.error.invalid_payload` "not accepted" (always, as fox-wamp does).
-fn key_write(w: &mut Worker, handle: usize, request: u64, acknowledge: bool, p: Publication, k: KeyOptions) {
+fn key_write(w: &mut Shard, handle: usize, request: u64, acknowledge: bool, p: Publication, k: KeyOptions) {
     let publisher = p.publisher;
     let publication = p.id;
     let owner = owner_of(&p.realm, &p.topic, w.workers);
@@ -187,7 +187,7 @@ pub(super) const MAX_SESSION_KEYS: usize = 1024;
 /// The store has (or could not write) a retained PUBLISH's value, or its
 /// key's owner refused it (`when`: fox-wamp's answer, sent even without
 /// `acknowledge`).
-pub fn on_stored(w: &mut Worker, handle: usize, request: u64, publication: u64, acknowledge: bool, o: AckOutcome) {
+pub fn on_stored(w: &mut Shard, handle: usize, request: u64, publication: u64, acknowledge: bool, o: AckOutcome) {
     match o {
         AckOutcome::Stored if acknowledge => send(w, handle, &Msg::Published { request, publication }),
         AckOutcome::Stored => {}
@@ -241,7 +241,7 @@ fn list_opt<T>(
     }
 }
 
-pub(super) fn subscribe(w: &mut Worker, handle: usize, request: u64, options: Dict, topic: String, started: Instant) {
+pub(super) fn subscribe(w: &mut Shard, handle: usize, request: u64, options: Dict, topic: String, started: Instant) {
     if !request_ok(request) {
         return violation(w, handle, "SUBSCRIBE.Request must be in [1, 2^53]");
     }
@@ -290,7 +290,7 @@ pub(super) fn subscribe(w: &mut Worker, handle: usize, request: u64, options: Di
 }
 
 /// The subscription is routed to this worker everywhere: answer.
-pub fn subscribed(w: &mut Worker, handle: usize, request: u64, subscription: u64, started: Instant) {
+pub fn subscribed(w: &mut Shard, handle: usize, request: u64, subscription: u64, started: Instant) {
     let s = session(w, handle);
     let new = !s.subs.contains(&subscription);
     if new {
@@ -348,7 +348,7 @@ const MAX_HELD: usize = 10_000;
 /// History for a subscription replaying it: once every worker answered,
 /// the replay goes out, oldest first, then the live events held meanwhile
 /// that it did not already contain.
-pub fn on_history(w: &mut Worker, handle: usize, reply: &RetainedReply, events: Vec<crate::router::history::Recorded>) {
+pub fn on_history(w: &mut Shard, handle: usize, reply: &RetainedReply, events: Vec<crate::router::history::Recorded>) {
     if w.sessions.get(&reply.session) != Some(&handle) {
         return;
     }
@@ -394,7 +394,7 @@ pub fn on_history(w: &mut Worker, handle: usize, reply: &RetainedReply, events: 
 
 /// Retained values for a subscription that asked for them: EVENTs with
 /// `retained: true` in their details.
-pub fn on_retained(w: &mut Worker, handle: usize, reply: &RetainedReply, values: Vec<std::sync::Arc<Publication>>) {
+pub fn on_retained(w: &mut Shard, handle: usize, reply: &RetainedReply, values: Vec<std::sync::Arc<Publication>>) {
     if w.sessions.get(&reply.session) != Some(&handle) || !session(w, handle).subs.contains(&reply.subscription) {
         return;
     }
@@ -432,7 +432,7 @@ pub fn on_retained(w: &mut Worker, handle: usize, reply: &RetainedReply, values:
     }
 }
 
-pub(super) fn unsubscribe(w: &mut Worker, handle: usize, request: u64, subscription: u64) {
+pub(super) fn unsubscribe(w: &mut Shard, handle: usize, request: u64, subscription: u64) {
     let s = session(w, handle);
     let Some(i) = s.subs.iter().position(|&x| x == subscription) else {
         let msg = format!("no subscription {subscription} in this session");
@@ -455,7 +455,7 @@ pub struct EventCache {
 /// subscriber must not get it (it is the publisher, with `exclude_me`; or a
 /// RawSocket client that asked for shorter messages: dropped and counted).
 pub fn event_for(
-    w: &mut Worker,
+    w: &mut Shard,
     handle: usize,
     subscription: u64,
     policy: MatchPolicy,

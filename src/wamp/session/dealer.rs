@@ -7,14 +7,7 @@ use super::*;
 use crate::router::procs::Callee;
 use std::time::Duration;
 
-pub(super) fn register(
-    w: &mut Worker,
-    handle: usize,
-    request: u64,
-    options: Dict,
-    procedure: String,
-    started: Instant,
-) {
+pub(super) fn register(w: &mut Shard, handle: usize, request: u64, options: Dict, procedure: String, started: Instant) {
     if !request_ok(request) {
         return violation(w, handle, "REGISTER.Request must be in [1, 2^53]");
     }
@@ -48,7 +41,7 @@ pub(super) fn register(
 }
 
 /// The owner's answer to a REGISTER (`created`: it made a new registration).
-pub fn registered(w: &mut Worker, handle: usize, request: u64, reg: LocalReg, started: Instant, result: RegResult) {
+pub fn registered(w: &mut Shard, handle: usize, request: u64, reg: LocalReg, started: Instant, result: RegResult) {
     match result {
         Ok((registration, created)) => {
             let reg = LocalReg { registration, ..reg };
@@ -82,7 +75,7 @@ pub struct LocalReg {
 }
 
 /// Leaves a registration of session `callee` (this worker's) at its owner.
-pub(super) fn release_reg(w: &mut Worker, realm: &Realm, callee: u64, reg: LocalReg) {
+pub(super) fn release_reg(w: &mut Shard, realm: &Realm, callee: u64, reg: LocalReg) {
     let owner = owner_of(realm, &reg.procedure, w.workers);
     let LocalReg { registration, procedure, policy } = reg;
     let callee = SessionRef { worker: w.id, id: callee };
@@ -90,7 +83,7 @@ pub(super) fn release_reg(w: &mut Worker, realm: &Realm, callee: u64, reg: Local
     w.peers.send(owner, ShardMsg::RegRelease(release));
 }
 
-pub(super) fn unregister(w: &mut Worker, handle: usize, request: u64, registration: u64) {
+pub(super) fn unregister(w: &mut Shard, handle: usize, request: u64, registration: u64) {
     let s = session(w, handle);
     let Some(i) = s.regs.iter().position(|r| r.registration == registration) else {
         let msg = format!("no registration {registration} in this session");
@@ -104,7 +97,7 @@ pub(super) fn unregister(w: &mut Worker, handle: usize, request: u64, registrati
 }
 
 pub(super) fn call(
-    w: &mut Worker,
+    w: &mut Shard,
     handle: usize,
     request: u64,
     options: Dict,
@@ -273,7 +266,7 @@ pub struct Pending {
 
 /// The owner picked the callee of a round-robin call: invoke it. A call
 /// that ended meanwhile (timeout, CANCEL) is forgotten.
-pub fn on_picked(w: &mut Worker, caller: u64, request: u64, callee: Option<Callee>) {
+pub fn on_picked(w: &mut Shard, caller: u64, request: u64, callee: Option<Callee>) {
     let Some(&handle) = w.sessions.get(&caller) else { return };
     let Some(c) = session(w, handle).calls.get_mut(&request) else { return };
     let Some(p) = c.pending.take() else { return };
@@ -310,7 +303,7 @@ pub struct OutCall {
 const ENDED_INPUTS: usize = 16;
 
 /// Ends a call of this session's: forgets it and its deadline.
-fn take_call(w: &mut Worker, handle: usize, request: u64) -> Option<OutCall> {
+fn take_call(w: &mut Shard, handle: usize, request: u64) -> Option<OutCall> {
     let s = session(w, handle);
     let caller = s.id;
     let call = s.calls.remove(&request)?;
@@ -327,7 +320,7 @@ fn take_call(w: &mut Worker, handle: usize, request: u64) -> Option<OutCall> {
 }
 
 /// The error that goes back to a caller when its call cannot be invoked.
-fn fail(w: &mut Worker, inv: &Invoke, error: &str, text: String) {
+fn fail(w: &mut Shard, inv: &Invoke, error: &str, text: String) {
     let payload = Payload { args: Some(vec![Value::Str(text)]), kwargs: None };
     let outcome = CallOutcome::Error { error: error.into(), details: Dict::new(), payload };
     let done = CallDone { caller: inv.caller.id, request: inv.request, outcome };
@@ -336,7 +329,7 @@ fn fail(w: &mut Worker, inv: &Invoke, error: &str, text: String) {
 
 /// More progressive input for an invocation on this worker. If the
 /// invocation ended meanwhile, it is dropped.
-fn continue_invocation(w: &mut Worker, inv: Invoke) {
+fn continue_invocation(w: &mut Shard, inv: Invoke) {
     let Some(&handle) = w.sessions.get(&inv.callee) else { return };
     let s = session(w, handle);
     let key = (inv.caller, inv.request);
@@ -352,7 +345,7 @@ fn continue_invocation(w: &mut Worker, inv: Invoke) {
 }
 
 /// A call arrives at the callee's worker.
-pub fn on_invoke(w: &mut Worker, inv: Invoke) {
+pub fn on_invoke(w: &mut Shard, inv: Invoke) {
     if inv.continuation {
         return continue_invocation(w, inv);
     }
@@ -417,7 +410,7 @@ pub struct InCall {
 /// invocation open. A YIELD in payload passthru mode for a caller that does
 /// not take it is refused to the callee (`wamp.error.feature_not_supported`)
 /// and ends the call with that error.
-pub(super) fn yielded(w: &mut Worker, handle: usize, request: u64, options: Dict, payload: Payload) {
+pub(super) fn yielded(w: &mut Shard, handle: usize, request: u64, options: Dict, payload: Payload) {
     let progress = match bool_opt(&options, "progress") {
         Ok(p) => p.unwrap_or(false),
         Err(e) => return violation(w, handle, &e),
@@ -455,7 +448,7 @@ pub(super) fn yielded(w: &mut Worker, handle: usize, request: u64, options: Dict
 }
 
 /// The callee answered (final YIELD or ERROR) an invocation.
-pub(super) fn callee_done(w: &mut Worker, handle: usize, request: u64, outcome: CallOutcome) {
+pub(super) fn callee_done(w: &mut Shard, handle: usize, request: u64, outcome: CallOutcome) {
     // Unknown: the caller left, or a late answer. Dropped, as the spec says.
     let s = session(w, handle);
     let Some(InCall { caller, request: call_request, .. }) = s.invocations.remove(&request) else { return };
@@ -467,7 +460,7 @@ pub(super) fn callee_done(w: &mut Worker, handle: usize, request: u64, outcome: 
 }
 
 /// A call's end arrives at the caller's worker.
-pub fn on_call_done(w: &mut Worker, done: CallDone) {
+pub fn on_call_done(w: &mut Shard, done: CallDone) {
     let Some(&handle) = w.sessions.get(&done.caller) else { return };
     let request = done.request;
     let (msg, last) = match done.outcome {
@@ -514,7 +507,7 @@ pub fn on_call_done(w: &mut Worker, done: CallDone) {
 /// the caller gets ERROR `wamp.error.timeout`, and the callee's worker is
 /// told to forget the invocation (its late YIELD is then dropped) and to
 /// INTERRUPT a callee that announced `call_canceling` (mode `killnowait`).
-pub fn expire_calls(w: &mut Worker) {
+pub fn expire_calls(w: &mut Shard) {
     while let Some(&(at, caller, request)) = w.call_deadlines.first() {
         if at > w.now {
             return;
@@ -535,7 +528,7 @@ pub fn expire_calls(w: &mut Worker) {
 /// default) end the call now with ERROR `wamp.error.canceled`; `kill`
 /// leaves the ending to the callee's answer to the INTERRUPT. A CANCEL for
 /// a call that already ended is ignored: it crossed the answer.
-pub(super) fn cancel(w: &mut Worker, handle: usize, request: u64, options: Dict) {
+pub(super) fn cancel(w: &mut Shard, handle: usize, request: u64, options: Dict) {
     let why = match dict_get(&options, "mode") {
         None => Interruption::KillNoWait,
         Some(Value::Str(m)) if m == "killnowait" => Interruption::KillNoWait,
@@ -563,7 +556,7 @@ pub(super) fn cancel(w: &mut Worker, handle: usize, request: u64, options: Dict)
 }
 
 /// A call timed out or was canceled at its caller's worker.
-pub fn on_interrupt(w: &mut Worker, callee: u64, caller: SessionRef, request: u64, why: Interruption) {
+pub fn on_interrupt(w: &mut Shard, callee: u64, caller: SessionRef, request: u64, why: Interruption) {
     let Some(&handle) = w.sessions.get(&callee) else { return };
     let s = session(w, handle);
     let Some(invocation) =
@@ -600,7 +593,7 @@ pub fn on_interrupt(w: &mut Worker, callee: u64, caller: SessionRef, request: u6
     interrupt(w, handle, invocation, mode, reason);
 }
 
-fn interrupt(w: &mut Worker, handle: usize, invocation: u64, mode: &str, reason: &str) {
+fn interrupt(w: &mut Shard, handle: usize, invocation: u64, mode: &str, reason: &str) {
     let options = vec![("mode".to_owned(), Value::Str(mode.into())), ("reason".to_owned(), Value::Str(reason.into()))];
     send(w, handle, &Msg::Interrupt { request: invocation, options });
 }
@@ -608,7 +601,7 @@ fn interrupt(w: &mut Worker, handle: usize, invocation: u64, mode: &str, reason:
 /// The caller of some invocations on this worker left: forget them, so the
 /// callee's late YIELD is dropped, and INTERRUPT (`killnowait`) the callees
 /// that take it, as the spec says for a caller leaving.
-pub fn on_caller_gone(w: &mut Worker, caller: SessionRef) {
+pub fn on_caller_gone(w: &mut Shard, caller: SessionRef) {
     let mut interrupted = Vec::new();
     for (handle, conn) in w.conns.iter_mut() {
         let Some(s) = conn.wamp().and_then(|c| c.session.as_mut()) else { continue };

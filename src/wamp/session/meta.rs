@@ -31,7 +31,7 @@ fn quiet(uri: &str) -> bool {
 }
 
 /// A meta event: published from the router (publisher session 0).
-fn event(w: &mut Worker, realm: &Realm, topic: &str, args: Vec<Value>) {
+fn event(w: &mut Shard, realm: &Realm, topic: &str, args: Vec<Value>) {
     let mut any = false;
     w.topics.for_each_match(realm, topic, |_, r| any |= !r.workers.is_empty());
     if !any {
@@ -69,7 +69,7 @@ fn dict(pairs: Vec<(&str, Value)>) -> Value {
 // ---------------------------------------------------------------- events
 
 /// What the meta API says about a session (`on_join`, `wamp.session.get`).
-fn session_details(w: &Worker, handle: usize) -> Option<Dict> {
+fn session_details(w: &Shard, handle: usize) -> Option<Dict> {
     let conn = w.conns.get(handle)?;
     let wamp = match &conn.proto {
         crate::conn::Proto::Wamp(c) => c,
@@ -81,10 +81,10 @@ fn session_details(w: &Worker, handle: usize) -> Option<Dict> {
         Framing::RawSocket { .. } => "rawsocket",
     };
     let serializer = wamp.ser.subprotocol().trim_start_matches("wamp.2.");
-    let peer = match conn.stream.peer_addr() {
-        Ok(std::net::SocketAddr::V4(a)) => format!("tcp4:{}:{}", a.ip(), a.port()),
-        Ok(std::net::SocketAddr::V6(a)) => format!("tcp6:{}:{}", a.ip(), a.port()),
-        Err(_) => "unknown".to_owned(),
+    let peer = match conn.stream.as_ref().map(|s| s.peer_addr()) {
+        Some(Ok(std::net::SocketAddr::V4(a))) => format!("tcp4:{}:{}", a.ip(), a.port()),
+        Some(Ok(std::net::SocketAddr::V6(a))) => format!("tcp6:{}:{}", a.ip(), a.port()),
+        _ => "unknown".to_owned(),
     };
     let transport = dict(vec![
         ("type", Value::Str(kind.into())),
@@ -106,13 +106,13 @@ fn session_details(w: &Worker, handle: usize) -> Option<Dict> {
 
 /// After WELCOME (which may have closed a RawSocket connection that cannot
 /// take it: then there is no session to announce).
-pub(super) fn joined(w: &mut Worker, handle: usize, realm: &Realm) {
+pub(super) fn joined(w: &mut Shard, handle: usize, realm: &Realm) {
     if let Some(details) = session_details(w, handle) {
         event(w, realm, "wamp.session.on_join", vec![Value::Dict(details)]);
     }
 }
 
-pub(super) fn left(w: &mut Worker, s: &WampSession) {
+pub(super) fn left(w: &mut Shard, s: &WampSession) {
     let args = vec![Value::UInt(s.id), Value::Str(s.authid.clone()), Value::Str(s.authrole.clone())];
     event(w, &s.realm, "wamp.session.on_leave", args);
 }
@@ -127,7 +127,7 @@ fn sub_details(id: u64, key: &SubKey, created: u64) -> Value {
 }
 
 /// The owner created a subscription for `session` (WAMP or MQTT).
-pub fn sub_created(w: &mut Worker, key: &SubKey, subscription: u64, session: u64) {
+pub fn sub_created(w: &mut Shard, key: &SubKey, subscription: u64, session: u64) {
     if quiet(&key.topic) {
         return;
     }
@@ -136,7 +136,7 @@ pub fn sub_created(w: &mut Worker, key: &SubKey, subscription: u64, session: u64
     event(w, &key.realm, "wamp.subscription.on_create", args);
 }
 
-pub(super) fn subscribed(w: &mut Worker, realm: &Realm, session: u64, subscription: u64, topic: &str) {
+pub(super) fn subscribed(w: &mut Shard, realm: &Realm, session: u64, subscription: u64, topic: &str) {
     if !quiet(topic) {
         event(w, realm, "wamp.subscription.on_subscribe", vec![Value::UInt(session), Value::UInt(subscription)]);
     }
@@ -144,7 +144,7 @@ pub(super) fn subscribed(w: &mut Worker, realm: &Realm, session: u64, subscripti
 
 /// Session `session` leaves `subscription`; the core's `leave` is told
 /// whether to name it in an `on_delete` (not for `wamp.` topics).
-pub(super) fn unsubscribe(w: &mut Worker, handle: usize, session: u64, subscription: u64) {
+pub(super) fn unsubscribe(w: &mut Shard, handle: usize, session: u64, subscription: u64) {
     let quiet = w.local_subs.get(&subscription).is_none_or(|l| quiet(&l.key.topic));
     let realm = w.local_subs.get(&subscription).map(|l| l.key.realm.clone());
     if let (false, Some(realm)) = (quiet, &realm) {
@@ -154,7 +154,7 @@ pub(super) fn unsubscribe(w: &mut Worker, handle: usize, session: u64, subscript
 }
 
 /// The owner says the subscription ended with `session`.
-pub fn sub_deleted(w: &mut Worker, realm: &Realm, subscription: u64, session: u64) {
+pub fn sub_deleted(w: &mut Shard, realm: &Realm, subscription: u64, session: u64) {
     event(w, realm, "wamp.subscription.on_delete", vec![Value::UInt(session), Value::UInt(subscription)]);
 }
 
@@ -168,7 +168,7 @@ fn reg_details(id: u64, uri: &str, policy: MatchPolicy, reg: &crate::router::pro
     ])
 }
 
-pub(super) fn registered(w: &mut Worker, realm: &Realm, session: u64, reg: &LocalReg, created: bool) {
+pub(super) fn registered(w: &mut Shard, realm: &Realm, session: u64, reg: &LocalReg, created: bool) {
     if created {
         let details = w
             .procs
@@ -181,12 +181,12 @@ pub(super) fn registered(w: &mut Worker, realm: &Realm, session: u64, reg: &Loca
     event(w, realm, "wamp.registration.on_register", vec![Value::UInt(session), Value::UInt(reg.registration)]);
 }
 
-pub(super) fn unregistered(w: &mut Worker, realm: &Realm, session: u64, registration: u64) {
+pub(super) fn unregistered(w: &mut Shard, realm: &Realm, session: u64, registration: u64) {
     event(w, realm, "wamp.registration.on_unregister", vec![Value::UInt(session), Value::UInt(registration)]);
 }
 
 /// The owner says the registration ended with `session`.
-pub fn reg_deleted(w: &mut Worker, realm: &Realm, registration: u64, session: u64) {
+pub fn reg_deleted(w: &mut Shard, realm: &Realm, registration: u64, session: u64) {
     event(w, realm, "wamp.registration.on_delete", vec![Value::UInt(session), Value::UInt(registration)]);
 }
 
@@ -254,12 +254,12 @@ impl<'a> Args<'a> {
 }
 
 /// RESULT with these arguments (none: no value).
-fn result(w: &mut Worker, handle: usize, request: u64, args: Vec<Value>) {
+fn result(w: &mut Shard, handle: usize, request: u64, args: Vec<Value>) {
     let payload = Payload { args: (!args.is_empty()).then_some(args), kwargs: None };
     send(w, handle, &Msg::Result { request, details: Dict::new(), payload });
 }
 
-fn invalid(w: &mut Worker, handle: usize, request: u64, why: Invalid) {
+fn invalid(w: &mut Shard, handle: usize, request: u64, why: Invalid) {
     error(w, handle, m::CALL, request, "wamp.error.invalid_argument", Some(why));
 }
 
@@ -294,7 +294,7 @@ fn match_option(options: &[(String, Value)]) -> Result<MatchPolicy, Invalid> {
 }
 
 /// A CALL of a `wamp.` procedure: the router answers it.
-pub(super) fn call(w: &mut Worker, handle: usize, request: u64, procedure: &str, payload: Payload) {
+pub(super) fn call(w: &mut Shard, handle: usize, request: u64, procedure: &str, payload: Payload) {
     let outcome = match procedure.strip_prefix("wamp.") {
         Some(p) if p.starts_with("session.") => session_call(w, handle, request, &p[8..], &payload),
         Some(p) if p.starts_with("subscription.") => subscription_call(w, handle, request, &p[13..], &payload),
@@ -316,7 +316,7 @@ struct Unknown;
 
 type Outcome = Result<Result<(), Invalid>, Unknown>;
 
-fn session_call(w: &mut Worker, handle: usize, request: u64, name: &str, payload: &Payload) -> Outcome {
+fn session_call(w: &mut Shard, handle: usize, request: u64, name: &str, payload: &Payload) -> Outcome {
     let a = Args::new(payload);
     let s = session(w, handle);
     let (me, realm) = (s.id, s.realm.clone());
@@ -330,7 +330,7 @@ fn session_call(w: &mut Worker, handle: usize, request: u64, name: &str, payload
         let message = a.kw_string("message")?.map(str::to_owned);
         Ok(Ok(MetaQuery::Kill { target, reason: reason.to_owned(), message, except: me }))
     };
-    let bad_reason = |w: &mut Worker, why: String| {
+    let bad_reason = |w: &mut Shard, why: String| {
         error(w, handle, m::CALL, request, "wamp.error.invalid_uri", Some(why));
         Ok(Ok(()))
     };
@@ -385,11 +385,11 @@ fn session_call(w: &mut Worker, handle: usize, request: u64, name: &str, payload
     Ok(Ok(()))
 }
 
-fn subscription_call(w: &mut Worker, handle: usize, request: u64, name: &str, payload: &Payload) -> Outcome {
+fn subscription_call(w: &mut Shard, handle: usize, request: u64, name: &str, payload: &Payload) -> Outcome {
     let a = Args::new(payload);
     let realm = session(w, handle).realm.clone();
     // A subscription of this realm by ID.
-    fn by_id<'w>(w: &'w Worker, realm: &Realm, id: u64) -> Option<(&'w SubKey, &'w crate::router::topics::Route)> {
+    fn by_id<'w>(w: &'w Shard, realm: &Realm, id: u64) -> Option<(&'w SubKey, &'w crate::router::topics::Route)> {
         w.topics.by_id(id).filter(|(k, _)| k.realm == *realm && k.share.is_none())
     }
     let out = match name {
@@ -459,19 +459,19 @@ fn subscription_call(w: &mut Worker, handle: usize, request: u64, name: &str, pa
     Ok(out.map(|args| result(w, handle, request, args)))
 }
 
-fn no_such_subscription(w: &mut Worker, handle: usize, request: u64, id: u64) -> Outcome {
+fn no_such_subscription(w: &mut Shard, handle: usize, request: u64, id: u64) -> Outcome {
     let msg = Some(format!("no subscription {id} in this realm"));
     error(w, handle, m::CALL, request, "wamp.error.no_such_subscription", msg);
     Ok(Ok(()))
 }
 
-fn no_such_registration(w: &mut Worker, handle: usize, request: u64, id: u64) -> Outcome {
+fn no_such_registration(w: &mut Shard, handle: usize, request: u64, id: u64) -> Outcome {
     let msg = Some(format!("no registration {id} in this realm"));
     error(w, handle, m::CALL, request, "wamp.error.no_such_registration", msg);
     Ok(Ok(()))
 }
 
-fn registration_call(w: &mut Worker, handle: usize, request: u64, name: &str, payload: &Payload) -> Outcome {
+fn registration_call(w: &mut Shard, handle: usize, request: u64, name: &str, payload: &Payload) -> Outcome {
     let a = Args::new(payload);
     let realm = session(w, handle).realm.clone();
     let out = match name {
@@ -510,7 +510,7 @@ fn registration_call(w: &mut Worker, handle: usize, request: u64, name: &str, pa
 }
 
 /// `wamp.registration.remove(registration, callee, reason?)`.
-fn revoke(w: &mut Worker, handle: usize, request: u64, realm: &Realm, a: &Args) -> Result<(), Invalid> {
+fn revoke(w: &mut Shard, handle: usize, request: u64, realm: &Realm, a: &Args) -> Result<(), Invalid> {
     let registration = a.id(0, "registration")?;
     let callee = a.id(1, "callee")?;
     let reason = match a.args.get(2) {
@@ -533,7 +533,7 @@ fn revoke(w: &mut Worker, handle: usize, request: u64, realm: &Realm, a: &Args) 
 }
 
 /// The meta API revokes a registration of a session on this worker.
-pub fn on_revoke(w: &mut Worker, callee: u64, registration: u64, reason: Option<String>) {
+pub fn on_revoke(w: &mut Shard, callee: u64, registration: u64, reason: Option<String>) {
     let Some(&handle) = w.sessions.get(&callee) else { return };
     let s = session(w, handle);
     let Some(i) = s.regs.iter().position(|r| r.registration == registration) else { return };
@@ -582,7 +582,7 @@ fn scope(a: &Args) -> Result<Scope, Invalid> {
     }
 }
 
-fn add_testament(w: &mut Worker, handle: usize, request: u64, a: &Args) -> Result<(), Invalid> {
+fn add_testament(w: &mut Shard, handle: usize, request: u64, a: &Args) -> Result<(), Invalid> {
     let topic = a.string(0, "topic")?;
     if !uri_ok(w, topic) || quiet(topic) {
         let msg = Some(format!("invalid testament topic '{topic}'"));
@@ -619,7 +619,7 @@ fn add_testament(w: &mut Worker, handle: usize, request: u64, a: &Args) -> Resul
     Ok(())
 }
 
-fn flush_testaments(w: &mut Worker, handle: usize, request: u64, a: &Args) -> Result<(), Invalid> {
+fn flush_testaments(w: &mut Shard, handle: usize, request: u64, a: &Args) -> Result<(), Invalid> {
     let scope = scope(a)?;
     session(w, handle).testaments.retain(|t| t.scope != scope);
     // "does not return a value"
@@ -629,7 +629,7 @@ fn flush_testaments(w: &mut Worker, handle: usize, request: u64, a: &Args) -> Re
 
 /// The session ends: its testaments are published, `detached` ones first,
 /// each scope in the order they were added.
-pub(super) fn publish_testaments(w: &mut Worker, s: &mut WampSession) {
+pub(super) fn publish_testaments(w: &mut Shard, s: &mut WampSession) {
     let mut all = std::mem::take(&mut s.testaments);
     // Stable: keeps the order within a scope.
     all.sort_by_key(|t| t.scope != Scope::Detached);
@@ -684,7 +684,7 @@ pub struct Gathering {
     deadline: Instant,
 }
 
-fn gather(w: &mut Worker, handle: usize, request: u64, realm: Realm, q: MetaQuery, f: Finish, to: &[WorkerId]) {
+fn gather(w: &mut Shard, handle: usize, request: u64, realm: Realm, q: MetaQuery, f: Finish, to: &[WorkerId]) {
     w.next_gather += 1;
     let id = w.next_gather;
     let session = session(w, handle).id;
@@ -710,7 +710,7 @@ fn gather(w: &mut Worker, handle: usize, request: u64, realm: Realm, q: MetaQuer
 }
 
 /// A worker's answer to a gathered meta call.
-pub fn on_meta_answer(w: &mut Worker, gather: u64, answer: MetaAnswer) {
+pub fn on_meta_answer(w: &mut Shard, gather: u64, answer: MetaAnswer) {
     let Some(g) = w.gathers.get_mut(&gather) else { return };
     match answer {
         MetaAnswer::Ids(ids) => g.ids.extend(ids),
@@ -723,7 +723,7 @@ pub fn on_meta_answer(w: &mut Worker, gather: u64, answer: MetaAnswer) {
     }
 }
 
-fn finish(w: &mut Worker, gather: u64) {
+fn finish(w: &mut Shard, gather: u64) {
     let Some(g) = w.gathers.remove(&gather) else { return };
     if w.sessions.get(&g.session) != Some(&g.handle) {
         return; // the caller left
@@ -775,7 +775,7 @@ fn finish(w: &mut Worker, gather: u64) {
 
 /// Gathered calls whose workers did not all answer in time (every worker
 /// tick): the caller gets `wamp.error.timeout` rather than a partial answer.
-pub fn expire_gathers(w: &mut Worker) {
+pub fn expire_gathers(w: &mut Shard) {
     if w.gathers.is_empty() {
         return;
     }
@@ -791,7 +791,7 @@ pub fn expire_gathers(w: &mut Worker) {
 }
 
 /// A meta question about this worker's sessions.
-pub fn on_meta_query(w: &mut Worker, realm: &Realm, query: MetaQuery, reply: WorkerId, gather: u64) {
+pub fn on_meta_query(w: &mut Shard, realm: &Realm, query: MetaQuery, reply: WorkerId, gather: u64) {
     let in_realm: Vec<(u64, usize)> = w
         .sessions
         .iter()
@@ -854,7 +854,7 @@ pub fn on_meta_query(w: &mut Worker, realm: &Realm, query: MetaQuery, reply: Wor
 
 /// Ends a session with GOODBYE (the connection stays, for the client's
 /// GOODBYE reply and perhaps a new HELLO).
-fn kill(w: &mut Worker, handle: usize, reason: &str, message: Option<&str>) {
+fn kill(w: &mut Shard, handle: usize, reason: &str, message: Option<&str>) {
     let details = message.map(|m| vec![("message".to_owned(), Value::Str(m.to_owned()))]).unwrap_or_default();
     send(w, handle, &Msg::Goodbye { details, reason: reason.to_owned() });
     let Some(conn) = w.conns[handle].wamp() else { return };

@@ -1,0 +1,277 @@
+//! What the protocol sessions see of their worker: the shard's routing
+//! state (its copies of the replicated tables, the keys it owns, its
+//! sessions) and the effects a session may have on connections (queue
+//! bytes, queue an event, close, pause and resume input), but not the event
+//! loop: no poll, no inbox, no socket reads. A session's path from a decoded
+//! message to its replies and shard messages stays inside the session layer,
+//! `core.rs` and this struct, so it runs the same without sockets
+//! (`testkit.rs` drives shards that way).
+//!
+//! The worker (`mod.rs`) owns the loop around it: it reads the sockets,
+//! hands the bytes to the sessions, flushes what they queued (`dirty`),
+//! resumes what they paused (`resume`), and drops what they closed once it
+//! has lingered (`lingering`).
+
+use super::{LocalKey, LocalSub, LINGER};
+use crate::config::Config;
+use crate::conn::{Conn, Proto};
+use crate::metrics::{CloseReason, WorkerMetrics};
+use crate::mqtt::session::MqttState;
+use crate::router::owner::Owner;
+use crate::router::procs::ProcTable;
+use crate::router::retained::RetainedStore;
+use crate::router::topics::TopicTable;
+use crate::router::{IdGen, ShardMsg, SubKey, WorkerId};
+use crate::store::thread::{StoreLink, StoreReq};
+use crate::wamp::session::Framing;
+use crate::ws::frame;
+use ahash::AHashMap;
+use bytes::Bytes;
+use crossbeam_channel::Sender;
+use mio::Waker;
+use slab::Slab;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::peers::Peers;
+
+pub struct Shard {
+    pub id: WorkerId,
+    pub workers: usize,
+    pub cfg: Arc<Config>,
+    pub peers: Peers,
+    pub conns: Slab<Conn>,
+    /// Session ID -> connection handle, for WAMP sessions on this shard.
+    pub sessions: AHashMap<u64, usize>,
+    pub topics: TopicTable,
+    pub procs: ProcTable,
+    pub owner: Owner,
+    pub ids: IdGen,
+    pub local_keys: AHashMap<SubKey, LocalKey>,
+    pub local_subs: AHashMap<u64, LocalSub>,
+    pub mqtt: MqttState,
+    pub retained: RetainedStore,
+    pub metrics: WorkerMetrics,
+    /// Coarse time of this loop iteration.
+    pub now: Instant,
+    /// Connections with bytes to flush at the end of this loop iteration.
+    pub(crate) dirty: Vec<usize>,
+    /// Connections whose input is to be read again (after a pause, or when
+    /// reading stopped for backpressure or its budget).
+    pub(crate) resume: Vec<usize>,
+    /// Connections whose outbound queue refused an event.
+    pub(crate) slow: Vec<usize>,
+    /// Connections lingering after their close.
+    pub(crate) lingering: Vec<usize>,
+    pub(crate) publish_targets: Vec<bool>,
+    pub(crate) match_scratch: Vec<(u64, crate::router::MatchPolicy)>,
+    pub(crate) mqtt_hits: Vec<(usize, u64)>,
+    pub(crate) share_rr: usize,
+    /// WAMP call timeouts of this shard's callers: (deadline, caller
+    /// session, request), earliest first. An entry leaves when its call
+    /// ends, so there is at most one per call in flight with a timeout.
+    pub(crate) call_deadlines: std::collections::BTreeSet<(Instant, u64, u64)>,
+    /// WAMP meta calls waiting for other workers' answers, by gather ID.
+    pub(crate) gathers: AHashMap<u64, crate::wamp::session::Gathering>,
+    pub(crate) next_gather: u64,
+    /// This shard's end of the store channel.
+    pub(crate) store: Option<StoreLink>,
+    /// Acknowledgements waiting for the store, by ticket.
+    pub(crate) pending_acks: AHashMap<u64, super::core::PendingAck>,
+    pub(crate) next_ticket: u64,
+    /// History of the topics this shard owns.
+    pub history: crate::router::history::History,
+}
+
+/// What a shard is made of (the worker's `Setup`, less the loop's parts).
+pub struct ShardSetup {
+    pub id: WorkerId,
+    pub config: Arc<Config>,
+    pub senders: Vec<Sender<ShardMsg>>,
+    pub wakers: Vec<Arc<Waker>>,
+    pub store: Option<Sender<StoreReq>>,
+    pub retained: Vec<Arc<crate::router::Publication>>,
+    pub history: Vec<crate::router::history::Recorded>,
+    pub now: Instant,
+}
+
+impl Shard {
+    pub fn new(s: ShardSetup) -> Shard {
+        let workers = s.senders.len();
+        let mut retained = RetainedStore::default();
+        for p in s.retained {
+            retained.set(p);
+        }
+        let mut history = crate::router::history::History::default();
+        for e in s.history {
+            history.restore(e);
+        }
+        Shard {
+            id: s.id,
+            workers,
+            peers: Peers::new(s.id, s.senders, s.wakers),
+            conns: Slab::new(),
+            sessions: AHashMap::new(),
+            topics: TopicTable::default(),
+            procs: ProcTable::default(),
+            owner: Owner::new(s.id, workers),
+            ids: IdGen::new(s.id, workers),
+            local_keys: AHashMap::new(),
+            local_subs: AHashMap::new(),
+            mqtt: MqttState::new(s.id, s.config.mqtt.sys_interval, s.now),
+            retained,
+            metrics: WorkerMetrics::default(),
+            now: s.now,
+            dirty: Vec::new(),
+            resume: Vec::new(),
+            slow: Vec::new(),
+            lingering: Vec::new(),
+            publish_targets: vec![false; workers],
+            match_scratch: Vec::new(),
+            mqtt_hits: Vec::new(),
+            share_rr: 0,
+            call_deadlines: Default::default(),
+            gathers: AHashMap::new(),
+            next_gather: 0,
+            store: s.store.map(StoreLink::new),
+            pending_acks: AHashMap::new(),
+            next_ticket: 0,
+            history,
+            cfg: s.config,
+        }
+    }
+
+    /// A peer inbox or the store channel is full: sockets are not read
+    /// until it drains (TCP backpressure reaches the producers).
+    pub fn congested(&self) -> bool {
+        self.peers.congested() || self.store.as_ref().is_some_and(|s| s.congested())
+    }
+
+    pub(crate) fn mark_dirty(&mut self, handle: usize) {
+        let c = &mut self.conns[handle];
+        if !c.dirty {
+            c.dirty = true;
+            self.dirty.push(handle);
+        }
+    }
+
+    /// Queues bytes that must reach the client (replies, control frames).
+    /// Over twice the queue bound, the session is closed as a slow consumer:
+    /// a client that keeps asking without reading gets no unbounded memory.
+    pub fn send_bytes(&mut self, handle: usize, bytes: Bytes) {
+        let limits = &self.cfg.limits;
+        let c = &mut self.conns[handle];
+        if c.out.bytes() + bytes.len() > 2 * limits.outbound_queue_bytes
+            || c.out.messages() >= 2 * limits.outbound_queue_messages
+        {
+            if !c.is_closed() {
+                self.close(handle, CloseReason::SlowConsumer, Some((frame::CLOSE_POLICY, "outbound queue full")));
+            }
+            return;
+        }
+        self.metrics.counters.messages_out += 1;
+        c.out.push(bytes);
+        self.mark_dirty(handle);
+    }
+
+    /// Queues an event, or drops and counts it if the queue is full. Returns
+    /// whether it was queued.
+    pub fn send_event(&mut self, handle: usize, bytes: Bytes) -> bool {
+        let limits = &self.cfg.limits;
+        let c = &mut self.conns[handle];
+        // An empty queue takes any one event, however large (up to the
+        // message bound), so a message over the queue's byte bound is not
+        // undeliverable: the queue then holds at most bound + one message.
+        let full = c.out.bytes() + bytes.len() > limits.outbound_queue_bytes && !c.out.is_empty();
+        if full || c.out.messages() >= limits.outbound_queue_messages {
+            self.metrics.counters.events_dropped += 1;
+            if c.over_since.is_none() {
+                c.over_since = Some(self.now);
+                self.slow.push(handle);
+            }
+            return false;
+        }
+        self.metrics.counters.messages_out += 1;
+        c.out.push(bytes);
+        if !c.dirty {
+            c.dirty = true;
+            self.dirty.push(handle);
+        }
+        true
+    }
+
+    /// Reads the connection's input again (after a pause).
+    pub fn resume_reading(&mut self, handle: usize) {
+        let c = &mut self.conns[handle];
+        if !c.resume {
+            c.resume = true;
+            self.resume.push(handle);
+        }
+    }
+
+    /// Ends the session on `handle` (cleaning up its state on every shard),
+    /// sends a WebSocket close frame if given, and closes the connection once
+    /// its queue is flushed.
+    pub fn close(&mut self, handle: usize, reason: CloseReason, ws_close: Option<(u16, &str)>) {
+        if !self.conns.contains(handle) || self.conns[handle].is_closed() {
+            return;
+        }
+        let c = &mut self.conns[handle];
+        let ws = match &c.proto {
+            Proto::Wamp(w) => w.framing == Framing::WebSocket,
+            Proto::Mqtt(m) => m.ws,
+            Proto::Http | Proto::RawHandshake | Proto::Closed => false,
+        };
+        if let (Some((code, text)), true) = (ws_close, ws) {
+            // Bypass the bound: the close frame is the last thing sent.
+            c.out.push(Bytes::from(frame::close_frame(code, text)));
+        }
+        self.end_conn(handle, reason);
+    }
+
+    /// Marks the connection closed after cleaning up its session; the
+    /// worker drops it once it has flushed and lingered.
+    pub(crate) fn end_conn(&mut self, handle: usize, reason: CloseReason) {
+        let proto = std::mem::replace(&mut self.conns[handle].proto, Proto::Closed);
+        match proto {
+            Proto::Wamp(w) => crate::wamp::session::on_close(self, handle, *w, reason),
+            Proto::Mqtt(m) => crate::mqtt::session::on_close(self, handle, *m, reason),
+            _ if reason == CloseReason::Handshake => self.metrics.closed(reason),
+            _ => {}
+        }
+        let c = &mut self.conns[handle];
+        c.fragments = Vec::new();
+        c.input.release();
+        c.close_deadline = Some(self.now + LINGER);
+        self.lingering.push(handle);
+        self.mark_dirty(handle);
+    }
+
+    /// The shard's deadlines, every tick: slow consumers past their grace,
+    /// MQTT keep-alive, will delays and session expiry, WAMP call timeouts
+    /// and meta gathers.
+    pub fn tick(&mut self) {
+        let now = self.now;
+        // Slow consumers past their grace period.
+        let grace = self.cfg.limits.slow_grace;
+        let mut slow = std::mem::take(&mut self.slow);
+        slow.retain(|&h| {
+            let Some(c) = self.conns.get(h) else { return false };
+            let Some(since) = c.over_since else { return false };
+            if c.is_closed() {
+                return false;
+            }
+            if now.duration_since(since) >= grace && crate::wamp::session::closes_when_slow(self, h) {
+                let text = format!("slow consumer: outbound queue full for more than {} ms", grace.as_millis());
+                crate::mqtt::session::slow(self, h, &text);
+                self.close(h, CloseReason::SlowConsumer, Some((frame::CLOSE_POLICY, &text)));
+                return false;
+            }
+            true
+        });
+        self.slow.append(&mut slow);
+        crate::mqtt::session::housekeeping(self);
+        crate::wamp::session::expire_calls(self);
+        crate::wamp::session::expire_gathers(self);
+    }
+}
