@@ -99,7 +99,9 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
         inboxes.push(rx);
     }
 
-    let (store_tx, store, mut retained, mut history) = open_store(&cfg, store, &senders, &wakers)?;
+    let StoreParts { tx: store_tx, thread: store, mut retained, mut history, mut sessions } =
+        open_store(&cfg, store, &senders, &wakers)?;
+    let (ready_tx, ready_rx) = bounded(n);
 
     let (metrics_tx, metrics_rx) = bounded(METRICS_CAPACITY);
     let metrics_cfg = cfg.metrics.clone();
@@ -120,6 +122,8 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
             store: store_tx.clone(),
             retained: std::mem::take(&mut retained[i]),
             history: std::mem::take(&mut history[i]),
+            mqtt_sessions: std::mem::take(&mut sessions[i]),
+            ready: Some(ready_tx.clone()),
         };
         let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
         let handle = std::thread::Builder::new().name(format!("worker-{i}")).spawn(move || {
@@ -132,6 +136,25 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
     }
     drop(metrics_tx);
     drop(store_tx);
+    drop(ready_tx);
+    // The listeners open once every worker has routed the MQTT sessions it
+    // restored (a publish from the first client reaches them); then the
+    // restored sessions' offline deadlines (wills, expiry) may run.
+    let until = std::time::Instant::now() + STARTUP_LIMIT;
+    for _ in 0..n {
+        if ready_rx.recv_deadline(until).is_err() {
+            eprintln!(
+                "fennec: restored MQTT sessions not all routed within {} s; starting anyway",
+                STARTUP_LIMIT.as_secs()
+            );
+            break;
+        }
+    }
+    for (tx, waker) in senders.iter().zip(&wakers) {
+        if tx.send(ShardMsg::Started).is_ok() {
+            let _ = waker.wake();
+        }
+    }
 
     let accept_poll = Poll::new()?;
     let stop = Arc::new(Waker::new(accept_poll.registry(), STOP)?);
@@ -162,9 +185,18 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
     })
 }
 
+/// How long the start waits for the workers to route restored sessions.
+const STARTUP_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The store channel, its thread, and per worker what it owns from the
-/// store: retained values and history events.
-type StoreParts = (Option<Sender<StoreReq>>, Option<JoinHandle<()>>, Vec<Vec<Arc<Publication>>>, Vec<Vec<Recorded>>);
+/// store: retained values, history events, MQTT persistent sessions.
+struct StoreParts {
+    tx: Option<Sender<StoreReq>>,
+    thread: Option<JoinHandle<()>>,
+    retained: Vec<Vec<Arc<Publication>>>,
+    history: Vec<Vec<Recorded>>,
+    sessions: Vec<Vec<crate::store::mqtt::Loaded>>,
+}
 
 /// Opens the durable store (unless `--durability none`), reads the retained
 /// values back for their owner workers, and starts the store thread. A
@@ -179,8 +211,9 @@ fn open_store(
     let n = senders.len();
     let mut retained = vec![Vec::new(); n];
     let mut history = vec![Vec::new(); n];
+    let mut sessions: Vec<Vec<crate::store::mqtt::Loaded>> = (0..n).map(|_| Vec::new()).collect();
     let sync = match cfg.store.durability {
-        Durability::None => return Ok((None, None, retained, history)),
+        Durability::None => return Ok(StoreParts { tx: None, thread: None, retained, history, sessions }),
         Durability::Sync => true,
         Durability::Batch => false,
     };
@@ -232,6 +265,21 @@ fn open_store(
         let owner = owner_of(&p.realm, &p.topic, n) as usize;
         history[owner].push(Recorded { seq, at, p: Arc::new(p) });
     }
+    // MQTT persistent sessions: the newest incarnation of each client ID,
+    // at the worker that owns the client ID (its registry entry is there).
+    {
+        use crate::store::mqtt as sm;
+        let scan = |store: &mut Box<dyn Store>, p: &[u8]| store.scan(p).map_err(failed);
+        let (ms, mo, mi) =
+            (scan(&mut store, sm::SESSION)?, scan(&mut store, sm::MESSAGE)?, scan(&mut store, sm::QOS2_IN)?);
+        let (loaded, stale) =
+            sm::load(ms, mo, mi).map_err(|e| failed(format!("corrupt store in {}: {e}", dir.display())))?;
+        fixes.extend(stale);
+        for l in loaded {
+            let owner = owner_of(&l.realm, &l.client, n) as usize;
+            sessions[owner].push(l);
+        }
+    }
     if !fixes.is_empty() {
         store.commit(&fixes).map_err(failed)?;
     }
@@ -240,7 +288,7 @@ fn open_store(
     let workers: Vec<_> = senders.iter().cloned().zip(wakers.iter().cloned()).collect();
     let handle =
         std::thread::Builder::new().name("store".into()).spawn(move || thread::run(store, rx, commit, workers))?;
-    Ok((Some(tx), Some(handle), retained, history))
+    Ok(StoreParts { tx: Some(tx), thread: Some(handle), retained, history, sessions })
 }
 
 /// Accepts connections and hands them to workers round-robin, so that

@@ -70,6 +70,11 @@ impl Registry {
         }
     }
 
+    /// A session restored at start (this worker owns its client ID).
+    pub fn restore(&mut self, key: Arc<str>, worker: WorkerId, session: u64) {
+        self.entries.insert(key, (worker, session));
+    }
+
     pub fn release(&mut self, key: Arc<str>, session: u64) {
         if self.entries.get(&key).is_some_and(|&(_, s)| s == session) {
             self.entries.remove(&key);

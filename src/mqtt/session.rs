@@ -49,6 +49,7 @@ use std::time::{Duration, Instant};
 
 mod connect;
 mod deliver;
+mod persist;
 mod publish;
 mod subscribe;
 
@@ -59,7 +60,9 @@ use subscribe::*;
 
 pub use connect::{on_registry, read_first};
 pub use deliver::{deliver, deliver_op};
+pub use persist::restore_at_start;
 pub use publish::on_stored;
+pub use subscribe::suback_stored;
 pub use subscribe::{on_retained, subscribed};
 
 /// A core subscribe made to restore a moved session (no SUBACK to send).
@@ -79,6 +82,11 @@ pub struct MqttState {
     next_keepalive_check: Instant,
     /// Shard 0 with `$SYS` on: the collector.
     pub sys: Option<super::sys::Collector>,
+    /// Subscriptions of sessions restored at start not yet routed.
+    pub starting: usize,
+    /// Offline deadlines (wills, expiry) run: false from a restore at
+    /// start until every worker has routed what it restored.
+    pub started: bool,
 }
 
 impl MqttState {
@@ -90,6 +98,8 @@ impl MqttState {
             registry: Default::default(),
             offline: Vec::new(),
             next_keepalive_check: now,
+            starting: 0,
+            started: true,
         }
     }
 }
@@ -202,6 +212,8 @@ pub struct Outgoing {
     pub qos: u8,
     pub retain: bool,
     pub sub_ids: Vec<u32>,
+    /// Its place in the store (`persist`); 0: not stored.
+    pub seq: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -212,7 +224,8 @@ pub struct InFlight {
     pub released: bool,
 }
 
-struct PendingSuback {
+#[derive(Debug)]
+pub struct PendingSuback {
     pkid: u16,
     codes: Vec<u8>,
     waiting: usize,
@@ -247,6 +260,14 @@ pub struct Session {
     moving: Option<(u16, u64)>,
     /// New copy of a moved session while the old copy still forwards.
     restoring: Option<Box<Restoring>>,
+    /// This incarnation is in the store (`persist`).
+    stored: bool,
+    /// When this incarnation was made (ms since the epoch).
+    created_ms: u64,
+    /// The last message sequence number given (`persist`).
+    next_seq: u64,
+    /// When its connection went (ms since the epoch), while offline.
+    offline_since_ms: Option<u64>,
 }
 
 struct Restoring {
@@ -469,12 +490,14 @@ fn go_offline(w: &mut Shard, slot: usize) {
     if s.expires_at.is_some() || s.will_at.is_some() {
         w.mqtt.offline.push(slot);
     }
+    persist::save(w, slot);
 }
 
 /// Removes a session: its subscriptions are released; `release` also frees
 /// its client ID at the registry.
 fn end_session(w: &mut Shard, slot: usize, release: bool) {
     handoff_done(w, slot);
+    persist::forget(w, slot);
     let s = w.mqtt.sessions.remove(slot);
     w.mqtt.by_id.remove(&s.id);
     w.metrics.sessions -= 1;
@@ -510,6 +533,7 @@ fn publish_will(w: &mut Shard, slot: usize, will: Will) {
         disclosed: None,
         receivers: None,
         ppt: None,
+        durable_ack: None,
     };
     route(w, p);
 }
@@ -536,7 +560,7 @@ pub fn housekeeping(w: &mut Shard) {
             close(w, h, CloseReason::KeepAlive);
         }
     }
-    if w.mqtt.offline.is_empty() {
+    if w.mqtt.offline.is_empty() || !w.mqtt.started {
         return;
     }
     let mut offline = std::mem::take(&mut w.mqtt.offline);
@@ -549,6 +573,7 @@ pub fn housekeeping(w: &mut Shard) {
             s.will_at = None;
             if let Some(will) = s.will.take() {
                 publish_will(w, slot, *will);
+                persist::save(w, slot);
             }
         }
         let s = &w.mqtt.sessions[slot];

@@ -130,6 +130,10 @@ pub struct Publication {
     pub receivers: Option<Box<Receivers>>,
     /// WAMP payload passthru mode: the `ppt_*` options, passed to EVENT.
     pub ppt: Option<Box<Dict>>,
+    /// `--durability sync`: the publisher's worker and ticket, told by each
+    /// worker it routes this to once what it queued for persistent MQTT
+    /// sessions is on disk (so PUBACK means stored for them too).
+    pub durable_ack: Option<(WorkerId, u64)>,
 }
 
 /// A publication's black- and whitelists (WAMP `exclude`, `eligible`, and
@@ -199,6 +203,7 @@ impl Publication {
             disclosed: None,
             receivers: None,
             ppt: None,
+            durable_ack: None,
         }
     }
 
@@ -334,6 +339,9 @@ pub enum ShardMsg {
     Accept(mio::net::TcpStream, Listener),
     /// Close every session and stop.
     Shutdown,
+    /// From the server once every worker has routed the sessions it
+    /// restored at start: offline deadlines (wills, expiry) may run.
+    Started,
     /// Deliver to local subscribers; `shared` lists the shared subscriptions
     /// for which this worker was picked to deliver to one member.
     Publish(Arc<Publication>, Vec<u64>),

@@ -9,8 +9,9 @@
 //!   group-commits whatever the workers sent while the previous commit ran
 //!   and reports each acknowledged write back to its worker.
 //!
-//! Only retained values are stored so far.
+//! - `mqtt`: the stored form of MQTT persistent sessions, and their keys.
 
+pub mod mqtt;
 pub mod record;
 pub mod thread;
 
@@ -20,8 +21,21 @@ use std::path::Path;
 /// One change to the store.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Delete { key: Vec<u8> },
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
+    /// Every key under the prefix (those written earlier in the same
+    /// commit included).
+    DeletePrefix {
+        prefix: Vec<u8>,
+    },
+    /// Writes nothing: its acknowledgement says that every write sent
+    /// before it on the same worker's channel is done.
+    Barrier,
 }
 
 /// A store failure, said to the publisher whose write it was.
@@ -60,10 +74,26 @@ impl Store for FjallStore {
     fn commit(&mut self, writes: &[Write]) -> Result<(), StoreError> {
         let mode = if self.sync { fjall::PersistMode::SyncAll } else { fjall::PersistMode::Buffer };
         let mut batch = self.keyspace.batch().durability(Some(mode));
+        // Keys put by this batch so far: a prefix deletion covers them too
+        // (a batch applies its items in order, the last one of a key wins).
+        let mut put: Vec<&[u8]> = Vec::new();
         for w in writes {
             match w {
-                Write::Put { key, value } => batch.insert(&self.part, key.as_slice(), value.as_slice()),
+                Write::Put { key, value } => {
+                    batch.insert(&self.part, key.as_slice(), value.as_slice());
+                    put.push(key);
+                }
                 Write::Delete { key } => batch.remove(&self.part, key.as_slice()),
+                Write::DeletePrefix { prefix } => {
+                    for kv in self.part.prefix(prefix) {
+                        let (k, _) = kv.map_err(|e| format!("store read failed: {e}"))?;
+                        batch.remove(&self.part, k.to_vec());
+                    }
+                    for k in put.iter().filter(|k| k.starts_with(prefix)) {
+                        batch.remove(&self.part, k.to_vec());
+                    }
+                }
+                Write::Barrier => {}
             }
         }
         batch.commit().map_err(|e| format!("store write failed: {e}"))
@@ -97,6 +127,18 @@ impl Store for MemStore {
                 Write::Delete { key } => {
                     self.map.remove(key);
                 }
+                Write::DeletePrefix { prefix } => {
+                    let doomed: Vec<Vec<u8>> = self
+                        .map
+                        .range(prefix.clone()..)
+                        .take_while(|(k, _)| k.starts_with(prefix))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for k in doomed {
+                        self.map.remove(&k);
+                    }
+                }
+                Write::Barrier => {}
             }
         }
         Ok(())
@@ -122,6 +164,17 @@ mod tests {
         s.commit(&[put("r\0a", "4"), Write::Delete { key: b"r\0b".to_vec() }]).unwrap();
         assert_eq!(s.scan(b"r\0").unwrap(), vec![(b"r\0a".to_vec(), b"4".to_vec())]);
         assert_eq!(s.scan(b"x\0").unwrap().len(), 1);
+        // A prefix deletion takes what is stored and what the same commit put.
+        s.commit(&[put("p\0a", "1")]).unwrap();
+        s.commit(&[
+            put("p\0b", "2"),
+            Write::DeletePrefix { prefix: b"p\0".to_vec() },
+            put("p\0c", "3"),
+            Write::Barrier,
+        ])
+        .unwrap();
+        assert_eq!(s.scan(b"p\0").unwrap(), vec![(b"p\0c".to_vec(), b"3".to_vec())]);
+        assert_eq!(s.scan(b"r\0").unwrap().len(), 1, "other prefixes stay");
     }
 
     #[test]

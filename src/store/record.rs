@@ -239,6 +239,7 @@ pub fn decode(bytes: &[u8], now: Instant) -> Result<Option<Decoded>, String> {
         disclosed: r.disclosed.map(|(session, authid, authrole)| Box::new(Identity { session, authid, authrole })),
         receivers: None,
         ppt: r.ppt.map(Box::new),
+        durable_ack: None,
     };
     Ok(Some(Decoded { p, will, at }))
 }

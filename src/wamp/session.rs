@@ -510,7 +510,7 @@ fn end_session(w: &mut Shard, handle: usize, mut s: WampSession, reason: CloseRe
     // commit) will find no session: forget them now, as its parked
     // writes are dropped at their owners.
     if !w.pending_acks.is_empty() {
-        w.pending_acks.retain(|_, a| !matches!(a, PendingAck::Wamp { session, .. } if *session == s.id));
+        w.pending_acks.retain(|_, a| !matches!(a.ack, PendingAck::Wamp { session, .. } if session == s.id));
     }
     let me = SessionRef { worker: w.id, id: s.id };
     for (realm, topic) in std::mem::take(&mut s.keys) {

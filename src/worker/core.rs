@@ -34,7 +34,27 @@ pub enum PendingAck {
     /// PUBLISHED (if `acknowledge`) for this request of this session.
     Wamp { handle: usize, session: u64, request: u64, publication: u64, acknowledge: bool },
     /// PUBACK / PUBREC on this connection (`serial`: still the same one).
-    Mqtt { handle: usize, serial: u64, version: crate::mqtt::codec::Version, qos: u8, pkid: u16, code: u8 },
+    Mqtt { handle: usize, serial: u64, version: crate::mqtt::codec::Version, qos: u8, pkid: u16 },
+    /// SUBACK (and the retained values after it) of a persistent session,
+    /// once its new subscriptions are on disk.
+    MqttSuback { slot: usize, session: u64, pending: Box<crate::mqtt::session::PendingSuback> },
+}
+
+/// A publisher's acknowledgement and what it still waits for: the
+/// retained write at the topic's owner, the writes for persistent MQTT
+/// sessions at each worker the publication went to (`--durability sync`),
+/// the publisher's own QoS 2 packet ID, a conditional write's decision.
+#[derive(Debug)]
+pub struct Waiting {
+    pub ack: PendingAck,
+    /// Completions still to come.
+    left: u32,
+    /// The first failure any of them reported.
+    error: Option<String>,
+    /// A conditional write was refused.
+    refused: bool,
+    /// Some subscription matched (MQTT 5: otherwise PUBACK 0x10).
+    matched: bool,
 }
 
 /// What became of a subscribe request.
@@ -50,6 +70,11 @@ impl Shard {
         match msg {
             // The worker's own: it handles them before they reach here.
             ShardMsg::Accept(..) | ShardMsg::Shutdown => unreachable!("handled by the worker loop"),
+            ShardMsg::Started => {
+                // Before any connection: wills due at once go out now.
+                self.mqtt.started = true;
+                mqtt::housekeeping(self);
+            }
             ShardMsg::Publish(p, shared) => self.deliver(&p, &shared),
             ShardMsg::SubAcquire { key, from } => self.owner.sub_acquire(key, from, &mut self.ids, &mut self.peers),
             ShardMsg::SubRelease { key, from, session } => self.owner.sub_release(key, from, session, &mut self.peers),
@@ -115,16 +140,14 @@ impl Shard {
             }
             ShardMsg::KeySessionGone { realm, topic, session } => self.key_session_gone(&realm, &topic, session),
             ShardMsg::KeyReply { ticket, accepted } => {
-                if let Some(ack) = self.pending_acks.remove(&ticket) {
-                    self.stored(ack, if accepted { AckOutcome::Stored } else { AckOutcome::Refused });
+                if let Some(w) = self.pending_acks.get_mut(&ticket) {
+                    w.refused |= !accepted;
                 }
+                self.complete(ticket, None);
             }
             ShardMsg::Stored { tickets, error } => {
                 for t in tickets {
-                    if let Some(ack) = self.pending_acks.remove(&t) {
-                        let outcome = error.as_deref().map_or(AckOutcome::Stored, AckOutcome::Failed);
-                        self.stored(ack, outcome);
-                    }
+                    self.complete(t, error.as_deref());
                 }
             }
             ShardMsg::RetainedQuery { realm, pattern, reply } => {
@@ -282,6 +305,23 @@ impl Shard {
     /// its topic's history even if no history rule covers it. Events a rule
     /// covers are recorded anyway (from MQTT: at QoS 1 and 2).
     pub fn route_full(&mut self, p: Publication, ack: Option<PendingAck>, trace: bool) -> bool {
+        let ticket = ack.map(|ack| self.open_ticket(ack));
+        self.route_ticketed(p, ticket, trace)
+    }
+
+    /// `route_full` for a publisher that waits under `ticket` (from
+    /// `open_ticket`; the caller may have counted completions of its own
+    /// with `expect`). What it waits for here: the retained write, and under
+    /// `--durability sync` for a QoS 1/2 publication, one answer from each
+    /// worker it is routed to (`Publication::durable_ack`, see `deliver`).
+    pub fn route_ticketed(&mut self, mut p: Publication, ticket: Option<u64>, trace: bool) -> bool {
+        let durable_delivery = ticket.is_some()
+            && p.qos > 0
+            && self.store.is_some()
+            && self.cfg.store.durability == crate::config::Durability::Sync;
+        if durable_delivery {
+            p.durable_ack = ticket.map(|t| (self.id, t));
+        }
         let p = Arc::new(p);
         if trace || self.cfg.any_history {
             let rule = self.cfg.history_rule(&p.realm, &p.topic);
@@ -294,19 +334,62 @@ impl Shard {
                 self.peers.send(owner, ShardMsg::Record { p: p.clone(), limit, max_age_ms });
             }
         }
-        let ticket = ack.map(|ack| {
-            self.next_ticket += 1;
-            self.pending_acks.insert(self.next_ticket, ack);
-            (self.id, self.next_ticket)
-        });
+        let mut left = 0;
         if p.retain {
             let owner = owner_of(&p.realm, &p.topic, self.workers);
-            self.peers.send(owner, ShardMsg::Retain(p.clone(), ticket));
-        } else if let Some((_, t)) = ticket {
-            let ack = self.pending_acks.remove(&t).expect("just added");
-            self.stored(ack, AckOutcome::Stored);
+            self.peers.send(owner, ShardMsg::Retain(p.clone(), ticket.map(|t| (self.id, t))));
+            left += u32::from(ticket.is_some());
         }
-        self.publish_arc(p)
+        let (matched, targets) = self.publish_counted(p);
+        if let Some(t) = ticket {
+            if durable_delivery {
+                left += targets;
+            }
+            self.expect(t, left, matched);
+        }
+        matched
+    }
+
+    /// Keeps a publisher's acknowledgement until what it waits for is done
+    /// (`expect` says how much; `complete` counts it down).
+    pub fn open_ticket(&mut self, ack: PendingAck) -> u64 {
+        self.next_ticket += 1;
+        let w = Waiting { ack, left: 0, error: None, refused: false, matched: true };
+        self.pending_acks.insert(self.next_ticket, w);
+        self.next_ticket
+    }
+
+    /// `n` more completions for `ticket`; with none left, it is answered
+    /// now. `matched`: whether the publication matched any subscription.
+    pub fn expect(&mut self, ticket: u64, n: u32, matched: bool) {
+        let Some(w) = self.pending_acks.get_mut(&ticket) else { return };
+        w.left += n;
+        w.matched &= matched;
+        if w.left == 0 {
+            self.finish(ticket);
+        }
+    }
+
+    /// One completion for `ticket` (`error`: a failed store write).
+    fn complete(&mut self, ticket: u64, error: Option<&str>) {
+        let Some(w) = self.pending_acks.get_mut(&ticket) else { return };
+        if let (Some(e), None) = (error, &w.error) {
+            w.error = Some(e.to_owned());
+        }
+        w.left = w.left.saturating_sub(1);
+        if w.left == 0 {
+            self.finish(ticket);
+        }
+    }
+
+    fn finish(&mut self, ticket: u64) {
+        let Some(w) = self.pending_acks.remove(&ticket) else { return };
+        let outcome = match (&w.error, w.refused) {
+            (Some(e), _) => AckOutcome::Failed(e),
+            (None, true) => AckOutcome::Refused,
+            (None, false) => AckOutcome::Stored,
+        };
+        self.stored(w.ack, outcome, w.matched);
     }
 
     /// The workers that hold what a key or pattern covers (retained values,
@@ -328,21 +411,27 @@ impl Shard {
 
     /// A publication the store has (or failed to write): its publisher
     /// gets the acknowledgement, or the error, if it is still there.
-    fn stored(&mut self, ack: PendingAck, outcome: AckOutcome) {
+    fn stored(&mut self, ack: PendingAck, outcome: AckOutcome, matched: bool) {
         match ack {
             PendingAck::Wamp { handle, session: s, request, publication, acknowledge } => {
                 if self.sessions.get(&s) == Some(&handle) {
                     session::on_stored(self, handle, request, publication, acknowledge, outcome);
                 }
             }
-            PendingAck::Mqtt { handle, serial, version, qos, pkid, code } => {
+            PendingAck::Mqtt { handle, serial, version, qos, pkid } => {
                 if self.conns.get(handle).is_some_and(|c| c.serial == serial && !c.is_closed()) {
                     let error = match outcome {
                         AckOutcome::Stored => None,
                         AckOutcome::Failed(e) => Some(e),
                         AckOutcome::Refused => Some("refused"),
                     };
-                    mqtt::on_stored(self, handle, version, qos, pkid, code, error);
+                    mqtt::on_stored(self, handle, version, qos, pkid, matched, error);
+                }
+            }
+            PendingAck::MqttSuback { slot, session, pending } => {
+                if self.member_alive(Member::Mqtt(slot), session) {
+                    let error = if let AckOutcome::Failed(e) = outcome { Some(e) } else { None };
+                    mqtt::suback_stored(self, slot, *pending, error);
                 }
             }
         }
@@ -365,6 +454,12 @@ impl Shard {
     /// this worker's routing table had any matching subscription (MQTT 5's
     /// PUBACK 0x10 "no matching subscribers" when it had none).
     pub fn publish_arc(&mut self, p: Arc<Publication>) -> bool {
+        self.publish_counted(p).0
+    }
+
+    /// `publish_arc`, and the number of workers it went to (this one included).
+    fn publish_counted(&mut self, p: Arc<Publication>) -> (bool, u32) {
+        let mut sent = 0;
         let mut targets = std::mem::take(&mut self.publish_targets);
         let mut matched = false;
         self.topics.for_each_match(&p.realm, &p.topic, |_, route| {
@@ -391,6 +486,7 @@ impl Shard {
         let mut here = None;
         for (w, hit) in targets.iter_mut().enumerate() {
             if std::mem::take(hit) {
+                sent += 1;
                 let shared: Vec<u64> = picks.iter().filter(|(pw, _)| *pw as usize == w).map(|&(_, s)| s).collect();
                 if w == self.id as usize {
                     here = Some(shared);
@@ -403,7 +499,7 @@ impl Shard {
         if let Some(shared) = here {
             self.deliver(&p, &shared);
         }
-        matched
+        (matched, sent)
     }
 
     /// Delivers a publication to this worker's subscribers. Each matching
@@ -413,6 +509,23 @@ impl Shard {
     /// An MQTT session gets one copy however many of its subscriptions
     /// match: its hits are collected and handed over together.
     pub fn deliver(&mut self, p: &Arc<Publication>, shared: &[u64]) {
+        self.delivery_stored = false;
+        self.deliver_here(p, shared);
+        // A publisher that waits for persistent sessions' copies: told once
+        // they are on disk (a barrier after them on this worker's store
+        // channel), or at once if this worker wrote none.
+        if let Some((worker, ticket)) = p.durable_ack {
+            if std::mem::take(&mut self.delivery_stored) {
+                if let Some(link) = &mut self.store {
+                    link.send(StoreReq { write: Write::Barrier, ack: Some((worker, ticket)) });
+                }
+            } else {
+                self.peers.send(worker, ShardMsg::Stored { tickets: vec![ticket], error: None });
+            }
+        }
+    }
+
+    fn deliver_here(&mut self, p: &Arc<Publication>, shared: &[u64]) {
         let mut matched = std::mem::take(&mut self.match_scratch);
         let me = self.id;
         self.topics.for_each_match(&p.realm, &p.topic, |policy, route| {

@@ -90,6 +90,11 @@ pub struct Setup {
     pub retained: Vec<Arc<crate::router::Publication>>,
     /// History events read back from the store, for the topics this worker owns.
     pub history: Vec<crate::router::history::Recorded>,
+    /// MQTT persistent sessions read back from the store, for the client
+    /// IDs this worker owns.
+    pub mqtt_sessions: Vec<crate::store::mqtt::Loaded>,
+    /// Told this worker's ID once those sessions are routed.
+    pub ready: Option<Sender<WorkerId>>,
 }
 
 /// The event loop: the poll, the inbox, the socket input path, and the
@@ -107,6 +112,8 @@ pub struct Worker {
     opening: std::collections::VecDeque<(usize, u64, Instant)>,
     next_serial: u64,
     shutdown_deadline: Option<Instant>,
+    /// Restored when the loop starts (their subscriptions need it).
+    restored: Vec<crate::store::mqtt::Loaded>,
 }
 
 impl Worker {
@@ -128,6 +135,7 @@ impl Worker {
             store: s.store,
             retained: s.retained,
             history: s.history,
+            ready: s.ready,
             now,
         });
         Worker {
@@ -141,11 +149,13 @@ impl Worker {
             opening: std::collections::VecDeque::new(),
             next_serial: 0,
             shutdown_deadline: None,
+            restored: s.mqtt_sessions,
         }
     }
 
     /// Runs until shutdown is complete.
     pub fn run(mut self) {
+        crate::mqtt::session::restore_at_start(&mut self.sh, std::mem::take(&mut self.restored));
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
         let mut inbox_more = false;

@@ -77,10 +77,15 @@ pub struct Shard {
     /// This shard's end of the store channel.
     pub(crate) store: Option<StoreLink>,
     /// Acknowledgements waiting for the store, by ticket.
-    pub(crate) pending_acks: AHashMap<u64, super::core::PendingAck>,
+    pub(crate) pending_acks: AHashMap<u64, super::core::Waiting>,
     pub(crate) next_ticket: u64,
     /// History of the topics this shard owns.
     pub history: crate::router::history::History,
+    /// `deliver` wrote something for a persistent MQTT session.
+    pub(crate) delivery_stored: bool,
+    /// Told this shard's ID once the MQTT sessions restored at start are
+    /// routed (then dropped).
+    pub(crate) ready: Option<Sender<WorkerId>>,
 }
 
 /// What a shard is made of (the worker's `Setup`, less the loop's parts).
@@ -92,6 +97,7 @@ pub struct ShardSetup {
     pub store: Option<Sender<StoreReq>>,
     pub retained: Vec<Arc<crate::router::Publication>>,
     pub history: Vec<crate::router::history::Recorded>,
+    pub ready: Option<Sender<WorkerId>>,
     pub now: Instant,
 }
 
@@ -137,6 +143,8 @@ impl Shard {
             pending_acks: AHashMap::new(),
             next_ticket: 0,
             history,
+            delivery_stored: false,
+            ready: s.ready,
             cfg: s.config,
         }
     }

@@ -4,6 +4,7 @@
 //! script exact byte sequences, malformed input and cross-core timing.
 #![allow(dead_code)]
 
+pub mod process;
 pub mod raw;
 
 use fennec::config::{Cli, Config, File};

@@ -217,7 +217,9 @@ pub(super) fn claimed(w: &mut Shard, claim: Claim, state: Option<Box<SessionStat
             Some(state) => {
                 let (realm, version, expiry) = (state.realm.clone(), state.version, state.expiry);
                 let slot = new_session(w, claim.session, claim.key.clone(), realm, version, expiry, u16::MAX, 0);
+                let old = state.from.1;
                 restore(w, slot, *state);
+                persist::snapshot(w, slot, Some(old));
                 go_offline(w, slot);
             }
             None => {
@@ -239,9 +241,11 @@ pub(super) fn claimed(w: &mut Shard, claim: Claim, state: Option<Box<SessionStat
     s.conn = Some(handle);
     s.will = c.will.map(Box::new);
     let present = state.is_some();
+    let old = state.as_ref().map(|s| s.from.1);
     if let Some(state) = state {
         restore(w, slot, *state);
     }
+    persist::snapshot(w, slot, old);
     let m = mqtt(w, handle).expect("mqtt");
     m.state = ConnState::Open(slot);
     m.alias_in = Vec::new();
@@ -308,6 +312,10 @@ pub(super) fn new_session(
         subacks: Vec::new(),
         moving: None,
         restoring: None,
+        stored: false,
+        created_ms: crate::router::unix_millis(),
+        next_seq: 0,
+        offline_since_ms: None,
     });
     w.mqtt.by_id.insert(id, slot);
     w.metrics.sessions += 1;

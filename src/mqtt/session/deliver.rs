@@ -41,7 +41,7 @@ pub fn deliver(w: &mut Shard, slot: usize, p: &Arc<Publication>, subs: &[u64], c
         w.metrics.counters.mqtt_dropped += 1;
         return None;
     }
-    let out = Outgoing { msg: p.clone(), qos, retain, sub_ids };
+    let out = Outgoing { msg: p.clone(), qos, retain, sub_ids, seq: 0 };
     if let Some((to, session)) = s.moving {
         w.peers.send(to, ShardMsg::Mqtt(Msg::Forward { session, out: Box::new(out) }));
         return None;
@@ -71,7 +71,7 @@ pub(super) fn offer_recorded(w: &mut Shard, slot: usize, out: Outgoing, conv: &m
 
 /// Sends a message now (true), or queues it (QoS 1/2) behind the window,
 /// or drops it (QoS 0 offline or over the queue, a full queue).
-pub(super) fn offer(w: &mut Shard, slot: usize, out: Outgoing, conv: &mut Converted) -> bool {
+pub(super) fn offer(w: &mut Shard, slot: usize, mut out: Outgoing, conv: &mut Converted) -> bool {
     let s = &mut w.mqtt.sessions[slot];
     if out.qos == 0 {
         let Some(h) = s.conn else {
@@ -89,6 +89,7 @@ pub(super) fn offer(w: &mut Shard, slot: usize, out: Outgoing, conv: &mut Conver
             if !transmit(w, slot, h, pkid, &out, false, conv) {
                 return false;
             }
+            persist::save_out(w, slot, &mut out, pkid, false);
             w.mqtt.sessions[slot].inflight.push_back(InFlight { pkid, out, released: false });
             true
         }
@@ -97,7 +98,8 @@ pub(super) fn offer(w: &mut Shard, slot: usize, out: Outgoing, conv: &mut Conver
                 w.metrics.counters.mqtt_dropped += 1;
                 return false;
             }
-            s.queue.push_back(out);
+            persist::save_out(w, slot, &mut out, 0, false);
+            w.mqtt.sessions[slot].queue.push_back(out);
             false
         }
     }
@@ -210,7 +212,12 @@ pub(super) fn resend_inflight(w: &mut Shard, slot: usize) {
         }
     }
     if !dropped.is_empty() {
-        w.mqtt.sessions[slot].inflight.retain(|f| !dropped.contains(&f.pkid));
+        let s = &mut w.mqtt.sessions[slot];
+        let gone: Vec<u64> = s.inflight.iter().filter(|f| dropped.contains(&f.pkid)).map(|f| f.out.seq).collect();
+        s.inflight.retain(|f| !dropped.contains(&f.pkid));
+        for seq in gone {
+            persist::forget_out(w, slot, seq);
+        }
     }
 }
 
@@ -223,16 +230,20 @@ pub(super) fn pump(w: &mut Shard, slot: usize) {
         if s.inflight.len() >= window {
             return;
         }
-        let Some(out) = s.queue.pop_front() else { return };
+        let Some(mut out) = s.queue.pop_front() else { return };
         if out.msg.expired(w.now) {
             w.metrics.counters.mqtt_dropped += 1;
+            persist::forget_out(w, slot, out.seq);
             continue;
         }
         let pkid = next_pkid(s);
         let (op, started) = (deliver_op(out.qos), out.msg.started);
         if transmit(w, slot, h, pkid, &out, false, &mut Converted::default()) {
+            persist::save_out(w, slot, &mut out, pkid, false);
             w.mqtt.sessions[slot].inflight.push_back(InFlight { pkid, out, released: false });
             w.metrics.record(op, started, Instant::now());
+        } else {
+            persist::forget_out(w, slot, out.seq);
         }
     }
 }
@@ -242,7 +253,8 @@ pub(super) fn acked(w: &mut Shard, slot: usize, pkid: u16, qos: u8) {
     let s = &mut w.mqtt.sessions[slot];
     let found = s.inflight.iter().position(|f| f.pkid == pkid && f.out.qos == qos && (qos == 1 || f.released));
     if let Some(i) = found {
-        s.inflight.remove(i);
+        let f = s.inflight.remove(i).expect("found");
+        persist::forget_out(w, slot, f.out.seq);
         pump(w, slot);
     }
 }
@@ -253,11 +265,14 @@ pub(super) fn pubrec(w: &mut Shard, handle: usize, slot: usize, pkid: u16, code:
     match s.inflight.iter().position(|f| f.pkid == pkid && f.out.qos == 2) {
         Some(i) if code >= 0x80 => {
             // The client refused it: the flow ends here.
-            s.inflight.remove(i);
+            let f = s.inflight.remove(i).expect("found");
+            persist::forget_out(w, slot, f.out.seq);
             pump(w, slot);
         }
         Some(i) => {
             s.inflight[i].released = true;
+            let mut out = s.inflight[i].out.clone();
+            persist::save_out(w, slot, &mut out, pkid, true);
             send(w, handle, codec::ack_packet(ver, codec::PUBREL, pkid, 0));
         }
         None => send(w, handle, codec::ack_packet(ver, codec::PUBREL, pkid, reason::PACKET_ID_NOT_FOUND)),

@@ -85,18 +85,27 @@ pub(super) fn publish(w: &mut Shard, handle: usize, slot: usize, p: codec::Publi
         disclosed: None,
         receivers: None,
         ppt: None,
+        durable_ack: None,
     };
     // The publishing worker's routing table knows whether anything matches:
     // v5 says so in the acknowledgement (0x10), as Mosquitto and HiveMQ do.
     w.metrics.counters.mqtt_publish_in += 1;
-    if publication.retain && qos > 0 && w.cfg.store.durability == Durability::Sync {
-        // The acknowledgement waits until the retained value is on disk.
-        let matched = w.matches_any(&publication.realm, &publication.topic);
-        let code = if matched { reason::SUCCESS } else { reason::NO_MATCHING_SUBSCRIBERS };
+    let durable_qos2 = qos == 2 && persist::durable(w, slot);
+    if qos > 0 && w.store.is_some() && w.cfg.store.durability == Durability::Sync {
+        // The acknowledgement waits until what this PUBLISH wrote is on
+        // disk: the retained value, the copies queued for persistent
+        // sessions, its own QoS 2 packet ID.
         let serial = w.conns[handle].serial;
-        let ack = PendingAck::Mqtt { handle, serial, version: ver, qos, pkid, code };
-        w.route_acked(publication, Some(ack));
+        let ticket = w.open_ticket(PendingAck::Mqtt { handle, serial, version: ver, qos, pkid });
+        if durable_qos2 {
+            persist::save_qos2(w, slot, pkid, Some((w.id, ticket)));
+            w.expect(ticket, 1, true);
+        }
+        w.route_ticketed(publication, Some(ticket), false);
         return;
+    }
+    if durable_qos2 {
+        persist::save_qos2(w, slot, pkid, None);
     }
     let code = if route(w, publication) { reason::SUCCESS } else { reason::NO_MATCHING_SUBSCRIBERS };
     ack_publish(w, handle, ver, qos, pkid, code);
@@ -106,7 +115,8 @@ pub(super) fn publish(w: &mut Shard, handle: usize, slot: usize, p: codec::Publi
 /// If the write failed, v5 is told (0x80, unspecified error); 3.1 and 3.1.1
 /// have no way to say so, and the connection is closed (the client will
 /// send it again).
-pub fn on_stored(w: &mut Shard, handle: usize, ver: Version, qos: u8, pkid: u16, code: u8, error: Option<&str>) {
+pub fn on_stored(w: &mut Shard, handle: usize, ver: Version, qos: u8, pkid: u16, matched: bool, error: Option<&str>) {
+    let code = if matched { reason::SUCCESS } else { reason::NO_MATCHING_SUBSCRIBERS };
     match error {
         None => ack_publish(w, handle, ver, qos, pkid, code),
         Some(_) if ver == Version::V5 => ack_publish(w, handle, ver, qos, pkid, reason::UNSPECIFIED),
@@ -145,6 +155,7 @@ pub(super) fn pubrel(w: &mut Shard, handle: usize, slot: usize, pkid: u16) {
     let code = match s.qos2_in.iter().position(|&id| id == pkid) {
         Some(i) => {
             s.qos2_in.swap_remove(i);
+            persist::forget_qos2(w, slot, pkid);
             0
         }
         None => reason::PACKET_ID_NOT_FOUND,

@@ -3,6 +3,7 @@
 //! SUBACK.
 
 use super::*;
+use crate::worker::core::PendingAck;
 
 pub(super) fn subscribe(
     w: &mut Shard,
@@ -118,7 +119,11 @@ pub fn subscribed(w: &mut Shard, slot: usize, request: u64, key: &SubKey, subscr
         w.unsubscribe(Member::Mqtt(slot), subscription);
     }
     if request & RESTORE != 0 {
-        let Some(r) = &mut w.mqtt.sessions[slot].restoring else { return };
+        let Some(r) = &mut w.mqtt.sessions[slot].restoring else {
+            // Restored at start.
+            w.mqtt.starting = w.mqtt.starting.saturating_sub(1);
+            return persist::started_if_ready(w);
+        };
         r.waiting = r.waiting.saturating_sub(1);
         if r.waiting == 0 {
             handoff_done(w, slot);
@@ -135,7 +140,32 @@ pub fn subscribed(w: &mut Shard, slot: usize, request: u64, key: &SubKey, subscr
     }
 }
 
+/// Every subscription of a SUBSCRIBE is routed: the session is written and,
+/// under `--durability sync` for a persistent session, the SUBACK waits
+/// until it is on disk (a session present after a crash has what it was
+/// told it has).
 pub(super) fn finish_suback(w: &mut Shard, slot: usize, pending: PendingSuback) {
+    if persist::durable(w, slot) && w.cfg.store.durability == crate::config::Durability::Sync {
+        let session = w.mqtt.sessions[slot].id;
+        let ticket = w.open_ticket(PendingAck::MqttSuback { slot, session, pending: Box::new(pending) });
+        persist::save_acked(w, slot, Some((w.id, ticket)));
+        return w.expect(ticket, 1, true);
+    }
+    persist::save(w, slot);
+    send_suback(w, slot, pending);
+}
+
+/// The store has the session's subscriptions (or failed to write them:
+/// the connection is closed, v5 told why, and the client can try again).
+pub fn suback_stored(w: &mut Shard, slot: usize, pending: PendingSuback, error: Option<&str>) {
+    let Some(h) = w.mqtt.sessions[slot].conn else { return };
+    match error {
+        None => send_suback(w, slot, pending),
+        Some(e) => fail(w, h, reason::UNSPECIFIED, &format!("the session could not be stored: {e}")),
+    }
+}
+
+fn send_suback(w: &mut Shard, slot: usize, pending: PendingSuback) {
     let s = &w.mqtt.sessions[slot];
     let Some(h) = s.conn else { return };
     let ver = s.version;
@@ -171,7 +201,7 @@ pub fn on_retained(w: &mut Shard, slot: usize, session: u64, subscription: u64, 
         if p.expired(w.now) {
             continue;
         }
-        let out = Outgoing { qos: p.qos.min(qos), retain: true, sub_ids: ids.clone(), msg: p };
+        let out = Outgoing { qos: p.qos.min(qos), retain: true, sub_ids: ids.clone(), msg: p, seq: 0 };
         match w.mqtt.sessions[slot].moving {
             Some((to, session)) => w.peers.send(to, ShardMsg::Mqtt(Msg::Forward { session, out: Box::new(out) })),
             None => offer_recorded(w, slot, out, &mut Converted::default()),
@@ -200,5 +230,6 @@ pub(super) fn unsubscribe(w: &mut Shard, handle: usize, slot: usize, pkid: u16, 
             None => codes.push(reason::NO_SUBSCRIPTION_EXISTED),
         }
     }
+    persist::save(w, slot);
     send(w, handle, codec::unsuback(ver, pkid, &codes));
 }

@@ -108,6 +108,7 @@ pub(super) fn publish(
         disclosed,
         receivers,
         ppt,
+        durable_ack: None,
     };
     if let Some(k) = key.filter(|k| k.when.is_some() || k.will.is_some()) {
         return key_write(w, handle, request, acknowledge, p, k);
@@ -169,10 +170,9 @@ fn key_write(w: &mut Shard, handle: usize, request: u64, acknowledge: bool, p: P
             s.keys.push(key);
         }
     }
-    w.next_ticket += 1;
-    let ticket = w.next_ticket;
     let ack = PendingAck::Wamp { handle, session: publisher.id, request, publication, acknowledge };
-    w.pending_acks.insert(ticket, ack);
+    let ticket = w.open_ticket(ack);
+    w.expect(ticket, 1, true);
     let will = k.will.map(|v| match v {
         Value::Null => Body::Wamp(Payload::default()),
         v => Body::Wamp(Payload { args: Some(vec![v]), kwargs: None }),

@@ -649,6 +649,7 @@ pub(super) fn publish_testaments(w: &mut Shard, s: &mut WampSession) {
             disclosed: None,
             receivers: t.receivers,
             ppt: None,
+            durable_ack: None,
         };
         w.route(p);
     }

@@ -1,0 +1,351 @@
+//! Persistent sessions in the store (the format is `store::mqtt`): what a
+//! session that outlives its connection writes, when, and how it comes
+//! back at start.
+//!
+//! A session is durable when the store is on, its expiry is not 0, and it
+//! is this worker's copy (one handed to another worker writes nothing: the
+//! new copy writes itself whole, `snapshot`, and deletes the old
+//! incarnation's keys). What it writes:
+//! - its record (subscriptions, will, expiry, whether connected) when it
+//!   opens, when its subscriptions change, when it goes offline;
+//! - each QoS 1/2 message toward the client when the session takes it
+//!   (queued or in flight), again when it goes in flight or is released
+//!   (PUBREC), deleted when acknowledged or dropped;
+//! - each QoS 2 packet ID from the client until its PUBREL.
+//!
+//! Under `--durability sync` a publisher's PUBACK / PUBREC waits until
+//! every worker it was routed to has what it queued for persistent
+//! sessions on disk (`Publication::durable_ack`, answered with a store
+//! `Barrier` after the writes, see `Shard::deliver`), and a QoS 2 packet
+//! ID is on disk before its PUBREC.
+
+use super::*;
+use crate::mqtt::codec::PubProps;
+use crate::store::mqtt::{self as sm, Loaded, MessageRecord, PropsRecord, SessionRecord, SubRecord, WillRecord};
+use crate::store::record;
+use crate::store::thread::StoreReq;
+use crate::store::Write;
+use crate::worker::core::Subscribed;
+
+/// Whether this session's state goes to the store (messages, QoS 2 IDs).
+pub(super) fn durable(w: &Shard, slot: usize) -> bool {
+    let s = &w.mqtt.sessions[slot];
+    w.store.is_some() && s.expiry > 0 && s.moving.is_none()
+}
+
+/// Whether its record does: a durable session, or one that ends with its
+/// connection but has a will, so that a crash does not lose the will (the
+/// next start applies it).
+fn keeps_record(w: &Shard, slot: usize) -> bool {
+    let s = &w.mqtt.sessions[slot];
+    w.store.is_some() && s.moving.is_none() && (s.expiry > 0 || s.will.is_some())
+}
+
+fn write(w: &mut Shard, write: Write, ack: Option<(u16, u64)>) {
+    if let Some(link) = &mut w.store {
+        link.send(StoreReq { write, ack });
+    }
+}
+
+fn client_of(key: &str) -> &str {
+    key.split_once('\0').map_or(key, |(_, c)| c)
+}
+
+fn version_number(v: Version) -> u8 {
+    match v {
+        Version::V3 => 3,
+        Version::V4 => 4,
+        Version::V5 => 5,
+    }
+}
+
+fn props_record(p: &PubProps) -> PropsRecord {
+    PropsRecord {
+        payload_format: p.payload_format,
+        expiry: p.expiry,
+        content_type: p.content_type.clone(),
+        response_topic: p.response_topic.clone(),
+        correlation: p.correlation.as_ref().map(|c| c.to_vec()),
+        user: p.user.clone(),
+    }
+}
+
+fn props_of(p: PropsRecord) -> PubProps {
+    PubProps {
+        payload_format: p.payload_format,
+        expiry: p.expiry,
+        content_type: p.content_type,
+        response_topic: p.response_topic,
+        correlation: p.correlation.map(Into::into),
+        user: p.user,
+    }
+}
+
+/// Milliseconds since the epoch of a deadline on this worker's clock.
+fn wall_ms(at: Instant, now: Instant) -> u64 {
+    crate::router::unix_millis() + at.saturating_duration_since(now).as_millis() as u64
+}
+
+/// Writes the session's record.
+pub(super) fn save(w: &mut Shard, slot: usize) {
+    save_acked(w, slot, None);
+}
+
+/// `save`; `ack`: tell this ticket once it is on disk (answered at once
+/// if nothing is written).
+pub(super) fn save_acked(w: &mut Shard, slot: usize, ack: Option<(u16, u64)>) {
+    if !keeps_record(w, slot) {
+        if w.mqtt.sessions[slot].stored {
+            // Its will is gone and it ends with its connection: nothing to keep.
+            forget(w, slot);
+            w.mqtt.sessions[slot].stored = false;
+        }
+        if let Some((worker, ticket)) = ack {
+            w.peers.send(worker, ShardMsg::Stored { tickets: vec![ticket], error: None });
+        }
+        return;
+    }
+    let now = w.now;
+    let s = &mut w.mqtt.sessions[slot];
+    s.stored = true;
+    if s.conn.is_some() {
+        s.offline_since_ms = None;
+    } else if s.offline_since_ms.is_none() {
+        s.offline_since_ms = Some(crate::router::unix_millis());
+    }
+    let rec = SessionRecord {
+        id: s.id,
+        created_ms: s.created_ms,
+        version: version_number(s.version),
+        expiry: s.expiry,
+        subs: s
+            .subs
+            .iter()
+            .map(|x| SubRecord {
+                filter: x.filter.clone(),
+                qos: x.opts.qos,
+                no_local: x.opts.no_local,
+                retain_as_published: x.opts.retain_as_published,
+                retain_handling: x.opts.retain_handling,
+                id: x.id,
+            })
+            .collect(),
+        will: s.will.as_deref().map(|v| WillRecord {
+            topic: v.topic.clone(),
+            payload: v.payload.to_vec(),
+            qos: v.qos,
+            retain: v.retain,
+            delay: v.delay,
+            props: props_record(&v.props),
+        }),
+        offline_since_ms: s.offline_since_ms,
+        will_due_ms: s.will_at.map(|t| wall_ms(t, now)),
+        next_pkid: s.next_pkid,
+    };
+    let key = sm::session_key(&s.realm, client_of(&s.key), s.id);
+    write(w, Write::Put { key, value: sm::encode(&rec) }, ack);
+}
+
+/// Writes one message toward the client (`pkid` 0: queued). Gives it its
+/// sequence number first if it has none.
+pub(super) fn save_out(w: &mut Shard, slot: usize, out: &mut Outgoing, pkid: u16, released: bool) {
+    if !durable(w, slot) {
+        return;
+    }
+    let now = w.now;
+    let s = &mut w.mqtt.sessions[slot];
+    if out.seq == 0 {
+        s.next_seq += 1;
+        out.seq = s.next_seq;
+    }
+    let rec = MessageRecord {
+        publication: record::encode(&out.msg, None, now),
+        qos: out.qos,
+        retain: out.retain,
+        sub_ids: out.sub_ids.clone(),
+        pkid,
+        released,
+    };
+    let key = sm::message_key(&s.realm, client_of(&s.key), s.id, out.seq);
+    write(w, Write::Put { key, value: sm::encode(&rec) }, None);
+    w.delivery_stored = true;
+}
+
+/// A message toward the client is done (acknowledged, or dropped).
+pub(super) fn forget_out(w: &mut Shard, slot: usize, seq: u64) {
+    if seq == 0 || !durable(w, slot) {
+        return;
+    }
+    let s = &w.mqtt.sessions[slot];
+    let key = sm::message_key(&s.realm, client_of(&s.key), s.id, seq);
+    write(w, Write::Delete { key }, None);
+}
+
+/// A QoS 2 packet ID from the client, until its PUBREL; `ack`: tell this
+/// ticket when it is on disk.
+pub(super) fn save_qos2(w: &mut Shard, slot: usize, pkid: u16, ack: Option<(u16, u64)>) {
+    let s = &w.mqtt.sessions[slot];
+    let key = sm::qos2_key(&s.realm, client_of(&s.key), s.id, pkid);
+    write(w, Write::Put { key, value: Vec::new() }, ack);
+}
+
+pub(super) fn forget_qos2(w: &mut Shard, slot: usize, pkid: u16) {
+    if !durable(w, slot) {
+        return;
+    }
+    let s = &w.mqtt.sessions[slot];
+    let key = sm::qos2_key(&s.realm, client_of(&s.key), s.id, pkid);
+    write(w, Write::Delete { key }, None);
+}
+
+/// Deletes an incarnation's keys.
+fn forget_incarnation(w: &mut Shard, realm: &str, client: &str, id: u64) {
+    write(w, Write::Delete { key: sm::session_key(realm, client, id) }, None);
+    write(w, Write::DeletePrefix { prefix: sm::incarnation_prefix(sm::MESSAGE, realm, client, id) }, None);
+    write(w, Write::DeletePrefix { prefix: sm::incarnation_prefix(sm::QOS2_IN, realm, client, id) }, None);
+}
+
+/// The session ends: its keys go.
+pub(super) fn forget(w: &mut Shard, slot: usize) {
+    let s = &w.mqtt.sessions[slot];
+    if !s.stored || s.moving.is_some() {
+        return;
+    }
+    let (realm, key, id) = (s.realm.clone(), s.key.clone(), s.id);
+    forget_incarnation(w, &realm, client_of(&key), id);
+}
+
+/// Writes the whole session (a new incarnation: opened, or handed over
+/// from `old`, whose keys go).
+pub(super) fn snapshot(w: &mut Shard, slot: usize, old: Option<u64>) {
+    save(w, slot);
+    if !durable(w, slot) {
+        return;
+    }
+    let mut inflight = std::mem::take(&mut w.mqtt.sessions[slot].inflight);
+    for f in inflight.iter_mut() {
+        f.out.seq = 0;
+        save_out(w, slot, &mut f.out, f.pkid, f.released);
+    }
+    let mut queue = std::mem::take(&mut w.mqtt.sessions[slot].queue);
+    for out in queue.iter_mut() {
+        out.seq = 0;
+        save_out(w, slot, out, 0, false);
+    }
+    let s = &mut w.mqtt.sessions[slot];
+    s.inflight = inflight;
+    s.queue = queue;
+    for pkid in s.qos2_in.clone() {
+        save_qos2(w, slot, pkid, None);
+    }
+    if let Some(old) = old {
+        let s = &w.mqtt.sessions[slot];
+        let (realm, key) = (s.realm.clone(), s.key.clone());
+        forget_incarnation(w, &realm, client_of(&key), old);
+    }
+}
+
+/// The sessions read back from the store for this worker (the owner of
+/// their client IDs): each is made offline again, as at the end of its
+/// last connection, with its subscriptions routed before the listeners
+/// open (`MqttState::starting` counts those not granted yet). A session
+/// that was connected when the router stopped went offline then: its will
+/// follows its delay, and its expiry runs from now. Deadlines of one that
+/// was offline continue from the wall clock.
+pub fn restore_at_start(w: &mut Shard, sessions: Vec<Loaded>) {
+    let now = w.now;
+    let unix = crate::router::unix_millis();
+    for l in sessions {
+        let rec = l.record;
+        let version = match rec.version {
+            3 => Version::V3,
+            5 => Version::V5,
+            _ => Version::V4,
+        };
+        let realm: Realm = Arc::from(l.realm.as_str());
+        let key: Arc<str> = Arc::from(format!("{}\0{}", l.realm, l.client));
+        let slot = new_session(w, rec.id, key.clone(), realm.clone(), version, rec.expiry, u16::MAX, 0);
+        w.mqtt.registry.restore(key, w.id, rec.id);
+        let s = &mut w.mqtt.sessions[slot];
+        s.created_ms = rec.created_ms;
+        s.stored = true;
+        s.next_pkid = rec.next_pkid;
+        s.qos2_in = l.qos2_in;
+        let since = rec.offline_since_ms.unwrap_or(unix);
+        s.offline_since_ms = Some(since);
+        let left_ms = |due_ms: u64| Duration::from_millis(due_ms.saturating_sub(unix));
+        s.expires_at =
+            (rec.expiry != u32::MAX).then(|| now + left_ms(since.saturating_add(u64::from(rec.expiry) * 1000)));
+        if let Some(v) = rec.will {
+            let will = Will {
+                topic: v.topic,
+                payload: v.payload.into(),
+                qos: v.qos,
+                retain: v.retain,
+                delay: v.delay,
+                props: props_of(v.props),
+            };
+            // Connected at the stop: the connection ended then, and the
+            // will follows its delay from now. Offline: when it was due.
+            // (An offline session with no due will has none left.)
+            let at = match (rec.offline_since_ms, rec.will_due_ms) {
+                (None, _) => Some(now + Duration::from_secs(u64::from(will.delay.min(rec.expiry)))),
+                (Some(_), Some(due)) => Some(now + left_ms(due)),
+                (Some(_), None) => None,
+            };
+            if at.is_some() {
+                s.will_at = at;
+                s.will = Some(Box::new(will));
+            }
+        }
+        for (seq, m) in l.messages {
+            let Ok(Some(d)) = record::decode(&m.publication, now) else { continue };
+            let mut p = d.p;
+            p.retain = m.retain;
+            let out = Outgoing { msg: Arc::new(p), qos: m.qos, retain: m.retain, sub_ids: m.sub_ids, seq };
+            let s = &mut w.mqtt.sessions[slot];
+            s.next_seq = s.next_seq.max(seq);
+            if m.pkid == 0 {
+                s.queue.push_back(out);
+            } else {
+                s.inflight.push_back(InFlight { pkid: m.pkid, out, released: m.released });
+            }
+        }
+        for r in rec.subs {
+            let Ok(parsed) = parse_filter(&r.filter) else { continue };
+            let share = parsed.share.map(Arc::from);
+            let sub_key =
+                SubKey { realm: realm.clone(), topic: parsed.topic, policy: parsed.policy, share, filter: None };
+            let opts = SubFilter {
+                filter: r.filter.clone(),
+                qos: r.qos,
+                no_local: r.no_local,
+                retain_as_published: r.retain_as_published,
+                retain_handling: r.retain_handling,
+            };
+            let sub = Sub { filter: r.filter, key: sub_key.clone(), subscription: 0, opts, id: r.id };
+            w.mqtt.sessions[slot].subs.push(sub);
+            match w.subscribe(Member::Mqtt(slot), rec.id, sub_key.clone(), RESTORE, Instant::now()) {
+                Subscribed::Now(id) => {
+                    set_subscription(w, slot, &sub_key, id);
+                }
+                Subscribed::Later => w.mqtt.starting += 1,
+            }
+        }
+        let s = &w.mqtt.sessions[slot];
+        if s.expires_at.is_some() || s.will_at.is_some() {
+            w.mqtt.offline.push(slot);
+        }
+        save(w, slot);
+    }
+    started_if_ready(w);
+}
+
+/// Tells the server this worker's restored subscriptions are all routed.
+pub(super) fn started_if_ready(w: &mut Shard) {
+    if w.mqtt.starting == 0 {
+        if let Some(tx) = w.ready.take() {
+            let _ = tx.send(w.id);
+        }
+    }
+}
