@@ -187,6 +187,8 @@ pub struct StoreFile {
     pub data: Option<PathBuf>,
     pub durability: Option<Durability>,
     pub batch_ms: Option<u64>,
+    pub max_retained_keys: Option<usize>,
+    pub max_retained_value: Option<usize>,
 }
 
 /// What PUBLISHED / PUBACK of a retained write promises.
@@ -221,7 +223,18 @@ pub struct StoreConfig {
     pub durability: Durability,
     /// Under `batch`: the longest a write waits for its commit.
     pub batch: Duration,
+    /// Retained keys per realm. Each of N workers holds at most
+    /// ⌈max / N⌉ of a realm's keys (keys are spread by hash).
+    pub max_retained_keys: usize,
+    /// Largest retained value, in bytes (MQTT: the payload; WAMP: the
+    /// arguments in MessagePack).
+    pub max_retained_value: usize,
 }
+
+/// Default bound on a realm's retained keys.
+pub const MAX_RETAINED_KEYS: usize = 1_000_000;
+/// Default bound on a retained value (1 MiB).
+pub const MAX_RETAINED_VALUE: usize = 1 << 20;
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
@@ -484,6 +497,8 @@ impl Config {
                 data: cli.data.or(file.store.data).unwrap_or_else(|| "fennec-data".into()),
                 durability: cli.durability.or(file.store.durability).unwrap_or_default(),
                 batch: Duration::from_millis(file.store.batch_ms.unwrap_or(10).max(1)),
+                max_retained_keys: file.store.max_retained_keys.unwrap_or(MAX_RETAINED_KEYS).max(1),
+                max_retained_value: file.store.max_retained_value.unwrap_or(MAX_RETAINED_VALUE),
             },
         })
     }

@@ -342,6 +342,12 @@ pub enum ShardMsg {
     /// From the server once every worker has routed the sessions it
     /// restored at start: offline deadlines (wills, expiry) may run.
     Started,
+    /// A retained write refused at its key's owner: over a bound (the
+    /// realm's keys, the value's size). For the publisher's ticket.
+    OverLimit {
+        ticket: u64,
+        why: Arc<str>,
+    },
     /// Deliver to local subscribers; `shared` lists the shared subscriptions
     /// for which this worker was picked to deliver to one member.
     Publish(Arc<Publication>, Vec<u64>),

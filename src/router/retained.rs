@@ -34,6 +34,8 @@ impl Entry {
 #[derive(Default)]
 pub struct RetainedStore {
     realms: AHashMap<Realm, AHashMap<String, Entry>>,
+    /// Keys with a value, per realm (the router's own, `$SYS`, apart).
+    counts: AHashMap<Realm, usize>,
 }
 
 /// An empty body clears a retained value (MQTT's rule, applied to WAMP too).
@@ -51,8 +53,38 @@ impl RetainedStore {
         let (realm, topic) = (p.realm.clone(), p.topic.clone());
         let entry = self.entry_mut(&realm, &topic);
         entry.will = None;
+        let had = entry.value.is_some();
         entry.value = (!is_empty_body(&p.body)).then_some(p);
+        let has = entry.value.is_some();
+        if !super::is_reserved(&topic) {
+            self.count(&realm, had, has);
+        }
         self.tidy(&realm, &topic);
+    }
+
+    fn count(&mut self, realm: &Realm, had: bool, has: bool) {
+        match (had, has) {
+            (false, true) => *self.counts.entry(realm.clone()).or_default() += 1,
+            (true, false) => {
+                if let Some(n) = self.counts.get_mut(realm) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.counts.remove(realm);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Keys of `realm` with a value.
+    pub fn realm_len(&self, realm: &str) -> usize {
+        self.counts.get(realm).copied().unwrap_or(0)
+    }
+
+    /// Whether writing `p` would give its key a value it has not now.
+    pub fn adds_key(&self, p: &Publication) -> bool {
+        !is_empty_body(&p.body) && self.get(&p.realm, &p.topic).is_none_or(|e| e.value.is_none())
     }
 
     /// The key's entry, created empty.
@@ -90,12 +122,19 @@ impl RetainedStore {
         expired: &mut Vec<Arc<Publication>>,
     ) -> Vec<Arc<Publication>> {
         let Some(topics) = self.realms.get_mut(realm) else { return Vec::new() };
+        let before = expired.len();
         for e in topics.values_mut() {
             if e.value.as_ref().is_some_and(|p| p.expired(now)) {
                 expired.extend(e.value.take());
             }
         }
         topics.retain(|_, e| !e.is_empty());
+        let gone: Vec<Realm> =
+            expired[before..].iter().filter(|p| !super::is_reserved(&p.topic)).map(|p| p.realm.clone()).collect();
+        for realm in gone {
+            self.count(&realm, true, false);
+        }
+        let Some(topics) = self.realms.get_mut(realm) else { return Vec::new() };
         if policy == MatchPolicy::Exact {
             return topics.get(pattern).and_then(|e| e.value.clone()).into_iter().collect();
         }
@@ -112,5 +151,42 @@ impl RetainedStore {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::{Payload, Value};
+    use std::time::Duration;
+
+    fn value(topic: &str, v: Option<u64>, expires: Option<Instant>) -> Arc<Publication> {
+        let args = v.map(|v| vec![Value::UInt(v)]);
+        let body = Body::Wamp(Payload { args, kwargs: None });
+        let p = Publication::new("r".into(), topic.into(), 1, SessionRef { worker: 0, id: 1 }, body);
+        Arc::new(Publication { retain: true, expires, ..p })
+    }
+
+    #[test]
+    fn keys_are_counted_per_realm_without_the_routers_own() {
+        let mut s = RetainedStore::default();
+        let now = Instant::now();
+        s.set(value("a", Some(1), None));
+        s.set(value("a", Some(2), None));
+        assert_eq!(s.realm_len("r"), 1, "a replacement is not a new key");
+        assert!(!s.adds_key(&value("a", Some(3), None)));
+        assert!(s.adds_key(&value("b", Some(3), None)));
+        assert!(!s.adds_key(&value("b", None, None)), "a delete adds nothing");
+        s.set(value("$SYS.broker.uptime", Some(5), None));
+        assert_eq!(s.realm_len("r"), 1, "$SYS is apart");
+        s.set(value("b", Some(1), Some(now + Duration::from_millis(1))));
+        assert_eq!(s.realm_len("r"), 2);
+        let mut expired = Vec::new();
+        s.query("r", "", MatchPolicy::Prefix, now + Duration::from_secs(1), &mut expired);
+        assert_eq!(expired.len(), 1);
+        assert_eq!(s.realm_len("r"), 1, "an expired value is no longer counted");
+        s.set(value("a", None, None));
+        assert_eq!(s.realm_len("r"), 0);
+        assert_eq!(s.realm_len("other"), 0);
     }
 }

@@ -25,6 +25,8 @@ pub enum AckOutcome<'a> {
     Failed(&'a str),
     /// Its condition (`when`) failed.
     Refused,
+    /// Over a bound of the store (`store.max_retained_*`).
+    Limit(&'a str),
 }
 
 /// An acknowledgement that waits for the store (`route_acked`) or for a
@@ -53,6 +55,8 @@ pub struct Waiting {
     error: Option<String>,
     /// A conditional write was refused.
     refused: bool,
+    /// Refused over a bound, and why.
+    limit: Option<String>,
     /// Some subscription matched (MQTT 5: otherwise PUBACK 0x10).
     matched: bool,
 }
@@ -142,6 +146,12 @@ impl Shard {
             ShardMsg::KeyReply { ticket, accepted } => {
                 if let Some(w) = self.pending_acks.get_mut(&ticket) {
                     w.refused |= !accepted;
+                }
+                self.complete(ticket, None);
+            }
+            ShardMsg::OverLimit { ticket, why } => {
+                if let Some(w) = self.pending_acks.get_mut(&ticket) {
+                    w.limit = Some(why.to_string());
                 }
                 self.complete(ticket, None);
             }
@@ -354,7 +364,7 @@ impl Shard {
     /// (`expect` says how much; `complete` counts it down).
     pub fn open_ticket(&mut self, ack: PendingAck) -> u64 {
         self.next_ticket += 1;
-        let w = Waiting { ack, left: 0, error: None, refused: false, matched: true };
+        let w = Waiting { ack, left: 0, error: None, refused: false, limit: None, matched: true };
         self.pending_acks.insert(self.next_ticket, w);
         self.next_ticket
     }
@@ -384,10 +394,11 @@ impl Shard {
 
     fn finish(&mut self, ticket: u64) {
         let Some(w) = self.pending_acks.remove(&ticket) else { return };
-        let outcome = match (&w.error, w.refused) {
-            (Some(e), _) => AckOutcome::Failed(e),
-            (None, true) => AckOutcome::Refused,
-            (None, false) => AckOutcome::Stored,
+        let outcome = match (&w.error, &w.limit, w.refused) {
+            (Some(e), _, _) => AckOutcome::Failed(e),
+            (None, Some(why), _) => AckOutcome::Limit(why),
+            (None, None, true) => AckOutcome::Refused,
+            (None, None, false) => AckOutcome::Stored,
         };
         self.stored(w.ack, outcome, w.matched);
     }
@@ -420,12 +431,7 @@ impl Shard {
             }
             PendingAck::Mqtt { handle, serial, version, qos, pkid } => {
                 if self.conns.get(handle).is_some_and(|c| c.serial == serial && !c.is_closed()) {
-                    let error = match outcome {
-                        AckOutcome::Stored => None,
-                        AckOutcome::Failed(e) => Some(e),
-                        AckOutcome::Refused => Some("refused"),
-                    };
-                    mqtt::on_stored(self, handle, version, qos, pkid, matched, error);
+                    mqtt::on_stored(self, handle, version, qos, pkid, matched, outcome);
                 }
             }
             PendingAck::MqttSuback { slot, session, pending } => {

@@ -21,6 +21,9 @@ pub const MAX_WAITERS: usize = 1024;
 impl Shard {
     /// A plain retained publication at its owner.
     pub(crate) fn retain(&mut self, p: Arc<Publication>, ack: Option<(WorkerId, u64)>) {
+        if let Some(why) = self.over_bound(&p) {
+            return self.refuse_over(ack, why);
+        }
         self.retained.set(p.clone());
         self.persist(&p, None, ack);
         self.release_waiters(&p.realm.clone(), &p.topic.clone());
@@ -49,6 +52,40 @@ impl Shard {
         }
     }
 
+    /// Why a retained write may not be kept, if it may not: its value is
+    /// over `store.max_retained_value`, or it adds a key to a realm that
+    /// has its share of `store.max_retained_keys` here. A write that
+    /// replaces or deletes a value is never refused for the count.
+    fn over_bound(&self, p: &Publication) -> Option<String> {
+        if crate::router::is_reserved(&p.topic) {
+            return None; // the router's own (`$SYS`)
+        }
+        let cfg = &self.cfg.store;
+        let size = match &p.body {
+            Body::Mqtt(b) => b.len(),
+            Body::Wamp(pl) if pl.args.is_none() && pl.kwargs.is_none() => 0,
+            Body::Wamp(pl) => rmp_serde::to_vec(&(&pl.args, &pl.kwargs)).map_or(usize::MAX, |v| v.len()),
+        };
+        if size > cfg.max_retained_value {
+            return Some(format!("retained value of {size} bytes over the bound of {}", cfg.max_retained_value));
+        }
+        let share = cfg.max_retained_keys.div_ceil(self.workers);
+        if self.retained.realm_len(&p.realm) >= share && self.retained.adds_key(p) {
+            return Some(format!(
+                "realm '{}' has its {} retained keys (a share of {} over {} workers)",
+                p.realm, share, cfg.max_retained_keys, self.workers
+            ));
+        }
+        None
+    }
+
+    fn refuse_over(&mut self, ack: Option<(WorkerId, u64)>, why: String) {
+        self.metrics.counters.retained_refused += 1;
+        if let Some((worker, ticket)) = ack {
+            self.peers.send(worker, ShardMsg::OverLimit { ticket, why: why.into() });
+        }
+    }
+
     /// The key's value as conditions see it.
     fn key_value(&self, realm: &str, topic: &str, now: Instant) -> Option<crate::value::Value> {
         let p = self.retained.get(realm, topic)?.value.as_ref()?;
@@ -62,6 +99,7 @@ impl Shard {
     pub(crate) fn record(&mut self, p: Arc<Publication>, limit: usize, max_age_ms: Option<u64>) {
         let at = crate::router::unix_millis();
         let (seq, gone) = self.history.record(p.clone(), at, limit, max_age_ms);
+        self.metrics.counters.history_dropped += gone.len() as u64;
         let Some(link) = &mut self.store else { return };
         let key = record::history_key(&p.realm, &p.topic, seq);
         link.send(StoreReq { write: Write::Put { key, value: record::encode_at(&p, None, at, self.now) }, ack: None });
@@ -99,6 +137,10 @@ impl Shard {
     /// An accepted key write: the value, the will, the store, the event.
     fn apply(&mut self, kw: KeyWrite) {
         let KeyWrite { p, will, reply, .. } = kw;
+        if let Some(why) = self.over_bound(&p) {
+            // Refused whole: decided here, before anything was routed.
+            return self.refuse_over(reply, why);
+        }
         self.retained.set(p.clone());
         if let Some(body) = &will {
             self.retained.entry_mut(&p.realm, &p.topic).will = Some((p.publisher, body.clone()));

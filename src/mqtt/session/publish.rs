@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::config::Durability;
-use crate::worker::core::PendingAck;
+use crate::worker::core::{AckOutcome, PendingAck};
 
 pub(super) fn publish(w: &mut Shard, handle: usize, slot: usize, p: codec::Publish) {
     let started = Instant::now();
@@ -115,15 +115,20 @@ pub(super) fn publish(w: &mut Shard, handle: usize, slot: usize, p: codec::Publi
 /// If the write failed, v5 is told (0x80, unspecified error); 3.1 and 3.1.1
 /// have no way to say so, and the connection is closed (the client will
 /// send it again).
-pub fn on_stored(w: &mut Shard, handle: usize, ver: Version, qos: u8, pkid: u16, matched: bool, error: Option<&str>) {
+///
+/// A retained value over a bound of the store (`AckOutcome::Limit`): v5
+/// gets 0x97 (quota exceeded); 3.1 and 3.1.1 are closed likewise.
+pub fn on_stored(w: &mut Shard, handle: usize, ver: Version, qos: u8, pkid: u16, matched: bool, o: AckOutcome) {
     let code = if matched { reason::SUCCESS } else { reason::NO_MATCHING_SUBSCRIBERS };
-    match error {
-        None => ack_publish(w, handle, ver, qos, pkid, code),
-        Some(_) if ver == Version::V5 => ack_publish(w, handle, ver, qos, pkid, reason::UNSPECIFIED),
-        Some(e) => {
-            let text = format!("the retained value could not be stored: {e}");
-            w.close(handle, CloseReason::ProtocolViolation, Some((crate::ws::frame::CLOSE_POLICY, &text)));
-        }
+    let (v5_code, text) = match o {
+        AckOutcome::Stored | AckOutcome::Refused => return ack_publish(w, handle, ver, qos, pkid, code),
+        AckOutcome::Failed(e) => (reason::UNSPECIFIED, format!("the retained value could not be stored: {e}")),
+        AckOutcome::Limit(why) => (reason::QUOTA_EXCEEDED, format!("the retained value was refused: {why}")),
+    };
+    if ver == Version::V5 {
+        ack_publish(w, handle, ver, qos, pkid, v5_code)
+    } else {
+        w.close(handle, CloseReason::ProtocolViolation, Some((crate::ws::frame::CLOSE_POLICY, &text)));
     }
 }
 

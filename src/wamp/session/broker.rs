@@ -199,8 +199,19 @@ pub fn on_stored(w: &mut Shard, handle: usize, request: u64, publication: u64, a
             let text = Some("not accepted".to_owned());
             error(w, handle, m::PUBLISH, request, "wamp.error.invalid_payload", text);
         }
+        AckOutcome::Limit(why) => error(
+            w,
+            handle,
+            m::PUBLISH,
+            request,
+            LIMIT_EXCEEDED,
+            Some(format!("the retained value was refused: {why}")),
+        ),
     }
 }
+
+/// The error of a retained PUBLISH over a bound of the store.
+pub const LIMIT_EXCEEDED: &str = "fennec.error.limit_exceeded";
 
 /// The error of a retained PUBLISH whose value the store could not write.
 pub const STORE_FAILED: &str = "fennec.error.store_failed";
