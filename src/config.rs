@@ -36,6 +36,10 @@ pub struct Cli {
     /// (at once; committed every `store.batch_ms`), `none` (memory only) [default: sync].
     #[arg(long, value_name = "MODE")]
     pub durability: Option<Durability>,
+    /// Start on a store with unreadable records: drop them (each is
+    /// reported) and keep the rest. Without it such a store stops the start.
+    #[arg(long)]
+    pub repair: bool,
     /// Worker threads, each pinned to a core and owning a share of the sessions [default: all cores].
     #[arg(long, value_name = "N")]
     pub cores: Option<usize>,
@@ -229,6 +233,8 @@ pub struct StoreConfig {
     /// Largest retained value, in bytes (MQTT: the payload; WAMP: the
     /// arguments in MessagePack).
     pub max_retained_value: usize,
+    /// `--repair`: unreadable records are dropped at start, not fatal.
+    pub repair: bool,
 }
 
 /// Default bound on a realm's retained keys.
@@ -499,6 +505,7 @@ impl Config {
                 batch: Duration::from_millis(file.store.batch_ms.unwrap_or(10).max(1)),
                 max_retained_keys: file.store.max_retained_keys.unwrap_or(MAX_RETAINED_KEYS).max(1),
                 max_retained_value: file.store.max_retained_value.unwrap_or(MAX_RETAINED_VALUE),
+                repair: cli.repair,
             },
         })
     }

@@ -232,10 +232,27 @@ fn open_store(
     // value, since no session survived the restart (as fox-wamp's SQLite
     // engine does). Both changes are written back before anything runs.
     let mut fixes = Vec::new();
+    // An unreadable record stops the start, or under `--repair` is reported
+    // and deleted (the rest is kept).
+    let mut dropped: Vec<Vec<u8>> = Vec::new();
+    let repair = cfg.store.repair;
+    let mut corrupt = |key: &[u8], e: String| -> Result<(), String> {
+        let what = format!("corrupt store in {}: key {:?}: {e}", dir.display(), String::from_utf8_lossy(key));
+        if !repair {
+            return Err(format!("{what} (start with --repair to drop unreadable records and keep the rest)"));
+        }
+        eprintln!("fennec: --repair: dropped a record: {what}");
+        dropped.push(key.to_vec());
+        Ok(())
+    };
     for (key, value) in store.scan(record::retained_prefix()).map_err(failed)? {
-        let decoded = record::decode(&value, now).map_err(|e| {
-            failed(format!("corrupt store in {}: key {:?}: {e}", dir.display(), String::from_utf8_lossy(&key)))
-        })?;
+        let decoded = match record::decode(&value, now) {
+            Ok(d) => d,
+            Err(e) => {
+                corrupt(&key, e).map_err(failed)?;
+                continue;
+            }
+        };
         let Some(record::Decoded { mut p, will, .. }) = decoded else {
             fixes.push(Write::Delete { key });
             continue;
@@ -253,11 +270,17 @@ fn open_store(
         retained[owner].push(Arc::new(p));
     }
     for (key, value) in store.scan(record::history_prefix()).map_err(failed)? {
-        let corrupt = |e: String| {
-            failed(format!("corrupt store in {}: key {:?}: {e}", dir.display(), String::from_utf8_lossy(&key)))
+        let (decoded, seq) = match (record::decode(&value, now), record::history_seq(&key)) {
+            (Ok(d), Some(seq)) => (d, seq),
+            (Err(e), _) => {
+                corrupt(&key, e).map_err(failed)?;
+                continue;
+            }
+            (Ok(_), None) => {
+                corrupt(&key, "no sequence number".into()).map_err(failed)?;
+                continue;
+            }
         };
-        let decoded = record::decode(&value, now).map_err(corrupt)?;
-        let seq = record::history_seq(&key).ok_or_else(|| corrupt("no sequence number".into()))?;
         let Some(record::Decoded { p, at, .. }) = decoded else {
             fixes.push(Write::Delete { key });
             continue;
@@ -272,14 +295,14 @@ fn open_store(
         let scan = |store: &mut Box<dyn Store>, p: &[u8]| store.scan(p).map_err(failed);
         let (ms, mo, mi) =
             (scan(&mut store, sm::SESSION)?, scan(&mut store, sm::MESSAGE)?, scan(&mut store, sm::QOS2_IN)?);
-        let (loaded, stale) =
-            sm::load(ms, mo, mi).map_err(|e| failed(format!("corrupt store in {}: {e}", dir.display())))?;
+        let (loaded, stale) = sm::load(ms, mo, mi, &mut corrupt).map_err(failed)?;
         fixes.extend(stale);
         for l in loaded {
             let owner = owner_of(&l.realm, &l.client, n) as usize;
             sessions[owner].push(l);
         }
     }
+    fixes.extend(dropped.into_iter().map(|key| Write::Delete { key }));
     if !fixes.is_empty() {
         store.commit(&fixes).map_err(failed)?;
     }

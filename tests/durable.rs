@@ -250,3 +250,42 @@ fn history_survives_sigkill() {
     let want: Vec<Value> = (2..5u64).map(|i| Value::List(vec![Value::UInt(i)])).collect();
     assert_eq!(values, want, "the newest 3 of 5, in order, after the restart");
 }
+
+#[test]
+fn a_corrupt_record_stops_the_start_unless_repair_drops_it_and_keeps_the_rest() {
+    use fennec::store::{FjallStore, Store, Write};
+    let data = tempfile::tempdir().unwrap();
+    let r = start(data.path());
+    let mut c = join(r.wamp, Serializer::Json);
+    assert_eq!(publish_retained(&mut c, "repair", 3, 3).len(), 3);
+    drop(c);
+    kill9(r);
+    {
+        let mut s = FjallStore::open(data.path(), true).unwrap();
+        let junk = b"\xc1 not MessagePack".to_vec();
+        let mut session_key = b"ms\0realm1\0dev\0".to_vec();
+        session_key.extend_from_slice(&7u64.to_be_bytes());
+        s.commit(&[
+            Write::Put { key: b"r\0realm1\0repair.bad".to_vec(), value: junk.clone() },
+            Write::Put { key: session_key, value: junk },
+        ])
+        .unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_fennec"))
+        .args(["--cores", "2", "--no-pin", "--listen", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run fennec");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused to start");
+    assert!(err.contains("corrupt store in") && err.contains("repair.bad") && err.contains("--repair"), "{err}");
+    // --repair: the bad records go, the good ones stay.
+    let r = start_with(data.path(), &["--repair"]);
+    assert_eq!(retained(r.wamp, "repair.", 3), vec![(0, 0), (1, 1), (2, 2)]);
+    kill9(r);
+    // And the next start needs no repair.
+    let r = start(data.path());
+    assert_eq!(retained(r.wamp, "repair.", 3).len(), 3);
+}

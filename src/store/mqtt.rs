@@ -212,24 +212,34 @@ pub struct Loaded {
 
 /// Puts the scanned `ms`, `mo` and `mi` pairs together: per client ID the
 /// newest incarnation, and the keys of every other one (and of messages
-/// whose session is gone) to delete. `Err`: a record that cannot be read,
-/// with its key.
+/// whose session is gone) to delete. A record that cannot be read goes to
+/// `corrupt` (key, reason): its `Err` stops the load, its `Ok` skips the
+/// record (`--repair`; the caller deletes it).
 pub fn load(
     sessions: super::Pairs,
     messages: super::Pairs,
     qos2: super::Pairs,
+    corrupt: &mut dyn FnMut(&[u8], String) -> Result<(), String>,
 ) -> Result<(Vec<Loaded>, Vec<super::Write>), String> {
     use std::collections::BTreeMap;
-    let corrupt = |k: &[u8], e: String| format!("key {:?}: {e}", String::from_utf8_lossy(k));
     let mut stale = Vec::new();
     let mut newest: BTreeMap<(String, String), Loaded> = BTreeMap::new();
     for (key, value) in sessions {
-        let (realm, client, id, _) =
-            parse_key(SESSION, &key).ok_or_else(|| corrupt(&key, "not a session key".into()))?;
-        let record: SessionRecord = decode(&value).map_err(|e| corrupt(&key, e))?;
-        if record.id != id {
-            return Err(corrupt(&key, format!("the record is of session {}", record.id)));
-        }
+        let Some((realm, client, id, _)) = parse_key(SESSION, &key) else {
+            corrupt(&key, "not a session key".into())?;
+            continue;
+        };
+        let record = match decode::<SessionRecord>(&value) {
+            Ok(r) if r.id == id => r,
+            Ok(r) => {
+                corrupt(&key, format!("the record is of session {}", r.id))?;
+                continue;
+            }
+            Err(e) => {
+                corrupt(&key, e)?;
+                continue;
+            }
+        };
         let slot = (realm.to_owned(), client.to_owned());
         let loaded =
             Loaded { realm: slot.0.clone(), client: slot.1.clone(), record, messages: Vec::new(), qos2_in: Vec::new() };
@@ -246,19 +256,30 @@ pub fn load(
             }
         }
     }
+    let tail =
+        |rest: &[u8], n: usize| (rest.len() == n).then(|| rest.iter().fold(0u64, |a, &b| (a << 8) | u64::from(b)));
     for (key, value) in messages {
-        let (realm, client, id, rest) =
-            parse_key(MESSAGE, &key).ok_or_else(|| corrupt(&key, "not a message key".into()))?;
-        let seq = u64::from_be_bytes(rest.try_into().map_err(|_| corrupt(&key, "no sequence number".into()))?);
+        let Some((realm, client, id, seq)) =
+            parse_key(MESSAGE, &key).and_then(|(r, c, id, rest)| Some((r, c, id, tail(rest, 8)?)))
+        else {
+            corrupt(&key, "not a message key".into())?;
+            continue;
+        };
         match newest.get_mut(&(realm.to_owned(), client.to_owned())).filter(|l| l.record.id == id) {
-            Some(l) => l.messages.push((seq, decode(&value).map_err(|e| corrupt(&key, e))?)),
+            Some(l) => match decode(&value) {
+                Ok(m) => l.messages.push((seq, m)),
+                Err(e) => corrupt(&key, e)?,
+            },
             None => stale.push(super::Write::Delete { key }),
         }
     }
     for (key, _) in qos2 {
-        let (realm, client, id, rest) =
-            parse_key(QOS2_IN, &key).ok_or_else(|| corrupt(&key, "not a QoS 2 key".into()))?;
-        let pkid = u16::from_be_bytes(rest.try_into().map_err(|_| corrupt(&key, "no packet ID".into()))?);
+        let Some((realm, client, id, pkid)) =
+            parse_key(QOS2_IN, &key).and_then(|(r, c, id, rest)| Some((r, c, id, tail(rest, 2)? as u16)))
+        else {
+            corrupt(&key, "not a QoS 2 key".into())?;
+            continue;
+        };
         match newest.get_mut(&(realm.to_owned(), client.to_owned())).filter(|l| l.record.id == id) {
             Some(l) => l.qos2_in.push(pkid),
             None => stale.push(super::Write::Delete { key }),
