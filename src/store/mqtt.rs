@@ -210,6 +210,9 @@ pub struct Loaded {
     pub qos2_in: Vec<u16>,
 }
 
+/// What to do with an unreadable record (key, reason): `Err` stops the load.
+pub type Corrupt<'a> = dyn FnMut(&[u8], String) -> Result<(), String> + 'a;
+
 /// Puts the scanned `ms`, `mo` and `mi` pairs together: per client ID the
 /// newest incarnation, and the keys of every other one (and of messages
 /// whose session is gone) to delete. A record that cannot be read goes to
@@ -219,7 +222,7 @@ pub fn load(
     sessions: super::Pairs,
     messages: super::Pairs,
     qos2: super::Pairs,
-    corrupt: &mut dyn FnMut(&[u8], String) -> Result<(), String>,
+    corrupt: &mut Corrupt,
 ) -> Result<(Vec<Loaded>, Vec<super::Write>), String> {
     use std::collections::BTreeMap;
     let mut stale = Vec::new();
@@ -337,5 +340,70 @@ mod tests {
             MessageRecord { publication: vec![1, 2], qos: 2, retain: false, sub_ids: vec![], pkid: 3, released: true };
         assert_eq!(decode::<MessageRecord>(&encode(&m)).unwrap(), m);
         assert!(decode::<SessionRecord>(b"\xc1").is_err());
+    }
+
+    fn record(id: u64, created_ms: u64) -> SessionRecord {
+        SessionRecord {
+            id,
+            created_ms,
+            version: 4,
+            expiry: u32::MAX,
+            subs: vec![],
+            will: None,
+            offline_since_ms: Some(1),
+            will_due_ms: None,
+            next_pkid: 0,
+        }
+    }
+
+    #[test]
+    fn load_keeps_the_newest_incarnation_and_says_what_to_delete() {
+        let m = MessageRecord { publication: vec![], qos: 1, retain: false, sub_ids: vec![], pkid: 0, released: false };
+        let sessions = vec![
+            (session_key("r", "c", 1), encode(&record(1, 10))),
+            (session_key("r", "c", 2), encode(&record(2, 20))),
+            (session_key("r", "d", 3), encode(&record(3, 5))),
+        ];
+        let messages = vec![
+            (message_key("r", "c", 1, 1), encode(&m)),
+            (message_key("r", "c", 2, 7), encode(&m)),
+            (message_key("r", "gone", 9, 1), encode(&m)),
+        ];
+        let qos2 = vec![(qos2_key("r", "c", 2, 5), vec![]), (qos2_key("r", "c", 1, 6), vec![])];
+        let mut never = |k: &[u8], e: String| -> Result<(), String> { panic!("{k:?}: {e}") };
+        let (loaded, stale) = load(sessions, messages, qos2, &mut never).unwrap();
+        assert_eq!(loaded.len(), 2);
+        let c = loaded.iter().find(|l| l.client == "c").unwrap();
+        assert_eq!(c.record.id, 2, "the newest");
+        assert_eq!(c.messages.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![7]);
+        assert_eq!(c.qos2_in, vec![5]);
+        let deleted: Vec<Vec<u8>> = stale
+            .into_iter()
+            .map(|w| match w {
+                crate::store::Write::Delete { key } => key,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert!(deleted.contains(&session_key("r", "c", 1)));
+        assert!(deleted.contains(&message_key("r", "c", 1, 1)));
+        assert!(deleted.contains(&message_key("r", "gone", 9, 1)));
+        assert!(deleted.contains(&qos2_key("r", "c", 1, 6)));
+        assert_eq!(deleted.len(), 4);
+    }
+
+    #[test]
+    fn an_unreadable_record_stops_the_load_or_is_skipped() {
+        let bad =
+            || vec![(session_key("r", "c", 1), b"\xc1".to_vec()), (session_key("r", "d", 2), encode(&record(2, 1)))];
+        let mut stop = |_: &[u8], e: String| -> Result<(), String> { Err(e) };
+        assert!(load(bad(), vec![], vec![], &mut stop).is_err());
+        let mut seen = Vec::new();
+        let mut skip = |k: &[u8], _: String| -> Result<(), String> {
+            seen.push(k.to_vec());
+            Ok(())
+        };
+        let (loaded, _) = load(bad(), vec![], vec![], &mut skip).unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(seen, vec![session_key("r", "c", 1)]);
     }
 }
