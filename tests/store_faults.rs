@@ -97,3 +97,59 @@ fn a_failing_store_fails_retained_writes_only() {
     assert!(matches!(publish(&mut pubr, true, 3), Msg::Published { .. }));
     r.shutdown();
 }
+
+/// A `MemStore` whose commits wait while the gate is shut.
+struct Gated {
+    inner: MemStore,
+    open: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl Store for Gated {
+    fn commit(&mut self, writes: &[Write]) -> Result<(), StoreError> {
+        let (lock, cv) = &*self.open;
+        let _open = cv.wait_while(lock.lock().unwrap(), |open| !*open).unwrap();
+        self.inner.commit(writes)
+    }
+
+    fn scan(&mut self, prefix: &[u8]) -> Result<Pairs, StoreError> {
+        self.inner.scan(prefix)
+    }
+}
+
+/// Under `sync`, a QoS 2 PUBLISH resent while its first copy's PUBREC
+/// still waits for the disk gets no early PUBREC: one PUBREC, once it is
+/// stored.
+#[test]
+fn a_qos2_resend_is_not_acknowledged_before_the_first_is_stored() {
+    let open = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let store = Gated { inner: MemStore::default(), open: open.clone() };
+    let cli = <Cli as clap::Parser>::try_parse_from([
+        "fennec",
+        "--cores",
+        "2",
+        "--no-pin",
+        "--listen",
+        "127.0.0.1:0",
+        "--mqtt",
+        "127.0.0.1:0",
+        "--durability",
+        "sync",
+    ])
+    .unwrap();
+    let cfg = Config::resolve(cli, File::default()).unwrap();
+    let r = fennec::server::start_with(cfg, Some(Box::new(store))).expect("start");
+    // A persistent session: its QoS 2 packet IDs go to the store.
+    let (mut p, _) = Raw::connected(r.mqtt_addr.unwrap(), 4, "gated-q2", false, 0);
+    p.send(&publish_packet(4, b"gated/t", 2, 9, false, b"x"));
+    p.quiet();
+    p.send(&publish_packet(4, b"gated/t", 2, 9, true, b"x"));
+    p.quiet();
+    {
+        let (lock, cv) = &*open;
+        *lock.lock().unwrap() = true;
+        cv.notify_all();
+    }
+    assert_eq!(p.expect(0x50, "PUBREC"), vec![0, 9]);
+    p.quiet();
+    r.shutdown();
+}

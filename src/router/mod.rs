@@ -320,6 +320,8 @@ pub struct KeyWrite {
     pub will: Option<Body>,
     /// Where the answer goes (`KeyReply`, or `Stored` once durable).
     pub reply: Option<(WorkerId, u64)>,
+    /// `trace`: recorded in the topic's history even without a rule.
+    pub trace: bool,
 }
 
 /// A callee leaving a registration, on its way to the procedure's owner.

@@ -333,16 +333,9 @@ impl Shard {
             p.durable_ack = ticket.map(|t| (self.id, t));
         }
         let p = Arc::new(p);
-        if trace || self.cfg.any_history {
-            let rule = self.cfg.history_rule(&p.realm, &p.topic);
-            let keep = rule.is_some() && (matches!(p.body, crate::router::Body::Wamp(_)) || p.qos > 0);
-            if trace || keep {
-                let (limit, max_age_ms) = rule.map_or((crate::config::HISTORY_LIMIT, None), |r| {
-                    (r.limit, r.max_age_s.map(|s| s.saturating_mul(1000)))
-                });
-                let owner = owner_of(&p.realm, &p.topic, self.workers);
-                self.peers.send(owner, ShardMsg::Record { p: p.clone(), limit, max_age_ms });
-            }
+        if let Some((limit, max_age_ms)) = self.history_bounds(&p, trace) {
+            let owner = owner_of(&p.realm, &p.topic, self.workers);
+            self.peers.send(owner, ShardMsg::Record { p: p.clone(), limit, max_age_ms });
         }
         let mut left = 0;
         if p.retain {
@@ -358,6 +351,25 @@ impl Shard {
             self.expect(t, left, matched);
         }
         matched
+    }
+
+    /// Whether a publication goes into its topic's history, and the ring's
+    /// bounds (count, age in ms): `trace`, or a rule of its realm covers it
+    /// (from MQTT: at QoS 1 and 2).
+    pub(crate) fn history_bounds(&self, p: &Publication, trace: bool) -> Option<(usize, Option<u64>)> {
+        if !trace && !self.cfg.any_history {
+            return None;
+        }
+        let rule = self.cfg.history_rule(&p.realm, &p.topic);
+        let keep = rule.is_some() && (matches!(p.body, crate::router::Body::Wamp(_)) || p.qos > 0);
+        if !trace && !keep {
+            return None;
+        }
+        Some(
+            rule.map_or((crate::config::HISTORY_LIMIT, None), |r| {
+                (r.limit, r.max_age_s.map(|s| s.saturating_mul(1000)))
+            }),
+        )
     }
 
     /// Keeps a publisher's acknowledgement until what it waits for is done

@@ -136,7 +136,7 @@ impl Shard {
 
     /// An accepted key write: the value, the will, the store, the event.
     fn apply(&mut self, kw: KeyWrite) {
-        let KeyWrite { p, will, reply, .. } = kw;
+        let KeyWrite { p, will, reply, trace, .. } = kw;
         if let Some(why) = self.over_bound(&p) {
             // Refused whole: decided here, before anything was routed.
             return self.refuse_over(reply, why);
@@ -146,7 +146,17 @@ impl Shard {
             self.retained.entry_mut(&p.realm, &p.topic).will = Some((p.publisher, body.clone()));
         }
         self.persist(&p, will.as_ref(), reply);
+        self.record_here(&p, trace);
         self.publish_arc(p);
+    }
+
+    /// An event this owner routes itself (an accepted conditional write, a
+    /// will): into the topic's history if it belongs there (this shard is
+    /// the topic's owner, so it records it directly).
+    fn record_here(&mut self, p: &Arc<Publication>, trace: bool) {
+        if let Some((limit, max_age_ms)) = self.history_bounds(p, trace) {
+            self.record(p.clone(), limit, max_age_ms);
+        }
     }
 
     /// After a change of the key: the first waiting publish whose condition
@@ -184,6 +194,7 @@ impl Shard {
         let p = Arc::new(p);
         self.retained.set(p.clone());
         self.persist(&p, None, None);
+        self.record_here(&p, false);
         self.publish_arc(p);
         self.release_waiters(realm, topic);
     }

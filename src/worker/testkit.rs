@@ -365,4 +365,34 @@ mod tests {
         expect.extend_from_slice(br#""hi""#);
         assert_eq!(got[0], mqtt_packet(0x30, &expect), "PUBLISH QoS 0");
     }
+
+    /// Events an owner routes itself (an accepted `when` write, a `will`
+    /// applied when its session ends) go into the topic's history too.
+    #[test]
+    fn conditional_writes_and_wills_are_kept_in_history() {
+        let file: crate::config::File = toml::from_str(
+            "[[realm]]\nname = \"realm1\"\n[[realm.history]]\nuri = \"hist.\"\nmatch = \"prefix\"\nlimit = 10\n",
+        )
+        .unwrap();
+        let cfg = Config::resolve(<crate::config::Cli as clap::Parser>::parse_from(["fennec"]), file).unwrap();
+        let mut cl = Cluster::with_config(2, cfg);
+        let (sub, publ) = (cl.wamp(1), cl.wamp(0));
+        cl.join(sub, roles());
+        cl.join(publ, roles());
+        cl.send(sub, json!([32, 1, {}, "hist.k"]));
+        let id = cl.one(sub)[2].clone();
+        cl.send(publ, json!([16, 2, {"acknowledge": true, "retain": true, "when": null}, "hist.k", ["first"]]));
+        assert_eq!(cl.one(publ)[0], 17);
+        cl.send(publ, json!([16, 3, {"acknowledge": true, "retain": true, "will": "gone"}, "hist.k", ["second"]]));
+        assert_eq!(cl.one(publ)[0], 17);
+        assert_eq!(cl.take(sub).len(), 2, "both events delivered");
+        cl.send(publ, json!([6, {}, "wamp.close.normal"]));
+        assert_eq!(cl.take(sub).len(), 1, "the will");
+        cl.send(sub, json!([48, 4, {}, "wamp.subscription.get_events", [id, 10]]));
+        let result = cl.one(sub);
+        assert_eq!(result[0], 50, "RESULT: {result}");
+        let events = result[3][0].as_array().expect("a list of events");
+        let args: Vec<&Json> = events.iter().map(|e| &e["args"][0]).collect();
+        assert_eq!(args, vec![&json!("first"), &json!("second"), &json!("gone")], "{result}");
+    }
 }

@@ -52,8 +52,18 @@ pub(super) fn publish(w: &mut Shard, handle: usize, slot: usize, p: codec::Publi
     let s = &mut w.mqtt.sessions[slot];
     if p.qos == 2 {
         if s.qos2_in.contains(&p.pkid) {
-            // A resend of a message we have: acknowledge, do not publish again.
-            return ack_publish(w, handle, ver, 2, p.pkid, reason::SUCCESS);
+            // A resend of a message we have: acknowledge, do not publish
+            // again; if the first one's PUBREC still waits for the store,
+            // that PUBREC answers both (none before it is on disk).
+            let serial = w.conns[handle].serial;
+            let waiting = w.pending_acks.values().any(|a| {
+                matches!(a.ack, PendingAck::Mqtt { handle: h, serial: s, qos: 2, pkid, .. }
+                    if h == handle && s == serial && pkid == p.pkid)
+            });
+            if !waiting {
+                ack_publish(w, handle, ver, 2, p.pkid, reason::SUCCESS);
+            }
+            return;
         }
         if s.qos2_in.len() >= usize::from(w.cfg.mqtt.receive_maximum) {
             return fail(w, handle, reason::RECEIVE_MAXIMUM_EXCEEDED, "too many QoS 2 messages awaiting PUBREL");

@@ -111,7 +111,7 @@ pub(super) fn publish(
         durable_ack: None,
     };
     if let Some(k) = key.filter(|k| k.when.is_some() || k.will.is_some()) {
-        return key_write(w, handle, request, acknowledge, p, k);
+        return key_write(w, handle, request, acknowledge, p, k, trace);
     }
     if acknowledge && retain && w.cfg.store.durability == Durability::Sync {
         // PUBLISHED waits until the retained value is on disk.
@@ -154,7 +154,15 @@ fn key_options(options: &Dict) -> Result<Option<KeyOptions>, String> {
 /// which routes the event only if it accepts it. The publisher hears back
 /// either way: PUBLISHED (if `acknowledge`), or ERROR
 /// `wamp.error.invalid_payload` "not accepted" (always, as fox-wamp does).
-fn key_write(w: &mut Shard, handle: usize, request: u64, acknowledge: bool, p: Publication, k: KeyOptions) {
+fn key_write(
+    w: &mut Shard,
+    handle: usize,
+    request: u64,
+    acknowledge: bool,
+    p: Publication,
+    k: KeyOptions,
+    trace: bool,
+) {
     let publisher = p.publisher;
     let publication = p.id;
     let owner = owner_of(&p.realm, &p.topic, w.workers);
@@ -177,7 +185,8 @@ fn key_write(w: &mut Shard, handle: usize, request: u64, acknowledge: bool, p: P
         Value::Null => Body::Wamp(Payload::default()),
         v => Body::Wamp(Payload { args: Some(vec![v]), kwargs: None }),
     });
-    let kw = KeyWrite { p: std::sync::Arc::new(p), when: k.when, watch: k.watch, will, reply: Some((w.id, ticket)) };
+    let kw =
+        KeyWrite { p: std::sync::Arc::new(p), when: k.when, watch: k.watch, will, reply: Some((w.id, ticket)), trace };
     w.peers.send(owner, ShardMsg::KeyWrite(Box::new(kw)));
 }
 
