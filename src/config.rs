@@ -141,6 +141,9 @@ pub struct MqttFile {
     pub max_topic_levels: Option<usize>,
     /// Seconds between `$SYS/broker/...` updates (0: no `$SYS` topics).
     pub sys_interval: Option<u32>,
+    /// MQTT clients without a user name, on top of the realm's own
+    /// `allow_anonymous` [default: true].
+    pub allow_anonymous: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +161,7 @@ pub struct Mqtt {
     pub max_session_expiry: Option<u32>,
     pub deny_subscribe: Vec<String>,
     pub max_subscriptions: usize,
+    pub allow_anonymous: bool,
     pub max_topic_levels: usize,
     pub sys_interval: u32,
 }
@@ -271,7 +275,7 @@ pub struct MetricsFile {
     pub interval_ms: Option<u64>,
 }
 
-#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Deserialize, Debug, Clone, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RealmConfig {
     pub name: String,
@@ -284,6 +288,51 @@ pub struct RealmConfig {
     /// Topics whose events are kept (`[[realm.history]]`).
     #[serde(default)]
     pub history: Vec<HistoryRule>,
+    /// Anonymous sessions (WAMP `anonymous`, MQTT without a user name)
+    /// [default: allowed unless the realm has principals].
+    pub allow_anonymous: Option<bool>,
+    /// Their role [default: `anonymous`].
+    pub anonymous_role: Option<String>,
+    /// Who may authenticate (`[[realm.principal]]`).
+    #[serde(default, rename = "principal")]
+    pub principals: Vec<crate::auth::PrincipalConfig>,
+    /// More principals, from a file of their own (`[[principal]]`), so the
+    /// main config can be shared without secrets.
+    pub principals_file: Option<PathBuf>,
+    /// What each role may do (`[[realm.role]]`); none: everything, for all.
+    #[serde(default, rename = "role")]
+    pub roles: Vec<crate::auth::RoleConfig>,
+    /// The above, compiled at start.
+    #[serde(skip)]
+    pub auth: std::sync::Arc<crate::auth::RealmAuth>,
+}
+
+impl RealmConfig {
+    /// A realm with the defaults (open to anonymous, no roles).
+    pub fn named(name: &str) -> RealmConfig {
+        RealmConfig { name: name.to_owned(), ..RealmConfig::default() }
+    }
+
+    /// Reads the principals file and compiles principals and roles.
+    fn compile_auth(&mut self) -> Result<(), String> {
+        let mut principals = self.principals.clone();
+        if let Some(path) = &self.principals_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("realm '{}': cannot read {}: {e}", self.name, path.display()))?;
+            let file: crate::auth::PrincipalsFile =
+                toml::from_str(&text).map_err(|e| format!("realm '{}': {}: {e}", self.name, path.display()))?;
+            principals.extend(file.principals);
+        }
+        let auth = crate::auth::RealmAuth::compile(
+            &self.name,
+            self.allow_anonymous,
+            self.anonymous_role.as_deref(),
+            &principals,
+            &self.roles,
+        )?;
+        self.auth = std::sync::Arc::new(auth);
+        Ok(())
+    }
 }
 
 /// Event history for topics matching `uri` under `match` (exact, prefix,
@@ -408,22 +457,18 @@ impl Config {
         let mut realms = file.realms;
         for name in cli.realms {
             if !realms.iter().any(|r| r.name == name) {
-                realms.push(RealmConfig { name, slow_consumer: None, disclose: Disclose::Allow, history: Vec::new() });
+                realms.push(RealmConfig::named(&name));
             }
         }
         if realms.is_empty() {
-            realms.push(RealmConfig {
-                name: "realm1".into(),
-                slow_consumer: None,
-                disclose: Disclose::Allow,
-                history: Vec::new(),
-            });
+            realms.push(RealmConfig::named("realm1"));
         }
         let uri_check = cli.uri_check.or(file.uri_check).unwrap_or_default();
-        for r in &realms {
+        for r in &mut realms {
             if !crate::wamp::uri::valid_realm(&r.name, uri_check) {
                 return Err(format!("invalid realm name '{}'", r.name));
             }
+            r.compile_auth()?;
         }
         let path = cli.path.or(file.wamp.path).unwrap_or_else(|| "/ws".into());
         if !path.starts_with('/') {
@@ -468,6 +513,7 @@ impl Config {
             max_session_expiry: m.max_session_expiry,
             deny_subscribe: m.deny_subscribe.unwrap_or_default(),
             max_subscriptions: m.max_subscriptions.unwrap_or(10_000),
+            allow_anonymous: m.allow_anonymous.unwrap_or(true),
             max_topic_levels: m.max_topic_levels.unwrap_or(256).max(1),
             sys_interval: cli.sys_interval.or(m.sys_interval).unwrap_or(10),
         };
@@ -515,12 +561,7 @@ impl Config {
         if let Some(r) = self.realms.iter().find(|r| r.name == name) {
             return Some(r.clone());
         }
-        (self.any_realm && crate::wamp::uri::valid_realm(name, self.uri_check)).then(|| RealmConfig {
-            name: name.to_owned(),
-            slow_consumer: None,
-            disclose: Disclose::Allow,
-            history: Vec::new(),
-        })
+        (self.any_realm && crate::wamp::uri::valid_realm(name, self.uri_check)).then(|| RealmConfig::named(name))
     }
 
     /// The history rule covering `topic` in `realm`, if any (no clone: on

@@ -126,6 +126,8 @@ pub struct Counters {
     pub mqtt_publish_out: u64,
     /// Client PUBLISHes refused (`$SYS` topics).
     pub mqtt_denied: u64,
+    /// Failed authentications (WAMP and MQTT).
+    pub auth_failed: u64,
     /// Retained writes refused at their owner (`store.max_retained_*`).
     pub retained_refused: u64,
     /// History events pushed out by a rule's `limit` or `max_age_s`.
@@ -147,6 +149,7 @@ impl Counters {
         self.mqtt_publish_out += o.mqtt_publish_out;
         self.mqtt_denied += o.mqtt_denied;
         self.retained_refused += o.retained_refused;
+        self.auth_failed += o.auth_failed;
         self.history_dropped += o.history_dropped;
         for (a, b) in self.closed.iter_mut().zip(o.closed) {
             *a += b;
@@ -300,6 +303,7 @@ fn emit(client: &statsd::Client, hist: &[Histogram<u64>], c: &Counters, sessions
     p.count("mqtt.publish.out", c.mqtt_publish_out as f64);
     p.count("mqtt.denied", c.mqtt_denied as f64);
     p.count("retained.refused", c.retained_refused as f64);
+    p.count("auth.failed", c.auth_failed as f64);
     p.count("history.dropped", c.history_dropped as f64);
     for (reason, n) in CLOSE_REASONS.iter().zip(c.closed) {
         if n > 0 {

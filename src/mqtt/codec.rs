@@ -42,6 +42,7 @@ pub mod reason {
     pub const IMPLEMENTATION_SPECIFIC: u8 = 0x83;
     pub const UNSUPPORTED_VERSION: u8 = 0x84;
     pub const BAD_CLIENT_ID: u8 = 0x85;
+    pub const BAD_USERNAME_OR_PASSWORD: u8 = 0x86;
     pub const NOT_AUTHORIZED: u8 = 0x87;
     pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
     pub const BAD_AUTH_METHOD: u8 = 0x8C;
@@ -84,6 +85,8 @@ pub struct Connect {
     pub keep_alive: u16,
     pub will: Option<Will>,
     pub username: Option<String>,
+    /// The password, as `mqttbytes` reads it (a UTF-8 string).
+    pub password: Option<String>,
     /// v5: seconds the session outlives the connection (0: ends with it).
     pub session_expiry: u32,
     /// v5: most unacknowledged QoS 1/2 PUBLISHes the client accepts.
@@ -422,6 +425,7 @@ fn from_v4(p: v4::Packet, version: Version) -> Result<Packet, DecodeError> {
                 clean_start: c.clean_session,
                 keep_alive: c.keep_alive,
                 will,
+                password: c.login.as_ref().map(|l| l.password.clone()).filter(|p| !p.is_empty()),
                 username: c.login.map(|l| l.username),
                 session_expiry: if c.clean_session { 0 } else { u32::MAX },
                 receive_max: u16::MAX,
@@ -491,6 +495,7 @@ fn from_v5(p: v5::Packet) -> Result<Packet, DecodeError> {
                 clean_start: c.clean_session,
                 keep_alive: c.keep_alive,
                 will,
+                password: c.login.as_ref().map(|l| l.password.clone()).filter(|p| !p.is_empty()),
                 username: c.login.map(|l| l.username),
                 session_expiry: prop(&|p| p.session_expiry_interval).unwrap_or(0),
                 receive_max: receive_max.map_or(u16::MAX, |n| n as u16),
@@ -690,7 +695,7 @@ fn v4_connack_code(code: u8) -> u8 {
         reason::UNSUPPORTED_VERSION => 1,
         reason::BAD_CLIENT_ID => 2,
         reason::SERVER_SHUTTING_DOWN | 0x88 | 0x89 => 3,
-        0x86 => 4,
+        reason::BAD_USERNAME_OR_PASSWORD => 4,
         reason::NOT_AUTHORIZED => 5,
         _ => 3,
     }

@@ -139,7 +139,17 @@ pub enum ConnState {
     Open(usize),
 }
 
+/// Who an MQTT session is (`connect::authenticate`).
+#[derive(Debug, Clone, Default)]
+pub struct MqttIdentity {
+    pub authid: String,
+    pub authrole: String,
+    /// What its role may do; `None`: the realm has no roles.
+    pub rules: Option<Arc<crate::auth::rules::RoleRules>>,
+}
+
 pub struct Pending {
+    who: MqttIdentity,
     connect: Box<Connect>,
     session: u64,
     key: Arc<str>,
@@ -260,6 +270,8 @@ pub struct Session {
     moving: Option<(u16, u64)>,
     /// New copy of a moved session while the old copy still forwards.
     restoring: Option<Box<Restoring>>,
+    /// Who it is (its client ID and the anonymous role, or its principal).
+    pub who: MqttIdentity,
     /// This incarnation is in the store (`persist`).
     stored: bool,
     /// When this incarnation was made (ms since the epoch).

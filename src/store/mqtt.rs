@@ -122,6 +122,11 @@ pub struct SessionRecord {
     /// An offline session's delayed will is due then (ms since the epoch).
     pub will_due_ms: Option<u64>,
     pub next_pkid: u16,
+    /// Who the session is (its authid and role).
+    #[serde(default)]
+    pub authid: String,
+    #[serde(default)]
+    pub authrole: String,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -334,6 +339,8 @@ mod tests {
             offline_since_ms: Some(3),
             will_due_ms: None,
             next_pkid: 12,
+            authid: "dev".into(),
+            authrole: "device".into(),
         };
         assert_eq!(decode::<SessionRecord>(&encode(&s)).unwrap(), s);
         let m =
@@ -353,6 +360,8 @@ mod tests {
             offline_since_ms: Some(1),
             will_due_ms: None,
             next_pkid: 0,
+            authid: String::new(),
+            authrole: String::new(),
         }
     }
 

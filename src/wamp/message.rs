@@ -13,6 +13,8 @@ use std::fmt;
 pub const HELLO: u64 = 1;
 pub const WELCOME: u64 = 2;
 pub const ABORT: u64 = 3;
+pub const CHALLENGE: u64 = 4;
+pub const AUTHENTICATE: u64 = 5;
 pub const GOODBYE: u64 = 6;
 pub const ERROR: u64 = 8;
 pub const PUBLISH: u64 = 16;
@@ -84,6 +86,14 @@ pub enum Msg {
     Abort {
         details: Dict,
         reason: String,
+    },
+    Challenge {
+        method: String,
+        extra: Dict,
+    },
+    Authenticate {
+        signature: String,
+        extra: Dict,
     },
     Goodbye {
         details: Dict,
@@ -219,6 +229,8 @@ pub fn decode(ser: Serializer, bytes: &[u8]) -> Result<Msg, DecodeError> {
         HELLO => Msg::Hello { realm: f.string("realm")?, details: f.dict("details")? },
         WELCOME => Msg::Welcome { session: f.id("session")?, details: f.dict("details")? },
         ABORT => Msg::Abort { details: f.dict("details")?, reason: f.string("reason")? },
+        CHALLENGE => Msg::Challenge { method: f.string("authmethod")?, extra: f.dict("extra")? },
+        AUTHENTICATE => Msg::Authenticate { signature: f.string("signature")?, extra: f.dict("extra")? },
         GOODBYE => Msg::Goodbye { details: f.dict("details")?, reason: f.string("reason")? },
         ERROR => Msg::Error {
             request_type: f.int("request type")?,
@@ -430,6 +442,10 @@ pub fn encode(ser: Serializer, msg: &Msg, out: &mut Vec<u8>) {
         Msg::Hello { realm, details } => encode_fields(ser, &[Int(HELLO), Str(realm), d(details)], out),
         Msg::Welcome { session, details } => encode_fields(ser, &[Int(WELCOME), Int(*session), d(details)], out),
         Msg::Abort { details, reason } => encode_fields(ser, &[Int(ABORT), d(details), Str(reason)], out),
+        Msg::Challenge { method, extra } => encode_fields(ser, &[Int(CHALLENGE), Str(method), d(extra)], out),
+        Msg::Authenticate { signature, extra } => {
+            encode_fields(ser, &[Int(AUTHENTICATE), Str(signature), d(extra)], out)
+        }
         Msg::Goodbye { details, reason } => encode_fields(ser, &[Int(GOODBYE), d(details), Str(reason)], out),
         Msg::Error { request_type, request, details, error, payload } => encode_fields(
             ser,
@@ -505,6 +521,8 @@ mod tests {
             Msg::Hello { realm: "realm1".into(), details: d.clone() },
             Msg::Welcome { session: 5, details: d.clone() },
             Msg::Abort { details: d.clone(), reason: "wamp.error.no_such_realm".into() },
+            Msg::Challenge { method: "wampcra".into(), extra: d.clone() },
+            Msg::Authenticate { signature: "c2ln".into(), extra: Dict::new() },
             Msg::Goodbye { details: Dict::new(), reason: "wamp.close.close_realm".into() },
             Msg::Error {
                 request_type: CALL,

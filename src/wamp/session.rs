@@ -12,6 +12,7 @@
 
 use super::message::{self as m, decode, encode, encode_fields, Field, Msg, Serializer};
 use super::uri::{short_enough, valid_pattern, valid_uri};
+use crate::auth::rules::Action;
 use crate::config::{Disclose, SlowPolicy};
 use crate::metrics::{CloseReason, Op};
 use crate::mqtt::session::Converted;
@@ -31,6 +32,7 @@ use bytes::Bytes;
 use rand::Rng;
 use std::time::Instant;
 
+mod auth;
 mod broker;
 mod dealer;
 mod meta;
@@ -38,6 +40,7 @@ mod meta;
 use broker::*;
 use dealer::*;
 
+pub use auth::{Throttle, FAIL_BUDGET, FAIL_WINDOW};
 pub use broker::{event_for, on_history, on_retained, on_stored, subscribed, EventCache};
 pub use dealer::{
     expire_calls, on_call_done, on_caller_gone, on_interrupt, on_invoke, on_picked, registered, InCall, LocalReg,
@@ -84,20 +87,26 @@ pub struct WampConn {
     /// The router ended the session with GOODBYE (`wamp.session.kill`):
     /// the client's GOODBYE reply is expected.
     goodbye_sent: bool,
+    /// A HELLO challenged, waiting for AUTHENTICATE.
+    auth: Option<Box<auth::PendingAuth>>,
 }
 
 impl WampConn {
     pub fn new(ser: Serializer, framing: Framing) -> WampConn {
-        WampConn { ser, framing, session: None, goodbye_sent: false }
+        WampConn { ser, framing, session: None, goodbye_sent: false, auth: None }
     }
 }
 
 pub struct WampSession {
     pub id: u64,
     pub realm: Realm,
-    /// Who it is (anonymous until authentication lands), as disclosed.
+    /// Who it is, as disclosed.
     authid: String,
     authrole: String,
+    authmethod: crate::auth::Method,
+    authprovider: &'static str,
+    /// What its role may do; `None`: the realm has no roles (everything).
+    rules: Option<std::sync::Arc<crate::auth::rules::RoleRules>>,
     /// The realm's disclosure policy.
     disclose: Disclose,
     slow: SlowPolicy,
@@ -222,10 +231,47 @@ fn bool_opt(d: &Dict, key: &str) -> Result<Option<bool>, String> {
 /// `disclose_me` (or by the other side: `wanted`, a callee's
 /// `disclose_caller`), as the realm allows (`Err`: a protocol violation, or
 /// the realm forbids what was asked).
-fn disclosed(s: &WampSession, options: &Dict, wanted: bool) -> Result<Option<Box<Identity>>, DiscloseError> {
+/// What the session's role allows for `uri` (everything in a realm
+/// without roles).
+fn perms(s: &WampSession, uri: &str) -> crate::auth::rules::Perms {
+    s.rules.as_ref().map_or(crate::auth::rules::Perms::ALL, |r| r.lookup(uri))
+}
+
+/// Whether the session's role allows `action` on `uri`; if not, the
+/// request gets ERROR `wamp.error.not_authorized` (a PUBLISH only if it
+/// asked for an acknowledgement) and the session goes on.
+fn authorized(
+    w: &mut Shard,
+    handle: usize,
+    action: crate::auth::rules::Action,
+    uri: &str,
+    request_type: u64,
+    request: u64,
+    answer: bool,
+) -> bool {
+    let s = session(w, handle);
+    if perms(s, uri).allows(action) {
+        return true;
+    }
+    if answer {
+        let text = format!("role '{}' may not {} '{uri}'", s.authrole, action.name());
+        error(w, handle, request_type, request, "wamp.error.not_authorized", Some(text));
+    }
+    false
+}
+
+/// The identity to disclose, if any: as asked (`disclose_me`), as the
+/// callee wants (`wanted`), as the role forces (`forced`), within the
+/// realm's policy.
+fn disclosed(
+    s: &WampSession,
+    options: &Dict,
+    wanted: bool,
+    forced: bool,
+) -> Result<Option<Box<Identity>>, DiscloseError> {
     let asked = bool_opt(options, "disclose_me").map_err(DiscloseError::Violation)?.unwrap_or(false);
     let disclose = match s.disclose {
-        Disclose::Allow => asked || wanted,
+        Disclose::Allow => asked || wanted || forced,
         Disclose::Force => true,
         Disclose::Forbid if asked => return Err(DiscloseError::Forbidden),
         Disclose::Forbid => false,
@@ -320,8 +366,11 @@ pub fn on_message(w: &mut Shard, handle: usize, bytes: &[u8]) {
     };
     let conn = w.conns[handle].wamp().expect("wamp");
     if !open {
+        let challenged = conn.auth.is_some();
         return match msg {
-            Msg::Hello { realm, details } => hello(w, handle, realm, details),
+            Msg::Hello { .. } if challenged => violation(w, handle, "HELLO while authenticating"),
+            Msg::Hello { realm, details } => auth::hello(w, handle, realm, details),
+            Msg::Authenticate { signature, extra } => auth::authenticate(w, handle, signature, extra),
             // The reply to the router's GOODBYE (a killed session).
             Msg::Goodbye { .. } if conn.goodbye_sent => conn.goodbye_sent = false,
             Msg::Abort { .. } => w.close(handle, CloseReason::Client, Some((frame::CLOSE_NORMAL, ""))),
@@ -365,6 +414,8 @@ fn name(msg: &Msg) -> &'static str {
         Msg::Hello { .. } => "HELLO",
         Msg::Welcome { .. } => "WELCOME",
         Msg::Abort { .. } => "ABORT",
+        Msg::Challenge { .. } => "CHALLENGE",
+        Msg::Authenticate { .. } => "AUTHENTICATE",
         Msg::Goodbye { .. } => "GOODBYE",
         Msg::Error { .. } => "ERROR",
         Msg::Publish { .. } => "PUBLISH",
@@ -440,27 +491,33 @@ fn announces(details: &Dict, role: &str, feature: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn hello(w: &mut Shard, handle: usize, realm: String, details: Dict) {
-    let started = Instant::now();
-    if !matches!(dict_get(&details, "roles"), Some(Value::Dict(roles)) if !roles.is_empty()) {
-        return violation(w, handle, "HELLO.Details.roles must be a non-empty dictionary");
-    }
-    let Some(realm_cfg) = w.cfg.realm(&realm) else {
-        let message = format!("no realm '{realm}' on this router");
-        return abort(w, handle, "wamp.error.no_such_realm", &message, CloseReason::Client);
-    };
+/// Opens the session of a HELLO that passed authentication.
+fn open_session(
+    w: &mut Shard,
+    handle: usize,
+    realm_cfg: &crate::config::RealmConfig,
+    details: Dict,
+    who: auth::Identity,
+    started: Instant,
+) {
+    let realm = realm_cfg.name.clone();
     let mut id = rand::thread_rng().gen_range(1..=m::MAX_ID);
     while w.sessions.contains_key(&id) {
         id = rand::thread_rng().gen_range(1..=m::MAX_ID);
     }
     let slow = realm_cfg.slow_consumer.unwrap_or(w.cfg.limits.slow_consumer);
     let realm: Realm = realm.into();
+    let authid = if who.method == crate::auth::Method::Anonymous { format!("anonymous-{id}") } else { who.authid };
+    let rules = realm_cfg.auth.rules_of(&who.authrole);
     let conn = w.conns[handle].wamp().expect("wamp");
     conn.session = Some(WampSession {
         id,
         realm: realm.clone(),
-        authid: format!("anonymous-{id}"),
-        authrole: "anonymous".into(),
+        authid: authid.clone(),
+        authrole: who.authrole.clone(),
+        authmethod: who.method,
+        authprovider: who.provider,
+        rules,
         disclose: realm_cfg.disclose,
         slow,
         subs: Vec::new(),
@@ -489,9 +546,10 @@ fn hello(w: &mut Shard, handle: usize, realm: String, details: Dict) {
     w.metrics.counters.sessions_opened += 1;
     let details = vec![
         ("realm".into(), Value::Str(realm.to_string())),
-        ("authid".into(), Value::Str(format!("anonymous-{id}"))),
-        ("authrole".into(), Value::Str("anonymous".into())),
-        ("authmethod".into(), Value::Str("anonymous".into())),
+        ("authid".into(), Value::Str(authid)),
+        ("authrole".into(), Value::Str(who.authrole)),
+        ("authmethod".into(), Value::Str(who.method.name().into())),
+        ("authprovider".into(), Value::Str(who.provider.into())),
         ("agent".into(), Value::Str(concat!("fennec-", env!("CARGO_PKG_VERSION")).into())),
         ("roles".into(), router_roles()),
     ];

@@ -81,6 +81,8 @@ pub struct Shard {
     pub(crate) next_ticket: u64,
     /// History of the topics this shard owns.
     pub history: crate::router::history::History,
+    /// Failed authentications per peer address (WAMP and MQTT).
+    pub(crate) auth_throttle: crate::wamp::session::Throttle,
     /// `deliver` wrote something for a persistent MQTT session.
     pub(crate) delivery_stored: bool,
     /// Told this shard's ID once the MQTT sessions restored at start are
@@ -144,6 +146,7 @@ impl Shard {
             next_ticket: 0,
             history,
             delivery_stored: false,
+            auth_throttle: Default::default(),
             ready: s.ready,
             cfg: s.config,
         }

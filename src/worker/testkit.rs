@@ -395,4 +395,290 @@ mod tests {
         let args: Vec<&Json> = events.iter().map(|e| &e["args"][0]).collect();
         assert_eq!(args, vec![&json!("first"), &json!("second"), &json!("gone")], "{result}");
     }
+
+    /// A realm with principals for every method and two roles.
+    fn auth_cluster() -> (Cluster, ed25519_dalek::SigningKey) {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+        let toml = format!(
+            r#"
+            [[realm]]
+            name = "realm1"
+            allow_anonymous = true
+            anonymous_role = "reader"
+            [[realm.principal]]
+            authid = "tk"
+            role = "user"
+            ticket = "tk-secret"
+            [[realm.principal]]
+            authid = "cra"
+            role = "user"
+            cra_secret = "cra-secret"
+            [[realm.principal]]
+            authid = "salted"
+            role = "user"
+            cra_secret = "salty"
+            cra_salt = "pepper"
+            cra_iterations = 100
+            cra_keylen = 16
+            [[realm.principal]]
+            authid = "signer"
+            role = "user"
+            cryptosign = ["{}"]
+            [[realm.role]]
+            name = "user"
+            [[realm.role.permission]]
+            uri = ""
+            match = "prefix"
+            call = true
+            register = true
+            publish = true
+            subscribe = true
+            disclose_publisher = true
+            [[realm.role]]
+            name = "reader"
+            [[realm.role.permission]]
+            uri = "public."
+            match = "prefix"
+            subscribe = true
+            "#,
+            hex::encode(key.verifying_key().to_bytes())
+        );
+        let file: crate::config::File = toml::from_str(&toml).unwrap();
+        let cfg = Config::resolve(<crate::config::Cli as clap::Parser>::parse_from(["fennec"]), file).unwrap();
+        (Cluster::with_config(2, cfg), key)
+    }
+
+    fn hello(authmethods: &[&str], authid: &str) -> Json {
+        json!([1, "realm1", {"roles": roles(), "authmethods": authmethods, "authid": authid}])
+    }
+
+    #[test]
+    fn ticket_and_wampcra_plain_and_salted() {
+        let (mut cl, _) = auth_cluster();
+        let c = cl.wamp(0);
+        cl.send(c, hello(&["ticket"], "tk"));
+        assert_eq!(cl.one(c), json!([4, "ticket", {}]));
+        cl.send(c, json!([5, "tk-secret", {}]));
+        let welcome = cl.one(c);
+        assert_eq!(welcome[0], 2, "{welcome}");
+        assert_eq!(welcome[2]["authid"], "tk");
+        assert_eq!(welcome[2]["authrole"], "user");
+        assert_eq!(welcome[2]["authmethod"], "ticket");
+        assert_eq!(welcome[2]["authprovider"], "static");
+
+        for (authid, secret) in [("cra", "cra-secret"), ("salted", "salty")] {
+            let c = cl.wamp(1);
+            cl.send(c, hello(&["wampcra", "ticket"], authid));
+            let ch = cl.one(c);
+            assert_eq!(ch[1], "wampcra", "the client's first choice: {ch}");
+            let challenge = ch[2]["challenge"].as_str().unwrap().to_owned();
+            let key = match ch[2]["salt"].as_str() {
+                Some(salt) => {
+                    assert_eq!((ch[2]["iterations"].as_u64(), ch[2]["keylen"].as_u64()), (Some(100), Some(16)));
+                    crate::auth::crypto::derive_cra_key(secret, salt, 100, 16)
+                }
+                None => secret.to_owned(),
+            };
+            let signature = crate::auth::crypto::cra_signature(key.as_bytes(), &challenge);
+            cl.send(c, json!([5, signature, {}]));
+            let welcome = cl.one(c);
+            assert_eq!(welcome[2]["authid"], authid, "{welcome}");
+            assert_eq!(welcome[2]["authmethod"], "wampcra");
+        }
+    }
+
+    #[test]
+    fn cryptosign() {
+        use ed25519_dalek::Signer;
+        let (mut cl, key) = auth_cluster();
+        let c = cl.wamp(0);
+        let pubkey = hex::encode(key.verifying_key().to_bytes());
+        cl.send(
+            c,
+            json!([1, "realm1", {"roles": roles(), "authmethods": ["cryptosign"], "authextra": {"pubkey": pubkey}}]),
+        );
+        let ch = cl.one(c);
+        assert_eq!(ch[1], "cryptosign");
+        let challenge = hex::decode(ch[2]["challenge"].as_str().unwrap()).unwrap();
+        let mut signed = key.sign(&challenge).to_bytes().to_vec();
+        signed.extend_from_slice(&challenge);
+        cl.send(c, json!([5, hex::encode(signed), {}]));
+        let welcome = cl.one(c);
+        assert_eq!(welcome[2]["authid"], "signer", "{welcome}");
+        // A signature of another challenge fails.
+        let c = cl.wamp(1);
+        cl.send(
+            c,
+            json!([1, "realm1", {"roles": roles(), "authmethods": ["cryptosign"], "authextra": {"pubkey": pubkey}}]),
+        );
+        cl.one(c);
+        cl.send(c, json!([5, hex::encode(key.sign(&[0u8; 32]).to_bytes()), {}]));
+        let abort = cl.one(c);
+        assert_eq!(abort[0], 3);
+        assert_eq!(abort[2], "wamp.error.authentication_failed");
+    }
+
+    #[test]
+    fn failed_and_out_of_order_authentication() {
+        let (mut cl, _) = auth_cluster();
+        // A wrong ticket, and an unknown authid: the same answer.
+        for authid in ["tk", "nobody"] {
+            let c = cl.wamp(0);
+            cl.send(c, hello(&["ticket"], authid));
+            assert_eq!(cl.one(c)[0], 4, "a challenge either way");
+            cl.send(c, json!([5, "wrong", {}]));
+            let abort = cl.one(c);
+            assert_eq!((abort[0].clone(), abort[2].clone()), (json!(3), json!("wamp.error.authentication_failed")));
+            assert!(cl.is_closed(c));
+        }
+        // AUTHENTICATE without a CHALLENGE.
+        let c = cl.wamp(0);
+        cl.send(c, json!([5, "x", {}]));
+        assert_eq!(cl.one(c)[2], "wamp.error.protocol_violation");
+        // A second HELLO while challenged.
+        let c = cl.wamp(0);
+        cl.send(c, hello(&["ticket"], "tk"));
+        cl.one(c);
+        cl.send(c, hello(&["ticket"], "tk"));
+        assert_eq!(cl.one(c)[2], "wamp.error.protocol_violation");
+        // No method the realm offers (cryptosign without a key).
+        let c = cl.wamp(0);
+        cl.send(c, json!([1, "realm1", {"roles": roles(), "authmethods": ["cryptosign", "scram"]}]));
+        assert_eq!(cl.one(c)[2], "wamp.error.no_auth_method");
+    }
+
+    #[test]
+    fn roles_authorize_each_action() {
+        let (mut cl, _) = auth_cluster();
+        // Anonymous is the `reader` role: it may subscribe under public. only.
+        let reader = cl.wamp(0);
+        let welcome = {
+            cl.send(reader, json!([1, "realm1", {"roles": roles()}]));
+            cl.one(reader)
+        };
+        assert_eq!(welcome[2]["authrole"], "reader");
+        cl.send(reader, json!([32, 1, {}, "public.news"]));
+        assert_eq!(cl.one(reader)[0], 33);
+        for (msg, ty) in [
+            (json!([32, 2, {}, "private.x"]), 32),
+            (json!([16, 3, {"acknowledge": true}, "public.news", []]), 16),
+            (json!([48, 4, {}, "com.add", []]), 48),
+            (json!([64, 5, {}, "com.add"]), 64),
+            (json!([48, 6, {}, "wamp.session.count", []]), 48),
+        ] {
+            cl.send(reader, msg);
+            let err = cl.one(reader);
+            assert_eq!(
+                (err[0].clone(), err[1].clone(), err[4].clone()),
+                (json!(8), json!(ty), json!("wamp.error.not_authorized"))
+            );
+        }
+        // Without acknowledge, a refused PUBLISH is dropped silently; the session goes on.
+        cl.send(reader, json!([16, 7, {}, "public.news", []]));
+        assert!(cl.take(reader).is_empty());
+        // A `user` may publish, and its role discloses it to subscribers.
+        let user = cl.wamp(1);
+        cl.send(user, hello(&["ticket"], "tk"));
+        cl.one(user);
+        cl.send(user, json!([5, "tk-secret", {}]));
+        cl.one(user);
+        cl.send(user, json!([16, 8, {}, "public.news", ["hi"]]));
+        let event = cl.one(reader);
+        assert_eq!(event[0], 36);
+        assert_eq!(event[3]["publisher_authid"], "tk", "{event}");
+        assert_eq!(event[3]["publisher_authrole"], "user");
+    }
+
+    #[test]
+    fn the_failure_budget_refuses_an_address_for_a_while() {
+        use crate::wamp::session::Throttle;
+        let mut t = Throttle::default();
+        let ip: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let other: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        let now = Instant::now();
+        for _ in 0..crate::wamp::session::FAIL_BUDGET {
+            assert!(t.allowed(ip, now));
+            t.failed(ip, now);
+        }
+        assert!(!t.allowed(ip, now), "budget spent");
+        assert!(t.allowed(other, now), "per address");
+        assert!(t.allowed(ip, now + crate::wamp::session::FAIL_WINDOW), "the window passed");
+    }
+
+    fn mqtt_connect(user: Option<(&str, &str)>, id: &str) -> Vec<u8> {
+        let mut b = mqtt_str("MQTT");
+        let flags = 0x02 | if user.is_some() { 0xc0 } else { 0 };
+        b.extend_from_slice(&[4, flags, 0, 60]);
+        b.extend(mqtt_str(id));
+        if let Some((u, p)) = user {
+            b.extend(mqtt_str(u));
+            b.extend(mqtt_str(p));
+        }
+        mqtt_packet(0x10, &b)
+    }
+
+    fn mqtt_subscribe(filter: &str) -> Vec<u8> {
+        let mut b = vec![0, 1];
+        b.extend(mqtt_str(filter));
+        b.push(1);
+        mqtt_packet(0x82, &b)
+    }
+
+    /// MQTT joins the same principals and roles: a user name and password
+    /// (the principal's ticket), or anonymous with the anonymous role.
+    #[test]
+    fn mqtt_users_and_roles() {
+        let (mut cl, _) = auth_cluster();
+        let bad = cl.mqtt(0);
+        cl.send_mqtt(bad, &mqtt_connect(Some(("tk", "wrong")), "m-bad"));
+        assert_eq!(cl.take_frames(bad), vec![bytes::Bytes::from_static(&[0x20, 2, 0, 4])], "bad user name or password");
+        assert!(cl.is_closed(bad));
+        let unknown = cl.mqtt(0);
+        cl.send_mqtt(unknown, &mqtt_connect(Some(("nobody", "x")), "m-unknown"));
+        assert_eq!(cl.take_frames(unknown), vec![bytes::Bytes::from_static(&[0x20, 2, 0, 4])]);
+
+        let anon = cl.mqtt(1);
+        cl.send_mqtt(anon, &mqtt_connect(None, "m-anon"));
+        assert_eq!(cl.take_frames(anon)[0][..], [0x20, 2, 0, 0]);
+        cl.send_mqtt(anon, &mqtt_subscribe("public/x"));
+        assert_eq!(cl.take_frames(anon)[0][..], [0x90, 3, 0, 1, 1], "granted");
+        cl.send_mqtt(anon, &mqtt_subscribe("private/x"));
+        assert_eq!(cl.take_frames(anon)[0][..], [0x90, 3, 0, 1, 0x80], "refused");
+        // Its own publication is acknowledged (3.1.1 cannot say no) and dropped.
+        let mut publish = mqtt_str("public/x");
+        publish.extend_from_slice(&[0, 9]);
+        publish.extend_from_slice(b"anon");
+        cl.send_mqtt(anon, &mqtt_packet(0x32, &publish));
+        assert_eq!(cl.take_frames(anon), vec![bytes::Bytes::from_static(&[0x40, 2, 0, 9])], "PUBACK only");
+
+        let user = cl.mqtt(0);
+        cl.send_mqtt(user, &mqtt_connect(Some(("tk", "tk-secret")), "m-user"));
+        assert_eq!(cl.take_frames(user)[0][..], [0x20, 2, 0, 0]);
+        let mut publish = mqtt_str("public/x");
+        publish.extend_from_slice(b"hello");
+        cl.send_mqtt(user, &mqtt_packet(0x30, &publish));
+        let got = cl.take_frames(anon);
+        assert_eq!(got.len(), 1, "the user's publication reaches the anonymous subscriber");
+        assert!(got[0].ends_with(b"hello"));
+    }
+
+    /// examples/auth.toml works as it is: its users join, its roles hold.
+    #[test]
+    fn the_auth_example_works_as_written() {
+        let file: crate::config::File = toml::from_str(include_str!("../../examples/auth.toml")).unwrap();
+        let cfg = Config::resolve(<crate::config::Cli as clap::Parser>::parse_from(["fennec"]), file).unwrap();
+        let mut cl = Cluster::with_config(1, cfg);
+        let anon = cl.wamp(0);
+        assert!(cl.join(anon, roles()) > 0);
+        let c = cl.wamp(0);
+        cl.send(c, hello(&["ticket"], "ticketuser"));
+        cl.one(c);
+        cl.send(c, json!([5, "ticket-secret", {}]));
+        assert_eq!(cl.one(c)[2]["authrole"], "user");
+        let dev = cl.mqtt(0);
+        cl.send_mqtt(dev, &mqtt_connect(Some(("device1", "device-secret")), "dev1"));
+        assert_eq!(cl.take_frames(dev)[0][..], [0x20, 2, 0, 0]);
+        cl.send_mqtt(dev, &mqtt_subscribe("private/x"));
+        assert_eq!(cl.take_frames(dev)[0][..], [0x90, 3, 0, 1, 0x80], "the reader role");
+    }
 }

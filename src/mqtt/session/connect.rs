@@ -43,8 +43,15 @@ pub(super) fn connect(w: &mut Shard, handle: usize, c: Box<Connect>) {
         Some((_, r)) if !r.is_empty() => r.to_owned(),
         _ => w.cfg.mqtt.realm.clone(),
     };
-    if w.cfg.realm(&realm_name).is_none() {
+    let Some(realm_cfg) = w.cfg.realm(&realm_name) else {
         return fail_connack(w, handle, reason::NOT_AUTHORIZED);
+    };
+    let Some(who) = authenticate(w, handle, &realm_cfg, &c, &client) else { return };
+    if let Some(will) = &c.will {
+        let allowed = who.rules.as_ref().is_none_or(|r| r.lookup(&swap(&will.topic)).publish);
+        if !allowed {
+            return fail_connack(w, handle, reason::NOT_AUTHORIZED);
+        }
     }
     let max_ka = w.cfg.mqtt.max_keepalive;
     let keep_alive = if max_ka > 0 && c.keep_alive > max_ka { max_ka } else { c.keep_alive };
@@ -59,12 +66,64 @@ pub(super) fn connect(w: &mut Shard, handle: usize, c: Box<Connect>) {
     m.keep_alive = Duration::from_millis(u64::from(keep_alive) * 1500);
     m.max_out = c.max_packet_size.map_or(usize::MAX, |n| n as usize);
     let clean_start = c.clean_start;
-    let pending = Pending { connect: c, session, key: key.clone(), client, realm, assigned_id, keep_alive, started };
+    let pending =
+        Pending { connect: c, session, key: key.clone(), client, realm, assigned_id, keep_alive, started, who };
     m.state = ConnState::Claiming(Box::new(pending));
     w.conns[handle].paused = true;
     let serial = w.conns[handle].serial;
     let claim = Claim { key, session, worker: w.id, handle, serial, clean_start };
     w.peers.send(owner, ShardMsg::Mqtt(Msg::Claim(claim)));
+}
+
+/// Who the client is: with a user name in a realm that has principals,
+/// the principal whose ticket the password is (else CONNACK 0x86 / 4, and
+/// the failure counts against the address); without, anonymous if the
+/// realm and `mqtt.allow_anonymous` allow it (else 0x87 / 5). In a realm
+/// without principals a user name only names the realm (fox-wamp's
+/// `user@realm`), as before.
+fn authenticate(
+    w: &mut Shard,
+    handle: usize,
+    realm: &crate::config::RealmConfig,
+    c: &Connect,
+    client: &str,
+) -> Option<MqttIdentity> {
+    let auth = &realm.auth;
+    let user = c.username.as_deref().map(|u| u.rsplit_once('@').map_or(u, |(u, _)| u)).filter(|u| !u.is_empty());
+    let ip = w.conns[handle].stream.as_ref().and_then(|s| s.peer_addr().ok()).map(|a| a.ip());
+    match user {
+        Some(user) if !auth.principals.is_empty() => {
+            if ip.is_some_and(|ip| !w.auth_throttle.allowed(ip, w.now)) {
+                fail_connack(w, handle, reason::BAD_USERNAME_OR_PASSWORD);
+                return None;
+            }
+            let given = c.password.as_deref().unwrap_or("").as_bytes();
+            match auth.principals.get(user).filter(|p| p.ticket.is_some() && p.ticket_ok(given)) {
+                Some(p) => Some(MqttIdentity {
+                    authid: p.authid.clone(),
+                    authrole: p.role.clone(),
+                    rules: auth.rules_of(&p.role),
+                }),
+                None => {
+                    if let Some(ip) = ip {
+                        w.auth_throttle.failed(ip, w.now);
+                    }
+                    w.metrics.counters.auth_failed += 1;
+                    fail_connack(w, handle, reason::BAD_USERNAME_OR_PASSWORD);
+                    None
+                }
+            }
+        }
+        _ if !(auth.allow_anonymous && w.cfg.mqtt.allow_anonymous) => {
+            fail_connack(w, handle, reason::NOT_AUTHORIZED);
+            None
+        }
+        _ => Some(MqttIdentity {
+            authid: client.to_owned(),
+            authrole: auth.anonymous_role.clone(),
+            rules: auth.rules_of(&auth.anonymous_role),
+        }),
+    }
 }
 
 pub(super) fn fail_connack(w: &mut Shard, handle: usize, code: u8) {
@@ -240,6 +299,7 @@ pub(super) fn claimed(w: &mut Shard, claim: Claim, state: Option<Box<SessionStat
     let s = &mut w.mqtt.sessions[slot];
     s.conn = Some(handle);
     s.will = c.will.map(Box::new);
+    s.who = p.who;
     let present = state.is_some();
     let old = state.as_ref().map(|s| s.from.1);
     if let Some(state) = state {
@@ -312,6 +372,7 @@ pub(super) fn new_session(
         subacks: Vec::new(),
         moving: None,
         restoring: None,
+        who: MqttIdentity::default(),
         stored: false,
         created_ms: crate::router::unix_millis(),
         next_seq: 0,

@@ -14,10 +14,9 @@ use super::*;
 pub fn deliver(w: &mut Shard, slot: usize, p: &Arc<Publication>, subs: &[u64], conv: &mut Converted) -> Option<u8> {
     let s = w.mqtt.sessions.get(slot)?;
     // A WAMP publisher's black- and whitelists: an MQTT session is its
-    // session ID, its client ID as authid, and role "anonymous".
+    // session ID, its authid (its principal, or its client ID) and role.
     if let Some(r) = &p.receivers {
-        let client = s.key.split_once('\0').map_or(&*s.key, |(_, c)| c);
-        if !r.admits(s.id, client, "anonymous") {
+        if !r.admits(s.id, &s.who.authid, &s.who.authrole) {
             return None;
         }
     }

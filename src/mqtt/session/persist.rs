@@ -141,6 +141,8 @@ pub(super) fn save_acked(w: &mut Shard, slot: usize, ack: Option<(u16, u64)>) {
         offline_since_ms: s.offline_since_ms,
         will_due_ms: s.will_at.map(|t| wall_ms(t, now)),
         next_pkid: s.next_pkid,
+        authid: s.who.authid.clone(),
+        authrole: s.who.authrole.clone(),
     };
     let key = sm::session_key(&s.realm, client_of(&s.key), s.id);
     write(w, Write::Put { key, value: sm::encode(&rec) }, ack);
@@ -266,7 +268,9 @@ pub fn restore_at_start(w: &mut Shard, sessions: Vec<Loaded>) {
         let key: Arc<str> = Arc::from(format!("{}\0{}", l.realm, l.client));
         let slot = new_session(w, rec.id, key.clone(), realm.clone(), version, rec.expiry, u16::MAX, 0);
         w.mqtt.registry.restore(key, w.id, rec.id);
+        let rules = w.cfg.realm(&l.realm).and_then(|r| r.auth.rules_of(&rec.authrole));
         let s = &mut w.mqtt.sessions[slot];
+        s.who = MqttIdentity { authid: rec.authid.clone(), authrole: rec.authrole.clone(), rules };
         s.created_ms = rec.created_ms;
         s.stored = true;
         s.next_pkid = rec.next_pkid;

@@ -42,7 +42,9 @@ pub(super) fn publish(w: &mut Shard, handle: usize, slot: usize, p: codec::Publi
     // `$SYS` and `wamp/` topics are the broker's: v5 is told (the flow
     // ends there), 3.1.1 (which has no way to say no) gets its
     // acknowledgement and the message is dropped.
-    let denied = crate::router::is_reserved(&topic);
+    // ... and so are topics the session's role may not publish to.
+    let rules = &w.mqtt.sessions[slot].who.rules;
+    let denied = crate::router::is_reserved(&topic) || rules.as_ref().is_some_and(|r| !r.lookup(&topic).publish);
     if denied {
         w.metrics.counters.mqtt_denied += 1;
         if ver == Version::V5 {

@@ -45,6 +45,12 @@ pub(super) fn subscribe(
             pending.codes[i] = reason::UNSPECIFIED;
             continue;
         }
+        let s = &w.mqtt.sessions[slot];
+        if s.who.rules.as_ref().is_some_and(|r| !r.lookup(&parsed.topic).subscribe) {
+            // The role may not: v5 says so (0x87), 3.1.1 has only 0x80.
+            pending.codes[i] = if s.version == Version::V5 { reason::NOT_AUTHORIZED } else { reason::UNSPECIFIED };
+            continue;
+        }
         let share = parsed.share.map(Arc::from);
         let key = SubKey { realm: realm.clone(), topic: parsed.topic, policy: parsed.policy, share, filter: None };
         let granted = f.qos.min(2);

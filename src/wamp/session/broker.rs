@@ -61,9 +61,13 @@ pub(super) fn publish(
         }
         return;
     }
+    if !authorized(w, handle, Action::Publish, &topic, m::PUBLISH, request, acknowledge) {
+        return;
+    }
     let me = w.id;
     let s = session(w, handle);
-    let disclosed = match disclosed(s, &options, false) {
+    let forced = perms(s, &topic).disclose_publisher;
+    let disclosed = match disclosed(s, &options, false, forced) {
         Ok(d) => d,
         Err(DiscloseError::Violation(e)) => return violation(w, handle, &e),
         Err(DiscloseError::Forbidden) => {
@@ -282,6 +286,9 @@ pub(super) fn subscribe(w: &mut Shard, handle: usize, request: u64, options: Dic
     if !pattern_ok(w, &topic, policy) {
         let msg = format!("invalid topic '{topic}' for match policy {policy:?}");
         return error(w, handle, m::SUBSCRIBE, request, "wamp.error.invalid_uri", Some(msg));
+    }
+    if !authorized(w, handle, Action::Subscribe, &topic, m::SUBSCRIBE, request, true) {
+        return;
     }
     // fox-wamp's `after`: the topic's history after that publication, then live.
     let after = match dict_get(&options, "after") {

@@ -27,6 +27,9 @@ pub(super) fn register(w: &mut Shard, handle: usize, request: u64, options: Dict
         let msg = format!("invalid procedure URI '{procedure}' for match policy {}", policy.name());
         return error(w, handle, m::REGISTER, request, "wamp.error.invalid_uri", Some(msg));
     }
+    if !authorized(w, handle, Action::Register, &procedure, m::REGISTER, request, true) {
+        return;
+    }
     let disclose_caller = match bool_opt(&options, "disclose_caller") {
         Ok(d) => d.unwrap_or(false),
         Err(e) => return violation(w, handle, &e),
@@ -133,6 +136,9 @@ pub(super) fn call(
         let msg = format!("invalid procedure URI '{procedure}'");
         return error(w, handle, m::CALL, request, "wamp.error.invalid_uri", Some(msg));
     }
+    if !authorized(w, handle, Action::Call, &procedure, m::CALL, request, true) {
+        return;
+    }
     if procedure.starts_with("wamp.") {
         return meta::call(w, handle, request, &procedure, payload);
     }
@@ -200,9 +206,10 @@ pub(super) fn call(
     // whatever the callee wants (asked for, or forced).
     let s = session(w, handle);
     let wanted = callee.is_none_or(|c| c.disclose_caller);
-    let (disclosed, always) = match (disclosed(s, &options, wanted), callee) {
+    let forced = perms(s, &procedure).disclose_caller;
+    let (disclosed, always) = match (disclosed(s, &options, wanted, forced), callee) {
         (Ok(who), Some(_)) => (who, false),
-        (Ok(who), None) => (who, matches!(disclosed(s, &options, false), Ok(Some(_)))),
+        (Ok(who), None) => (who, matches!(disclosed(s, &options, false, forced), Ok(Some(_)))),
         (Err(DiscloseError::Violation(e)), _) => return violation(w, handle, &e),
         (Err(DiscloseError::Forbidden), _) => {
             let text = Some("this realm does not disclose callers".to_owned());

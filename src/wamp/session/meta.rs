@@ -95,8 +95,8 @@ fn session_details(w: &Shard, handle: usize) -> Option<Dict> {
         ("session", Value::UInt(s.id)),
         ("authid", Value::Str(s.authid.clone())),
         ("authrole", Value::Str(s.authrole.clone())),
-        ("authmethod", Value::Str("anonymous".into())),
-        ("authprovider", Value::Str("static".into())),
+        ("authmethod", Value::Str(s.authmethod.name().into())),
+        ("authprovider", Value::Str(s.authprovider.into())),
         ("transport", transport),
     ]) else {
         unreachable!("dict() builds a dictionary")
