@@ -55,6 +55,18 @@ pub struct Cli {
     /// Address of a WAMP-over-RawSocket listener (port 0 picks a free port) [default: none].
     #[arg(long, value_name = "HOST:PORT")]
     pub rawsocket: Option<SocketAddr>,
+    /// Address of a TLS listener for WebSocket (wss://: WAMP, and MQTT on its path) [default: none].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub wss: Option<SocketAddr>,
+    /// Address of an MQTT-over-TLS listener (conventionally port 8883) [default: none].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub mqtt_tls: Option<SocketAddr>,
+    /// PEM certificate chain of the TLS listeners.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the TLS listeners.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// A realm to serve (repeatable) [default: realm1].
     #[arg(long = "realm", value_name = "NAME")]
     pub realms: Vec<String>,
@@ -144,6 +156,8 @@ pub struct MqttFile {
     /// MQTT clients without a user name, on top of the realm's own
     /// `allow_anonymous` [default: true].
     pub allow_anonymous: Option<bool>,
+    /// MQTT-over-TLS listener (none by default; conventionally port 8883).
+    pub tls_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +176,8 @@ pub struct Mqtt {
     pub deny_subscribe: Vec<String>,
     pub max_subscriptions: usize,
     pub allow_anonymous: bool,
+    /// MQTT over TLS, if on.
+    pub tls_listen: Option<SocketAddr>,
     pub max_topic_levels: usize,
     pub sys_interval: u32,
 }
@@ -187,6 +203,8 @@ pub struct File {
     pub mqtt: MqttFile,
     #[serde(default)]
     pub store: StoreFile,
+    #[serde(default)]
+    pub tls: TlsFile,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -253,6 +271,22 @@ pub struct WampFile {
     pub path: Option<String>,
     /// WAMP-over-RawSocket listener (none by default).
     pub rawsocket: Option<SocketAddr>,
+    /// TLS WebSocket listener (wss://; none by default).
+    pub wss: Option<SocketAddr>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// The TLS listeners' certificate chain and key (PEM files).
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -415,6 +449,10 @@ pub struct Config {
     pub path: String,
     /// WAMP-over-RawSocket listener, if any.
     pub rawsocket: Option<SocketAddr>,
+    /// TLS WebSocket listener, if any.
+    pub wss: Option<SocketAddr>,
+    /// The TLS listeners' certificate and key (required with one).
+    pub tls: Option<TlsConfig>,
     pub realms: Vec<RealmConfig>,
     pub any_realm: bool,
     pub uri_check: UriCheck,
@@ -470,6 +508,12 @@ impl Config {
             }
             r.compile_auth()?;
         }
+        let wss = cli.wss.or(file.wamp.wss);
+        let tls = match (cli.tls_cert.or(file.tls.cert), cli.tls_key.or(file.tls.key)) {
+            (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
+            (None, None) => None,
+            _ => return Err("tls.cert and tls.key (--tls-cert, --tls-key) go together".into()),
+        };
         let path = cli.path.or(file.wamp.path).unwrap_or_else(|| "/ws".into());
         if !path.starts_with('/') {
             return Err(format!("--path must start with '/', got '{path}'"));
@@ -514,9 +558,13 @@ impl Config {
             deny_subscribe: m.deny_subscribe.unwrap_or_default(),
             max_subscriptions: m.max_subscriptions.unwrap_or(10_000),
             allow_anonymous: m.allow_anonymous.unwrap_or(true),
+            tls_listen: if enabled { cli.mqtt_tls.or(m.tls_listen) } else { None },
             max_topic_levels: m.max_topic_levels.unwrap_or(256).max(1),
             sys_interval: cli.sys_interval.or(m.sys_interval).unwrap_or(10),
         };
+        if (wss.is_some() || mqtt.tls_listen.is_some()) && tls.is_none() {
+            return Err("a TLS listener (--wss, --mqtt-tls) needs tls.cert and tls.key".into());
+        }
         if let Some(p) = &mqtt.ws_path {
             if !p.starts_with('/') || *p == path {
                 return Err(format!("mqtt.ws_path must start with '/' and differ from the WAMP path, got '{p}'"));
@@ -538,6 +586,8 @@ impl Config {
             listen: cli.listen.or(file.wamp.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("literal")),
             path,
             rawsocket: cli.rawsocket.or(file.wamp.rawsocket),
+            wss,
+            tls,
             realms,
             any_realm: cli.any_realm || file.any_realm.unwrap_or(false),
             uri_check,

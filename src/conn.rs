@@ -195,6 +195,9 @@ pub struct Conn {
     /// The socket; none for a detached connection (a session driven
     /// without sockets, in tests: what it is sent stays in `out`).
     pub stream: Option<TcpStream>,
+    /// TLS (a wss:// or MQTT-over-TLS listener): bytes to and from the
+    /// socket go through it.
+    pub tls: Option<Box<rustls::ServerConnection>>,
     pub proto: Proto,
     /// Unparsed input: the tail of a partial frame (empty when idle).
     pub input: Buf,
@@ -229,6 +232,7 @@ impl Conn {
     pub fn detached(serial: u64) -> Conn {
         Conn {
             stream: None,
+            tls: None,
             proto: Proto::Http,
             input: Buf::default(),
             fragments: Vec::new(),

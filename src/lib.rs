@@ -9,6 +9,7 @@ pub mod rawsocket;
 pub mod router;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod value;
 pub mod wamp;
 pub mod worker;

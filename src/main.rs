@@ -1,5 +1,5 @@
 use fennec::config::Config;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::io::Write;
 use std::process::ExitCode;
@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     };
     // Install the handlers before announcing readiness, so a signal sent
     // right after the announcement is not lost.
-    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("fennec: cannot install signal handlers: {e}");
@@ -38,9 +38,24 @@ fn main() -> ExitCode {
     if let Some(addr) = running.rawsocket_addr {
         println!("fennec RawSocket listening on tcp://{addr}");
     }
+    if let Some(addr) = running.wss_addr {
+        println!("fennec TLS listening on wss://{addr}{path}");
+    }
+    if let Some(addr) = running.mqtt_tls_addr {
+        println!("fennec MQTT TLS listening on mqtts://{addr}");
+    }
     let _ = std::io::stdout().flush();
-    if let Some(sig) = signals.forever().next() {
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            // New certificates for new connections; nothing else changes.
+            match running.reload_tls() {
+                Ok(()) => eprintln!("fennec: SIGHUP: TLS certificates reloaded"),
+                Err(e) => eprintln!("fennec: SIGHUP: TLS certificates not reloaded: {e}"),
+            }
+            continue;
+        }
         eprintln!("fennec: signal {sig}, shutting down");
+        break;
     }
     running.shutdown();
     ExitCode::SUCCESS

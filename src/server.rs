@@ -28,6 +28,8 @@ const LISTENER: Token = Token(0);
 const STOP: Token = Token(1);
 const MQTT_LISTENER: Token = Token(2);
 const RAW_LISTENER: Token = Token(3);
+const WSS_LISTENER: Token = Token(4);
+const MQTT_TLS_LISTENER: Token = Token(5);
 
 /// A running router.
 pub struct Running {
@@ -37,6 +39,10 @@ pub struct Running {
     pub mqtt_addr: Option<SocketAddr>,
     /// The address of the WAMP-over-RawSocket listener, if there is one.
     pub rawsocket_addr: Option<SocketAddr>,
+    /// The TLS WebSocket listener (wss://), if there is one.
+    pub wss_addr: Option<SocketAddr>,
+    /// The MQTT-over-TLS listener, if there is one.
+    pub mqtt_tls_addr: Option<SocketAddr>,
     stop: Arc<Waker>,
     acceptor: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
@@ -44,6 +50,8 @@ pub struct Running {
     store: Option<JoinHandle<()>>,
     senders: Vec<Sender<ShardMsg>>,
     wakers: Vec<Arc<Waker>>,
+    /// The TLS certificate and key files, for `reload_tls`.
+    tls: Option<crate::config::TlsConfig>,
 }
 
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -85,6 +93,17 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
         Some(l) => Some(l.local_addr()?),
         None => None,
     };
+    let bind_opt = |addr: Option<SocketAddr>, what: &str| -> io::Result<Option<TcpListener>> {
+        addr.map(|a| bind(a).map_err(|e| io::Error::new(e.kind(), format!("{what} listener {a}: {e}")))).transpose()
+    };
+    let mut wss_listener = bind_opt(cfg.wss, "wss")?;
+    let mut mqtt_tls_listener = bind_opt(cfg.mqtt.tls_listen, "MQTT TLS")?;
+    let wss_addr = wss_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let mqtt_tls_addr = mqtt_tls_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let tls = match &cfg.tls {
+        Some(t) => Some(crate::tls::server_config(&t.cert, &t.key).map_err(io::Error::other)?),
+        None => None,
+    };
     let n = cfg.cores;
 
     let mut polls = Vec::with_capacity(n);
@@ -123,6 +142,7 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
             retained: std::mem::take(&mut retained[i]),
             history: std::mem::take(&mut history[i]),
             mqtt_sessions: std::mem::take(&mut sessions[i]),
+            tls: tls.clone(),
             ready: Some(ready_tx.clone()),
         };
         let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
@@ -165,8 +185,20 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
     if let Some(l) = &mut raw_listener {
         accept_poll.registry().register(l, RAW_LISTENER, Interest::READABLE)?;
     }
+    if let Some(l) = &mut wss_listener {
+        accept_poll.registry().register(l, WSS_LISTENER, Interest::READABLE)?;
+    }
+    if let Some(l) = &mut mqtt_tls_listener {
+        accept_poll.registry().register(l, MQTT_TLS_LISTENER, Interest::READABLE)?;
+    }
     let (acc_senders, acc_wakers) = (senders.clone(), wakers.clone());
-    let listeners = Listeners { http: listener, mqtt: mqtt_listener, raw: raw_listener };
+    let listeners = Listeners {
+        http: listener,
+        mqtt: mqtt_listener,
+        raw: raw_listener,
+        wss: wss_listener,
+        mqtt_tls: mqtt_tls_listener,
+    };
     let acceptor = std::thread::Builder::new()
         .name("acceptor".into())
         .spawn(move || accept_loop(accept_poll, listeners, acc_senders, acc_wakers))?;
@@ -175,6 +207,8 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
         local_addr,
         mqtt_addr,
         rawsocket_addr,
+        wss_addr,
+        mqtt_tls_addr,
         stop,
         acceptor: Some(acceptor),
         workers,
@@ -182,6 +216,7 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
         store,
         senders,
         wakers,
+        tls: cfg.tls.clone(),
     })
 }
 
@@ -320,6 +355,8 @@ struct Listeners {
     http: TcpListener,
     mqtt: Option<TcpListener>,
     raw: Option<TcpListener>,
+    wss: Option<TcpListener>,
+    mqtt_tls: Option<TcpListener>,
 }
 
 fn accept_loop(mut poll: Poll, listeners: Listeners, senders: Vec<Sender<ShardMsg>>, wakers: Vec<Arc<Waker>>) {
@@ -344,6 +381,12 @@ fn accept_loop(mut poll: Poll, listeners: Listeners, senders: Vec<Sender<ShardMs
         }
         if let Some(r) = &listeners.raw {
             accept_all(r, Listener::RawSocket, &senders, &wakers, &mut next);
+        }
+        if let Some(l) = &listeners.wss {
+            accept_all(l, Listener::HttpTls, &senders, &wakers, &mut next);
+        }
+        if let Some(l) = &listeners.mqtt_tls {
+            accept_all(l, Listener::MqttTls, &senders, &wakers, &mut next);
         }
     }
 }
@@ -388,6 +431,22 @@ fn accept_all(
 impl Running {
     /// Stops accepting, tells every worker to say GOODBYE and flush, and
     /// waits for all threads.
+    /// Reads the TLS certificate and key files again (SIGHUP) and gives
+    /// them to every worker, for the connections it accepts from now on;
+    /// open connections and their sessions go on. `Err`: the files do not
+    /// make a configuration (the old one stays).
+    pub fn reload_tls(&self) -> Result<(), String> {
+        let Some(t) = &self.tls else { return Err("no TLS listener is configured".into()) };
+        let cfg = crate::tls::server_config(&t.cert, &t.key)?;
+        for (tx, waker) in self.senders.iter().zip(&self.wakers) {
+            // A full inbox is waited for: this is the main thread, not a worker.
+            if tx.send(ShardMsg::TlsConfig(cfg.clone())).is_ok() {
+                let _ = waker.wake();
+            }
+        }
+        Ok(())
+    }
+
     pub fn shutdown(mut self) {
         let _ = self.stop.wake();
         if let Some(a) = self.acceptor.take() {

@@ -36,7 +36,7 @@ const MQTT_READY_MARKER: &str = "fennec MQTT listening on mqtt://";
 const RAWSOCKET_READY_MARKER: &str = "fennec RawSocket listening on tcp://";
 /// The pytest files that need the MQTT listener (`FENNEC_MQTT`).
 const MQTT_TESTS: &[&str] =
-    &["test_mqtt_paho.py", "test_mqtt_conformance.py", "test_mqtt_history.py", "test_mqtt_auth.py"];
+    &["test_mqtt_paho.py", "test_mqtt_conformance.py", "test_mqtt_history.py", "test_mqtt_auth.py", "test_mqtt_tls.py"];
 /// The pytest files of the WAMP Advanced Profile features, run a second
 /// time on one worker (`autobahn_advanced_profile_one_core`).
 const ADVANCED_TESTS: &[&str] = &[
@@ -257,9 +257,39 @@ struct Router {
     mqtt: Option<String>,
     /// `HOST:PORT` of the RawSocket listener (routers started with `--rawsocket`).
     rawsocket: Option<String>,
+    /// `wss://localhost:PORT/ws`: the TLS WebSocket listener.
+    wss: String,
+    /// `localhost:PORT` of the MQTT-over-TLS listener (with MQTT).
+    mqtt_tls: Option<String>,
+    /// The test CA that signed the router's certificate (PEM file).
+    ca: std::path::PathBuf,
     /// The router's own data directory (the default durability, `sync`):
     /// removed with the router.
     _data: tempfile::TempDir,
+    _tls: tempfile::TempDir,
+}
+
+/// A test CA and a certificate for localhost / 127.0.0.1 signed by it, as
+/// PEM files in `dir` (`ca.pem`, `cert.pem`, `key.pem`).
+fn make_pki(dir: &std::path::Path) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Fennec interop test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+}
+
+/// The port from `... listening on SCHEME://HOST:PORT...` after `marker`.
+fn parse_tls_ready_line(line: &str, marker: &str) -> Option<u16> {
+    let rest = line.split(marker).nth(1)?.trim();
+    let port: u16 = rest.split('/').next()?.rsplit(':').next()?.parse().ok()?;
+    (port != 0).then_some(port)
 }
 
 fn fennec_bin() -> &'static str {
@@ -317,8 +347,15 @@ impl Router {
 
     fn spawn(mqtt: bool, cores: &str, extra_args: &[&str]) -> Router {
         let data = tempfile::tempdir().expect("a data directory");
+        let tls = tempfile::tempdir().expect("a directory for the test CA");
+        make_pki(tls.path());
         let mut cmd = Command::new(fennec_bin());
         cmd.args(["--cores", cores, "--listen", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"]);
+        cmd.args(["--wss", "127.0.0.1:0"]).arg("--tls-cert").arg(tls.path().join("cert.pem"));
+        cmd.arg("--tls-key").arg(tls.path().join("key.pem"));
+        if mqtt {
+            cmd.args(["--mqtt-tls", "127.0.0.1:0"]);
+        }
         cmd.arg("--data").arg(data.path());
         // realm1 with event history for test_history.py.
         cmd.arg("--config").arg(interop_dir().join("fennec.toml"));
@@ -358,7 +395,24 @@ impl Router {
                 )
             })
         });
-        Router { proc, stdout, stderr, url, mqtt, rawsocket, _data: data }
+        let wss = stdout.wait_line(READY_TIMEOUT, |l| parse_tls_ready_line(l, "TLS listening on wss://"));
+        let Some(wss) = wss.map(|port| format!("wss://localhost:{port}/ws")) else {
+            panic!("fennec did not print its wss:// listener\n--- stdout ---\n{}", stdout.snapshot());
+        };
+        let mqtt_tls = mqtt.is_some().then(|| {
+            let port = stdout.wait_line(READY_TIMEOUT, |l| parse_tls_ready_line(l, "MQTT TLS listening on mqtts://"));
+            format!("localhost:{}", port.expect("fennec printed its MQTT TLS listener"))
+        });
+        let ca = tls.path().join("ca.pem");
+        Router { proc, stdout, stderr, url, mqtt, rawsocket, wss, mqtt_tls, ca, _data: data, _tls: tls }
+    }
+
+    /// The environment the TLS tests read (FENNEC_WSS, FENNEC_MQTT_TLS, FENNEC_CA).
+    fn tls_env(&self, cmd: &mut Command) {
+        cmd.env("FENNEC_WSS", &self.wss).env("FENNEC_CA", &self.ca);
+        if let Some(m) = &self.mqtt_tls {
+            cmd.env("FENNEC_MQTT_TLS", m);
+        }
     }
 
     fn log(&self) -> String {
@@ -402,6 +456,7 @@ fn autobahn_interop_suite() {
     let mut cmd = python_command(&router.url);
     // test_rawsocket.py reaches the same router over RawSocket.
     cmd.env("FENNEC_RAWSOCKET", router.rawsocket.as_deref().expect("RawSocket address"));
+    router.tls_env(&mut cmd);
     // tests/interop/pytest.ini disables the cache provider (no .pytest_cache).
     cmd.args(["-m", "pytest", "-q"]).arg(interop_dir());
     // The MQTT files run in `paho_mqtt_interop_suite`, against a router with MQTT.
@@ -433,6 +488,7 @@ fn autobahn_advanced_profile_one_core() {
 
     let mut cmd = python_command(&router.url);
     cmd.env("FENNEC_RAWSOCKET", router.rawsocket.as_deref().expect("RawSocket address"));
+    router.tls_env(&mut cmd);
     cmd.args(["-m", "pytest", "-q"]);
     cmd.args(ADVANCED_TESTS.iter().map(|f| interop_dir().join(f)));
     if let Ok(extra) = std::env::var("FENNEC_INTEROP_ARGS") {
@@ -459,6 +515,7 @@ fn paho_mqtt_interop_suite() {
     let mqtt = router.mqtt.clone().expect("MQTT address");
 
     let mut cmd = python_command(&router.url);
+    router.tls_env(&mut cmd);
     cmd.env("FENNEC_MQTT", &mqtt).args(["-m", "pytest", "-q"]);
     cmd.args(MQTT_TESTS.iter().map(|f| interop_dir().join(f)));
     if let Ok(extra) = std::env::var("FENNEC_INTEROP_ARGS") {

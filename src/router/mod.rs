@@ -339,6 +339,8 @@ pub struct RegRelease {
 pub enum ShardMsg {
     /// A new connection, from the acceptor.
     Accept(mio::net::TcpStream, Listener),
+    /// New TLS certificates (SIGHUP): for connections accepted from now on.
+    TlsConfig(Arc<rustls::ServerConfig>),
     /// Close every session and stop.
     Shutdown,
     /// From the server once every worker has routed the sessions it
@@ -557,6 +559,10 @@ pub enum Listener {
     Mqtt,
     /// WAMP over RawSocket.
     RawSocket,
+    /// `Http` over TLS (wss://).
+    HttpTls,
+    /// `Mqtt` over TLS.
+    MqttTls,
 }
 
 /// Identifies a pending barrier at its owner worker.

@@ -73,7 +73,9 @@ impl Shard {
     pub fn on_shard_msg(&mut self, msg: ShardMsg) {
         match msg {
             // The worker's own: it handles them before they reach here.
-            ShardMsg::Accept(..) | ShardMsg::Shutdown => unreachable!("handled by the worker loop"),
+            ShardMsg::Accept(..) | ShardMsg::Shutdown | ShardMsg::TlsConfig(_) => {
+                unreachable!("handled by the worker loop")
+            }
             ShardMsg::Started => {
                 // Before any connection: wills due at once go out now.
                 self.mqtt.started = true;

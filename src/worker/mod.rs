@@ -95,6 +95,8 @@ pub struct Setup {
     pub mqtt_sessions: Vec<crate::store::mqtt::Loaded>,
     /// Told this worker's ID once those sessions are routed.
     pub ready: Option<Sender<WorkerId>>,
+    /// The TLS listeners' server configuration, if there are any.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The event loop: the poll, the inbox, the socket input path, and the
@@ -114,6 +116,7 @@ pub struct Worker {
     shutdown_deadline: Option<Instant>,
     /// Restored when the loop starts (their subscriptions need it).
     restored: Vec<crate::store::mqtt::Loaded>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Worker {
@@ -150,6 +153,7 @@ impl Worker {
             next_serial: 0,
             shutdown_deadline: None,
             restored: s.mqtt_sessions,
+            tls: s.tls,
         }
     }
 
@@ -237,6 +241,7 @@ impl Worker {
         match msg {
             ShardMsg::Accept(stream, listener) => self.accept(stream, listener),
             ShardMsg::Shutdown => self.begin_shutdown(),
+            ShardMsg::TlsConfig(cfg) => self.tls = Some(cfg),
             msg => {
                 if let Some(h) = crate::mqtt::session::read_first(&self.sh, &msg) {
                     self.read_now(h);
@@ -262,9 +267,19 @@ impl Worker {
         self.next_serial += 1;
         let mut conn = Conn::new(stream, self.next_serial);
         match listener {
-            Listener::Mqtt => conn.proto = Proto::Mqtt(Box::new(MqttConn::new(false, self.sh.now))),
+            Listener::Mqtt | Listener::MqttTls => conn.proto = Proto::Mqtt(Box::new(MqttConn::new(false, self.sh.now))),
             Listener::RawSocket => conn.proto = Proto::RawHandshake,
-            Listener::Http => {}
+            Listener::Http | Listener::HttpTls => {}
+        }
+        if matches!(listener, Listener::HttpTls | Listener::MqttTls) {
+            let Some(cfg) = &self.tls else { return };
+            match crate::tls::accept(cfg) {
+                Ok(tls) => conn.tls = Some(tls),
+                Err(e) => {
+                    eprintln!("fennec: worker {}: {e}", self.sh.id);
+                    return;
+                }
+            }
         }
         entry.insert(conn);
         self.opening.push_back((handle, self.next_serial, self.sh.now + self.sh.cfg.limits.open_timeout));
@@ -275,7 +290,11 @@ impl Worker {
             let Some(c) = self.sh.conns.get_mut(handle) else { continue };
             c.dirty = false;
             let Some(stream) = c.stream.as_mut() else { continue };
-            match c.out.write_to(stream) {
+            let written = match &mut c.tls {
+                None => c.out.write_to(stream),
+                Some(tls) => crate::tls::write(tls, &mut c.out, stream),
+            };
+            match written {
                 Ok(n) => self.sh.metrics.counters.bytes_out += n as u64,
                 Err(_) => {
                     c.out = Default::default();
@@ -291,10 +310,15 @@ impl Worker {
             if c.over_since.is_some() && c.out.bytes() <= self.sh.cfg.limits.outbound_queue_bytes / 2 {
                 c.over_since = None;
             }
-            if c.is_closed() && c.out.is_empty() && !c.write_shut {
-                // Everything said: send FIN, then wait (bounded) for the
-                // peer's EOF so that unread input does not turn into a RST
-                // that could destroy our last frames.
+            let tls_pending = c.tls.as_ref().is_some_and(|t| t.wants_write());
+            if c.is_closed() && c.out.is_empty() && !tls_pending && !c.write_shut {
+                // Everything said: TLS close_notify, then FIN; then wait
+                // (bounded) for the peer's EOF so that unread input does not
+                // turn into a RST that could destroy our last frames.
+                if let (Some(tls), Some(s)) = (&mut c.tls, &mut c.stream) {
+                    tls.send_close_notify();
+                    let _ = tls.write_tls(s);
+                }
                 if let Some(s) = &c.stream {
                     let _ = s.shutdown(std::net::Shutdown::Write);
                 }
@@ -346,7 +370,11 @@ impl Worker {
                 buf.reserve(4096);
             }
             let Some(stream) = c.stream.as_mut() else { break };
-            match stream.read(buf.spare_mut()) {
+            let got = match &mut c.tls {
+                None => stream.read(buf.spare_mut()),
+                Some(tls) => crate::tls::read(tls, stream, buf.spare_mut()),
+            };
+            match got {
                 Ok(0) => {
                     eof = true;
                     break;
@@ -385,6 +413,10 @@ impl Worker {
             }
         }
         self.keep_input(handle, buf, from_scratch);
+        // TLS records to send (the handshake, alerts) come from reading too.
+        if self.sh.conns.get(handle).is_some_and(|c| c.tls.as_ref().is_some_and(|t| t.wants_write())) {
+            self.sh.mark_dirty(handle);
+        }
         if eof && self.sh.conns.contains(handle) {
             if self.sh.conns[handle].is_closed() {
                 self.drop_conn(handle);

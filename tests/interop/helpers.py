@@ -106,10 +106,12 @@ def rawsocket_addr():
     return host, int(port)
 
 
-async def open_session(serializer_cls, realm="realm1", url=None, session_cls=TestSession, rawsocket=False):
+async def open_session(
+    serializer_cls, realm="realm1", url=None, session_cls=TestSession, rawsocket=False, ssl=None
+):
     """Open a transport, send HELLO and return the session once WELCOME arrived.
     With ``rawsocket``, over WAMP-over-RawSocket (autobahn's client) instead
-    of WebSocket.
+    of WebSocket; with ``ssl`` (an ``ssl.SSLContext``), over TLS (a wss:// URL).
 
     Raises JoinFailed if the router answers with ABORT or drops the connection.
     """
@@ -130,7 +132,9 @@ async def open_session(serializer_cls, realm="realm1", url=None, session_cls=Tes
         factory = WampWebSocketClientFactory(make_session, url=url, serializers=[serializer_cls()])
         factory.setProtocolOptions(autoPingInterval=0)
         host, port = parsed.hostname, parsed.port
-    transport, _protocol = await asyncio.wait_for(loop.create_connection(factory, host, port), STEP_TIMEOUT)
+    transport, _protocol = await asyncio.wait_for(
+        loop.create_connection(factory, host, port, ssl=ssl), STEP_TIMEOUT
+    )
     try:
         # The session is created when the WebSocket opening handshake completes.
         deadline = loop.time() + STEP_TIMEOUT
