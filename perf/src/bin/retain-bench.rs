@@ -7,9 +7,14 @@
 //! key for all. `--rate` (writes/s per publisher) paces the sends, for the
 //! latency at a given load rather than at saturation.
 //!
+//! The payload is `--size` bytes of `x` by default, which is not JSON.
+//! `--json` (or `--json string`) sends a JSON string of the same size
+//! (`"xx..x"`), `--json number` a JSON number (`11..1`), for routers that
+//! parse retained payloads as JSON (fox-wamp drops a non-JSON one).
+//!
 //! retain-bench --addr 127.0.0.1:1883 --publishers 10 --keys distinct --duration 5
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -35,6 +40,33 @@ struct Args {
     size: usize,
     #[arg(long, default_value_t = 5)]
     duration: u64,
+    /// Send a JSON payload of `--size` bytes: a string (the default when
+    /// given without a value) or a number. Without it, `--size` bytes of `x`.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "string")]
+    json: Option<Json>,
+}
+
+#[derive(ValueEnum, Clone, Copy)]
+enum Json {
+    String,
+    Number,
+}
+
+fn payload(size: usize, json: Option<Json>) -> Vec<u8> {
+    match json {
+        None => vec![b'x'; size],
+        Some(Json::String) => {
+            assert!(size >= 2, "--json string needs --size of at least 2");
+            let mut p = vec![b'x'; size];
+            p[0] = b'"';
+            p[size - 1] = b'"';
+            p
+        }
+        Some(Json::Number) => {
+            assert!(size >= 1, "--json number needs --size of at least 1");
+            vec![b'1'; size]
+        }
+    }
 }
 
 fn packet(byte1: u8, body: &[u8]) -> Vec<u8> {
@@ -68,7 +100,7 @@ fn publisher(a: Args, i: usize) -> (u64, Histogram<u64>) {
     let mut connack = [0u8; 4];
     s.read_exact(&mut connack).unwrap();
     assert_eq!(connack[3], 0, "CONNACK refused");
-    let payload = vec![b'x'; a.size];
+    let payload = payload(a.size, a.json);
     let mut sent_at = vec![None::<Instant>; 65536];
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
     let (mut next_pkid, mut inflight, mut acked, mut seq) = (1u16, 0usize, 0u64, 0u64);
