@@ -614,6 +614,14 @@ impl Config {
         (self.any_realm && crate::wamp::uri::valid_realm(name, self.uri_check)).then(|| RealmConfig::named(name))
     }
 
+    /// Whether `procedure` is a dynamic authorizer of a role of `realm`.
+    pub fn is_authorizer(&self, realm: &str, procedure: &str) -> bool {
+        self.realms
+            .iter()
+            .find(|r| r.name == realm)
+            .is_some_and(|r| r.roles.iter().any(|role| role.authorizer.as_deref() == Some(procedure)))
+    }
+
     /// The history rule covering `topic` in `realm`, if any (no clone: on
     /// the publish path).
     pub fn history_rule(&self, realm: &str, topic: &str) -> Option<&HistoryRule> {

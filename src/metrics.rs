@@ -31,9 +31,11 @@ pub enum Op {
     MqttDeliver2,
     /// CONNECT decoded -> CONNACK queued (session registry round trip included).
     MqttConnect,
+    /// A dynamic authorizer's decision: asked -> answered (cache misses only).
+    Authorize,
 }
 
-pub const OPS: [Op; 9] = [
+pub const OPS: [Op; 10] = [
     Op::PublishDeliver,
     Op::CallResult,
     Op::Subscribe,
@@ -43,6 +45,7 @@ pub const OPS: [Op; 9] = [
     Op::MqttDeliver1,
     Op::MqttDeliver2,
     Op::MqttConnect,
+    Op::Authorize,
 ];
 
 impl Op {
@@ -57,6 +60,7 @@ impl Op {
             Op::MqttDeliver1 => "mqtt.publish_deliver.qos1",
             Op::MqttDeliver2 => "mqtt.publish_deliver.qos2",
             Op::MqttConnect => "mqtt.connect",
+            Op::Authorize => "authorize",
         }
     }
 }

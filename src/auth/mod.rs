@@ -83,6 +83,9 @@ pub struct PrincipalsFile {
 #[serde(deny_unknown_fields)]
 pub struct RoleConfig {
     pub name: String,
+    /// A procedure that decides this role's permissions (a dynamic
+    /// authorizer), instead of `permission`s.
+    pub authorizer: Option<String>,
     #[serde(default, rename = "permission")]
     pub permissions: Vec<Permission>,
 }
@@ -225,8 +228,9 @@ impl RealmAuth {
         if !roles.is_empty() {
             let mut compiled = AHashMap::new();
             for r in roles {
-                let rules = RoleRules::compile(&r.permissions)
+                let mut rules = RoleRules::compile(&r.permissions)
                     .map_err(|e| format!("realm '{realm}', role '{}': {e}", r.name))?;
+                rules.authorizer = r.authorizer.clone();
                 compiled.insert(r.name.clone(), Arc::new(rules));
             }
             out.roles = Some(compiled);
@@ -274,8 +278,8 @@ mod tests {
         assert!(RealmAuth::compile("r", None, None, &[bad], &[]).is_err());
         let dup = [principal("d"), principal("d")];
         assert!(RealmAuth::compile("r", None, None, &dup, &[]).is_err());
-        let open =
-            RealmAuth::compile("r", None, None, &[], &[RoleConfig { name: "x".into(), permissions: vec![] }]).unwrap();
+        let role = RoleConfig { name: "x".into(), authorizer: None, permissions: vec![] };
+        let open = RealmAuth::compile("r", None, None, &[], &[role]).unwrap();
         assert!(open.allow_anonymous);
         assert!(open.rules_of("unknown").is_some_and(|r| !r.lookup("a").publish), "an unknown role may do nothing");
     }

@@ -92,6 +92,8 @@ pub struct RoleRules {
     prefix: Vec<(String, Perms)>,
     /// Components (`""`: any one component) and the rule, most specific first.
     wildcard: Vec<(Vec<String>, Perms)>,
+    /// A procedure decides instead (a dynamic authorizer).
+    pub authorizer: Option<String>,
 }
 
 impl RoleRules {

@@ -33,6 +33,7 @@ use rand::Rng;
 use std::time::Instant;
 
 mod auth;
+mod authorizer;
 mod broker;
 mod dealer;
 mod meta;
@@ -41,6 +42,7 @@ use broker::*;
 use dealer::*;
 
 pub use auth::{Throttle, FAIL_BUDGET, FAIL_WINDOW};
+pub use authorizer::{DecisionCache, Parked};
 pub use broker::{event_for, on_history, on_retained, on_stored, subscribed, EventCache};
 pub use dealer::{
     expire_calls, on_call_done, on_caller_gone, on_interrupt, on_invoke, on_picked, registered, InCall, LocalReg,
@@ -107,6 +109,10 @@ pub struct WampSession {
     authprovider: &'static str,
     /// What its role may do; `None`: the realm has no roles (everything).
     rules: Option<std::sync::Arc<crate::auth::rules::RoleRules>>,
+    /// Realm NUL role: its key in the authorizer's decision cache.
+    authz_key: std::sync::Arc<str>,
+    /// The dynamic authorizer's decision for the message being handled.
+    decided: Option<authorizer::Decision>,
     /// The realm's disclosure policy.
     disclose: Disclose,
     slow: SlowPolicy,
@@ -234,7 +240,20 @@ fn bool_opt(d: &Dict, key: &str) -> Result<Option<bool>, String> {
 /// What the session's role allows for `uri` (everything in a realm
 /// without roles).
 fn perms(s: &WampSession, uri: &str) -> crate::auth::rules::Perms {
-    s.rules.as_ref().map_or(crate::auth::rules::Perms::ALL, |r| r.lookup(uri))
+    use crate::auth::rules::Perms;
+    match &s.rules {
+        None => Perms::ALL,
+        // A dynamic role: what the authorizer decided for this message.
+        Some(r) if r.authorizer.is_some() => s.decided.map_or(Perms::default(), |d| Perms {
+            call: d.allow,
+            register: d.allow,
+            publish: d.allow,
+            subscribe: d.allow,
+            disclose_caller: d.disclose,
+            disclose_publisher: d.disclose,
+        }),
+        Some(r) => r.lookup(uri),
+    }
 }
 
 /// Whether the session's role allows `action` on `uri`; if not, the
@@ -378,6 +397,14 @@ pub fn on_message(w: &mut Shard, handle: usize, bytes: &[u8]) {
         };
     }
     let started = Instant::now();
+    // A role with a dynamic authorizer: decided from the cache, or parked.
+    let Some(msg) = authorizer::admit(w, handle, msg) else { return };
+    dispatch(w, handle, msg, started);
+}
+
+/// One message of an open session (`on_message`, or a parked one the
+/// authorizer let through).
+fn dispatch(w: &mut Shard, handle: usize, msg: Msg, started: Instant) {
     match msg {
         Msg::Hello { .. } => violation(w, handle, "HELLO on an open session"),
         Msg::Goodbye { .. } => {
@@ -406,6 +433,9 @@ pub fn on_message(w: &mut Shard, handle: usize, bytes: &[u8]) {
             callee_done(w, handle, request, CallOutcome::Error { error, details, payload })
         }
         other => violation(w, handle, &format!("{} is not a message a client sends", name(&other))),
+    }
+    if let Some(s) = w.conns.get_mut(handle).and_then(|c| c.wamp()).and_then(|c| c.session.as_mut()) {
+        s.decided = None;
     }
 }
 
@@ -518,6 +548,8 @@ fn open_session(
         authmethod: who.method,
         authprovider: who.provider,
         rules,
+        authz_key: format!("{}\0{}", realm, who.authrole).into(),
+        decided: None,
         disclose: realm_cfg.disclose,
         slow,
         subs: Vec::new(),

@@ -115,7 +115,11 @@ impl Shard {
                 self.peers.send(barrier.owner, ShardMsg::BarrierAck { barrier: barrier.id });
             }
             ShardMsg::ProcRemove { realm, procedure, policy, registration, callee } => {
-                self.procs.remove(&realm, &procedure, policy, registration, callee)
+                self.procs.remove(&realm, &procedure, policy, registration, callee);
+                // A dynamic authorizer going away takes its decisions along.
+                if !self.authz_cache.is_empty() && self.cfg.is_authorizer(&realm, &procedure) {
+                    self.authz_cache.forget_realm(&realm);
+                }
             }
             ShardMsg::RegDeleted { realm, registration, session } => {
                 session::reg_deleted(self, &realm, registration, session)

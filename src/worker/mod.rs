@@ -461,6 +461,11 @@ impl Worker {
                 return;
             }
             let Some(c) = self.sh.conns.get_mut(handle) else { return };
+            if c.paused {
+                // A message waits (MQTT CONNECT / SUBSCRIBE, a WAMP message
+                // at the authorizer): the rest is kept for after it.
+                return;
+            }
             match &c.proto {
                 Proto::Closed => {
                     buf.clear();

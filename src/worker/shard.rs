@@ -81,6 +81,11 @@ pub struct Shard {
     pub(crate) next_ticket: u64,
     /// History of the topics this shard owns.
     pub history: crate::router::history::History,
+    /// Dynamic authorizers' decisions kept (bounded).
+    pub(crate) authz_cache: crate::wamp::session::DecisionCache,
+    /// Messages waiting for a dynamic authorizer, by the router's request.
+    pub(crate) authz_parked: AHashMap<u64, crate::wamp::session::Parked>,
+    pub(crate) next_authz: u64,
     /// Failed authentications per peer address (WAMP and MQTT).
     pub(crate) auth_throttle: crate::wamp::session::Throttle,
     /// `deliver` wrote something for a persistent MQTT session.
@@ -147,6 +152,9 @@ impl Shard {
             history,
             delivery_stored: false,
             auth_throttle: Default::default(),
+            authz_cache: Default::default(),
+            authz_parked: AHashMap::new(),
+            next_authz: 0,
             ready: s.ready,
             cfg: s.config,
         }

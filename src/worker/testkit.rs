@@ -681,4 +681,116 @@ mod tests {
         cl.send_mqtt(dev, &mqtt_subscribe("private/x"));
         assert_eq!(cl.take_frames(dev)[0][..], [0x90, 3, 0, 1, 0x80], "the reader role");
     }
+
+    /// A realm whose anonymous role is decided by a dynamic authorizer
+    /// that a backend (a static role) registers.
+    fn authorizer_cluster() -> Cluster {
+        let file: crate::config::File = toml::from_str(
+            r#"
+            [[realm]]
+            name = "realm1"
+            allow_anonymous = true
+            anonymous_role = "dyn"
+            [[realm.principal]]
+            authid = "backend"
+            role = "backend"
+            ticket = "b"
+            [[realm.role]]
+            name = "backend"
+            [[realm.role.permission]]
+            uri = ""
+            match = "prefix"
+            call = true
+            register = true
+            publish = true
+            subscribe = true
+            [[realm.role]]
+            name = "dyn"
+            authorizer = "com.authz"
+            "#,
+        )
+        .unwrap();
+        let cfg = Config::resolve(<crate::config::Cli as clap::Parser>::parse_from(["fennec"]), file).unwrap();
+        Cluster::with_config(2, cfg)
+    }
+
+    fn backend(cl: &mut Cluster, shard: usize) -> Client {
+        let b = cl.wamp(shard);
+        cl.send(b, hello(&["ticket"], "backend"));
+        cl.one(b);
+        cl.send(b, json!([5, "b", {}]));
+        assert_eq!(cl.one(b)[2]["authrole"], "backend");
+        cl.send(b, json!([64, 1, {}, "com.authz"]));
+        assert_eq!(cl.one(b)[0], 65);
+        b
+    }
+
+    #[test]
+    fn a_dynamic_authorizer_decides_and_its_decisions_are_cached() {
+        let mut cl = authorizer_cluster();
+        let b = backend(&mut cl, 0);
+        let sub = cl.wamp(1);
+        cl.join(sub, roles());
+        // The subscriber's SUBSCRIBE asks the authorizer: allowed, kept 60 s.
+        cl.send(sub, json!([32, 1, {}, "dyn.topic"]));
+        assert!(cl.take(sub).is_empty(), "waiting for the decision");
+        let inv = cl.one(b);
+        assert_eq!(inv[0], 68);
+        assert_eq!(inv[4][1], "dyn.topic");
+        assert_eq!(inv[4][2], "subscribe");
+        assert_eq!(inv[4][0]["authrole"], "dyn", "the session's details: {inv}");
+        cl.send(b, json!([70, inv[1], {}, [{"allow": true, "cache": 60}]]));
+        assert_eq!(cl.one(sub)[0], 33, "SUBSCRIBED once allowed");
+        // PUBLISH: allowed with disclosure, cached.
+        let publ = cl.wamp(0);
+        cl.join(publ, roles());
+        cl.send(publ, json!([16, 2, {"acknowledge": true}, "dyn.topic", [1]]));
+        let inv = cl.one(b);
+        assert_eq!(inv[4][2], "publish");
+        cl.send(b, json!([70, inv[1], {}, [{"allow": true, "disclose": true, "cache": 60}]]));
+        assert_eq!(cl.one(publ)[0], 17);
+        let event = cl.one(sub);
+        assert!(event[3]["publisher"].is_u64(), "disclosed by the decision: {event}");
+        // The same role, action and URI again: from the cache, no call.
+        cl.send(publ, json!([16, 3, {"acknowledge": true}, "dyn.topic", [2]]));
+        assert_eq!(cl.one(publ)[0], 17);
+        assert!(cl.take(b).is_empty(), "the cache answered");
+        assert_eq!(cl.one(sub)[4], json!([2]));
+        // A refusal (not cached): ERROR, and the session goes on.
+        cl.send(publ, json!([48, 4, {}, "com.secret", []]));
+        let inv = cl.one(b);
+        cl.send(b, json!([70, inv[1], {}, [false]]));
+        let err = cl.one(publ);
+        assert_eq!(
+            (err[0].clone(), err[1].clone(), err[4].clone()),
+            (json!(8), json!(48), json!("wamp.error.not_authorized"))
+        );
+        // An authorizer error is a refusal that says so.
+        cl.send(publ, json!([48, 5, {}, "com.other", []]));
+        let inv = cl.one(b);
+        cl.send(b, json!([8, 68, inv[1], {}, "com.authz.broken"]));
+        let err = cl.one(publ);
+        assert_eq!(err[4], "wamp.error.not_authorized");
+        assert!(err[5][0].as_str().unwrap().contains("com.authz.broken"), "{err}");
+    }
+
+    #[test]
+    fn an_authorizer_that_does_not_answer_or_is_gone_denies() {
+        let mut cl = authorizer_cluster();
+        let b = backend(&mut cl, 0);
+        let c = cl.wamp(1);
+        cl.join(c, roles());
+        cl.send(c, json!([64, 1, {}, "com.mine"]));
+        assert_eq!(cl.one(b)[0], 68, "asked");
+        cl.advance(Duration::from_secs(6));
+        let err = cl.one(c);
+        assert_eq!(err[4], "wamp.error.not_authorized");
+        assert!(err[5][0].as_str().unwrap().contains("did not answer"), "{err}");
+        assert_eq!(cl.take(b).iter().filter(|m| m[0] == 69).count(), 1, "the invocation is interrupted");
+        // The backend goes: its authorizer with it; refused at once.
+        cl.drop_client(b);
+        cl.send(c, json!([64, 2, {}, "com.mine"]));
+        let err = cl.one(c);
+        assert!(err[5][0].as_str().unwrap().contains("not registered"), "{err}");
+    }
 }

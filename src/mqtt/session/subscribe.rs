@@ -103,7 +103,9 @@ pub(super) fn unpause(w: &mut Shard, handle: usize) {
     w.conns[handle].paused = false;
     if mqtt(w, handle).is_some_and(|m| m.ws) {
         drain_ws(w, handle);
-    } else {
+    }
+    // Frames still in the connection's input (not parsed while paused).
+    if w.conns.get(handle).is_some_and(|c| !c.paused) {
         w.resume_reading(handle);
     }
 }

@@ -468,6 +468,9 @@ pub(super) fn callee_done(w: &mut Shard, handle: usize, request: u64, outcome: C
 
 /// A call's end arrives at the caller's worker.
 pub fn on_call_done(w: &mut Shard, done: CallDone) {
+    if done.caller == authorizer::ROUTER_CALLER {
+        return authorizer::on_answer(w, done);
+    }
     let Some(&handle) = w.sessions.get(&done.caller) else { return };
     let request = done.request;
     let (msg, last) = match done.outcome {
@@ -520,6 +523,10 @@ pub fn expire_calls(w: &mut Shard) {
             return;
         }
         w.call_deadlines.pop_first();
+        if caller == authorizer::ROUTER_CALLER {
+            authorizer::on_timeout(w, request);
+            continue;
+        }
         let Some(&handle) = w.sessions.get(&caller) else { continue };
         let Some(OutCall { callee, .. }) = take_call(w, handle, request) else { continue };
         error(w, handle, m::CALL, request, "wamp.error.timeout", Some("the call timed out".into()));

@@ -68,6 +68,11 @@ fn dict(pairs: Vec<(&str, Value)>) -> Value {
 
 // ---------------------------------------------------------------- events
 
+/// A session's details as a value (the dynamic authorizer's first argument).
+pub(super) fn session_dict(w: &Shard, handle: usize) -> Value {
+    Value::Dict(session_details(w, handle).unwrap_or_default())
+}
+
 /// What the meta API says about a session (`on_join`, `wamp.session.get`).
 fn session_details(w: &Shard, handle: usize) -> Option<Dict> {
     let conn = w.conns.get(handle)?;

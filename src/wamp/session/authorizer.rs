@@ -1,0 +1,277 @@
+//! Dynamic authorization: a role whose permissions a procedure decides
+//! (`[[realm.role]] authorizer = "..."`, registered by a backend session of
+//! a static role). The router calls it as `(session, uri, action, options)`
+//! and takes `true` / `false` or `{allow, disclose, cache}`; `cache`
+//! (seconds, or `true` for `DEFAULT_TTL`) keeps the decision in this
+//! worker's bounded `DecisionCache`, keyed by (realm and role, action,
+//! URI), so a warm cache costs a hash lookup per message.
+//!
+//! A miss parks the message: the connection's input is paused (so nothing
+//! of the session overtakes it), the router itself calls the authorizer
+//! (caller session 0, a request of its own), and the answer (or its
+//! timeout, `ANSWER_TIMEOUT`: deny) lets the message through, or not, and
+//! input resume. One decision waits per session at a time; the worker
+//! never blocks.
+
+use super::*;
+use crate::auth::rules::Action;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The caller session of the router's own calls.
+pub const ROUTER_CALLER: u64 = 0;
+/// Decisions one worker keeps (then the oldest go first).
+pub const CACHE_ENTRIES: usize = 16 * 1024;
+/// TTL of `cache: true`.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
+/// How long the authorizer may take; then the request is denied.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Copy, Debug)]
+pub struct Decision {
+    pub allow: bool,
+    pub disclose: bool,
+}
+
+struct Cached {
+    decision: Decision,
+    until: Instant,
+}
+
+/// A worker's decisions, bounded: realm and role -> action -> URI.
+#[derive(Default)]
+pub struct DecisionCache {
+    by_role: AHashMap<Arc<str>, [AHashMap<String, Cached>; 4]>,
+    /// Insertion order, for eviction.
+    order: VecDeque<(Arc<str>, Action, String)>,
+}
+
+fn slot(a: Action) -> usize {
+    match a {
+        Action::Call => 0,
+        Action::Register => 1,
+        Action::Publish => 2,
+        Action::Subscribe => 3,
+    }
+}
+
+impl DecisionCache {
+    pub fn get(&self, role: &str, action: Action, uri: &str, now: Instant) -> Option<Decision> {
+        let c = self.by_role.get(role)?[slot(action)].get(uri)?;
+        (c.until > now).then_some(c.decision)
+    }
+
+    pub fn put(&mut self, role: Arc<str>, action: Action, uri: String, decision: Decision, until: Instant) {
+        while self.order.len() >= CACHE_ENTRIES {
+            let Some((r, a, u)) = self.order.pop_front() else { break };
+            if let Some(maps) = self.by_role.get_mut(&r) {
+                maps[slot(a)].remove(&u);
+            }
+        }
+        let maps = self.by_role.entry(role.clone()).or_default();
+        if maps[slot(action)].insert(uri.clone(), Cached { decision, until }).is_none() {
+            self.order.push_back((role, action, uri));
+        }
+    }
+
+    /// Forgets every decision of a realm (its authorizer went away).
+    pub fn forget_realm(&mut self, realm: &str) {
+        let prefix = format!("{realm}\0");
+        self.by_role.retain(|k, _| !k.starts_with(&prefix));
+        self.order.retain(|(k, _, _)| !k.starts_with(&prefix));
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+/// A message waiting for the authorizer.
+pub struct Parked {
+    handle: usize,
+    session: u64,
+    msg: Box<Msg>,
+    action: Action,
+    uri: String,
+    started: Instant,
+    /// The authorizer's callee (told when the wait ends without its answer).
+    callee: SessionRef,
+}
+
+/// The action and URI a message asks to be authorized for, if any.
+fn asks(msg: &Msg) -> Option<(Action, &str)> {
+    match msg {
+        Msg::Publish { topic, .. } => Some((Action::Publish, topic)),
+        Msg::Subscribe { topic, .. } => Some((Action::Subscribe, topic)),
+        Msg::Call { procedure, .. } => Some((Action::Call, procedure)),
+        Msg::Register { procedure, .. } => Some((Action::Register, procedure)),
+        _ => None,
+    }
+}
+
+/// Before a message of a session whose role has an authorizer is handled:
+/// its decision from the cache, or the message parked while the authorizer
+/// is asked. Returns the message if it goes on now (with the decision left
+/// for `authorized` in `WampSession.decided`).
+pub(super) fn admit(w: &mut Shard, handle: usize, msg: Msg) -> Option<Msg> {
+    let s = session(w, handle);
+    let Some(proc) = s.rules.as_ref().and_then(|r| r.authorizer.clone()) else { return Some(msg) };
+    let Some((action, uri)) = asks(&msg) else { return Some(msg) };
+    // Continuations of a progressive call were authorized with its first CALL.
+    if let Msg::Call { request, .. } = &msg {
+        if s.calls.contains_key(request) {
+            s.decided = Some(Decision { allow: true, disclose: false });
+            return Some(msg);
+        }
+    }
+    let key = s.authz_key.clone();
+    let uri = uri.to_owned();
+    if let Some(d) = w.authz_cache.get(&key, action, &uri, w.now) {
+        session(w, handle).decided = Some(d);
+        return Some(msg);
+    }
+    let details = meta::session_dict(w, handle);
+    let s = session(w, handle);
+    let (realm, id) = (s.realm.clone(), s.id);
+    let args = vec![details, Value::Str(uri.clone()), Value::Str(action.name().into()), Value::Dict(options_of(&msg))];
+    let Some((policy, reg)) = w.procs.lookup(&realm, &proc) else {
+        deny(w, handle, &msg, &format!("the authorizer '{proc}' is not registered"));
+        return None;
+    };
+    let Some(callee) = reg.pick() else {
+        deny(w, handle, &msg, &format!("the authorizer '{proc}' has no callee"));
+        return None;
+    };
+    w.next_authz += 1;
+    let request = w.next_authz;
+    let inv = Invoke {
+        caller: SessionRef { worker: w.id, id: ROUTER_CALLER },
+        request,
+        callee: callee.session.id,
+        registration: reg.registration,
+        procedure: proc,
+        pattern: policy != MatchPolicy::Exact,
+        payload: Payload { args: Some(args), kwargs: None },
+        receive_progress: false,
+        disclosed: None,
+        progress: false,
+        continuation: false,
+        ppt: None,
+        caller_ppt: false,
+    };
+    let started = Instant::now();
+    let callee = callee.session;
+    w.authz_parked.insert(request, Parked { handle, session: id, msg: Box::new(msg), action, uri, started, callee });
+    w.call_deadlines.insert((w.now + ANSWER_TIMEOUT, ROUTER_CALLER, request));
+    w.conns[handle].paused = true;
+    w.peers.send(callee.worker, ShardMsg::Invoke(Box::new(inv)));
+    None
+}
+
+fn options_of(msg: &Msg) -> Dict {
+    match msg {
+        Msg::Publish { options, .. } | Msg::Subscribe { options, .. } => options.clone(),
+        Msg::Call { options, .. } | Msg::Register { options, .. } => options.clone(),
+        _ => Dict::new(),
+    }
+}
+
+/// The ERROR for a message refused.
+fn deny(w: &mut Shard, handle: usize, msg: &Msg, why: &str) {
+    let (ty, request, answer) = match msg {
+        Msg::Publish { request, options, .. } => {
+            (m::PUBLISH, *request, matches!(dict_get(options, "acknowledge"), Some(Value::Bool(true))))
+        }
+        Msg::Subscribe { request, .. } => (m::SUBSCRIBE, *request, true),
+        Msg::Call { request, .. } => (m::CALL, *request, true),
+        Msg::Register { request, .. } => (m::REGISTER, *request, true),
+        _ => return,
+    };
+    if answer {
+        error(w, handle, ty, request, "wamp.error.not_authorized", Some(why.to_owned()));
+    }
+}
+
+/// The authorizer's answer (a `CallDone` to caller session 0).
+pub fn on_answer(w: &mut Shard, done: CallDone) {
+    let Some(p) = w.authz_parked.remove(&done.request) else { return };
+    let decision = match done.outcome {
+        CallOutcome::Result(payload, _) => read_answer(&payload),
+        CallOutcome::Progress(..) => {
+            // Not an answer: keep waiting for the final one.
+            w.authz_parked.insert(done.request, p);
+            return;
+        }
+        CallOutcome::Error { error, .. } => Err(format!("the authorizer failed: {error}")),
+    };
+    resume(w, p, decision);
+}
+
+/// The authorizer did not answer in time.
+pub fn on_timeout(w: &mut Shard, request: u64) {
+    let Some(p) = w.authz_parked.remove(&request) else { return };
+    let caller = SessionRef { worker: w.id, id: ROUTER_CALLER };
+    let why = Interruption::Timeout;
+    w.peers.send(p.callee.worker, ShardMsg::Interrupt { callee: p.callee.id, caller, request, why });
+    resume(w, p, Err(format!("the authorizer did not answer within {} s", ANSWER_TIMEOUT.as_secs())));
+}
+
+/// `true` / `false`, or `{allow, disclose, cache}`; the decision and how
+/// long it may be kept.
+fn read_answer(payload: &Payload) -> Result<(Decision, Option<Duration>), String> {
+    let first = payload.args.as_ref().and_then(|a| a.first());
+    match first {
+        Some(Value::Bool(allow)) => Ok((Decision { allow: *allow, disclose: false }, None)),
+        Some(Value::Dict(d)) => {
+            let allow = matches!(dict_get(d, "allow"), Some(Value::Bool(true)));
+            let disclose = matches!(dict_get(d, "disclose"), Some(Value::Bool(true)));
+            let ttl = match dict_get(d, "cache") {
+                Some(Value::Bool(true)) => Some(DEFAULT_TTL),
+                Some(Value::UInt(s)) if *s > 0 => Some(Duration::from_secs(*s)),
+                Some(Value::Float(s)) if *s > 0.0 => Some(Duration::from_secs_f64(s.min(1e9))),
+                _ => None,
+            };
+            Ok((Decision { allow, disclose }, ttl))
+        }
+        other => Err(format!("the authorizer answered {other:?}, not a boolean or a dictionary")),
+    }
+}
+
+fn resume(w: &mut Shard, p: Parked, decision: Result<(Decision, Option<Duration>), String>) {
+    let alive = w.sessions.get(&p.session) == Some(&p.handle);
+    if !alive {
+        return;
+    }
+    w.metrics.record(crate::metrics::Op::Authorize, p.started, Instant::now());
+    match decision {
+        Ok((d, ttl)) => {
+            if let Some(ttl) = ttl {
+                let key = session(w, p.handle).authz_key.clone();
+                let until = w.now + ttl;
+                w.authz_cache.put(key, p.action, p.uri.clone(), d, until);
+            }
+            if d.allow {
+                session(w, p.handle).decided = Some(d);
+                dispatch(w, p.handle, *p.msg, Instant::now());
+            } else {
+                let role = session(w, p.handle).authrole.clone();
+                deny(
+                    w,
+                    p.handle,
+                    &p.msg,
+                    &format!("role '{role}' may not {} '{}' (the authorizer said no)", p.action.name(), p.uri),
+                );
+            }
+        }
+        Err(why) => deny(w, p.handle, &p.msg, &why),
+    }
+    if w.conns.contains(p.handle) && !w.conns[p.handle].is_closed() {
+        w.conns[p.handle].paused = false;
+        w.resume_reading(p.handle);
+    }
+}
