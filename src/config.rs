@@ -333,6 +333,9 @@ pub struct RealmConfig {
     /// More principals, from a file of their own (`[[principal]]`), so the
     /// main config can be shared without secrets.
     pub principals_file: Option<PathBuf>,
+    /// A procedure that authenticates ticket and cryptosign principals the
+    /// configuration does not list (a dynamic authenticator).
+    pub authenticator: Option<String>,
     /// What each role may do (`[[realm.role]]`); none: everything, for all.
     #[serde(default, rename = "role")]
     pub roles: Vec<crate::auth::RoleConfig>,
@@ -357,13 +360,14 @@ impl RealmConfig {
                 toml::from_str(&text).map_err(|e| format!("realm '{}': {}: {e}", self.name, path.display()))?;
             principals.extend(file.principals);
         }
-        let auth = crate::auth::RealmAuth::compile(
+        let mut auth = crate::auth::RealmAuth::compile(
             &self.name,
             self.allow_anonymous,
             self.anonymous_role.as_deref(),
             &principals,
             &self.roles,
         )?;
+        auth.authenticator = self.authenticator.clone();
         self.auth = std::sync::Arc::new(auth);
         Ok(())
     }

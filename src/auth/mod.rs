@@ -147,6 +147,9 @@ pub struct RealmAuth {
     pub by_key: AHashMap<[u8; 32], String>,
     /// None: the realm has no roles, and everyone may do everything.
     pub roles: Option<AHashMap<String, Arc<RoleRules>>>,
+    /// A procedure that authenticates ticket and cryptosign principals the
+    /// configuration does not know (a dynamic authenticator).
+    pub authenticator: Option<String>,
 }
 
 impl Default for RealmAuth {
@@ -157,6 +160,7 @@ impl Default for RealmAuth {
             principals: AHashMap::new(),
             by_key: AHashMap::new(),
             roles: None,
+            authenticator: None,
         }
     }
 }
@@ -245,10 +249,11 @@ impl RealmAuth {
         Some(roles.get(role).cloned().unwrap_or_default())
     }
 
-    /// The methods this realm offers, in the router's preference order.
+    /// Whether this realm offers a method.
     pub fn offers(&self, m: Method) -> bool {
         match m {
             Method::Anonymous => self.allow_anonymous,
+            Method::Ticket | Method::Cryptosign if self.authenticator.is_some() => true,
             _ => self.principals.values().any(|p| p.has(m)),
         }
     }

@@ -41,7 +41,7 @@ mod meta;
 use broker::*;
 use dealer::*;
 
-pub use auth::{Throttle, FAIL_BUDGET, FAIL_WINDOW};
+pub use auth::{Asking, Throttle, FAIL_BUDGET, FAIL_WINDOW};
 pub use authorizer::{DecisionCache, Parked};
 pub use broker::{event_for, on_history, on_retained, on_stored, subscribed, EventCache};
 pub use dealer::{

@@ -86,6 +86,8 @@ pub struct Shard {
     /// Messages waiting for a dynamic authorizer, by the router's request.
     pub(crate) authz_parked: AHashMap<u64, crate::wamp::session::Parked>,
     pub(crate) next_authz: u64,
+    /// Authentications waiting for a dynamic authenticator, by request.
+    pub(crate) authn_pending: AHashMap<u64, crate::wamp::session::Asking>,
     /// Failed authentications per peer address (WAMP and MQTT).
     pub(crate) auth_throttle: crate::wamp::session::Throttle,
     /// `deliver` wrote something for a persistent MQTT session.
@@ -155,6 +157,7 @@ impl Shard {
             authz_cache: Default::default(),
             authz_parked: AHashMap::new(),
             next_authz: 0,
+            authn_pending: AHashMap::new(),
             ready: s.ready,
             cfg: s.config,
         }

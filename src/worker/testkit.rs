@@ -793,4 +793,96 @@ mod tests {
         let err = cl.one(c);
         assert!(err[5][0].as_str().unwrap().contains("not registered"), "{err}");
     }
+
+    /// A realm's dynamic authenticator vouches for ticket and cryptosign
+    /// principals the configuration does not list.
+    #[test]
+    fn a_dynamic_authenticator_for_ticket_and_cryptosign() {
+        use ed25519_dalek::Signer;
+        let file: crate::config::File = toml::from_str(
+            r#"
+            [[realm]]
+            name = "realm1"
+            authenticator = "com.authn"
+            [[realm.principal]]
+            authid = "backend"
+            role = "backend"
+            ticket = "b"
+            "#,
+        )
+        .unwrap();
+        let cfg = Config::resolve(<crate::config::Cli as clap::Parser>::parse_from(["fennec"]), file).unwrap();
+        let mut cl = Cluster::with_config(2, cfg);
+        let b = cl.wamp(0);
+        cl.send(b, hello(&["ticket"], "backend"));
+        cl.one(b);
+        cl.send(b, json!([5, "b", {}]));
+        assert_eq!(cl.one(b)[2]["authprovider"], "static");
+        cl.send(b, json!([64, 1, {}, "com.authn"]));
+        assert_eq!(cl.one(b)[0], 65);
+
+        let c = cl.wamp(1);
+        cl.send(c, hello(&["ticket"], "dev7"));
+        assert_eq!(cl.one(c)[1], "ticket");
+        cl.send(c, json!([5, "pw7", {}]));
+        let inv = cl.one(b);
+        assert_eq!(inv[4], json!(["realm1", "dev7", {"ticket": "pw7", "authmethod": "ticket"}]), "{inv}");
+        cl.send(b, json!([70, inv[1], {}, [{"role": "device", "authid": "device-7"}]]));
+        let welcome = cl.one(c);
+        assert_eq!(welcome[0], 2, "{welcome}");
+        assert_eq!(
+            (welcome[2]["authid"].clone(), welcome[2]["authrole"].clone()),
+            (json!("device-7"), json!("device"))
+        );
+        assert_eq!(welcome[2]["authprovider"], "dynamic");
+
+        // Refused: ABORT, and the reason.
+        let c = cl.wamp(1);
+        cl.send(c, hello(&["ticket"], "dev8"));
+        cl.one(c);
+        cl.send(c, json!([5, "bad", {}]));
+        let inv = cl.one(b);
+        cl.send(b, json!([8, 68, inv[1], {}, "com.example.no"]));
+        let abort = cl.one(c);
+        assert_eq!(abort[2], "wamp.error.authentication_failed");
+        assert!(abort[1]["message"].as_str().unwrap().contains("com.example.no"), "{abort}");
+
+        // Cryptosign: the authenticator says whose the key is, then the
+        // challenge proves the client has it.
+        let key = ed25519_dalek::SigningKey::from_bytes(&[5u8; 32]);
+        let pubkey = hex::encode(key.verifying_key().to_bytes());
+        let c = cl.wamp(0);
+        cl.send(
+            c,
+            json!([1, "realm1", {"roles": roles(), "authmethods": ["cryptosign"], "authextra": {"pubkey": pubkey}}]),
+        );
+        let inv = cl.one(b);
+        assert_eq!(inv[4][2]["pubkey"], pubkey);
+        cl.send(b, json!([70, inv[1], {}, [{"role": "signer", "authid": "key-5"}]]));
+        let ch = cl.one(c);
+        assert_eq!(ch[1], "cryptosign");
+        let challenge = hex::decode(ch[2]["challenge"].as_str().unwrap()).unwrap();
+        cl.send(c, json!([5, hex::encode(key.sign(&challenge).to_bytes()), {}]));
+        let welcome = cl.one(c);
+        assert_eq!(welcome[2]["authid"], "key-5", "{welcome}");
+        assert_eq!(welcome[2]["authmethod"], "cryptosign");
+        // No answer in time: refused, and the authenticator interrupted.
+        let c = cl.wamp(1);
+        cl.send(c, hello(&["ticket"], "dev9"));
+        cl.one(c);
+        cl.send(c, json!([5, "slow", {}]));
+        assert_eq!(cl.one(b)[0], 68);
+        cl.advance(Duration::from_secs(6));
+        let abort = cl.one(c);
+        assert!(abort[1]["message"].as_str().unwrap().contains("did not answer"), "{abort}");
+        assert_eq!(cl.take(b).iter().filter(|m| m[0] == 69).count(), 1, "INTERRUPT");
+        // The authenticator gone: refused at once.
+        cl.drop_client(b);
+        let c = cl.wamp(1);
+        cl.send(c, hello(&["ticket"], "dev10"));
+        cl.one(c);
+        cl.send(c, json!([5, "x", {}]));
+        let abort = cl.one(c);
+        assert!(abort[1]["message"].as_str().unwrap().contains("not registered"), "{abort}");
+    }
 }

@@ -79,7 +79,19 @@ pub struct PendingAuth {
     raw: Vec<u8>,
     /// Cryptosign: the key the client offered.
     key: Option<[u8; 32]>,
+    /// The realm's authenticator decides (no static principal).
+    dynamic: bool,
+    /// Who vouched for the principal: `static` (the config) or `dynamic`.
+    provider: &'static str,
     started: Instant,
+}
+
+/// An authentication waiting for the realm's authenticator.
+pub struct Asking {
+    handle: usize,
+    serial: u64,
+    pending: Box<PendingAuth>,
+    callee: SessionRef,
 }
 
 fn peer_ip(w: &Shard, handle: usize) -> Option<IpAddr> {
@@ -139,11 +151,14 @@ pub(super) fn hello(w: &mut Shard, handle: usize, realm: String, details: Dict) 
         challenge: String::new(),
         raw: Vec::new(),
         key: None,
+        dynamic: false,
+        provider: "static",
         started,
     };
     let extra: Dict = match method {
         Method::Ticket => {
             pending.principal = auth.principals.get(&pending.authid).filter(|p| p.has(method)).cloned();
+            pending.dynamic = pending.principal.is_none() && auth.authenticator.is_some();
             Dict::new()
         }
         Method::Wampcra => {
@@ -181,6 +196,14 @@ pub(super) fn hello(w: &mut Shard, handle: usize, realm: String, details: Dict) 
                 pending.authid = p.authid.clone();
             }
             pending.key = key;
+            if owner.is_none() && auth.authenticator.is_some() {
+                // An unknown key: the authenticator says whose it is, then
+                // the challenge proves the client holds it.
+                pending.dynamic = true;
+                let pubkey = key.map(hex::encode).unwrap_or_default();
+                let extra = vec![("pubkey".to_owned(), Value::Str(pubkey))];
+                return ask(w, handle, Box::new(pending), extra);
+            }
             let raw: [u8; 32] = rand::thread_rng().gen();
             pending.raw = raw.to_vec();
             pending.challenge = hex::encode(raw);
@@ -218,6 +241,10 @@ pub(super) fn authenticate(w: &mut Shard, handle: usize, signature: String, extr
     if signature.len() > MAX_SIGNATURE || extra.len() > 64 {
         return violation(w, handle, "AUTHENTICATE too large");
     }
+    if pending.dynamic && pending.method == Method::Ticket {
+        let extra = vec![("ticket".to_owned(), Value::Str(signature))];
+        return ask(w, handle, pending, extra);
+    }
     let ok = match (&pending.principal, pending.method) {
         (Some(p), Method::Ticket) => p.ticket_ok(signature.as_bytes()),
         (Some(p), Method::Wampcra) => p.cra_key.as_ref().is_some_and(|key| {
@@ -238,6 +265,103 @@ pub(super) fn authenticate(w: &mut Shard, handle: usize, signature: String, extr
         return abort(w, handle, "wamp.error.authentication_failed", &message, CloseReason::Client);
     }
     let p = pending.principal.expect("checked");
-    let identity = Identity { authid: p.authid, authrole: p.role, method: pending.method, provider: "static" };
+    let identity = Identity { authid: p.authid, authrole: p.role, method: pending.method, provider: pending.provider };
     open_session(w, handle, &pending.realm, pending.details, identity, pending.started);
+}
+
+/// Asks the realm's authenticator: `(realm, authid, details)`, the
+/// details holding `authmethod` and what the client gave (`ticket`, or
+/// cryptosign's `pubkey`).
+fn ask(w: &mut Shard, handle: usize, pending: Box<PendingAuth>, mut details: Dict) {
+    let Some(proc) = pending.realm.auth.authenticator.clone() else { return };
+    details.push(("authmethod".into(), Value::Str(pending.method.name().into())));
+    let realm: Realm = pending.realm.name.as_str().into();
+    let args = vec![Value::Str(pending.realm.name.clone()), Value::Str(pending.authid.clone()), Value::Dict(details)];
+    match authorizer::router_call(w, &realm, proc, args) {
+        Ok((request, callee)) => {
+            let serial = w.conns[handle].serial;
+            w.authn_pending.insert(request, Asking { handle, serial, pending, callee });
+        }
+        Err(why) => {
+            let message = format!("the authenticator {why}");
+            abort(w, handle, "wamp.error.authentication_failed", &message, CloseReason::Client);
+        }
+    }
+}
+
+/// The authenticator's answer: a role, or `{role, authid}`; an error is a
+/// refusal. Ticket: the session opens. Cryptosign: the key is the answer's
+/// principal's, and the challenge follows.
+pub fn on_authenticator(w: &mut Shard, done: CallDone) {
+    let Some(a) = w.authn_pending.remove(&done.request) else { return };
+    if !w.conns.get(a.handle).is_some_and(|c| c.serial == a.serial && !c.is_closed()) {
+        return;
+    }
+    let answer = match done.outcome {
+        CallOutcome::Result(payload, _) => match payload.args.as_ref().and_then(|v| v.first()) {
+            Some(Value::Str(role)) => Ok((None, role.clone())),
+            Some(Value::Dict(d)) => match dict_get(d, "role").and_then(Value::as_str) {
+                Some(role) => Ok((dict_get(d, "authid").and_then(Value::as_str).map(str::to_owned), role.to_owned())),
+                None => Err("the authenticator's answer has no role".to_owned()),
+            },
+            other => Err(format!("the authenticator answered {other:?}, not a role")),
+        },
+        CallOutcome::Error { error, .. } => Err(format!("the authenticator refused: {error}")),
+        CallOutcome::Progress(..) => {
+            w.authn_pending.insert(done.request, a);
+            return;
+        }
+    };
+    let (authid, role) = match answer {
+        Ok(x) => x,
+        Err(message) => {
+            w.metrics.counters.auth_failed += 1;
+            if let Some(ip) = peer_ip(w, a.handle) {
+                w.auth_throttle.failed(ip, w.now);
+            }
+            return abort(w, a.handle, "wamp.error.authentication_failed", &message, CloseReason::Client);
+        }
+    };
+    let mut pending = a.pending;
+    let authid = authid.unwrap_or_else(|| pending.authid.clone());
+    pending.provider = "dynamic";
+    match pending.method {
+        Method::Cryptosign => {
+            pending.authid = authid.clone();
+            pending.principal = Some(Principal {
+                authid,
+                role,
+                ticket: None,
+                cra_key: None,
+                cra_salt: None,
+                cryptosign: pending.key.into_iter().collect(),
+            });
+            let raw: [u8; 32] = rand::thread_rng().gen();
+            pending.raw = raw.to_vec();
+            pending.challenge = hex::encode(raw);
+            let extra = vec![
+                ("challenge".into(), Value::Str(pending.challenge.clone())),
+                ("channel_binding".into(), Value::Null),
+            ];
+            let handle = a.handle;
+            w.conns[handle].wamp().expect("wamp").auth = Some(pending);
+            send(w, handle, &Msg::Challenge { method: "cryptosign".into(), extra });
+        }
+        _ => {
+            let identity = Identity { authid, authrole: role, method: pending.method, provider: "dynamic" };
+            open_session(w, a.handle, &pending.realm, pending.details, identity, pending.started);
+        }
+    }
+}
+
+/// The authenticator did not answer in time: refused (and it is told).
+pub fn on_authenticator_timeout(w: &mut Shard, request: u64) {
+    let Some(a) = w.authn_pending.remove(&request) else { return };
+    let caller = SessionRef { worker: w.id, id: authorizer::ROUTER_CALLER };
+    let why = Interruption::Timeout;
+    w.peers.send(a.callee.worker, ShardMsg::Interrupt { callee: a.callee.id, caller, request, why });
+    if w.conns.get(a.handle).is_some_and(|c| c.serial == a.serial && !c.is_closed()) {
+        let message = format!("the authenticator did not answer within {} s", authorizer::ANSWER_TIMEOUT.as_secs());
+        abort(w, a.handle, "wamp.error.authentication_failed", &message, CloseReason::Client);
+    }
 }

@@ -139,14 +139,32 @@ pub(super) fn admit(w: &mut Shard, handle: usize, msg: Msg) -> Option<Msg> {
     let s = session(w, handle);
     let (realm, id) = (s.realm.clone(), s.id);
     let args = vec![details, Value::Str(uri.clone()), Value::Str(action.name().into()), Value::Dict(options_of(&msg))];
-    let Some((policy, reg)) = w.procs.lookup(&realm, &proc) else {
-        deny(w, handle, &msg, &format!("the authorizer '{proc}' is not registered"));
-        return None;
+    let (request, callee) = match router_call(w, &realm, proc, args) {
+        Ok(sent) => sent,
+        Err(why) => {
+            deny(w, handle, &msg, &why);
+            return None;
+        }
     };
-    let Some(callee) = reg.pick() else {
-        deny(w, handle, &msg, &format!("the authorizer '{proc}' has no callee"));
-        return None;
+    let started = Instant::now();
+    w.authz_parked.insert(request, Parked { handle, session: id, msg: Box::new(msg), action, uri, started, callee });
+    w.conns[handle].paused = true;
+    None
+}
+
+/// The router calls `procedure` in `realm` itself (caller session 0): the
+/// request and the callee it went to. Its deadline is `ANSWER_TIMEOUT`;
+/// its answer comes to `on_answer`. `Err`: nobody has registered it.
+pub(super) fn router_call(
+    w: &mut Shard,
+    realm: &Realm,
+    procedure: String,
+    args: Vec<Value>,
+) -> Result<(u64, SessionRef), String> {
+    let Some((policy, reg)) = w.procs.lookup(realm, &procedure) else {
+        return Err(format!("'{procedure}' is not registered"));
     };
+    let Some(callee) = reg.pick() else { return Err(format!("'{procedure}' has no callee")) };
     w.next_authz += 1;
     let request = w.next_authz;
     let inv = Invoke {
@@ -154,7 +172,7 @@ pub(super) fn admit(w: &mut Shard, handle: usize, msg: Msg) -> Option<Msg> {
         request,
         callee: callee.session.id,
         registration: reg.registration,
-        procedure: proc,
+        procedure,
         pattern: policy != MatchPolicy::Exact,
         payload: Payload { args: Some(args), kwargs: None },
         receive_progress: false,
@@ -164,13 +182,9 @@ pub(super) fn admit(w: &mut Shard, handle: usize, msg: Msg) -> Option<Msg> {
         ppt: None,
         caller_ppt: false,
     };
-    let started = Instant::now();
-    let callee = callee.session;
-    w.authz_parked.insert(request, Parked { handle, session: id, msg: Box::new(msg), action, uri, started, callee });
     w.call_deadlines.insert((w.now + ANSWER_TIMEOUT, ROUTER_CALLER, request));
-    w.conns[handle].paused = true;
-    w.peers.send(callee.worker, ShardMsg::Invoke(Box::new(inv)));
-    None
+    w.peers.send(callee.session.worker, ShardMsg::Invoke(Box::new(inv)));
+    Ok((request, callee.session))
 }
 
 fn options_of(msg: &Msg) -> Dict {
@@ -197,8 +211,12 @@ fn deny(w: &mut Shard, handle: usize, msg: &Msg, why: &str) {
     }
 }
 
-/// The authorizer's answer (a `CallDone` to caller session 0).
+/// The answer to one of the router's own calls (a `CallDone` to caller
+/// session 0): an authorizer's or an authenticator's.
 pub fn on_answer(w: &mut Shard, done: CallDone) {
+    if w.authn_pending.contains_key(&done.request) {
+        return auth::on_authenticator(w, done);
+    }
     let Some(p) = w.authz_parked.remove(&done.request) else { return };
     let decision = match done.outcome {
         CallOutcome::Result(payload, _) => read_answer(&payload),
@@ -212,8 +230,11 @@ pub fn on_answer(w: &mut Shard, done: CallDone) {
     resume(w, p, decision);
 }
 
-/// The authorizer did not answer in time.
+/// The authorizer (or authenticator) did not answer in time.
 pub fn on_timeout(w: &mut Shard, request: u64) {
+    if w.authn_pending.contains_key(&request) {
+        return auth::on_authenticator_timeout(w, request);
+    }
     let Some(p) = w.authz_parked.remove(&request) else { return };
     let caller = SessionRef { worker: w.id, id: ROUTER_CALLER };
     let why = Interruption::Timeout;
