@@ -47,6 +47,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod authorize;
 mod connect;
 mod deliver;
 mod persist;
@@ -58,6 +59,7 @@ use deliver::*;
 use publish::*;
 use subscribe::*;
 
+pub use authorize::{on_authorizer_answer, MqttParked};
 pub use connect::{on_registry, read_first};
 pub use deliver::{deliver, deliver_op};
 pub use persist::restore_at_start;
@@ -146,6 +148,8 @@ pub struct MqttIdentity {
     pub authrole: String,
     /// What its role may do; `None`: the realm has no roles.
     pub rules: Option<Arc<crate::auth::rules::RoleRules>>,
+    /// Realm NUL role: its key in the authorizer's decision cache.
+    pub authz_key: Arc<str>,
 }
 
 pub struct Pending {
@@ -272,6 +276,8 @@ pub struct Session {
     restoring: Option<Box<Restoring>>,
     /// Who it is (its client ID and the anonymous role, or its principal).
     pub who: MqttIdentity,
+    /// The dynamic authorizer's decisions for the packet being handled.
+    decisions: Vec<(crate::auth::rules::Action, String, bool)>,
     /// This incarnation is in the store (`persist`).
     stored: bool,
     /// When this incarnation was made (ms since the epoch).

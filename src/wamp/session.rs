@@ -42,7 +42,8 @@ use broker::*;
 use dealer::*;
 
 pub use auth::{Asking, Throttle, FAIL_BUDGET, FAIL_WINDOW};
-pub use authorizer::{DecisionCache, Parked};
+pub(crate) use authorizer::{read_answer as read_decision, router_call as authorizer_call};
+pub use authorizer::{Decision, DecisionCache, Parked, ROUTER_CALLER};
 pub use broker::{event_for, on_history, on_retained, on_stored, subscribed, EventCache};
 pub use dealer::{
     expire_calls, on_call_done, on_caller_gone, on_interrupt, on_invoke, on_picked, registered, InCall, LocalReg,

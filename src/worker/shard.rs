@@ -86,6 +86,8 @@ pub struct Shard {
     /// Messages waiting for a dynamic authorizer, by the router's request.
     pub(crate) authz_parked: AHashMap<u64, crate::wamp::session::Parked>,
     pub(crate) next_authz: u64,
+    /// MQTT packets waiting for a dynamic authorizer, by request.
+    pub(crate) mqtt_authz: AHashMap<u64, crate::mqtt::session::MqttParked>,
     /// Authentications waiting for a dynamic authenticator, by request.
     pub(crate) authn_pending: AHashMap<u64, crate::wamp::session::Asking>,
     /// Failed authentications per peer address (WAMP and MQTT).
@@ -158,6 +160,7 @@ impl Shard {
             authz_parked: AHashMap::new(),
             next_authz: 0,
             authn_pending: AHashMap::new(),
+            mqtt_authz: AHashMap::new(),
             ready: s.ready,
             cfg: s.config,
         }

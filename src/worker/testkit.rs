@@ -885,4 +885,49 @@ mod tests {
         let abort = cl.one(c);
         assert!(abort[1]["message"].as_str().unwrap().contains("not registered"), "{abort}");
     }
+
+    /// MQTT sessions of a dynamic role ask the same authorizer, through
+    /// the same cache; a SUBSCRIBE with several filters asks about each
+    /// before any takes effect.
+    #[test]
+    fn mqtt_sessions_ask_the_dynamic_authorizer() {
+        let mut cl = authorizer_cluster();
+        let b = backend(&mut cl, 0);
+        let dev = cl.mqtt(1);
+        cl.send_mqtt(dev, &mqtt_connect(None, "m-dyn"));
+        assert_eq!(cl.take_frames(dev)[0][..], [0x20, 2, 0, 0]);
+        // Two filters: asked one after the other, then one SUBACK.
+        let mut sub = vec![0, 1];
+        for f in ["x/1", "x/2"] {
+            sub.extend(mqtt_str(f));
+            sub.push(1);
+        }
+        cl.send_mqtt(dev, &mqtt_packet(0x82, &sub));
+        let inv = cl.one(b);
+        assert_eq!((inv[4][1].clone(), inv[4][2].clone()), (json!("x.1"), json!("subscribe")), "{inv}");
+        assert_eq!(inv[4][0]["transport"]["type"], "mqtt");
+        assert!(cl.take_frames(dev).is_empty(), "nothing before every filter is decided");
+        cl.send(b, json!([70, inv[1], {}, [true]]));
+        let inv = cl.one(b);
+        assert_eq!(inv[4][1], "x.2");
+        cl.send(b, json!([70, inv[1], {}, [{"allow": false}]]));
+        assert_eq!(cl.take_frames(dev)[0][..], [0x90, 4, 0, 1, 1, 0x80], "SUBACK: granted, refused");
+        // A PUBLISH: allowed and cached; the second asks nobody.
+        let mut publish = mqtt_str("x/1");
+        publish.extend_from_slice(&[0, 7]);
+        publish.extend_from_slice(b"one");
+        cl.send_mqtt(dev, &mqtt_packet(0x32, &publish));
+        let inv = cl.one(b);
+        assert_eq!(inv[4][2], "publish");
+        cl.send(b, json!([70, inv[1], {}, [{"allow": true, "cache": 60}]]));
+        let got = cl.take_frames(dev);
+        assert!(got.iter().any(|f| f[..] == [0x40, 2, 0, 7]), "PUBACK: {got:?}");
+        assert!(got.iter().any(|f| f[0] >> 4 == 3 && f.ends_with(b"one")), "delivered to its own subscription");
+        let mut publish = mqtt_str("x/1");
+        publish.extend_from_slice(&[0, 8]);
+        publish.extend_from_slice(b"two");
+        cl.send_mqtt(dev, &mqtt_packet(0x32, &publish));
+        assert!(cl.take(b).is_empty(), "from the cache");
+        assert!(cl.take_frames(dev).iter().any(|f| f[..] == [0x40, 2, 0, 8]));
+    }
 }

@@ -103,6 +103,7 @@ fn authenticate(
                     authid: p.authid.clone(),
                     authrole: p.role.clone(),
                     rules: auth.rules_of(&p.role),
+                    authz_key: format!("{}\0{}", realm.name, p.role).into(),
                 }),
                 None => {
                     if let Some(ip) = ip {
@@ -122,6 +123,7 @@ fn authenticate(
             authid: client.to_owned(),
             authrole: auth.anonymous_role.clone(),
             rules: auth.rules_of(&auth.anonymous_role),
+            authz_key: format!("{}\0{}", realm.name, auth.anonymous_role).into(),
         }),
     }
 }
@@ -373,6 +375,7 @@ pub(super) fn new_session(
         moving: None,
         restoring: None,
         who: MqttIdentity::default(),
+        decisions: Vec::new(),
         stored: false,
         created_ms: crate::router::unix_millis(),
         next_seq: 0,

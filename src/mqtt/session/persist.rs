@@ -270,7 +270,8 @@ pub fn restore_at_start(w: &mut Shard, sessions: Vec<Loaded>) {
         w.mqtt.registry.restore(key, w.id, rec.id);
         let rules = w.cfg.realm(&l.realm).and_then(|r| r.auth.rules_of(&rec.authrole));
         let s = &mut w.mqtt.sessions[slot];
-        s.who = MqttIdentity { authid: rec.authid.clone(), authrole: rec.authrole.clone(), rules };
+        let authz_key = format!("{}\0{}", l.realm, rec.authrole).into();
+        s.who = MqttIdentity { authid: rec.authid.clone(), authrole: rec.authrole.clone(), rules, authz_key };
         s.created_ms = rec.created_ms;
         s.stored = true;
         s.next_pkid = rec.next_pkid;

@@ -8,6 +8,9 @@ use crate::worker::core::{AckOutcome, PendingAck};
 
 pub(super) fn publish(w: &mut Shard, handle: usize, slot: usize, p: codec::Publish) {
     let started = Instant::now();
+    // A dynamic role may have to ask: the packet is kept to be handled again.
+    let dynamic = w.mqtt.sessions[slot].who.rules.as_ref().is_some_and(|r| r.authorizer.is_some());
+    let keep = dynamic.then(|| p.clone());
     let m = mqtt(w, handle).expect("mqtt");
     // Topic aliases (v5): set or resolve.
     let topic = match p.alias {
@@ -43,8 +46,15 @@ pub(super) fn publish(w: &mut Shard, handle: usize, slot: usize, p: codec::Publi
     // ends there), 3.1.1 (which has no way to say no) gets its
     // acknowledgement and the message is dropped.
     // ... and so are topics the session's role may not publish to.
-    let rules = &w.mqtt.sessions[slot].who.rules;
-    let denied = crate::router::is_reserved(&topic) || rules.as_ref().is_some_and(|r| !r.lookup(&topic).publish);
+    let allowed = match authorize::decide(w, slot, crate::auth::rules::Action::Publish, &topic) {
+        authorize::Decided::Yes => true,
+        authorize::Decided::No => false,
+        authorize::Decided::Ask => {
+            let packet = Packet::Publish(keep.expect("a dynamic role"));
+            return authorize::park(w, handle, slot, packet, crate::auth::rules::Action::Publish, topic);
+        }
+    };
+    let denied = crate::router::is_reserved(&topic) || !allowed;
     if denied {
         w.metrics.counters.mqtt_denied += 1;
         if ver == Version::V5 {

@@ -3,6 +3,7 @@
 //! SUBACK.
 
 use super::*;
+use crate::auth::rules::Action;
 use crate::worker::core::PendingAck;
 
 pub(super) fn subscribe(
@@ -18,6 +19,17 @@ pub(super) fn subscribe(
     let sid = w.mqtt.sessions[slot].id;
     let mut pending = PendingSuback { pkid, codes: vec![0; filters.len()], waiting: 0, retained: Vec::new(), started };
     let max_levels = w.cfg.mqtt.max_topic_levels;
+    // A dynamic role: every filter decided before any takes effect (the
+    // packet waits while the authorizer is asked about one).
+    if w.mqtt.sessions[slot].who.rules.as_ref().is_some_and(|r| r.authorizer.is_some()) {
+        for f in &filters {
+            let Ok(parsed) = parse_filter(&f.filter) else { continue };
+            if let authorize::Decided::Ask = authorize::decide(w, slot, Action::Subscribe, &parsed.topic) {
+                let packet = Packet::Subscribe { pkid, filters: filters.clone(), id };
+                return authorize::park(w, handle, slot, packet, Action::Subscribe, parsed.topic);
+            }
+        }
+    }
     // What closes the connection is found before any filter takes effect.
     for f in &filters {
         if f.no_local && f.filter.starts_with("$share/") {
@@ -46,7 +58,7 @@ pub(super) fn subscribe(
             continue;
         }
         let s = &w.mqtt.sessions[slot];
-        if s.who.rules.as_ref().is_some_and(|r| !r.lookup(&parsed.topic).subscribe) {
+        if let authorize::Decided::No = authorize::decide(w, slot, Action::Subscribe, &parsed.topic) {
             // The role may not: v5 says so (0x87), 3.1.1 has only 0x80.
             pending.codes[i] = if s.version == Version::V5 { reason::NOT_AUTHORIZED } else { reason::UNSPECIFIED };
             continue;

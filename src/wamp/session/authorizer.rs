@@ -155,7 +155,7 @@ pub(super) fn admit(w: &mut Shard, handle: usize, msg: Msg) -> Option<Msg> {
 /// The router calls `procedure` in `realm` itself (caller session 0): the
 /// request and the callee it went to. Its deadline is `ANSWER_TIMEOUT`;
 /// its answer comes to `on_answer`. `Err`: nobody has registered it.
-pub(super) fn router_call(
+pub(crate) fn router_call(
     w: &mut Shard,
     realm: &Realm,
     procedure: String,
@@ -217,6 +217,9 @@ pub fn on_answer(w: &mut Shard, done: CallDone) {
     if w.authn_pending.contains_key(&done.request) {
         return auth::on_authenticator(w, done);
     }
+    if w.mqtt_authz.contains_key(&done.request) {
+        return crate::mqtt::session::on_authorizer_answer(w, done.request, Some(done.outcome));
+    }
     let Some(p) = w.authz_parked.remove(&done.request) else { return };
     let decision = match done.outcome {
         CallOutcome::Result(payload, _) => read_answer(&payload),
@@ -235,6 +238,9 @@ pub fn on_timeout(w: &mut Shard, request: u64) {
     if w.authn_pending.contains_key(&request) {
         return auth::on_authenticator_timeout(w, request);
     }
+    if w.mqtt_authz.contains_key(&request) {
+        return crate::mqtt::session::on_authorizer_answer(w, request, None);
+    }
     let Some(p) = w.authz_parked.remove(&request) else { return };
     let caller = SessionRef { worker: w.id, id: ROUTER_CALLER };
     let why = Interruption::Timeout;
@@ -244,7 +250,7 @@ pub fn on_timeout(w: &mut Shard, request: u64) {
 
 /// `true` / `false`, or `{allow, disclose, cache}`; the decision and how
 /// long it may be kept.
-fn read_answer(payload: &Payload) -> Result<(Decision, Option<Duration>), String> {
+pub(crate) fn read_answer(payload: &Payload) -> Result<(Decision, Option<Duration>), String> {
     let first = payload.args.as_ref().and_then(|a| a.first());
     match first {
         Some(Value::Bool(allow)) => Ok((Decision { allow: *allow, disclose: false }, None)),
