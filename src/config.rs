@@ -67,6 +67,12 @@ pub struct Cli {
     /// PEM private key of the TLS listeners.
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// PEM CA whose client certificates the TLS listeners accept (authmethod `tls`).
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// A new listener for WAMP-over-RawSocket over TLS [default: none].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub rawsocket_tls: Option<SocketAddr>,
     /// A realm to serve (repeatable) [default: realm1].
     #[arg(long = "realm", value_name = "NAME")]
     pub realms: Vec<String>,
@@ -158,6 +164,9 @@ pub struct MqttFile {
     pub allow_anonymous: Option<bool>,
     /// MQTT-over-TLS listener (none by default; conventionally port 8883).
     pub tls_listen: Option<SocketAddr>,
+    /// A client certificate's common name is the user name (a principal
+    /// with `tls = true`; no password) [default: false].
+    pub username_from_cert: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -178,6 +187,7 @@ pub struct Mqtt {
     pub allow_anonymous: bool,
     /// MQTT over TLS, if on.
     pub tls_listen: Option<SocketAddr>,
+    pub username_from_cert: bool,
     pub max_topic_levels: usize,
     pub sys_interval: u32,
 }
@@ -273,6 +283,8 @@ pub struct WampFile {
     pub rawsocket: Option<SocketAddr>,
     /// TLS WebSocket listener (wss://; none by default).
     pub wss: Option<SocketAddr>,
+    /// WAMP-over-RawSocket over TLS (none by default).
+    pub rawsocket_tls: Option<SocketAddr>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -280,6 +292,8 @@ pub struct WampFile {
 pub struct TlsFile {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// Clients may present a certificate this CA (PEM) signed: authmethod `tls`.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// The TLS listeners' certificate chain and key (PEM files).
@@ -287,6 +301,7 @@ pub struct TlsFile {
 pub struct TlsConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -455,6 +470,8 @@ pub struct Config {
     pub rawsocket: Option<SocketAddr>,
     /// TLS WebSocket listener, if any.
     pub wss: Option<SocketAddr>,
+    /// RawSocket-over-TLS listener, if any.
+    pub rawsocket_tls: Option<SocketAddr>,
     /// The TLS listeners' certificate and key (required with one).
     pub tls: Option<TlsConfig>,
     pub realms: Vec<RealmConfig>,
@@ -513,8 +530,11 @@ impl Config {
             r.compile_auth()?;
         }
         let wss = cli.wss.or(file.wamp.wss);
+        let rawsocket_tls = cli.rawsocket_tls.or(file.wamp.rawsocket_tls);
         let tls = match (cli.tls_cert.or(file.tls.cert), cli.tls_key.or(file.tls.key)) {
-            (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
+            (Some(cert), Some(key)) => {
+                Some(TlsConfig { cert, key, client_ca: cli.tls_client_ca.or(file.tls.client_ca) })
+            }
             (None, None) => None,
             _ => return Err("tls.cert and tls.key (--tls-cert, --tls-key) go together".into()),
         };
@@ -563,11 +583,12 @@ impl Config {
             max_subscriptions: m.max_subscriptions.unwrap_or(10_000),
             allow_anonymous: m.allow_anonymous.unwrap_or(true),
             tls_listen: if enabled { cli.mqtt_tls.or(m.tls_listen) } else { None },
+            username_from_cert: m.username_from_cert.unwrap_or(false),
             max_topic_levels: m.max_topic_levels.unwrap_or(256).max(1),
             sys_interval: cli.sys_interval.or(m.sys_interval).unwrap_or(10),
         };
-        if (wss.is_some() || mqtt.tls_listen.is_some()) && tls.is_none() {
-            return Err("a TLS listener (--wss, --mqtt-tls) needs tls.cert and tls.key".into());
+        if (wss.is_some() || rawsocket_tls.is_some() || mqtt.tls_listen.is_some()) && tls.is_none() {
+            return Err("a TLS listener (--wss, --rawsocket-tls, --mqtt-tls) needs tls.cert and tls.key".into());
         }
         if let Some(p) = &mqtt.ws_path {
             if !p.starts_with('/') || *p == path {
@@ -591,6 +612,7 @@ impl Config {
             path,
             rawsocket: cli.rawsocket.or(file.wamp.rawsocket),
             wss,
+            rawsocket_tls,
             tls,
             realms,
             any_realm: cli.any_realm || file.any_realm.unwrap_or(false),

@@ -44,6 +44,9 @@ fn main() -> ExitCode {
     if let Some(addr) = running.mqtt_tls_addr {
         println!("fennec MQTT TLS listening on mqtts://{addr}");
     }
+    if let Some(addr) = running.rawsocket_tls_addr {
+        println!("fennec RawSocket TLS listening on tls://{addr}");
+    }
     let _ = std::io::stdout().flush();
     for sig in signals.forever() {
         if sig == SIGHUP {

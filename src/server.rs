@@ -30,6 +30,7 @@ const MQTT_LISTENER: Token = Token(2);
 const RAW_LISTENER: Token = Token(3);
 const WSS_LISTENER: Token = Token(4);
 const MQTT_TLS_LISTENER: Token = Token(5);
+const RAW_TLS_LISTENER: Token = Token(6);
 
 /// A running router.
 pub struct Running {
@@ -43,6 +44,8 @@ pub struct Running {
     pub wss_addr: Option<SocketAddr>,
     /// The MQTT-over-TLS listener, if there is one.
     pub mqtt_tls_addr: Option<SocketAddr>,
+    /// The RawSocket-over-TLS listener, if there is one.
+    pub rawsocket_tls_addr: Option<SocketAddr>,
     stop: Arc<Waker>,
     acceptor: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
@@ -98,10 +101,12 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
     };
     let mut wss_listener = bind_opt(cfg.wss, "wss")?;
     let mut mqtt_tls_listener = bind_opt(cfg.mqtt.tls_listen, "MQTT TLS")?;
+    let mut raw_tls_listener = bind_opt(cfg.rawsocket_tls, "RawSocket TLS")?;
+    let rawsocket_tls_addr = raw_tls_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let wss_addr = wss_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let mqtt_tls_addr = mqtt_tls_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let tls = match &cfg.tls {
-        Some(t) => Some(crate::tls::server_config(&t.cert, &t.key).map_err(io::Error::other)?),
+        Some(t) => Some(crate::tls::server_config(&t.cert, &t.key, t.client_ca.as_deref()).map_err(io::Error::other)?),
         None => None,
     };
     let n = cfg.cores;
@@ -191,6 +196,9 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
     if let Some(l) = &mut mqtt_tls_listener {
         accept_poll.registry().register(l, MQTT_TLS_LISTENER, Interest::READABLE)?;
     }
+    if let Some(l) = &mut raw_tls_listener {
+        accept_poll.registry().register(l, RAW_TLS_LISTENER, Interest::READABLE)?;
+    }
     let (acc_senders, acc_wakers) = (senders.clone(), wakers.clone());
     let listeners = Listeners {
         http: listener,
@@ -198,6 +206,7 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
         raw: raw_listener,
         wss: wss_listener,
         mqtt_tls: mqtt_tls_listener,
+        raw_tls: raw_tls_listener,
     };
     let acceptor = std::thread::Builder::new()
         .name("acceptor".into())
@@ -209,6 +218,7 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
         rawsocket_addr,
         wss_addr,
         mqtt_tls_addr,
+        rawsocket_tls_addr,
         stop,
         acceptor: Some(acceptor),
         workers,
@@ -357,6 +367,7 @@ struct Listeners {
     raw: Option<TcpListener>,
     wss: Option<TcpListener>,
     mqtt_tls: Option<TcpListener>,
+    raw_tls: Option<TcpListener>,
 }
 
 fn accept_loop(mut poll: Poll, listeners: Listeners, senders: Vec<Sender<ShardMsg>>, wakers: Vec<Arc<Waker>>) {
@@ -387,6 +398,9 @@ fn accept_loop(mut poll: Poll, listeners: Listeners, senders: Vec<Sender<ShardMs
         }
         if let Some(l) = &listeners.mqtt_tls {
             accept_all(l, Listener::MqttTls, &senders, &wakers, &mut next);
+        }
+        if let Some(l) = &listeners.raw_tls {
+            accept_all(l, Listener::RawSocketTls, &senders, &wakers, &mut next);
         }
     }
 }
@@ -437,7 +451,7 @@ impl Running {
     /// make a configuration (the old one stays).
     pub fn reload_tls(&self) -> Result<(), String> {
         let Some(t) = &self.tls else { return Err("no TLS listener is configured".into()) };
-        let cfg = crate::tls::server_config(&t.cert, &t.key)?;
+        let cfg = crate::tls::server_config(&t.cert, &t.key, t.client_ca.as_deref())?;
         for (tx, waker) in self.senders.iter().zip(&self.wakers) {
             // A full inbox is waited for: this is the main thread, not a worker.
             if tx.send(ShardMsg::TlsConfig(cfg.clone())).is_ok() {

@@ -17,8 +17,10 @@ use std::sync::Arc;
 const PLAINTEXT_BUFFER: usize = 64 * 1024;
 
 /// A server configuration from a certificate chain and a private key,
-/// both PEM (TLS 1.2 and 1.3).
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+/// both PEM (TLS 1.2 and 1.3); with `client_ca`, clients may present a
+/// certificate that CA signed (verified; clients without one are let in,
+/// unauthenticated by TLS).
+pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Arc<rustls::ServerConfig>, String> {
     let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &read(cert)?[..])
         .collect::<Result<_, _>>()
@@ -30,13 +32,36 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
         .map_err(|e| format!("{}: not a PEM private key: {e}", key.display()))?
         .ok_or_else(|| format!("{}: no private key", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_no_client_auth()
+        .map_err(|e| format!("TLS: {e}"))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls_pemfile::certs(&mut &read(ca)?[..]) {
+                let c = c.map_err(|e| format!("{}: not a PEM certificate: {e}", ca.display()))?;
+                roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| format!("{}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
         .with_single_cert(certs, key)
         .map_err(|e| format!("TLS: the certificate and key do not go together: {e}"))?;
     Ok(Arc::new(config))
+}
+
+/// The common name of the client's verified certificate, if it sent one.
+pub fn peer_name(tls: &ServerConnection) -> Option<String> {
+    let cert = tls.peer_certificates()?.first()?;
+    let (_, x509) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let cn = x509.subject().iter_common_name().next()?.as_str().ok()?.to_owned();
+    Some(cn)
 }
 
 /// A new server side of a TLS connection.

@@ -43,6 +43,13 @@ impl Pki {
         std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
         std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
         std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+        // A client certificate, common name "device-cn", by the same CA.
+        let client_key = rcgen::KeyPair::generate().unwrap();
+        let mut client = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        client.distinguished_name.push(rcgen::DnType::CommonName, "device-cn");
+        let client = client.signed_by(&client_key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.join("client.pem"), client.pem()).unwrap();
+        std::fs::write(dir.join("client-key.pem"), client_key.serialize_pem()).unwrap();
         ca.der().clone()
     }
 
@@ -194,6 +201,101 @@ fn certificates_reload_without_dropping_sessions() {
     std::fs::write(pki.dir.path().join("cert.pem"), "garbage").unwrap();
     assert!(r.reload_tls().is_err());
     assert!(tls_connect(wss, new_ca).is_ok());
+    r.shutdown();
+}
+
+/// A client configuration that trusts the CA and presents the client certificate.
+fn client_with_cert(pki: &Pki) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).unwrap();
+    let certs: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut &std::fs::read(pki.path("client.pem")).unwrap()[..]).map(|c| c.unwrap()).collect();
+    let key =
+        rustls_pemfile::private_key(&mut &std::fs::read(pki.path("client-key.pem")).unwrap()[..]).unwrap().unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .unwrap();
+    Arc::new(cfg)
+}
+
+const CERT_REALM: &str = r#"
+[[realm]]
+name = "realm1"
+[[realm.principal]]
+authid = "device-cn"
+role = "device"
+tls = true
+[mqtt]
+username_from_cert = true
+"#;
+
+/// authmethod `tls` (WAMP over wss and over RawSocket-over-TLS) and MQTT's
+/// user name from the certificate: a verified client certificate whose
+/// common name is a principal's authid logs it in.
+#[test]
+fn client_certificates_authenticate() {
+    let pki = Pki::new();
+    let (cert, key, ca) = (pki.path("cert.pem"), pki.path("key.pem"), pki.path("ca.pem"));
+    let flags = [
+        "--wss",
+        "127.0.0.1:0",
+        "--mqtt-tls",
+        "127.0.0.1:0",
+        "--rawsocket-tls",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-client-ca",
+        &ca,
+    ];
+    let r = common::router_with_config(&flags, CERT_REALM);
+    let wss = r.wss_addr.unwrap();
+    let hello = r#"[1,"realm1",{"roles":{"subscriber":{}},"authmethods":["tls"]}]"#;
+    for (cfg, expect) in [(client_with_cert(&pki), "[2,"), (pki.client_config(), "[3,")] {
+        let s = tls_connect(wss, cfg).expect("TLS");
+        let mut req = format!("wss://localhost:{}/ws", wss.port()).into_client_request().unwrap();
+        req.headers_mut().insert("Sec-WebSocket-Protocol", "wamp.2.json".parse().unwrap());
+        let (mut ws, _) = tungstenite::client(req, s).unwrap();
+        ws.send(Message::text(hello)).unwrap();
+        let answer = recv(&mut ws);
+        assert!(answer.starts_with(expect), "{answer}");
+        if expect == "[2," {
+            assert!(answer.contains(r#""authid":"device-cn""#) && answer.contains(r#""authmethod":"tls""#), "{answer}");
+        } else {
+            assert!(answer.contains("wamp.error.no_auth_method"), "without a certificate: {answer}");
+        }
+    }
+    // RawSocket over TLS: the 4-octet handshake (JSON), then HELLO.
+    let mut raw = tls_connect(r.rawsocket_tls_addr.expect("RawSocket TLS"), client_with_cert(&pki)).unwrap();
+    raw.write_all(&[0x7f, 0xf1, 0, 0]).unwrap();
+    let mut reply = [0u8; 4];
+    raw.read_exact(&mut reply).unwrap();
+    assert_eq!(reply[0], 0x7f, "accepted: {reply:?}");
+    let len = hello.len() as u32;
+    raw.write_all(&[0, (len >> 16) as u8, (len >> 8) as u8, len as u8]).unwrap();
+    raw.write_all(hello.as_bytes()).unwrap();
+    let mut head = [0u8; 4];
+    raw.read_exact(&mut head).unwrap();
+    let n = (usize::from(head[1]) << 16) | (usize::from(head[2]) << 8) | usize::from(head[3]);
+    let mut body = vec![0; n];
+    raw.read_exact(&mut body).unwrap();
+    let welcome = String::from_utf8(body).unwrap();
+    assert!(welcome.starts_with("[2,") && welcome.contains("device-cn"), "{welcome}");
+    // MQTT: with the certificate, no user name or password is needed; without, refused.
+    let port = r.mqtt_tls_addr.unwrap().port().to_string();
+    let (cc, ck) = (pki.path("client.pem"), pki.path("client-key.pem"));
+    let with_cert =
+        ["-h", "localhost", "-p", &port, "--cafile", &ca, "--cert", &cc, "--key", &ck, "-t", "c/t", "-m", "x"];
+    assert!(Command::new("mosquitto_pub").args(with_cert).status().unwrap().success(), "logged in by its certificate");
+    let without = ["-h", "localhost", "-p", &port, "--cafile", &ca, "-t", "c/t", "-m", "x"];
+    let status = Command::new("mosquitto_pub").args(without).stderr(std::process::Stdio::null()).status().unwrap();
+    assert!(!status.success(), "anonymous is refused in a realm with principals");
     r.shutdown();
 }
 

@@ -23,6 +23,8 @@ pub enum Method {
     Ticket,
     Wampcra,
     Cryptosign,
+    /// A verified TLS client certificate whose common name is the authid.
+    Tls,
 }
 
 impl Method {
@@ -32,6 +34,7 @@ impl Method {
             Method::Ticket => "ticket",
             Method::Wampcra => "wampcra",
             Method::Cryptosign => "cryptosign",
+            Method::Tls => "tls",
         }
     }
 
@@ -41,6 +44,7 @@ impl Method {
             "ticket" => Some(Method::Ticket),
             "wampcra" => Some(Method::Wampcra),
             "cryptosign" => Some(Method::Cryptosign),
+            "tls" => Some(Method::Tls),
             _ => None,
         }
     }
@@ -68,6 +72,10 @@ pub struct PrincipalConfig {
     /// Ed25519 public keys (hex) for cryptosign.
     #[serde(default)]
     pub cryptosign: Vec<String>,
+    /// May log in with a verified TLS client certificate whose common
+    /// name is the authid (authmethod `tls`; MQTT with `username_from_cert`).
+    #[serde(default)]
+    pub tls: bool,
 }
 
 /// A `principals_file`: `[[principal]]` entries.
@@ -115,6 +123,7 @@ pub struct Principal {
     pub cra_key: Option<String>,
     pub cra_salt: Option<Salted>,
     pub cryptosign: Vec<[u8; 32]>,
+    pub tls: bool,
 }
 
 impl Principal {
@@ -133,6 +142,7 @@ impl Principal {
             Method::Ticket => self.ticket.is_some(),
             Method::Wampcra => self.cra_key.is_some(),
             Method::Cryptosign => !self.cryptosign.is_empty(),
+            Method::Tls => self.tls,
         }
     }
 }
@@ -224,6 +234,7 @@ impl RealmAuth {
                 cra_key,
                 cra_salt: salted,
                 cryptosign: keys,
+                tls: p.tls,
             };
             if out.principals.insert(p.authid.clone(), principal).is_some() {
                 return Err(bad("a second principal with this authid"));

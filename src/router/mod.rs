@@ -563,6 +563,8 @@ pub enum Listener {
     HttpTls,
     /// `Mqtt` over TLS.
     MqttTls,
+    /// `RawSocket` over TLS.
+    RawSocketTls,
 }
 
 /// Identifies a pending barrier at its owner worker.

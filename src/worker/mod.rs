@@ -268,10 +268,10 @@ impl Worker {
         let mut conn = Conn::new(stream, self.next_serial);
         match listener {
             Listener::Mqtt | Listener::MqttTls => conn.proto = Proto::Mqtt(Box::new(MqttConn::new(false, self.sh.now))),
-            Listener::RawSocket => conn.proto = Proto::RawHandshake,
+            Listener::RawSocket | Listener::RawSocketTls => conn.proto = Proto::RawHandshake,
             Listener::Http | Listener::HttpTls => {}
         }
-        if matches!(listener, Listener::HttpTls | Listener::MqttTls) {
+        if matches!(listener, Listener::HttpTls | Listener::MqttTls | Listener::RawSocketTls) {
             let Some(cfg) = &self.tls else { return };
             match crate::tls::accept(cfg) {
                 Ok(tls) => conn.tls = Some(tls),

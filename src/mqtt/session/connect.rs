@@ -91,6 +91,19 @@ fn authenticate(
     let auth = &realm.auth;
     let user = c.username.as_deref().map(|u| u.rsplit_once('@').map_or(u, |(u, _)| u)).filter(|u| !u.is_empty());
     let ip = w.conns[handle].stream.as_ref().and_then(|s| s.peer_addr().ok()).map(|a| a.ip());
+    // `username_from_cert`: a verified client certificate names the
+    // principal (one allowed to log in so); no password is needed.
+    if w.cfg.mqtt.username_from_cert {
+        let cn = w.conns[handle].tls.as_deref().and_then(crate::tls::peer_name);
+        if let Some(p) = cn.and_then(|cn| auth.principals.get(&cn).filter(|p| p.tls)) {
+            return Some(MqttIdentity {
+                authid: p.authid.clone(),
+                authrole: p.role.clone(),
+                rules: auth.rules_of(&p.role),
+                authz_key: format!("{}\0{}", realm.name, p.role).into(),
+            });
+        }
+    }
     match user {
         Some(user) if !auth.principals.is_empty() => {
             if ip.is_some_and(|ip| !w.auth_throttle.allowed(ip, w.now)) {

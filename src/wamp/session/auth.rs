@@ -117,10 +117,20 @@ pub(super) fn hello(w: &mut Shard, handle: usize, realm: String, details: Dict) 
     let auth = realm_cfg.auth.clone();
     let methods = str_list(&details, "authmethods").unwrap_or_else(|| vec!["anonymous".into()]);
     let authid = dict_get(&details, "authid").and_then(Value::as_str).map(str::to_owned);
-    let Some(method) =
-        methods.iter().filter_map(|m| Method::from_name(m)).find(|&m| auth.offers(m) && chooses(m, &authid, &details))
-    else {
-        let offered: Vec<&str> = [Method::Anonymous, Method::Ticket, Method::Wampcra, Method::Cryptosign]
+    // authmethod `tls`: the verified client certificate's common name, a
+    // principal allowed to log in so, and HELLO's authid (if any) the same.
+    let cert_principal = w.conns[handle]
+        .tls
+        .as_deref()
+        .and_then(crate::tls::peer_name)
+        .filter(|cn| authid.as_ref().is_none_or(|a| a == cn))
+        .and_then(|cn| auth.principals.get(&cn).filter(|p| p.tls).cloned());
+    let usable = |m: Method| match m {
+        Method::Tls => cert_principal.is_some(),
+        m => auth.offers(m) && chooses(m, &authid, &details),
+    };
+    let Some(method) = methods.iter().filter_map(|m| Method::from_name(m)).find(|&m| usable(m)) else {
+        let offered: Vec<&str> = [Method::Anonymous, Method::Ticket, Method::Wampcra, Method::Cryptosign, Method::Tls]
             .into_iter()
             .filter(|&m| auth.offers(m))
             .map(Method::name)
@@ -128,6 +138,10 @@ pub(super) fn hello(w: &mut Shard, handle: usize, realm: String, details: Dict) 
         let message = format!("none of the methods {methods:?} is offered here (this realm: {offered:?})");
         return abort(w, handle, "wamp.error.no_auth_method", &message, CloseReason::Client);
     };
+    if let (Method::Tls, Some(p)) = (method, &cert_principal) {
+        let identity = Identity { authid: p.authid.clone(), authrole: p.role.clone(), method, provider: "static" };
+        return open_session(w, handle, &realm_cfg, details, identity, started);
+    }
     if method == Method::Anonymous {
         let identity =
             Identity { authid: String::new(), authrole: auth.anonymous_role.clone(), method, provider: "static" };
@@ -209,7 +223,7 @@ pub(super) fn hello(w: &mut Shard, handle: usize, realm: String, details: Dict) 
             pending.challenge = hex::encode(raw);
             vec![("challenge".into(), Value::Str(pending.challenge.clone())), ("channel_binding".into(), Value::Null)]
         }
-        Method::Anonymous => unreachable!("opened above"),
+        Method::Anonymous | Method::Tls => unreachable!("opened above"),
     };
     let conn = w.conns[handle].wamp().expect("wamp");
     conn.auth = Some(Box::new(pending));
@@ -223,6 +237,7 @@ fn chooses(m: Method, authid: &Option<String>, details: &Dict) -> bool {
         Method::Anonymous => true,
         Method::Ticket | Method::Wampcra => authid.as_deref().is_some_and(|a| !a.is_empty()),
         Method::Cryptosign => cryptosign_key(details).is_some(),
+        Method::Tls => false,
     }
 }
 
@@ -335,6 +350,7 @@ pub fn on_authenticator(w: &mut Shard, done: CallDone) {
                 cra_key: None,
                 cra_salt: None,
                 cryptosign: pending.key.into_iter().collect(),
+                tls: false,
             });
             let raw: [u8; 32] = rand::thread_rng().gen();
             pending.raw = raw.to_vec();
