@@ -15,13 +15,13 @@
 
 use super::*;
 use crate::auth::rules::Action;
-use std::collections::VecDeque;
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// The caller session of the router's own calls.
 pub const ROUTER_CALLER: u64 = 0;
-/// Decisions one worker keeps (then the oldest go first).
+/// Decisions one worker keeps (then the least recently used go first).
 pub const CACHE_ENTRIES: usize = 16 * 1024;
 /// TTL of `cache: true`.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
@@ -37,14 +37,18 @@ pub struct Decision {
 struct Cached {
     decision: Decision,
     until: Instant,
+    /// When it was last used (the cache's clock): the least recently used
+    /// goes first when the cache is full.
+    used: Cell<u64>,
 }
 
-/// A worker's decisions, bounded: realm and role -> action -> URI.
+/// A worker's decisions, bounded (least recently used out first): realm
+/// and role -> action -> URI.
 #[derive(Default)]
 pub struct DecisionCache {
     by_role: AHashMap<Arc<str>, [AHashMap<String, Cached>; 4]>,
-    /// Insertion order, for eviction.
-    order: VecDeque<(Arc<str>, Action, String)>,
+    len: usize,
+    clock: Cell<u64>,
 }
 
 fn slot(a: Action) -> usize {
@@ -59,19 +63,38 @@ fn slot(a: Action) -> usize {
 impl DecisionCache {
     pub fn get(&self, role: &str, action: Action, uri: &str, now: Instant) -> Option<Decision> {
         let c = self.by_role.get(role)?[slot(action)].get(uri)?;
-        (c.until > now).then_some(c.decision)
+        if c.until <= now {
+            return None;
+        }
+        self.clock.set(self.clock.get() + 1);
+        c.used.set(self.clock.get());
+        Some(c.decision)
     }
 
+    /// Keeps a decision; when full, first drops the least recently used
+    /// (a scan: puts follow a call to the authorizer, hits are the hot path).
     pub fn put(&mut self, role: Arc<str>, action: Action, uri: String, decision: Decision, until: Instant) {
-        while self.order.len() >= CACHE_ENTRIES {
-            let Some((r, a, u)) = self.order.pop_front() else { break };
-            if let Some(maps) = self.by_role.get_mut(&r) {
-                maps[slot(a)].remove(&u);
+        if self.len >= CACHE_ENTRIES {
+            let oldest = self
+                .by_role
+                .iter()
+                .flat_map(|(r, maps)| {
+                    maps.iter().enumerate().flat_map(move |(a, m)| m.iter().map(move |(u, c)| (c.used.get(), r, a, u)))
+                })
+                .min_by_key(|(used, ..)| *used)
+                .map(|(_, r, a, u)| (r.clone(), a, u.clone()));
+            if let Some((r, a, u)) = oldest {
+                if let Some(maps) = self.by_role.get_mut(&r) {
+                    if maps[a].remove(&u).is_some() {
+                        self.len -= 1;
+                    }
+                }
             }
         }
-        let maps = self.by_role.entry(role.clone()).or_default();
-        if maps[slot(action)].insert(uri.clone(), Cached { decision, until }).is_none() {
-            self.order.push_back((role, action, uri));
+        self.clock.set(self.clock.get() + 1);
+        let cached = Cached { decision, until, used: Cell::new(self.clock.get()) };
+        if self.by_role.entry(role).or_default()[slot(action)].insert(uri, cached).is_none() {
+            self.len += 1;
         }
     }
 
@@ -79,15 +102,15 @@ impl DecisionCache {
     pub fn forget_realm(&mut self, realm: &str) {
         let prefix = format!("{realm}\0");
         self.by_role.retain(|k, _| !k.starts_with(&prefix));
-        self.order.retain(|(k, _, _)| !k.starts_with(&prefix));
+        self.len = self.by_role.values().map(|m| m.iter().map(|x| x.len()).sum::<usize>()).sum();
     }
 
     pub fn len(&self) -> usize {
-        self.order.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.len == 0
     }
 }
 
@@ -300,5 +323,34 @@ fn resume(w: &mut Shard, p: Parked, decision: Result<(Decision, Option<Duration>
     if w.conns.contains(p.handle) && !w.conns[p.handle].is_closed() {
         w.conns[p.handle].paused = false;
         w.resume_reading(p.handle);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_drops_the_least_recently_used_and_the_expired() {
+        let mut c = DecisionCache::default();
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        let yes = Decision { allow: true, disclose: false };
+        let role: Arc<str> = "r\0dyn".into();
+        for i in 0..CACHE_ENTRIES {
+            c.put(role.clone(), Action::Publish, format!("t{i}"), yes, later);
+        }
+        assert_eq!(c.len(), CACHE_ENTRIES);
+        // t0 is used again: t1 is now the least recently used.
+        assert!(c.get("r\0dyn", Action::Publish, "t0", now).is_some());
+        c.put(role.clone(), Action::Call, "p".into(), yes, later);
+        assert_eq!(c.len(), CACHE_ENTRIES, "bounded");
+        assert!(c.get("r\0dyn", Action::Publish, "t0", now).is_some(), "recently used: kept");
+        assert!(c.get("r\0dyn", Action::Publish, "t1", now).is_none(), "least recently used: gone");
+        assert!(c.get("r\0dyn", Action::Call, "p", now).is_some());
+        assert!(c.get("r\0dyn", Action::Subscribe, "p", now).is_none(), "per action");
+        assert!(c.get("r\0dyn", Action::Call, "p", later).is_none(), "expired");
+        c.forget_realm("r");
+        assert!(c.is_empty());
     }
 }
