@@ -103,6 +103,9 @@ pub struct Cli {
     /// Send metrics to this StatsD server over UDP.
     #[arg(long, value_name = "HOST:PORT")]
     pub statsd: Option<String>,
+    /// The admin listener: GET /metrics (Prometheus) [default: none; e.g. 127.0.0.1:9180].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub admin: Option<SocketAddr>,
     /// Prefix of every StatsD metric name [default: fennec].
     #[arg(long, value_name = "PREFIX")]
     pub statsd_prefix: Option<String>,
@@ -322,6 +325,8 @@ pub struct MetricsFile {
     pub statsd: Option<String>,
     pub prefix: Option<String>,
     pub interval_ms: Option<u64>,
+    /// The admin listener (`GET /metrics`).
+    pub admin: Option<SocketAddr>,
 }
 
 #[derive(Deserialize, Debug, Clone, Default)]
@@ -457,6 +462,8 @@ pub struct Metrics {
     pub statsd: Option<String>,
     pub prefix: String,
     pub interval: Duration,
+    /// The admin listener (Prometheus `/metrics`), if on.
+    pub admin: Option<SocketAddr>,
 }
 
 /// The resolved configuration the router runs with.
@@ -563,6 +570,7 @@ impl Config {
             interval: Duration::from_millis(
                 cli.metrics_interval_ms.or(file.metrics.interval_ms).unwrap_or(1000).max(10),
             ),
+            admin: cli.admin.or(file.metrics.admin),
         };
         let m = file.mqtt;
         let enabled = !cli.no_mqtt && m.enabled.unwrap_or(true);

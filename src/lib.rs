@@ -1,5 +1,6 @@
 //! Fennec: a thread-per-core WAMP v2 router. See ARCHITECTURE.md for the map.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod conn;

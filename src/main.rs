@@ -44,6 +44,9 @@ fn main() -> ExitCode {
     if let Some(addr) = running.mqtt_tls_addr {
         println!("fennec MQTT TLS listening on mqtts://{addr}");
     }
+    if let Some(addr) = running.admin_addr {
+        println!("fennec admin listening on http://{addr}/metrics");
+    }
     if let Some(addr) = running.rawsocket_tls_addr {
         println!("fennec RawSocket TLS listening on tls://{addr}");
     }

@@ -234,8 +234,19 @@ pub struct Snapshot {
     pub sessions: u64,
 }
 
-/// Runs the metrics thread until every worker has dropped its sender.
-pub fn run(rx: Receiver<(usize, Snapshot)>, workers: usize, cfg: MetricsConfig) {
+/// One empty histogram per op.
+pub fn histograms() -> Vec<Histogram<u64>> {
+    OPS.iter().map(|_| histogram()).collect()
+}
+
+/// Runs the metrics thread until every worker has dropped its sender;
+/// `totals` (the admin listener's) gets every snapshot too.
+pub fn run(
+    rx: Receiver<(usize, Snapshot)>,
+    workers: usize,
+    cfg: MetricsConfig,
+    totals: Option<std::sync::Arc<std::sync::Mutex<crate::admin::Totals>>>,
+) {
     let client = cfg.statsd.as_deref().and_then(|addr| match statsd::Client::new(addr, &cfg.prefix) {
         Ok(c) => Some(c),
         Err(e) => {
@@ -257,6 +268,14 @@ pub fn run(rx: Receiver<(usize, Snapshot)>, workers: usize, cfg: MetricsConfig) 
                 }
                 counters.add(&snap.counters);
                 sessions[worker] = snap.sessions;
+                if let Some(t) = &totals {
+                    let mut t = t.lock().unwrap_or_else(|e| e.into_inner());
+                    for (m, h) in t.hist.iter_mut().zip(&snap.hist) {
+                        m.add(h).expect("same bounds");
+                    }
+                    t.counters.add(&snap.counters);
+                    t.sessions[worker] = snap.sessions;
+                }
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
@@ -318,9 +337,10 @@ fn emit(client: &statsd::Client, hist: &[Histogram<u64>], c: &Counters, sessions
     p.send(client);
 }
 
-/// Interval at which workers send snapshots when StatsD is configured.
+/// Interval at which workers send snapshots: when StatsD or the admin
+/// listener is on.
 pub fn interval(cfg: &MetricsConfig) -> Option<Duration> {
-    cfg.statsd.as_ref().map(|_| cfg.interval)
+    (cfg.statsd.is_some() || cfg.admin.is_some()).then_some(cfg.interval)
 }
 
 #[cfg(test)]

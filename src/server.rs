@@ -46,6 +46,9 @@ pub struct Running {
     pub mqtt_tls_addr: Option<SocketAddr>,
     /// The RawSocket-over-TLS listener, if there is one.
     pub rawsocket_tls_addr: Option<SocketAddr>,
+    /// The admin listener (`GET /metrics`), if there is one.
+    pub admin_addr: Option<SocketAddr>,
+    admin_stop: Arc<std::sync::atomic::AtomicBool>,
     stop: Arc<Waker>,
     acceptor: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
@@ -129,8 +132,23 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
 
     let (metrics_tx, metrics_rx) = bounded(METRICS_CAPACITY);
     let metrics_cfg = cfg.metrics.clone();
-    let metrics =
-        std::thread::Builder::new().name("metrics".into()).spawn(move || metrics::run(metrics_rx, n, metrics_cfg))?;
+    // The admin listener: its own thread, reading the metrics thread's totals.
+    let admin_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (totals, admin_addr) = match cfg.metrics.admin {
+        Some(addr) => {
+            let l = crate::admin::bind(addr)
+                .map_err(|e| io::Error::new(e.kind(), format!("admin listener {addr}: {e}")))?;
+            let local = l.local_addr()?;
+            let totals = Arc::new(std::sync::Mutex::new(crate::admin::Totals::new(n)));
+            let (t, stop) = (totals.clone(), admin_stop.clone());
+            std::thread::Builder::new().name("admin".into()).spawn(move || crate::admin::serve(l, t, stop))?;
+            (Some(totals), Some(local))
+        }
+        None => (None, None),
+    };
+    let metrics = std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || metrics::run(metrics_rx, n, metrics_cfg, totals))?;
 
     let cores = if cfg.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let mut workers = Vec::with_capacity(n);
@@ -219,6 +237,8 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
         wss_addr,
         mqtt_tls_addr,
         rawsocket_tls_addr,
+        admin_addr,
+        admin_stop,
         stop,
         acceptor: Some(acceptor),
         workers,
@@ -462,6 +482,7 @@ impl Running {
     }
 
     pub fn shutdown(mut self) {
+        self.admin_stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = self.stop.wake();
         if let Some(a) = self.acceptor.take() {
             let _ = a.join();

@@ -1,0 +1,136 @@
+//! The admin listener (`--admin HOST:PORT`): `GET /metrics` in the
+//! Prometheus text format. Its own thread, off the workers: it reads what
+//! the metrics thread has merged from the workers' snapshots (`Totals`,
+//! updated once per snapshot), so a scrape costs the workers nothing.
+
+use crate::metrics::{Counters, CLOSE_REASONS, OPS};
+use hdrhistogram::Histogram;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Everything since start, merged over the workers (the metrics thread
+/// writes it, scrapes read it).
+pub struct Totals {
+    pub counters: Counters,
+    pub hist: Vec<Histogram<u64>>,
+    /// Sessions per worker, as of its last snapshot.
+    pub sessions: Vec<u64>,
+}
+
+impl Totals {
+    pub fn new(workers: usize) -> Totals {
+        Totals { counters: Counters::default(), hist: crate::metrics::histograms(), sessions: vec![0; workers] }
+    }
+}
+
+/// Latency histogram bucket bounds, seconds.
+const BUCKETS: [f64; 18] = [
+    0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0,
+];
+
+/// The Prometheus text exposition of `t`.
+pub fn render(t: &Totals) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    let c = &t.counters;
+    let mut counter = |name: &str, help: &str, v: u64| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
+    };
+    counter("fennec_messages_received_total", "Messages received from clients (WAMP and MQTT).", c.messages_in);
+    counter("fennec_messages_sent_total", "Messages queued to clients.", c.messages_out);
+    counter("fennec_received_bytes_total", "Bytes read from client sockets.", c.bytes_in);
+    counter("fennec_sent_bytes_total", "Bytes written to client sockets.", c.bytes_out);
+    counter("fennec_events_dropped_total", "Events dropped for a full outbound queue.", c.events_dropped);
+    counter("fennec_sessions_opened_total", "Sessions opened.", c.sessions_opened);
+    counter(
+        "fennec_mqtt_dropped_total",
+        "MQTT messages not delivered (queue full, offline QoS 0, expired, too large).",
+        c.mqtt_dropped,
+    );
+    counter("fennec_mqtt_connects_total", "MQTT CONNECT packets.", c.mqtt_connects);
+    counter("fennec_mqtt_publish_received_total", "MQTT PUBLISH packets from clients.", c.mqtt_publish_in);
+    counter("fennec_mqtt_publish_sent_total", "MQTT PUBLISH packets to clients.", c.mqtt_publish_out);
+    counter("fennec_mqtt_denied_total", "MQTT PUBLISHes refused.", c.mqtt_denied);
+    counter("fennec_retained_refused_total", "Retained writes over a bound of the store.", c.retained_refused);
+    counter("fennec_auth_failed_total", "Failed authentications.", c.auth_failed);
+    counter("fennec_history_dropped_total", "History events pushed out by a limit or age.", c.history_dropped);
+    out.push_str("# HELP fennec_sessions_closed_total Sessions closed, by reason.\n");
+    out.push_str("# TYPE fennec_sessions_closed_total counter\n");
+    for (reason, n) in CLOSE_REASONS.iter().zip(c.closed) {
+        out.push_str(&format!("fennec_sessions_closed_total{{reason=\"{}\"}} {n}\n", reason.name()));
+    }
+    out.push_str("# HELP fennec_sessions Sessions open (WAMP and MQTT, offline persistent ones included).\n");
+    out.push_str(&format!("# TYPE fennec_sessions gauge\nfennec_sessions {}\n", t.sessions.iter().sum::<u64>()));
+    out.push_str("# HELP fennec_worker_sessions Sessions open, per worker.\n# TYPE fennec_worker_sessions gauge\n");
+    for (w, n) in t.sessions.iter().enumerate() {
+        out.push_str(&format!("fennec_worker_sessions{{worker=\"{w}\"}} {n}\n"));
+    }
+    out.push_str("# HELP fennec_op_duration_seconds Latency of each operation (see the README's metrics list).\n");
+    out.push_str("# TYPE fennec_op_duration_seconds histogram\n");
+    for (op, h) in OPS.iter().zip(&t.hist) {
+        let name = op.name();
+        for b in BUCKETS {
+            let n = h.count_between(0, (b * 1e9) as u64);
+            out.push_str(&format!("fennec_op_duration_seconds_bucket{{op=\"{name}\",le=\"{b}\"}} {n}\n"));
+        }
+        let count = h.len();
+        out.push_str(&format!("fennec_op_duration_seconds_bucket{{op=\"{name}\",le=\"+Inf\"}} {count}\n"));
+        // The sum from the recorded values (hdrhistogram keeps no exact sum).
+        let sum = h.mean() * count as f64 / 1e9;
+        out.push_str(&format!("fennec_op_duration_seconds_sum{{op=\"{name}\"}} {sum}\n"));
+        out.push_str(&format!("fennec_op_duration_seconds_count{{op=\"{name}\"}} {count}\n"));
+    }
+    out
+}
+
+/// Serves the admin listener until `stop`.
+pub fn serve(listener: TcpListener, totals: Arc<Mutex<Totals>>, stop: Arc<AtomicBool>) {
+    let _ = listener.set_nonblocking(true);
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((s, _)) => answer(s, &totals),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+fn answer(mut s: TcpStream, totals: &Mutex<Totals>) {
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
+    let mut req = [0u8; 2048];
+    let mut n = 0;
+    while n < req.len() {
+        match s.read(&mut req[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+        if req[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let line = String::from_utf8_lossy(&req[..n]);
+    let first = line.lines().next().unwrap_or("");
+    let (status, kind, body) = match first.split_whitespace().collect::<Vec<_>>()[..] {
+        ["GET", "/metrics", ..] => {
+            let body = render(&totals.lock().unwrap_or_else(|e| e.into_inner()));
+            ("200 OK", "text/plain; version=0.0.4", body)
+        }
+        ["GET", ..] => ("404 Not Found", "text/plain", "not found: try /metrics\n".to_owned()),
+        _ => ("405 Method Not Allowed", "text/plain", "GET only\n".to_owned()),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = s.write_all(head.as_bytes()).and_then(|_| s.write_all(body.as_bytes()));
+}
+
+/// Binds the admin listener.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
+}
