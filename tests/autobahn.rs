@@ -18,6 +18,9 @@
 //! - `FENNEC_INTEROP_ARGS`: extra pytest arguments, split on whitespace
 //!   (e.g. `-k rpc -x`).
 
+#[allow(unused_imports)]
+mod common;
+
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
@@ -269,22 +272,6 @@ struct Router {
     _tls: tempfile::TempDir,
 }
 
-/// A test CA and a certificate for localhost / 127.0.0.1 signed by it, as
-/// PEM files in `dir` (`ca.pem`, `cert.pem`, `key.pem`).
-fn make_pki(dir: &std::path::Path) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Fennec interop test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-}
-
 /// The port from `... listening on SCHEME://HOST:PORT...` after `marker`.
 fn parse_tls_ready_line(line: &str, marker: &str) -> Option<u16> {
     let rest = line.split(marker).nth(1)?.trim();
@@ -348,7 +335,7 @@ impl Router {
     fn spawn(mqtt: bool, cores: &str, extra_args: &[&str]) -> Router {
         let data = tempfile::tempdir().expect("a data directory");
         let tls = tempfile::tempdir().expect("a directory for the test CA");
-        make_pki(tls.path());
+        common::pki::write(tls.path());
         let mut cmd = Command::new(fennec_bin());
         cmd.args(["--cores", cores, "--listen", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"]);
         cmd.args(["--wss", "127.0.0.1:0"]).arg("--tls-cert").arg(tls.path().join("cert.pem"));

@@ -87,7 +87,7 @@ pub struct PropsRecord {
     pub expiry: Option<u32>,
     pub content_type: Option<String>,
     pub response_topic: Option<String>,
-    #[serde(with = "serde_bytes_opt")]
+    #[serde(with = "super::record::opt_bytes_as_bin")]
     pub correlation: Option<Vec<u8>>,
     pub user: Vec<(String, String)>,
 }
@@ -96,7 +96,7 @@ pub struct PropsRecord {
 pub struct WillRecord {
     /// MQTT form (`a/b`).
     pub topic: String,
-    #[serde(with = "serde_bytes_vec")]
+    #[serde(with = "super::record::bytes_as_bin")]
     pub payload: Vec<u8>,
     pub qos: u8,
     pub retain: bool,
@@ -132,7 +132,7 @@ pub struct SessionRecord {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct MessageRecord {
     /// The publication, in the retained-record form (`record::encode`).
-    #[serde(with = "serde_bytes_vec")]
+    #[serde(with = "super::record::bytes_as_bin")]
     pub publication: Vec<u8>,
     /// The QoS and retain flag it goes out with.
     pub qos: u8,
@@ -150,58 +150,6 @@ pub fn encode<T: Serialize>(r: &T) -> Vec<u8> {
 
 pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
     rmp_serde::from_slice(bytes).map_err(|e| format!("not an MQTT session record: {e}"))
-}
-
-/// `Vec<u8>` as MessagePack `bin`.
-mod serde_bytes_vec {
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(b)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = Vec<u8>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E>(self, b: &[u8]) -> Result<Vec<u8>, E> {
-                Ok(b.to_vec())
-            }
-            fn visit_byte_buf<E>(self, b: Vec<u8>) -> Result<Vec<u8>, E> {
-                Ok(b)
-            }
-        }
-        d.deserialize_byte_buf(V)
-    }
-}
-
-mod serde_bytes_opt {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    struct Bin<'a>(&'a [u8]);
-
-    impl Serialize for Bin<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            s.serialize_bytes(self.0)
-        }
-    }
-
-    #[derive(Deserialize)]
-    struct Owned(#[serde(with = "super::serde_bytes_vec")] Vec<u8>);
-
-    pub fn serialize<S: Serializer>(b: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
-        match b {
-            Some(b) => s.serialize_some(&Bin(b)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
-        Ok(Option::<Owned>::deserialize(d)?.map(|o| o.0))
-    }
 }
 
 /// One session read back at start: its newest incarnation's record, its

@@ -90,7 +90,7 @@ struct Retained {
 }
 
 /// Bytes as MessagePack `bin` (a plain `Vec<u8>` would be a list of numbers).
-mod bytes_as_bin {
+pub(crate) mod bytes_as_bin {
     use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -115,7 +115,8 @@ mod bytes_as_bin {
     }
 }
 
-mod opt_bytes_as_bin {
+/// `Option<Vec<u8>>` as MessagePack `bin` or nil.
+pub(crate) mod opt_bytes_as_bin {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     struct Bin<'a>(&'a [u8]);

@@ -4,6 +4,7 @@
 //! script exact byte sequences, malformed input and cross-core timing.
 #![allow(dead_code)]
 
+pub mod pki;
 pub mod process;
 pub mod raw;
 
