@@ -11,34 +11,17 @@ mod common;
 
 use common::raw::{publish_packet, Raw};
 use common::{args, join, opts, Client};
-use fennec::config::{Cli, Config, File, StoreFile};
+use fennec::config::{File, StoreFile};
 use fennec::router::owner_of;
 use fennec::store::MemStore;
 use fennec::value::Value;
 use fennec::wamp::message::{Msg, Serializer};
 
 fn router() -> fennec::server::Running {
-    let cli = <Cli as clap::Parser>::try_parse_from([
-        "fennec",
-        "--cores",
-        "2",
-        "--no-pin",
-        "--listen",
-        "127.0.0.1:0",
-        "--mqtt",
-        "127.0.0.1:0",
-        "--durability",
-        "sync",
-        "--realm",
-        "realm1",
-        "--realm",
-        "realm2",
-    ])
-    .unwrap();
     // 4 keys per realm: 2 per worker.
     let store = StoreFile { max_retained_keys: Some(4), max_retained_value: Some(100), ..Default::default() };
-    let cfg = Config::resolve(cli, File { store, ..Default::default() }).unwrap();
-    fennec::server::start_with(cfg, Some(Box::new(MemStore::default()))).expect("start")
+    let file = File { store, ..Default::default() };
+    common::router_with_store(&["--realm", "realm1", "--realm", "realm2"], file, Box::new(MemStore::default()))
 }
 
 /// A retained, acknowledged publish; `Ok` for PUBLISHED, `Err(uri)` for ERROR.

@@ -9,7 +9,7 @@ mod common;
 
 use common::raw::{publish_packet, Raw};
 use common::{args, join, opts};
-use fennec::config::{Cli, Config, File};
+use fennec::config::File;
 use fennec::store::{MemStore, Pairs, Store, StoreError, Write};
 use fennec::value::Value;
 use fennec::wamp::message::{Msg, Serializer};
@@ -39,21 +39,7 @@ impl Store for Flaky {
 fn a_failing_store_fails_retained_writes_only() {
     let fail = Arc::new(AtomicBool::new(true));
     let store = Flaky { inner: MemStore::default(), fail: fail.clone() };
-    let cli = <Cli as clap::Parser>::try_parse_from([
-        "fennec",
-        "--cores",
-        "2",
-        "--no-pin",
-        "--listen",
-        "127.0.0.1:0",
-        "--mqtt",
-        "127.0.0.1:0",
-        "--durability",
-        "sync",
-    ])
-    .unwrap();
-    let cfg = Config::resolve(cli, File::default()).unwrap();
-    let r = fennec::server::start_with(cfg, Some(Box::new(store))).expect("start");
+    let r = common::router_with_store(&[], File::default(), Box::new(store));
     let mqtt = r.mqtt_addr.unwrap();
 
     let mut sub = join(r.local_addr, Serializer::Json);
@@ -123,21 +109,7 @@ impl Store for Gated {
 fn a_qos2_resend_is_not_acknowledged_before_the_first_is_stored() {
     let open = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
     let store = Gated { inner: MemStore::default(), open: open.clone() };
-    let cli = <Cli as clap::Parser>::try_parse_from([
-        "fennec",
-        "--cores",
-        "2",
-        "--no-pin",
-        "--listen",
-        "127.0.0.1:0",
-        "--mqtt",
-        "127.0.0.1:0",
-        "--durability",
-        "sync",
-    ])
-    .unwrap();
-    let cfg = Config::resolve(cli, File::default()).unwrap();
-    let r = fennec::server::start_with(cfg, Some(Box::new(store))).expect("start");
+    let r = common::router_with_store(&[], File::default(), Box::new(store));
     // A persistent session: its QoS 2 packet IDs go to the store.
     let (mut p, _) = Raw::connected(r.mqtt_addr.unwrap(), 4, "gated-q2", false, 0);
     p.send(&publish_packet(4, b"gated/t", 2, 9, false, b"x"));

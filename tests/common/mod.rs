@@ -49,6 +49,17 @@ pub fn router_with_config(flags: &[&str], toml_text: &str) -> Running {
     fennec::server::start(Config::resolve(cli, file).expect("config")).expect("start")
 }
 
+/// An in-process router on two workers, `--durability sync`, over the
+/// given store (a test double of the `Store` trait) and configuration.
+pub fn router_with_store(extra: &[&str], file: File, store: Box<dyn fennec::store::Store>) -> Running {
+    let mut args: Vec<&str> =
+        vec!["fennec", "--cores", "2", "--no-pin", "--listen", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"];
+    args.extend(["--durability", "sync"]);
+    args.extend(extra);
+    let cli = <Cli as clap::Parser>::try_parse_from(args).expect("flags");
+    fennec::server::start_with(Config::resolve(cli, file).expect("config"), Some(store)).expect("start")
+}
+
 /// Connects and opens a session on `realm`.
 pub fn join_realm(addr: SocketAddr, ser: Serializer, realm: &str) -> Client {
     let mut c = connect(addr, ser);
