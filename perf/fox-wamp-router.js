@@ -13,7 +13,9 @@
 // the username `user@realm`; without a username it is "default_realm".
 // Retained values are kept in memory (FoxRouter's default store), and a QoS 1
 // PUBACK is sent after the retained write. A retained payload that is not
-// valid JSON is not stored and erases the key, so give retain-bench `--json`.
+// valid JSON is not stored (a key that had a value keeps it), so give
+// retain-bench `--json`. Values are deep-merged, not replaced: a second
+// number on a key leaves `{}`, a second string an object keyed "0", "1", ...
 // fox-wamp leaves Nagle's algorithm on for MQTT sockets (its WebSocket ones
 // get TCP_NODELAY from `ws`); FOX_MQTT_NODELAY=1 turns it off for them, which
 // is not fox-wamp as shipped.
