@@ -10,7 +10,7 @@
 //! The payload is `--size` bytes of `x` by default, which is not JSON.
 //! `--json` (or `--json string`) sends a JSON string of the same size
 //! (`"xx..x"`), `--json number` a JSON number (`11..1`), for routers that
-//! parse retained payloads as JSON (fox-wamp drops a non-JSON one).
+//! parse retained payloads as JSON (fox-wamp 0.7.28 does not store a non-JSON one).
 //!
 //! retain-bench --addr 127.0.0.1:1883 --publishers 10 --keys distinct --duration 5
 
