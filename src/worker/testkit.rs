@@ -68,6 +68,14 @@ impl Cluster {
         Cluster { shards, inboxes, _polls: polls, serial: 0 }
     }
 
+    /// N shards with the configuration a TOML file's text gives (the
+    /// command line's defaults otherwise).
+    pub fn from_toml(n: usize, text: &str) -> Cluster {
+        let file: crate::config::File = toml::from_str(text).expect("a configuration");
+        let cli = <crate::config::Cli as clap::Parser>::parse_from(["fennec"]);
+        Cluster::with_config(n, Config::resolve(cli, file).expect("a valid configuration"))
+    }
+
     /// Hands every message between shards to its shard until all are quiet.
     pub fn settle(&mut self) {
         for _ in 0..MAX_ROUNDS {
@@ -370,12 +378,10 @@ mod tests {
     /// applied when its session ends) go into the topic's history too.
     #[test]
     fn conditional_writes_and_wills_are_kept_in_history() {
-        let file: crate::config::File = toml::from_str(
+        let mut cl = Cluster::from_toml(
+            2,
             "[[realm]]\nname = \"realm1\"\n[[realm.history]]\nuri = \"hist.\"\nmatch = \"prefix\"\nlimit = 10\n",
-        )
-        .unwrap();
-        let cfg = Config::resolve(<crate::config::Cli as clap::Parser>::parse_from(["fennec"]), file).unwrap();
-        let mut cl = Cluster::with_config(2, cfg);
+        );
         let (sub, publ) = (cl.wamp(1), cl.wamp(0));
         cl.join(sub, roles());
         cl.join(publ, roles());
@@ -443,9 +449,7 @@ mod tests {
             "#,
             hex::encode(key.verifying_key().to_bytes())
         );
-        let file: crate::config::File = toml::from_str(&toml).unwrap();
-        let cfg = Config::resolve(<crate::config::Cli as clap::Parser>::parse_from(["fennec"]), file).unwrap();
-        (Cluster::with_config(2, cfg), key)
+        (Cluster::from_toml(2, &toml), key)
     }
 
     fn hello(authmethods: &[&str], authid: &str) -> Json {
@@ -665,9 +669,7 @@ mod tests {
     /// examples/auth.toml works as it is: its users join, its roles hold.
     #[test]
     fn the_auth_example_works_as_written() {
-        let file: crate::config::File = toml::from_str(include_str!("../../examples/auth.toml")).unwrap();
-        let cfg = Config::resolve(<crate::config::Cli as clap::Parser>::parse_from(["fennec"]), file).unwrap();
-        let mut cl = Cluster::with_config(1, cfg);
+        let mut cl = Cluster::from_toml(1, include_str!("../../examples/auth.toml"));
         let anon = cl.wamp(0);
         assert!(cl.join(anon, roles()) > 0);
         let c = cl.wamp(0);
@@ -685,7 +687,8 @@ mod tests {
     /// A realm whose anonymous role is decided by a dynamic authorizer
     /// that a backend (a static role) registers.
     fn authorizer_cluster() -> Cluster {
-        let file: crate::config::File = toml::from_str(
+        Cluster::from_toml(
+            2,
             r#"
             [[realm]]
             name = "realm1"
@@ -709,9 +712,6 @@ mod tests {
             authorizer = "com.authz"
             "#,
         )
-        .unwrap();
-        let cfg = Config::resolve(<crate::config::Cli as clap::Parser>::parse_from(["fennec"]), file).unwrap();
-        Cluster::with_config(2, cfg)
     }
 
     fn backend(cl: &mut Cluster, shard: usize) -> Client {
@@ -799,7 +799,8 @@ mod tests {
     #[test]
     fn a_dynamic_authenticator_for_ticket_and_cryptosign() {
         use ed25519_dalek::Signer;
-        let file: crate::config::File = toml::from_str(
+        let mut cl = Cluster::from_toml(
+            2,
             r#"
             [[realm]]
             name = "realm1"
@@ -809,10 +810,7 @@ mod tests {
             role = "backend"
             ticket = "b"
             "#,
-        )
-        .unwrap();
-        let cfg = Config::resolve(<crate::config::Cli as clap::Parser>::parse_from(["fennec"]), file).unwrap();
-        let mut cl = Cluster::with_config(2, cfg);
+        );
         let b = cl.wamp(0);
         cl.send(b, hello(&["ticket"], "backend"));
         cl.one(b);
