@@ -1,11 +1,14 @@
-//! Codec micro-benchmarks: decoding a PUBLISH and encoding + framing an
-//! EVENT, in JSON and MessagePack, with a 64-byte payload; decoding an MQTT
-//! PUBLISH (3.1.1, and 5 with a user property and a content type).
+//! Codec micro-benchmarks: decoding a PUBLISH (and, for comparison, what
+//! decoding did before: the whole message as a Value tree), encoding +
+//! framing an EVENT (payload spliced in, or converted from the other
+//! serializer), in JSON and MessagePack, with a 64-byte payload; decoding
+//! an MQTT PUBLISH (3.1.1, and 5 with a user property and a content type).
 //! Run: cargo bench --bench codec
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use fennec::mqtt::codec::{self as mqtt, Decoded, PubOut, PubProps, Version};
-use fennec::value::{Dict, Payload, Value};
+use fennec::payload::Payload;
+use fennec::value::{Dict, Value};
 use fennec::wamp::message::{decode, encode, Field, Msg, Serializer, EVENT};
 use fennec::wamp::session::{frame_fields, Framing};
 
@@ -14,7 +17,7 @@ fn publish(ser: Serializer) -> Vec<u8> {
         request: 12345,
         options: vec![("acknowledge".into(), Value::Bool(true))],
         topic: "com.example.bench.topic".into(),
-        payload: Payload { args: Some(vec![Value::Str("x".repeat(64))]), kwargs: None },
+        payload: Payload::args(vec![Value::Str("x".repeat(64))]),
     };
     let mut out = Vec::new();
     encode(ser, &msg, &mut out);
@@ -27,20 +30,33 @@ fn bench(c: &mut Criterion) {
     for (name, ser) in [("json", Serializer::Json), ("msgpack", Serializer::MsgPack)] {
         let bytes = publish(ser);
         g.bench_function(format!("decode_publish_{name}"), |b| b.iter(|| decode(ser, black_box(&bytes)).unwrap()));
-        let payload = Payload { args: Some(vec![Value::Str("x".repeat(64))]), kwargs: None };
-        let details = Dict::new();
-        g.bench_function(format!("encode_event_framed_{name}"), |b| {
-            b.iter(|| {
-                let fields = [
-                    Field::Int(EVENT),
-                    Field::Int(black_box(77)),
-                    Field::Int(123456789),
-                    Field::Dict(&details),
-                    Field::Payload(&payload),
-                ];
-                frame_fields(ser, Framing::WebSocket, &fields)
+        // What decoding did before: the whole message as a Value tree.
+        g.bench_function(format!("value_tree_publish_{name}"), |b| {
+            b.iter(|| match ser {
+                Serializer::Json => serde_json::from_slice::<Value>(black_box(&bytes)).unwrap(),
+                _ => rmp_serde::from_slice::<Value>(black_box(&bytes)).unwrap(),
             })
         });
+        // The EVENT for a subscriber of the publisher's serializer (the
+        // payload spliced in as it came), and for one of the other (the
+        // payload's values, decoded once, encoded).
+        let Msg::Publish { payload, .. } = decode(ser, &bytes).unwrap() else { unreachable!() };
+        let other = if ser == Serializer::Json { Serializer::MsgPack } else { Serializer::Json };
+        let details = Dict::new();
+        for (label, to) in [("", ser), ("_converted", other)] {
+            g.bench_function(format!("encode_event_framed_{name}{label}"), |b| {
+                b.iter(|| {
+                    let fields = [
+                        Field::Int(EVENT),
+                        Field::Int(black_box(77)),
+                        Field::Int(123456789),
+                        Field::Dict(&details),
+                        Field::Payload(&payload),
+                    ];
+                    frame_fields(to, Framing::WebSocket, &fields)
+                })
+            });
+        }
     }
     let props = PubProps {
         content_type: Some("application/json".into()),

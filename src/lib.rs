@@ -6,6 +6,7 @@ pub mod config;
 pub mod conn;
 pub mod metrics;
 pub mod mqtt;
+pub mod payload;
 pub mod rawsocket;
 pub mod router;
 pub mod server;

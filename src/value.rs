@@ -198,14 +198,6 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 }
 
-/// Application payload of a publish, call, yield or error: positional and
-/// keyword arguments, passed through the router untouched.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Payload {
-    pub args: Option<Vec<Value>>,
-    pub kwargs: Option<Dict>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

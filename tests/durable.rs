@@ -53,7 +53,13 @@ fn retained(addr: SocketAddr, prefix: &str, expect: usize) -> Vec<(u64, u64)> {
             Ok(Msg::Event { details, payload, .. }) => {
                 let topic = details.iter().find(|(k, _)| k == "topic").and_then(|(_, v)| v.as_str()).expect("topic");
                 let i: u64 = topic.rsplit('.').next().unwrap().parse().unwrap();
-                let v = payload.args.as_ref().and_then(|a| a.first()).and_then(Value::as_u64).expect("an intact value");
+                let v = payload
+                    .values()
+                    .args
+                    .as_ref()
+                    .and_then(|a| a.first())
+                    .and_then(Value::as_u64)
+                    .expect("an intact value");
                 got.push((i, v));
             }
             Ok(other) => panic!("expected EVENT, got {other:?}"),
@@ -188,7 +194,7 @@ fn wills_of_sessions_alive_at_the_crash_apply_at_restart() {
             Msg::Event { details, payload, .. } => {
                 let topic =
                     details.iter().find(|(k, _)| k == "topic").and_then(|(_, v)| v.as_str()).unwrap().to_owned();
-                got.push((topic, payload.args.unwrap()));
+                got.push((topic, payload.into_values().args.unwrap()));
             }
             other => panic!("{other:?}"),
         }
@@ -239,7 +245,9 @@ fn history_survives_sigkill() {
     };
     s.send(&call);
     let Msg::Result { payload, .. } = s.recv() else { panic!("RESULT") };
-    let Some(Value::List(events)) = payload.args.and_then(|a| a.into_iter().next()) else { panic!("a list") };
+    let Some(Value::List(events)) = payload.into_values().args.and_then(|a| a.into_iter().next()) else {
+        panic!("a list")
+    };
     let values: Vec<Value> = events
         .iter()
         .map(|e| match e {

@@ -16,8 +16,9 @@ mod common;
 
 use common::raw::*;
 use common::*;
+use fennec::payload::Payload;
 use fennec::server::Running;
-use fennec::value::{dict_get, Dict, Payload, Value};
+use fennec::value::{dict_get, Dict, Value};
 use fennec::wamp::message::{Msg, Serializer};
 use rumqttc::v5::mqttbytes::v5 as p5;
 use rumqttc::v5::mqttbytes::QoS as Q5;
@@ -857,17 +858,22 @@ fn mqtt_publish_reaches_wamp_subscribers() {
             publ.publish("m2w/sensor/temp", QoS::AtLeastOnce, false, bytes.to_vec());
             let (sub, _, payload) = event(&mut wamp);
             assert_eq!(sub, sid);
-            assert_eq!(payload.args.as_deref(), Some(&want[..]), "{ser:?}: {}", String::from_utf8_lossy(bytes));
-            assert!(payload.kwargs.as_ref().is_none_or(|k| k.is_empty()));
+            assert_eq!(
+                payload.values().args.as_deref(),
+                Some(&want[..]),
+                "{ser:?}: {}",
+                String::from_utf8_lossy(bytes)
+            );
+            assert!(payload.values().kwargs.as_ref().is_none_or(|k| k.is_empty()));
         }
         // An empty payload: no arguments.
         publ.publish("m2w/sensor/temp", QoS::AtMostOnce, false, Vec::new());
         let (_, _, payload) = event(&mut wamp);
-        assert!(payload.args.as_ref().is_none_or(|a| a.is_empty()), "{payload:?}");
+        assert!(payload.values().args.as_ref().is_none_or(|a| a.is_empty()), "{payload:?}");
         // A '.' inside an MQTT level is a '/' inside a WAMP component.
         publ.publish("m2w/v1.2/x", QoS::AtMostOnce, false, "1");
         let (sub, _, payload) = event(&mut wamp);
-        assert_eq!((sub, payload.args), (dotted, Some(vec![Value::UInt(1)])));
+        assert_eq!((sub, payload.into_values().args), (dotted, Some(vec![Value::UInt(1)])));
         publ.disconnect();
     }
     r.shutdown();
@@ -890,10 +896,10 @@ fn wamp_publish_reaches_mqtt_subscribers() {
         (args(vec![Value::Dict(kw(vec![("t", Value::Float(21.5))]))]), b"{\"t\":21.5}"),
         (args(vec![Value::UInt(1), Value::UInt(2)]), b"[1,2]"),
         (
-            Payload { args: Some(vec![Value::UInt(1)]), kwargs: Some(kw(vec![("k", Value::Bool(true))])) },
+            Payload::new(Some(vec![Value::UInt(1)]), Some(kw(vec![("k", Value::Bool(true))]))),
             b"{\"args\":[1],\"kwargs\":{\"k\":true}}",
         ),
-        (Payload { args: None, kwargs: Some(kw(vec![("k", Value::Null)])) }, b"{\"args\":[],\"kwargs\":{\"k\":null}}"),
+        (Payload::new(None, Some(kw(vec![("k", Value::Null)]))), b"{\"args\":[],\"kwargs\":{\"k\":null}}"),
         (args(vec![Value::Bin(vec![0, 1, 2, 255])]), b"\x00\x01\x02\xff"),
         (args(vec![]), b""),
     ];
@@ -934,10 +940,10 @@ fn retained_values_cross_protocols() {
     let (sub, details, payload) = event(&mut wamp);
     assert_eq!(sub, sid);
     assert_eq!(dict_get(&details, "retained"), Some(&Value::Bool(true)), "{details:?}");
-    assert_eq!(payload.args, Some(vec![Value::Dict(vec![("v".into(), Value::UInt(1))])]));
+    assert_eq!(payload.values().args, Some(vec![Value::Dict(vec![("v".into(), Value::UInt(1))])]));
     let sid = wamp.subscribe("xr.bin", get.clone());
     let (sub, _, payload) = event(&mut wamp);
-    assert_eq!((sub, payload.args), (sid, Some(vec![Value::Bin(b"raw bytes".to_vec())])));
+    assert_eq!((sub, payload.into_values().args), (sid, Some(vec![Value::Bin(b"raw bytes".to_vec())])));
     // Without get_retained: nothing.
     let mut plain = join(r.local_addr, Serializer::Json);
     plain.subscribe("xr.m", Dict::new());
@@ -946,7 +952,7 @@ fn retained_values_cross_protocols() {
     // WAMP publish with retain=true -> a later MQTT subscriber, retain flag on.
     let request = wamp.request();
     let options = opts(&[("retain", Value::Bool(true)), ("acknowledge", Value::Bool(true))]);
-    let payload = Payload { args: Some(vec![Value::Str("w".into())]), kwargs: None };
+    let payload = Payload::args(vec![Value::Str("w".into())]);
     wamp.send(&Msg::Publish { request, options, topic: "xr.w".into(), payload });
     assert!(matches!(wamp.recv(), Msg::Published { .. }));
     let mut late = Mq::connect(addr, "xr-late", true);
@@ -972,12 +978,12 @@ fn retained_values_cross_protocols() {
     let sid = wamp2.subscribe("xr.w", get);
     let (sub, details, payload) = event(&mut wamp2);
     assert_eq!((sub, dict_get(&details, "retained")), (sid, Some(&Value::Bool(true))));
-    assert_eq!(payload.args, Some(vec![Value::Str("w".into())]));
+    assert_eq!(payload.values().args, Some(vec![Value::Str("w".into())]));
     // The plain subscriber got no retained event, only live ones.
     publ.publish("xr/m", QoS::AtLeastOnce, false, "2");
     let (_, details, payload) = event(&mut plain);
     assert_eq!(dict_get(&details, "retained"), None);
-    assert_eq!(payload.args, Some(vec![Value::UInt(2)]));
+    assert_eq!(payload.values().args, Some(vec![Value::UInt(2)]));
     r.shutdown();
 }
 

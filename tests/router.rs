@@ -5,7 +5,8 @@
 mod common;
 
 use common::*;
-use fennec::value::{dict_get, Dict, Payload, Value};
+use fennec::payload::Payload;
+use fennec::value::{dict_get, Dict, Value};
 use fennec::wamp::message::{Msg, Serializer};
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
@@ -23,10 +24,10 @@ fn pubsub_with_args_kwargs_ack_and_exclude_me() {
         let sid = sub.subscribe("com.example.t", Dict::new());
         // The publisher subscribes too: exclude_me (default true) keeps its own event away.
         publ.subscribe("com.example.t", Dict::new());
-        let payload = Payload {
-            args: Some(vec![Value::UInt(1), Value::Str("two".into()), Value::Bin(vec![0, 1, 254, 255])]),
-            kwargs: Some(vec![("k".into(), Value::Dict(vec![("n".into(), Value::Int(-3))]))]),
-        };
+        let payload = Payload::new(
+            Some(vec![Value::UInt(1), Value::Str("two".into()), Value::Bin(vec![0, 1, 254, 255])]),
+            Some(vec![("k".into(), Value::Dict(vec![("n".into(), Value::Int(-3))]))]),
+        );
         publ.publish("com.example.t", payload.clone(), true);
         match sub.recv() {
             Msg::Event { subscription, payload: got, .. } => {
@@ -101,10 +102,8 @@ fn rpc_across_cores_and_errors() {
     caller.send(&Msg::Register { request, options: Dict::new(), procedure: "com.example.add".into() });
     assert_eq!(caller.expect_error(m::REGISTER), "wamp.error.procedure_already_exists");
 
-    let payload = Payload {
-        args: Some(vec![Value::UInt(2), Value::Bin(vec![7; 3])]),
-        kwargs: Some(vec![("x".into(), Value::Float(1.5))]),
-    };
+    let payload =
+        Payload::new(Some(vec![Value::UInt(2), Value::Bin(vec![7; 3])]), Some(vec![("x".into(), Value::Float(1.5))]));
     let request = caller.request();
     caller.send(&Msg::Call {
         request,
@@ -137,7 +136,7 @@ fn rpc_across_cores_and_errors() {
         payload: args(vec![]),
     });
     let Msg::Invocation { request: inv, .. } = callee.recv() else { panic!() };
-    let err_payload = Payload { args: Some(vec![Value::UInt(1)]), kwargs: Some(vec![("a".into(), Value::UInt(3))]) };
+    let err_payload = Payload::new(Some(vec![Value::UInt(1)]), Some(vec![("a".into(), Value::UInt(3))]));
     callee.send(&Msg::Error {
         request_type: m::INVOCATION,
         request: inv,
@@ -356,7 +355,7 @@ fn subscribe_then_publish_from_another_core_is_always_delivered() {
         sub.subscribe(&topic, Dict::new());
         publ.publish(&topic, args(vec![Value::UInt(i)]), false);
         match sub.recv() {
-            Msg::Event { payload, .. } => assert_eq!(payload.args, Some(vec![Value::UInt(i)])),
+            Msg::Event { payload, .. } => assert_eq!(payload.values().args, Some(vec![Value::UInt(i)])),
             other => panic!("{other:?}"),
         }
         // Keep the publisher on the other worker: skip one connection.
@@ -375,13 +374,13 @@ fn hundred_thousand_events_in_order_across_cores() {
     let reader = std::thread::spawn(move || {
         for expect in 0..N {
             match sub.recv() {
-                Msg::Event { payload, .. } => assert_eq!(payload.args, Some(vec![Value::UInt(expect)])),
+                Msg::Event { payload, .. } => assert_eq!(payload.values().args, Some(vec![Value::UInt(expect)])),
                 other => panic!("{other:?}"),
             }
         }
         // None doubled: the next message is the end marker, not a repeat.
         match sub.recv() {
-            Msg::Event { payload, .. } => assert_eq!(payload.args, Some(vec![Value::Str("end".into())])),
+            Msg::Event { payload, .. } => assert_eq!(payload.values().args, Some(vec![Value::Str("end".into())])),
             other => panic!("{other:?}"),
         }
     });
@@ -450,7 +449,9 @@ fn slow_subscriber_is_closed_and_others_get_everything() {
     let reader = std::thread::spawn(move || {
         for expect in 0..N {
             match fast.recv() {
-                Msg::Event { payload, .. } => assert_eq!(payload.args.as_ref().unwrap()[0], Value::UInt(expect)),
+                Msg::Event { payload, .. } => {
+                    assert_eq!(payload.values().args.as_ref().unwrap()[0], Value::UInt(expect))
+                }
                 other => panic!("{other:?}"),
             }
             seen.store(expect + 1, std::sync::atomic::Ordering::Release);

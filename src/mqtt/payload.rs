@@ -9,7 +9,8 @@
 //! kwargs, `{"args": [...], "kwargs": {...}}`; nothing becomes an empty
 //! payload.
 
-use crate::value::{Payload, Value};
+use crate::payload::Payload;
+use crate::value::Value;
 use bytes::Bytes;
 
 pub fn to_wamp(bytes: &[u8]) -> Payload {
@@ -21,10 +22,11 @@ pub fn to_wamp(bytes: &[u8]) -> Payload {
         Ok(v) => vec![v],
         Err(_) => vec![Value::Bin(bytes.to_vec())],
     };
-    Payload { args: Some(args), kwargs: None }
+    Payload::args(args)
 }
 
 pub fn from_wamp(p: &Payload) -> Bytes {
+    let p = p.values();
     let args: &[Value] = p.args.as_deref().unwrap_or(&[]);
     match &p.kwargs {
         Some(kw) if !kw.is_empty() => {
@@ -49,21 +51,21 @@ mod tests {
 
     #[test]
     fn mqtt_to_wamp() {
-        assert_eq!(to_wamp(b"[1,\"a\"]").args, Some(vec![Value::UInt(1), Value::Str("a".into())]));
-        assert_eq!(to_wamp(b"{\"t\":1}").args, Some(vec![Value::Dict(vec![("t".into(), Value::UInt(1))])]));
-        assert_eq!(to_wamp(b"21.5").args, Some(vec![Value::Float(21.5)]));
-        assert_eq!(to_wamp(b"\xff\x00not json").args, Some(vec![Value::Bin(b"\xff\x00not json".to_vec())]));
-        assert_eq!(to_wamp(b"hello").args, Some(vec![Value::Bin(b"hello".to_vec())]));
+        assert_eq!(to_wamp(b"[1,\"a\"]").values().args, Some(vec![Value::UInt(1), Value::Str("a".into())]));
+        assert_eq!(to_wamp(b"{\"t\":1}").values().args, Some(vec![Value::Dict(vec![("t".into(), Value::UInt(1))])]));
+        assert_eq!(to_wamp(b"21.5").values().args, Some(vec![Value::Float(21.5)]));
+        assert_eq!(to_wamp(b"\xff\x00not json").values().args, Some(vec![Value::Bin(b"\xff\x00not json".to_vec())]));
+        assert_eq!(to_wamp(b"hello").values().args, Some(vec![Value::Bin(b"hello".to_vec())]));
         assert_eq!(to_wamp(b""), Payload::default());
     }
 
     #[test]
     fn wamp_to_mqtt() {
-        let p = |args: Vec<Value>| Payload { args: Some(args), kwargs: None };
+        let p = |args: Vec<Value>| Payload::args(args);
         assert_eq!(&from_wamp(&p(vec![Value::Str("hi".into())]))[..], b"\"hi\"");
         assert_eq!(&from_wamp(&p(vec![Value::Bin(vec![0, 1])]))[..], &[0, 1]);
         assert_eq!(&from_wamp(&p(vec![Value::UInt(1), Value::UInt(2)]))[..], b"[1,2]");
-        let kw = Payload { args: Some(vec![Value::UInt(1)]), kwargs: Some(vec![("k".into(), Value::Bool(true))]) };
+        let kw = Payload::new(Some(vec![Value::UInt(1)]), Some(vec![("k".into(), Value::Bool(true))]));
         assert_eq!(&from_wamp(&kw)[..], b"{\"args\":[1],\"kwargs\":{\"k\":true}}");
         assert_eq!(&from_wamp(&Payload::default())[..], b"");
         // Arrays round-trip as args.

@@ -98,8 +98,8 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::payload::Payload;
     use crate::router::{Body, SessionRef};
-    use crate::value::Payload;
 
     fn p(topic: &str) -> Arc<Publication> {
         pid(topic, 1)

@@ -14,7 +14,7 @@
 //! arrays; Fennec stores the publication as it came).
 
 use super::Body;
-use crate::value::{Payload, Value};
+use crate::value::Value;
 
 /// The value a publication body stands for: its one argument, or its
 /// arguments as a list, or its keyword arguments when it has no
@@ -22,7 +22,7 @@ use crate::value::{Payload, Value};
 /// the empty body (no value).
 pub fn value_of(body: &Body) -> Option<Value> {
     match body {
-        Body::Wamp(Payload { args, kwargs }) => match (args.as_deref(), kwargs) {
+        Body::Wamp(p) => match (p.values().args.as_deref(), &p.values().kwargs) {
             (Some([one]), None) => Some(one.clone()),
             (Some([]) | None, Some(k)) if !k.is_empty() => Some(Value::Dict(k.clone())),
             (Some([]) | None, _) => None,
@@ -97,6 +97,7 @@ fn same(a: &Value, b: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::payload::Payload;
 
     fn d(pairs: &[(&str, Value)]) -> Value {
         Value::Dict(pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect())
@@ -140,9 +141,9 @@ mod tests {
 
     #[test]
     fn values_of_bodies() {
-        let one = Payload { args: Some(vec![Value::UInt(5)]), kwargs: None };
+        let one = Payload::args(vec![Value::UInt(5)]);
         assert_eq!(value_of(&Body::Wamp(one)), Some(Value::UInt(5)));
-        let kw = Payload { args: None, kwargs: Some(vec![("a".into(), Value::UInt(1))]) };
+        let kw = Payload::new(None, Some(vec![("a".into(), Value::UInt(1))]));
         assert_eq!(value_of(&Body::Wamp(kw)), Some(d(&[("a", Value::UInt(1))])));
         assert_eq!(value_of(&Body::Wamp(Payload::default())), None);
         assert_eq!(value_of(&Body::Mqtt(bytes::Bytes::from_static(br#"{"a":1}"#))), Some(d(&[("a", Value::UInt(1))])));

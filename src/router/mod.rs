@@ -14,7 +14,8 @@ pub mod retained;
 pub mod topics;
 pub mod trie;
 
-use crate::value::{Dict, Payload};
+use crate::payload::Payload;
+use crate::value::Dict;
 use std::sync::Arc;
 use std::time::Instant;
 

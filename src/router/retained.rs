@@ -42,7 +42,7 @@ pub struct RetainedStore {
 pub fn is_empty_body(body: &Body) -> bool {
     match body {
         Body::Mqtt(b) => b.is_empty(),
-        Body::Wamp(p) => p.args.as_ref().is_none_or(|a| a.is_empty()) && p.kwargs.as_ref().is_none_or(|k| k.is_empty()),
+        Body::Wamp(p) => p.is_empty(),
     }
 }
 
@@ -157,12 +157,13 @@ impl RetainedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::value::{Payload, Value};
+    use crate::payload::Payload;
+    use crate::value::Value;
     use std::time::Duration;
 
     fn value(topic: &str, v: Option<u64>, expires: Option<Instant>) -> Arc<Publication> {
         let args = v.map(|v| vec![Value::UInt(v)]);
-        let body = Body::Wamp(Payload { args, kwargs: None });
+        let body = Body::Wamp(Payload::new(args, None));
         let p = Publication::new("r".into(), topic.into(), 1, SessionRef { worker: 0, id: 1 }, body);
         Arc::new(Publication { retain: true, expires, ..p })
     }

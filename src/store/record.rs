@@ -2,8 +2,9 @@
 //! and its key: `r`, NUL, realm, NUL, topic. Stable across versions: add
 //! fields only with `#[serde(default)]`.
 
+use crate::payload::Payload;
 use crate::router::{Body, Identity, MsgProps, Publication, SessionRef};
-use crate::value::{Dict, Payload, Value};
+use crate::value::{Dict, Value};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -148,14 +149,17 @@ fn unix_now_ms() -> u64 {
 
 fn stored_body(body: &Body) -> StoredBody {
     match body {
-        Body::Wamp(pl) => StoredBody::Wamp { args: pl.args.clone(), kwargs: pl.kwargs.clone() },
+        Body::Wamp(pl) => {
+            let v = pl.values();
+            StoredBody::Wamp { args: v.args.clone(), kwargs: v.kwargs.clone() }
+        }
         Body::Mqtt(b) => StoredBody::Mqtt(b.to_vec()),
     }
 }
 
 fn body_of(b: StoredBody) -> Body {
     match b {
-        StoredBody::Wamp { args, kwargs } => Body::Wamp(Payload { args, kwargs }),
+        StoredBody::Wamp { args, kwargs } => Body::Wamp(Payload::new(args, kwargs)),
         StoredBody::Mqtt(b) => Body::Mqtt(b.into()),
     }
 }
@@ -257,15 +261,15 @@ mod tests {
     #[test]
     fn wamp_and_mqtt_records_round_trip() {
         let now = Instant::now();
-        let payload = Payload {
-            args: Some(vec![Value::Str("x".into()), Value::Bin(vec![0, 255]), Value::UInt(u64::MAX)]),
-            kwargs: Some(vec![("k".into(), Value::Float(1.5))]),
-        };
+        let payload = Payload::new(
+            Some(vec![Value::Str("x".into()), Value::Bin(vec![0, 255]), Value::UInt(u64::MAX)]),
+            Some(vec![("k".into(), Value::Float(1.5))]),
+        );
         let mut p = publication(Body::Wamp(payload.clone()));
         p.disclosed = Some(Box::new(Identity { session: 9, authid: "a".into(), authrole: "r".into() }));
-        let will = Body::Wamp(Payload { args: Some(vec![Value::Null]), kwargs: None });
+        let will = Body::Wamp(Payload::args(vec![Value::Null]));
         let Decoded { p: back, will: w, .. } = decode(&encode(&p, Some(&will), now), now).unwrap().unwrap();
-        assert!(matches!(w, Some(Body::Wamp(pl)) if pl.args == Some(vec![Value::Null])));
+        assert!(matches!(w, Some(Body::Wamp(pl)) if pl.values().args == Some(vec![Value::Null])));
         assert!(matches!(&back.body, Body::Wamp(pl) if *pl == payload));
         assert_eq!((back.realm.as_ref(), back.topic.as_str(), back.id, back.qos), ("realm1", "a.b", 42, 1));
         assert_eq!(back.disclosed.unwrap().session, 9);

@@ -1,12 +1,18 @@
 //! WAMP v2 messages and their codec. Pure: bytes in, messages out, no I/O.
 //!
-//! Decoding goes through the neutral [`Value`] tree, then checks the shape of
-//! each message type strictly; any deviation is a [`DecodeError`] that the
-//! session answers with ABORT `wamp.error.protocol_violation`.
-//! Encoding writes fields straight into the output buffer with serde, so an
-//! EVENT is serialized from a borrowed payload without copying it.
+//! Decoding splits a JSON or MessagePack message into its elements
+//! (`elements`: each checked, none built), decodes the small ones into the
+//! neutral [`Value`] tree and keeps the payload (Arguments, ArgumentsKw) as
+//! the sender's bytes; CBOR goes through the `Value` tree whole. The shape
+//! of each message type is checked strictly; any deviation is a
+//! [`DecodeError`] that the session answers with ABORT
+//! `wamp.error.protocol_violation`.
+//! Encoding writes fields straight into the output buffer with serde; a
+//! payload already in the peer's encoding is copied in as it is.
 
-use crate::value::{serialize_dict, Dict, Payload, Value};
+use crate::payload::Payload;
+use crate::value::{serialize_dict, Dict, Value};
+use crate::wamp::elements::Cursor;
 use serde::ser::{Serialize, SerializeSeq};
 use std::fmt;
 
@@ -213,17 +219,15 @@ fn cbor_value(bytes: &[u8]) -> Result<Value, DecodeError> {
 
 /// Decodes one WAMP message from one WebSocket message.
 pub fn decode(ser: Serializer, bytes: &[u8]) -> Result<Msg, DecodeError> {
-    let value: Value = match ser {
-        Serializer::Json => serde_json::from_slice(bytes).map_err(|e| DecodeError(format!("invalid JSON: {e}")))?,
-        Serializer::MsgPack => {
-            rmp_serde::from_slice(bytes).map_err(|e| DecodeError(format!("invalid MessagePack: {e}")))?
-        }
-        Serializer::Cbor => cbor_value(bytes)?,
+    let source = match ser {
+        Serializer::Json => Source::Cursor(ser, Cursor::json(bytes).map_err(DecodeError)?),
+        Serializer::MsgPack => Source::Cursor(ser, Cursor::msgpack(bytes).map_err(DecodeError)?),
+        Serializer::Cbor => match cbor_value(bytes)? {
+            Value::List(items) => Source::Tree(items.into_iter()),
+            _ => return err("a WAMP message must be an array"),
+        },
     };
-    let Value::List(items) = value else {
-        return err("a WAMP message must be an array");
-    };
-    let mut f = Fields { items: items.into_iter(), at: 0 };
+    let mut f = Fields { source, at: 0 };
     let ty = f.int("message type")?;
     let msg = match ty {
         HELLO => Msg::Hello { realm: f.string("realm")?, details: f.dict("details")? },
@@ -285,27 +289,64 @@ pub fn decode(ser: Serializer, bytes: &[u8]) -> Result<Msg, DecodeError> {
     Ok(msg)
 }
 
-struct Fields {
-    items: std::vec::IntoIter<Value>,
+/// Where a message's elements come from.
+enum Source<'a> {
+    /// A decoded CBOR array.
+    Tree(std::vec::IntoIter<Value>),
+    /// A JSON or MessagePack array, read element by element.
+    Cursor(Serializer, Cursor<'a>),
+}
+
+struct Fields<'a> {
+    source: Source<'a>,
+    /// Elements taken so far.
     at: usize,
 }
 
-impl Fields {
-    fn next(&mut self, what: &str) -> Result<Value, DecodeError> {
+impl Fields<'_> {
+    /// The next element, decoded; `None` past the end.
+    #[inline]
+    fn take(&mut self) -> Result<Option<Value>, DecodeError> {
+        let v = match &mut self.source {
+            Source::Tree(items) => items.next(),
+            Source::Cursor(_, c) => c.value().map_err(DecodeError)?,
+        };
+        if v.is_some() {
+            self.at += 1;
+        }
+        Ok(v)
+    }
+
+    /// The next element in a plain form the cursor reads by hand
+    /// (integers, strings, `{}`), if it is one.
+    #[inline]
+    fn plain<T>(&mut self, read: impl FnOnce(&mut Cursor) -> Option<T>) -> Option<T> {
+        let Source::Cursor(_, c) = &mut self.source else { return None };
+        let v = read(c)?;
         self.at += 1;
-        match self.items.next() {
+        Some(v)
+    }
+
+    #[inline]
+    fn next(&mut self, what: &str) -> Result<Value, DecodeError> {
+        match self.take()? {
             Some(v) => Ok(v),
-            None => err(format!("missing {what} (element {})", self.at - 1)),
+            None => err(format!("missing {what} (element {})", self.at)),
         }
     }
 
+    #[inline]
     fn int(&mut self, what: &str) -> Result<u64, DecodeError> {
+        if let Some(n) = self.plain(|c| c.plain_uint()) {
+            return Ok(n);
+        }
         match self.next(what)? {
             Value::UInt(n) => Ok(n),
             other => err(format!("{what} must be a non-negative integer, got {}", kind(&other))),
         }
     }
 
+    #[inline]
     fn id(&mut self, what: &str) -> Result<u64, DecodeError> {
         let n = self.int(what)?;
         if n > MAX_ID {
@@ -314,40 +355,85 @@ impl Fields {
         Ok(n)
     }
 
+    #[inline]
     fn string(&mut self, what: &str) -> Result<String, DecodeError> {
+        if let Some(s) = self.plain(|c| c.plain_str()) {
+            return Ok(s);
+        }
         match self.next(what)? {
             Value::Str(s) => Ok(s),
             other => err(format!("{what} must be a string, got {}", kind(&other))),
         }
     }
 
+    #[inline]
     fn dict(&mut self, what: &str) -> Result<Dict, DecodeError> {
+        if self.plain(|c| c.plain_empty_dict().then_some(())).is_some() {
+            return Ok(Dict::new());
+        }
         match self.next(what)? {
             Value::Dict(d) => Ok(d),
             other => err(format!("{what} must be a dictionary, got {}", kind(&other))),
         }
     }
 
-    /// The optional trailing `Arguments|list, ArgumentsKw|dict`.
+    /// The optional trailing `Arguments|list, ArgumentsKw|dict`: kept as the
+    /// sender's bytes when the message is read element by element.
     fn payload(&mut self) -> Result<Payload, DecodeError> {
-        let args = match self.items.next() {
+        let Source::Cursor(ser, c) = &mut self.source else { return self.payload_values() };
+        let ser = *ser;
+        match c.peek() {
+            None => return Ok(Payload::default()),
+            Some(first) if !is_container(ser, first, b'[') => return self.payload_values(),
+            Some(_) => {}
+        }
+        let bytes = c.bytes();
+        let args = c.raw().map_err(DecodeError)?.expect("peeked");
+        let kwargs = match c.peek() {
+            None => None,
+            Some(first) if is_container(ser, first, b'{') => Some(c.raw().map_err(DecodeError)?.expect("peeked")),
+            // Not a dictionary: decoded, to say what it is.
+            Some(_) => match c.value().map_err(DecodeError)? {
+                Some(other) => return err(format!("keyword arguments must be a dictionary, got {}", kind(&other))),
+                None => None,
+            },
+        };
+        self.at += 1 + usize::from(kwargs.is_some());
+        Ok(Payload::raw(ser, &bytes[args], kwargs.map(|k| &bytes[k])))
+    }
+
+    fn payload_values(&mut self) -> Result<Payload, DecodeError> {
+        let args = match self.take()? {
             None => return Ok(Payload::default()),
             Some(Value::List(l)) => l,
             Some(other) => return err(format!("arguments must be a list, got {}", kind(&other))),
         };
-        let kwargs = match self.items.next() {
+        let kwargs = match self.take()? {
             None => None,
             Some(Value::Dict(d)) => Some(d),
             Some(other) => return err(format!("keyword arguments must be a dictionary, got {}", kind(&other))),
         };
-        Ok(Payload { args: Some(args), kwargs })
+        Ok(Payload::new(Some(args), kwargs))
     }
 
     fn end(mut self) -> Result<(), DecodeError> {
-        match self.items.next() {
+        if let Source::Cursor(_, c) = &self.source {
+            return c.finish().map_err(DecodeError);
+        }
+        match self.take()? {
             None => Ok(()),
             Some(_) => err("too many elements in message"),
         }
+    }
+}
+
+/// Whether a checked element starting with byte `first` is a list (`open`
+/// is `[`) or a dictionary (`{`).
+fn is_container(ser: Serializer, first: u8, open: u8) -> bool {
+    match (ser, open) {
+        (Serializer::Json, _) => first == open,
+        (_, b'[') => matches!(first, 0x90..=0x9f | 0xdc | 0xdd),
+        _ => matches!(first, 0x80..=0x8f | 0xde | 0xdf),
     }
 }
 
@@ -379,24 +465,21 @@ struct Fields2<'a>(&'a [Field<'a>]);
 
 static EMPTY_LIST: Vec<Value> = Vec::new();
 
+/// How many array elements `fields` make.
+fn count(fields: &[Field]) -> usize {
+    fields.iter().map(|f| if let Field::Payload(p) = f { p.elements() } else { 1 }).sum()
+}
+
 impl Serialize for Fields2<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut n = 0;
-        for f in self.0 {
-            n += match f {
-                Field::Payload(p) if p.kwargs.is_some() => 2,
-                Field::Payload(p) if p.args.is_some() => 1,
-                Field::Payload(_) => 0,
-                _ => 1,
-            };
-        }
-        let mut seq = s.serialize_seq(Some(n))?;
+        let mut seq = s.serialize_seq(Some(count(self.0)))?;
         for f in self.0 {
             match f {
                 Field::Int(v) => seq.serialize_element(v)?,
                 Field::Str(v) => seq.serialize_element(v)?,
                 Field::Dict(d) => seq.serialize_element(&DictRef(d))?,
                 Field::Payload(p) => {
+                    let p = p.values();
                     if let Some(kwargs) = &p.kwargs {
                         seq.serialize_element(p.args.as_ref().unwrap_or(&EMPTY_LIST))?;
                         seq.serialize_element(&DictRef(kwargs))?;
@@ -420,6 +503,9 @@ impl Serialize for DictRef<'_> {
 
 /// Appends the encoding of a message made of `fields` to `out`.
 pub fn encode_fields(ser: Serializer, fields: &[Field], out: &mut Vec<u8>) {
+    if fields.iter().any(|f| matches!(f, Field::Payload(p) if p.encoded(ser).is_some())) {
+        return encode_spliced(ser, fields, out);
+    }
     let fields = Fields2(fields);
     // Writing into a Vec cannot fail, and every value we produce is
     // representable in both formats (keys are strings, floats are finite or
@@ -431,6 +517,67 @@ pub fn encode_fields(ser: Serializer, fields: &[Field], out: &mut Vec<u8>) {
             fields.serialize(&mut s).expect("MessagePack encoding into a Vec")
         }
         Serializer::Cbor => ciborium::ser::into_writer(&fields, out).expect("CBOR encoding into a Vec"),
+    }
+}
+
+/// A message whose payload is already in `ser`'s encoding (JSON or
+/// MessagePack): the array written by hand, the payload's bytes copied in.
+fn encode_spliced(ser: Serializer, fields: &[Field], out: &mut Vec<u8>) {
+    let json = ser == Serializer::Json;
+    if json {
+        out.push(b'[');
+    } else {
+        match count(fields) {
+            n @ 0..=15 => out.push(0x90 | n as u8),
+            n => {
+                out.push(0xdc);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+    }
+    for (i, f) in fields.iter().enumerate() {
+        if json && i > 0 && !matches!(f, Field::Payload(p) if p.elements() == 0) {
+            out.push(b',');
+        }
+        match f {
+            Field::Int(v) => one(ser, v, out),
+            Field::Str(v) => one(ser, v, out),
+            Field::Dict(d) => one(ser, &DictRef(d), out),
+            Field::Payload(p) => match p.encoded(ser) {
+                Some((args, kwargs)) => {
+                    out.extend_from_slice(args);
+                    if let Some(kwargs) = kwargs {
+                        if json {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(kwargs);
+                    }
+                }
+                None => {
+                    let v = p.values();
+                    if let Some(kwargs) = &v.kwargs {
+                        one(ser, v.args.as_ref().unwrap_or(&EMPTY_LIST), out);
+                        if json {
+                            out.push(b',');
+                        }
+                        one(ser, &DictRef(kwargs), out);
+                    } else if let Some(args) = &v.args {
+                        one(ser, args, out);
+                    }
+                }
+            },
+        }
+    }
+    if json {
+        out.push(b']');
+    }
+}
+
+/// One element in JSON or MessagePack.
+fn one<T: Serialize + ?Sized>(ser: Serializer, v: &T, out: &mut Vec<u8>) {
+    match ser {
+        Serializer::Json => serde_json::to_writer(&mut *out, v).expect("JSON encoding into a Vec"),
+        _ => v.serialize(&mut rmp_serde::Serializer::new(&mut *out)).expect("MessagePack encoding into a Vec"),
     }
 }
 
@@ -512,10 +659,10 @@ mod tests {
 
     #[test]
     fn every_message_roundtrips() {
-        let p = Payload {
-            args: Some(vec![Value::UInt(1), Value::Bin(vec![1, 2])]),
-            kwargs: Some(vec![("k".into(), Value::Str("v".into()))]),
-        };
+        let p = Payload::new(
+            Some(vec![Value::UInt(1), Value::Bin(vec![1, 2])]),
+            Some(vec![("k".into(), Value::Str("v".into()))]),
+        );
         let d: Dict = vec![("acknowledge".into(), Value::Bool(true))];
         let msgs = vec![
             Msg::Hello { realm: "realm1".into(), details: d.clone() },
@@ -545,21 +692,73 @@ mod tests {
             Msg::Unregister { request: 1, registration: 2 },
             Msg::Unregistered { request: 1 },
             Msg::Invocation { request: 1, registration: 2, details: Dict::new(), payload: p.clone() },
-            Msg::Yield {
-                request: 1,
-                options: Dict::new(),
-                payload: Payload { args: Some(vec![]), kwargs: Some(vec![]) },
-            },
+            Msg::Yield { request: 1, options: Dict::new(), payload: Payload::new(Some(vec![]), Some(vec![])) },
         ];
         for m in msgs {
             roundtrip(m);
         }
     }
 
+    /// A payload decoded from JSON or MessagePack is kept as the sender's
+    /// bytes; encoding it for a peer of the same serializer copies them in
+    /// and gives exactly what encoding the values gives; another peer gets
+    /// the values converted.
+    #[test]
+    fn payload_is_carried_as_sent() {
+        let values = Payload::new(
+            Some(vec![Value::Str("x".repeat(64)), Value::Bin(vec![0, 255]), Value::Float(1.5)]),
+            Some(vec![("k".into(), Value::Dict(vec![("n".into(), Value::Int(-3))]))]),
+        );
+        for payload in [values, Payload::args(vec![]), Payload::new(Some(vec![]), Some(vec![]))] {
+            for ser in [Serializer::Json, Serializer::MsgPack] {
+                let mut publish = Vec::new();
+                let msg =
+                    Msg::Publish { request: 1, options: Dict::new(), topic: "a.b".into(), payload: payload.clone() };
+                encode(ser, &msg, &mut publish);
+                let Msg::Publish { payload: carried, .. } = decode(ser, &publish).unwrap() else { panic!() };
+                assert!(carried.encoded(ser).is_some(), "{ser:?}: carried as bytes");
+                assert_eq!(carried, payload);
+                let event = |p: &Payload, ser| {
+                    let mut out = Vec::new();
+                    let msg = Msg::Event { subscription: 7, publication: 9, details: Dict::new(), payload: p.clone() };
+                    encode(ser, &msg, &mut out);
+                    out
+                };
+                assert_eq!(event(&carried, ser), event(&payload, ser), "{ser:?}: spliced = encoded");
+                for other in SERIALIZERS {
+                    let Msg::Event { payload: got, .. } = decode(other, &event(&carried, other)).unwrap() else {
+                        panic!()
+                    };
+                    assert_eq!(got, payload, "{ser:?} -> {other:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn payload_elements_are_checked() {
+        // Not a list, not a dictionary, a number serde_json cannot read, a
+        // lone surrogate, a key JSON reads as binary.
+        for bad in [
+            r#"[16, 1, {}, "t", {}]"#,
+            r#"[16, 1, {}, "t", [], []]"#,
+            r#"[16, 1, {}, "t", [1e400]]"#,
+            r#"[16, 1, {}, "t", ["\ud800"]]"#,
+            r#"[16, 1, {}, "t", [], {"\u0000AAEC": 1}]"#,
+        ] {
+            assert!(decode(Serializer::Json, bad.as_bytes()).is_err(), "{bad} accepted");
+        }
+        // MessagePack: PUBLISH with `[]`; then a dictionary with an integer
+        // key; then a truncated string.
+        assert!(decode(Serializer::MsgPack, &[0x95, 0x10, 0x01, 0x80, 0xa1, b't', 0x90]).is_ok());
+        assert!(decode(Serializer::MsgPack, &[0x96, 0x10, 0x01, 0x80, 0xa1, b't', 0x90, 0x81, 0x01, 0x02]).is_err());
+        assert!(decode(Serializer::MsgPack, &[0x95, 0x10, 0x01, 0x80, 0xa1, b't', 0x91, 0xa3, b'x']).is_err());
+    }
+
     #[test]
     fn kwargs_without_args_writes_empty_args() {
         let mut out = Vec::new();
-        let payload = Payload { args: None, kwargs: Some(vec![("a".into(), Value::UInt(1))]) };
+        let payload = Payload::new(None, Some(vec![("a".into(), Value::UInt(1))]));
         encode(Serializer::Json, &Msg::Result { request: 7, details: Dict::new(), payload }, &mut out);
         assert_eq!(std::str::from_utf8(&out).unwrap(), r#"[50,7,{},[],{"a":1}]"#);
     }

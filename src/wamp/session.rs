@@ -16,6 +16,7 @@ use crate::auth::rules::Action;
 use crate::config::{Disclose, SlowPolicy};
 use crate::metrics::{CloseReason, Op};
 use crate::mqtt::session::Converted;
+use crate::payload::Payload;
 use crate::rawsocket;
 use crate::router::owner::Outbox;
 use crate::router::procs::InvokePolicy;
@@ -23,7 +24,7 @@ use crate::router::{
     owner_of, Body, CallDone, CallOutcome, Identity, Interruption, Invoke, KeyWrite, MatchPolicy, Member, Publication,
     Realm, Receivers, RegRelease, RegRequest, RetainedReply, SessionRef, ShardMsg, SubKey,
 };
-use crate::value::{dict_get, Dict, Payload, Value};
+use crate::value::{dict_get, Dict, Value};
 use crate::worker::core::{PendingAck, Subscribed};
 use crate::worker::Shard;
 use crate::ws::frame::{self, Opcode, MAX_HEADER};
@@ -204,7 +205,7 @@ fn send(w: &mut Shard, handle: usize, msg: &Msg) {
 }
 
 fn error(w: &mut Shard, handle: usize, request_type: u64, request: u64, error: &str, message: Option<String>) {
-    let payload = Payload { args: message.map(|t| vec![Value::Str(t)]), kwargs: None };
+    let payload = Payload::new(message.map(|t| vec![Value::Str(t)]), None);
     let msg = Msg::Error { request_type, request, details: Dict::new(), error: error.to_owned(), payload };
     send(w, handle, &msg);
 }
@@ -621,7 +622,7 @@ fn end_session(w: &mut Shard, handle: usize, mut s: WampSession, reason: CloseRe
         let outcome = CallOutcome::Error {
             error: "wamp.error.canceled".into(),
             details: Dict::new(),
-            payload: Payload { args: Some(vec![Value::Str("callee left before answering".into())]), kwargs: None },
+            payload: Payload::args(vec![Value::Str("callee left before answering".into())]),
         };
         w.peers.send(caller.worker, ShardMsg::CallDone(Box::new(CallDone { caller: caller.id, request, outcome })));
     }

@@ -63,8 +63,10 @@ impl Shard {
         let cfg = &self.cfg.store;
         let size = match &p.body {
             Body::Mqtt(b) => b.len(),
-            Body::Wamp(pl) if pl.args.is_none() && pl.kwargs.is_none() => 0,
-            Body::Wamp(pl) => rmp_serde::to_vec(&(&pl.args, &pl.kwargs)).map_or(usize::MAX, |v| v.len()),
+            Body::Wamp(pl) => match pl.values() {
+                v if v.args.is_none() && v.kwargs.is_none() => 0,
+                v => rmp_serde::to_vec(&(&v.args, &v.kwargs)).map_or(usize::MAX, |v| v.len()),
+            },
         };
         if size > cfg.max_retained_value {
             return Some(format!("retained value of {size} bytes over the bound of {}", cfg.max_retained_value));

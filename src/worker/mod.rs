@@ -17,8 +17,10 @@ mod keys;
 pub mod peers;
 mod raw;
 pub mod shard;
-#[cfg(test)]
-mod testkit;
+/// Shards driven without sockets: for tests, and the pipeline benchmark
+/// (feature `testkit`, which the crate's own dev-dependency turns on).
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 
 use crate::config::Config;
 use crate::conn::{Buf, Conn, Proto};

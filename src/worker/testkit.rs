@@ -119,8 +119,14 @@ impl Cluster {
 
     /// A WAMP client (JSON over RawSocket framing) on `shard`.
     pub fn wamp(&mut self, shard: usize) -> Client {
-        let framing = Framing::RawSocket { max_out: 1 << 24 };
-        self.attach(shard, Proto::Wamp(Box::new(WampConn::new(Serializer::Json, framing))))
+        self.wamp_with(shard, Serializer::Json, Framing::RawSocket { max_out: 1 << 24 })
+    }
+
+    /// A WAMP client with another serializer or framing. `take` and `send`
+    /// speak JSON over RawSocket framing only; `take_frames` and
+    /// `wamp::session::on_message` work for any.
+    pub fn wamp_with(&mut self, shard: usize, ser: Serializer, framing: Framing) -> Client {
+        self.attach(shard, Proto::Wamp(Box::new(WampConn::new(ser, framing))))
     }
 
     /// An MQTT-over-TCP client on `shard`.

@@ -9,8 +9,9 @@ pub mod process;
 pub mod raw;
 
 use fennec::config::{Cli, Config, File};
+use fennec::payload::Payload;
 use fennec::server::Running;
-use fennec::value::{Dict, Payload, Value};
+use fennec::value::{Dict, Value};
 use fennec::wamp::message::{decode, encode, Msg, Serializer};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -101,7 +102,7 @@ pub fn join(addr: SocketAddr, ser: Serializer) -> Client {
 }
 
 pub fn args(values: Vec<Value>) -> Payload {
-    Payload { args: Some(values), kwargs: None }
+    Payload::args(values)
 }
 
 pub fn opts(pairs: &[(&str, Value)]) -> Dict {

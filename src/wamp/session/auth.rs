@@ -313,7 +313,7 @@ pub fn on_authenticator(w: &mut Shard, done: CallDone) {
         return;
     }
     let answer = match done.outcome {
-        CallOutcome::Result(payload, _) => match payload.args.as_ref().and_then(|v| v.first()) {
+        CallOutcome::Result(payload, _) => match payload.values().args.as_ref().and_then(|v| v.first()) {
             Some(Value::Str(role)) => Ok((None, role.clone())),
             Some(Value::Dict(d)) => match dict_get(d, "role").and_then(Value::as_str) {
                 Some(role) => Ok((dict_get(d, "authid").and_then(Value::as_str).map(str::to_owned), role.to_owned())),

@@ -197,7 +197,7 @@ pub(crate) fn router_call(
         registration: reg.registration,
         procedure,
         pattern: policy != MatchPolicy::Exact,
-        payload: Payload { args: Some(args), kwargs: None },
+        payload: Payload::args(args),
         receive_progress: false,
         disclosed: None,
         progress: false,
@@ -274,7 +274,7 @@ pub fn on_timeout(w: &mut Shard, request: u64) {
 /// `true` / `false`, or `{allow, disclose, cache}`; the decision and how
 /// long it may be kept.
 pub(crate) fn read_answer(payload: &Payload) -> Result<(Decision, Option<Duration>), String> {
-    let first = payload.args.as_ref().and_then(|a| a.first());
+    let first = payload.values().args.as_ref().and_then(|a| a.first());
     match first {
         Some(Value::Bool(allow)) => Ok((Decision { allow: *allow, disclose: false }, None)),
         Some(Value::Dict(d)) => {

@@ -187,7 +187,7 @@ fn key_write(
     w.expect(ticket, 1, true);
     let will = k.will.map(|v| match v {
         Value::Null => Body::Wamp(Payload::default()),
-        v => Body::Wamp(Payload { args: Some(vec![v]), kwargs: None }),
+        v => Body::Wamp(Payload::args(vec![v])),
     });
     let kw =
         KeyWrite { p: std::sync::Arc::new(p), when: k.when, watch: k.watch, will, reply: Some((w.id, ticket)), trace };

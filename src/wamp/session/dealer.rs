@@ -328,7 +328,7 @@ fn take_call(w: &mut Shard, handle: usize, request: u64) -> Option<OutCall> {
 
 /// The error that goes back to a caller when its call cannot be invoked.
 fn fail(w: &mut Shard, inv: &Invoke, error: &str, text: String) {
-    let payload = Payload { args: Some(vec![Value::Str(text)]), kwargs: None };
+    let payload = Payload::args(vec![Value::Str(text)]);
     let outcome = CallOutcome::Error { error: error.into(), details: Dict::new(), payload };
     let done = CallDone { caller: inv.caller.id, request: inv.request, outcome };
     w.peers.send(inv.caller.worker, ShardMsg::CallDone(Box::new(done)));
@@ -432,12 +432,9 @@ pub(super) fn yielded(w: &mut Shard, handle: usize, request: u64, options: Dict,
     if ppt.is_some() && !call.caller_ppt {
         let text = Some("the caller does not take payload passthru mode".to_owned());
         error(w, handle, m::YIELD, request, "wamp.error.feature_not_supported", text);
-        let payload = Payload {
-            args: Some(vec![Value::Str(
-                "the callee answered in payload passthru mode, which this caller did not announce".into(),
-            )]),
-            kwargs: None,
-        };
+        let payload = Payload::args(vec![Value::Str(
+            "the callee answered in payload passthru mode, which this caller did not announce".into(),
+        )]);
         let outcome =
             CallOutcome::Error { error: "wamp.error.feature_not_supported".into(), details: Dict::new(), payload };
         return callee_done(w, handle, request, outcome);
@@ -592,7 +589,7 @@ pub fn on_interrupt(w: &mut Shard, callee: u64, caller: SessionRef, request: u64
                 let outcome = CallOutcome::Error {
                     error: "wamp.error.canceled".into(),
                     details: Dict::new(),
-                    payload: Payload { args: Some(vec![Value::Str("the call was canceled".into())]), kwargs: None },
+                    payload: Payload::args(vec![Value::Str("the call was canceled".into())]),
                 };
                 let done = CallDone { caller: caller.id, request, outcome };
                 w.peers.send(caller.worker, ShardMsg::CallDone(Box::new(done)));

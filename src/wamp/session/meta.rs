@@ -38,7 +38,7 @@ fn event(w: &mut Shard, realm: &Realm, topic: &str, args: Vec<Value>) {
         return;
     }
     let publisher = SessionRef { worker: w.id, id: 0 };
-    let body = Body::Wamp(Payload { args: Some(args), kwargs: None });
+    let body = Body::Wamp(Payload::args(args));
     let id = w.ids.next_id();
     w.publish(Publication::new(realm.clone(), topic.to_owned(), id, publisher, body));
 }
@@ -207,6 +207,7 @@ type Invalid = String;
 
 impl<'a> Args<'a> {
     fn new(p: &'a Payload) -> Args<'a> {
+        let p = p.values();
         Args { args: p.args.as_deref().unwrap_or(&[]), kwargs: p.kwargs.as_deref().unwrap_or(&[]) }
     }
 
@@ -260,7 +261,7 @@ impl<'a> Args<'a> {
 
 /// RESULT with these arguments (none: no value).
 fn result(w: &mut Shard, handle: usize, request: u64, args: Vec<Value>) {
-    let payload = Payload { args: (!args.is_empty()).then_some(args), kwargs: None };
+    let payload = Payload::new((!args.is_empty()).then_some(args), None);
     send(w, handle, &Msg::Result { request, details: Dict::new(), payload });
 }
 
@@ -618,7 +619,7 @@ fn add_testament(w: &mut Shard, handle: usize, request: u64, a: &Args) -> Result
         error(w, handle, m::CALL, request, "wamp.error.invalid_argument", msg);
         return Ok(());
     }
-    let payload = Payload { args, kwargs };
+    let payload = Payload::new(args, kwargs);
     s.testaments.push(Testament { scope, topic: topic.to_owned(), payload, retain, receivers });
     result(w, handle, request, Vec::new());
     Ok(())
@@ -758,7 +759,7 @@ fn finish(w: &mut Shard, gather: u64) {
             let list = events[skip..]
                 .iter()
                 .map(|e| {
-                    let payload = conv.wamp_payload(&e.p.body);
+                    let payload = conv.wamp_payload(&e.p.body).values();
                     let mut d = vec![
                         ("timestamp", Value::Str(iso8601(e.at))),
                         ("subscription", Value::UInt(subscription)),
