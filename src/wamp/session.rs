@@ -398,7 +398,8 @@ pub fn on_message(w: &mut Shard, handle: usize, bytes: &[u8]) {
             other => violation(w, handle, &format!("{} before HELLO", name(&other))),
         };
     }
-    let started = Instant::now();
+    // Latencies run on the loop's clock, read once per iteration.
+    let started = w.now;
     // A role with a dynamic authorizer: decided from the cache, or parked.
     let Some(msg) = authorizer::admit(w, handle, msg) else { return };
     dispatch(w, handle, msg, started);

@@ -628,7 +628,7 @@ impl Shard {
                 }
             }
             mqtt_hits.clear();
-            let now = Instant::now();
+            let now = self.now;
             for (qos, &n) in mqtt_sent.iter().enumerate() {
                 if n > 0 {
                     self.metrics.record_n(mqtt::deliver_op(qos as u8), p.started, now, n);
@@ -637,7 +637,7 @@ impl Shard {
         }
         self.mqtt_hits = mqtt_hits;
         if delivered > 0 {
-            self.metrics.record_n(Op::PublishDeliver, p.started, Instant::now(), delivered);
+            self.metrics.record_n(Op::PublishDeliver, p.started, self.now, delivered);
         }
     }
 }

@@ -64,7 +64,7 @@ pub fn deliver_op(qos: u8) -> Op {
 pub(super) fn offer_recorded(w: &mut Shard, slot: usize, out: Outgoing, conv: &mut Converted) {
     let (op, started) = (deliver_op(out.qos), out.msg.started);
     if offer(w, slot, out, conv) {
-        w.metrics.record(op, started, Instant::now());
+        w.metrics.record(op, started, w.now);
     }
 }
 
@@ -240,7 +240,7 @@ pub(super) fn pump(w: &mut Shard, slot: usize) {
         if transmit(w, slot, h, pkid, &out, false, &mut Converted::default()) {
             persist::save_out(w, slot, &mut out, pkid, false);
             w.mqtt.sessions[slot].inflight.push_back(InFlight { pkid, out, released: false });
-            w.metrics.record(op, started, Instant::now());
+            w.metrics.record(op, started, w.now);
         } else {
             persist::forget_out(w, slot, out.seq);
         }

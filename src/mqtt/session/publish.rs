@@ -7,7 +7,7 @@ use crate::config::Durability;
 use crate::worker::core::{AckOutcome, PendingAck};
 
 pub(super) fn publish(w: &mut Shard, handle: usize, slot: usize, p: codec::Publish) {
-    let started = Instant::now();
+    let started = w.now;
     // A dynamic role may have to ask: the packet is kept to be handled again.
     let dynamic = w.mqtt.sessions[slot].who.rules.as_ref().is_some_and(|r| r.authorizer.is_some());
     let keep = dynamic.then(|| p.clone());

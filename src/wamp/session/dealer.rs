@@ -506,7 +506,7 @@ pub fn on_call_done(w: &mut Shard, done: CallDone) {
     let Some(started) = started else { return };
     send(w, handle, &msg);
     if let Some(t) = started {
-        w.metrics.record(Op::CallResult, t, Instant::now());
+        w.metrics.record(Op::CallResult, t, w.now);
     }
 }
 
