@@ -38,7 +38,8 @@ pub struct Raw {
     /// The Arguments element, then the ArgumentsKw element if there is one.
     bytes: Bytes,
     args_len: usize,
-    values: OnceLock<Values>,
+    /// Boxed: decoded rarely, and a `Payload` moves with every message.
+    values: OnceLock<Box<Values>>,
 }
 
 static NO_VALUES: Values = Values { args: None, kwargs: None };
@@ -81,17 +82,15 @@ impl Payload {
     pub fn values(&self) -> &Values {
         match self {
             Payload::Values(v) => v,
-            Payload::Raw(r) => r.values.get_or_init(|| r.decode()),
+            Payload::Raw(r) => r.values.get_or_init(|| Box::new(r.decode())),
         }
     }
 
     pub fn into_values(self) -> Values {
         match self {
             Payload::Values(v) => v,
-            Payload::Raw(r) => match r.values.get() {
-                None => r.decode(),
-                Some(_) => r.values.into_inner().unwrap_or_default(),
-            },
+            Payload::Raw(r) if r.values.get().is_none() => r.decode(),
+            Payload::Raw(r) => r.values.into_inner().map(|v| *v).unwrap_or_default(),
         }
     }
 

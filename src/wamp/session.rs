@@ -146,6 +146,9 @@ pub struct WampSession {
     want_after: Vec<(u64, u64)>,
     /// Subscriptions replaying their history (`after`): live events wait.
     replays: Vec<broker::Replay>,
+    /// The last topic or procedure this session published to or called
+    /// that `uri_ok` passed (`concrete_uri_ok`); empty at first.
+    last_uri: String,
     /// The callee announced `registration_revocation`: it is told with UNREGISTERED.
     revocation: bool,
     /// Published when the session ends (at most `meta::MAX_TESTAMENTS`).
@@ -347,6 +350,21 @@ fn identity_details(details: &mut Dict, role: &str, who: &Identity) {
 /// A concrete URI (topic, procedure) within the router's rules and bounds.
 fn uri_ok(w: &Shard, uri: &str) -> bool {
     valid_uri(uri, w.cfg.uri_check) && short_enough(uri, w.cfg.limits.max_uri_components)
+}
+
+/// `uri_ok` for a PUBLISH's topic or a CALL's procedure: a session that
+/// uses the same URI as last time is not checked again.
+fn concrete_uri_ok(w: &mut Shard, handle: usize, uri: &str) -> bool {
+    if session(w, handle).last_uri == uri {
+        return true;
+    }
+    if !uri_ok(w, uri) {
+        return false;
+    }
+    let s = session(w, handle);
+    s.last_uri.clear();
+    s.last_uri.push_str(uri);
+    true
 }
 
 /// A subscription or registration pattern within the rules and bounds.
@@ -571,6 +589,7 @@ fn open_session(
         want_retained: Vec::new(),
         want_after: Vec::new(),
         replays: Vec::new(),
+        last_uri: String::new(),
         revocation: announces(&details, "callee", "registration_revocation"),
         testaments: Vec::new(),
         keys: Vec::new(),

@@ -486,10 +486,17 @@ impl Shard {
         let mut sent = 0;
         let mut targets = std::mem::take(&mut self.publish_targets);
         let mut matched = false;
-        self.topics.for_each_match(&p.realm, &p.topic, |_, route| {
+        // This worker's own matches, kept for `deliver_matched`: the topic
+        // is looked up once for both.
+        let mut mine = std::mem::take(&mut self.match_scratch);
+        let me = self.id;
+        self.topics.for_each_match(&p.realm, &p.topic, |policy, route| {
             matched |= !route.workers.is_empty();
             for &w in &route.workers {
                 targets[w as usize] = true;
+            }
+            if route.has(me) {
+                mine.push((route.subscription, policy));
             }
         });
         // Each shared subscription: one worker, picked round-robin, then one
@@ -520,8 +527,12 @@ impl Shard {
             }
         }
         self.publish_targets = targets;
-        if let Some(shared) = here {
-            self.deliver(&p, &shared);
+        match here {
+            Some(shared) => self.deliver_matched(&p, &shared, mine),
+            None => {
+                mine.clear();
+                self.match_scratch = mine;
+            }
         }
         (matched, sent)
     }
@@ -533,8 +544,21 @@ impl Shard {
     /// An MQTT session gets one copy however many of its subscriptions
     /// match: its hits are collected and handed over together.
     pub fn deliver(&mut self, p: &Arc<Publication>, shared: &[u64]) {
+        let mut matched = std::mem::take(&mut self.match_scratch);
+        let me = self.id;
+        self.topics.for_each_match(&p.realm, &p.topic, |policy, route| {
+            if route.has(me) {
+                matched.push((route.subscription, policy));
+            }
+        });
+        self.deliver_matched(p, shared, matched);
+    }
+
+    /// `deliver`, the topic already matched: `matched` holds this worker's
+    /// subscriptions that match (and goes back to `match_scratch`).
+    fn deliver_matched(&mut self, p: &Arc<Publication>, shared: &[u64], matched: Vec<(u64, MatchPolicy)>) {
         self.delivery_stored = false;
-        self.deliver_here(p, shared);
+        self.deliver_here(p, shared, matched);
         // A publisher that waits for persistent sessions' copies: told once
         // they are on disk (a barrier after them on this worker's store
         // channel), or at once if this worker wrote none.
@@ -549,14 +573,7 @@ impl Shard {
         }
     }
 
-    fn deliver_here(&mut self, p: &Arc<Publication>, shared: &[u64]) {
-        let mut matched = std::mem::take(&mut self.match_scratch);
-        let me = self.id;
-        self.topics.for_each_match(&p.realm, &p.topic, |policy, route| {
-            if route.has(me) {
-                matched.push((route.subscription, policy));
-            }
-        });
+    fn deliver_here(&mut self, p: &Arc<Publication>, shared: &[u64], mut matched: Vec<(u64, MatchPolicy)>) {
         if p.expired(self.now) {
             matched.clear();
         }

@@ -41,7 +41,7 @@ pub(super) fn publish(
         Ok(k) => k.flatten(),
         Err(e) => return violation(w, handle, &e),
     };
-    if !uri_ok(w, &topic) {
+    if !concrete_uri_ok(w, handle, &topic) {
         if acknowledge {
             error(w, handle, m::PUBLISH, request, "wamp.error.invalid_uri", Some(format!("invalid topic '{topic}'")));
         }

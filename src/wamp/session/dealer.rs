@@ -132,7 +132,7 @@ pub(super) fn call(
             return error(w, handle, m::CALL, request, "wamp.error.invalid_argument", Some(msg));
         }
     };
-    if !uri_ok(w, &procedure) {
+    if !concrete_uri_ok(w, handle, &procedure) {
         let msg = format!("invalid procedure URI '{procedure}'");
         return error(w, handle, m::CALL, request, "wamp.error.invalid_uri", Some(msg));
     }
