@@ -328,10 +328,10 @@ fn emit(client: &statsd::Client, hist: &[Histogram<u64>], c: &Counters, sessions
     p.count("retained.refused", c.retained_refused as f64);
     p.count("auth.failed", c.auth_failed as f64);
     p.count("history.dropped", c.history_dropped as f64);
+    // Every reason, zeros too, like the other counters (a dashboard's
+    // series stays continuous, and matches Prometheus's).
     for (reason, n) in CLOSE_REASONS.iter().zip(c.closed) {
-        if n > 0 {
-            p.count(&format!("sessions.closed.{}", reason.name()), n as f64);
-        }
+        p.count(&format!("sessions.closed.{}", reason.name()), n as f64);
     }
     p.gauge("sessions.active", sessions as f64);
     p.send(client);

@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Writes the two Grafana dashboards next to this file:
+
+  fennec-prometheus.json  for a Prometheus data source scraping `--admin`'s /metrics
+  fennec-statsd.json      for a Graphite data source fed by the StatsD daemon
+                          (`--statsd`, statsd's graphite backend, default names)
+
+Both import as they are (Dashboards -> New -> Import; pick the data source
+when asked). Run this after changing a panel: python3 contrib/grafana/generate.py
+tests/grafana.rs checks that every metric the dashboards use is one Fennec sends.
+"""
+import json
+import os
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def panel(i, title, unit, targets, ds, w=12, h=8):
+    return {
+        "id": i + 1,
+        "type": "timeseries",
+        "title": title,
+        "datasource": ds,
+        "gridPos": {"h": h, "w": w, "x": (i % 2) * 12, "y": (i // 2) * h},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi"}},
+        "targets": targets,
+    }
+
+
+def dashboard(uid, title, ds_input, panels, extra_vars=()):
+    return {
+        "__inputs": [ds_input],
+        "uid": uid,
+        "title": title,
+        "tags": ["fennec"],
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "refresh": "5s",
+        "time": {"from": "now-15m", "to": "now"},
+        "templating": {"list": list(extra_vars)},
+        "panels": panels,
+    }
+
+
+def prometheus():
+    ds = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+    refs = iter("ABCDEFGHIJ")
+
+    def t(expr, legend):
+        return {"expr": expr, "legendFormat": legend, "refId": next(refs)}
+
+    def rate(name, legend, window="1m"):
+        return t(f"sum(rate({name}[{window}]))", legend)
+
+    rows = []
+
+    def add(title, unit, targets):
+        nonlocal refs
+        rows.append(panel(len(rows), title, unit, targets, ds))
+        refs = iter("ABCDEFGHIJ")
+
+    add("Messages / s", "ops", [rate("fennec_messages_received_total", "in"), rate("fennec_messages_sent_total", "out")])
+    add("Bytes / s", "Bps", [rate("fennec_received_bytes_total", "in"), rate("fennec_sent_bytes_total", "out")])
+    q = "histogram_quantile({q}, sum by (op, le) (rate(fennec_op_duration_seconds_bucket[1m])))"
+    add("Latency p99 by op", "s", [t(q.format(q="0.99"), "{{op}}")])
+    add("Latency p50 by op", "s", [t(q.format(q="0.5"), "{{op}}")])
+    add("Sessions", "short", [t("fennec_sessions", "all"), t("fennec_worker_sessions", "worker {{worker}}")])
+    add("Session closes / s by reason", "ops", [t("sum by (reason) (rate(fennec_sessions_closed_total[5m]))", "{{reason}}")])
+    add(
+        "Drops and slow consumers / s",
+        "ops",
+        [
+            rate("fennec_events_dropped_total", "WAMP events dropped"),
+            rate("fennec_mqtt_dropped_total", "MQTT messages dropped"),
+            t('sum(rate(fennec_sessions_closed_total{reason="slow_consumer"}[5m]))', "slow consumers closed"),
+        ],
+    )
+    add(
+        "MQTT flows / s",
+        "ops",
+        [
+            rate("fennec_mqtt_publish_received_total", "PUBLISH in"),
+            rate("fennec_mqtt_publish_sent_total", "PUBLISH out"),
+            t('sum by (op) (rate(fennec_op_duration_seconds_count{op=~"mqtt.publish_deliver.qos.*"}[1m]))', "{{op}}"),
+            rate("fennec_mqtt_connects_total", "CONNECT"),
+        ],
+    )
+    add(
+        "Refusals / s",
+        "ops",
+        [
+            rate("fennec_auth_failed_total", "failed authentications"),
+            rate("fennec_mqtt_denied_total", "MQTT PUBLISH denied"),
+            rate("fennec_retained_refused_total", "retained over a store bound"),
+            rate("fennec_history_dropped_total", "history pushed out"),
+        ],
+    )
+    ds_input = {"name": "DS_PROMETHEUS", "label": "Prometheus", "type": "datasource", "pluginId": "prometheus", "pluginName": "Prometheus"}
+    return dashboard("fennec-prometheus", "Fennec (Prometheus)", ds_input, rows)
+
+
+def statsd():
+    ds = {"type": "graphite", "uid": "${DS_GRAPHITE}"}
+    refs = iter("ABCDEFGHIJ")
+
+    # statsd's graphite backend (legacyNamespace off): counters per second
+    # under stats.<name>, gauges under stats.gauges.<name>.
+    def counter(name, alias):
+        return {"target": f"alias(stats.$prefix.{name}, '{alias}')", "refId": next(refs)}
+
+    def gauges(path, node):
+        return {"target": f"aliasByNode(stats.gauges.$prefix.{path}, {node})", "refId": next(refs)}
+
+    rows = []
+
+    def add(title, unit, targets):
+        nonlocal refs
+        rows.append(panel(len(rows), title, unit, targets, ds))
+        refs = iter("ABCDEFGHIJ")
+
+    add("Messages / s", "ops", [counter("messages.in", "in"), counter("messages.out", "out")])
+    add("Bytes / s", "Bps", [counter("bytes.in", "in"), counter("bytes.out", "out")])
+    add("Latency p99 by op (µs)", "µs", [gauges("latency.*.p99_us", 4), gauges("latency.mqtt.*.*.p99_us", 6)])
+    add("Latency p50 by op (µs)", "µs", [gauges("latency.*.p50_us", 4), gauges("latency.mqtt.*.*.p50_us", 6)])
+    add("Sessions", "short", [gauges("sessions.active", 4)])
+    add("Session closes / s by reason", "ops", [{"target": "aliasByNode(stats.$prefix.sessions.closed.*, 5)", "refId": next(refs)}])
+    add(
+        "Drops and slow consumers / s",
+        "ops",
+        [
+            counter("events.dropped", "WAMP events dropped"),
+            counter("mqtt.dropped", "MQTT messages dropped"),
+            counter("sessions.closed.slow_consumer", "slow consumers closed"),
+        ],
+    )
+    add(
+        "MQTT flows / s",
+        "ops",
+        [
+            counter("mqtt.publish.in", "PUBLISH in"),
+            counter("mqtt.publish.out", "PUBLISH out"),
+            {"target": "aliasByNode(stats.$prefix.latency.mqtt.publish_deliver.*.count, 6)", "refId": next(refs)},
+            counter("mqtt.connects", "CONNECT"),
+        ],
+    )
+    add(
+        "Refusals / s",
+        "ops",
+        [
+            counter("auth.failed", "failed authentications"),
+            counter("mqtt.denied", "MQTT PUBLISH denied"),
+            counter("retained.refused", "retained over a store bound"),
+            counter("history.dropped", "history pushed out"),
+        ],
+    )
+    ds_input = {"name": "DS_GRAPHITE", "label": "Graphite", "type": "datasource", "pluginId": "graphite", "pluginName": "Graphite"}
+    prefix = {
+        "name": "prefix",
+        "label": "StatsD prefix",
+        "type": "textbox",
+        "query": "fennec",
+        "current": {"text": "fennec", "value": "fennec"},
+    }
+    return dashboard("fennec-statsd", "Fennec (StatsD / Graphite)", ds_input, rows, [prefix])
+
+
+for name, d in [("fennec-prometheus.json", prometheus()), ("fennec-statsd.json", statsd())]:
+    with open(os.path.join(HERE, name), "w") as f:
+        json.dump(d, f, indent=2, ensure_ascii=False)
+        f.write("\n")
