@@ -115,10 +115,8 @@ fn dashboards_use_only_metrics_fennec_sends() {
     // comes last in an interval's datagrams).
     let whole = |l: &str| l.find("qos0.p99_us").is_some_and(|i| l[i..].contains("sessions.active"));
     let lines = statsd_lines(&statsd, whole, Duration::from_secs(10));
-    let sent: BTreeSet<String> = lines
-        .lines()
-        .filter_map(|l| l.split(':').next()?.strip_prefix("fennec.").map(str::to_owned))
-        .collect();
+    let sent: BTreeSet<String> =
+        lines.lines().filter_map(|l| l.split(':').next()?.strip_prefix("fennec.").map(str::to_owned)).collect();
     for t in queries(&dashboard("fennec-statsd.json"), "target") {
         let path = graphite_path(&t);
         assert!(sent.iter().any(|n| glob(&path, n)), "StatsD dashboard: {path} matches nothing sent: {sent:?}");
