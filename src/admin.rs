@@ -57,6 +57,11 @@ pub fn render(t: &Totals) -> String {
     counter("fennec_retained_refused_total", "Retained writes over a bound of the store.", c.retained_refused);
     counter("fennec_auth_failed_total", "Failed authentications.", c.auth_failed);
     counter("fennec_history_dropped_total", "History events pushed out by a limit or age.", c.history_dropped);
+    counter(
+        "fennec_log_lines_dropped_total",
+        "Log lines dropped because the log thread's queue was full.",
+        crate::logging::dropped(),
+    );
     out.push_str("# HELP fennec_sessions_closed_total Sessions closed, by reason.\n");
     out.push_str("# TYPE fennec_sessions_closed_total counter\n");
     for (reason, n) in CLOSE_REASONS.iter().zip(c.closed) {

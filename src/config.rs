@@ -106,6 +106,11 @@ pub struct Cli {
     /// The admin listener: GET /metrics (Prometheus) [default: none; e.g. 127.0.0.1:9180].
     #[arg(long, value_name = "HOST:PORT")]
     pub admin: Option<SocketAddr>,
+    /// What to log, RUST_LOG-style: a level (off, error, warn, info, debug,
+    /// trace) and TARGET=LEVEL pairs, e.g. `info,wamp=debug` [default: the
+    /// RUST_LOG environment variable, else info].
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
     /// Prefix of every StatsD metric name [default: fennec].
     #[arg(long, value_name = "PREFIX")]
     pub statsd_prefix: Option<String>,
@@ -469,6 +474,8 @@ pub struct Metrics {
 /// The resolved configuration the router runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The log filter (`log::Filter` syntax), checked.
+    pub log_level: String,
     pub cores: usize,
     pub pin: bool,
     pub listen: SocketAddr,
@@ -612,7 +619,11 @@ impl Config {
             }
         }
         let any_history = realms.iter().any(|r| !r.history.is_empty());
+        let log_level =
+            cli.log_level.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into());
+        crate::logging::Filter::parse(&log_level).map_err(|e| format!("--log-level: {e}"))?;
         Ok(Config {
+            log_level,
             any_history,
             cores,
             pin: !cli.no_pin && file.pin.unwrap_or(true),

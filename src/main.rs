@@ -12,12 +12,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = fennec::logging::init(&cfg.log_level) {
+        eprintln!("fennec: {e}");
+        return ExitCode::FAILURE;
+    }
     // Install the handlers before announcing readiness, so a signal sent
     // right after the announcement is not lost.
     let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("fennec: cannot install signal handlers: {e}");
+            log::error!("cannot install signal handlers: {e}");
+            fennec::logging::flush();
             return ExitCode::FAILURE;
         }
     };
@@ -27,7 +32,8 @@ fn main() -> ExitCode {
     let running = match fennec::server::start(cfg) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("fennec: cannot start: {e}");
+            log::error!("cannot start: {e}");
+            fennec::logging::flush();
             return ExitCode::FAILURE;
         }
     };
@@ -55,14 +61,16 @@ fn main() -> ExitCode {
         if sig == SIGHUP {
             // New certificates for new connections; nothing else changes.
             match running.reload_tls() {
-                Ok(()) => eprintln!("fennec: SIGHUP: TLS certificates reloaded"),
-                Err(e) => eprintln!("fennec: SIGHUP: TLS certificates not reloaded: {e}"),
+                Ok(()) => log::info!("SIGHUP: TLS certificates reloaded"),
+                Err(e) => log::error!("SIGHUP: TLS certificates not reloaded: {e}"),
             }
             continue;
         }
-        eprintln!("fennec: signal {sig}, shutting down");
+        log::info!("signal {sig}, shutting down");
         break;
     }
     running.shutdown();
+    log::info!("stopped");
+    fennec::logging::flush();
     ExitCode::SUCCESS
 }

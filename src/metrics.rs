@@ -250,7 +250,7 @@ pub fn run(
     let client = cfg.statsd.as_deref().and_then(|addr| match statsd::Client::new(addr, &cfg.prefix) {
         Ok(c) => Some(c),
         Err(e) => {
-            eprintln!("fennec: statsd disabled, cannot use {addr}: {e}");
+            log::error!("StatsD disabled, cannot use {addr}: {e}");
             None
         }
     });

@@ -186,10 +186,7 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
     let until = std::time::Instant::now() + STARTUP_LIMIT;
     for _ in 0..n {
         if ready_rx.recv_deadline(until).is_err() {
-            eprintln!(
-                "fennec: restored MQTT sessions not all routed within {} s; starting anyway",
-                STARTUP_LIMIT.as_secs()
-            );
+            log::warn!("restored MQTT sessions not all routed within {} s; starting anyway", STARTUP_LIMIT.as_secs());
             break;
         }
     }
@@ -306,7 +303,7 @@ fn open_store(
         if !repair {
             return Err(format!("{what} (start with --repair to drop unreadable records and keep the rest)"));
         }
-        eprintln!("fennec: --repair: dropped a record: {what}");
+        log::warn!("--repair: dropped a record: {what}");
         dropped.push(key.to_vec());
         Ok(())
     };
@@ -398,7 +395,7 @@ fn accept_loop(mut poll: Poll, listeners: Listeners, senders: Vec<Sender<ShardMs
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
-            eprintln!("fennec: acceptor: poll failed: {e}");
+            log::error!("acceptor: poll failed: {e}");
             return;
         }
         for ev in events.iter() {
@@ -440,7 +437,7 @@ fn accept_all(
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // EMFILE and friends: report, back off, keep serving.
-                    eprintln!("fennec: accept failed: {e}");
+                    log::warn!("accept failed: {e}");
                     std::thread::sleep(std::time::Duration::from_millis(10));
                     break;
                 }

@@ -473,6 +473,7 @@ fn cap_expiry(e: u32, max: Option<u32>) -> u32 {
 pub fn on_close(w: &mut Shard, _handle: usize, conn: MqttConn, reason: CloseReason) {
     let ConnState::Open(slot) = conn.state else { return };
     w.metrics.closed(reason);
+    log::debug!("worker {}: MQTT connection of session {} closed: {}", w.id, w.mqtt.sessions[slot].id, reason.name());
     if conn.taken_over {
         return;
     }

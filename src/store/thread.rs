@@ -89,7 +89,7 @@ fn commit_group(store: &mut dyn Store, group: &mut Vec<StoreReq>, workers: &[(Se
     let writes: Vec<Write> = group.iter().map(|r| r.write.clone()).collect();
     let result = store.commit(&writes).map_err(|e| Arc::<str>::from(e.as_str()));
     if let Err(e) = &result {
-        eprintln!("fennec: store: {e}");
+        log::error!("store: a commit failed: {e}");
     }
     // One message per worker with every ticket of this group.
     let mut tickets: Vec<Vec<u64>> = vec![Vec::new(); workers.len()];

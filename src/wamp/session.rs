@@ -529,6 +529,15 @@ fn router_roles() -> Value {
     ])
 }
 
+/// The connection's peer address, for the log (a system call: only when
+/// the line is written).
+pub(crate) fn conn_peer(w: &Shard, handle: usize) -> String {
+    match w.conns.get(handle).and_then(|c| c.stream.as_ref()).and_then(|s| s.peer_addr().ok()) {
+        Some(a) => format!("from {a}"),
+        None => "not over a socket".into(),
+    }
+}
+
 /// Whether HELLO details announce `roles.<role>.features.<feature>: true`.
 fn announces(details: &Dict, role: &str, feature: &str) -> bool {
     dict_get(details, "roles")
@@ -598,6 +607,16 @@ fn open_session(
     w.sessions.insert(id, handle);
     w.metrics.sessions += 1;
     w.metrics.counters.sessions_opened += 1;
+    if log::log_enabled!(log::Level::Debug) {
+        let peer = conn_peer(w, handle);
+        let me = w.id;
+        let s = session(w, handle);
+        log::debug!(
+            "worker {me}: WAMP session {id} opened in realm '{realm}' (authid '{}', role '{}', {peer})",
+            s.authid,
+            s.authrole
+        );
+    }
     let details = vec![
         ("realm".into(), Value::Str(realm.to_string())),
         ("authid".into(), Value::Str(authid)),
@@ -614,6 +633,7 @@ fn open_session(
 
 /// Cleans up a session on every shard. The connection may stay (GOODBYE) or go.
 fn end_session(w: &mut Shard, handle: usize, mut s: WampSession, reason: CloseReason) {
+    log::debug!("worker {}: WAMP session {} closed: {}", w.id, s.id, reason.name());
     w.sessions.remove(&s.id);
     w.metrics.sessions -= 1;
     w.metrics.closed(reason);

@@ -263,7 +263,7 @@ impl Worker {
         if let Err(e) =
             self.poll.registry().register(&mut stream, Token(handle), Interest::READABLE | Interest::WRITABLE)
         {
-            eprintln!("fennec: worker {}: cannot register connection: {e}", self.sh.id);
+            log::error!("worker {}: cannot register a connection: {e}", self.sh.id);
             return;
         }
         self.next_serial += 1;
@@ -278,7 +278,7 @@ impl Worker {
             match crate::tls::accept(cfg) {
                 Ok(tls) => conn.tls = Some(tls),
                 Err(e) => {
-                    eprintln!("fennec: worker {}: {e}", self.sh.id);
+                    log::error!("worker {}: TLS: {e}", self.sh.id);
                     return;
                 }
             }

@@ -190,6 +190,10 @@ impl Shard {
             || c.out.messages() >= 2 * limits.outbound_queue_messages
         {
             if !c.is_closed() {
+                log::warn!(
+                    "worker {}: connection {handle} closed: slow consumer (outbound queue at twice its bound)",
+                    self.id
+                );
                 self.close(handle, CloseReason::SlowConsumer, Some((frame::CLOSE_POLICY, "outbound queue full")));
             }
             return;
@@ -289,6 +293,7 @@ impl Shard {
             if now.duration_since(since) >= grace && crate::wamp::session::closes_when_slow(self, h) {
                 let text = format!("slow consumer: outbound queue full for more than {} ms", grace.as_millis());
                 crate::mqtt::session::slow(self, h, &text);
+                log::warn!("worker {}: connection {h} closed: {text}", self.id);
                 self.close(h, CloseReason::SlowConsumer, Some((frame::CLOSE_POLICY, &text)));
                 return false;
             }

@@ -123,6 +123,11 @@ fn authenticate(
                         w.auth_throttle.failed(ip, w.now);
                     }
                     w.metrics.counters.auth_failed += 1;
+                    log::warn!(
+                        "worker {}: MQTT authentication failed ({})",
+                        w.id,
+                        crate::wamp::session::conn_peer(w, handle)
+                    );
                     fail_connack(w, handle, reason::BAD_USERNAME_OR_PASSWORD);
                     None
                 }
@@ -342,6 +347,11 @@ pub(super) fn claimed(w: &mut Shard, claim: Claim, state: Option<Box<SessionStat
     }
     send(w, handle, codec::connack(c.version, present, reason::SUCCESS, &props));
     w.metrics.record(Op::MqttConnect, p.started, Instant::now());
+    if log::log_enabled!(log::Level::Debug) {
+        let peer = crate::wamp::session::conn_peer(w, handle);
+        let s = &w.mqtt.sessions[slot];
+        log::debug!("worker {}: MQTT session {} of '{}' connected (present: {present}, {peer})", w.id, s.id, p.client);
+    }
     resend_inflight(w, slot);
     pump(w, slot);
     // Input that arrived after CONNECT.

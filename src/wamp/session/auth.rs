@@ -277,6 +277,7 @@ pub(super) fn authenticate(w: &mut Shard, handle: usize, signature: String, extr
         }
         w.metrics.counters.auth_failed += 1;
         let message = format!("{} authentication failed", pending.method.name());
+        log::warn!("worker {}: WAMP {message} for '{}' ({})", w.id, pending.authid, super::conn_peer(w, handle));
         return abort(w, handle, "wamp.error.authentication_failed", &message, CloseReason::Client);
     }
     let p = pending.principal.expect("checked");
@@ -331,6 +332,7 @@ pub fn on_authenticator(w: &mut Shard, done: CallDone) {
         Ok(x) => x,
         Err(message) => {
             w.metrics.counters.auth_failed += 1;
+            log::warn!("worker {}: WAMP authentication refused by the authenticator: {message}", w.id);
             if let Some(ip) = peer_ip(w, a.handle) {
                 w.auth_throttle.failed(ip, w.now);
             }

@@ -43,24 +43,7 @@ fn event(w: &mut Shard, realm: &Realm, topic: &str, args: Vec<Value>) {
     w.publish(Publication::new(realm.clone(), topic.to_owned(), id, publisher, body));
 }
 
-/// Milliseconds since the Unix epoch as ISO 8601 UTC
-/// (`2026-12-01T12:52:49.123Z`), the meta API's `created`.
-pub(super) fn iso8601(ms: u64) -> String {
-    let (secs, millis) = (ms / 1000, ms % 1000);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{millis:03}Z")
-}
+use crate::router::iso8601;
 
 fn dict(pairs: Vec<(&str, Value)>) -> Value {
     Value::Dict(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
@@ -868,16 +851,4 @@ fn kill(w: &mut Shard, handle: usize, reason: &str, message: Option<&str>) {
     conn.goodbye_sent = true;
     let Some(s) = conn.session.take() else { return };
     end_session(w, handle, s, CloseReason::Killed);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::iso8601;
-
-    #[test]
-    fn iso8601_utc() {
-        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(iso8601(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(iso8601(1_796_129_569_007), "2026-12-01T12:52:49.007Z");
-    }
 }
