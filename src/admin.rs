@@ -1,15 +1,41 @@
-//! The admin listener (`--admin HOST:PORT`): `GET /metrics` in the
-//! Prometheus text format. Its own thread, off the workers: it reads what
-//! the metrics thread has merged from the workers' snapshots (`Totals`,
-//! updated once per snapshot), so a scrape costs the workers nothing.
+//! The admin listener (`--admin HOST:PORT`). Its own thread, off the
+//! workers:
+//! - `GET /metrics`, the Prometheus text format, from what the metrics
+//!   thread has merged from the workers' snapshots (`Totals`, updated once
+//!   per snapshot): a scrape costs the workers nothing;
+//! - `GET /api/state`, JSON: each worker's sessions, subscriptions and
+//!   load (`inspect::WorkerReport`), asked for with `ShardMsg::Inspect`
+//!   and answered when the worker next reads its inbox (a worker whose
+//!   inbox is full or that does not answer within a second is listed in
+//!   `missing`);
+//! - `POST /api/sessions/ID/kill`: ends that session (`ShardMsg::Kill`).
+//!
+//! With `[metrics] admin_token` every request needs `Authorization:
+//! Bearer TOKEN` (or `?token=TOKEN`); the token is required when the
+//! listener is not on a loopback address.
 
+use crate::inspect::WorkerReport;
 use crate::metrics::{Counters, CLOSE_REASONS, OPS};
+use crate::router::ShardMsg;
+use crossbeam_channel::{bounded, Sender};
 use hdrhistogram::Histogram;
+use mio::Waker;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// What the admin thread serves from.
+pub struct Admin {
+    pub totals: Arc<Mutex<Totals>>,
+    /// Each worker's inbox and waker.
+    pub workers: Vec<(Sender<ShardMsg>, Arc<Waker>)>,
+    pub token: Option<String>,
+}
+
+/// How long `/api/*` waits for the workers' answers.
+const ASK_LIMIT: Duration = Duration::from_secs(1);
 
 /// Everything since start, merged over the workers (the metrics thread
 /// writes it, scrapes read it).
@@ -92,22 +118,22 @@ pub fn render(t: &Totals) -> String {
 }
 
 /// Serves the admin listener until `stop`.
-pub fn serve(listener: TcpListener, totals: Arc<Mutex<Totals>>, stop: Arc<AtomicBool>) {
+pub fn serve(listener: TcpListener, admin: Admin, stop: Arc<AtomicBool>) {
     let _ = listener.set_nonblocking(true);
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
-            Ok((s, _)) => answer(s, &totals),
+            Ok((s, _)) => answer(s, &admin),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
 }
 
-fn answer(mut s: TcpStream, totals: &Mutex<Totals>) {
+fn answer(mut s: TcpStream, admin: &Admin) {
     let _ = s.set_nonblocking(false);
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
-    let mut req = [0u8; 2048];
+    let mut req = [0u8; 4096];
     let mut n = 0;
     while n < req.len() {
         match s.read(&mut req[n..]) {
@@ -118,21 +144,99 @@ fn answer(mut s: TcpStream, totals: &Mutex<Totals>) {
             break;
         }
     }
-    let line = String::from_utf8_lossy(&req[..n]);
-    let first = line.lines().next().unwrap_or("");
-    let (status, kind, body) = match first.split_whitespace().collect::<Vec<_>>()[..] {
-        ["GET", "/metrics", ..] => {
-            let body = render(&totals.lock().unwrap_or_else(|e| e.into_inner()));
-            ("200 OK", "text/plain; version=0.0.4", body)
-        }
-        ["GET", ..] => ("404 Not Found", "text/plain", "not found: try /metrics\n".to_owned()),
-        _ => ("405 Method Not Allowed", "text/plain", "GET only\n".to_owned()),
-    };
+    let text = String::from_utf8_lossy(&req[..n]);
+    let (status, kind, body) = respond(&text, admin);
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
         body.len()
     );
     let _ = s.write_all(head.as_bytes()).and_then(|_| s.write_all(body.as_bytes()));
+}
+
+/// The answer to one request (its head's text): status, type, body.
+fn respond(request: &str, admin: &Admin) -> (&'static str, &'static str, String) {
+    let first = request.lines().next().unwrap_or("");
+    let mut parts = first.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if let Some(token) = &admin.token {
+        let bearer = request.lines().filter_map(|l| l.split_once(':')).find_map(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("authorization").then(|| v.trim().strip_prefix("Bearer ").map(str::trim))?
+        });
+        let in_query = query.split('&').find_map(|kv| kv.strip_prefix("token="));
+        let given = bearer.or(in_query).unwrap_or("");
+        let same =
+            given.len() == token.len() && subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.as_bytes()).into();
+        if !same {
+            return (
+                "401 Unauthorized",
+                "text/plain",
+                "an admin token is needed: Authorization: Bearer TOKEN\n".into(),
+            );
+        }
+    }
+    let json = "application/json";
+    match (method, path) {
+        ("GET", "/metrics") => {
+            let body = render(&admin.totals.lock().unwrap_or_else(|e| e.into_inner()));
+            ("200 OK", "text/plain; version=0.0.4", body)
+        }
+        ("GET", "/api/state") => ("200 OK", json, state(admin)),
+        ("POST", p) if p.starts_with("/api/sessions/") && p.ends_with("/kill") => {
+            match p["/api/sessions/".len()..p.len() - "/kill".len()].parse::<u64>() {
+                Ok(id) if kill(admin, id) => ("200 OK", json, format!("{{\"session\":{id},\"killed\":true}}")),
+                Ok(id) => ("404 Not Found", json, format!("{{\"session\":{id},\"killed\":false}}")),
+                Err(_) => ("400 Bad Request", "text/plain", "a session ID is a number\n".into()),
+            }
+        }
+        ("GET", _) => ("404 Not Found", "text/plain", "not found: try /metrics or /api/state\n".into()),
+        _ => ("405 Method Not Allowed", "text/plain", "GET, or POST /api/sessions/ID/kill\n".into()),
+    }
+}
+
+/// Every worker's report, as JSON.
+fn state(admin: &Admin) -> String {
+    #[derive(serde::Serialize)]
+    struct State {
+        workers: Vec<WorkerReport>,
+        /// Workers that did not answer in time (or whose inbox was full).
+        missing: Vec<usize>,
+    }
+    let (tx, rx) = bounded(admin.workers.len());
+    let mut asked = vec![false; admin.workers.len()];
+    for (i, (inbox, waker)) in admin.workers.iter().enumerate() {
+        if inbox.try_send(ShardMsg::Inspect(tx.clone())).is_ok() {
+            asked[i] = true;
+            let _ = waker.wake();
+        }
+    }
+    drop(tx);
+    let until = Instant::now() + ASK_LIMIT;
+    let mut workers: Vec<WorkerReport> = Vec::new();
+    while workers.len() < asked.iter().filter(|a| **a).count() {
+        match rx.recv_deadline(until) {
+            Ok(r) => workers.push(r),
+            Err(_) => break,
+        }
+    }
+    workers.sort_by_key(|r| r.worker);
+    let missing = (0..admin.workers.len()).filter(|i| !workers.iter().any(|r| r.worker as usize == *i)).collect();
+    serde_json::to_string(&State { workers, missing }).unwrap_or_else(|_| "{}".into())
+}
+
+/// Asks every worker to end session `id`; whether one had it.
+fn kill(admin: &Admin, id: u64) -> bool {
+    let (tx, rx) = bounded(admin.workers.len());
+    let mut asked = 0;
+    for (inbox, waker) in &admin.workers {
+        if inbox.try_send(ShardMsg::Kill { session: id, reply: tx.clone() }).is_ok() {
+            asked += 1;
+            let _ = waker.wake();
+        }
+    }
+    drop(tx);
+    let until = Instant::now() + ASK_LIMIT;
+    (0..asked).any(|_| rx.recv_deadline(until).unwrap_or(false))
 }
 
 /// Binds the admin listener.

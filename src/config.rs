@@ -332,6 +332,9 @@ pub struct MetricsFile {
     pub interval_ms: Option<u64>,
     /// The admin listener (`GET /metrics`).
     pub admin: Option<SocketAddr>,
+    /// The bearer token every admin request must carry; required when the
+    /// admin listener is not on a loopback address.
+    pub admin_token: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Clone, Default)]
@@ -469,6 +472,7 @@ pub struct Metrics {
     pub interval: Duration,
     /// The admin listener (Prometheus `/metrics`), if on.
     pub admin: Option<SocketAddr>,
+    pub admin_token: Option<String>,
 }
 
 /// The resolved configuration the router runs with.
@@ -578,7 +582,11 @@ impl Config {
                 cli.metrics_interval_ms.or(file.metrics.interval_ms).unwrap_or(1000).max(10),
             ),
             admin: cli.admin.or(file.metrics.admin),
+            admin_token: file.metrics.admin_token.filter(|t| !t.is_empty()),
         };
+        if metrics.admin.is_some_and(|a| !a.ip().is_loopback()) && metrics.admin_token.is_none() {
+            return Err("the admin listener is not on a loopback address: set [metrics] admin_token".into());
+        }
         let m = file.mqtt;
         let enabled = !cli.no_mqtt && m.enabled.unwrap_or(true);
         let mqtt_realm = cli.mqtt_realm.or(m.realm).unwrap_or_else(|| realms[0].name.clone());

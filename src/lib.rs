@@ -4,6 +4,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod conn;
+pub mod inspect;
 pub mod logging;
 pub mod metrics;
 pub mod mqtt;

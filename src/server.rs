@@ -140,8 +140,13 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
                 .map_err(|e| io::Error::new(e.kind(), format!("admin listener {addr}: {e}")))?;
             let local = l.local_addr()?;
             let totals = Arc::new(std::sync::Mutex::new(crate::admin::Totals::new(n)));
-            let (t, stop) = (totals.clone(), admin_stop.clone());
-            std::thread::Builder::new().name("admin".into()).spawn(move || crate::admin::serve(l, t, stop))?;
+            let admin = crate::admin::Admin {
+                totals: totals.clone(),
+                workers: senders.iter().cloned().zip(wakers.iter().cloned()).collect(),
+                token: cfg.metrics.admin_token.clone(),
+            };
+            let stop = admin_stop.clone();
+            std::thread::Builder::new().name("admin".into()).spawn(move || crate::admin::serve(l, admin, stop))?;
             (Some(totals), Some(local))
         }
         None => (None, None),

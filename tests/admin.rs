@@ -82,3 +82,83 @@ fn metrics_are_served_in_the_prometheus_format() {
     assert!(get(admin, "/").0.starts_with("HTTP/1.1 404"));
     r.shutdown();
 }
+
+fn request(addr: SocketAddr, method: &str, path: &str, headers: &str) -> (String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}\r\n").unwrap();
+    let mut all = String::new();
+    s.read_to_string(&mut all).unwrap();
+    let (head, body) = all.split_once("\r\n\r\n").unwrap();
+    (head.to_owned(), body.to_owned())
+}
+
+/// `/api/state` lists the WAMP and MQTT sessions and the subscriptions of
+/// every worker; `/api/sessions/ID/kill` ends one.
+#[test]
+fn state_lists_sessions_and_kill_ends_one() {
+    use common::raw::{mqtt_str, packet, Raw};
+    let r = common::router(&["--admin", "127.0.0.1:0", "--cores", "2"]);
+    let admin = r.admin_addr.expect("admin listener");
+    let mut wamp = join(r.local_addr, Serializer::Json);
+    let request_id = wamp.request();
+    wamp.send(&Msg::Subscribe { request: request_id, options: vec![], topic: "state.t".into() });
+    assert!(matches!(wamp.recv(), Msg::Subscribed { .. }));
+    let (mut m, _) = Raw::connected(r.mqtt_addr.unwrap(), 4, "state-client", true, 60);
+    let mut body = vec![0, 1];
+    mqtt_str(&mut body, b"state/m");
+    body.push(0);
+    m.send(&packet(0x82, &body));
+    m.expect(0x90, "SUBACK");
+
+    let (head, body) = request(admin, "GET", "/api/state", "");
+    assert!(head.starts_with("HTTP/1.1 200") && head.contains("application/json"), "{head}");
+    let state: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let workers = state["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2, "{body}");
+    assert_eq!(state["missing"], serde_json::json!([]));
+    let sessions: Vec<&serde_json::Value> = workers.iter().flat_map(|w| w["sessions"].as_array().unwrap()).collect();
+    let wamp_s = sessions.iter().find(|s| s["protocol"] == "wamp").expect("the WAMP session");
+    let mqtt_s = sessions.iter().find(|s| s["protocol"] == "mqtt").expect("the MQTT session");
+    assert_eq!(wamp_s["realm"], "realm1");
+    assert!(wamp_s["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{wamp_s}");
+    assert_eq!((wamp_s["online"].as_bool(), wamp_s["subscriptions"].as_u64()), (Some(true), Some(1)));
+    assert_eq!((mqtt_s["online"].as_bool(), mqtt_s["subscriptions"].as_u64()), (Some(true), Some(1)));
+    let subs: Vec<&serde_json::Value> = workers.iter().flat_map(|w| w["subscriptions"].as_array().unwrap()).collect();
+    assert!(subs.iter().any(|s| s["topic"] == "state.t" && s["wamp_subscribers"] == 1 && s["match"] == "exact"));
+    assert!(subs.iter().any(|s| s["topic"] == "state.m" && s["mqtt_subscribers"] == 1), "{subs:?}");
+
+    // Kill the WAMP session: GOODBYE wamp.close.killed.
+    let id = wamp_s["id"].as_u64().unwrap();
+    let (head, body) = request(admin, "POST", &format!("/api/sessions/{id}/kill"), "");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+    match wamp.recv() {
+        Msg::Goodbye { reason, .. } => assert_eq!(reason, "wamp.close.killed"),
+        other => panic!("{other:?}"),
+    }
+    // The MQTT one: its connection is closed.
+    let id = mqtt_s["id"].as_u64().unwrap();
+    assert!(request(admin, "POST", &format!("/api/sessions/{id}/kill"), "").0.starts_with("HTTP/1.1 200"));
+    m.closed();
+    assert!(request(admin, "POST", "/api/sessions/12345/kill", "").0.starts_with("HTTP/1.1 404"));
+    assert!(request(admin, "POST", "/api/sessions/x/kill", "").0.starts_with("HTTP/1.1 400"));
+    assert!(request(admin, "DELETE", "/api/state", "").0.starts_with("HTTP/1.1 405"));
+}
+
+/// With `admin_token`, every admin request needs it.
+#[test]
+fn an_admin_token_guards_every_endpoint() {
+    let r = common::router_with_config(&["--admin", "127.0.0.1:0"], "[metrics]\nadmin_token = \"s3cret\"\n");
+    let admin = r.admin_addr.unwrap();
+    for path in ["/metrics", "/api/state"] {
+        assert!(request(admin, "GET", path, "").0.starts_with("HTTP/1.1 401"), "{path} without the token");
+        assert!(request(admin, "GET", path, "Authorization: Bearer nope\r\n").0.starts_with("HTTP/1.1 401"));
+        let (head, _) = request(admin, "GET", path, "Authorization: Bearer s3cret\r\n");
+        assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+    }
+    assert!(request(admin, "GET", "/metrics?token=s3cret", "").0.starts_with("HTTP/1.1 200"));
+    // Not on loopback: the token is required.
+    let cli = <fennec::config::Cli as clap::Parser>::try_parse_from(["fennec", "--admin", "0.0.0.0:9180"]).unwrap();
+    let err = fennec::config::Config::resolve(cli, fennec::config::File::default()).unwrap_err();
+    assert!(err.contains("admin_token"), "{err}");
+}

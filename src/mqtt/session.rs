@@ -299,6 +299,13 @@ struct Restoring {
 }
 
 /// A session on its way to another worker (takeover with clean start off).
+impl Session {
+    /// When the session was created, ms since the Unix epoch.
+    pub fn created_ms(&self) -> u64 {
+        self.created_ms
+    }
+}
+
 #[derive(Debug)]
 pub struct SessionState {
     /// The old copy: worker and session ID (it forwards until told to stop).

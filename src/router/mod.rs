@@ -344,6 +344,13 @@ pub enum ShardMsg {
     TlsConfig(Arc<rustls::ServerConfig>),
     /// Close every session and stop.
     Shutdown,
+    /// The admin listener asks for this worker's report.
+    Inspect(crossbeam_channel::Sender<crate::inspect::WorkerReport>),
+    /// The admin listener's kill: true back if the session was here.
+    Kill {
+        session: u64,
+        reply: crossbeam_channel::Sender<bool>,
+    },
     /// From the server once every worker has routed the sessions it
     /// restored at start: offline deadlines (wills, expiry) may run.
     Started,

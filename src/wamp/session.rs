@@ -149,6 +149,8 @@ pub struct WampSession {
     /// The last topic or procedure this session published to or called
     /// that `uri_ok` passed (`concrete_uri_ok`); empty at first.
     last_uri: String,
+    /// When it opened (the admin listener shows its age).
+    opened: Instant,
     /// The callee announced `registration_revocation`: it is told with UNREGISTERED.
     revocation: bool,
     /// Published when the session ends (at most `meta::MAX_TESTAMENTS`).
@@ -529,6 +531,31 @@ fn router_roles() -> Value {
     ])
 }
 
+/// What the admin listener shows of the session on `handle`, if it has
+/// one open (`peer` filled in by the caller).
+pub fn inspect(w: &Shard, _handle: usize, conn: &WampConn) -> Option<crate::inspect::SessionInfo> {
+    let s = conn.session.as_ref()?;
+    let c = &w.conns[_handle];
+    Some(crate::inspect::SessionInfo {
+        id: s.id,
+        protocol: "wamp",
+        realm: s.realm.to_string(),
+        authid: s.authid.clone(),
+        authrole: s.authrole.clone(),
+        peer: None,
+        online: true,
+        queued_bytes: c.out.bytes(),
+        queued_messages: c.out.messages(),
+        age_s: w.now.saturating_duration_since(s.opened).as_secs(),
+        subscriptions: s.subs.len(),
+    })
+}
+
+/// The admin listener's kill: GOODBYE `wamp.close.killed`.
+pub fn kill_by_admin(w: &mut Shard, handle: usize) {
+    meta::kill(w, handle, "wamp.close.killed", Some("killed by the router's operator"));
+}
+
 /// The connection's peer address, for the log (a system call: only when
 /// the line is written).
 pub(crate) fn conn_peer(w: &Shard, handle: usize) -> String {
@@ -599,6 +626,7 @@ fn open_session(
         want_after: Vec::new(),
         replays: Vec::new(),
         last_uri: String::new(),
+        opened: w.now,
         revocation: announces(&details, "callee", "registration_revocation"),
         testaments: Vec::new(),
         keys: Vec::new(),

@@ -184,6 +184,13 @@ impl Shard {
             ShardMsg::MetaAnswer { gather, answer } => session::on_meta_answer(self, gather, answer),
             ShardMsg::Revoke { callee, registration, reason } => session::on_revoke(self, callee, registration, reason),
             ShardMsg::Mqtt(msg) => mqtt::on_registry(self, msg),
+            // The asker's channel has room for every worker's answer.
+            ShardMsg::Inspect(reply) => {
+                let _ = reply.try_send(crate::inspect::report(self));
+            }
+            ShardMsg::Kill { session, reply } => {
+                let _ = reply.try_send(crate::inspect::kill(self, session));
+            }
             ShardMsg::Sys(msg) => crate::mqtt::sys::on_msg(self, msg),
         }
     }

@@ -844,7 +844,7 @@ pub fn on_meta_query(w: &mut Shard, realm: &Realm, query: MetaQuery, reply: Work
 
 /// Ends a session with GOODBYE (the connection stays, for the client's
 /// GOODBYE reply and perhaps a new HELLO).
-fn kill(w: &mut Shard, handle: usize, reason: &str, message: Option<&str>) {
+pub(super) fn kill(w: &mut Shard, handle: usize, reason: &str, message: Option<&str>) {
     let details = message.map(|m| vec![("message".to_owned(), Value::Str(m.to_owned()))]).unwrap_or_default();
     send(w, handle, &Msg::Goodbye { details, reason: reason.to_owned() });
     let Some(conn) = w.conns[handle].wamp() else { return };

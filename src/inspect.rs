@@ -1,0 +1,129 @@
+//! What a worker shows the admin listener of itself (`ShardMsg::Inspect`):
+//! its sessions (WAMP and MQTT, with identity, peer, outbound queue and
+//! age), its subscriptions and its load. Built on the worker when asked
+//! (a bounded list), sent back without waiting (`try_send` on the asker's
+//! one-slot channel), serialized to JSON on the admin thread.
+
+use crate::conn::Proto;
+use crate::router::Member;
+use crate::worker::shard::Shard;
+use serde::Serialize;
+
+/// Most sessions (and subscriptions) one worker lists in one report.
+pub const MAX_LISTED: usize = 2000;
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WorkerReport {
+    pub worker: u16,
+    pub connections: usize,
+    pub sessions: Vec<SessionInfo>,
+    pub subscriptions: Vec<SubscriptionInfo>,
+    /// More sessions or subscriptions than `MAX_LISTED`: the lists are cut.
+    pub truncated: bool,
+    /// Bytes queued to clients on this worker, over all connections.
+    pub queued_bytes: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SessionInfo {
+    pub id: u64,
+    /// `wamp` or `mqtt`.
+    pub protocol: &'static str,
+    pub realm: String,
+    pub authid: String,
+    pub authrole: String,
+    /// The peer's address; none for an MQTT session that is offline.
+    pub peer: Option<String>,
+    pub online: bool,
+    pub queued_bytes: usize,
+    pub queued_messages: usize,
+    /// Seconds since the session opened (MQTT: since it was created).
+    pub age_s: u64,
+    pub subscriptions: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SubscriptionInfo {
+    pub id: u64,
+    pub realm: String,
+    pub topic: String,
+    #[serde(rename = "match")]
+    pub policy: &'static str,
+    pub wamp_subscribers: usize,
+    pub mqtt_subscribers: usize,
+}
+
+/// This worker's report.
+pub fn report(w: &Shard) -> WorkerReport {
+    let mut r = WorkerReport { worker: w.id, connections: w.conns.len(), ..Default::default() };
+    for (handle, c) in w.conns.iter() {
+        r.queued_bytes += c.out.bytes();
+        let peer = || c.stream.as_ref().and_then(|s| s.peer_addr().ok()).map(|a| a.to_string());
+        match &c.proto {
+            Proto::Wamp(conn) => {
+                if let Some(info) = crate::wamp::session::inspect(w, handle, conn) {
+                    push(&mut r.sessions, &mut r.truncated, SessionInfo { peer: peer(), ..info });
+                }
+            }
+            Proto::Mqtt(_) => {} // listed below, with the offline ones
+            _ => {}
+        }
+    }
+    let now_ms = crate::router::unix_millis();
+    for (_, s) in w.mqtt.sessions.iter() {
+        let conn = s.conn.and_then(|h| w.conns.get(h));
+        let info = SessionInfo {
+            id: s.id,
+            protocol: "mqtt",
+            realm: s.realm.to_string(),
+            authid: s.who.authid.clone(),
+            authrole: s.who.authrole.clone(),
+            peer: conn.and_then(|c| c.stream.as_ref()).and_then(|s| s.peer_addr().ok()).map(|a| a.to_string()),
+            online: conn.is_some(),
+            queued_bytes: conn.map_or(0, |c| c.out.bytes()),
+            queued_messages: conn.map_or(0, |c| c.out.messages()) + s.queue.len(),
+            age_s: now_ms.saturating_sub(s.created_ms()) / 1000,
+            subscriptions: s.subs.len(),
+        };
+        push(&mut r.sessions, &mut r.truncated, info);
+    }
+    for (&id, sub) in &w.local_subs {
+        let wamp = sub.members.iter().filter(|m| matches!(m, Member::Wamp(_))).count();
+        let info = SubscriptionInfo {
+            id,
+            realm: sub.key.realm.to_string(),
+            topic: sub.key.topic.clone(),
+            policy: sub.key.policy.name(),
+            wamp_subscribers: wamp,
+            mqtt_subscribers: sub.members.len() - wamp,
+        };
+        push(&mut r.subscriptions, &mut r.truncated, info);
+    }
+    r
+}
+
+fn push<T>(list: &mut Vec<T>, truncated: &mut bool, item: T) {
+    if list.len() < MAX_LISTED {
+        list.push(item);
+    } else {
+        *truncated = true;
+    }
+}
+
+/// Ends session `id` if it is on this worker (the admin listener's kill):
+/// a WAMP session gets GOODBYE `wamp.close.killed`, an MQTT connection is
+/// closed (its session stays, as after any disconnect).
+pub fn kill(w: &mut Shard, id: u64) -> bool {
+    if let Some(&handle) = w.sessions.get(&id) {
+        crate::wamp::session::kill_by_admin(w, handle);
+        return true;
+    }
+    let conn = w.mqtt.sessions.iter().find(|(_, s)| s.id == id).and_then(|(_, s)| s.conn);
+    match conn {
+        Some(handle) => {
+            w.close(handle, crate::metrics::CloseReason::Killed, None);
+            true
+        }
+        None => false,
+    }
+}
