@@ -8,7 +8,10 @@
 //!   and answered when the worker next reads its inbox (a worker whose
 //!   inbox is full or that does not answer within a second is listed in
 //!   `missing`);
-//! - `POST /api/sessions/ID/kill`: ends that session (`ShardMsg::Kill`).
+//! - `POST /api/sessions/ID/kill`: ends that session (`ShardMsg::Kill`);
+//! - `GET /` the web console (`console.html`, in the binary), which reads
+//!   `GET /api/events`: server-sent events, the state and the totals once a
+//!   second, each stream on its own thread (at most `MAX_CONSOLES`).
 //!
 //! With `[metrics] admin_token` every request needs `Authorization:
 //! Bearer TOKEN` (or `?token=TOKEN`); the token is required when the
@@ -36,6 +39,12 @@ pub struct Admin {
 
 /// How long `/api/*` waits for the workers' answers.
 const ASK_LIMIT: Duration = Duration::from_secs(1);
+
+/// Consoles (event streams) open at once at most; more get 503.
+pub const MAX_CONSOLES: usize = 4;
+
+/// The console page.
+const CONSOLE: &str = include_str!("console.html");
 
 /// Everything since start, merged over the workers (the metrics thread
 /// writes it, scrapes read it).
@@ -120,16 +129,18 @@ pub fn render(t: &Totals) -> String {
 /// Serves the admin listener until `stop`.
 pub fn serve(listener: TcpListener, admin: Admin, stop: Arc<AtomicBool>) {
     let _ = listener.set_nonblocking(true);
+    let admin = Arc::new(admin);
+    let streams = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
-            Ok((s, _)) => answer(s, &admin),
+            Ok((s, _)) => answer(s, &admin, &streams, &stop),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
 }
 
-fn answer(mut s: TcpStream, admin: &Admin) {
+fn answer(mut s: TcpStream, admin: &Arc<Admin>, streams: &Arc<std::sync::atomic::AtomicUsize>, stop: &Arc<AtomicBool>) {
     let _ = s.set_nonblocking(false);
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
@@ -146,6 +157,9 @@ fn answer(mut s: TcpStream, admin: &Admin) {
     }
     let text = String::from_utf8_lossy(&req[..n]);
     let (status, kind, body) = respond(&text, admin);
+    if status == "200 OK" && kind == EVENTS {
+        return open_stream(s, admin, streams, stop);
+    }
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
         body.len()
@@ -177,6 +191,9 @@ fn respond(request: &str, admin: &Admin) -> (&'static str, &'static str, String)
     }
     let json = "application/json";
     match (method, path) {
+        ("GET", "/") => ("200 OK", "text/html; charset=utf-8", CONSOLE.to_owned()),
+        ("GET", "/api/events") => ("200 OK", EVENTS, String::new()),
+        ("GET", "/api/totals") => ("200 OK", json, totals_json(admin)),
         ("GET", "/metrics") => {
             let body = render(&admin.totals.lock().unwrap_or_else(|e| e.into_inner()));
             ("200 OK", "text/plain; version=0.0.4", body)
@@ -192,6 +209,74 @@ fn respond(request: &str, admin: &Admin) -> (&'static str, &'static str, String)
         ("GET", _) => ("404 Not Found", "text/plain", "not found: try /metrics or /api/state\n".into()),
         _ => ("405 Method Not Allowed", "text/plain", "GET, or POST /api/sessions/ID/kill\n".into()),
     }
+}
+
+const EVENTS: &str = "text/event-stream";
+
+/// A console's event stream: the state and the totals once a second on its
+/// own thread, until the console goes or the router stops.
+fn open_stream(
+    mut s: TcpStream,
+    admin: &Arc<Admin>,
+    streams: &Arc<std::sync::atomic::AtomicUsize>,
+    stop: &Arc<AtomicBool>,
+) {
+    if streams.fetch_add(1, Ordering::AcqRel) >= MAX_CONSOLES {
+        streams.fetch_sub(1, Ordering::AcqRel);
+        let body = format!("at most {MAX_CONSOLES} consoles at once\n");
+        let head = format!("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+        let _ = s.write_all(head.as_bytes()).and_then(|_| s.write_all(body.as_bytes()));
+        return;
+    }
+    let (admin, open, stop) = (admin.clone(), streams.clone(), stop.clone());
+    let spawned = std::thread::Builder::new().name("admin-console".into()).spawn(move || {
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n";
+        let mut ok = s.write_all(head.as_bytes()).is_ok();
+        while ok && !stop.load(Ordering::Relaxed) {
+            let event = format!("data: {{\"state\":{},\"totals\":{}}}\n\n", state(&admin), totals_json(&admin));
+            ok = s.write_all(event.as_bytes()).is_ok();
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        open.fetch_sub(1, Ordering::AcqRel);
+    });
+    if spawned.is_err() {
+        streams.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The totals since start as JSON: counters, sessions, each op's count and
+/// p50/p99 in microseconds, closes by reason.
+fn totals_json(admin: &Admin) -> String {
+    let t = admin.totals.lock().unwrap_or_else(|e| e.into_inner());
+    let c = &t.counters;
+    let ops: serde_json::Map<String, serde_json::Value> = OPS
+        .iter()
+        .zip(&t.hist)
+        .map(|(op, h)| {
+            let us = |q: f64| if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1000.0 };
+            (op.name().to_owned(), serde_json::json!({"count": h.len(), "p50_us": us(0.5), "p99_us": us(0.99)}))
+        })
+        .collect();
+    let closed: serde_json::Map<String, serde_json::Value> =
+        CLOSE_REASONS.iter().zip(c.closed).map(|(r, n)| (r.name().to_owned(), n.into())).collect();
+    serde_json::json!({
+        "messages_in": c.messages_in,
+        "messages_out": c.messages_out,
+        "bytes_in": c.bytes_in,
+        "bytes_out": c.bytes_out,
+        "events_dropped": c.events_dropped,
+        "mqtt_dropped": c.mqtt_dropped,
+        "mqtt_publish_in": c.mqtt_publish_in,
+        "mqtt_publish_out": c.mqtt_publish_out,
+        "auth_failed": c.auth_failed,
+        "sessions_opened": c.sessions_opened,
+        "sessions": t.sessions.iter().sum::<u64>(),
+        "worker_sessions": t.sessions,
+        "closed": closed,
+        "ops": ops,
+        "log_lines_dropped": crate::logging::dropped(),
+    })
+    .to_string()
 }
 
 /// Every worker's report, as JSON.
