@@ -78,8 +78,10 @@ fn metrics_are_served_in_the_prometheus_format() {
     assert_eq!(value(&scrape, "fennec_sessions", None), Some(2.0));
     assert!(value(&scrape, "fennec_worker_sessions", Some(("worker", "1"))).is_some(), "per worker");
     assert!(value(&scrape, "fennec_sessions_closed_total", Some(("reason", "slow_consumer"))).is_some());
-    // Anything else is not found.
-    assert!(get(admin, "/").0.starts_with("HTTP/1.1 404"));
+    // The console page is at /; anything else is not found.
+    let (head, body) = get(admin, "/");
+    assert!(head.starts_with("HTTP/1.1 200") && head.contains("text/html") && body.contains("EventSource"), "{head}");
+    assert!(get(admin, "/nothing").0.starts_with("HTTP/1.1 404"));
     r.shutdown();
 }
 
