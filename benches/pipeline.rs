@@ -12,6 +12,8 @@
 //! - `call_result_{json,msgpack}`: CALL in, INVOCATION out, YIELD in,
 //!   RESULT out (two client messages per iteration; the figure includes
 //!   encoding the YIELD, which carries the INVOCATION's request ID).
+//! - `inspect/report_10k_sessions`: the admin listener's report of a worker
+//!   with 10,000 idle sessions (what one open console costs it each second).
 //!
 //! Run: cargo bench --bench pipeline
 
@@ -124,6 +126,21 @@ fn bench(cr: &mut Criterion) {
             })
         });
     }
+    g.finish();
+    // What a console costs a worker: one report a second per open console
+    // (`inspect::report`), here over 10,000 idle sessions with one
+    // subscription each (the list stops at 2,000).
+    let mut c = Cluster::new(1);
+    for i in 0..10_000 {
+        let s = client(&mut c, Serializer::Json);
+        let sub = Msg::Subscribe { request: 1, options: Dict::new(), topic: format!("idle.{}", i % 100) };
+        on_message(&mut c.shards[0], s.handle, &bytes(Serializer::Json, &sub));
+        c.settle();
+        c.take_frames(s);
+    }
+    let mut g = cr.benchmark_group("inspect");
+    g.sample_size(20);
+    g.bench_function("report_10k_sessions", |b| b.iter(|| fennec::inspect::report(&c.shards[0])));
     g.finish();
 }
 
