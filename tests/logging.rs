@@ -13,7 +13,18 @@ use std::process::{Command, Stdio};
 
 fn start(filter: &str) -> (std::process::Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fennec"))
-        .args(["--cores", "1", "--no-pin", "--listen", "127.0.0.1:0", "--no-mqtt", "--log-level", filter])
+        .args([
+            "--cores",
+            "1",
+            "--no-pin",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-mqtt",
+            "--durability",
+            "none",
+            "--log-level",
+            filter,
+        ])
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -21,7 +32,11 @@ fn start(filter: &str) -> (std::process::Child, SocketAddr) {
         .expect("start fennec");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let addr = loop {
-        let line = lines.next().expect("the listening line").expect("a line");
+        let Some(Ok(line)) = lines.next() else {
+            let mut err = String::new();
+            let _ = child.stderr.take().expect("stderr").read_to_string(&mut err);
+            panic!("fennec exited before listening: {err}");
+        };
         if let Some(rest) = line.strip_prefix("fennec listening on ws://") {
             let addr = rest.split_once('/').map_or(rest, |(a, _)| a);
             break addr.parse().expect("an address");
