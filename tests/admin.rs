@@ -13,13 +13,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 fn get(addr: SocketAddr, path: &str) -> (String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut all = String::new();
-    s.read_to_string(&mut all).unwrap();
-    let (head, body) = all.split_once("\r\n\r\n").unwrap();
-    (head.to_owned(), body.to_owned())
+    request(addr, "GET", path, "")
 }
 
 fn value(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> Option<f64> {
@@ -99,7 +93,7 @@ fn request(addr: SocketAddr, method: &str, path: &str, headers: &str) -> (String
 /// every worker; `/api/sessions/ID/kill` ends one.
 #[test]
 fn state_lists_sessions_and_kill_ends_one() {
-    use common::raw::{mqtt_str, packet, Raw};
+    use common::raw::{subscribe_packet, Raw};
     let r = common::router(&["--admin", "127.0.0.1:0", "--cores", "2"]);
     let admin = r.admin_addr.expect("admin listener");
     let mut wamp = join(r.local_addr, Serializer::Json);
@@ -107,10 +101,7 @@ fn state_lists_sessions_and_kill_ends_one() {
     wamp.send(&Msg::Subscribe { request: request_id, options: vec![], topic: "state.t".into() });
     assert!(matches!(wamp.recv(), Msg::Subscribed { .. }));
     let (mut m, _) = Raw::connected(r.mqtt_addr.unwrap(), 4, "state-client", true, 60);
-    let mut body = vec![0, 1];
-    mqtt_str(&mut body, b"state/m");
-    body.push(0);
-    m.send(&packet(0x82, &body));
+    m.send(&subscribe_packet(b"state/m"));
     m.expect(0x90, "SUBACK");
 
     let (head, body) = request(admin, "GET", "/api/state", "");

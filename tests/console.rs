@@ -12,7 +12,7 @@
 #[allow(unused_imports)]
 mod common;
 
-use common::raw::{mqtt_str, packet, publish_packet, Raw};
+use common::raw::{publish_packet, subscribe_packet, Raw};
 use common::{args, join};
 use fennec::value::{Dict, Value};
 use fennec::wamp::message::{Msg, Serializer};
@@ -38,10 +38,7 @@ fn the_console_shows_live_state_and_kills_a_session() {
     let mut victim = join(r.local_addr, Serializer::Json);
     victim.subscribe("console.t", Dict::new());
     let (mut m, _) = Raw::connected(r.mqtt_addr.unwrap(), 4, "console-mqtt", true, 60);
-    let mut body = vec![0, 1];
-    mqtt_str(&mut body, b"console/t");
-    body.push(0);
-    m.send(&packet(0x82, &body));
+    m.send(&subscribe_packet(b"console/t"));
     m.expect(0x90, "SUBACK");
     let victim_id = {
         // Ask the admin API which session ID the subscriber has.

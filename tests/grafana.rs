@@ -6,7 +6,7 @@
 #[allow(unused_imports)]
 mod common;
 
-use common::raw::{mqtt_str, packet, publish_packet, Raw};
+use common::raw::{publish_packet, subscribe_packet, Raw};
 use common::{args, join, statsd_lines};
 use fennec::value::Value;
 use fennec::wamp::message::{Msg, Serializer};
@@ -94,10 +94,7 @@ fn dashboards_use_only_metrics_fennec_sends() {
     // WAMP pub/sub, and a WAMP event to an MQTT subscriber (an MQTT delivery).
     let mqtt = r.mqtt_addr.expect("MQTT listener");
     let (mut m, _) = Raw::connected(mqtt, 4, "grafana-sub", true, 60);
-    let mut body = vec![0, 1];
-    mqtt_str(&mut body, b"g/t");
-    body.push(0);
-    m.send(&packet(0x82, &body));
+    m.send(&subscribe_packet(b"g/t"));
     m.expect(0x90, "SUBACK");
     let mut sub = join(r.local_addr, Serializer::Json);
     sub.subscribe("g.t", vec![]);

@@ -28,6 +28,20 @@ def panel(i, title, unit, targets, ds, w=12, h=8):
     }
 
 
+class Panels:
+    """A dashboard's panels, in order, with each panel's targets lettered A, B, ..."""
+
+    def __init__(self, ds):
+        self.ds, self.rows, self.refs = ds, [], iter("ABCDEFGHIJ")
+
+    def ref(self):
+        return next(self.refs)
+
+    def add(self, title, unit, targets):
+        self.rows.append(panel(len(self.rows), title, unit, targets, self.ds))
+        self.refs = iter("ABCDEFGHIJ")
+
+
 def dashboard(uid, title, ds_input, panels, extra_vars=()):
     return {
         "__inputs": [ds_input],
@@ -45,21 +59,14 @@ def dashboard(uid, title, ds_input, panels, extra_vars=()):
 
 
 def prometheus():
-    ds = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
-    refs = iter("ABCDEFGHIJ")
+    p = Panels({"type": "prometheus", "uid": "${DS_PROMETHEUS}"})
+    add = p.add
 
     def t(expr, legend):
-        return {"expr": expr, "legendFormat": legend, "refId": next(refs)}
+        return {"expr": expr, "legendFormat": legend, "refId": p.ref()}
 
     def rate(name, legend, window="1m"):
         return t(f"sum(rate({name}[{window}]))", legend)
-
-    rows = []
-
-    def add(title, unit, targets):
-        nonlocal refs
-        rows.append(panel(len(rows), title, unit, targets, ds))
-        refs = iter("ABCDEFGHIJ")
 
     add("Messages / s", "ops", [rate("fennec_messages_received_total", "in"), rate("fennec_messages_sent_total", "out")])
     add("Bytes / s", "Bps", [rate("fennec_received_bytes_total", "in"), rate("fennec_sent_bytes_total", "out")])
@@ -98,34 +105,27 @@ def prometheus():
         ],
     )
     ds_input = {"name": "DS_PROMETHEUS", "label": "Prometheus", "type": "datasource", "pluginId": "prometheus", "pluginName": "Prometheus"}
-    return dashboard("fennec-prometheus", "Fennec (Prometheus)", ds_input, rows)
+    return dashboard("fennec-prometheus", "Fennec (Prometheus)", ds_input, p.rows)
 
 
 def statsd():
-    ds = {"type": "graphite", "uid": "${DS_GRAPHITE}"}
-    refs = iter("ABCDEFGHIJ")
+    p = Panels({"type": "graphite", "uid": "${DS_GRAPHITE}"})
+    add = p.add
 
-    # statsd's graphite backend (legacyNamespace off): counters per second
-    # under stats.<name>, gauges under stats.gauges.<name>.
+    # statsd's graphite backend with its defaults (legacyNamespace on):
+    # counters per second under stats.<name>, gauges under stats.gauges.<name>.
     def counter(name, alias):
-        return {"target": f"alias(stats.$prefix.{name}, '{alias}')", "refId": next(refs)}
+        return {"target": f"alias(stats.$prefix.{name}, '{alias}')", "refId": p.ref()}
 
     def gauges(path, node):
-        return {"target": f"aliasByNode(stats.gauges.$prefix.{path}, {node})", "refId": next(refs)}
-
-    rows = []
-
-    def add(title, unit, targets):
-        nonlocal refs
-        rows.append(panel(len(rows), title, unit, targets, ds))
-        refs = iter("ABCDEFGHIJ")
+        return {"target": f"aliasByNode(stats.gauges.$prefix.{path}, {node})", "refId": p.ref()}
 
     add("Messages / s", "ops", [counter("messages.in", "in"), counter("messages.out", "out")])
     add("Bytes / s", "Bps", [counter("bytes.in", "in"), counter("bytes.out", "out")])
     add("Latency p99 by op (µs)", "µs", [gauges("latency.*.p99_us", 4), gauges("latency.mqtt.*.*.p99_us", 6)])
     add("Latency p50 by op (µs)", "µs", [gauges("latency.*.p50_us", 4), gauges("latency.mqtt.*.*.p50_us", 6)])
     add("Sessions", "short", [gauges("sessions.active", 4)])
-    add("Session closes / s by reason", "ops", [{"target": "aliasByNode(stats.$prefix.sessions.closed.*, 5)", "refId": next(refs)}])
+    add("Session closes / s by reason", "ops", [{"target": "aliasByNode(stats.$prefix.sessions.closed.*, 5)", "refId": p.ref()}])
     add(
         "Drops and slow consumers / s",
         "ops",
@@ -141,7 +141,7 @@ def statsd():
         [
             counter("mqtt.publish.in", "PUBLISH in"),
             counter("mqtt.publish.out", "PUBLISH out"),
-            {"target": "aliasByNode(stats.$prefix.latency.mqtt.publish_deliver.*.count, 6)", "refId": next(refs)},
+            {"target": "aliasByNode(stats.$prefix.latency.mqtt.publish_deliver.*.count, 6)", "refId": p.ref()},
             counter("mqtt.connects", "CONNECT"),
         ],
     )
@@ -163,7 +163,7 @@ def statsd():
         "query": "fennec",
         "current": {"text": "fennec", "value": "fennec"},
     }
-    return dashboard("fennec-statsd", "Fennec (StatsD / Graphite)", ds_input, rows, [prefix])
+    return dashboard("fennec-statsd", "Fennec (StatsD / Graphite)", ds_input, p.rows, [prefix])
 
 
 for name, d in [("fennec-prometheus.json", prometheus()), ("fennec-statsd.json", statsd())]:

@@ -63,6 +63,14 @@ pub fn publish_packet(level: u8, topic: &[u8], qos: u8, pkid: u16, dup: bool, pa
     packet(0x30 | (u8::from(dup) << 3) | (qos << 1), &b)
 }
 
+/// SUBSCRIBE (MQTT 3.1.1) with packet ID 1 to one filter at QoS 0.
+pub fn subscribe_packet(filter: &[u8]) -> Vec<u8> {
+    let mut b = vec![0, 1];
+    mqtt_str(&mut b, filter);
+    b.push(0);
+    packet(0x82, &b)
+}
+
 pub fn pubrel_packet(pkid: u16) -> Vec<u8> {
     packet(0x62, &pkid.to_be_bytes())
 }
