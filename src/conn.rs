@@ -195,6 +195,8 @@ pub struct Conn {
     /// The socket; none for a detached connection (a session driven
     /// without sockets, in tests: what it is sent stays in `out`).
     pub stream: Option<TcpStream>,
+    /// The peer's address, read once when the connection is accepted.
+    pub peer: Option<std::net::SocketAddr>,
     /// TLS (a wss:// or MQTT-over-TLS listener): bytes to and from the
     /// socket go through it.
     pub tls: Option<Box<rustls::ServerConnection>>,
@@ -225,13 +227,15 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(stream: TcpStream, serial: u64) -> Conn {
-        Conn { stream: Some(stream), ..Conn::detached(serial) }
+        let peer = stream.peer_addr().ok();
+        Conn { stream: Some(stream), peer, ..Conn::detached(serial) }
     }
 
     /// A connection without a socket.
     pub fn detached(serial: u64) -> Conn {
         Conn {
             stream: None,
+            peer: None,
             tls: None,
             proto: Proto::Http,
             input: Buf::default(),

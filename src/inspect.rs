@@ -58,7 +58,7 @@ pub fn report(w: &Shard) -> WorkerReport {
     let mut r = WorkerReport { worker: w.id, connections: w.conns.len(), ..Default::default() };
     for (handle, c) in w.conns.iter() {
         r.queued_bytes += c.out.bytes();
-        let peer = || c.stream.as_ref().and_then(|s| s.peer_addr().ok()).map(|a| a.to_string());
+        let peer = || c.peer.map(|a| a.to_string());
         match &c.proto {
             Proto::Wamp(conn) => {
                 if let Some(info) = crate::wamp::session::inspect(w, handle, conn) {
@@ -78,7 +78,7 @@ pub fn report(w: &Shard) -> WorkerReport {
             realm: s.realm.to_string(),
             authid: s.who.authid.clone(),
             authrole: s.who.authrole.clone(),
-            peer: conn.and_then(|c| c.stream.as_ref()).and_then(|s| s.peer_addr().ok()).map(|a| a.to_string()),
+            peer: conn.and_then(|c| c.peer).map(|a| a.to_string()),
             online: conn.is_some(),
             queued_bytes: conn.map_or(0, |c| c.out.bytes()),
             queued_messages: conn.map_or(0, |c| c.out.messages()) + s.queue.len(),

@@ -556,10 +556,9 @@ pub fn kill_by_admin(w: &mut Shard, handle: usize) {
     meta::kill(w, handle, "wamp.close.killed", Some("killed by the router's operator"));
 }
 
-/// The connection's peer address, for the log (a system call: only when
-/// the line is written).
+/// The connection's peer address, for the log.
 pub(crate) fn conn_peer(w: &Shard, handle: usize) -> String {
-    match w.conns.get(handle).and_then(|c| c.stream.as_ref()).and_then(|s| s.peer_addr().ok()) {
+    match w.conns.get(handle).and_then(|c| c.peer) {
         Some(a) => format!("from {a}"),
         None => "not over a socket".into(),
     }

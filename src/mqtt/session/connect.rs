@@ -90,7 +90,7 @@ fn authenticate(
 ) -> Option<MqttIdentity> {
     let auth = &realm.auth;
     let user = c.username.as_deref().map(|u| u.rsplit_once('@').map_or(u, |(u, _)| u)).filter(|u| !u.is_empty());
-    let ip = w.conns[handle].stream.as_ref().and_then(|s| s.peer_addr().ok()).map(|a| a.ip());
+    let ip = w.conns[handle].peer.map(|a| a.ip());
     // `username_from_cert`: a verified client certificate names the
     // principal (one allowed to log in so); no password is needed.
     if w.cfg.mqtt.username_from_cert {

@@ -95,7 +95,7 @@ pub struct Asking {
 }
 
 fn peer_ip(w: &Shard, handle: usize) -> Option<IpAddr> {
-    w.conns[handle].stream.as_ref()?.peer_addr().ok().map(|a| a.ip())
+    w.conns[handle].peer.map(|a| a.ip())
 }
 
 fn str_list(details: &Dict, key: &str) -> Option<Vec<String>> {

@@ -69,9 +69,9 @@ fn session_details(w: &Shard, handle: usize) -> Option<Dict> {
         Framing::RawSocket { .. } => "rawsocket",
     };
     let serializer = wamp.ser.subprotocol().trim_start_matches("wamp.2.");
-    let peer = match conn.stream.as_ref().map(|s| s.peer_addr()) {
-        Some(Ok(std::net::SocketAddr::V4(a))) => format!("tcp4:{}:{}", a.ip(), a.port()),
-        Some(Ok(std::net::SocketAddr::V6(a))) => format!("tcp6:{}:{}", a.ip(), a.port()),
+    let peer = match conn.peer {
+        Some(std::net::SocketAddr::V4(a)) => format!("tcp4:{}:{}", a.ip(), a.port()),
+        Some(std::net::SocketAddr::V6(a)) => format!("tcp6:{}:{}", a.ip(), a.port()),
         _ => "unknown".to_owned(),
     };
     let transport = dict(vec![
