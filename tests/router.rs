@@ -504,6 +504,8 @@ fn statsd_lines_make_sense() {
             counter(l, "fx.latency.publish_deliver.count") >= 10.0
                 && l.contains("fx.latency.call_result.p99_us")
                 && counter(l, "fx.messages.in") >= 17.0
+                // An interval's lines span several datagrams, this one last.
+                && l.contains("fx.sessions.active:3|g")
         },
         Duration::from_secs(10),
     );
