@@ -43,7 +43,9 @@ fn metrics_are_served_in_the_prometheus_format() {
         assert!(matches!(publ.recv(), Msg::Published { .. }));
         assert!(matches!(sub.recv(), Msg::Event { .. }));
     }
-    // Snapshots come every 50 ms: wait until the deliveries are counted.
+    // Snapshots come every 50 ms, from each worker on its own: wait until
+    // both workers' counts are in (the PUBLISHes are counted on the
+    // publisher's, the deliveries on the subscriber's).
     let deadline = Instant::now() + Duration::from_secs(10);
     let scrape = loop {
         let (head, body) = get(admin, "/metrics");
@@ -58,16 +60,18 @@ fn metrics_are_served_in_the_prometheus_format() {
                 prometheus_parse::Value::Histogram(h) => h.iter().find(|b| b.less_than.is_infinite()).map(|b| b.count),
                 _ => None,
             });
-        if delivered.is_some_and(|n| n >= 20.0) {
+        let received = value(&scrape, "fennec_messages_received_total", None).unwrap_or(0.0);
+        let sent = value(&scrape, "fennec_messages_sent_total", None).unwrap_or(0.0);
+        if delivered.is_some_and(|n| n >= 20.0) && received >= 23.0 && sent >= 43.0 {
             break scrape;
         }
-        assert!(Instant::now() < deadline, "deliveries counted in time: {delivered:?}\n{body}");
+        assert!(
+            Instant::now() < deadline,
+            "in time: 20 deliveries ({delivered:?}), 2 HELLO + SUBSCRIBE + 20 PUBLISH received ({received}), \
+             2 WELCOME + SUBSCRIBED + 20 PUBLISHED + 20 EVENT sent ({sent})\n{body}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
-    let received = value(&scrape, "fennec_messages_received_total", None).unwrap();
-    assert!(received >= 23.0, "2 HELLO + SUBSCRIBE + 20 PUBLISH: {received}");
-    let sent = value(&scrape, "fennec_messages_sent_total", None).unwrap();
-    assert!(sent >= 43.0, "2 WELCOME + SUBSCRIBED + 20 PUBLISHED + 20 EVENT: {sent}");
     assert!(value(&scrape, "fennec_sessions_opened_total", None).unwrap() >= 2.0);
     assert_eq!(value(&scrape, "fennec_sessions", None), Some(2.0));
     assert!(value(&scrape, "fennec_worker_sessions", Some(("worker", "1"))).is_some(), "per worker");
