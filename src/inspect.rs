@@ -12,6 +12,9 @@ use serde::Serialize;
 /// Most sessions (and subscriptions) one worker lists in one report.
 pub const MAX_LISTED: usize = 2000;
 
+/// Closes a worker remembers for the report (the newest).
+pub const RECENT_CLOSES: usize = 32;
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct WorkerReport {
     pub worker: u16,
@@ -22,6 +25,29 @@ pub struct WorkerReport {
     pub truncated: bool,
     /// Bytes queued to clients on this worker, over all connections.
     pub queued_bytes: usize,
+    /// The last sessions that ended here, oldest first.
+    pub recent_closes: Vec<CloseInfo>,
+}
+
+/// A session that ended, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct CloseInfo {
+    pub session: u64,
+    pub protocol: &'static str,
+    pub realm: String,
+    pub authid: String,
+    /// `CloseReason::name`: `client`, `lost`, `slow_consumer`, `killed`, ...
+    pub reason: &'static str,
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// Remembers a close for the report (bounded: the oldest goes).
+pub fn note_close(w: &mut Shard, close: CloseInfo) {
+    if w.recent_closes.len() == RECENT_CLOSES {
+        w.recent_closes.pop_front();
+    }
+    w.recent_closes.push_back(close);
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -55,7 +81,12 @@ pub struct SubscriptionInfo {
 
 /// This worker's report.
 pub fn report(w: &Shard) -> WorkerReport {
-    let mut r = WorkerReport { worker: w.id, connections: w.conns.len(), ..Default::default() };
+    let mut r = WorkerReport {
+        worker: w.id,
+        connections: w.conns.len(),
+        recent_closes: w.recent_closes.iter().cloned().collect(),
+        ..Default::default()
+    };
     for (handle, c) in w.conns.iter() {
         r.queued_bytes += c.out.bytes();
         let peer = || c.peer.map(|a| a.to_string());

@@ -137,6 +137,24 @@ fn state_lists_sessions_and_kill_ends_one() {
     let id = mqtt_s["id"].as_u64().unwrap();
     assert!(request(admin, "POST", &format!("/api/sessions/{id}/kill"), "").0.starts_with("HTTP/1.1 200"));
     m.closed();
+    // Both are among the last closes, with their reason.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let state: serde_json::Value = serde_json::from_str(&request(admin, "GET", "/api/state", "").1).unwrap();
+        let closes: Vec<serde_json::Value> = state["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|w| w["recent_closes"].as_array().unwrap().clone())
+            .collect();
+        let killed =
+            |p: &str| closes.iter().any(|c| c["protocol"] == p && c["reason"] == "killed" && c["realm"] == "realm1");
+        if killed("wamp") && killed("mqtt") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the kills among the last closes: {closes:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(request(admin, "POST", "/api/sessions/12345/kill", "").0.starts_with("HTTP/1.1 404"));
     assert!(request(admin, "POST", "/api/sessions/x/kill", "").0.starts_with("HTTP/1.1 400"));
     assert!(request(admin, "DELETE", "/api/state", "").0.starts_with("HTTP/1.1 405"));

@@ -481,6 +481,16 @@ pub fn on_close(w: &mut Shard, _handle: usize, conn: MqttConn, reason: CloseReas
     let ConnState::Open(slot) = conn.state else { return };
     w.metrics.closed(reason);
     log::debug!("worker {}: MQTT connection of session {} closed: {}", w.id, w.mqtt.sessions[slot].id, reason.name());
+    let s = &w.mqtt.sessions[slot];
+    let close = crate::inspect::CloseInfo {
+        session: s.id,
+        protocol: "mqtt",
+        realm: s.realm.to_string(),
+        authid: s.who.authid.clone(),
+        reason: reason.name(),
+        at_ms: crate::router::unix_millis(),
+    };
+    crate::inspect::note_close(w, close);
     if conn.taken_over {
         return;
     }

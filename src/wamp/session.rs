@@ -661,6 +661,15 @@ fn open_session(
 /// Cleans up a session on every shard. The connection may stay (GOODBYE) or go.
 fn end_session(w: &mut Shard, handle: usize, mut s: WampSession, reason: CloseReason) {
     log::debug!("worker {}: WAMP session {} closed: {}", w.id, s.id, reason.name());
+    let close = crate::inspect::CloseInfo {
+        session: s.id,
+        protocol: "wamp",
+        realm: s.realm.to_string(),
+        authid: s.authid.clone(),
+        reason: reason.name(),
+        at_ms: crate::router::unix_millis(),
+    };
+    crate::inspect::note_close(w, close);
     w.sessions.remove(&s.id);
     w.metrics.sessions -= 1;
     w.metrics.closed(reason);

@@ -45,6 +45,8 @@ pub struct Shard {
     pub sessions: AHashMap<u64, usize>,
     pub topics: TopicTable,
     pub procs: ProcTable,
+    /// The last sessions that ended here (`inspect::note_close`, bounded).
+    pub recent_closes: std::collections::VecDeque<crate::inspect::CloseInfo>,
     pub owner: Owner,
     pub ids: IdGen,
     pub local_keys: AHashMap<SubKey, LocalKey>,
@@ -131,6 +133,7 @@ impl Shard {
             sessions: AHashMap::new(),
             topics: TopicTable::default(),
             procs: ProcTable::default(),
+            recent_closes: std::collections::VecDeque::with_capacity(crate::inspect::RECENT_CLOSES),
             owner: Owner::new(s.id, workers),
             ids: IdGen::new(s.id, workers),
             local_keys: AHashMap::new(),

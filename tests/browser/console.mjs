@@ -38,6 +38,8 @@ try {
   if (shot) await page.screenshot({ path: shot, fullPage: true });
   await page.click(`${row} button.kill`);
   await page.waitForFunction((sel) => document.querySelector(sel)?.textContent.includes('killed') || !document.querySelector(sel), row, { timeout: 10_000 });
+  // The kill shows among the last closes.
+  await page.waitForFunction(() => document.querySelector('#t-last').textContent.includes('killed'), null, { timeout: 10_000 });
   console.log('ok');
 } finally {
   await browser.close();
