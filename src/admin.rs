@@ -287,23 +287,7 @@ fn state(admin: &Admin) -> String {
         /// Workers that did not answer in time (or whose inbox was full).
         missing: Vec<usize>,
     }
-    let (tx, rx) = bounded(admin.workers.len());
-    let mut asked = vec![false; admin.workers.len()];
-    for (i, (inbox, waker)) in admin.workers.iter().enumerate() {
-        if inbox.try_send(ShardMsg::Inspect(tx.clone())).is_ok() {
-            asked[i] = true;
-            let _ = waker.wake();
-        }
-    }
-    drop(tx);
-    let until = Instant::now() + ASK_LIMIT;
-    let mut workers: Vec<WorkerReport> = Vec::new();
-    while workers.len() < asked.iter().filter(|a| **a).count() {
-        match rx.recv_deadline(until) {
-            Ok(r) => workers.push(r),
-            Err(_) => break,
-        }
-    }
+    let mut workers = ask(admin, ShardMsg::Inspect);
     workers.sort_by_key(|r| r.worker);
     let missing = (0..admin.workers.len()).filter(|i| !workers.iter().any(|r| r.worker as usize == *i)).collect();
     serde_json::to_string(&State { workers, missing }).unwrap_or_else(|_| "{}".into())
@@ -311,17 +295,24 @@ fn state(admin: &Admin) -> String {
 
 /// Asks every worker to end session `id`; whether one had it.
 fn kill(admin: &Admin, id: u64) -> bool {
+    ask(admin, |reply| ShardMsg::Kill { session: id, reply }).into_iter().any(|had| had)
+}
+
+/// Sends every worker `msg` (with a reply channel; a worker whose inbox
+/// is full is skipped) and returns the answers that come within
+/// `ASK_LIMIT`.
+fn ask<T>(admin: &Admin, msg: impl Fn(Sender<T>) -> ShardMsg) -> Vec<T> {
     let (tx, rx) = bounded(admin.workers.len());
     let mut asked = 0;
     for (inbox, waker) in &admin.workers {
-        if inbox.try_send(ShardMsg::Kill { session: id, reply: tx.clone() }).is_ok() {
+        if inbox.try_send(msg(tx.clone())).is_ok() {
             asked += 1;
             let _ = waker.wake();
         }
     }
     drop(tx);
     let until = Instant::now() + ASK_LIMIT;
-    (0..asked).any(|_| rx.recv_deadline(until).unwrap_or(false))
+    (0..asked).map_while(|_| rx.recv_deadline(until).ok()).collect()
 }
 
 /// Binds the admin listener.

@@ -42,8 +42,6 @@ pub struct Raw {
     values: OnceLock<Box<Values>>,
 }
 
-static NO_VALUES: Values = Values { args: None, kwargs: None };
-
 impl Default for Payload {
     fn default() -> Payload {
         Payload::Values(Values::default())
@@ -151,7 +149,7 @@ impl Raw {
 #[cold]
 fn undecodable(got: Result<Value, String>) -> Values {
     debug_assert!(false, "a checked payload did not decode: {got:?}");
-    NO_VALUES.clone()
+    Values::default()
 }
 
 impl PartialEq for Payload {

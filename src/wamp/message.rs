@@ -503,8 +503,12 @@ impl Serialize for DictRef<'_> {
 
 /// Appends the encoding of a message made of `fields` to `out`.
 pub fn encode_fields(ser: Serializer, fields: &[Field], out: &mut Vec<u8>) {
-    if fields.iter().any(|f| matches!(f, Field::Payload(p) if p.encoded(ser).is_some())) {
-        return encode_spliced(ser, fields, out);
+    let raw = fields.iter().find_map(|f| match f {
+        Field::Payload(p) => p.encoded(ser),
+        _ => None,
+    });
+    if let Some(raw) = raw {
+        return encode_spliced(ser, fields, raw, out);
     }
     let fields = Fields2(fields);
     // Writing into a Vec cannot fail, and every value we produce is
@@ -521,8 +525,9 @@ pub fn encode_fields(ser: Serializer, fields: &[Field], out: &mut Vec<u8>) {
 }
 
 /// A message whose payload is already in `ser`'s encoding (JSON or
-/// MessagePack): the array written by hand, the payload's bytes copied in.
-fn encode_spliced(ser: Serializer, fields: &[Field], out: &mut Vec<u8>) {
+/// MessagePack): the array written by hand, the payload's bytes (`raw`:
+/// Arguments, ArgumentsKw) copied in for its one `Field::Payload`.
+fn encode_spliced(ser: Serializer, fields: &[Field], raw: (&[u8], Option<&[u8]>), out: &mut Vec<u8>) {
     let json = ser == Serializer::Json;
     if json {
         out.push(b'[');
@@ -536,36 +541,23 @@ fn encode_spliced(ser: Serializer, fields: &[Field], out: &mut Vec<u8>) {
         }
     }
     for (i, f) in fields.iter().enumerate() {
-        if json && i > 0 && !matches!(f, Field::Payload(p) if p.elements() == 0) {
+        if json && i > 0 {
             out.push(b',');
         }
         match f {
             Field::Int(v) => one(ser, v, out),
             Field::Str(v) => one(ser, v, out),
             Field::Dict(d) => one(ser, &DictRef(d), out),
-            Field::Payload(p) => match p.encoded(ser) {
-                Some((args, kwargs)) => {
-                    out.extend_from_slice(args);
-                    if let Some(kwargs) = kwargs {
-                        if json {
-                            out.push(b',');
-                        }
-                        out.extend_from_slice(kwargs);
+            Field::Payload(_) => {
+                let (args, kwargs) = raw;
+                out.extend_from_slice(args);
+                if let Some(kwargs) = kwargs {
+                    if json {
+                        out.push(b',');
                     }
+                    out.extend_from_slice(kwargs);
                 }
-                None => {
-                    let v = p.values();
-                    if let Some(kwargs) = &v.kwargs {
-                        one(ser, v.args.as_ref().unwrap_or(&EMPTY_LIST), out);
-                        if json {
-                            out.push(b',');
-                        }
-                        one(ser, &DictRef(kwargs), out);
-                    } else if let Some(args) = &v.args {
-                        one(ser, args, out);
-                    }
-                }
-            },
+            }
         }
     }
     if json {

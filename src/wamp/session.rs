@@ -533,9 +533,9 @@ fn router_roles() -> Value {
 
 /// What the admin listener shows of the session on `handle`, if it has
 /// one open (`peer` filled in by the caller).
-pub fn inspect(w: &Shard, _handle: usize, conn: &WampConn) -> Option<crate::inspect::SessionInfo> {
+pub fn inspect(w: &Shard, handle: usize, conn: &WampConn) -> Option<crate::inspect::SessionInfo> {
     let s = conn.session.as_ref()?;
-    let c = &w.conns[_handle];
+    let c = &w.conns[handle];
     Some(crate::inspect::SessionInfo {
         id: s.id,
         protocol: "wamp",
