@@ -14,6 +14,8 @@
 //!   encoding the YIELD, which carries the INVOCATION's request ID).
 //! - `inspect/report_10k_sessions`: the admin listener's report of a worker
 //!   with 10,000 idle sessions (what one open console costs it each second).
+//! - `inspect/snapshot_10k_sessions`: the same worker's metrics snapshot
+//!   (histograms cloned, per-realm figures gathered), once per interval.
 //!
 //! Run: cargo bench --bench pipeline
 
@@ -130,6 +132,12 @@ fn bench(cr: &mut Criterion) {
     // What a console costs a worker: one report a second per open console
     // (`inspect::report`), here over 10,000 idle sessions with one
     // subscription each (the list stops at 2,000).
+    // The snapshot's fixed part (the histograms), without sessions.
+    let mut empty = Cluster::new(1);
+    let mut g = cr.benchmark_group("inspect");
+    g.sample_size(20);
+    g.bench_function("snapshot_no_sessions", |b| b.iter(|| fennec::inspect::snapshot(&mut empty.shards[0])));
+    g.finish();
     let mut c = Cluster::new(1);
     for i in 0..10_000 {
         let s = client(&mut c, Serializer::Json);
@@ -141,6 +149,9 @@ fn bench(cr: &mut Criterion) {
     let mut g = cr.benchmark_group("inspect");
     g.sample_size(20);
     g.bench_function("report_10k_sessions", |b| b.iter(|| fennec::inspect::report(&c.shards[0])));
+    // What the metrics cost a worker each interval: its snapshot, with the
+    // per-realm pass over the same 10,000 sessions.
+    g.bench_function("snapshot_10k_sessions", |b| b.iter(|| fennec::inspect::snapshot(&mut c.shards[0])));
     g.finish();
 }
 

@@ -18,10 +18,9 @@
 //! listener is not on a loopback address.
 
 use crate::inspect::WorkerReport;
-use crate::metrics::{Counters, CLOSE_REASONS, OPS};
+use crate::metrics::{RealmCounts, CLOSE_REASONS, OPS};
 use crate::router::ShardMsg;
 use crossbeam_channel::{bounded, Sender};
-use hdrhistogram::Histogram;
 use mio::Waker;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -46,20 +45,7 @@ pub const MAX_CONSOLES: usize = 4;
 /// The console page.
 const CONSOLE: &str = include_str!("console.html");
 
-/// Everything since start, merged over the workers (the metrics thread
-/// writes it, scrapes read it).
-pub struct Totals {
-    pub counters: Counters,
-    pub hist: Vec<Histogram<u64>>,
-    /// Sessions per worker, as of its last snapshot.
-    pub sessions: Vec<u64>,
-}
-
-impl Totals {
-    pub fn new(workers: usize) -> Totals {
-        Totals { counters: Counters::default(), hist: crate::metrics::histograms(), sessions: vec![0; workers] }
-    }
-}
+pub use crate::metrics::Totals;
 
 /// Latency histogram bucket bounds, seconds.
 const BUCKETS: [f64; 18] = [
@@ -71,28 +57,43 @@ const BUCKETS: [f64; 18] = [
 pub fn render(t: &Totals) -> String {
     let mut out = String::with_capacity(8 * 1024);
     let c = &t.counters;
-    let mut counter = |name: &str, help: &str, v: u64| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
-    };
-    counter("fennec_messages_received_total", "Messages received from clients (WAMP and MQTT).", c.messages_in);
-    counter("fennec_messages_sent_total", "Messages queued to clients.", c.messages_out);
-    counter("fennec_received_bytes_total", "Bytes read from client sockets.", c.bytes_in);
-    counter("fennec_sent_bytes_total", "Bytes written to client sockets.", c.bytes_out);
-    counter("fennec_events_dropped_total", "Events dropped for a full outbound queue.", c.events_dropped);
-    counter("fennec_sessions_opened_total", "Sessions opened.", c.sessions_opened);
+    let counter = |out: &mut String, name: &str, help: &str, v: u64| one(out, name, "counter", help, v);
     counter(
+        &mut out,
+        "fennec_messages_received_total",
+        "Messages received from clients (WAMP and MQTT).",
+        c.messages_in,
+    );
+    counter(&mut out, "fennec_messages_sent_total", "Messages queued to clients.", c.messages_out);
+    counter(&mut out, "fennec_received_bytes_total", "Bytes read from client sockets.", c.bytes_in);
+    counter(&mut out, "fennec_sent_bytes_total", "Bytes written to client sockets.", c.bytes_out);
+    counter(&mut out, "fennec_events_dropped_total", "Events dropped for a full outbound queue.", c.events_dropped);
+    counter(&mut out, "fennec_sessions_opened_total", "Sessions opened.", c.sessions_opened);
+    counter(
+        &mut out,
         "fennec_mqtt_dropped_total",
         "MQTT messages not delivered (queue full, offline QoS 0, expired, too large).",
         c.mqtt_dropped,
     );
-    counter("fennec_mqtt_connects_total", "MQTT CONNECT packets.", c.mqtt_connects);
-    counter("fennec_mqtt_publish_received_total", "MQTT PUBLISH packets from clients.", c.mqtt_publish_in);
-    counter("fennec_mqtt_publish_sent_total", "MQTT PUBLISH packets to clients.", c.mqtt_publish_out);
-    counter("fennec_mqtt_denied_total", "MQTT PUBLISHes refused.", c.mqtt_denied);
-    counter("fennec_retained_refused_total", "Retained writes over a bound of the store.", c.retained_refused);
-    counter("fennec_auth_failed_total", "Failed authentications.", c.auth_failed);
-    counter("fennec_history_dropped_total", "History events pushed out by a limit or age.", c.history_dropped);
+    counter(&mut out, "fennec_mqtt_connects_total", "MQTT CONNECT packets.", c.mqtt_connects);
+    counter(&mut out, "fennec_mqtt_publish_received_total", "MQTT PUBLISH packets from clients.", c.mqtt_publish_in);
+    counter(&mut out, "fennec_mqtt_publish_sent_total", "MQTT PUBLISH packets to clients.", c.mqtt_publish_out);
+    counter(&mut out, "fennec_mqtt_denied_total", "MQTT PUBLISHes refused.", c.mqtt_denied);
     counter(
+        &mut out,
+        "fennec_retained_refused_total",
+        "Retained writes over a bound of the store.",
+        c.retained_refused,
+    );
+    counter(&mut out, "fennec_auth_failed_total", "Failed authentications.", c.auth_failed);
+    counter(
+        &mut out,
+        "fennec_history_dropped_total",
+        "History events pushed out by a limit or age.",
+        c.history_dropped,
+    );
+    counter(
+        &mut out,
         "fennec_log_lines_dropped_total",
         "Log lines dropped because the log thread's queue was full.",
         crate::logging::dropped(),
@@ -102,12 +103,92 @@ pub fn render(t: &Totals) -> String {
     for (reason, n) in CLOSE_REASONS.iter().zip(c.closed) {
         out.push_str(&format!("fennec_sessions_closed_total{{reason=\"{}\"}} {n}\n", reason.name()));
     }
-    out.push_str("# HELP fennec_sessions Sessions open (WAMP and MQTT, offline persistent ones included).\n");
-    out.push_str(&format!("# TYPE fennec_sessions gauge\nfennec_sessions {}\n", t.sessions.iter().sum::<u64>()));
-    out.push_str("# HELP fennec_worker_sessions Sessions open, per worker.\n# TYPE fennec_worker_sessions gauge\n");
-    for (w, n) in t.sessions.iter().enumerate() {
-        out.push_str(&format!("fennec_worker_sessions{{worker=\"{w}\"}} {n}\n"));
+    counter(&mut out, "fennec_store_commits_total", "Group commits of the store thread.", c.store_commits);
+    counter(&mut out, "fennec_store_writes_total", "Writes in the store's group commits.", c.store_writes);
+    counter(&mut out, "fennec_store_errors_total", "Group commits that failed.", c.store_errors);
+    let gauge = |out: &mut String, name: &str, help: &str, v: u64| one(out, name, "gauge", help, v);
+    gauge(
+        &mut out,
+        "fennec_sessions",
+        "Sessions open (WAMP and MQTT, offline persistent ones included).",
+        t.sessions.iter().sum(),
+    );
+    let realms = t.realm_sums();
+    let all = realms.values().fold(RealmCounts::default(), |mut a, c| {
+        a.add(c);
+        a
+    });
+    gauge(&mut out, "fennec_retained_keys", "Retained keys with a value.", all.retained_keys);
+    out.push_str("# HELP fennec_mqtt_sessions MQTT sessions, online (connected) or offline (persistent, waiting).\n");
+    out.push_str("# TYPE fennec_mqtt_sessions gauge\n");
+    out.push_str(&format!("fennec_mqtt_sessions{{state=\"online\"}} {}\n", all.mqtt_online));
+    out.push_str(&format!("fennec_mqtt_sessions{{state=\"offline\"}} {}\n", all.mqtt_offline));
+    // Per worker.
+    let per_worker = |out: &mut String, name: &str, kind: &str, help: &str, v: &dyn Fn(usize) -> u64| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for w in 0..t.sessions.len() {
+            out.push_str(&format!("{name}{{worker=\"{w}\"}} {}\n", v(w)));
+        }
+    };
+    per_worker(&mut out, "fennec_worker_sessions", "gauge", "Sessions open, per worker.", &|w| t.sessions[w]);
+    per_worker(&mut out, "fennec_worker_connections", "gauge", "Connections, per worker.", &|w| t.load[w].connections);
+    per_worker(&mut out, "fennec_worker_queued_bytes", "gauge", "Bytes queued to clients, per worker.", &|w| {
+        t.load[w].queued_bytes
+    });
+    per_worker(&mut out, "fennec_worker_messages_received_total", "counter", "Messages received, per worker.", &|w| {
+        t.worker_counters[w].messages_in
+    });
+    per_worker(
+        &mut out,
+        "fennec_worker_messages_sent_total",
+        "counter",
+        "Messages queued to clients, per worker.",
+        &|w| t.worker_counters[w].messages_out,
+    );
+    // Per realm.
+    let per_realm = |out: &mut String, name: &str, kind: &str, help: &str, v: &dyn Fn(&RealmCounts) -> u64| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (realm, c) in &realms {
+            out.push_str(&format!("{name}{{realm=\"{}\"}} {}\n", label(realm), v(c)));
+        }
+    };
+    out.push_str("# HELP fennec_realm_sessions Sessions open, per realm and protocol (MQTT: online and offline).\n");
+    out.push_str("# TYPE fennec_realm_sessions gauge\n");
+    for (realm, c) in &realms {
+        let realm = label(realm);
+        out.push_str(&format!("fennec_realm_sessions{{realm=\"{realm}\",protocol=\"wamp\"}} {}\n", c.wamp_sessions));
+        out.push_str(&format!(
+            "fennec_realm_sessions{{realm=\"{realm}\",protocol=\"mqtt\"}} {}\n",
+            c.mqtt_online + c.mqtt_offline
+        ));
     }
+    per_realm(
+        &mut out,
+        "fennec_realm_messages_received_total",
+        "counter",
+        "Messages from the realm's clients.",
+        &|c| c.messages_in,
+    );
+    per_realm(
+        &mut out,
+        "fennec_realm_messages_sent_total",
+        "counter",
+        "Messages queued to the realm's clients.",
+        &|c| c.messages_out,
+    );
+    per_realm(&mut out, "fennec_realm_dropped_total", "counter", "Messages dropped for the realm's clients.", &|c| {
+        c.dropped
+    });
+    per_realm(
+        &mut out,
+        "fennec_realm_slow_consumer_closes_total",
+        "counter",
+        "Sessions of the realm closed as slow consumers.",
+        &|c| c.slow_consumer_closes,
+    );
+    per_realm(&mut out, "fennec_realm_retained_keys", "gauge", "Retained keys with a value, per realm.", &|c| {
+        c.retained_keys
+    });
     out.push_str("# HELP fennec_op_duration_seconds Latency of each operation (see the README's metrics list).\n");
     out.push_str("# TYPE fennec_op_duration_seconds histogram\n");
     for (op, h) in OPS.iter().zip(&t.hist) {
@@ -124,6 +205,16 @@ pub fn render(t: &Totals) -> String {
         out.push_str(&format!("fennec_op_duration_seconds_count{{op=\"{name}\"}} {count}\n"));
     }
     out
+}
+
+/// One metric without labels.
+fn one(out: &mut String, name: &str, kind: &str, help: &str, v: u64) {
+    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
+}
+
+/// A label value in the text format: `\\`, `"` and newlines escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// Serves the admin listener until `stop`.
@@ -259,6 +350,17 @@ fn totals_json(admin: &Admin) -> String {
         .collect();
     let closed: serde_json::Map<String, serde_json::Value> =
         CLOSE_REASONS.iter().zip(c.closed).map(|(r, n)| (r.name().to_owned(), n.into())).collect();
+    let workers: Vec<serde_json::Value> = (0..t.sessions.len())
+        .map(|w| {
+            serde_json::json!({
+                "sessions": t.sessions[w],
+                "connections": t.load[w].connections,
+                "queued_bytes": t.load[w].queued_bytes,
+                "messages_in": t.worker_counters[w].messages_in,
+                "messages_out": t.worker_counters[w].messages_out,
+            })
+        })
+        .collect();
     serde_json::json!({
         "messages_in": c.messages_in,
         "messages_out": c.messages_out,
@@ -272,6 +374,11 @@ fn totals_json(admin: &Admin) -> String {
         "sessions_opened": c.sessions_opened,
         "sessions": t.sessions.iter().sum::<u64>(),
         "worker_sessions": t.sessions,
+        "workers": workers,
+        "realms": t.realm_sums().into_iter().map(|(r, c)| (r.to_string(), c)).collect::<std::collections::BTreeMap<_, _>>(),
+        "store_commits": c.store_commits,
+        "store_writes": c.store_writes,
+        "store_errors": c.store_errors,
         "closed": closed,
         "ops": ops,
         "log_lines_dropped": crate::logging::dropped(),

@@ -223,6 +223,20 @@ pub struct Conn {
     pub write_shut: bool,
     /// Distinguishes this connection from a later one in the same slab slot.
     pub serial: u64,
+    /// What this connection's current session has sent and been sent
+    /// (for the console, and added to its realm's totals when it ends).
+    pub stats: ConnStats,
+}
+
+/// Messages through one connection since its session began.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnStats {
+    /// Messages from the client (WAMP messages, MQTT packets).
+    pub msgs_in: u64,
+    /// Messages queued to the client.
+    pub msgs_out: u64,
+    /// Events dropped for this client (queue full, too large).
+    pub dropped: u64,
 }
 
 impl Conn {
@@ -249,6 +263,7 @@ impl Conn {
             close_deadline: None,
             write_shut: false,
             serial,
+            stats: ConnStats::default(),
         }
     }
 

@@ -4,8 +4,10 @@
 //! (a bounded list), sent back without waiting (`try_send` on the asker's
 //! one-slot channel), serialized to JSON on the admin thread.
 
-use crate::conn::Proto;
+use crate::conn::{ConnStats, Proto};
+use crate::metrics::{CloseReason, Load, Snapshot};
 use crate::router::Member;
+use crate::router::Realm;
 use crate::worker::shard::Shard;
 use serde::Serialize;
 
@@ -21,7 +23,10 @@ pub struct WorkerReport {
     pub connections: usize,
     pub sessions: Vec<SessionInfo>,
     pub subscriptions: Vec<SubscriptionInfo>,
-    /// More sessions or subscriptions than `MAX_LISTED`: the lists are cut.
+    /// The registrations this worker owns (each is owned by one worker).
+    pub registrations: Vec<RegistrationInfo>,
+    /// More sessions, subscriptions or registrations than `MAX_LISTED`:
+    /// the lists are cut.
     pub truncated: bool,
     /// Bytes queued to clients on this worker, over all connections.
     pub queued_bytes: usize,
@@ -66,6 +71,25 @@ pub struct SessionInfo {
     /// Seconds since the session opened (MQTT: since it was created).
     pub age_s: u64,
     pub subscriptions: usize,
+    /// Messages from and to the client since the session began (MQTT: over
+    /// its current connection), and those dropped for it.
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub dropped: u64,
+    /// Its outbound queue is refusing events (the slow-consumer grace
+    /// period is running).
+    pub slow: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RegistrationInfo {
+    pub id: u64,
+    pub realm: String,
+    pub procedure: String,
+    #[serde(rename = "match")]
+    pub policy: &'static str,
+    pub invoke: &'static str,
+    pub callees: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -115,6 +139,10 @@ pub fn report(w: &Shard) -> WorkerReport {
             queued_messages: conn.map_or(0, |c| c.out.messages()) + s.queue.len(),
             age_s: now_ms.saturating_sub(s.created_ms()) / 1000,
             subscriptions: s.subs.len(),
+            messages_in: conn.map_or(0, |c| c.stats.msgs_in),
+            messages_out: conn.map_or(0, |c| c.stats.msgs_out),
+            dropped: conn.map_or(0, |c| c.stats.dropped) + s.dropped,
+            slow: conn.is_some_and(|c| c.over_since.is_some()),
         };
         push(&mut r.sessions, &mut r.truncated, info);
     }
@@ -130,6 +158,22 @@ pub fn report(w: &Shard) -> WorkerReport {
         };
         push(&mut r.subscriptions, &mut r.truncated, info);
     }
+    for realm in w.procs.realms() {
+        w.procs.for_each(realm, |uri, policy, reg| {
+            if reg.owner != w.id {
+                return;
+            }
+            let info = RegistrationInfo {
+                id: reg.registration,
+                realm: realm.to_string(),
+                procedure: uri.to_owned(),
+                policy: policy.name(),
+                invoke: reg.invoke.as_str(),
+                callees: reg.callees.len(),
+            };
+            push(&mut r.registrations, &mut r.truncated, info);
+        });
+    }
     r
 }
 
@@ -139,6 +183,60 @@ fn push<T>(list: &mut Vec<T>, truncated: &mut bool, item: T) {
     } else {
         *truncated = true;
     }
+}
+
+/// Adds what a session's connection counted to its realm's totals (at
+/// the session's end: the live sessions are added at each snapshot).
+pub fn fold_stats(w: &mut Shard, realm: &Realm, stats: ConnStats, reason: CloseReason) {
+    let r = w.realm_totals.entry(realm);
+    r.messages_in += stats.msgs_in;
+    r.messages_out += stats.msgs_out;
+    r.dropped += stats.dropped;
+    if reason == CloseReason::SlowConsumer {
+        r.slow_consumer_closes += 1;
+    }
+}
+
+/// A metrics snapshot with what only the shard knows: its load, and each
+/// realm's figures (the ended sessions' totals plus the live sessions'
+/// counts, its sessions and retained keys now). Once per interval: one
+/// pass over the connections and the MQTT sessions.
+pub fn snapshot(w: &mut Shard) -> Snapshot {
+    let mut snap = w.metrics.snapshot();
+    let mut realms = w.realm_totals.start_report();
+    let mut load = Load { connections: w.conns.len() as u64, queued_bytes: 0 };
+    for (_, c) in w.conns.iter() {
+        load.queued_bytes += c.out.bytes() as u64;
+        if let Proto::Wamp(conn) = &c.proto {
+            if let Some(s) = &conn.session {
+                let r = realms.get(&s.realm);
+                r.wamp_sessions += 1;
+                r.messages_in += c.stats.msgs_in;
+                r.messages_out += c.stats.msgs_out;
+                r.dropped += c.stats.dropped;
+            }
+        }
+    }
+    for (_, s) in w.mqtt.sessions.iter() {
+        let stats = s.conn.and_then(|h| w.conns.get(h)).map(|c| c.stats);
+        let r = realms.get(&s.realm);
+        match stats {
+            Some(st) => {
+                r.mqtt_online += 1;
+                r.messages_in += st.msgs_in;
+                r.messages_out += st.msgs_out;
+                r.dropped += st.dropped;
+            }
+            None => r.mqtt_offline += 1,
+        }
+        r.dropped += s.dropped;
+    }
+    for (realm, n) in w.retained.counts() {
+        realms.get(realm).retained_keys += n as u64;
+    }
+    snap.load = load;
+    snap.realms = realms.finish();
+    snap
 }
 
 /// Ends session `id` if it is on this worker (the admin listener's kill):
@@ -152,7 +250,7 @@ pub fn kill(w: &mut Shard, id: u64) -> bool {
     let conn = w.mqtt.sessions.iter().find(|(_, s)| s.id == id).and_then(|(_, s)| s.conn);
     match conn {
         Some(handle) => {
-            w.close(handle, crate::metrics::CloseReason::Killed, None);
+            w.close(handle, CloseReason::Killed, None);
             true
         }
         None => false,

@@ -7,6 +7,7 @@
 //! and `count` as gauges, and counters as StatsD counters.
 
 use crate::config::Metrics as MetricsConfig;
+use crate::router::Realm;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use hdrhistogram::Histogram;
 use std::time::{Duration, Instant};
@@ -33,9 +34,12 @@ pub enum Op {
     MqttConnect,
     /// A dynamic authorizer's decision: asked -> answered (cache misses only).
     Authorize,
+    /// One group commit of the store thread (writing, and fsync under
+    /// `--durability sync`).
+    StoreCommit,
 }
 
-pub const OPS: [Op; 10] = [
+pub const OPS: [Op; 11] = [
     Op::PublishDeliver,
     Op::CallResult,
     Op::Subscribe,
@@ -46,6 +50,7 @@ pub const OPS: [Op; 10] = [
     Op::MqttDeliver2,
     Op::MqttConnect,
     Op::Authorize,
+    Op::StoreCommit,
 ];
 
 impl Op {
@@ -61,6 +66,7 @@ impl Op {
             Op::MqttDeliver2 => "mqtt.publish_deliver.qos2",
             Op::MqttConnect => "mqtt.connect",
             Op::Authorize => "authorize",
+            Op::StoreCommit => "store_commit",
         }
     }
 }
@@ -136,6 +142,11 @@ pub struct Counters {
     pub retained_refused: u64,
     /// History events pushed out by a rule's `limit` or `max_age_s`.
     pub history_dropped: u64,
+    /// The store thread's group commits, the writes in them, and the
+    /// commits that failed.
+    pub store_commits: u64,
+    pub store_writes: u64,
+    pub store_errors: u64,
     pub closed: [u64; CLOSE_REASONS.len()],
 }
 
@@ -155,6 +166,9 @@ impl Counters {
         self.retained_refused += o.retained_refused;
         self.auth_failed += o.auth_failed;
         self.history_dropped += o.history_dropped;
+        self.store_commits += o.store_commits;
+        self.store_writes += o.store_writes;
+        self.store_errors += o.store_errors;
         for (a, b) in self.closed.iter_mut().zip(o.closed) {
             *a += b;
         }
@@ -215,11 +229,17 @@ impl WorkerMetrics {
     }
 
     /// Takes the data recorded since the last snapshot (off the hot path:
-    /// called once per interval; clones the histograms).
+    /// called once per interval; clones the histograms). The caller adds
+    /// what only the shard knows (`load`, `realms`).
     pub fn snapshot(&mut self) -> Snapshot {
         self.taken.add(&self.counters);
-        let snap =
-            Snapshot { hist: self.hist.clone(), counters: std::mem::take(&mut self.counters), sessions: self.sessions };
+        let snap = Snapshot {
+            hist: self.hist.clone(),
+            counters: std::mem::take(&mut self.counters),
+            sessions: self.sessions,
+            load: Load::default(),
+            realms: Vec::new(),
+        };
         for h in &mut self.hist {
             h.reset();
         }
@@ -227,11 +247,132 @@ impl WorkerMetrics {
     }
 }
 
-/// One worker's data for one interval.
+/// One worker's (or the store thread's) data for one interval.
 pub struct Snapshot {
     pub hist: Vec<Histogram<u64>>,
+    /// Counted since the previous snapshot.
     pub counters: Counters,
     pub sessions: u64,
+    /// The worker's load now.
+    pub load: Load,
+    /// Each realm's figures on this worker: sessions now, counters since
+    /// start (`RealmTotals` plus the live sessions'), at most
+    /// `MAX_REALM_SERIES` + 1 entries.
+    pub realms: Vec<(Realm, RealmCounts)>,
+}
+
+/// Who sent a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Worker(usize),
+    Store,
+}
+
+/// A worker's load at a snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Load {
+    pub connections: u64,
+    /// Bytes queued to clients, over all its connections.
+    pub queued_bytes: u64,
+}
+
+/// One realm's figures (on one worker, or summed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RealmCounts {
+    /// Sessions now.
+    pub wamp_sessions: u64,
+    pub mqtt_online: u64,
+    pub mqtt_offline: u64,
+    /// Retained keys with a value now, on the worker that owns them.
+    pub retained_keys: u64,
+    /// Since start.
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub dropped: u64,
+    pub slow_consumer_closes: u64,
+}
+
+impl RealmCounts {
+    pub fn add(&mut self, o: &RealmCounts) {
+        self.wamp_sessions += o.wamp_sessions;
+        self.mqtt_online += o.mqtt_online;
+        self.mqtt_offline += o.mqtt_offline;
+        self.retained_keys += o.retained_keys;
+        self.messages_in += o.messages_in;
+        self.messages_out += o.messages_out;
+        self.dropped += o.dropped;
+        self.slow_consumer_closes += o.slow_consumer_closes;
+    }
+}
+
+/// Realms that get series of their own, per worker (the first seen); the
+/// figures of any later one (possible with `--any-realm`) are summed under
+/// `OTHER_REALM`, so a client making up realm names cannot grow the
+/// metrics without bound.
+pub const MAX_REALM_SERIES: usize = 256;
+pub const OTHER_REALM: &str = "_other";
+
+/// What the sessions that ended on a worker counted, per realm (a live
+/// session's counts are added at each snapshot, and folded in here when it
+/// ends, so the sum only grows).
+#[derive(Debug, Default)]
+pub struct RealmTotals {
+    map: ahash::AHashMap<Realm, RealmCounts>,
+}
+
+impl RealmTotals {
+    /// The entry `realm` counts under.
+    pub fn entry(&mut self, realm: &Realm) -> &mut RealmCounts {
+        if !self.map.contains_key(realm) {
+            let key = if self.map.len() < MAX_REALM_SERIES { realm.clone() } else { Realm::from(OTHER_REALM) };
+            return self.map.entry(key).or_default();
+        }
+        self.map.get_mut(realm).expect("present")
+    }
+
+    /// The ended sessions' figures, for a snapshot to add the live ones to.
+    pub fn start_report(&self) -> RealmReport {
+        let list: Vec<(Realm, RealmCounts)> = self.map.iter().map(|(r, c)| (r.clone(), *c)).collect();
+        let index = list.iter().enumerate().map(|(i, (r, _))| (r.clone(), i)).collect();
+        RealmReport { list, index, last: 0 }
+    }
+}
+
+/// A snapshot's realm figures while they are gathered: one pass adds
+/// every live session, mostly of the realm the one before was of (the
+/// last entry is tried first, by pointer, before the name is hashed).
+pub struct RealmReport {
+    list: Vec<(Realm, RealmCounts)>,
+    index: ahash::AHashMap<Realm, usize>,
+    last: usize,
+}
+
+impl RealmReport {
+    /// The entry `realm` counts under (the same bound as `RealmTotals`).
+    pub fn get(&mut self, realm: &Realm) -> &mut RealmCounts {
+        let hit = self.list.get(self.last).is_some_and(|(r, _)| std::sync::Arc::ptr_eq(r, realm));
+        if !hit {
+            self.last = match self.index.get(realm) {
+                Some(&i) => i,
+                None => {
+                    let key = if self.list.len() < MAX_REALM_SERIES { realm.clone() } else { Realm::from(OTHER_REALM) };
+                    match self.index.get(&key) {
+                        Some(&i) => i,
+                        None => {
+                            self.index.insert(key.clone(), self.list.len());
+                            self.list.push((key, RealmCounts::default()));
+                            self.list.len() - 1
+                        }
+                    }
+                }
+            };
+        }
+        &mut self.list[self.last].1
+    }
+
+    pub fn finish(self) -> Vec<(Realm, RealmCounts)> {
+        self.list
+    }
 }
 
 /// One empty histogram per op.
@@ -239,13 +380,67 @@ pub fn histograms() -> Vec<Histogram<u64>> {
     OPS.iter().map(|_| histogram()).collect()
 }
 
-/// Runs the metrics thread until every worker has dropped its sender;
-/// `totals` (the admin listener's) gets every snapshot too.
+/// Everything since start, merged over the workers, and each worker's
+/// latest gauges (the metrics thread keeps one for StatsD's gauges and
+/// writes the admin listener's; scrapes read that one).
+pub struct Totals {
+    pub counters: Counters,
+    pub hist: Vec<Histogram<u64>>,
+    /// Sessions per worker, as of its last snapshot.
+    pub sessions: Vec<u64>,
+    /// Per worker: what it counted since start.
+    pub worker_counters: Vec<Counters>,
+    /// Per worker: its load at its last snapshot.
+    pub load: Vec<Load>,
+    /// Per worker: its realms' figures at its last snapshot.
+    pub realms: Vec<Vec<(Realm, RealmCounts)>>,
+}
+
+impl Totals {
+    pub fn new(workers: usize) -> Totals {
+        Totals {
+            counters: Counters::default(),
+            hist: histograms(),
+            sessions: vec![0; workers],
+            worker_counters: vec![Counters::default(); workers],
+            load: vec![Load::default(); workers],
+            realms: vec![Vec::new(); workers],
+        }
+    }
+
+    /// Takes in one snapshot.
+    pub fn absorb(&mut self, source: Source, snap: &Snapshot) {
+        for (m, h) in self.hist.iter_mut().zip(&snap.hist) {
+            // Same bounds on both sides: cannot fail.
+            m.add(h).expect("same bounds");
+        }
+        self.counters.add(&snap.counters);
+        if let Source::Worker(w) = source {
+            self.sessions[w] = snap.sessions;
+            self.worker_counters[w].add(&snap.counters);
+            self.load[w] = snap.load;
+            self.realms[w] = snap.realms.clone();
+        }
+    }
+
+    /// Each realm's figures, summed over the workers, by name.
+    pub fn realm_sums(&self) -> std::collections::BTreeMap<Realm, RealmCounts> {
+        let mut sums = std::collections::BTreeMap::<Realm, RealmCounts>::new();
+        for (realm, c) in self.realms.iter().flatten() {
+            sums.entry(realm.clone()).or_default().add(c);
+        }
+        sums
+    }
+}
+
+/// Runs the metrics thread until every worker (and the store thread) has
+/// dropped its sender; `shared` (the admin listener's) gets every snapshot
+/// too.
 pub fn run(
-    rx: Receiver<(usize, Snapshot)>,
+    rx: Receiver<(Source, Snapshot)>,
     workers: usize,
     cfg: MetricsConfig,
-    totals: Option<std::sync::Arc<std::sync::Mutex<crate::admin::Totals>>>,
+    shared: Option<std::sync::Arc<std::sync::Mutex<Totals>>>,
 ) {
     let client = cfg.statsd.as_deref().and_then(|addr| match statsd::Client::new(addr, &cfg.prefix) {
         Ok(c) => Some(c),
@@ -254,40 +449,42 @@ pub fn run(
             None
         }
     });
-    let mut merged: Vec<Histogram<u64>> = OPS.iter().map(|_| histogram()).collect();
+    // This interval's histograms and counters (StatsD gets deltas).
+    let mut merged: Vec<Histogram<u64>> = histograms();
     let mut counters = Counters::default();
-    let mut sessions = vec![0u64; workers];
+    // The workers' latest gauges and realms.
+    let mut latest = Totals::new(workers);
+    // Each realm's counters as of the last emit.
+    let mut emitted = std::collections::BTreeMap::<Realm, RealmCounts>::new();
     let mut next = Instant::now() + cfg.interval;
     loop {
         let wait = next.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
-            Ok((worker, snap)) => {
+            Ok((source, snap)) => {
                 for (m, h) in merged.iter_mut().zip(&snap.hist) {
-                    // Same bounds on both sides: cannot fail.
                     m.add(h).expect("same bounds");
                 }
                 counters.add(&snap.counters);
-                sessions[worker] = snap.sessions;
-                if let Some(t) = &totals {
-                    let mut t = t.lock().unwrap_or_else(|e| e.into_inner());
-                    for (m, h) in t.hist.iter_mut().zip(&snap.hist) {
-                        m.add(h).expect("same bounds");
-                    }
-                    t.counters.add(&snap.counters);
-                    t.sessions[worker] = snap.sessions;
+                if let Source::Worker(w) = source {
+                    latest.sessions[w] = snap.sessions;
+                    latest.load[w] = snap.load;
+                    latest.realms[w] = snap.realms.clone();
+                }
+                if let Some(t) = &shared {
+                    t.lock().unwrap_or_else(|e| e.into_inner()).absorb(source, &snap);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
                 if let Some(c) = &client {
-                    emit(c, &merged, &counters, sessions.iter().sum());
+                    emit(c, &merged, &counters, &latest, &mut emitted);
                 }
                 return;
             }
         }
         if Instant::now() >= next {
             if let Some(c) = &client {
-                emit(c, &merged, &counters, sessions.iter().sum());
+                emit(c, &merged, &counters, &latest, &mut emitted);
             }
             for h in &mut merged {
                 h.reset();
@@ -298,7 +495,19 @@ pub fn run(
     }
 }
 
-fn emit(client: &statsd::Client, hist: &[Histogram<u64>], c: &Counters, sessions: u64) {
+/// A realm's name as one Graphite path component (`.` and anything but
+/// letters, digits, `-` and `_` become `_`).
+pub fn graphite_name(realm: &str) -> String {
+    realm.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+fn emit(
+    client: &statsd::Client,
+    hist: &[Histogram<u64>],
+    c: &Counters,
+    latest: &Totals,
+    emitted: &mut std::collections::BTreeMap<Realm, RealmCounts>,
+) {
     let mut p = client.pipeline();
     // Keep datagrams well under a typical MTU.
     p.set_max_udp_size(1400);
@@ -328,12 +537,45 @@ fn emit(client: &statsd::Client, hist: &[Histogram<u64>], c: &Counters, sessions
     p.count("retained.refused", c.retained_refused as f64);
     p.count("auth.failed", c.auth_failed as f64);
     p.count("history.dropped", c.history_dropped as f64);
+    p.count("store.commits", c.store_commits as f64);
+    p.count("store.writes", c.store_writes as f64);
+    p.count("store.errors", c.store_errors as f64);
     // Every reason, zeros too, like the other counters (a dashboard's
     // series stays continuous, and matches Prometheus's).
     for (reason, n) in CLOSE_REASONS.iter().zip(c.closed) {
         p.count(&format!("sessions.closed.{}", reason.name()), n as f64);
     }
-    p.gauge("sessions.active", sessions as f64);
+    p.gauge("sessions.active", latest.sessions.iter().sum::<u64>() as f64);
+    for (w, (n, load)) in latest.sessions.iter().zip(&latest.load).enumerate() {
+        p.gauge(&format!("worker.{w}.sessions"), *n as f64);
+        p.gauge(&format!("worker.{w}.connections"), load.connections as f64);
+        p.gauge(&format!("worker.{w}.queued_bytes"), load.queued_bytes as f64);
+    }
+    let realms = latest.realm_sums();
+    let all = realms.values().fold(RealmCounts::default(), |mut a, c| {
+        a.add(c);
+        a
+    });
+    p.gauge("mqtt.sessions.online", all.mqtt_online as f64);
+    p.gauge("mqtt.sessions.offline", all.mqtt_offline as f64);
+    p.gauge("retained.keys", all.retained_keys as f64);
+    for (realm, now) in &realms {
+        let was = emitted.get(realm).copied().unwrap_or_default();
+        let name = graphite_name(realm);
+        let delta = |a: u64, b: u64| a.saturating_sub(b) as f64;
+        p.gauge(&format!("realm.{name}.sessions.wamp"), now.wamp_sessions as f64);
+        p.gauge(&format!("realm.{name}.sessions.mqtt_online"), now.mqtt_online as f64);
+        p.gauge(&format!("realm.{name}.sessions.mqtt_offline"), now.mqtt_offline as f64);
+        p.gauge(&format!("realm.{name}.retained_keys"), now.retained_keys as f64);
+        p.count(&format!("realm.{name}.messages.in"), delta(now.messages_in, was.messages_in));
+        p.count(&format!("realm.{name}.messages.out"), delta(now.messages_out, was.messages_out));
+        p.count(&format!("realm.{name}.dropped"), delta(now.dropped, was.dropped));
+        p.count(
+            &format!("realm.{name}.slow_consumer_closes"),
+            delta(now.slow_consumer_closes, was.slow_consumer_closes),
+        );
+    }
+    *emitted = realms;
     p.send(client);
 }
 
@@ -359,5 +601,31 @@ mod tests {
         assert_eq!(s.counters.closed[3], 1);
         assert_eq!(m.counters, Counters::default());
         assert!(m.hist.iter().all(|h| h.is_empty()));
+    }
+
+    #[test]
+    fn realms_past_the_bound_share_one_series() {
+        let mut t = RealmTotals::default();
+        for i in 0..MAX_REALM_SERIES {
+            t.entry(&Realm::from(format!("r{i}"))).messages_in += 1;
+        }
+        t.entry(&Realm::from("late")).messages_in += 5;
+        t.entry(&Realm::from("later")).messages_in += 7;
+        t.entry(&Realm::from("r0")).messages_in += 1;
+        let mut report = t.start_report();
+        // A snapshot's live sessions follow the same rule.
+        report.get(&Realm::from("r1")).messages_in += 1;
+        report.get(&Realm::from("new")).messages_in += 1;
+        let report: ahash::AHashMap<Realm, RealmCounts> = report.finish().into_iter().collect();
+        assert_eq!(report.len(), MAX_REALM_SERIES + 1);
+        assert_eq!(report[OTHER_REALM].messages_in, 13);
+        assert_eq!(report["r0"].messages_in, 2);
+        assert_eq!(report["r1"].messages_in, 2);
+    }
+
+    #[test]
+    fn graphite_names_are_one_component() {
+        assert_eq!(graphite_name("com.example.app-1"), "com_example_app-1");
+        assert_eq!(graphite_name("a b/c"), "a_b_c");
     }
 }

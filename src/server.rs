@@ -126,11 +126,12 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
         inboxes.push(rx);
     }
 
+    let (metrics_tx, metrics_rx) = bounded(METRICS_CAPACITY);
+    let store_metrics = metrics::interval(&cfg.metrics).map(|every| (metrics_tx.clone(), every));
     let StoreParts { tx: store_tx, thread: store, mut retained, mut history, mut sessions } =
-        open_store(&cfg, store, &senders, &wakers)?;
+        open_store(&cfg, store, &senders, &wakers, store_metrics)?;
     let (ready_tx, ready_rx) = bounded(n);
 
-    let (metrics_tx, metrics_rx) = bounded(METRICS_CAPACITY);
     let metrics_cfg = cfg.metrics.clone();
     // The admin listener: its own thread, reading the metrics thread's totals.
     let admin_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -274,6 +275,7 @@ fn open_store(
     given: Option<Box<dyn Store>>,
     senders: &[Sender<ShardMsg>],
     wakers: &[Arc<Waker>],
+    metrics: Option<thread::MetricsLink>,
 ) -> io::Result<StoreParts> {
     let n = senders.len();
     let mut retained = vec![Vec::new(); n];
@@ -376,8 +378,9 @@ fn open_store(
     let (tx, rx) = bounded(thread::CAPACITY);
     let commit = if sync { Commit::Now } else { Commit::Every(cfg.store.batch) };
     let workers: Vec<_> = senders.iter().cloned().zip(wakers.iter().cloned()).collect();
-    let handle =
-        std::thread::Builder::new().name("store".into()).spawn(move || thread::run(store, rx, commit, workers))?;
+    let handle = std::thread::Builder::new()
+        .name("store".into())
+        .spawn(move || thread::run(store, rx, commit, workers, metrics))?;
     Ok(StoreParts { tx: Some(tx), thread: Some(handle), retained, history, sessions })
 }
 
@@ -499,13 +502,15 @@ impl Running {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
-        if let Some(m) = self.metrics.take() {
-            let _ = m.join();
-        }
         // The workers' ends of the store channel are gone: the store
         // thread commits what is left and stops.
         if let Some(s) = self.store.take() {
             let _ = s.join();
+        }
+        // Every sender of snapshots is gone: the metrics thread sends the
+        // last interval and stops.
+        if let Some(m) = self.metrics.take() {
+            let _ = m.join();
         }
     }
 }

@@ -177,3 +177,99 @@ fn an_admin_token_guards_every_endpoint() {
     let err = fennec::config::Config::resolve(cli, fennec::config::File::default()).unwrap_err();
     assert!(err.contains("admin_token"), "{err}");
 }
+
+/// Per realm, per worker, MQTT online/offline, retained keys and the
+/// store's commits: each reflects what the clients did, and a realm's
+/// counters keep what its sessions counted after they end.
+#[test]
+fn realm_worker_mqtt_and_store_metrics() {
+    use common::raw::Raw;
+    let flags = ["--admin", "127.0.0.1:0", "--metrics-interval-ms", "50", "--realm", "realm1", "--realm", "other"];
+    let r = common::router_with_store(&flags, Default::default(), Box::new(fennec::store::MemStore::default()));
+    let admin = r.admin_addr.expect("admin listener");
+    let mut publ = common::join_realm(r.local_addr, Serializer::Json, "realm1");
+    for i in 0..5u64 {
+        let request = publ.request();
+        let options = opts(&[("acknowledge", Value::Bool(true)), ("retain", Value::Bool(true))]);
+        let topic = format!("metrics.key{}", i % 2);
+        publ.send(&Msg::Publish { request, options, topic, payload: args(vec![Value::UInt(i)]) });
+        assert!(matches!(publ.recv(), Msg::Published { .. }));
+    }
+    let mut other = common::join_realm(r.local_addr, Serializer::Json, "other");
+    let request = other.request();
+    other.send(&Msg::Subscribe { request, options: vec![], topic: "o.t".into() });
+    assert!(matches!(other.recv(), Msg::Subscribed { .. }));
+    // One MQTT session that stays online, one persistent one that goes offline.
+    let mqtt = r.mqtt_addr.unwrap();
+    let (_online, _) = Raw::connected(mqtt, 4, "metrics-online", true, 60);
+    let (mut away, _) = Raw::connected(mqtt, 4, "metrics-away", false, 60);
+    away.send(&[0xE0, 0x00]);
+    away.closed();
+
+    let scrape = |want: &dyn Fn(&prometheus_parse::Scrape) -> bool, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let body = get(admin, "/metrics").1;
+            let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("format");
+            if want(&scrape) {
+                return scrape;
+            }
+            assert!(Instant::now() < deadline, "{what}:\n{body}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let realm = |s: &prometheus_parse::Scrape, name: &str, realm: &str| value(s, name, Some(("realm", realm)));
+    let sessions = |s: &prometheus_parse::Scrape, realm: &str, proto: &str| {
+        s.samples
+            .iter()
+            .find(|x| {
+                x.metric == "fennec_realm_sessions"
+                    && x.labels.get("realm") == Some(realm)
+                    && x.labels.get("protocol") == Some(proto)
+            })
+            .map(|x| match x.value {
+                prometheus_parse::Value::Gauge(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    let s = scrape(
+        &|s| {
+            value(s, "fennec_mqtt_sessions", Some(("state", "offline"))) == Some(1.0)
+                && value(s, "fennec_mqtt_sessions", Some(("state", "online"))) == Some(1.0)
+                && sessions(s, "realm1", "wamp") == Some(1.0)
+                && sessions(s, "other", "wamp") == Some(1.0)
+                && realm(s, "fennec_realm_messages_received_total", "realm1") >= Some(6.0)
+                && value(s, "fennec_store_writes_total", None) >= Some(5.0)
+        },
+        "sessions per realm, MQTT online and offline, HELLO + 5 PUBLISH in realm1, 5 stored writes",
+    );
+    // The MQTT sessions are realm1's (the first realm is MQTT's).
+    assert_eq!(sessions(&s, "realm1", "mqtt"), Some(2.0));
+    assert_eq!(sessions(&s, "other", "mqtt"), Some(0.0));
+    assert_eq!(value(&s, "fennec_retained_keys", None), Some(2.0), "two keys written");
+    assert_eq!(realm(&s, "fennec_realm_retained_keys", "realm1"), Some(2.0));
+    assert_eq!(realm(&s, "fennec_realm_messages_received_total", "other"), Some(2.0), "HELLO + SUBSCRIBE");
+    assert_eq!(realm(&s, "fennec_realm_messages_sent_total", "other"), Some(2.0), "WELCOME + SUBSCRIBED");
+    assert!(value(&s, "fennec_store_commits_total", None) >= Some(1.0));
+    assert_eq!(value(&s, "fennec_store_errors_total", None), Some(0.0));
+    let commits = s
+        .samples
+        .iter()
+        .find(|x| x.metric == "fennec_op_duration_seconds" && x.labels.get("op") == Some("store_commit"));
+    let timed = commits.and_then(|x| match &x.value {
+        prometheus_parse::Value::Histogram(h) => h.iter().find(|b| b.less_than.is_infinite()).map(|b| b.count),
+        _ => None,
+    });
+    assert!(timed >= Some(1.0), "commits timed: {timed:?}");
+    let per_worker: f64 =
+        (0..2).map(|w| value(&s, "fennec_worker_connections", Some(("worker", &w.to_string()))).unwrap()).sum();
+    assert!(per_worker >= 3.0, "two WAMP and one MQTT connection over the workers: {per_worker}");
+    let received = realm(&s, "fennec_realm_messages_received_total", "realm1").unwrap();
+
+    // The publisher leaves: realm1's counters keep its messages.
+    publ.send(&Msg::Goodbye { details: vec![], reason: "wamp.close.normal".into() });
+    assert!(matches!(publ.recv(), Msg::Goodbye { .. }));
+    let s = scrape(&|s| sessions(s, "realm1", "wamp") == Some(0.0), "the publisher gone");
+    assert!(realm(&s, "fennec_realm_messages_received_total", "realm1") >= Some(received + 1.0), "and its GOODBYE");
+    r.shutdown();
+}

@@ -37,6 +37,8 @@ fn the_console_shows_live_state_and_kills_a_session() {
     // and a publisher that keeps publishing while the page watches.
     let mut victim = join(r.local_addr, Serializer::Json);
     victim.subscribe("console.t", Dict::new());
+    let mut callee = join(r.local_addr, Serializer::Json);
+    callee.register("console.proc");
     let (mut m, _) = Raw::connected(r.mqtt_addr.unwrap(), 4, "console-mqtt", true, 60);
     m.send(&subscribe_packet(b"console/t"));
     m.expect(0x90, "SUBACK");

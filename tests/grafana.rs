@@ -1,7 +1,8 @@
 //! The Grafana dashboards in contrib/grafana use only metrics Fennec sends:
 //! every metric name in the Prometheus dashboard's queries is in a scrape
 //! of `/metrics`, and every Graphite path in the StatsD dashboard matches a
-//! name Fennec sent over StatsD, after WAMP and MQTT traffic.
+//! name Fennec sent over StatsD, after WAMP and MQTT traffic and a store
+//! commit.
 
 #[allow(unused_imports)]
 mod common;
@@ -81,16 +82,9 @@ fn dashboards_use_only_metrics_fennec_sends() {
     let statsd = UdpSocket::bind("127.0.0.1:0").unwrap();
     statsd.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let target = statsd.local_addr().unwrap().to_string();
-    let r = common::router(&[
-        "--cores",
-        "1",
-        "--admin",
-        "127.0.0.1:0",
-        "--statsd",
-        &target,
-        "--metrics-interval-ms",
-        "100",
-    ]);
+    // With a store (in memory), so that the store's metrics are sent too.
+    let flags = ["--admin", "127.0.0.1:0", "--statsd", &target, "--metrics-interval-ms", "100"];
+    let r = common::router_with_store(&flags, Default::default(), Box::new(fennec::store::MemStore::default()));
     // WAMP pub/sub, and a WAMP event to an MQTT subscriber (an MQTT delivery).
     let mqtt = r.mqtt_addr.expect("MQTT listener");
     let (mut m, _) = Raw::connected(mqtt, 4, "grafana-sub", true, 60);
@@ -106,11 +100,19 @@ fn dashboards_use_only_metrics_fennec_sends() {
     }
     m.send(&publish_packet(4, b"g/t", 0, 0, false, b"1"));
     assert!(matches!(sub.recv(), Msg::Event { .. }));
+    // A retained write: a store commit.
+    let request = publ.request();
+    let options = common::opts(&[("acknowledge", Value::Bool(true)), ("retain", Value::Bool(true))]);
+    publ.send(&Msg::Publish { request, options, topic: "g.kept".into(), payload: args(vec![Value::UInt(1)]) });
+    assert!(matches!(publ.recv(), Msg::Published { .. }));
 
     // StatsD: the names sent, prefix taken off.
     // One whole interval with the MQTT delivery in it (`sessions.active`
     // comes last in an interval's datagrams).
-    let whole = |l: &str| l.find("qos0.p99_us").is_some_and(|i| l[i..].contains("sessions.active"));
+    let whole = |l: &str| {
+        let after = |what: &str| l.find(what).is_some_and(|i| l[i..].contains("sessions.active"));
+        after("qos0.p99_us") && after("store_commit.p99_us")
+    };
     let lines = statsd_lines(&statsd, whole, Duration::from_secs(10));
     let sent: BTreeSet<String> =
         lines.lines().filter_map(|l| l.split(':').next()?.strip_prefix("fennec.").map(str::to_owned)).collect();

@@ -104,6 +104,56 @@ def prometheus():
             rate("fennec_history_dropped_total", "history pushed out"),
         ],
     )
+    add(
+        "Messages / s by realm",
+        "ops",
+        [
+            t("sum by (realm) (rate(fennec_realm_messages_received_total[1m]))", "{{realm}} in"),
+            t("sum by (realm) (rate(fennec_realm_messages_sent_total[1m]))", "{{realm}} out"),
+        ],
+    )
+    add("Sessions by realm", "short", [t("sum by (realm, protocol) (fennec_realm_sessions)", "{{realm}} {{protocol}}")])
+    add(
+        "Drops and slow consumers / s by realm",
+        "ops",
+        [
+            t("sum by (realm) (rate(fennec_realm_dropped_total[5m]))", "{{realm}} dropped"),
+            t("sum by (realm) (rate(fennec_realm_slow_consumer_closes_total[5m]))", "{{realm}} slow consumers closed"),
+        ],
+    )
+    add(
+        "MQTT sessions, retained keys",
+        "short",
+        [
+            t("fennec_mqtt_sessions", "MQTT {{state}}"),
+            t("fennec_retained_keys", "retained keys"),
+            t("sum by (realm) (fennec_realm_retained_keys)", "retained keys {{realm}}"),
+        ],
+    )
+    add(
+        "Worker load",
+        "ops",
+        [
+            t("sum by (worker) (rate(fennec_worker_messages_received_total[1m]))", "worker {{worker}} in"),
+            t("sum by (worker) (rate(fennec_worker_messages_sent_total[1m]))", "worker {{worker}} out"),
+        ],
+    )
+    add(
+        "Worker queues",
+        "bytes",
+        [t("fennec_worker_queued_bytes", "worker {{worker}} queued"), t("fennec_worker_connections", "worker {{worker}} connections")],
+    )
+    add(
+        "Store: commits / s, writes / s, errors / s",
+        "ops",
+        [
+            rate("fennec_store_commits_total", "commits"),
+            rate("fennec_store_writes_total", "writes"),
+            rate("fennec_store_errors_total", "failed commits"),
+        ],
+    )
+    sq = 'histogram_quantile({q}, sum by (le) (rate(fennec_op_duration_seconds_bucket{{op="store_commit"}}[1m])))'
+    add("Store commit latency", "s", [t(sq.format(q="0.5"), "p50"), t(sq.format(q="0.99"), "p99")])
     ds_input = {"name": "DS_PROMETHEUS", "label": "Prometheus", "type": "datasource", "pluginId": "prometheus", "pluginName": "Prometheus"}
     return dashboard("fennec-prometheus", "Fennec (Prometheus)", ds_input, p.rows)
 
@@ -155,6 +205,44 @@ def statsd():
             counter("history.dropped", "history pushed out"),
         ],
     )
+    add(
+        "Messages / s by realm",
+        "ops",
+        [
+            {"target": "aliasByNode(stats.$prefix.realm.*.messages.in, 3, 5)", "refId": p.ref()},
+            {"target": "aliasByNode(stats.$prefix.realm.*.messages.out, 3, 5)", "refId": p.ref()},
+        ],
+    )
+    add(
+        "Sessions by realm",
+        "short",
+        [
+            gauges("realm.*.sessions.wamp", "4, 6"),
+            gauges("realm.*.sessions.mqtt_online", "4, 6"),
+            gauges("realm.*.sessions.mqtt_offline", "4, 6"),
+        ],
+    )
+    add(
+        "Drops and slow consumers / s by realm",
+        "ops",
+        [
+            {"target": "aliasByNode(stats.$prefix.realm.*.dropped, 3, 4)", "refId": p.ref()},
+            {"target": "aliasByNode(stats.$prefix.realm.*.slow_consumer_closes, 3, 4)", "refId": p.ref()},
+        ],
+    )
+    add(
+        "MQTT sessions, retained keys",
+        "short",
+        [gauges("mqtt.sessions.*", 5), gauges("retained.keys", "3, 4"), gauges("realm.*.retained_keys", "4, 5")],
+    )
+    add("Worker sessions and connections", "short", [gauges("worker.*.sessions", "3, 4, 5"), gauges("worker.*.connections", "3, 4, 5")])
+    add("Worker queues", "bytes", [gauges("worker.*.queued_bytes", "3, 4")])
+    add(
+        "Store: commits / s, writes / s, errors / s",
+        "ops",
+        [counter("store.commits", "commits"), counter("store.writes", "writes"), counter("store.errors", "failed commits")],
+    )
+    add("Store commit latency (µs)", "µs", [gauges("latency.store_commit.p50_us", 5), gauges("latency.store_commit.p99_us", 5)])
     ds_input = {"name": "DS_GRAPHITE", "label": "Graphite", "type": "datasource", "pluginId": "graphite", "pluginName": "Graphite"}
     prefix = {
         "name": "prefix",

@@ -286,6 +286,9 @@ pub struct Session {
     next_seq: u64,
     /// When its connection went (ms since the epoch), while offline.
     offline_since_ms: Option<u64>,
+    /// Messages not delivered to it (queue full, offline QoS 0, expired,
+    /// too large), on this worker.
+    pub dropped: u64,
 }
 
 struct Restoring {
@@ -432,6 +435,7 @@ fn unsupported(w: &mut Shard, handle: usize) {
 
 fn on_packet(w: &mut Shard, handle: usize, p: Packet) {
     w.metrics.counters.messages_in += 1;
+    w.conns[handle].stats.msgs_in += 1;
     let now = w.now;
     let m = mqtt(w, handle).expect("mqtt");
     m.last_in = now;
@@ -477,9 +481,12 @@ fn cap_expiry(e: u32, max: Option<u32>) -> u32 {
 // Closing, expiry, wills
 
 /// The connection is closing.
-pub fn on_close(w: &mut Shard, _handle: usize, conn: MqttConn, reason: CloseReason) {
+pub fn on_close(w: &mut Shard, handle: usize, conn: MqttConn, reason: CloseReason) {
     let ConnState::Open(slot) = conn.state else { return };
     w.metrics.closed(reason);
+    let stats = w.conns.get_mut(handle).map(|c| std::mem::take(&mut c.stats)).unwrap_or_default();
+    let realm = w.mqtt.sessions[slot].realm.clone();
+    crate::inspect::fold_stats(w, &realm, stats, reason);
     log::debug!("worker {}: MQTT connection of session {} closed: {}", w.id, w.mqtt.sessions[slot].id, reason.name());
     let s = &w.mqtt.sessions[slot];
     let close = crate::inspect::CloseInfo {
@@ -537,6 +544,7 @@ fn end_session(w: &mut Shard, slot: usize, release: bool) {
     let s = w.mqtt.sessions.remove(slot);
     w.mqtt.by_id.remove(&s.id);
     w.metrics.sessions -= 1;
+    w.realm_totals.entry(&s.realm).dropped += s.dropped;
     for sub in &s.subs {
         if sub.subscription != 0 {
             w.unsubscribe(Member::Mqtt(slot), sub.subscription);

@@ -256,6 +256,11 @@ impl ProcTable {
         Some((uri.as_str(), *policy, reg))
     }
 
+    /// The realms with registrations.
+    pub fn realms(&self) -> impl Iterator<Item = &Realm> {
+        self.realms.keys()
+    }
+
     /// Every registration of a realm: (URI, policy, registration).
     pub fn for_each(&self, realm: &str, mut f: impl FnMut(&str, MatchPolicy, &ProcReg)) {
         let Some(procs) = self.realms.get(realm) else { return };

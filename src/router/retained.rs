@@ -77,6 +77,11 @@ impl RetainedStore {
         }
     }
 
+    /// Keys with a value, per realm.
+    pub fn counts(&self) -> impl Iterator<Item = (&Realm, usize)> {
+        self.counts.iter().map(|(r, n)| (r, *n))
+    }
+
     /// Keys of `realm` with a value.
     pub fn realm_len(&self, realm: &str) -> usize {
         self.counts.get(realm).copied().unwrap_or(0)

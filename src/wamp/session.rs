@@ -548,6 +548,10 @@ pub fn inspect(w: &Shard, handle: usize, conn: &WampConn) -> Option<crate::inspe
         queued_messages: c.out.messages(),
         age_s: w.now.saturating_duration_since(s.opened).as_secs(),
         subscriptions: s.subs.len(),
+        messages_in: c.stats.msgs_in,
+        messages_out: c.stats.msgs_out,
+        dropped: c.stats.dropped,
+        slow: c.over_since.is_some(),
     })
 }
 
@@ -670,6 +674,8 @@ fn end_session(w: &mut Shard, handle: usize, mut s: WampSession, reason: CloseRe
         at_ms: crate::router::unix_millis(),
     };
     crate::inspect::note_close(w, close);
+    let stats = w.conns.get_mut(handle).map(|c| std::mem::take(&mut c.stats)).unwrap_or_default();
+    crate::inspect::fold_stats(w, &s.realm, stats, reason);
     w.sessions.remove(&s.id);
     w.metrics.sessions -= 1;
     w.metrics.closed(reason);

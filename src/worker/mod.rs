@@ -24,7 +24,7 @@ pub mod testkit;
 
 use crate::config::Config;
 use crate::conn::{Buf, Conn, Proto};
-use crate::metrics::{CloseReason, Snapshot};
+use crate::metrics::{CloseReason, Snapshot, Source};
 use crate::mqtt::session::MqttConn;
 use crate::router::{Listener, Member, ShardMsg, SubKey, WorkerId};
 use crate::wamp::session::{Framing, WampConn};
@@ -85,7 +85,7 @@ pub struct Setup {
     pub inbox: Receiver<ShardMsg>,
     pub senders: Vec<Sender<ShardMsg>>,
     pub wakers: Vec<Arc<Waker>>,
-    pub metrics: Option<Sender<(usize, Snapshot)>>,
+    pub metrics: Option<Sender<(Source, Snapshot)>>,
     /// The store thread's channel (none under `--durability none`).
     pub store: Option<Sender<crate::store::thread::StoreReq>>,
     /// Retained values read back from the store, for the topics this worker owns.
@@ -108,7 +108,7 @@ pub struct Worker {
     pub sh: Shard,
     poll: Poll,
     inbox: Receiver<ShardMsg>,
-    metrics_tx: Option<Sender<(usize, Snapshot)>>,
+    metrics_tx: Option<Sender<(Source, Snapshot)>>,
     next_metrics: Option<Instant>,
     endpoints: Vec<Endpoint>,
     scratch: Buf,
@@ -212,7 +212,7 @@ impl Worker {
             }
         }
         if let Some(tx) = self.metrics_tx.take() {
-            let _ = tx.try_send((self.sh.id as usize, self.sh.metrics.snapshot()));
+            let _ = tx.try_send((Source::Worker(self.sh.id as usize), crate::inspect::snapshot(&mut self.sh)));
         }
     }
 
@@ -477,7 +477,7 @@ impl Worker {
                     Outcome::Incomplete => return,
                     Outcome::Reject { response } => {
                         buf.clear();
-                        self.sh.send_bytes(handle, Bytes::from(response));
+                        self.sh.send_control(handle, Bytes::from(response));
                         self.sh.end_conn(handle, CloseReason::Handshake);
                         return;
                     }
@@ -489,7 +489,7 @@ impl Worker {
                             let ser = crate::wamp::message::Serializer::from_subprotocol(protocol).expect("offered");
                             Proto::Wamp(Box::new(WampConn::new(ser, Framing::WebSocket)))
                         };
-                        self.sh.send_bytes(handle, Bytes::from(response));
+                        self.sh.send_control(handle, Bytes::from(response));
                     }
                 },
                 Proto::RawHandshake => {
@@ -529,7 +529,7 @@ impl Worker {
 
     fn on_frame(&mut self, handle: usize, fin: bool, opcode: Opcode, payload: &[u8]) {
         match opcode {
-            Opcode::Ping => self.sh.send_bytes(handle, Bytes::from(frame::frame(Opcode::Pong, payload))),
+            Opcode::Ping => self.sh.send_control(handle, Bytes::from(frame::frame(Opcode::Pong, payload))),
             Opcode::Pong => {}
             Opcode::Close => {
                 // Echo the status code, then close.
@@ -585,6 +585,7 @@ impl Worker {
             return crate::mqtt::session::on_ws_message(&mut self.sh, handle, payload);
         }
         self.sh.metrics.counters.messages_in += 1;
+        self.sh.conns[handle].stats.msgs_in += 1;
         crate::wamp::session::on_message(&mut self.sh, handle, payload);
     }
 
@@ -640,7 +641,7 @@ impl Worker {
             if now >= at {
                 self.next_metrics = Some(at + self.sh.cfg.metrics.interval);
                 if let Some(tx) = &self.metrics_tx {
-                    let _ = tx.try_send((self.sh.id as usize, self.sh.metrics.snapshot()));
+                    let _ = tx.try_send((Source::Worker(self.sh.id as usize), crate::inspect::snapshot(&mut self.sh)));
                 }
             }
         }

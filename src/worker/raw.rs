@@ -20,12 +20,12 @@ impl Worker {
             Handshake::Accept { ser, max_out, reply } => {
                 let framing = Framing::RawSocket { max_out };
                 self.sh.conns[handle].proto = Proto::Wamp(Box::new(WampConn::new(ser, framing)));
-                self.sh.send_bytes(handle, Bytes::copy_from_slice(&reply));
+                self.sh.send_control(handle, Bytes::copy_from_slice(&reply));
                 true
             }
             Handshake::Refuse { reply, .. } => {
                 buf.clear();
-                self.sh.send_bytes(handle, Bytes::copy_from_slice(&reply));
+                self.sh.send_control(handle, Bytes::copy_from_slice(&reply));
                 self.sh.end_conn(handle, CloseReason::Handshake);
                 false
             }
@@ -60,12 +60,13 @@ impl Worker {
         match f.kind {
             Kind::Message => {
                 self.sh.metrics.counters.messages_in += 1;
+                self.sh.conns[handle].stats.msgs_in += 1;
                 crate::wamp::session::on_message(&mut self.sh, handle, payload);
             }
             Kind::Ping => {
                 let mut pong = rawsocket::prefix(Kind::Pong, payload.len()).to_vec();
                 pong.extend_from_slice(payload);
-                self.sh.send_bytes(handle, Bytes::from(pong));
+                self.sh.send_control(handle, Bytes::from(pong));
             }
             Kind::Pong => {}
         }

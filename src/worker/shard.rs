@@ -54,6 +54,8 @@ pub struct Shard {
     pub mqtt: MqttState,
     pub retained: RetainedStore,
     pub metrics: WorkerMetrics,
+    /// What the sessions that ended here counted, per realm.
+    pub realm_totals: crate::metrics::RealmTotals,
     /// Coarse time of this loop iteration.
     pub now: Instant,
     /// Connections with bytes to flush at the end of this loop iteration.
@@ -141,6 +143,7 @@ impl Shard {
             mqtt: MqttState::new(s.id, s.config.mqtt.sys_interval, s.now),
             retained,
             metrics: WorkerMetrics::default(),
+            realm_totals: Default::default(),
             now: s.now,
             dirty: Vec::new(),
             resume: Vec::new(),
@@ -187,6 +190,21 @@ impl Shard {
     /// Over twice the queue bound, the session is closed as a slow consumer:
     /// a client that keeps asking without reading gets no unbounded memory.
     pub fn send_bytes(&mut self, handle: usize, bytes: Bytes) {
+        if self.queue_bytes(handle, bytes) {
+            self.metrics.counters.messages_out += 1;
+            self.conns[handle].stats.msgs_out += 1;
+        }
+    }
+
+    /// Queues bytes that are no message (a handshake's answer, a pong),
+    /// under the same bound as `send_bytes`, not counted as messages.
+    pub fn send_control(&mut self, handle: usize, bytes: Bytes) {
+        self.queue_bytes(handle, bytes);
+    }
+
+    /// Queues `bytes` for `send_bytes` and `send_control`; false if the
+    /// connection was closed instead.
+    fn queue_bytes(&mut self, handle: usize, bytes: Bytes) -> bool {
         let limits = &self.cfg.limits;
         let c = &mut self.conns[handle];
         if c.out.bytes() + bytes.len() > 2 * limits.outbound_queue_bytes
@@ -199,11 +217,11 @@ impl Shard {
                 );
                 self.close(handle, CloseReason::SlowConsumer, Some((frame::CLOSE_POLICY, "outbound queue full")));
             }
-            return;
+            return false;
         }
-        self.metrics.counters.messages_out += 1;
         c.out.push(bytes);
         self.mark_dirty(handle);
+        true
     }
 
     /// Queues an event, or drops and counts it if the queue is full. Returns
@@ -217,6 +235,7 @@ impl Shard {
         let full = c.out.bytes() + bytes.len() > limits.outbound_queue_bytes && !c.out.is_empty();
         if full || c.out.messages() >= limits.outbound_queue_messages {
             self.metrics.counters.events_dropped += 1;
+            c.stats.dropped += 1;
             if c.over_since.is_none() {
                 c.over_since = Some(self.now);
                 self.slow.push(handle);
@@ -224,12 +243,22 @@ impl Shard {
             return false;
         }
         self.metrics.counters.messages_out += 1;
+        c.stats.msgs_out += 1;
         c.out.push(bytes);
         if !c.dirty {
             c.dirty = true;
             self.dirty.push(handle);
         }
         true
+    }
+
+    /// Counts an event dropped for the client on `handle` (too large for
+    /// it, or over a replay's hold bound).
+    pub fn drop_event(&mut self, handle: usize) {
+        self.metrics.counters.events_dropped += 1;
+        if let Some(c) = self.conns.get_mut(handle) {
+            c.stats.dropped += 1;
+        }
     }
 
     /// Reads the connection's input again (after a pause).

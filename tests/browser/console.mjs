@@ -4,7 +4,8 @@
 //   node tests/browser/console.mjs ADMIN_URL SESSION_TO_KILL TOPIC [SCREENSHOT.png]
 //
 // Checks that the page goes live, lists a WAMP and an MQTT session and the
-// subscription to TOPIC, that the messages-in total rises between two
+// subscription to TOPIC, the registration of console.proc, the sessions'
+// message counts and realm1's rate, that the messages-in total rises between two
 // refreshes, then clicks "kill" on SESSION_TO_KILL and waits for the page to
 // say it was killed. Prints "ok" and exits 0, or throws.
 
@@ -30,6 +31,13 @@ try {
     if (!sessions.includes(want)) throw new Error(`sessions table without ${want}: ${sessions}`);
   }
   await page.waitForFunction((t) => document.querySelector('#t-subs').textContent.includes(t), topic, { timeout: 10_000 });
+  // The callee's registration, with its one callee.
+  await page.waitForFunction(() => [...document.querySelectorAll('#t-regs tr')].some((tr) => tr.cells[0]?.textContent === 'console.proc' && tr.cells[4]?.textContent === '1'), null, { timeout: 10_000 });
+  // The victim has sent HELLO and SUBSCRIBE and been sent WELCOME and SUBSCRIBED (and events).
+  const cell = async (i) => Number(await page.textContent(`${row} td:nth-child(${i})`));
+  if (!((await cell(9)) >= 2 && (await cell(10)) >= 2)) throw new Error(`victim's messages in / out: ${await cell(9)} / ${await cell(10)}`);
+  // realm1's row: the publisher keeps it busy, so its rate in is above zero once two refreshes are in.
+  await page.waitForFunction(() => [...document.querySelectorAll('#t-realms tr')].some((tr) => tr.cells[0]?.textContent === 'realm1' && Number(tr.cells[6]?.textContent.replace(/[^0-9.]/g, '')) > 0), null, { timeout: 10_000 });
   const total = async () => Number((await page.textContent('#f-total-in')).replace(/[^0-9.]/g, '')) * ((await page.textContent('#f-total-in')).includes('k') ? 1000 : 1);
   const before = await total();
   await page.waitForTimeout(2500);

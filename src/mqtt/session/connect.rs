@@ -403,6 +403,7 @@ pub(super) fn new_session(
         created_ms: crate::router::unix_millis(),
         next_seq: 0,
         offline_since_ms: None,
+        dropped: 0,
     });
     w.mqtt.by_id.insert(id, slot);
     w.metrics.sessions += 1;

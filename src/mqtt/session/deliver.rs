@@ -37,7 +37,7 @@ pub fn deliver(w: &mut Shard, slot: usize, p: &Arc<Publication>, subs: &[u64], c
     }
     let qos = qos?;
     if p.expired(w.now) {
-        w.metrics.counters.mqtt_dropped += 1;
+        count_drop(w, slot);
         return None;
     }
     let out = Outgoing { msg: p.clone(), qos, retain, sub_ids, seq: 0 };
@@ -74,7 +74,7 @@ pub(super) fn offer(w: &mut Shard, slot: usize, mut out: Outgoing, conv: &mut Co
     let s = &mut w.mqtt.sessions[slot];
     if out.qos == 0 {
         let Some(h) = s.conn else {
-            w.metrics.counters.mqtt_dropped += 1;
+            count_drop(w, slot);
             return false;
         };
         return transmit(w, slot, h, 0, &out, false, conv);
@@ -94,7 +94,7 @@ pub(super) fn offer(w: &mut Shard, slot: usize, mut out: Outgoing, conv: &mut Co
         }
         _ => {
             if s.queue.len() >= w.cfg.mqtt.max_queued_messages {
-                w.metrics.counters.mqtt_dropped += 1;
+                count_drop(w, slot);
                 return false;
             }
             persist::save_out(w, slot, &mut out, 0, false);
@@ -182,7 +182,7 @@ pub(super) fn transmit(
         if send_topic && alias.is_some() {
             w.mqtt.sessions[slot].alias_out.remove(topic);
         }
-        w.metrics.counters.mqtt_dropped += 1;
+        count_drop(w, slot);
         return false;
     }
     let sent = if out.qos == 0 {
@@ -231,7 +231,7 @@ pub(super) fn pump(w: &mut Shard, slot: usize) {
         }
         let Some(mut out) = s.queue.pop_front() else { return };
         if out.msg.expired(w.now) {
-            w.metrics.counters.mqtt_dropped += 1;
+            count_drop(w, slot);
             persist::forget_out(w, slot, out.seq);
             continue;
         }
@@ -275,5 +275,13 @@ pub(super) fn pubrec(w: &mut Shard, handle: usize, slot: usize, pkid: u16, code:
             send(w, handle, codec::ack_packet(ver, codec::PUBREL, pkid, 0));
         }
         None => send(w, handle, codec::ack_packet(ver, codec::PUBREL, pkid, reason::PACKET_ID_NOT_FOUND)),
+    }
+}
+
+/// Counts a message not delivered to the session in `slot`.
+fn count_drop(w: &mut Shard, slot: usize) {
+    w.metrics.counters.mqtt_dropped += 1;
+    if let Some(s) = w.mqtt.sessions.get_mut(slot) {
+        s.dropped += 1;
     }
 }

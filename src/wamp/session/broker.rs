@@ -408,7 +408,7 @@ pub fn on_history(w: &mut Shard, handle: usize, reply: &RetainedReply, events: V
         if framing.fits(&bytes) {
             w.send_bytes(handle, bytes);
         } else {
-            w.metrics.counters.events_dropped += 1;
+            w.drop_event(handle);
         }
     }
     let replayed: ahash::AHashSet<u64> = events.iter().map(|e| e.p.id).collect();
@@ -452,7 +452,7 @@ pub fn on_retained(w: &mut Shard, handle: usize, reply: &RetainedReply, values: 
         ];
         let bytes = frame_fields(ser, framing, &fields);
         if !framing.fits(&bytes) {
-            w.metrics.counters.events_dropped += 1;
+            w.drop_event(handle);
             continue;
         }
         w.send_bytes(handle, bytes);
@@ -510,7 +510,7 @@ pub fn event_for(
         }
     };
     if !framing.fits(&bytes) {
-        w.metrics.counters.events_dropped += 1;
+        w.drop_event(handle);
         return None;
     }
     // A subscription replaying its history holds its live events.
@@ -520,7 +520,7 @@ pub fn event_for(
             if r.held.len() < MAX_HELD {
                 r.held.push((p.id, bytes));
             } else {
-                w.metrics.counters.events_dropped += 1;
+                w.drop_event(handle);
             }
             return None;
         }
