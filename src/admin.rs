@@ -218,14 +218,16 @@ fn label(v: &str) -> String {
 }
 
 /// Serves the admin listener until `stop`.
+/// The accept blocks (an idle admin listener costs nothing); `stop` is
+/// seen at the next connection, which `Running::shutdown` makes itself.
 pub fn serve(listener: TcpListener, admin: Admin, stop: Arc<AtomicBool>) {
-    let _ = listener.set_nonblocking(true);
     let admin = Arc::new(admin);
     let streams = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
+            Ok(_) if stop.load(Ordering::Relaxed) => break,
             Ok((s, _)) => answer(s, &admin, &streams, &stop),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
+            // Out of descriptors, say: do not spin.
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }

@@ -488,6 +488,13 @@ impl Running {
 
     pub fn shutdown(mut self) {
         self.admin_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(mut addr) = self.admin_addr {
+            // Wakes the admin thread's blocking accept.
+            if addr.ip().is_unspecified() {
+                addr.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+            }
+            let _ = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(500));
+        }
         let _ = self.stop.wake();
         if let Some(a) = self.acceptor.take() {
             let _ = a.join();
