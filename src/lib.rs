@@ -1,5 +1,6 @@
 //! Fennec: a thread-per-core WAMP v2 router. See ARCHITECTURE.md for the map.
 
+pub use fennec_wamp::{payload, rawsocket, value};
 pub mod admin;
 pub mod auth;
 pub mod config;
@@ -8,13 +9,10 @@ pub mod inspect;
 pub mod logging;
 pub mod metrics;
 pub mod mqtt;
-pub mod payload;
-pub mod rawsocket;
 pub mod router;
 pub mod server;
 pub mod store;
 pub mod tls;
-pub mod value;
 pub mod wamp;
 pub mod worker;
 pub mod ws;

@@ -11,9 +11,9 @@
 //! result is kept), on whichever worker needs it first. Payloads the router
 //! makes itself are `Values`.
 
+use crate::elements::{json_value, msgpack_value};
+use crate::message::Serializer;
 use crate::value::{Dict, Value};
-use crate::wamp::elements::{json_value, msgpack_value};
-use crate::wamp::message::Serializer;
 use bytes::Bytes;
 use std::fmt;
 use std::sync::OnceLock;

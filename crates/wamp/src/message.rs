@@ -10,9 +10,9 @@
 //! Encoding writes fields straight into the output buffer with serde; a
 //! payload already in the peer's encoding is copied in as it is.
 
+use crate::elements::Cursor;
 use crate::payload::Payload;
 use crate::value::{serialize_dict, Dict, Value};
-use crate::wamp::elements::Cursor;
 use serde::ser::{Serialize, SerializeSeq};
 use std::fmt;
 
@@ -186,7 +186,8 @@ pub enum Msg {
         request: u64,
         options: Dict,
     },
-    /// Router to callee only (never decoded).
+    /// Router to callee only (a client library decodes it; the router
+    /// refuses it from a client).
     Interrupt {
         request: u64,
         options: Dict,
@@ -283,6 +284,7 @@ pub fn decode(ser: Serializer, bytes: &[u8]) -> Result<Msg, DecodeError> {
         },
         YIELD => Msg::Yield { request: f.id("request")?, options: f.dict("options")?, payload: f.payload()? },
         CANCEL => Msg::Cancel { request: f.id("request")?, options: f.dict("options")? },
+        INTERRUPT => Msg::Interrupt { request: f.id("request")?, options: f.dict("options")? },
         other => return err(format!("unknown or unsupported message type {other}")),
     };
     f.end()?;

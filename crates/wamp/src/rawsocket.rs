@@ -7,7 +7,7 @@
 //! an error code and closes. Frames: `RRRR XTTT` (reserved, the 25th length
 //! bit, the type: message, PING, PONG) and a 24-bit length.
 
-use crate::wamp::message::Serializer;
+use crate::message::Serializer;
 
 pub const MAGIC: u8 = 0x7F;
 /// The largest message RawSocket can carry: 2^24 octets.
