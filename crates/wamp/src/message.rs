@@ -220,6 +220,19 @@ fn cbor_value(bytes: &[u8]) -> Result<Value, DecodeError> {
 
 /// Decodes one WAMP message from one WebSocket message.
 pub fn decode(ser: Serializer, bytes: &[u8]) -> Result<Msg, DecodeError> {
+    decode_with(ser, bytes, false)
+}
+
+/// Decodes a message as a client takes it from a router: as [`decode`],
+/// except that a `null` where arguments or keyword arguments go is taken
+/// as none (fox-wamp sends RESULT as `[50, request, {}, [...], null]` and
+/// INVOCATION as `[68, request, registration, {}, null, {}]`). The router
+/// decodes its clients' messages with [`decode`], to the letter.
+pub fn decode_lenient(ser: Serializer, bytes: &[u8]) -> Result<Msg, DecodeError> {
+    decode_with(ser, bytes, true)
+}
+
+fn decode_with(ser: Serializer, bytes: &[u8], lenient: bool) -> Result<Msg, DecodeError> {
     let source = match ser {
         Serializer::Json => Source::Cursor(ser, Cursor::json(bytes).map_err(DecodeError)?),
         Serializer::MsgPack => Source::Cursor(ser, Cursor::msgpack(bytes).map_err(DecodeError)?),
@@ -228,7 +241,7 @@ pub fn decode(ser: Serializer, bytes: &[u8]) -> Result<Msg, DecodeError> {
             _ => return err("a WAMP message must be an array"),
         },
     };
-    let mut f = Fields { source, at: 0 };
+    let mut f = Fields { source, at: 0, lenient };
     let ty = f.int("message type")?;
     let msg = match ty {
         HELLO => Msg::Hello { realm: f.string("realm")?, details: f.dict("details")? },
@@ -303,6 +316,8 @@ struct Fields<'a> {
     source: Source<'a>,
     /// Elements taken so far.
     at: usize,
+    /// `decode_lenient`: a null for keyword arguments is none.
+    lenient: bool,
 }
 
 impl Fields<'_> {
@@ -396,6 +411,7 @@ impl Fields<'_> {
             Some(first) if is_container(ser, first, b'{') => Some(c.raw().map_err(DecodeError)?.expect("peeked")),
             // Not a dictionary: decoded, to say what it is.
             Some(_) => match c.value().map_err(DecodeError)? {
+                Some(Value::Null) if self.lenient => None,
                 Some(other) => return err(format!("keyword arguments must be a dictionary, got {}", kind(&other))),
                 None => None,
             },
@@ -407,15 +423,17 @@ impl Fields<'_> {
     fn payload_values(&mut self) -> Result<Payload, DecodeError> {
         let args = match self.take()? {
             None => return Ok(Payload::default()),
-            Some(Value::List(l)) => l,
+            Some(Value::Null) if self.lenient => None,
+            Some(Value::List(l)) => Some(l),
             Some(other) => return err(format!("arguments must be a list, got {}", kind(&other))),
         };
         let kwargs = match self.take()? {
             None => None,
+            Some(Value::Null) if self.lenient => None,
             Some(Value::Dict(d)) => Some(d),
             Some(other) => return err(format!("keyword arguments must be a dictionary, got {}", kind(&other))),
         };
-        Ok(Payload::new(Some(args), kwargs))
+        Ok(Payload::new(args, kwargs))
     }
 
     fn end(mut self) -> Result<(), DecodeError> {
@@ -755,6 +773,39 @@ mod tests {
         let payload = Payload::new(None, Some(vec![("a".into(), Value::UInt(1))]));
         encode(Serializer::Json, &Msg::Result { request: 7, details: Dict::new(), payload }, &mut out);
         assert_eq!(std::str::from_utf8(&out).unwrap(), r#"[50,7,{},[],{"a":1}]"#);
+    }
+
+    #[test]
+    fn only_lenient_decoding_takes_null_keyword_arguments() {
+        let fox = br#"[50,1,{},[5,"sum"],null]"#;
+        assert!(decode(Serializer::Json, fox).is_err());
+        match decode_lenient(Serializer::Json, fox) {
+            Ok(Msg::Result { payload, .. }) => {
+                assert_eq!(payload.values().args, Some(vec![Value::UInt(5), Value::Str("sum".into())]));
+                assert_eq!(payload.values().kwargs, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        let invocation = br#"[68,1,2,{},null,{}]"#;
+        assert!(decode(Serializer::Json, invocation).is_err());
+        match decode_lenient(Serializer::Json, invocation) {
+            Ok(Msg::Invocation { payload, .. }) => {
+                assert_eq!(payload.values().args, None);
+                assert_eq!(payload.values().kwargs, Some(vec![]));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Anything else in those places is still an error.
+        assert!(decode_lenient(Serializer::Json, br#"[50,1,{},[5],7]"#).is_err());
+        assert!(decode_lenient(Serializer::Json, br#"[50,1,{},7]"#).is_err());
+        let mut cbor = Vec::new();
+        ciborium::ser::into_writer(
+            &Value::List(vec![Value::UInt(50), Value::UInt(1), Value::Dict(vec![]), Value::List(vec![]), Value::Null]),
+            &mut cbor,
+        )
+        .unwrap();
+        assert!(decode(Serializer::Cbor, &cbor).is_err());
+        assert!(decode_lenient(Serializer::Cbor, &cbor).is_ok());
     }
 
     #[test]
