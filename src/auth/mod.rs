@@ -4,10 +4,11 @@
 //! start (`RealmAuth`). Pure: the WAMP handshake that uses it is
 //! `wamp/session/auth.rs`, MQTT's is in `mqtt/session/connect.rs`.
 //!
-//! - `crypto.rs`: WAMP-CRA, PBKDF2, SHA-256, Ed25519, constant-time compare.
+//! - `crypto`: WAMP-CRA, PBKDF2, SHA-256, Ed25519, constant-time compare
+//!   (`fennec_wamp::auth`, shared with the client library, which signs).
 //! - `rules.rs`: a role's permissions and their lookup.
 
-pub mod crypto;
+pub use fennec_wamp::auth as crypto;
 pub mod rules;
 
 use ahash::AHashMap;

@@ -9,11 +9,15 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// A failure: the router's answer (an ERROR or ABORT, by its URI), the
 /// connection's, or the client's own.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Error {
     /// The socket failed (connect, read or write).
     Io(std::io::Error),
     /// The WebSocket upgrade or framing failed.
     WebSocket(String),
+    /// TLS failed: the configuration (a CA or certificate file), or the
+    /// handshake (the router's certificate is not trusted, ...).
+    Tls(String),
     /// The router broke the protocol (a message that does not decode, or
     /// comes when it must not), or the URL is not one the client speaks.
     Protocol(String),
@@ -101,6 +105,7 @@ impl fmt::Display for Error {
         match self {
             Error::Io(e) => write!(f, "I/O: {e}"),
             Error::WebSocket(e) => write!(f, "WebSocket: {e}"),
+            Error::Tls(e) => write!(f, "TLS: {e}"),
             Error::Protocol(e) => write!(f, "protocol: {e}"),
             Error::Aborted { reason, message } => {
                 write!(f, "session refused: {reason}")?;

@@ -1,4 +1,4 @@
-//! The connection's thread: one mio loop that owns the WebSocket, reads
+//! The connection's thread: one mio loop that owns the transport, reads
 //! the router's messages, writes the commands the API sends it, keeps the
 //! requests in flight, and hands events and invocations to the dispatcher
 //! thread (bounded; when it is full the loop stops reading the socket
@@ -7,18 +7,17 @@
 
 use crate::args::Args;
 use crate::error::{Error, Result};
+use crate::transport::{Recv, Transport};
 use crate::{Event, Invocation};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use fennec_wamp::message::{self as m, decode_lenient, encode, Msg, Serializer};
+use fennec_wamp::message::{self as m, decode_lenient, encode, Msg};
 use fennec_wamp::value::{Dict, Value};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::{HashMap, VecDeque};
-use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tungstenite::{Message, WebSocket};
 
 pub(crate) const SOCKET: Token = Token(0);
 pub(crate) const WAKER: Token = Token(1);
@@ -106,8 +105,10 @@ impl Pending {
 const OVERFLOW: usize = 1024;
 
 pub(crate) struct Io {
-    pub ws: WebSocket<TcpStream>,
-    pub ser: Serializer,
+    pub t: Transport,
+    /// The socket would not take all that was written: take no more
+    /// commands until it has (the commands' channel is what waits).
+    backlogged: bool,
     pub poll: Poll,
     pub commands: Receiver<Command>,
     pub jobs: Sender<Job>,
@@ -135,8 +136,7 @@ pub(crate) struct Io {
 
 impl Io {
     pub(crate) fn new(
-        ws: WebSocket<TcpStream>,
-        ser: Serializer,
+        t: Transport,
         poll: Poll,
         commands: Receiver<Command>,
         jobs: Sender<Job>,
@@ -144,8 +144,8 @@ impl Io {
         cancel: bool,
     ) -> Io {
         Io {
-            ws,
-            ser,
+            t,
+            backlogged: false,
             poll,
             commands,
             jobs,
@@ -165,7 +165,7 @@ impl Io {
 
     /// Runs until the session ends.
     pub(crate) fn run(mut self) {
-        let fd = self.ws.get_ref().as_raw_fd();
+        let fd = self.t.tcp().as_raw_fd();
         if self.poll.registry().register(&mut SourceFd(&fd), SOCKET, Interest::READABLE | Interest::WRITABLE).is_err() {
             return self.fail_all();
         }
@@ -197,7 +197,7 @@ impl Io {
                 self.read_all();
             }
         }
-        let _ = self.ws.flush();
+        let _ = self.t.flush();
         self.fail_all();
     }
 
@@ -237,31 +237,23 @@ impl Io {
 
     fn send(&mut self, msg: &Msg) {
         let mut bytes = Vec::new();
-        encode(self.ser, msg, &mut bytes);
-        let frame = match self.ser {
-            Serializer::Json => match String::from_utf8(bytes) {
-                Ok(text) => Message::text(text),
-                Err(_) => return,
-            },
-            _ => Message::binary(bytes),
-        };
-        match self.ws.write(frame) {
+        encode(self.t.ser, msg, &mut bytes);
+        match self.t.send(bytes) {
             Ok(()) => self.flush(),
-            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(_) => self.open = false,
         }
     }
 
     fn flush(&mut self) {
-        match self.ws.flush() {
-            Ok(()) => {}
-            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        match self.t.flush() {
+            Ok(all) => self.backlogged = !all,
             Err(_) => self.open = false,
         }
     }
 
     fn commands(&mut self) {
-        while let Ok(c) = self.commands.try_recv() {
+        while !self.backlogged && self.open {
+            let Ok(c) = self.commands.try_recv() else { break };
             if self.leaving.is_some() {
                 fail(c, Error::Closed);
                 continue;
@@ -346,13 +338,10 @@ impl Io {
 
     fn read_all(&mut self) {
         while self.open && self.overflow.len() < OVERFLOW {
-            match self.ws.read() {
-                Ok(Message::Text(t)) => self.on_bytes(t.as_bytes()),
-                Ok(Message::Binary(b)) => self.on_bytes(&b),
-                Ok(Message::Close(_)) => self.open = false,
-                Ok(_) => {}
-                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(_) => self.open = false,
+            match self.t.recv() {
+                Recv::Message(bytes) => self.on_bytes(&bytes),
+                Recv::Empty => break,
+                Recv::Closed => self.open = false,
             }
         }
         // A pong or a close reply may be queued.
@@ -360,7 +349,7 @@ impl Io {
     }
 
     fn on_bytes(&mut self, bytes: &[u8]) {
-        match decode_lenient(self.ser, bytes) {
+        match decode_lenient(self.t.ser, bytes) {
             Ok(msg) => self.on_message(msg),
             Err(e) => {
                 // The router sent what is not WAMP: end the session.
@@ -456,8 +445,7 @@ impl Io {
                         self.send(&Msg::Goodbye { details: Dict::new(), reason: "wamp.close.goodbye_and_out".into() })
                     }
                 }
-                let _ = self.ws.close(None);
-                self.flush();
+                self.t.close();
                 self.open = false;
             }
             Msg::Abort { .. } => self.open = false,

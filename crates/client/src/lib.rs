@@ -29,33 +29,32 @@
 //! }
 //! ```
 //!
-//! What this version does not do yet: `wss://` and RawSocket transports,
-//! WAMP-CRA and cryptosign authentication, reconnecting, progressive
-//! calls and results, canceling a call other than on its timeout.
+//! What this version does not do yet: reconnecting, progressive calls and
+//! results, canceling a call other than on its timeout.
 
 #![deny(missing_docs)]
 
 mod args;
 mod error;
 mod io;
+mod join;
+mod transport;
 
 pub use args::{from_value, to_value, Args};
 pub use error::{Error, Result};
 pub use fennec_wamp::message::Serializer;
 pub use fennec_wamp::value::{Dict, Value};
+pub use join::Auth;
+pub use transport::Tls;
 
 use crossbeam_channel::{bounded, Sender};
-use fennec_wamp::message::{decode_lenient, encode, Msg};
-use fennec_wamp::value::dict_get;
 use io::{Command, Io};
 use mio::{Poll, Waker};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
-use tungstenite::client::IntoClientRequest;
-use tungstenite::Message;
+use transport::Transport;
 
 /// An event received on a subscription.
 #[derive(Clone, Debug)]
@@ -98,21 +97,6 @@ pub struct Subscription {
     local: u64,
 }
 
-/// How a session authenticates.
-#[derive(Clone, Debug, Default)]
-pub enum Auth {
-    /// No authentication (the router's anonymous role).
-    #[default]
-    Anonymous,
-    /// WAMP ticket: an authid and its ticket (password).
-    Ticket {
-        /// Who the session authenticates as.
-        authid: String,
-        /// Its secret.
-        ticket: String,
-    },
-}
-
 /// How to connect.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -122,6 +106,9 @@ pub struct Options {
     pub auth: Auth,
     /// Bound on connecting and joining.
     pub connect_timeout: Duration,
+    /// The certificates of `wss://` and `tcps://` (by default the router's
+    /// is checked against the Mozilla roots).
+    pub tls: Tls,
     /// How long a request (a call, an acknowledged publish, a subscribe,
     /// ...) waits for the router's answer before it fails with
     /// [`Error::Timeout`]; `None` (the default) waits as long as the
@@ -136,6 +123,7 @@ impl Default for Options {
             serializer: Serializer::MsgPack,
             auth: Auth::Anonymous,
             connect_timeout: Duration::from_secs(10),
+            tls: Tls::default(),
             timeout: None,
         }
     }
@@ -181,37 +169,22 @@ impl Client {
         Client::connect_with(url, realm, Options::default())
     }
 
-    /// Connects and joins with `options`.
+    /// Connects and joins with `options`. `url` is `ws://HOST[:PORT]/PATH`
+    /// or `wss://...` (WebSocket), `tcp://HOST:PORT` or `tcps://HOST:PORT`
+    /// (RawSocket, plain or over TLS).
     pub fn connect_with(url: &str, realm: &str, options: Options) -> Result<Client> {
-        let Some(rest) = url.strip_prefix("ws://") else {
-            return Err(Error::Protocol(format!("{url}: only ws:// URLs are supported in this version")));
-        };
-        let host = rest.split('/').next().unwrap_or("");
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(host)?
-            .next()
-            .ok_or_else(|| Error::Protocol(format!("{host}: no address")))?;
-        let stream = TcpStream::connect_timeout(&addr, options.connect_timeout)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(options.connect_timeout))?;
-        let ser = options.serializer;
-        let mut req = url.into_client_request().map_err(|e| Error::WebSocket(e.to_string()))?;
-        let protocol = ser.subprotocol().parse().map_err(|_| Error::Protocol("subprotocol".into()))?;
-        req.headers_mut().insert("Sec-WebSocket-Protocol", protocol);
-        let (mut ws, resp) = tungstenite::client(req, stream).map_err(|e| Error::WebSocket(e.to_string()))?;
-        let chosen = resp.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok());
-        if chosen != Some(ser.subprotocol()) {
-            return Err(Error::Protocol(format!("the router chose subprotocol {chosen:?}, not {}", ser.subprotocol())));
-        }
-        let (session, welcome) = join(&mut ws, ser, realm, &options.auth)?;
+        let mut t = Transport::connect(url, options.serializer, &options.tls, options.connect_timeout)?;
+        let (session, welcome) = join::join(&mut t, realm, &options.auth)?;
         // From here on the connection's thread owns the socket, non-blocking.
-        ws.get_ref().set_read_timeout(None)?;
-        ws.get_ref().set_nonblocking(true)?;
+        t.tcp().set_read_timeout(None)?;
+        t.tcp().set_write_timeout(None)?;
+        t.tcp().set_nonblocking(true)?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), io::WAKER)?);
         let (commands_tx, commands_rx) = bounded(COMMANDS);
         let (jobs_tx, jobs_rx) = bounded(JOBS);
-        let cancel = feature(&welcome, "dealer", "call_canceling");
-        let io = Io::new(ws, ser, poll, commands_rx, jobs_tx, options.timeout, cancel);
+        let cancel = join::feature(&welcome, "dealer", "call_canceling");
+        let io = Io::new(t, poll, commands_rx, jobs_tx, options.timeout, cancel);
         std::thread::Builder::new().name("fennec-client-io".into()).spawn(move || io.run())?;
         let (tx, w) = (commands_tx.clone(), waker.clone());
         std::thread::Builder::new()
@@ -330,79 +303,5 @@ impl Client {
             Ok(()) | Err(Error::Closed) => Ok(()),
             Err(e) => Err(e),
         }
-    }
-}
-
-/// Whether the router announced `feature` of `role` in its WELCOME.
-fn feature(welcome: &Dict, role: &str, feature: &str) -> bool {
-    let features = dict_get(welcome, "roles")
-        .and_then(Value::as_dict)
-        .and_then(|roles| dict_get(roles, role))
-        .and_then(Value::as_dict)
-        .and_then(|r| dict_get(r, "features"))
-        .and_then(Value::as_dict);
-    features.and_then(|f| dict_get(f, feature)).and_then(Value::as_bool) == Some(true)
-}
-
-/// HELLO, the challenge if the router asks one, WELCOME or ABORT (blocking,
-/// before the connection's thread starts).
-fn join(ws: &mut tungstenite::WebSocket<TcpStream>, ser: Serializer, realm: &str, auth: &Auth) -> Result<(u64, Dict)> {
-    let role = |r: &str, features: &[&str]| {
-        let features: Dict = features.iter().map(|f| ((*f).to_owned(), Value::Bool(true))).collect();
-        (r.to_owned(), Value::Dict(vec![("features".to_owned(), Value::Dict(features))]))
-    };
-    // Features this client implements: a caller's CANCEL (on timeout).
-    let roles =
-        vec![role("publisher", &[]), role("subscriber", &[]), role("caller", &["call_canceling"]), role("callee", &[])];
-    let mut details = vec![("roles".to_owned(), Value::Dict(roles))];
-    details.push(("agent".into(), Value::Str(concat!("fennec-client-", env!("CARGO_PKG_VERSION")).into())));
-    if let Auth::Ticket { authid, .. } = auth {
-        details.push(("authmethods".into(), Value::List(vec![Value::Str("ticket".into())])));
-        details.push(("authid".into(), Value::Str(authid.clone())));
-    }
-    write(ws, ser, &Msg::Hello { realm: realm.into(), details })?;
-    loop {
-        let msg = read(ws, ser)?;
-        match msg {
-            Msg::Welcome { session, details } => return Ok((session, details)),
-            Msg::Abort { details, reason } => {
-                let message =
-                    details.iter().find(|(k, _)| k == "message").and_then(|(_, v)| v.as_str()).map(str::to_owned);
-                return Err(Error::Aborted { reason, message });
-            }
-            Msg::Challenge { method, .. } => match (method.as_str(), auth) {
-                ("ticket", Auth::Ticket { ticket, .. }) => {
-                    write(ws, ser, &Msg::Authenticate { signature: ticket.clone(), extra: Dict::new() })?
-                }
-                _ => {
-                    return Err(Error::Protocol(format!(
-                        "the router asked for {method}, which this client was not given"
-                    )))
-                }
-            },
-            other => return Err(Error::Protocol(format!("{other:?} before WELCOME"))),
-        }
-    }
-}
-
-fn write(ws: &mut tungstenite::WebSocket<TcpStream>, ser: Serializer, msg: &Msg) -> Result<()> {
-    let mut bytes = Vec::new();
-    encode(ser, msg, &mut bytes);
-    let frame = match ser {
-        Serializer::Json => Message::text(String::from_utf8(bytes).map_err(|e| Error::Protocol(e.to_string()))?),
-        _ => Message::binary(bytes),
-    };
-    ws.send(frame).map_err(|e| Error::WebSocket(e.to_string()))
-}
-
-fn read(ws: &mut tungstenite::WebSocket<TcpStream>, ser: Serializer) -> Result<Msg> {
-    loop {
-        let bytes = match ws.read().map_err(|e| Error::WebSocket(e.to_string()))? {
-            Message::Text(t) => t.as_bytes().to_vec(),
-            Message::Binary(b) => b.to_vec(),
-            Message::Close(_) => return Err(Error::Closed),
-            _ => continue,
-        };
-        return decode_lenient(ser, &bytes).map_err(|e| Error::Protocol(e.0));
     }
 }

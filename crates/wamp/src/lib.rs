@@ -9,6 +9,8 @@
 //!   when something needs the values.
 //! - [`elements`]: reading a JSON or MessagePack message element by element.
 //! - [`rawsocket`]: the WAMP-over-RawSocket handshake and frame prefixes.
+//! - [`auth`]: the cryptography of WAMP authentication, for the side that
+//!   signs and the side that checks: WAMP-CRA, salted keys, cryptosign.
 //!
 //! ```
 //! use fennec_wamp::message::{decode, encode, Msg, Serializer};
@@ -21,6 +23,7 @@
 //! assert!(matches!(decode(Serializer::Json, &bytes), Ok(Msg::Hello { .. })));
 //! ```
 
+pub mod auth;
 pub mod elements;
 pub mod message;
 pub mod payload;

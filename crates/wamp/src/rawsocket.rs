@@ -62,6 +62,39 @@ pub fn handshake(req: [u8; 4], max_in: usize) -> Handshake {
     Handshake::Accept { ser, max_out: length_of(req[1] >> 4), reply: [MAGIC, (ours << 4) | (req[1] & 0x0f), 0, 0] }
 }
 
+/// The SERIALIZER nibble of `ser`.
+pub fn serializer_code(ser: Serializer) -> u8 {
+    match ser {
+        Serializer::Json => 1,
+        Serializer::MsgPack => 2,
+        Serializer::Cbor => 3,
+    }
+}
+
+/// A client's handshake: speak `ser`, send it nothing over `max_in`
+/// octets (rounded down to a power of two, 2^9 to 2^24).
+pub fn client_request(ser: Serializer, max_in: usize) -> [u8; 4] {
+    [MAGIC, (length_code(max_in) << 4) | serializer_code(ser), 0, 0]
+}
+
+/// A client's reading of the router's answer to [`client_request`]: the
+/// longest message the router takes, or why it refused.
+pub fn client_reply(ser: Serializer, reply: [u8; 4]) -> Result<usize, String> {
+    if reply[0] != MAGIC || reply[2] != 0 || reply[3] != 0 {
+        return Err(format!("not a RawSocket handshake reply: {reply:02x?}"));
+    }
+    match reply[1] & 0x0f {
+        0 => Err(match reply[1] >> 4 {
+            error::SERIALIZER_UNSUPPORTED => "the router does not speak that serializer".to_owned(),
+            error::MAX_LENGTH_UNACCEPTABLE => "the router does not accept that maximum length".to_owned(),
+            error::RESERVED_BITS => "the router saw reserved bits set".to_owned(),
+            code => format!("the router refused the handshake (error {code})"),
+        }),
+        s if s == serializer_code(ser) => Ok(length_of(reply[1] >> 4)),
+        s => Err(format!("the router answered with serializer {s}, not {}", serializer_code(ser))),
+    }
+}
+
 /// A frame's transport-level type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -130,6 +163,19 @@ pub fn prefix(kind: Kind, len: usize) -> [u8; 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_side_of_the_handshake() {
+        let req = client_request(Serializer::Cbor, 1 << 20);
+        assert_eq!(req, [0x7f, 0xb3, 0, 0]);
+        let Handshake::Accept { ser, max_out, reply } = handshake(req, 1 << 16) else { panic!() };
+        assert_eq!((ser, max_out), (Serializer::Cbor, 1 << 20));
+        assert_eq!(client_reply(Serializer::Cbor, reply), Ok(1 << 16));
+        assert!(client_reply(Serializer::Json, reply).unwrap_err().contains("serializer 3"));
+        let Handshake::Refuse { reply, .. } = handshake([0x7f, 0x09, 0, 0], 1 << 16) else { panic!() };
+        assert!(client_reply(Serializer::Json, reply).unwrap_err().contains("does not speak"));
+        assert!(client_reply(Serializer::Json, *b"HTTP").is_err());
+    }
 
     #[test]
     fn handshakes() {

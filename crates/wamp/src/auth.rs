@@ -1,10 +1,11 @@
-//! The cryptography of WAMP authentication, pure: WAMP-CRA signatures
-//! (HMAC-SHA256, base64) and salted keys (PBKDF2-HMAC-SHA256, as the spec
-//! and autobahn derive them), ticket hashes (SHA-256), cryptosign
-//! (Ed25519) signatures, and constant-time comparison.
+//! The cryptography of WAMP authentication, pure, for the router that
+//! checks and the client that signs: WAMP-CRA signatures (HMAC-SHA256,
+//! base64) and salted keys (PBKDF2-HMAC-SHA256, as the spec and autobahn
+//! derive them), ticket hashes (SHA-256), cryptosign (Ed25519) signatures,
+//! and constant-time comparison.
 
 use base64::Engine;
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -14,6 +15,7 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
+/// SHA-256, hex (how a ticket's hash is configured).
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
@@ -39,6 +41,24 @@ pub fn public_key(hex_key: &str) -> Result<[u8; 32], String> {
     let key: [u8; 32] = bytes.try_into().map_err(|_| "an Ed25519 public key is 32 bytes".to_owned())?;
     VerifyingKey::from_bytes(&key).map_err(|e| format!("not an Ed25519 public key: {e}"))?;
     Ok(key)
+}
+
+/// The hex public key of the Ed25519 key whose 32-byte seed (private
+/// key) is `seed`: what a cryptosign client announces as `pubkey`.
+pub fn cryptosign_public_key(seed: &[u8; 32]) -> String {
+    hex::encode(SigningKey::from_bytes(seed).verifying_key().to_bytes())
+}
+
+/// A cryptosign client's answer to a challenge (`challenge_hex`, as the
+/// CHALLENGE's `extra.challenge` carries it): the Ed25519 signature of the
+/// challenge's bytes followed by those bytes, hex, as autobahn and
+/// Crossbar.io send it (the form that routers checking either shape
+/// accept).
+pub fn cryptosign_sign(seed: &[u8; 32], challenge_hex: &str) -> Result<String, String> {
+    let challenge = hex::decode(challenge_hex).map_err(|e| format!("the challenge is not hex: {e}"))?;
+    let mut signed = SigningKey::from_bytes(seed).sign(&challenge).to_bytes().to_vec();
+    signed.extend_from_slice(&challenge);
+    Ok(hex::encode(signed))
 }
 
 /// Whether `signature_hex` signs `challenge` with `key`. The client sends
@@ -76,7 +96,6 @@ mod tests {
 
     #[test]
     fn cryptosign_signatures() {
-        use ed25519_dalek::{Signer, SigningKey};
         let sk = SigningKey::from_bytes(&[7u8; 32]);
         let pk = public_key(&hex::encode(sk.verifying_key().to_bytes())).unwrap();
         let challenge = [3u8; 32];
@@ -91,5 +110,11 @@ mod tests {
         assert!(!cryptosign_ok(&pk, &challenge, &hex::encode(forged)));
         assert!(!cryptosign_ok(&pk, &challenge, "zz"));
         assert!(public_key("abcd").is_err());
+        // The signing side's answer passes the checking side.
+        let answer = cryptosign_sign(&[7u8; 32], &hex::encode(challenge)).unwrap();
+        assert_eq!(answer.len(), 2 * (64 + 32));
+        assert!(cryptosign_ok(&pk, &challenge, &answer));
+        assert_eq!(cryptosign_public_key(&[7u8; 32]), hex::encode(pk));
+        assert!(cryptosign_sign(&[7u8; 32], "not hex").is_err());
     }
 }
