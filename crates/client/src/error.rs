@@ -31,6 +31,9 @@ pub enum Error {
     /// The session is over (GOODBYE, ABORT, the connection lost); the
     /// operation was not done, or its outcome is unknown.
     Closed,
+    /// The connection is lost and being made again (`Options::reconnect`):
+    /// the request was not sent; try again later.
+    Disconnected,
     /// `wamp.error.no_such_procedure`.
     NoSuchProcedure(Option<String>),
     /// `wamp.error.no_such_subscription`.
@@ -112,6 +115,7 @@ impl fmt::Display for Error {
                 message.iter().try_for_each(|m| write!(f, ": {m}"))
             }
             Error::Closed => f.write_str("the session is closed"),
+            Error::Disconnected => f.write_str("the connection is lost; reconnecting"),
             Error::Application { uri, args, .. } => match args.first().and_then(|v| v.as_str()) {
                 Some(m) => write!(f, "{uri}: {m}"),
                 None => f.write_str(uri),

@@ -6,17 +6,23 @@
 //! client's memory).
 
 use crate::args::Args;
+use crate::dispatch::Job;
 use crate::error::{Error, Result};
+use crate::rpc::{Callee, CancelMode, Invocation, Reply};
 use crate::transport::{Recv, Transport};
-use crate::{Event, Invocation};
+use crate::Event;
+use crate::{join, Options};
+
+mod reconnect;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use fennec_wamp::message::{self as m, decode_lenient, encode, Msg};
-use fennec_wamp::value::{Dict, Value};
+use fennec_wamp::value::{dict_get, Dict, Value};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub(crate) const SOCKET: Token = Token(0);
@@ -43,11 +49,18 @@ pub(crate) enum Command {
         local: u64,
         reply: Sender<Result<()>>,
     },
+    /// A CALL; `request` comes from the API (`Client::start_call` names
+    /// it). `reply: None` is a progressive call's further input.
     Call {
+        request: u64,
         procedure: String,
         options: Dict,
         args: Args,
-        reply: Sender<Result<Args>>,
+        reply: Option<CallReply>,
+    },
+    Cancel {
+        request: u64,
+        mode: CancelMode,
     },
     Register {
         procedure: String,
@@ -59,33 +72,67 @@ pub(crate) enum Command {
         registration: u64,
         reply: Sender<Result<()>>,
     },
-    /// A handler's outcome for an invocation.
+    /// A handler's outcome for an invocation, or a progressive result.
     Yield {
         request: u64,
         outcome: Result<Args>,
+        progress: bool,
     },
     Leave {
         reply: Option<Sender<Result<()>>>,
     },
 }
 
-/// What the dispatcher thread does, in order.
-pub(crate) enum Job {
-    AddSub { subscription: u64, local: u64, handler: SubHandler },
-    RemoveSub { local: u64 },
-    Event { subscription: u64, event: Event },
-    AddReg { registration: u64, handler: RegHandler },
-    RemoveReg { registration: u64 },
-    Invocation { registration: u64, invocation: Invocation },
+/// Where a call's answers go.
+pub(crate) enum CallReply {
+    /// Its result only (`Client::call`).
+    Once(Sender<Result<Args>>),
+    /// Progressive results and the result, in order, through the
+    /// dispatcher (`Client::start_call`).
+    Stream(Sender<Result<Reply>>),
 }
+
+/// An invocation whose handler has not answered yet.
+struct Running {
+    interrupted: Arc<AtomicBool>,
+    /// A progressive call's input channel, until its last input.
+    input: Option<Sender<Args>>,
+}
+
+/// A progressive call's input waiting for its handler, at most.
+const INPUT: usize = 64;
 
 enum Pending {
     Publish(Sender<Result<u64>>),
-    Subscribe { handler: SubHandler, reply: Sender<Result<(u64, u64)>> },
-    Unsubscribe { reply: Sender<Result<()>> },
-    Call(Sender<Result<Args>>),
-    Register { handler: RegHandler, reply: Sender<Result<u64>> },
-    Unregister { registration: u64, reply: Sender<Result<()>> },
+    Subscribe {
+        topic: String,
+        options: Dict,
+        handler: SubHandler,
+        reply: Sender<Result<(u64, u64)>>,
+    },
+    Unsubscribe {
+        reply: Sender<Result<()>>,
+    },
+    Call(CallReply),
+    Register {
+        procedure: String,
+        options: Dict,
+        handler: RegHandler,
+        reply: Sender<Result<u64>>,
+    },
+    Unregister {
+        handle: u64,
+        registration: u64,
+        reply: Sender<Result<()>>,
+    },
+    /// A subscription made again after a reconnection.
+    Resubscribe {
+        local: u64,
+    },
+    /// A registration made again after a reconnection.
+    Reregister {
+        handle: u64,
+    },
 }
 
 impl Pending {
@@ -95,7 +142,12 @@ impl Pending {
             Pending::Publish(r) | Pending::Register { reply: r, .. } => r.try_send(Err(e)).is_ok(),
             Pending::Subscribe { reply, .. } => reply.try_send(Err(e)).is_ok(),
             Pending::Unsubscribe { reply: r, .. } | Pending::Unregister { reply: r, .. } => r.try_send(Err(e)).is_ok(),
-            Pending::Call(r) => r.try_send(Err(e)).is_ok(),
+            Pending::Call(CallReply::Once(r)) => r.try_send(Err(e)).is_ok(),
+            // Its error goes behind the progressive results already queued
+            // (`Io::fail`); here, at the end, the sender is dropped and the
+            // caller sees `Error::Closed`.
+            Pending::Call(CallReply::Stream(_)) => false,
+            Pending::Resubscribe { .. } | Pending::Reregister { .. } => false,
         };
     }
 }
@@ -111,9 +163,15 @@ pub(crate) struct Io {
     backlogged: bool,
     pub poll: Poll,
     pub commands: Receiver<Command>,
+    /// For invocations to send their answers with.
+    commands_tx: Sender<Command>,
+    waker: Arc<Waker>,
     pub jobs: Sender<Job>,
+    /// Request IDs, shared with the API (which names its calls').
+    requests: Arc<AtomicU64>,
+    /// Invocations running, by request.
+    running: HashMap<u64, Running>,
     overflow: VecDeque<Job>,
-    next_request: u64,
     next_local: u64,
     pending: HashMap<u64, Pending>,
     /// How long a request waits for the router's answer, if bounded.
@@ -129,45 +187,101 @@ pub(crate) struct Io {
     subs: HashMap<u64, Vec<u64>>,
     /// Local subscription -> router subscription ID.
     locals: HashMap<u64, u64>,
+    /// Each local subscription's topic and options (to make it again
+    /// after a reconnection).
+    sub_specs: HashMap<u64, (String, Dict)>,
+    /// Registrations by the ID the API was given (the router's first).
+    regs: HashMap<u64, Reg>,
     /// The GOODBYE we wait for the answer to.
     leaving: Option<Option<Sender<Result<()>>>>,
     open: bool,
+    /// Where and how to connect again.
+    settings: Settings,
+    /// The session the API sees (its ID and WELCOME details change when
+    /// a reconnection joins anew).
+    shared: Arc<Shared>,
+}
+
+/// A registration, to make again after a reconnection.
+struct Reg {
+    procedure: String,
+    options: Dict,
+    /// The router's ID of it now.
+    current: u64,
+}
+
+/// What `Client::connect_with` was given.
+pub(crate) struct Settings {
+    pub url: String,
+    pub realm: String,
+    pub options: Options,
+}
+
+/// The session as the API reads it.
+pub(crate) struct Shared {
+    pub session: Mutex<(u64, Dict)>,
+    /// True while reconnecting: the API fails requests at once.
+    pub reconnecting: AtomicBool,
+}
+
+/// The channels between the API, the loop and the dispatcher.
+pub(crate) struct Wiring {
+    pub commands: (Sender<Command>, Receiver<Command>),
+    pub waker: Arc<Waker>,
+    pub jobs: Sender<Job>,
+    pub requests: Arc<AtomicU64>,
 }
 
 impl Io {
-    pub(crate) fn new(
-        t: Transport,
-        poll: Poll,
-        commands: Receiver<Command>,
-        jobs: Sender<Job>,
-        timeout: Option<Duration>,
-        cancel: bool,
-    ) -> Io {
+    pub(crate) fn new(t: Transport, poll: Poll, wiring: Wiring, settings: Settings, shared: Arc<Shared>) -> Io {
+        let Wiring { commands, waker, jobs, requests } = wiring;
+        let cancel = join::feature(&shared.session.lock().expect("session").1, "dealer", "call_canceling");
         Io {
             t,
             backlogged: false,
             poll,
-            commands,
+            commands: commands.1,
+            commands_tx: commands.0,
+            waker,
             jobs,
+            requests,
+            running: HashMap::new(),
             overflow: VecDeque::new(),
-            next_request: 0,
             next_local: 0,
             pending: HashMap::new(),
-            timeout,
+            timeout: settings.options.timeout,
             deadlines: VecDeque::new(),
             cancel,
             subs: HashMap::new(),
             locals: HashMap::new(),
+            sub_specs: HashMap::new(),
+            regs: HashMap::new(),
             leaving: None,
             open: true,
+            settings,
+            shared,
         }
     }
 
-    /// Runs until the session ends.
+    /// Runs until the session ends (and, with `Options::reconnect`, until
+    /// no reconnection is possible).
     pub(crate) fn run(mut self) {
+        loop {
+            self.serve();
+            if self.leaving.is_some() || !self.reconnect() {
+                break;
+            }
+        }
+        // Over: from now on the API finds the commands' channel closed.
+        self.shared.reconnecting.store(false, Ordering::Release);
+        self.fail_all();
+    }
+
+    /// Runs one connection until it ends.
+    fn serve(&mut self) {
         let fd = self.t.tcp().as_raw_fd();
         if self.poll.registry().register(&mut SourceFd(&fd), SOCKET, Interest::READABLE | Interest::WRITABLE).is_err() {
-            return self.fail_all();
+            return;
         }
         let mut events = Events::with_capacity(64);
         self.read_all();
@@ -198,12 +312,20 @@ impl Io {
             }
         }
         let _ = self.t.flush();
-        self.fail_all();
+        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
     }
 
     fn request(&mut self) -> u64 {
-        self.next_request += 1;
-        self.next_request
+        self.requests.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Answers a request with `e`: directly, or for a call whose answers
+    /// stream, behind its progressive results.
+    fn fail(&mut self, p: Pending, e: Error) {
+        match p {
+            Pending::Call(CallReply::Stream(to)) => self.job(Job::Reply { to, reply: Err(e) }),
+            p => p.fail(e),
+        }
     }
 
     /// Keeps a request until its answer (or its deadline).
@@ -231,7 +353,7 @@ impl Io {
                 self.send(&Msg::Cancel { request, options });
             }
             let waited = self.timeout.unwrap_or_default();
-            p.fail(Error::Timeout(Some(format!("no answer from the router in {waited:?}"))));
+            self.fail(p, Error::Timeout(Some(format!("no answer from the router in {waited:?}"))));
         }
     }
 
@@ -263,7 +385,12 @@ impl Io {
     }
 
     fn command(&mut self, c: Command) {
-        let request = self.request();
+        let request = match &c {
+            Command::Call { request, .. } | Command::Cancel { request, .. } | Command::Yield { request, .. } => {
+                *request
+            }
+            _ => self.request(),
+        };
         match c {
             Command::Publish { topic, mut options, args, reply } => {
                 if reply.is_some() {
@@ -275,12 +402,19 @@ impl Io {
                 }
             }
             Command::Subscribe { topic, options, handler, reply } => {
-                self.send(&Msg::Subscribe { request, options, topic });
-                self.expect(request, Pending::Subscribe { handler, reply });
+                self.send(&Msg::Subscribe { request, options: options.clone(), topic: topic.clone() });
+                self.expect(request, Pending::Subscribe { topic, options, handler, reply });
             }
             Command::Unsubscribe { local, reply } => {
+                let known = self.sub_specs.remove(&local).is_some();
                 let Some(subscription) = self.locals.remove(&local) else {
-                    let _ = reply.try_send(Err(Error::NoSuchSubscription(None)));
+                    // Being made again after a reconnection: it will be
+                    // undone when the router answers.
+                    let outcome = if known { Ok(()) } else { Err(Error::NoSuchSubscription(None)) };
+                    if known {
+                        self.job(Job::RemoveSub { local });
+                    }
+                    let _ = reply.try_send(outcome);
                     return;
                 };
                 self.job(Job::RemoveSub { local });
@@ -297,41 +431,76 @@ impl Io {
                 self.send(&Msg::Unsubscribe { request, subscription });
                 self.expect(request, Pending::Unsubscribe { reply });
             }
-            Command::Call { procedure, options, args, reply } => {
+            Command::Call { request, procedure, options, args, reply } => {
+                let more = reply.is_none();
+                if more && !self.pending.contains_key(&request) {
+                    // The call is over (its result came, or it failed):
+                    // its further input has nowhere to go.
+                    return;
+                }
                 self.send(&Msg::Call { request, options, procedure, payload: args.payload() });
-                self.expect(request, Pending::Call(reply));
+                if let Some(reply) = reply {
+                    self.expect(request, Pending::Call(reply));
+                }
+            }
+            Command::Cancel { request, mode } => {
+                if self.pending.contains_key(&request) {
+                    let options = vec![("mode".to_owned(), Value::Str(mode.as_str().into()))];
+                    self.send(&Msg::Cancel { request, options });
+                }
             }
             Command::Register { procedure, options, handler, reply } => {
-                self.send(&Msg::Register { request, options, procedure });
-                self.expect(request, Pending::Register { handler, reply });
+                self.send(&Msg::Register { request, options: options.clone(), procedure: procedure.clone() });
+                self.expect(request, Pending::Register { procedure, options, handler, reply });
             }
-            Command::Unregister { registration, reply } => {
+            Command::Unregister { registration: handle, reply } => {
+                let registration = self.regs.get(&handle).map_or(handle, |r| r.current);
                 self.send(&Msg::Unregister { request, registration });
-                self.expect(request, Pending::Unregister { registration, reply });
+                self.expect(request, Pending::Unregister { handle, registration, reply });
             }
-            Command::Yield { request, outcome } => match outcome {
-                Ok(args) => self.send(&Msg::Yield { request, options: Dict::new(), payload: args.payload() }),
-                Err(e) => {
-                    let (error, args) = match e {
-                        Error::Application { uri, args, kwargs } => (uri, Args { args, kwargs }),
-                        other => {
-                            let uri = other.uri().unwrap_or("wamp.error.runtime_error").to_owned();
-                            (uri, Args { args: vec![Value::Str(other.to_string())], kwargs: Dict::new() })
-                        }
-                    };
-                    let msg = Msg::Error {
-                        request_type: m::INVOCATION,
-                        request,
-                        details: Dict::new(),
-                        error,
-                        payload: args.payload(),
-                    };
-                    self.send(&msg);
+            Command::Yield { request, outcome, progress } => {
+                // An invocation answered, or interrupted, already: drop it.
+                if !self.running.contains_key(&request) {
+                    return;
                 }
-            },
+                if !progress {
+                    self.running.remove(&request);
+                }
+                self.answer(request, outcome, progress);
+            }
             Command::Leave { reply } => {
                 self.send(&Msg::Goodbye { details: Dict::new(), reason: "wamp.close.close_realm".into() });
                 self.leaving = Some(reply);
+            }
+        }
+    }
+
+    /// A handler's YIELD (progressive or final) or ERROR.
+    fn answer(&mut self, request: u64, outcome: Result<Args>, progress: bool) {
+        match outcome {
+            Ok(args) => {
+                let mut options = Dict::new();
+                if progress {
+                    options.push(("progress".to_owned(), Value::Bool(true)));
+                }
+                self.send(&Msg::Yield { request, options, payload: args.payload() })
+            }
+            Err(e) => {
+                let (error, args) = match e {
+                    Error::Application { uri, args, kwargs } => (uri, Args { args, kwargs }),
+                    other => {
+                        let uri = other.uri().unwrap_or("wamp.error.runtime_error").to_owned();
+                        (uri, Args { args: vec![Value::Str(other.to_string())], kwargs: Dict::new() })
+                    }
+                };
+                let msg = Msg::Error {
+                    request_type: m::INVOCATION,
+                    request,
+                    details: Dict::new(),
+                    error,
+                    payload: args.payload(),
+                };
+                self.send(&msg);
             }
         }
     }
@@ -368,7 +537,21 @@ impl Io {
                 }
             }
             Msg::Subscribed { request, subscription } => {
-                let Some(Pending::Subscribe { handler, reply }) = self.pending.remove(&request) else {
+                if let Some(Pending::Resubscribe { local }) = self.pending.get(&request) {
+                    let local = *local;
+                    self.pending.remove(&request);
+                    if self.sub_specs.contains_key(&local) {
+                        self.subs.entry(subscription).or_default().push(local);
+                        self.locals.insert(local, subscription);
+                        self.job(Job::MoveSub { local, to: subscription });
+                    } else if !self.subs.contains_key(&subscription) {
+                        // Unsubscribed while it was being made again.
+                        let request = self.request();
+                        self.send(&Msg::Unsubscribe { request, subscription });
+                    }
+                    return;
+                }
+                let Some(Pending::Subscribe { topic, options, handler, reply }) = self.pending.remove(&request) else {
                     // Too late: the request timed out. Nobody has the
                     // subscription; end it, unless another uses it.
                     if !self.subs.contains_key(&subscription) {
@@ -381,6 +564,7 @@ impl Io {
                 let local = self.next_local;
                 self.subs.entry(subscription).or_default().push(local);
                 self.locals.insert(local, subscription);
+                self.sub_specs.insert(local, (topic, options));
                 self.job(Job::AddSub { subscription, local, handler });
                 let _ = reply.try_send(Ok((subscription, local)));
             }
@@ -394,43 +578,124 @@ impl Io {
                 let event = Event { subscription, publication, topic, details, args: Args::of(payload) };
                 self.job(Job::Event { subscription, event });
             }
-            Msg::Result { request, details: _, payload } => {
-                if let Some(Pending::Call(reply)) = self.pending.remove(&request) {
-                    let _ = reply.try_send(Ok(Args::of(payload)));
+            Msg::Result { request, details, payload } => {
+                let progress = dict_get(&details, "progress").and_then(Value::as_bool) == Some(true);
+                match self.pending.remove(&request) {
+                    Some(Pending::Call(CallReply::Once(reply))) => {
+                        // Progress nobody asked for: wait for the result.
+                        if progress {
+                            self.pending.insert(request, Pending::Call(CallReply::Once(reply)));
+                        } else {
+                            let _ = reply.try_send(Ok(Args::of(payload)));
+                        }
+                    }
+                    Some(Pending::Call(CallReply::Stream(to))) => {
+                        let args = Args::of(payload);
+                        let reply = if progress {
+                            self.pending.insert(request, Pending::Call(CallReply::Stream(to.clone())));
+                            Reply::Progress(args)
+                        } else {
+                            Reply::Final(args)
+                        };
+                        self.job(Job::Reply { to, reply: Ok(reply) });
+                    }
+                    Some(other) => drop(self.pending.insert(request, other)),
+                    None => {}
                 }
             }
             Msg::Registered { request, registration } => {
-                let Some(Pending::Register { handler, reply }) = self.pending.remove(&request) else {
+                if let Some(Pending::Reregister { handle }) = self.pending.get(&request) {
+                    let handle = *handle;
+                    self.pending.remove(&request);
+                    if let Some(reg) = self.regs.get_mut(&handle) {
+                        let from = std::mem::replace(&mut reg.current, registration);
+                        self.job(Job::MoveReg { from, to: registration });
+                    }
+                    return;
+                }
+                let Some(Pending::Register { procedure, options, handler, reply }) = self.pending.remove(&request)
+                else {
                     // Too late: the request timed out. Nobody would answer
                     // the registration's calls; end it.
                     let request = self.request();
                     return self.send(&Msg::Unregister { request, registration });
                 };
+                self.regs.insert(registration, Reg { procedure, options, current: registration });
                 self.job(Job::AddReg { registration, handler });
                 let _ = reply.try_send(Ok(registration));
             }
             Msg::Unregistered { request } => {
-                if let Some(Pending::Unregister { registration, reply }) = self.pending.remove(&request) {
+                if let Some(Pending::Unregister { handle, registration, reply }) = self.pending.remove(&request) {
+                    self.regs.remove(&handle);
                     self.job(Job::RemoveReg { registration });
                     let _ = reply.try_send(Ok(()));
                 }
             }
             Msg::Invocation { request, registration, details, payload } => {
-                let procedure =
-                    details.iter().find(|(k, _)| k == "procedure").and_then(|(_, v)| v.as_str()).map(str::to_owned);
-                let caller = details.iter().find(|(k, _)| k == "caller").and_then(|(_, v)| v.as_u64());
-                let invocation =
-                    Invocation { request, registration, procedure, caller, details, args: Args::of(payload) };
+                let flag = |k: &str| dict_get(&details, k).and_then(Value::as_bool) == Some(true);
+                let more = flag("progress");
+                let args = Args::of(payload);
+                if let Some(run) = self.running.get_mut(&request) {
+                    // A progressive call's further input.
+                    if let Some(to) = run.input.clone() {
+                        if !more {
+                            run.input = None;
+                        }
+                        self.job(Job::Input { to, args });
+                    }
+                    return;
+                }
+                let (input_tx, input) = match more {
+                    true => {
+                        let (tx, rx) = crossbeam_channel::bounded(INPUT);
+                        (Some(tx), Some(rx))
+                    }
+                    false => (None, None),
+                };
+                let interrupted = Arc::new(AtomicBool::new(false));
+                self.running.insert(request, Running { interrupted: interrupted.clone(), input: input_tx });
+                let callee = Callee {
+                    commands: self.commands_tx.clone(),
+                    waker: self.waker.clone(),
+                    interrupted,
+                    input,
+                    receive_progress: flag("receive_progress"),
+                };
+                let procedure = dict_get(&details, "procedure").and_then(Value::as_str).map(str::to_owned);
+                let caller = dict_get(&details, "caller").and_then(Value::as_u64);
+                let invocation = Invocation { request, registration, procedure, caller, details, args, callee };
                 self.job(Job::Invocation { registration, invocation });
             }
-            Msg::Interrupt { .. } => {
-                // Cancelation is not offered yet (HELLO announces no
-                // call_canceling): the handler runs to its end.
+            Msg::Interrupt { request, options } => {
+                // The handler sees it (`Invocation::interrupted`); its
+                // answer will be dropped. The router waits for ours unless
+                // it said it would not.
+                let Some(run) = self.running.remove(&request) else { return };
+                run.interrupted.store(true, Ordering::Relaxed);
+                if dict_get(&options, "mode").and_then(Value::as_str) != Some("killnowait") {
+                    let e = Error::Canceled(Some("interrupted".into()));
+                    self.answer(request, Err(e), false);
+                }
             }
             Msg::Error { request, error, payload, .. } => {
                 let Some(p) = self.pending.remove(&request) else { return };
+                // Made again after a reconnection, refused this time (the
+                // procedure is someone else's now, ...): it is gone.
+                match p {
+                    Pending::Resubscribe { local } => {
+                        self.sub_specs.remove(&local);
+                        return self.job(Job::RemoveSub { local });
+                    }
+                    Pending::Reregister { handle } => {
+                        if let Some(reg) = self.regs.remove(&handle) {
+                            self.job(Job::RemoveReg { registration: reg.current });
+                        }
+                        return;
+                    }
+                    _ => {}
+                }
                 let v = Args::of(payload);
-                p.fail(Error::from_uri(error, v.args, v.kwargs));
+                self.fail(p, Error::from_uri(error, v.args, v.kwargs));
             }
             Msg::Goodbye { .. } => {
                 match self.leaving.take() {
@@ -499,77 +764,9 @@ fn fail(c: Command, e: Error) {
         Command::Publish { reply: Some(r), .. } | Command::Register { reply: r, .. } => r.try_send(Err(e)).is_ok(),
         Command::Subscribe { reply, .. } => reply.try_send(Err(e)).is_ok(),
         Command::Unsubscribe { reply: r, .. } | Command::Unregister { reply: r, .. } => r.try_send(Err(e)).is_ok(),
-        Command::Call { reply, .. } => reply.try_send(Err(e)).is_ok(),
+        Command::Call { reply: Some(CallReply::Once(r)), .. } => r.try_send(Err(e)).is_ok(),
+        Command::Call { reply: Some(CallReply::Stream(r)), .. } => r.try_send(Err(e)).is_ok(),
         Command::Leave { reply: Some(r) } => r.try_send(Ok(())).is_ok(),
         _ => false,
     };
-}
-
-/// Threads that run invocation handlers (a handler that calls another of
-/// this client's procedures waits on one of them for its answer).
-pub(crate) const INVOKERS: usize = 4;
-
-/// The dispatcher thread: runs the event handlers, in the order the router
-/// sent their events, off the connection's thread (so a handler may use
-/// the client itself), and hands invocations to `INVOKERS` threads.
-pub(crate) fn dispatch(jobs: Receiver<Job>, commands: Sender<Command>, waker: Arc<Waker>) {
-    let mut subs: HashMap<u64, Vec<(u64, SubHandler)>> = HashMap::new();
-    let mut regs: HashMap<u64, RegHandler> = HashMap::new();
-    let (calls_tx, calls_rx) = crossbeam_channel::bounded::<(RegHandler, Invocation)>(INVOKERS * 16);
-    for i in 0..INVOKERS {
-        let (rx, commands, waker) = (calls_rx.clone(), commands.clone(), waker.clone());
-        let spawned = std::thread::Builder::new().name(format!("fennec-client-invoke-{i}")).spawn(move || {
-            for (handler, invocation) in rx {
-                let request = invocation.request;
-                let outcome = handler(invocation);
-                if commands.send(Command::Yield { request, outcome }).is_err() {
-                    return;
-                }
-                let _ = waker.wake();
-            }
-        });
-        if spawned.is_err() {
-            return;
-        }
-    }
-    for job in jobs {
-        match job {
-            Job::AddSub { subscription, local, handler } => {
-                subs.entry(subscription).or_default().push((local, handler))
-            }
-            Job::RemoveSub { local } => {
-                for list in subs.values_mut() {
-                    list.retain(|(l, _)| *l != local);
-                }
-                subs.retain(|_, l| !l.is_empty());
-            }
-            Job::Event { subscription, event } => {
-                if let Some(list) = subs.get_mut(&subscription) {
-                    for (_, h) in list.iter_mut() {
-                        h(event.clone());
-                    }
-                }
-            }
-            Job::AddReg { registration, handler } => {
-                regs.insert(registration, handler);
-            }
-            Job::RemoveReg { registration } => {
-                regs.remove(&registration);
-            }
-            Job::Invocation { registration, invocation } => match regs.get(&registration) {
-                Some(h) => {
-                    if calls_tx.send((h.clone(), invocation)).is_err() {
-                        return;
-                    }
-                }
-                None => {
-                    let outcome = Err(Error::NoSuchRegistration(None));
-                    if commands.send(Command::Yield { request: invocation.request, outcome }).is_err() {
-                        return;
-                    }
-                    let _ = waker.wake();
-                }
-            },
-        }
-    }
 }

@@ -100,8 +100,11 @@ pub(crate) fn feature(welcome: &Dict, role: &str, feature: &str) -> bool {
 const FEATURES: [(&str, &[&str]); 4] = [
     ("publisher", &["publisher_exclusion", "subscriber_blackwhite_listing"]),
     ("subscriber", &["pattern_based_subscription"]),
-    ("caller", &["call_canceling", "call_timeout", "progressive_call_results", "progressive_calls"]),
-    ("callee", &["call_canceling", "progressive_call_results", "progressive_calls", "pattern_based_registration"]),
+    ("caller", &["call_canceling", "call_timeout", "progressive_call_results", "progressive_call_invocations"]),
+    (
+        "callee",
+        &["call_canceling", "progressive_call_results", "progressive_call_invocations", "pattern_based_registration"],
+    ),
 ];
 
 /// HELLO, the challenge if the router asks one, WELCOME (the session ID

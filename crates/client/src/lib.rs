@@ -9,11 +9,17 @@
 //! (one procedure of this client may call another). Every operation blocks its
 //! caller until the router answers, and fails with a typed [`Error`].
 //!
-//! ```no_run
-//! use fennec_client::{Args, Client};
+//! ```
+//! use fennec_client::{Args, Client, Value};
 //!
 //! fn main() -> fennec_client::Result<()> {
-//!     let client = Client::connect("ws://127.0.0.1:8080/ws", "realm1")?;
+//! #   // A Fennec router for the example, in-process, on a free port.
+//! #   let cli = ["fennec", "--listen", "127.0.0.1:0", "--no-mqtt", "--no-pin", "--durability", "none", "--cores", "1"];
+//! #   let cli = <fennec::config::Cli as clap::Parser>::try_parse_from(cli).unwrap();
+//! #   let config = fennec::config::Config::resolve(cli, Default::default()).unwrap();
+//! #   let router = fennec::server::start(config).unwrap();
+//! #   let url = format!("ws://{}/ws", router.local_addr);
+//!     let client = Client::connect(&url, "realm1")?; // "ws://127.0.0.1:8080/ws"
 //!     // A procedure, called with typed arguments.
 //!     client.register("com.example.add", |inv| {
 //!         let (a, b): (i64, i64) = inv.args.to()?;
@@ -22,22 +28,34 @@
 //!     let sum: i64 = client.call("com.example.add", (2, 3))?;
 //!     assert_eq!(sum, 5);
 //!     // Pub/sub.
-//!     let sub = client.subscribe("com.example.ticks", |e| println!("tick {:?}", e.args.get::<u64>(0)))?;
-//!     client.publish("com.example.ticks", (1,))?;
+//!     let (tx, rx) = std::sync::mpsc::channel();
+//!     let sub = client.subscribe("com.example.ticks", move |e| tx.send(e.args.get::<u64>(0)).unwrap())?;
+//!     // (A session does not get its own events unless it asks.)
+//!     let to_me = vec![("exclude_me".into(), Value::Bool(false))];
+//!     client.publish_acked("com.example.ticks", Args::from((1,))?, to_me)?;
+//!     assert_eq!(rx.recv().unwrap()?, 1);
 //!     client.unsubscribe(sub)?;
 //!     client.leave()
+//! #   ; router.shutdown(); Ok(())
 //! }
 //! ```
 //!
-//! What this version does not do yet: reconnecting, progressive calls and
-//! results, canceling a call other than on its timeout.
+//! Beyond that: [`Client::start_call`] for progressive results, progressive
+//! calls and CANCEL ([`Call`]); [`Invocation::progress`],
+//! [`Invocation::next_input`] and [`Invocation::interrupted`] for the
+//! callee's side; [`Options`] for the serializer, authentication
+//! ([`Auth`]), TLS ([`Tls`]), request timeouts and reconnecting
+//! ([`Reconnect`]). URLs: `ws://`, `wss://` (WebSocket), `tcp://`,
+//! `tcps://` (RawSocket).
 
 #![deny(missing_docs)]
 
 mod args;
+mod dispatch;
 mod error;
 mod io;
 mod join;
+mod rpc;
 mod transport;
 
 pub use args::{from_value, to_value, Args};
@@ -45,14 +63,18 @@ pub use error::{Error, Result};
 pub use fennec_wamp::message::Serializer;
 pub use fennec_wamp::value::{Dict, Value};
 pub use join::Auth;
+pub use rpc::{Call, CancelMode, Invocation, Reply};
 pub use transport::Tls;
 
 use crossbeam_channel::{bounded, Sender};
-use io::{Command, Io};
+use fennec_wamp::value::dict_get;
+use io::{CallReply, Command, Io, Settings, Shared, Wiring};
 use mio::{Poll, Waker};
+use rpc::Caller;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use transport::Transport;
 
@@ -68,23 +90,6 @@ pub struct Event {
     /// The EVENT's details, all of them (`publisher`, `retained`, ...).
     pub details: Dict,
     /// What the publisher sent.
-    pub args: Args,
-}
-
-/// A call of one of this client's procedures.
-#[derive(Clone, Debug)]
-pub struct Invocation {
-    /// The router's request ID of this invocation.
-    pub request: u64,
-    /// The registration it is for.
-    pub registration: u64,
-    /// The procedure called, for a prefix or wildcard registration.
-    pub procedure: Option<String>,
-    /// The caller's session ID, if disclosed.
-    pub caller: Option<u64>,
-    /// The INVOCATION's details, all of them.
-    pub details: Dict,
-    /// What the caller sent.
     pub args: Args,
 }
 
@@ -115,6 +120,35 @@ pub struct Options {
     /// session lasts. A call that times out is cancelled at the router
     /// (CANCEL, mode `killnowait`) when the router offers call canceling.
     pub timeout: Option<Duration>,
+    /// Reconnect when the connection is lost (`None`, the default: the
+    /// session ends). See [`Reconnect`].
+    pub reconnect: Option<Reconnect>,
+}
+
+/// Reconnecting with backoff. When the connection is lost, requests in
+/// flight fail with [`Error::Closed`] (their outcome is unknown), running
+/// handlers see [`Invocation::interrupted`], and the client connects and
+/// joins again, waiting `initial`, then twice as long each try up to
+/// `max` (25 % jitter); meanwhile every request fails at once with
+/// [`Error::Disconnected`]. Once joined, it subscribes and registers again
+/// what it had (a registration the router now refuses is dropped), and
+/// [`Client::session_id`] is the new session's. It stops when `attempts`
+/// are used up, when the router refuses the credentials or the realm, or
+/// when the client leaves; then the session is over ([`Error::Closed`]).
+#[derive(Clone, Debug)]
+pub struct Reconnect {
+    /// The wait before the first try.
+    pub initial: Duration,
+    /// The longest wait between tries.
+    pub max: Duration,
+    /// Tries at most per lost connection (`None`: no limit).
+    pub attempts: Option<u32>,
+}
+
+impl Default for Reconnect {
+    fn default() -> Reconnect {
+        Reconnect { initial: Duration::from_millis(100), max: Duration::from_secs(10), attempts: None }
+    }
 }
 
 impl Default for Options {
@@ -125,6 +159,7 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(10),
             tls: Tls::default(),
             timeout: None,
+            reconnect: None,
         }
     }
 }
@@ -136,15 +171,18 @@ pub type Opts = Dict;
 
 /// Commands the API may queue before the connection's thread takes them.
 const COMMANDS: usize = 1024;
+/// A started call's answers waiting for its caller, at most.
+const CALL_REPLIES: usize = 64;
 /// Events and invocations queued for the handlers at most (then the
 /// connection stops reading until they drain).
 const JOBS: usize = 4096;
 
 struct Inner {
     commands: Sender<Command>,
+    /// Request IDs, shared with the connection's thread.
+    requests: Arc<AtomicU64>,
     waker: Arc<Waker>,
-    session: u64,
-    welcome: Dict,
+    shared: Arc<Shared>,
 }
 
 impl Drop for Inner {
@@ -183,34 +221,53 @@ impl Client {
         let waker = Arc::new(Waker::new(poll.registry(), io::WAKER)?);
         let (commands_tx, commands_rx) = bounded(COMMANDS);
         let (jobs_tx, jobs_rx) = bounded(JOBS);
-        let cancel = join::feature(&welcome, "dealer", "call_canceling");
-        let io = Io::new(t, poll, commands_rx, jobs_tx, options.timeout, cancel);
+        let requests = Arc::new(AtomicU64::new(0));
+        let wiring = Wiring {
+            commands: (commands_tx.clone(), commands_rx),
+            waker: waker.clone(),
+            jobs: jobs_tx,
+            requests: requests.clone(),
+        };
+        let shared = Arc::new(Shared { session: Mutex::new((session, welcome)), reconnecting: AtomicBool::new(false) });
+        let settings = Settings { url: url.into(), realm: realm.into(), options };
+        let io = Io::new(t, poll, wiring, settings, shared.clone());
         std::thread::Builder::new().name("fennec-client-io".into()).spawn(move || io.run())?;
         let (tx, w) = (commands_tx.clone(), waker.clone());
         std::thread::Builder::new()
             .name("fennec-client-handlers".into())
-            .spawn(move || io::dispatch(jobs_rx, tx, w))?;
-        Ok(Client { inner: Arc::new(Inner { commands: commands_tx, waker, session, welcome }) })
+            .spawn(move || dispatch::dispatch(jobs_rx, tx, w))?;
+        Ok(Client { inner: Arc::new(Inner { commands: commands_tx, requests, waker, shared }) })
     }
 
     /// The session ID the router gave.
+    /// The session ID the router gave (a new one after a reconnection).
     pub fn session_id(&self) -> u64 {
-        self.inner.session
+        self.inner.shared.session.lock().expect("session").0
     }
 
     /// The WELCOME's details (`authid`, `authrole`, `roles`, ...).
-    pub fn welcome_details(&self) -> &Dict {
-        &self.inner.welcome
+    pub fn welcome_details(&self) -> Dict {
+        self.inner.shared.session.lock().expect("session").1.clone()
     }
 
     fn ask<T>(&self, make: impl FnOnce(Sender<Result<T>>) -> Command) -> Result<T> {
+        self.connected()?;
         let (tx, rx) = bounded(1);
         self.inner.commands.send(make(tx)).map_err(|_| Error::Closed)?;
         let _ = self.inner.waker.wake();
         rx.recv().map_err(|_| Error::Closed)?
     }
 
+    /// `Error::Disconnected` while reconnecting.
+    fn connected(&self) -> Result<()> {
+        match self.inner.shared.reconnecting.load(Ordering::Acquire) {
+            false => Ok(()),
+            true => Err(Error::Disconnected),
+        }
+    }
+
     fn tell(&self, c: Command) -> Result<()> {
+        self.connected()?;
         self.inner.commands.send(c).map_err(|_| Error::Closed)?;
         let _ = self.inner.waker.wake();
         Ok(())
@@ -264,7 +321,47 @@ impl Client {
     /// Calls with raw arguments and options (`timeout`, `disclose_me`, ...);
     /// returns the whole result.
     pub fn call_with(&self, procedure: &str, args: Args, options: Opts) -> Result<Args> {
-        self.ask(|reply| Command::Call { procedure: procedure.into(), options, args, reply })
+        let request = self.request();
+        self.ask(|reply| Command::Call {
+            request,
+            procedure: procedure.into(),
+            options,
+            args,
+            reply: Some(CallReply::Once(reply)),
+        })
+    }
+
+    /// Starts a call and returns at once: its progressive results (asked
+    /// for: `receive_progress`), its result, more input and cancel go
+    /// through the [`Call`]. With the option `progress: true` it is a
+    /// progressive call: `args` is its first input, [`Call::send`] sends
+    /// the rest.
+    ///
+    /// The answers wait for [`Call::next`] in a queue of their own; a
+    /// caller that leaves them there (without dropping the `Call`) holds
+    /// up the client's event handlers too.
+    pub fn start_call(&self, procedure: &str, args: Args, mut options: Opts) -> Result<Call> {
+        let progressive = dict_get(&options, "progress").and_then(Value::as_bool) == Some(true);
+        if dict_get(&options, "receive_progress").is_none() {
+            options.push(("receive_progress".into(), Value::Bool(true)));
+        }
+        let request = self.request();
+        let (tx, replies) = bounded(CALL_REPLIES);
+        let caller = Caller { commands: self.inner.commands.clone(), waker: self.inner.waker.clone() };
+        let call =
+            Call { request, procedure: procedure.into(), replies, caller, input_open: AtomicBool::new(progressive) };
+        self.tell(Command::Call {
+            request,
+            procedure: procedure.into(),
+            options,
+            args,
+            reply: Some(CallReply::Stream(tx)),
+        })?;
+        Ok(call)
+    }
+
+    fn request(&self) -> u64 {
+        self.inner.requests.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Registers `procedure`; `handler` answers each call (an `Err` goes
@@ -299,9 +396,15 @@ impl Client {
     /// Leaves the realm (GOODBYE, and the router's answer) and closes the
     /// connection; every other handle of this session sees `Error::Closed`.
     pub fn leave(&self) -> Result<()> {
-        match self.ask(|reply| Command::Leave { reply: Some(reply) }) {
-            Ok(()) | Err(Error::Closed) => Ok(()),
-            Err(e) => Err(e),
+        // Also while reconnecting: that stops it.
+        let (tx, rx) = bounded(1);
+        if self.inner.commands.send(Command::Leave { reply: Some(tx) }).is_err() {
+            return Ok(());
+        }
+        let _ = self.inner.waker.wake();
+        match rx.recv() {
+            Ok(Ok(())) | Err(_) | Ok(Err(Error::Closed)) => Ok(()),
+            Ok(Err(e)) => Err(e),
         }
     }
 }
