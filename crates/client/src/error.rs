@@ -84,6 +84,22 @@ impl Error {
         }
     }
 
+    /// The message of an error the router named by URI, if it gave one.
+    pub(crate) fn message(&self) -> Option<&str> {
+        match self {
+            Error::NoSuchProcedure(m)
+            | Error::NoSuchSubscription(m)
+            | Error::NoSuchRegistration(m)
+            | Error::ProcedureAlreadyExists(m)
+            | Error::NotAuthorized(m)
+            | Error::InvalidUri(m)
+            | Error::InvalidArgument(m)
+            | Error::Canceled(m)
+            | Error::Timeout(m) => m.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The WAMP error URI this error stands for, if it is one.
     pub fn uri(&self) -> Option<&str> {
         Some(match self {
@@ -123,19 +139,7 @@ impl fmt::Display for Error {
             Error::Serde(e) => write!(f, "arguments: {e}"),
             other => {
                 let uri = other.uri().unwrap_or("error");
-                let (Error::NoSuchProcedure(m)
-                | Error::NoSuchSubscription(m)
-                | Error::NoSuchRegistration(m)
-                | Error::ProcedureAlreadyExists(m)
-                | Error::NotAuthorized(m)
-                | Error::InvalidUri(m)
-                | Error::InvalidArgument(m)
-                | Error::Canceled(m)
-                | Error::Timeout(m)) = other
-                else {
-                    return f.write_str(uri);
-                };
-                match m {
+                match other.message() {
                     Some(m) => write!(f, "{uri}: {m}"),
                     None => f.write_str(uri),
                 }

@@ -489,8 +489,12 @@ impl Io {
                 let (error, args) = match e {
                     Error::Application { uri, args, kwargs } => (uri, Args { args, kwargs }),
                     other => {
-                        let uri = other.uri().unwrap_or("wamp.error.runtime_error").to_owned();
-                        (uri, Args { args: vec![Value::Str(other.to_string())], kwargs: Dict::new() })
+                        // The URI, and the message without it.
+                        let (uri, text) = match other.uri() {
+                            Some(uri) => (uri.to_owned(), other.message().map(str::to_owned)),
+                            None => ("wamp.error.runtime_error".to_owned(), Some(other.to_string())),
+                        };
+                        (uri, Args { args: text.map(Value::Str).into_iter().collect(), kwargs: Dict::new() })
                     }
                 };
                 let msg = Msg::Error {

@@ -45,6 +45,12 @@ pub enum Auth {
 }
 
 impl Auth {
+    /// The hex public key of a cryptosign seed: what the router's
+    /// principal lists (`cryptosign = ["..."]`).
+    pub fn cryptosign_public_key(seed: &[u8; 32]) -> String {
+        auth::cryptosign_public_key(seed)
+    }
+
     fn method(&self) -> Option<(&'static str, &str)> {
         match self {
             Auth::Anonymous => None,

@@ -1,0 +1,141 @@
+//! fennec-client passes WAMP's and Fennec's options through and reads
+//! what the router puts in details, against the Fennec router in-process:
+//! publisher exclusion and black/white listing, disclose_me, retained
+//! values and get_retained, a conditional write refused, prefix and
+//! wildcard subscriptions (the topic in details), `after` (history),
+//! prefix registrations (the procedure in details).
+
+use fennec::config::{Cli, Config, File};
+use fennec_client::{Args, Client, Error, Event, Options, Value};
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn router() -> (fennec::server::Running, String) {
+    let args = ["fennec", "--listen", "127.0.0.1:0", "--no-mqtt", "--no-pin", "--durability", "none", "--cores", "2"];
+    let cli = <Cli as clap::Parser>::try_parse_from(args).expect("flags");
+    let toml = r#"
+[[realm]]
+name = "realm1"
+[[realm.history]]
+uri = "com.hist."
+match = "prefix"
+limit = 10
+"#;
+    let file: File = toml::from_str(toml).expect("configuration");
+    let r = fennec::server::start(Config::resolve(cli, file).expect("config")).expect("start");
+    let url = format!("ws://{}/ws", r.local_addr);
+    (r, url)
+}
+
+fn client(url: &str) -> Client {
+    Client::connect_with(url, "realm1", Options { timeout: Some(Duration::from_secs(10)), ..Options::default() })
+        .unwrap()
+}
+
+fn opt(k: &str, v: Value) -> (String, Value) {
+    (k.to_owned(), v)
+}
+
+/// Subscribes `c` to `topic` with `options`; its events on the receiver.
+fn listen(c: &Client, topic: &str, options: Vec<(String, Value)>) -> mpsc::Receiver<Event> {
+    let (tx, rx) = mpsc::channel();
+    c.subscribe_with(topic, options, move |e| drop(tx.send(e))).unwrap();
+    rx
+}
+
+fn next(rx: &mpsc::Receiver<Event>) -> Event {
+    rx.recv_timeout(Duration::from_secs(5)).expect("an event")
+}
+
+fn none(rx: &mpsc::Receiver<Event>) {
+    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "no event");
+}
+
+fn detail<'a>(e: &'a Event, k: &str) -> Option<&'a Value> {
+    e.details.iter().find(|(n, _)| n == k).map(|(_, v)| v)
+}
+
+#[test]
+fn publish_options_and_what_subscribers_see() {
+    let (r, url) = router();
+    let (p, s1, s2) = (client(&url), client(&url), client(&url));
+    let (e1, e2) = (listen(&s1, "com.t", vec![]), listen(&s2, "com.t", vec![]));
+    let me = listen(&p, "com.t", vec![]);
+    let args = || Args::from(("x",)).unwrap();
+
+    // exclude_me: false reaches the publisher too; disclose_me names it.
+    p.publish_acked(
+        "com.t",
+        args(),
+        vec![opt("exclude_me", Value::Bool(false)), opt("disclose_me", Value::Bool(true))],
+    )
+    .unwrap();
+    let got = next(&e1);
+    assert_eq!(detail(&got, "publisher").and_then(Value::as_u64), Some(p.session_id()));
+    next(&e2);
+    next(&me);
+    // eligible / exclude.
+    p.publish_acked("com.t", args(), vec![opt("eligible", Value::List(vec![Value::UInt(s1.session_id())]))]).unwrap();
+    next(&e1);
+    none(&e2);
+    p.publish_acked("com.t", args(), vec![opt("exclude", Value::List(vec![Value::UInt(s1.session_id())]))]).unwrap();
+    next(&e2);
+    none(&e1);
+    none(&me);
+    r.shutdown();
+}
+
+#[test]
+fn retained_values_conditional_writes_patterns_and_history() {
+    let (r, url) = router();
+    let (p, s) = (client(&url), client(&url));
+    // A retained value, handed to a later subscriber first.
+    p.publish_acked("com.key", Args::from((1,)).unwrap(), vec![opt("retain", Value::UInt(0))]).unwrap();
+    let late = listen(&s, "com.key", vec![opt("get_retained", Value::Bool(true))]);
+    let got = next(&late);
+    assert_eq!(detail(&got, "retained"), Some(&Value::Bool(true)));
+    assert_eq!(got.args.get::<i64>(0).unwrap(), 1);
+    // when: null (only if the key has no value): refused, typed.
+    let when_empty = vec![opt("retain", Value::UInt(0)), opt("when", Value::Null)];
+    match p.publish_acked("com.key", Args::from((2,)).unwrap(), when_empty) {
+        Err(e) => assert!(e.uri().is_some(), "an error with a URI: {e}"),
+        Ok(_) => panic!("a conditional write on a key that has a value went through"),
+    }
+    none(&late);
+
+    // Prefix and wildcard subscriptions name the topic.
+    let prefix = listen(&s, "com.tree", vec![opt("match", Value::Str("prefix".into()))]);
+    let wild = listen(&s, "com..leaf", vec![opt("match", Value::Str("wildcard".into()))]);
+    p.publish_acked("com.tree.leaf", Args::default(), vec![]).unwrap();
+    assert_eq!(next(&prefix).topic.as_deref(), Some("com.tree.leaf"));
+    assert_eq!(next(&wild).topic.as_deref(), Some("com.tree.leaf"));
+
+    // after: the history after a publication, then live.
+    let first = p.publish_acked("com.hist.a", Args::from((1,)).unwrap(), vec![]).unwrap();
+    p.publish_acked("com.hist.a", Args::from((2,)).unwrap(), vec![]).unwrap();
+    p.publish_acked("com.hist.a", Args::from((3,)).unwrap(), vec![]).unwrap();
+    let replay = listen(&s, "com.hist.a", vec![opt("after", Value::UInt(first))]);
+    assert_eq!(next(&replay).args.get::<i64>(0).unwrap(), 2);
+    assert_eq!(next(&replay).args.get::<i64>(0).unwrap(), 3);
+    p.publish_acked("com.hist.a", Args::from((4,)).unwrap(), vec![]).unwrap();
+    assert_eq!(next(&replay).args.get::<i64>(0).unwrap(), 4);
+    r.shutdown();
+}
+
+#[test]
+fn prefix_registrations_name_the_procedure() {
+    let (r, url) = router();
+    let (callee, caller) = (client(&url), client(&url));
+    callee
+        .register_with("com.api", vec![opt("match", Value::Str("prefix".into()))], |inv| {
+            Args::from(inv.procedure.unwrap_or_default())
+        })
+        .unwrap();
+    assert_eq!(caller.call::<_, String>("com.api.users.list", ()).unwrap(), "com.api.users.list");
+    // disclose_me on a call names the caller to the callee.
+    callee.register("com.who", |inv| Args::from(inv.caller)).unwrap();
+    let who = caller.call_with("com.who", Args::default(), vec![opt("disclose_me", Value::Bool(true))]).unwrap();
+    assert_eq!(who.get::<Option<u64>>(0).unwrap(), Some(caller.session_id()));
+    assert!(matches!(caller.call::<_, String>("org.other", ()), Err(Error::NoSuchProcedure(_))));
+    r.shutdown();
+}
