@@ -2,16 +2,15 @@
 //! in-process: progressive results, progressive calls, CANCEL in each mode
 //! and the callee's INTERRUPT, the router's call timeout.
 
-use fennec::config::{Cli, Config, File};
+mod common;
+
 use fennec_client::{Args, CancelMode, Client, Error, Options, Reply};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 fn router() -> (fennec::server::Running, String) {
-    let args = ["fennec", "--listen", "127.0.0.1:0", "--no-mqtt", "--no-pin", "--durability", "none", "--cores", "2"];
-    let cli = <Cli as clap::Parser>::try_parse_from(args).expect("flags");
-    let r = fennec::server::start(Config::resolve(cli, File::default()).expect("config")).expect("start");
-    let url = format!("ws://{}/ws", r.local_addr);
+    let r = common::router_with(&[], "");
+    let url = common::url(&r);
     (r, url)
 }
 

@@ -1,20 +1,18 @@
 //! fennec-client against the Fennec router, started in-process: pub/sub,
 //! RPC with typed arguments, typed errors, ticket authentication, leaving.
 
-use fennec::config::{Cli, Config, File};
+mod common;
+
 use fennec_client::{Args, Auth, Client, Error, Options, Serializer, Value};
 use std::sync::mpsc;
 use std::time::Duration;
 
 fn router(toml: &str) -> fennec::server::Running {
-    let args = ["fennec", "--listen", "127.0.0.1:0", "--no-mqtt", "--no-pin", "--durability", "none", "--cores", "2"];
-    let cli = <Cli as clap::Parser>::try_parse_from(args).expect("flags");
-    let file: File = toml::from_str(toml).expect("configuration");
-    fennec::server::start(Config::resolve(cli, file).expect("config")).expect("start")
+    common::router_with(&[], toml)
 }
 
 fn url(r: &fennec::server::Running) -> String {
-    format!("ws://{}/ws", r.local_addr)
+    common::url(r)
 }
 
 #[test]

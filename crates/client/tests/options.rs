@@ -5,14 +5,13 @@
 //! wildcard subscriptions (the topic in details), `after` (history),
 //! prefix registrations (the procedure in details).
 
-use fennec::config::{Cli, Config, File};
+mod common;
+
 use fennec_client::{Args, Client, Error, Event, Options, Value};
 use std::sync::mpsc;
 use std::time::Duration;
 
 fn router() -> (fennec::server::Running, String) {
-    let args = ["fennec", "--listen", "127.0.0.1:0", "--no-mqtt", "--no-pin", "--durability", "none", "--cores", "2"];
-    let cli = <Cli as clap::Parser>::try_parse_from(args).expect("flags");
     let toml = r#"
 [[realm]]
 name = "realm1"
@@ -21,9 +20,8 @@ uri = "com.hist."
 match = "prefix"
 limit = 10
 "#;
-    let file: File = toml::from_str(toml).expect("configuration");
-    let r = fennec::server::start(Config::resolve(cli, file).expect("config")).expect("start");
-    let url = format!("ws://{}/ws", r.local_addr);
+    let r = common::router_with(&[], toml);
+    let url = common::url(&r);
     (r, url)
 }
 

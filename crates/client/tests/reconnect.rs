@@ -4,16 +4,14 @@
 //! meanwhile fail with `Error::Disconnected`, and a client whose tries
 //! are used up ends with `Error::Closed`.
 
-use fennec::config::{Cli, Config, File};
+mod common;
+
 use fennec_client::{Args, Client, Error, Options, Reconnect};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 fn router(port: u16) -> fennec::server::Running {
-    let listen = format!("127.0.0.1:{port}");
-    let args = ["fennec", "--listen", &listen, "--no-mqtt", "--no-pin", "--durability", "none", "--cores", "2"];
-    let cli = <Cli as clap::Parser>::try_parse_from(args).expect("flags");
-    fennec::server::start(Config::resolve(cli, File::default()).expect("config")).expect("start")
+    common::router_with(&["--listen", &format!("127.0.0.1:{port}")], "")
 }
 
 fn free_port() -> u16 {

@@ -3,10 +3,10 @@
 //! (a test CA made here), in every serializer; ticket, WAMP-CRA (plain
 //! and salted) and cryptosign, and their refusals.
 
+mod common;
 #[path = "../../../tests/common/pki.rs"]
 mod pki;
 
-use fennec::config::{Cli, Config, File};
 use fennec_client::{Auth, Client, Error, Options, Serializer, Tls};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -21,10 +21,7 @@ fn router(toml: &str) -> Router {
     pki::write(dir.path());
     let path = |f: &str| dir.path().join(f).to_str().unwrap().to_owned();
     let (cert, key) = (path("cert.pem"), path("key.pem"));
-    let args = [
-        "fennec",
-        "--listen",
-        "127.0.0.1:0",
+    let flags = [
         "--rawsocket",
         "127.0.0.1:0",
         "--wss",
@@ -35,16 +32,8 @@ fn router(toml: &str) -> Router {
         &cert,
         "--tls-key",
         &key,
-        "--no-mqtt",
-        "--no-pin",
-        "--durability",
-        "none",
-        "--cores",
-        "2",
     ];
-    let cli = <Cli as clap::Parser>::try_parse_from(args).expect("flags");
-    let file: File = toml::from_str(toml).expect("configuration");
-    let running = fennec::server::start(Config::resolve(cli, file).expect("config")).expect("start");
+    let running = common::router_with(&flags, toml);
     Router { running, dir }
 }
 
