@@ -3,7 +3,7 @@
 //! publisher exclusion and black/white listing, disclose_me, retained
 //! values and get_retained, a conditional write refused, prefix and
 //! wildcard subscriptions (the topic in details), `after` (history),
-//! prefix registrations (the procedure in details).
+//! prefix registrations (the procedure in details), invocation policies.
 
 mod common;
 
@@ -135,5 +135,24 @@ fn prefix_registrations_name_the_procedure() {
     let who = caller.call_with("com.who", Args::default(), vec![opt("disclose_me", Value::Bool(true))]).unwrap();
     assert_eq!(who.get::<Option<u64>>(0).unwrap(), Some(caller.session_id()));
     assert!(matches!(caller.call::<_, String>("org.other", ()), Err(Error::NoSuchProcedure(_))));
+    r.shutdown();
+}
+
+#[test]
+fn invocation_policies_share_a_procedure() {
+    let (r, url) = router();
+    let (one, two, caller) = (client(&url), client(&url), client(&url));
+    let shared = || vec![opt("invoke", Value::Str("roundrobin".into()))];
+    for callee in [&one, &two] {
+        let me = callee.session_id();
+        callee.register_with("com.shared", shared(), move |_| Args::from(me)).unwrap();
+    }
+    let got: Vec<u64> = (0..4).map(|_| caller.call::<_, u64>("com.shared", ()).unwrap()).collect();
+    assert_eq!(got[0], got[2]);
+    assert_eq!(got[1], got[3]);
+    assert_ne!(got[0], got[1], "round robin takes turns: {got:?}");
+    // A single registration refuses a second callee, typed.
+    one.register("com.single", |_| Args::from(1)).unwrap();
+    assert!(matches!(two.register("com.single", |_| Args::from(2)), Err(Error::ProcedureAlreadyExists(_))));
     r.shutdown();
 }
