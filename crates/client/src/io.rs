@@ -14,7 +14,7 @@ use crate::Event;
 use crate::{join, Options};
 
 mod reconnect;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use fennec_wamp::message::{self as m, decode_lenient, encode, Msg};
 use fennec_wamp::value::{dict_get, Dict, Value};
 use mio::unix::SourceFd;
@@ -222,6 +222,26 @@ pub(crate) struct Shared {
     pub session: Mutex<(u64, Dict)>,
     /// True while reconnecting: the API fails requests at once.
     pub reconnecting: AtomicBool,
+    /// The loop has ended. A command sent just as it ended may sit in the
+    /// channel unanswered; a waiting caller that sees this gives up with
+    /// `Error::Closed` (`Shared::wait`).
+    pub closed: AtomicBool,
+}
+
+impl Shared {
+    /// Waits for the answer to a command on `rx`.
+    pub(crate) fn wait<T>(&self, rx: &Receiver<Result<T>>) -> Result<T> {
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(r) => return r,
+                Err(RecvTimeoutError::Disconnected) => return Err(Error::Closed),
+                Err(RecvTimeoutError::Timeout) if self.closed.load(Ordering::Acquire) => {
+                    return rx.try_recv().unwrap_or(Err(Error::Closed))
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
 }
 
 /// The channels between the API, the loop and the dispatcher.
@@ -274,6 +294,7 @@ impl Io {
         }
         // Over: from now on the API finds the commands' channel closed.
         self.shared.reconnecting.store(false, Ordering::Release);
+        self.shared.closed.store(true, Ordering::Release);
         self.fail_all();
     }
 

@@ -228,7 +228,11 @@ impl Client {
             jobs: jobs_tx,
             requests: requests.clone(),
         };
-        let shared = Arc::new(Shared { session: Mutex::new((session, welcome)), reconnecting: AtomicBool::new(false) });
+        let shared = Arc::new(Shared {
+            session: Mutex::new((session, welcome)),
+            reconnecting: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        });
         let settings = Settings { url: url.into(), realm: realm.into(), options };
         let io = Io::new(t, poll, wiring, settings, shared.clone());
         std::thread::Builder::new().name("fennec-client-io".into()).spawn(move || io.run())?;
@@ -255,7 +259,7 @@ impl Client {
         let (tx, rx) = bounded(1);
         self.inner.commands.send(make(tx)).map_err(|_| Error::Closed)?;
         let _ = self.inner.waker.wake();
-        rx.recv().map_err(|_| Error::Closed)?
+        self.inner.shared.wait(&rx)
     }
 
     /// `Error::Disconnected` while reconnecting.
@@ -347,7 +351,11 @@ impl Client {
         }
         let request = self.request();
         let (tx, replies) = bounded(CALL_REPLIES);
-        let caller = Caller { commands: self.inner.commands.clone(), waker: self.inner.waker.clone() };
+        let caller = Caller {
+            commands: self.inner.commands.clone(),
+            waker: self.inner.waker.clone(),
+            shared: self.inner.shared.clone(),
+        };
         let call =
             Call { request, procedure: procedure.into(), replies, caller, input_open: AtomicBool::new(progressive) };
         self.tell(Command::Call {
@@ -402,9 +410,9 @@ impl Client {
             return Ok(());
         }
         let _ = self.inner.waker.wake();
-        match rx.recv() {
-            Ok(Ok(())) | Err(_) | Ok(Err(Error::Closed)) => Ok(()),
-            Ok(Err(e)) => Err(e),
+        match self.inner.shared.wait(&rx) {
+            Ok(()) | Err(Error::Closed) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 }

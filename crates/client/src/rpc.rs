@@ -6,7 +6,7 @@
 
 use crate::args::Args;
 use crate::error::{Error, Result};
-use crate::io::Command;
+use crate::io::{Command, Shared};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use fennec_wamp::value::Dict;
 use mio::Waker;
@@ -52,6 +52,7 @@ pub enum Reply {
 pub(crate) struct Caller {
     pub commands: Sender<Command>,
     pub waker: Arc<Waker>,
+    pub shared: Arc<Shared>,
 }
 
 impl Caller {
@@ -83,13 +84,14 @@ impl Call {
     /// the callee sent them, then the result (or the call's error). After
     /// the result, [`Error::Closed`].
     pub fn next(&self) -> Result<Reply> {
-        self.replies.recv().map_err(|_| Error::Closed)?
+        self.caller.shared.wait(&self.replies)
     }
 
     /// As [`Call::next`], waiting at most `wait`: `Ok(None)` if nothing came.
     pub fn next_timeout(&self, wait: Duration) -> Result<Option<Reply>> {
         match self.replies.recv_timeout(wait) {
             Ok(r) => r.map(Some),
+            Err(RecvTimeoutError::Timeout) if self.caller.shared.closed.load(Ordering::Acquire) => Err(Error::Closed),
             Err(RecvTimeoutError::Timeout) => Ok(None),
             Err(RecvTimeoutError::Disconnected) => Err(Error::Closed),
         }

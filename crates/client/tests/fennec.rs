@@ -165,3 +165,21 @@ fn a_call_without_an_answer_times_out_and_the_session_goes_on() {
     callee.leave().unwrap();
     r.shutdown();
 }
+
+#[test]
+fn a_request_right_after_leaving_never_hangs() {
+    // The connection's thread ends just after the GOODBYE's answer: a
+    // request sent in that moment may find nobody to read it, and must
+    // still come back (Error::Closed) rather than wait for ever.
+    let r = router("");
+    for _ in 0..100 {
+        let c = Client::connect(&url(&r), "realm1").unwrap();
+        c.leave().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let c2 = c.clone();
+        std::thread::spawn(move || tx.send(c2.call::<_, ()>("com.any", ()).map(|_| ())).unwrap());
+        let answer = rx.recv_timeout(Duration::from_secs(5)).expect("an answer, not a hang");
+        assert!(matches!(answer, Err(Error::Closed)), "{answer:?}");
+    }
+    r.shutdown();
+}
