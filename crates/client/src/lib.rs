@@ -55,6 +55,7 @@ mod dispatch;
 mod error;
 mod io;
 mod join;
+mod options;
 mod rpc;
 mod transport;
 
@@ -63,6 +64,7 @@ pub use error::{Error, Result};
 pub use fennec_wamp::message::Serializer;
 pub use fennec_wamp::value::{Dict, Value};
 pub use join::Auth;
+pub use options::{CallOptions, Invoke, Match, PublishOptions, RegisterOptions, SubscribeOptions};
 pub use rpc::{Call, CancelMode, Invocation, Reply};
 pub use transport::Tls;
 
@@ -164,9 +166,10 @@ impl Default for Options {
     }
 }
 
-/// Options of a PUBLISH, CALL, SUBSCRIBE or REGISTER as WAMP names them
-/// (`("exclude_me", Value::Bool(false))`, `("match", Value::Str("prefix".into()))`,
-/// `("timeout", Value::UInt(500))`, Fennec's `retain`, ...).
+/// Options of a PUBLISH, CALL, SUBSCRIBE or REGISTER as the message
+/// carries them: built with [`PublishOptions`], [`SubscribeOptions`],
+/// [`CallOptions`], [`RegisterOptions`], or written as WAMP names them
+/// (`("exclude_me", Value::Bool(false))`, `("match", Value::Str("prefix".into()))`, ...).
 pub type Opts = Dict;
 
 /// Commands the API may queue before the connection's thread takes them.
@@ -284,9 +287,16 @@ impl Client {
         self.tell(Command::Publish { topic: topic.into(), options: Opts::new(), args, reply: None })
     }
 
+    /// Publishes with options ([`PublishOptions`] or a [`Dict`]), without
+    /// waiting for the router.
+    pub fn publish_with(&self, topic: &str, args: Args, options: impl Into<Opts>) -> Result<()> {
+        self.tell(Command::Publish { topic: topic.into(), options: options.into(), args, reply: None })
+    }
+
     /// Publishes with options and waits for the router's acknowledgement:
     /// the publication ID, or the refusal.
-    pub fn publish_acked(&self, topic: &str, args: Args, options: Opts) -> Result<u64> {
+    pub fn publish_acked(&self, topic: &str, args: Args, options: impl Into<Opts>) -> Result<u64> {
+        let options = options.into();
         self.ask(|reply| Command::Publish { topic: topic.into(), options, args, reply: Some(reply) })
     }
 
@@ -299,10 +309,10 @@ impl Client {
     pub fn subscribe_with(
         &self,
         topic: &str,
-        options: Opts,
+        options: impl Into<Opts>,
         handler: impl FnMut(Event) + Send + 'static,
     ) -> Result<Subscription> {
-        let handler = Box::new(handler);
+        let (options, handler) = (options.into(), Box::new(handler));
         let (id, local) = self.ask(|reply| Command::Subscribe { topic: topic.into(), options, handler, reply })?;
         Ok(Subscription { id, local })
     }
@@ -324,7 +334,8 @@ impl Client {
 
     /// Calls with raw arguments and options (`timeout`, `disclose_me`, ...);
     /// returns the whole result.
-    pub fn call_with(&self, procedure: &str, args: Args, options: Opts) -> Result<Args> {
+    pub fn call_with(&self, procedure: &str, args: Args, options: impl Into<Opts>) -> Result<Args> {
+        let options = options.into();
         let request = self.request();
         self.ask(|reply| Command::Call {
             request,
@@ -344,7 +355,8 @@ impl Client {
     /// The answers wait for [`Call::next`] in a queue of their own; a
     /// caller that leaves them there (without dropping the `Call`) holds
     /// up the client's event handlers too.
-    pub fn start_call(&self, procedure: &str, args: Args, mut options: Opts) -> Result<Call> {
+    pub fn start_call(&self, procedure: &str, args: Args, options: impl Into<Opts>) -> Result<Call> {
+        let mut options = options.into();
         let progressive = dict_get(&options, "progress").and_then(Value::as_bool) == Some(true);
         if dict_get(&options, "receive_progress").is_none() {
             options.push(("receive_progress".into(), Value::Bool(true)));
@@ -389,10 +401,10 @@ impl Client {
     pub fn register_with(
         &self,
         procedure: &str,
-        options: Opts,
+        options: impl Into<Opts>,
         handler: impl Fn(Invocation) -> Result<Args> + Send + Sync + 'static,
     ) -> Result<u64> {
-        let handler = Arc::new(handler);
+        let (options, handler) = (options.into(), Arc::new(handler));
         self.ask(|reply| Command::Register { procedure: procedure.into(), options, handler, reply })
     }
 

@@ -156,3 +156,43 @@ fn invocation_policies_share_a_procedure() {
     assert!(matches!(two.register("com.single", |_| Args::from(2)), Err(Error::ProcedureAlreadyExists(_))));
     r.shutdown();
 }
+
+#[test]
+fn typed_options_say_the_same() {
+    use fennec_client::{CallOptions, Invoke, Match, PublishOptions, RegisterOptions, SubscribeOptions};
+    let (r, url) = router();
+    let (p, s) = (client(&url), client(&url));
+    p.publish_acked("com.typed.key", Args::from((5,)).unwrap(), PublishOptions::new().retain(None)).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let opts = SubscribeOptions::new().match_policy(Match::Prefix).get_retained(true);
+    s.subscribe_with("com.typed", opts, move |e| drop(tx.send(e))).unwrap();
+    let got = next(&rx);
+    assert_eq!((got.topic.as_deref(), detail(&got, "retained")), (Some("com.typed.key"), Some(&Value::Bool(true))));
+    // A conditional write: only if the key has no value.
+    let only_new = PublishOptions::new().retain(None).when(Value::Null);
+    assert!(p.publish_acked("com.typed.key", Args::from((6,)).unwrap(), only_new.clone()).is_err());
+    p.publish_acked("com.typed.other", Args::from((7,)).unwrap(), only_new).unwrap();
+    assert_eq!(next(&rx).args.get::<i64>(0).unwrap(), 7);
+    p.publish_with("com.typed.x", Args::from((8,)).unwrap(), PublishOptions::new().exclude(&[s.session_id()])).unwrap();
+    none(&rx);
+
+    for callee in [&p, &s] {
+        let me = callee.session_id();
+        let opts = RegisterOptions::new().invoke(Invoke::RoundRobin).disclose_caller(true);
+        callee.register_with("com.typed.rr", opts, move |inv| Args::from((me, inv.caller))).unwrap();
+    }
+    let caller = client(&url);
+    let a = caller.call_with("com.typed.rr", Args::default(), CallOptions::new()).unwrap();
+    let b = caller.call_with("com.typed.rr", Args::default(), CallOptions::new()).unwrap();
+    assert_ne!(a.get::<u64>(0).unwrap(), b.get::<u64>(0).unwrap(), "round robin");
+    assert_eq!(a.get::<Option<u64>>(1).unwrap(), Some(caller.session_id()), "disclose_caller");
+    // The router's call timeout.
+    p.register("com.typed.slow", |_| {
+        std::thread::sleep(Duration::from_millis(800));
+        Args::from(1)
+    })
+    .unwrap();
+    let quick = CallOptions::new().timeout(Duration::from_millis(100));
+    assert!(matches!(caller.call_with("com.typed.slow", Args::default(), quick), Err(Error::Timeout(_))));
+    r.shutdown();
+}
