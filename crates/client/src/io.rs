@@ -152,6 +152,10 @@ impl Pending {
     }
 }
 
+/// How long a GOODBYE waits for the router's answer before the client
+/// closes the connection anyway.
+const LEAVE_WAIT: Duration = Duration::from_secs(5);
+
 /// Jobs waiting for room in the dispatcher's channel, at most; past it
 /// the loop stops reading the socket.
 const OVERFLOW: usize = 1024;
@@ -194,6 +198,9 @@ pub(crate) struct Io {
     regs: HashMap<u64, Reg>,
     /// The GOODBYE we wait for the answer to.
     leaving: Option<Option<Sender<Result<()>>>>,
+    /// When the user left (GOODBYE sent): the session ends for good, and
+    /// the router's answer is waited for until `LEAVE_WAIT` after it.
+    left: Option<Instant>,
     open: bool,
     /// Where and how to connect again.
     settings: Settings,
@@ -277,6 +284,7 @@ impl Io {
             sub_specs: HashMap::new(),
             regs: HashMap::new(),
             leaving: None,
+            left: None,
             open: true,
             settings,
             shared,
@@ -288,7 +296,7 @@ impl Io {
     pub(crate) fn run(mut self) {
         loop {
             self.serve();
-            if self.leaving.is_some() || !self.reconnect() {
+            if self.left.is_some() || !self.reconnect() {
                 break;
             }
         }
@@ -310,7 +318,12 @@ impl Io {
             // With jobs held back, look again soon for room; wake for the
             // next deadline.
             let room = (!self.overflow.is_empty()).then(|| Duration::from_millis(5));
-            let deadline = self.deadlines.front().map(|(at, _)| at.saturating_duration_since(Instant::now()));
+            let first = self.deadlines.front().map(|(at, _)| *at);
+            let deadline = match (first, self.left.map(|t| t + LEAVE_WAIT)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let deadline = deadline.map(|at| at.saturating_duration_since(Instant::now()));
             let wait = match (room, deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -327,6 +340,11 @@ impl Io {
             }
             self.commands();
             self.expire();
+            if self.left.is_some_and(|t| t.elapsed() >= LEAVE_WAIT) {
+                // The router did not answer our GOODBYE: close anyway.
+                self.t.close();
+                self.open = false;
+            }
             self.drain_overflow();
             if self.overflow.is_empty() {
                 self.read_all();
@@ -492,6 +510,7 @@ impl Io {
             Command::Leave { reply } => {
                 self.send(&Msg::Goodbye { details: Dict::new(), reason: "wamp.close.close_realm".into() });
                 self.leaving = Some(reply);
+                self.left = Some(Instant::now());
             }
         }
     }

@@ -75,3 +75,20 @@ fn a_client_out_of_tries_is_closed() {
     r.shutdown();
     until("Error::Closed", || matches!(b.publish("com.x", ()), Err(Error::Closed)));
 }
+
+#[test]
+fn leaving_ends_the_session_for_good() {
+    let port = free_port();
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let r = router(port);
+    let reconnect = Reconnect { initial: Duration::from_millis(20), max: Duration::from_millis(40), attempts: None };
+    let a = Client::connect_with(&url, "realm1", Options { reconnect: Some(reconnect), ..Options::default() }).unwrap();
+    let first = a.session_id();
+    a.leave().unwrap();
+    until("Error::Closed", || matches!(a.publish("com.x", ()), Err(Error::Closed)));
+    // Many backoff periods later: still closed, never joined again.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(matches!(a.publish("com.x", ()), Err(Error::Closed)));
+    assert_eq!(a.session_id(), first);
+    r.shutdown();
+}
