@@ -198,6 +198,8 @@ impl Drop for Inner {
 }
 
 /// One WAMP session; cloning it gives another handle on the same session.
+/// The session ends with [`Client::leave`], or when the last handle is
+/// dropped (a handler that keeps a handle keeps the session: leave it).
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
