@@ -397,11 +397,36 @@ impl Io {
     }
 
     fn send(&mut self, msg: &Msg) {
+        let _ = self.try_send(msg);
+    }
+
+    /// Sends `msg`. A message the router would not take (longer than its
+    /// RawSocket maximum) is not sent: `Err` says so and the session goes
+    /// on. Any other failure ends the connection.
+    fn try_send(&mut self, msg: &Msg) -> Result<()> {
         let mut bytes = Vec::new();
         encode(self.t.ser, msg, &mut bytes);
         match self.t.send(bytes) {
-            Ok(()) => self.flush(),
-            Err(_) => self.open = false,
+            Ok(()) => {
+                self.flush();
+                Ok(())
+            }
+            Err(e @ Error::Application { .. }) => Err(e),
+            Err(_) => {
+                self.open = false;
+                Err(Error::Closed)
+            }
+        }
+    }
+
+    /// Sends a request and keeps it until its answer; one not sent fails
+    /// at once.
+    fn ask(&mut self, request: u64, msg: &Msg, p: Pending) {
+        self.expect(request, p);
+        if let Err(e) = self.try_send(msg) {
+            if let Some(p) = self.pending.remove(&request) {
+                self.fail(p, e);
+            }
         }
     }
 
@@ -435,14 +460,15 @@ impl Io {
                 if reply.is_some() {
                     options.push(("acknowledge".into(), Value::Bool(true)));
                 }
-                self.send(&Msg::Publish { request, options, topic, payload: args.payload() });
-                if let Some(reply) = reply {
-                    self.expect(request, Pending::Publish(reply));
+                let msg = Msg::Publish { request, options, topic, payload: args.payload() };
+                match reply {
+                    Some(reply) => self.ask(request, &msg, Pending::Publish(reply)),
+                    None => self.send(&msg),
                 }
             }
             Command::Subscribe { topic, options, handler, reply } => {
-                self.send(&Msg::Subscribe { request, options: options.clone(), topic: topic.clone() });
-                self.expect(request, Pending::Subscribe { topic, options, handler, reply });
+                let msg = Msg::Subscribe { request, options: options.clone(), topic: topic.clone() };
+                self.ask(request, &msg, Pending::Subscribe { topic, options, handler, reply });
             }
             Command::Unsubscribe { local, reply } => {
                 let known = self.sub_specs.remove(&local).is_some();
@@ -477,9 +503,22 @@ impl Io {
                     // its further input has nowhere to go.
                     return;
                 }
-                self.send(&Msg::Call { request, options, procedure, payload: args.payload() });
-                if let Some(reply) = reply {
-                    self.expect(request, Pending::Call(reply));
+                let msg = Msg::Call { request, options, procedure, payload: args.payload() };
+                match reply {
+                    Some(reply) => self.ask(request, &msg, Pending::Call(reply)),
+                    // More input that cannot go: the call fails (and is
+                    // cancelled at the router, which waits for the rest).
+                    None => {
+                        if let Err(e) = self.try_send(&msg) {
+                            if self.cancel {
+                                let options = vec![("mode".to_owned(), Value::Str("killnowait".into()))];
+                                self.send(&Msg::Cancel { request, options });
+                            }
+                            if let Some(p) = self.pending.remove(&request) {
+                                self.fail(p, e);
+                            }
+                        }
+                    }
                 }
             }
             Command::Cancel { request, mode } => {
@@ -489,8 +528,8 @@ impl Io {
                 }
             }
             Command::Register { procedure, options, handler, reply } => {
-                self.send(&Msg::Register { request, options: options.clone(), procedure: procedure.clone() });
-                self.expect(request, Pending::Register { procedure, options, handler, reply });
+                let msg = Msg::Register { request, options: options.clone(), procedure: procedure.clone() };
+                self.ask(request, &msg, Pending::Register { procedure, options, handler, reply });
             }
             Command::Unregister { registration: handle, reply } => {
                 let registration = self.regs.get(&handle).map_or(handle, |r| r.current);
@@ -523,7 +562,13 @@ impl Io {
                 if progress {
                     options.push(("progress".to_owned(), Value::Bool(true)));
                 }
-                self.send(&Msg::Yield { request, options, payload: args.payload() })
+                if let Err(e) = self.try_send(&Msg::Yield { request, options, payload: args.payload() }) {
+                    // Too long for the router: the call ends, and the
+                    // caller gets why (the handler's later answers are
+                    // dropped).
+                    self.running.remove(&request);
+                    self.answer(request, Err(e), false);
+                }
             }
             Err(e) => {
                 let (error, args) = match e {

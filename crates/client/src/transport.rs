@@ -244,7 +244,9 @@ impl Transport {
     }
 
     /// Queues one message and starts sending it; `Err` if the connection
-    /// is over (or the message is longer than the router takes).
+    /// is over, or `wamp.error.payload_size_exceeded` (as
+    /// `Error::Application`, nothing sent) if the message is longer than
+    /// the router takes.
     pub(crate) fn send(&mut self, bytes: Vec<u8>) -> Result<()> {
         match &mut self.kind {
             Framing::WebSocket(ws) => {
@@ -262,11 +264,12 @@ impl Transport {
             }
             Framing::RawSocket(r) => {
                 if bytes.len() > r.max_out {
-                    return Err(Error::Protocol(format!(
-                        "a message of {} octets: the router takes {} at most",
-                        bytes.len(),
-                        r.max_out
-                    )));
+                    let why = format!("a message of {} octets: the router takes {} at most", bytes.len(), r.max_out);
+                    return Err(Error::Application {
+                        uri: "wamp.error.payload_size_exceeded".into(),
+                        args: vec![fennec_wamp::value::Value::Str(why)],
+                        kwargs: Vec::new(),
+                    });
                 }
                 r.outbuf.extend_from_slice(&rawsocket::prefix(Kind::Message, bytes.len()));
                 r.outbuf.extend_from_slice(&bytes);

@@ -164,3 +164,36 @@ cryptosign = ["{pubkey}"]
     }
     r.running.shutdown();
 }
+
+#[test]
+fn a_message_too_long_for_the_router_fails_alone() {
+    // RawSocket: the router said in its handshake how long a message it
+    // takes (16 MiB); a longer one is refused before it is sent, typed,
+    // and the session goes on.
+    let r = router("");
+    let [_, _, tcp, _] = r.urls();
+    let c = Client::connect_with(&tcp, "realm1", Options { serializer: Serializer::MsgPack, ..Options::default() })
+        .unwrap();
+    let huge = vec![b'x'; 17 << 20];
+    let args = fennec_client::Args::from((serde_bytes_like(&huge),)).unwrap();
+    let too_long = |e: &Error| e.uri() == Some("wamp.error.payload_size_exceeded");
+    match c.publish_acked("com.big", args.clone(), vec![]) {
+        Err(e) => assert!(too_long(&e), "{e}"),
+        Ok(_) => panic!("a 17 MiB PUBLISH went through"),
+    }
+    c.register("com.big.result", move |_| fennec_client::Args::from((serde_bytes_like(&vec![b'y'; 17 << 20]),)))
+        .unwrap();
+    match c.call_with("com.big.result", fennec_client::Args::default(), vec![]) {
+        Err(e) => assert!(too_long(&e), "the callee's too-long result comes back as an error: {e}"),
+        Ok(_) => panic!("a 17 MiB YIELD went through"),
+    }
+    c.register("com.small", |_| fennec_client::Args::from(1)).unwrap();
+    assert_eq!(c.call::<_, i32>("com.small", ()).unwrap(), 1, "the session goes on");
+    c.leave().unwrap();
+    r.running.shutdown();
+}
+
+/// Bytes as a MessagePack `bin` (through `Value::Bin`).
+fn serde_bytes_like(b: &[u8]) -> fennec_client::Value {
+    fennec_client::Value::Bin(b.to_vec())
+}
