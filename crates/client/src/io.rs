@@ -39,12 +39,7 @@ pub(crate) enum Command {
         args: Args,
         reply: Option<Sender<Result<u64>>>,
     },
-    Subscribe {
-        topic: String,
-        options: Dict,
-        handler: SubHandler,
-        reply: Sender<Result<(u64, u64)>>,
-    },
+    Subscribe(SubscribeReq),
     Unsubscribe {
         local: u64,
         reply: Sender<Result<()>>,
@@ -62,12 +57,7 @@ pub(crate) enum Command {
         request: u64,
         mode: CancelMode,
     },
-    Register {
-        procedure: String,
-        options: Dict,
-        handler: RegHandler,
-        reply: Sender<Result<u64>>,
-    },
+    Register(RegisterReq),
     Unregister {
         registration: u64,
         reply: Sender<Result<()>>,
@@ -81,6 +71,22 @@ pub(crate) enum Command {
     Leave {
         reply: Option<Sender<Result<()>>>,
     },
+}
+
+/// A SUBSCRIBE: the API's command, then the request in flight.
+pub(crate) struct SubscribeReq {
+    pub topic: String,
+    pub options: Dict,
+    pub handler: SubHandler,
+    pub reply: Sender<Result<(u64, u64)>>,
+}
+
+/// A REGISTER: the API's command, then the request in flight.
+pub(crate) struct RegisterReq {
+    pub procedure: String,
+    pub options: Dict,
+    pub handler: RegHandler,
+    pub reply: Sender<Result<u64>>,
 }
 
 /// Where a call's answers go.
@@ -104,22 +110,12 @@ const INPUT: usize = 64;
 
 enum Pending {
     Publish(Sender<Result<u64>>),
-    Subscribe {
-        topic: String,
-        options: Dict,
-        handler: SubHandler,
-        reply: Sender<Result<(u64, u64)>>,
-    },
+    Subscribe(SubscribeReq),
     Unsubscribe {
         reply: Sender<Result<()>>,
     },
     Call(CallReply),
-    Register {
-        procedure: String,
-        options: Dict,
-        handler: RegHandler,
-        reply: Sender<Result<u64>>,
-    },
+    Register(RegisterReq),
     Unregister {
         handle: u64,
         registration: u64,
@@ -139,8 +135,8 @@ impl Pending {
     /// Answers the request with `e`.
     fn fail(self, e: Error) {
         let _ = match self {
-            Pending::Publish(r) | Pending::Register { reply: r, .. } => r.try_send(Err(e)).is_ok(),
-            Pending::Subscribe { reply, .. } => reply.try_send(Err(e)).is_ok(),
+            Pending::Publish(r) | Pending::Register(RegisterReq { reply: r, .. }) => r.try_send(Err(e)).is_ok(),
+            Pending::Subscribe(req) => req.reply.try_send(Err(e)).is_ok(),
             Pending::Unsubscribe { reply: r, .. } | Pending::Unregister { reply: r, .. } => r.try_send(Err(e)).is_ok(),
             Pending::Call(CallReply::Once(r)) => r.try_send(Err(e)).is_ok(),
             // Its error goes behind the progressive results already queued
@@ -466,9 +462,9 @@ impl Io {
                     None => self.send(&msg),
                 }
             }
-            Command::Subscribe { topic, options, handler, reply } => {
-                let msg = Msg::Subscribe { request, options: options.clone(), topic: topic.clone() };
-                self.ask(request, &msg, Pending::Subscribe { topic, options, handler, reply });
+            Command::Subscribe(req) => {
+                let msg = Msg::Subscribe { request, options: req.options.clone(), topic: req.topic.clone() };
+                self.ask(request, &msg, Pending::Subscribe(req));
             }
             Command::Unsubscribe { local, reply } => {
                 let known = self.sub_specs.remove(&local).is_some();
@@ -527,9 +523,9 @@ impl Io {
                     self.send(&Msg::Cancel { request, options });
                 }
             }
-            Command::Register { procedure, options, handler, reply } => {
-                let msg = Msg::Register { request, options: options.clone(), procedure: procedure.clone() };
-                self.ask(request, &msg, Pending::Register { procedure, options, handler, reply });
+            Command::Register(req) => {
+                let msg = Msg::Register { request, options: req.options.clone(), procedure: req.procedure.clone() };
+                self.ask(request, &msg, Pending::Register(req));
             }
             Command::Unregister { registration: handle, reply } => {
                 let registration = self.regs.get(&handle).map_or(handle, |r| r.current);
@@ -640,7 +636,9 @@ impl Io {
                     }
                     return;
                 }
-                let Some(Pending::Subscribe { topic, options, handler, reply }) = self.pending.remove(&request) else {
+                let Some(Pending::Subscribe(SubscribeReq { topic, options, handler, reply })) =
+                    self.pending.remove(&request)
+                else {
                     // Too late: the request timed out. Nobody has the
                     // subscription; end it, unless another uses it.
                     if !self.subs.contains_key(&subscription) {
@@ -702,7 +700,8 @@ impl Io {
                     }
                     return;
                 }
-                let Some(Pending::Register { procedure, options, handler, reply }) = self.pending.remove(&request)
+                let Some(Pending::Register(RegisterReq { procedure, options, handler, reply })) =
+                    self.pending.remove(&request)
                 else {
                     // Too late: the request timed out. Nobody would answer
                     // the registration's calls; end it.
@@ -850,8 +849,10 @@ impl Io {
 /// Answers a command that will not be done.
 fn fail(c: Command, e: Error) {
     let _ = match c {
-        Command::Publish { reply: Some(r), .. } | Command::Register { reply: r, .. } => r.try_send(Err(e)).is_ok(),
-        Command::Subscribe { reply, .. } => reply.try_send(Err(e)).is_ok(),
+        Command::Publish { reply: Some(r), .. } | Command::Register(RegisterReq { reply: r, .. }) => {
+            r.try_send(Err(e)).is_ok()
+        }
+        Command::Subscribe(req) => req.reply.try_send(Err(e)).is_ok(),
         Command::Unsubscribe { reply: r, .. } | Command::Unregister { reply: r, .. } => r.try_send(Err(e)).is_ok(),
         Command::Call { reply: Some(CallReply::Once(r)), .. } => r.try_send(Err(e)).is_ok(),
         Command::Call { reply: Some(CallReply::Stream(r)), .. } => r.try_send(Err(e)).is_ok(),

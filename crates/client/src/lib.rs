@@ -70,7 +70,7 @@ pub use transport::Tls;
 
 use crossbeam_channel::{bounded, Sender};
 use fennec_wamp::value::dict_get;
-use io::{CallReply, Command, Io, Settings, Shared, Wiring};
+use io::{CallReply, Command, Io, RegisterReq, Settings, Shared, SubscribeReq, Wiring};
 use mio::{Poll, Waker};
 use rpc::Caller;
 use serde::de::DeserializeOwned;
@@ -315,7 +315,8 @@ impl Client {
         handler: impl FnMut(Event) + Send + 'static,
     ) -> Result<Subscription> {
         let (options, handler) = (options.into(), Box::new(handler));
-        let (id, local) = self.ask(|reply| Command::Subscribe { topic: topic.into(), options, handler, reply })?;
+        let (id, local) =
+            self.ask(|reply| Command::Subscribe(SubscribeReq { topic: topic.into(), options, handler, reply }))?;
         Ok(Subscription { id, local })
     }
 
@@ -407,7 +408,7 @@ impl Client {
         handler: impl Fn(Invocation) -> Result<Args> + Send + Sync + 'static,
     ) -> Result<u64> {
         let (options, handler) = (options.into(), Arc::new(handler));
-        self.ask(|reply| Command::Register { procedure: procedure.into(), options, handler, reply })
+        self.ask(|reply| Command::Register(RegisterReq { procedure: procedure.into(), options, handler, reply }))
     }
 
     /// Ends a registration.
