@@ -220,7 +220,7 @@ fn cbor_value(bytes: &[u8]) -> Result<Value, DecodeError> {
 
 /// Decodes one WAMP message from one WebSocket message.
 pub fn decode(ser: Serializer, bytes: &[u8]) -> Result<Msg, DecodeError> {
-    decode_with(ser, bytes, false)
+    decode_with::<false>(ser, bytes)
 }
 
 /// Decodes a message as a client takes it from a router: as [`decode`],
@@ -229,10 +229,12 @@ pub fn decode(ser: Serializer, bytes: &[u8]) -> Result<Msg, DecodeError> {
 /// INVOCATION as `[68, request, registration, {}, null, {}]`). The router
 /// decodes its clients' messages with [`decode`], to the letter.
 pub fn decode_lenient(ser: Serializer, bytes: &[u8]) -> Result<Msg, DecodeError> {
-    decode_with(ser, bytes, true)
+    decode_with::<true>(ser, bytes)
 }
 
-fn decode_with(ser: Serializer, bytes: &[u8], lenient: bool) -> Result<Msg, DecodeError> {
+/// `LENIENT` is a constant, so the router's strict decoding carries none
+/// of the lenient checks.
+fn decode_with<const LENIENT: bool>(ser: Serializer, bytes: &[u8]) -> Result<Msg, DecodeError> {
     let source = match ser {
         Serializer::Json => Source::Cursor(ser, Cursor::json(bytes).map_err(DecodeError)?),
         Serializer::MsgPack => Source::Cursor(ser, Cursor::msgpack(bytes).map_err(DecodeError)?),
@@ -241,7 +243,7 @@ fn decode_with(ser: Serializer, bytes: &[u8], lenient: bool) -> Result<Msg, Deco
             _ => return err("a WAMP message must be an array"),
         },
     };
-    let mut f = Fields { source, at: 0, lenient };
+    let mut f = Fields::<LENIENT> { source, at: 0 };
     let ty = f.int("message type")?;
     let msg = match ty {
         HELLO => Msg::Hello { realm: f.string("realm")?, details: f.dict("details")? },
@@ -312,15 +314,13 @@ enum Source<'a> {
     Cursor(Serializer, Cursor<'a>),
 }
 
-struct Fields<'a> {
+struct Fields<'a, const LENIENT: bool> {
     source: Source<'a>,
     /// Elements taken so far.
     at: usize,
-    /// `decode_lenient`: a null for keyword arguments is none.
-    lenient: bool,
 }
 
-impl Fields<'_> {
+impl<const LENIENT: bool> Fields<'_, LENIENT> {
     /// The next element, decoded; `None` past the end.
     #[inline]
     fn take(&mut self) -> Result<Option<Value>, DecodeError> {
@@ -411,7 +411,7 @@ impl Fields<'_> {
             Some(first) if is_container(ser, first, b'{') => Some(c.raw().map_err(DecodeError)?.expect("peeked")),
             // Not a dictionary: decoded, to say what it is.
             Some(_) => match c.value().map_err(DecodeError)? {
-                Some(Value::Null) if self.lenient => None,
+                Some(Value::Null) if LENIENT => None,
                 Some(other) => return err(format!("keyword arguments must be a dictionary, got {}", kind(&other))),
                 None => None,
             },
@@ -423,13 +423,13 @@ impl Fields<'_> {
     fn payload_values(&mut self) -> Result<Payload, DecodeError> {
         let args = match self.take()? {
             None => return Ok(Payload::default()),
-            Some(Value::Null) if self.lenient => None,
+            Some(Value::Null) if LENIENT => None,
             Some(Value::List(l)) => Some(l),
             Some(other) => return err(format!("arguments must be a list, got {}", kind(&other))),
         };
         let kwargs = match self.take()? {
             None => None,
-            Some(Value::Null) if self.lenient => None,
+            Some(Value::Null) if LENIENT => None,
             Some(Value::Dict(d)) => Some(d),
             Some(other) => return err(format!("keyword arguments must be a dictionary, got {}", kind(&other))),
         };
