@@ -4,8 +4,11 @@
 //! Memory: an idle connection owns no buffers. Reads go into the worker's
 //! scratch buffer; only the tail of a partial frame is copied into the
 //! connection's own `input`, which is freed again once it is consumed. The
-//! outbound queue holds shared `Bytes`, so one framed EVENT sits once in
-//! memory however many local subscribers queue it.
+//! outbound queue copies small frames back to back into chunks lent by the
+//! worker's `ChunkPool` (returned once written: no allocation per frame,
+//! one iovec for many frames) and holds large ones as shared `Bytes`, so a
+//! large fan-out EVENT sits once in memory however many subscribers queue
+//! it.
 
 use crate::wamp::session::WampConn;
 use bytes::Bytes;
@@ -98,12 +101,107 @@ impl Buf {
     }
 }
 
-/// Frames waiting for the socket. Bounded by the caller (see `Conn::over`).
+/// A frame to queue: bytes to copy (the queue's chunks take small ones
+/// without an allocation), or shared bytes (one fan-out EVENT, kept once
+/// however many queues hold it).
+#[derive(Clone, Copy)]
+pub enum Frame<'a> {
+    Slice(&'a [u8]),
+    Shared(&'a Bytes),
+}
+
+impl Frame<'_> {
+    pub fn len(&self) -> usize {
+        self.bytes().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Frame::Slice(b) => b,
+            Frame::Shared(b) => b,
+        }
+    }
+
+    /// The frame as owned shared bytes (a copy for a slice).
+    pub fn to_bytes(&self) -> Bytes {
+        match self {
+            Frame::Slice(b) => Bytes::copy_from_slice(b),
+            Frame::Shared(b) => Bytes::clone(b),
+        }
+    }
+}
+
+/// Frames up to this size are copied into a chunk; larger ones are queued
+/// as shared `Bytes` (a fan-out to many queues copies no large payload).
+pub const COPY_MAX: usize = 512;
+
+/// Most bytes in one chunk: many small frames, written with one iovec. A
+/// chunk starts at `FIRST_CHUNK` and doubles as it fills, so a connection
+/// sent one reply holds half a KiB, not 16, until it is written (a fan-out
+/// to thousands of connections queues a chunk on each).
+pub const CHUNK: usize = 16 * 1024;
+const FIRST_CHUNK: usize = COPY_MAX;
+
+/// Spare chunks a worker keeps for its connections' queues (at most 64
+/// times `CHUNK`, 1 MiB): a chunk written out goes back here, so the steady
+/// state allocates none, and an idle connection holds no chunk.
+const POOL_MAX: usize = 64;
+
+/// A worker's spare chunks.
+#[derive(Default)]
+pub struct ChunkPool {
+    free: Vec<Vec<u8>>,
+}
+
+impl ChunkPool {
+    fn get(&mut self) -> Vec<u8> {
+        self.free.pop().unwrap_or_else(|| Vec::with_capacity(FIRST_CHUNK))
+    }
+
+    fn put(&mut self, mut chunk: Vec<u8>) {
+        debug_assert!(chunk.capacity() <= CHUNK, "a chunk grows by doubling up to CHUNK");
+        if self.free.len() < POOL_MAX {
+            chunk.clear();
+            self.free.push(chunk);
+        }
+    }
+
+    pub fn spare(&self) -> usize {
+        self.free.len()
+    }
+}
+
+/// A stretch of the queue: copied small frames back to back, or one large
+/// shared frame.
+enum Seg {
+    Chunk(Vec<u8>),
+    Shared(Bytes),
+}
+
+impl Seg {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Seg::Chunk(c) => c,
+            Seg::Shared(b) => b,
+        }
+    }
+}
+
+/// Frames waiting for the socket, in order. Bounded by the caller (see
+/// `Shard::send_event`): `bytes` and `messages` are exact.
 #[derive(Default)]
 pub struct OutQueue {
-    frames: VecDeque<Bytes>,
-    /// Bytes of `frames[0]` already written.
+    segs: VecDeque<Seg>,
+    /// Each queued frame's length, oldest first (`messages`, and `pop`).
+    lens: VecDeque<u32>,
+    /// Bytes of `segs[0]` already written.
     head: usize,
+    /// Bytes of the frame `lens[0]` already written.
+    frame_head: usize,
     /// Bytes queued and not yet written.
     bytes: usize,
 }
@@ -112,9 +210,22 @@ pub struct OutQueue {
 const MAX_IOV: usize = 64;
 
 impl OutQueue {
-    pub fn push(&mut self, frame: Bytes) {
-        self.bytes += frame.len();
-        self.frames.push_back(frame);
+    /// Queues a frame: copied into the last chunk if small, else shared.
+    pub fn push(&mut self, frame: Frame, pool: &mut ChunkPool) {
+        let n = frame.len();
+        assert!(n <= u32::MAX as usize, "a frame over 4 GiB");
+        if n <= COPY_MAX {
+            let room = matches!(self.segs.back(), Some(Seg::Chunk(c)) if c.len() + n <= CHUNK);
+            if !room {
+                self.segs.push_back(Seg::Chunk(pool.get()));
+            }
+            let Some(Seg::Chunk(c)) = self.segs.back_mut() else { unreachable!("a chunk was pushed") };
+            c.extend_from_slice(frame.bytes());
+        } else {
+            self.segs.push_back(Seg::Shared(frame.to_bytes()));
+        }
+        self.lens.push_back(n as u32);
+        self.bytes += n;
     }
 
     pub fn bytes(&self) -> usize {
@@ -122,30 +233,44 @@ impl OutQueue {
     }
 
     pub fn messages(&self) -> usize {
-        self.frames.len()
+        self.lens.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
+        self.lens.is_empty()
     }
 
-    /// Takes the next whole frame off the queue (none partly written).
-    pub fn pop(&mut self) -> Option<Bytes> {
-        debug_assert_eq!(self.head, 0, "a frame is partly written");
-        let f = self.frames.pop_front()?;
-        self.bytes -= f.len();
-        Some(f)
+    /// Takes the next whole frame off the queue (none partly written; for
+    /// a connection without a socket, whose queue the tests read).
+    pub fn pop(&mut self, pool: &mut ChunkPool) -> Option<Bytes> {
+        assert_eq!(self.frame_head, 0, "a frame is partly written");
+        let n = self.lens.pop_front()? as usize;
+        self.bytes -= n;
+        let first = self.segs.front().expect("a frame is in a segment").bytes();
+        let frame = Bytes::copy_from_slice(&first[self.head..self.head + n]);
+        self.head += n;
+        if self.head == first.len() {
+            self.pop_seg(pool);
+        }
+        Some(frame)
+    }
+
+    fn pop_seg(&mut self, pool: &mut ChunkPool) {
+        self.head = 0;
+        if let Some(Seg::Chunk(c)) = self.segs.pop_front() {
+            pool.put(c);
+        }
     }
 
     /// Writes what the socket takes, in vectored writes. Returns the number of
     /// bytes written; stops at `WouldBlock` or when the queue is empty.
-    pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<usize> {
+    pub fn write_to(&mut self, w: &mut impl Write, pool: &mut ChunkPool) -> io::Result<usize> {
         let mut total = 0;
-        while !self.frames.is_empty() {
+        while !self.segs.is_empty() {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let mut n = 0;
-            for (i, f) in self.frames.iter().take(MAX_IOV).enumerate() {
-                iov[i] = IoSlice::new(if i == 0 { &f[self.head..] } else { f });
+            for (i, s) in self.segs.iter().take(MAX_IOV).enumerate() {
+                iov[i] = IoSlice::new(if i == 0 { &s.bytes()[self.head..] } else { s.bytes() });
                 n += 1;
             }
             let written = match w.write_vectored(&iov[..n]) {
@@ -156,25 +281,40 @@ impl OutQueue {
                 Err(e) => return Err(e),
             };
             total += written;
-            self.bytes -= written;
-            let mut left = written;
-            while left > 0 {
-                let first = self.frames[0].len() - self.head;
-                if left >= first {
-                    left -= first;
-                    self.head = 0;
-                    self.frames.pop_front();
-                } else {
-                    self.head += left;
-                    left = 0;
-                }
-            }
+            self.consumed(written, pool);
         }
-        if self.frames.is_empty() && self.frames.capacity() > 256 {
+        if self.segs.is_empty() && self.segs.capacity() > 256 {
             // A burst is over: give the memory back.
-            self.frames = VecDeque::new();
+            self.segs = VecDeque::new();
+            self.lens = VecDeque::new();
         }
         Ok(total)
+    }
+
+    /// `written` more bytes went out: whole segments and frames are done.
+    fn consumed(&mut self, written: usize, pool: &mut ChunkPool) {
+        self.bytes -= written;
+        let mut left = written;
+        while left > 0 {
+            let first = self.segs[0].bytes().len() - self.head;
+            if left >= first {
+                left -= first;
+                self.pop_seg(pool);
+            } else {
+                self.head += left;
+                left = 0;
+            }
+        }
+        let mut done = self.frame_head + written;
+        while let Some(&n) = self.lens.front() {
+            if done < n as usize {
+                break;
+            }
+            done -= n as usize;
+            self.lens.pop_front();
+        }
+        self.frame_head = done;
+        debug_assert_eq!(self.lens.is_empty(), self.bytes == 0);
     }
 }
 
@@ -313,23 +453,61 @@ mod tests {
         }
     }
 
+    /// Frames of `sizes`, each filled with its index.
+    fn frames(sizes: impl Iterator<Item = usize>) -> Vec<Bytes> {
+        sizes.enumerate().map(|(i, n)| Bytes::from(vec![i as u8; n])).collect()
+    }
+
     #[test]
     fn partial_writes_resume_where_they_stopped() {
+        let mut pool = ChunkPool::default();
         let mut q = OutQueue::default();
         let mut expect = Vec::new();
-        for i in 0..100u8 {
-            let f = Bytes::from(vec![i; (i as usize % 7) + 1]);
-            expect.extend_from_slice(&f);
-            q.push(f);
+        // Small frames (copied), large ones (shared) and chunk boundaries.
+        let all = frames((0..300).map(|i| if i % 50 == 7 { COPY_MAX + 1 + i } else { (i % 7) * 60 + 1 }));
+        for (i, f) in all.iter().enumerate() {
+            expect.extend_from_slice(f);
+            if i % 2 == 0 {
+                q.push(Frame::Shared(f), &mut pool);
+            } else {
+                q.push(Frame::Slice(f), &mut pool);
+            }
         }
+        assert_eq!(q.messages(), all.len());
+        assert_eq!(q.bytes(), expect.len());
         let mut w = Trickle { got: Vec::new(), cap: 5, calls: 0, block_after: 3 };
-        assert_eq!(q.write_to(&mut w).unwrap(), 15);
+        assert_eq!(q.write_to(&mut w, &mut pool).unwrap(), 15);
         assert_eq!(q.bytes(), expect.len() - 15);
+        // 15 bytes: the first frame (1 byte) and part of the second (61).
+        assert_eq!(q.messages(), all.len() - 1);
         w.block_after = usize::MAX;
         w.cap = 1000;
-        q.write_to(&mut w).unwrap();
+        q.write_to(&mut w, &mut pool).unwrap();
         assert!(q.is_empty());
+        assert_eq!((q.messages(), q.bytes()), (0, 0));
         assert_eq!(w.got, expect);
+        assert!(pool.spare() > 0, "written chunks go back to the pool");
+    }
+
+    #[test]
+    fn small_frames_share_a_chunk_and_pop_one_by_one() {
+        let mut pool = ChunkPool::default();
+        let mut q = OutQueue::default();
+        let all = frames([3, 700, 10, 10, COPY_MAX, 1].into_iter());
+        for f in &all {
+            q.push(Frame::Slice(f), &mut pool);
+        }
+        // Chunk [3], shared [700], chunk [10, 10, 512, 1].
+        assert_eq!(q.segs.len(), 3);
+        let got: Vec<Bytes> = std::iter::from_fn(|| q.pop(&mut pool)).collect();
+        assert_eq!(got, all);
+        assert_eq!(pool.spare(), 2);
+        // A chunk full to the byte starts the next one.
+        for _ in 0..CHUNK / COPY_MAX + 1 {
+            q.push(Frame::Slice(&[7; COPY_MAX]), &mut pool);
+        }
+        assert_eq!(q.segs.len(), 2);
+        assert_eq!(pool.spare(), 0);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! machine fed with whatever the socket has, and drained into whatever
 //! the socket takes.
 
-use crate::conn::OutQueue;
+use crate::conn::{ChunkPool, OutQueue};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConnection;
 use std::io::{self, Read, Write};
@@ -122,11 +122,16 @@ impl Write for Plain<'_> {
 /// Moves the queue's frames through rustls to the socket, as far as the
 /// socket takes them. Returns the TLS bytes written; what is left waits
 /// for a writable event (`wants_write`, or frames still queued).
-pub fn write(tls: &mut ServerConnection, out: &mut OutQueue, stream: &mut impl Write) -> io::Result<usize> {
+pub fn write(
+    tls: &mut ServerConnection,
+    out: &mut OutQueue,
+    stream: &mut impl Write,
+    pool: &mut ChunkPool,
+) -> io::Result<usize> {
     let mut total = 0;
     loop {
         if !out.is_empty() {
-            out.write_to(&mut Plain(tls.writer()))?;
+            out.write_to(&mut Plain(tls.writer()), pool)?;
         }
         if !tls.wants_write() {
             return Ok(total);

@@ -347,7 +347,7 @@ fn send(w: &mut Shard, handle: usize, packet: Bytes) {
 fn send_droppable(w: &mut Shard, handle: usize, packet: Bytes) -> bool {
     let Some(m) = mqtt(w, handle) else { return false };
     let bytes = if m.ws { Bytes::from(frame::frame(Opcode::Binary, &packet)) } else { packet };
-    w.send_event(handle, bytes)
+    w.send_event(handle, crate::conn::Frame::Shared(&bytes))
 }
 
 /// Ends the connection after a protocol error: v5 gets a DISCONNECT (or a
@@ -651,5 +651,5 @@ fn last_word(w: &mut Shard, handle: usize, code: u8, text: &str) {
     }
     let packet = codec::disconnect(code, text, m.max_out);
     let bytes = if m.ws { Bytes::from(frame::frame(Opcode::Binary, &packet)) } else { packet };
-    w.conns[handle].out.push(bytes);
+    w.conns[handle].out.push(crate::conn::Frame::Shared(&bytes), &mut w.out_pool);
 }

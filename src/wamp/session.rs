@@ -14,6 +14,7 @@ use super::message::{self as m, decode, encode, encode_fields, Field, Msg, Seria
 use super::uri::{short_enough, valid_pattern, valid_uri};
 use crate::auth::rules::Action;
 use crate::config::{Disclose, SlowPolicy};
+use crate::conn::Frame;
 use crate::metrics::{CloseReason, Op};
 use crate::mqtt::session::Converted;
 use crate::payload::Payload;
@@ -74,7 +75,7 @@ impl Framing {
     }
 
     /// Whether a framed message can go to this peer (RawSocket: its limit).
-    fn fits(self, framed: &Bytes) -> bool {
+    fn fits(self, framed: &[u8]) -> bool {
         match self {
             Framing::WebSocket => true,
             Framing::RawSocket { max_out } => framed.len() - 4 <= max_out,
@@ -172,21 +173,37 @@ fn opcode(ser: Serializer) -> Opcode {
 /// RawSocket prefix) is written right before it.
 pub fn frame_fields(ser: Serializer, framing: Framing, fields: &[Field]) -> Bytes {
     let mut buf = Vec::with_capacity(128);
+    let start = frame_fields_into(ser, framing, fields, &mut buf);
+    Bytes::from(buf).slice(start..)
+}
+
+/// `frame_fields` into `buf` (cleared first, its memory reused); the frame
+/// is `buf[start..]`, and `start` is returned.
+pub fn frame_fields_into(ser: Serializer, framing: Framing, fields: &[Field], buf: &mut Vec<u8>) -> usize {
+    buf.clear();
     buf.resize(MAX_HEADER, 0);
-    encode_fields(ser, fields, &mut buf);
+    encode_fields(ser, fields, buf);
+    finish_frame(ser, framing, buf)
+}
+
+fn frame_msg_into(ser: Serializer, framing: Framing, msg: &Msg, buf: &mut Vec<u8>) -> usize {
+    buf.clear();
+    buf.resize(MAX_HEADER, 0);
+    encode(ser, msg, buf);
     finish_frame(ser, framing, buf)
 }
 
 fn frame_msg(ser: Serializer, framing: Framing, msg: &Msg) -> Bytes {
     let mut buf = Vec::with_capacity(128);
-    buf.resize(MAX_HEADER, 0);
-    encode(ser, msg, &mut buf);
-    finish_frame(ser, framing, buf)
+    let start = frame_msg_into(ser, framing, msg, &mut buf);
+    Bytes::from(buf).slice(start..)
 }
 
-fn finish_frame(ser: Serializer, framing: Framing, mut buf: Vec<u8>) -> Bytes {
+/// Writes the header before the message encoded after `MAX_HEADER` bytes of
+/// room; returns where the frame starts.
+fn finish_frame(ser: Serializer, framing: Framing, buf: &mut [u8]) -> usize {
     let len = buf.len() - MAX_HEADER;
-    let start = match framing {
+    match framing {
         Framing::WebSocket => frame::header_into(&mut buf[..MAX_HEADER], opcode(ser), len),
         Framing::RawSocket { .. } => {
             // A message over 2^24 octets has no prefix; `fits` refuses it.
@@ -194,19 +211,29 @@ fn finish_frame(ser: Serializer, framing: Framing, mut buf: Vec<u8>) -> Bytes {
             buf[MAX_HEADER - 4..MAX_HEADER].copy_from_slice(&prefix);
             MAX_HEADER - 4
         }
-    };
-    Bytes::from(buf).slice(start..)
+    }
 }
 
 /// Queues a reply. One that a RawSocket client cannot take (over the
 /// length it asked for) ends the connection: the transport cannot carry it.
+///
+/// The reply is framed in the shard's `frame_buf`: a small one is copied
+/// from there into the queue (no allocation), a large one takes the buffer
+/// with it (no copy).
 fn send(w: &mut Shard, handle: usize, msg: &Msg) {
     let Some((ser, framing)) = w.conns[handle].wamp().map(|c| (c.ser, c.framing)) else { return };
-    let bytes = frame_msg(ser, framing, msg);
-    if !framing.fits(&bytes) {
+    let mut buf = std::mem::take(&mut w.frame_buf);
+    let start = frame_msg_into(ser, framing, msg, &mut buf);
+    if !framing.fits(&buf[start..]) {
+        w.frame_buf = buf;
         return w.close(handle, CloseReason::ProtocolViolation, None);
     }
-    w.send_bytes(handle, bytes);
+    if buf.len() - start <= crate::conn::COPY_MAX {
+        w.send_frame(handle, Frame::Slice(&buf[start..]));
+        w.frame_buf = buf;
+    } else {
+        w.send_bytes(handle, Bytes::from(buf).slice(start..));
+    }
 }
 
 fn error(w: &mut Shard, handle: usize, request_type: u64, request: u64, error: &str, message: Option<String>) {
@@ -748,5 +775,5 @@ pub fn shutdown(w: &mut Shard, handle: usize) {
     let bytes =
         frame_msg(ser, framing, &Msg::Goodbye { details: Dict::new(), reason: "wamp.close.system_shutdown".into() });
     // Bypass the queue bound: this is the last message.
-    w.conns[handle].out.push(bytes);
+    w.conns[handle].out.push(Frame::Shared(&bytes), &mut w.out_pool);
 }

@@ -586,6 +586,7 @@ impl Shard {
         }
         let mut delivered = 0u64;
         let mut conv = Converted::default();
+        let mut cache = std::mem::take(&mut self.event_cache);
         let mut mqtt_hits = std::mem::take(&mut self.mqtt_hits);
         // The publication's value, for filtered subscriptions (made once).
         let mut value: Option<Option<crate::value::Value>> = None;
@@ -598,13 +599,13 @@ impl Shard {
                 }
             }
             let members = std::mem::take(&mut local.members);
-            let mut cache = session::EventCache::default();
+            cache.reset();
             for &m in &members {
                 match m {
                     Member::Wamp(h) => {
-                        if let Some(bytes) = session::event_for(self, h, subscription, policy, p, &mut cache, &mut conv)
+                        if let Some(frame) = session::event_for(self, h, subscription, policy, p, &mut cache, &mut conv)
                         {
-                            if self.send_event(h, bytes) {
+                            if self.send_event(h, frame) {
                                 delivered += 1;
                             }
                         }
@@ -616,6 +617,8 @@ impl Shard {
         }
         matched.clear();
         self.match_scratch = matched;
+        cache.reset();
+        self.event_cache = cache;
         for &subscription in shared {
             let Some(local) = self.local_subs.get_mut(&subscription) else { continue };
             if local.members.is_empty() || p.expired(self.now) {

@@ -30,7 +30,6 @@ use crate::router::{Listener, Member, ShardMsg, SubKey, WorkerId};
 use crate::wamp::session::{Framing, WampConn};
 use crate::ws::frame::{self, Opcode};
 use crate::ws::handshake::{self, Endpoint, Outcome};
-use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -293,8 +292,8 @@ impl Worker {
             c.dirty = false;
             let Some(stream) = c.stream.as_mut() else { continue };
             let written = match &mut c.tls {
-                None => c.out.write_to(stream),
-                Some(tls) => crate::tls::write(tls, &mut c.out, stream),
+                None => c.out.write_to(stream, &mut self.sh.out_pool),
+                Some(tls) => crate::tls::write(tls, &mut c.out, stream, &mut self.sh.out_pool),
             };
             match written {
                 Ok(n) => self.sh.metrics.counters.bytes_out += n as u64,
@@ -477,7 +476,7 @@ impl Worker {
                     Outcome::Incomplete => return,
                     Outcome::Reject { response } => {
                         buf.clear();
-                        self.sh.send_control(handle, Bytes::from(response));
+                        self.sh.send_control(handle, &response);
                         self.sh.end_conn(handle, CloseReason::Handshake);
                         return;
                     }
@@ -489,7 +488,7 @@ impl Worker {
                             let ser = crate::wamp::message::Serializer::from_subprotocol(protocol).expect("offered");
                             Proto::Wamp(Box::new(WampConn::new(ser, Framing::WebSocket)))
                         };
-                        self.sh.send_control(handle, Bytes::from(response));
+                        self.sh.send_control(handle, &response);
                     }
                 },
                 Proto::RawHandshake => {
@@ -529,7 +528,7 @@ impl Worker {
 
     fn on_frame(&mut self, handle: usize, fin: bool, opcode: Opcode, payload: &[u8]) {
         match opcode {
-            Opcode::Ping => self.sh.send_control(handle, Bytes::from(frame::frame(Opcode::Pong, payload))),
+            Opcode::Ping => self.sh.send_control(handle, &frame::frame(Opcode::Pong, payload)),
             Opcode::Pong => {}
             Opcode::Close => {
                 // Echo the status code, then close.

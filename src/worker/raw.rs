@@ -7,7 +7,6 @@ use crate::conn::{Buf, Proto};
 use crate::metrics::CloseReason;
 use crate::rawsocket::{self, Handshake, Kind};
 use crate::wamp::session::{Framing, WampConn};
-use bytes::Bytes;
 
 impl Worker {
     /// The client's 4 handshake octets, once they are all there: accept
@@ -20,12 +19,12 @@ impl Worker {
             Handshake::Accept { ser, max_out, reply } => {
                 let framing = Framing::RawSocket { max_out };
                 self.sh.conns[handle].proto = Proto::Wamp(Box::new(WampConn::new(ser, framing)));
-                self.sh.send_control(handle, Bytes::copy_from_slice(&reply));
+                self.sh.send_control(handle, &reply);
                 true
             }
             Handshake::Refuse { reply, .. } => {
                 buf.clear();
-                self.sh.send_control(handle, Bytes::copy_from_slice(&reply));
+                self.sh.send_control(handle, &reply);
                 self.sh.end_conn(handle, CloseReason::Handshake);
                 false
             }
@@ -66,7 +65,7 @@ impl Worker {
             Kind::Ping => {
                 let mut pong = rawsocket::prefix(Kind::Pong, payload.len()).to_vec();
                 pong.extend_from_slice(payload);
-                self.sh.send_control(handle, Bytes::from(pong));
+                self.sh.send_control(handle, &pong);
             }
             Kind::Pong => {}
         }

@@ -14,7 +14,7 @@
 
 use super::{LocalKey, LocalSub, LINGER};
 use crate::config::Config;
-use crate::conn::{Conn, Proto};
+use crate::conn::{Conn, Frame, Proto};
 use crate::metrics::{CloseReason, WorkerMetrics};
 use crate::mqtt::session::MqttState;
 use crate::router::owner::Owner;
@@ -71,6 +71,12 @@ pub struct Shard {
     pub(crate) match_scratch: Vec<(u64, crate::router::MatchPolicy)>,
     pub(crate) mqtt_hits: Vec<(usize, u64)>,
     pub(crate) share_rr: usize,
+    /// Chunks for the connections' outbound queues (see `conn::OutQueue`).
+    pub out_pool: crate::conn::ChunkPool,
+    /// Where a WAMP message is encoded and framed before it is queued.
+    pub(crate) frame_buf: Vec<u8>,
+    /// The framed EVENTs of the publication being delivered.
+    pub(crate) event_cache: crate::wamp::session::EventCache,
     /// WAMP call timeouts of this shard's callers: (deadline, caller
     /// session, request), earliest first. An entry leaves when its call
     /// ends, so there is at most one per call in flight with a timeout.
@@ -153,6 +159,9 @@ impl Shard {
             match_scratch: Vec::new(),
             mqtt_hits: Vec::new(),
             share_rr: 0,
+            out_pool: Default::default(),
+            frame_buf: Vec::new(),
+            event_cache: Default::default(),
             call_deadlines: Default::default(),
             gathers: AHashMap::new(),
             next_gather: 0,
@@ -190,7 +199,12 @@ impl Shard {
     /// Over twice the queue bound, the session is closed as a slow consumer:
     /// a client that keeps asking without reading gets no unbounded memory.
     pub fn send_bytes(&mut self, handle: usize, bytes: Bytes) {
-        if self.queue_bytes(handle, bytes) {
+        self.send_frame(handle, Frame::Shared(&bytes))
+    }
+
+    /// `send_bytes` for a frame that may be a borrowed slice.
+    pub fn send_frame(&mut self, handle: usize, frame: Frame) {
+        if self.queue_bytes(handle, frame) {
             self.metrics.counters.messages_out += 1;
             self.conns[handle].stats.msgs_out += 1;
         }
@@ -198,16 +212,16 @@ impl Shard {
 
     /// Queues bytes that are no message (a handshake's answer, a pong),
     /// under the same bound as `send_bytes`, not counted as messages.
-    pub fn send_control(&mut self, handle: usize, bytes: Bytes) {
-        self.queue_bytes(handle, bytes);
+    pub fn send_control(&mut self, handle: usize, bytes: &[u8]) {
+        self.queue_bytes(handle, Frame::Slice(bytes));
     }
 
     /// Queues `bytes` for `send_bytes` and `send_control`; false if the
     /// connection was closed instead.
-    fn queue_bytes(&mut self, handle: usize, bytes: Bytes) -> bool {
+    fn queue_bytes(&mut self, handle: usize, frame: Frame) -> bool {
         let limits = &self.cfg.limits;
         let c = &mut self.conns[handle];
-        if c.out.bytes() + bytes.len() > 2 * limits.outbound_queue_bytes
+        if c.out.bytes() + frame.len() > 2 * limits.outbound_queue_bytes
             || c.out.messages() >= 2 * limits.outbound_queue_messages
         {
             if !c.is_closed() {
@@ -219,20 +233,20 @@ impl Shard {
             }
             return false;
         }
-        c.out.push(bytes);
+        c.out.push(frame, &mut self.out_pool);
         self.mark_dirty(handle);
         true
     }
 
     /// Queues an event, or drops and counts it if the queue is full. Returns
     /// whether it was queued.
-    pub fn send_event(&mut self, handle: usize, bytes: Bytes) -> bool {
+    pub fn send_event(&mut self, handle: usize, frame: Frame) -> bool {
         let limits = &self.cfg.limits;
         let c = &mut self.conns[handle];
         // An empty queue takes any one event, however large (up to the
         // message bound), so a message over the queue's byte bound is not
         // undeliverable: the queue then holds at most bound + one message.
-        let full = c.out.bytes() + bytes.len() > limits.outbound_queue_bytes && !c.out.is_empty();
+        let full = c.out.bytes() + frame.len() > limits.outbound_queue_bytes && !c.out.is_empty();
         if full || c.out.messages() >= limits.outbound_queue_messages {
             self.metrics.counters.events_dropped += 1;
             c.stats.dropped += 1;
@@ -244,7 +258,7 @@ impl Shard {
         }
         self.metrics.counters.messages_out += 1;
         c.stats.msgs_out += 1;
-        c.out.push(bytes);
+        c.out.push(frame, &mut self.out_pool);
         if !c.dirty {
             c.dirty = true;
             self.dirty.push(handle);
@@ -285,7 +299,7 @@ impl Shard {
         };
         if let (Some((code, text)), true) = (ws_close, ws) {
             // Bypass the bound: the close frame is the last thing sent.
-            c.out.push(Bytes::from(frame::close_frame(code, text)));
+            c.out.push(Frame::Slice(&frame::close_frame(code, text)), &mut self.out_pool);
         }
         self.end_conn(handle, reason);
     }

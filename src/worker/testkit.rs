@@ -153,8 +153,17 @@ impl Cluster {
 
     /// Everything queued to the client so far, frame by frame.
     pub fn take_frames(&mut self, c: Client) -> Vec<bytes::Bytes> {
-        let conn = &mut self.shards[c.shard].conns[c.handle];
-        std::iter::from_fn(|| conn.out.pop()).collect()
+        let sh = &mut self.shards[c.shard];
+        let (conn, pool) = (&mut sh.conns[c.handle], &mut sh.out_pool);
+        std::iter::from_fn(|| conn.out.pop(pool)).collect()
+    }
+
+    /// Writes what is queued to the client (as the worker's flush would, to
+    /// a sink); the bytes written.
+    pub fn drain(&mut self, c: Client) -> usize {
+        let sh = &mut self.shards[c.shard];
+        let (conn, pool) = (&mut sh.conns[c.handle], &mut sh.out_pool);
+        conn.out.write_to(&mut std::io::sink(), pool).expect("a sink takes everything")
     }
 
     /// The WAMP messages queued to the client so far.

@@ -414,7 +414,7 @@ pub fn on_history(w: &mut Shard, handle: usize, reply: &RetainedReply, events: V
     let replayed: ahash::AHashSet<u64> = events.iter().map(|e| e.p.id).collect();
     for (id, bytes) in held {
         if !replayed.contains(&id) {
-            w.send_event(handle, bytes);
+            w.send_event(handle, Frame::Shared(&bytes));
         }
     }
 }
@@ -472,24 +472,48 @@ pub(super) fn unsubscribe(w: &mut Shard, handle: usize, request: u64, subscripti
     send(w, handle, &Msg::Unsubscribed { request });
 }
 
-/// Per-subscription cache of the framed EVENT, one per serializer.
+/// The framed EVENT of one publication for one subscription, one per
+/// serializer and framing, built for its first subscriber and shared by
+/// the rest. The shard keeps one cache and reuses its buffers, so a small
+/// EVENT is framed without an allocation and copied into each queue; a
+/// large one becomes shared `Bytes` (queued without a copy).
 #[derive(Default)]
 pub struct EventCache {
-    frames: [Option<Bytes>; 2 * crate::wamp::message::SERIALIZERS.len()],
+    slots: [Slot; 2 * crate::wamp::message::SERIALIZERS.len()],
+}
+
+#[derive(Default)]
+struct Slot {
+    /// The frame is `buf[start..]` (when `built` and not `shared`).
+    buf: Vec<u8>,
+    start: usize,
+    built: bool,
+    shared: Option<Bytes>,
+}
+
+impl EventCache {
+    /// Forgets the frames (the next subscription, or publication, is
+    /// framed anew); keeps the small buffers.
+    pub fn reset(&mut self) {
+        for s in &mut self.slots {
+            s.built = false;
+            s.shared = None;
+        }
+    }
 }
 
 /// The framed EVENT of `p` for the subscriber on `handle`, or `None` if that
 /// subscriber must not get it (it is the publisher, with `exclude_me`; or a
 /// RawSocket client that asked for shorter messages: dropped and counted).
-pub fn event_for(
+pub fn event_for<'c>(
     w: &mut Shard,
     handle: usize,
     subscription: u64,
     policy: MatchPolicy,
     p: &Publication,
-    cache: &mut EventCache,
+    cache: &'c mut EventCache,
     conv: &mut Converted,
-) -> Option<Bytes> {
+) -> Option<Frame<'c>> {
     let crate::conn::Proto::Wamp(conn) = &w.conns[handle].proto else { return None };
     let s = conn.session.as_ref()?;
     if p.exclude_me && p.publisher.id == s.id && p.publisher.worker == w.id {
@@ -500,16 +524,19 @@ pub fn event_for(
     }
     let replaying = !s.replays.is_empty();
     let (ser, framing) = (conn.ser, conn.framing);
-    let slot = &mut cache.frames[framing.index() * m::SERIALIZERS.len() + ser.index()];
-    let bytes = match slot {
-        Some(bytes) => bytes.clone(),
-        None => {
-            let bytes = frame_event(subscription, policy, p, ser, framing, conv);
-            *slot = Some(bytes.clone());
-            bytes
+    let slot = &mut cache.slots[framing.index() * m::SERIALIZERS.len() + ser.index()];
+    if !slot.built {
+        slot.start = frame_event(subscription, policy, p, ser, framing, conv, &mut slot.buf);
+        slot.built = true;
+        if slot.buf.len() - slot.start > crate::conn::COPY_MAX {
+            slot.shared = Some(Bytes::from(std::mem::take(&mut slot.buf)).slice(slot.start..));
         }
+    }
+    let frame = match &slot.shared {
+        Some(bytes) => Frame::Shared(bytes),
+        None => Frame::Slice(&slot.buf[slot.start..]),
     };
-    if !framing.fits(&bytes) {
+    if !framing.fits(frame.bytes()) {
         w.drop_event(handle);
         return None;
     }
@@ -518,16 +545,17 @@ pub fn event_for(
         let s = session(w, handle);
         if let Some(r) = s.replays.iter_mut().find(|r| r.subscription == subscription) {
             if r.held.len() < MAX_HELD {
-                r.held.push((p.id, bytes));
+                r.held.push((p.id, frame.to_bytes()));
             } else {
                 w.drop_event(handle);
             }
             return None;
         }
     }
-    Some(bytes)
+    Some(frame)
 }
 
+/// Frames the EVENT of `p` into `buf`; returns where the frame starts.
 pub(super) fn frame_event(
     subscription: u64,
     policy: MatchPolicy,
@@ -535,7 +563,8 @@ pub(super) fn frame_event(
     ser: Serializer,
     framing: Framing,
     conv: &mut Converted,
-) -> Bytes {
+    buf: &mut Vec<u8>,
+) -> usize {
     // A pattern subscription tells the subscriber which topic matched; a
     // disclosed publisher is named. Both are the same for every subscriber
     // of the subscription, so the EVENT is still encoded once.
@@ -563,7 +592,7 @@ pub(super) fn frame_event(
         Field::Dict(details),
         Field::Payload(conv.wamp_payload(&p.body)),
     ];
-    frame_fields(ser, framing, &fields)
+    frame_fields_into(ser, framing, &fields, buf)
 }
 
 static EMPTY: Dict = Vec::new();
