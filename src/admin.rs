@@ -106,6 +106,11 @@ pub fn render(t: &Totals) -> String {
     counter(&mut out, "fennec_store_commits_total", "Group commits of the store thread.", c.store_commits);
     counter(&mut out, "fennec_store_writes_total", "Writes in the store's group commits.", c.store_writes);
     counter(&mut out, "fennec_store_errors_total", "Group commits that failed.", c.store_errors);
+    out.push_str("# HELP fennec_reductions_total Publications to reduced topics, by outcome: applied (the reducer's value kept), failed (ERROR, timeout, callee gone), dropped (over the key's bound, or no reducer left).\n");
+    out.push_str("# TYPE fennec_reductions_total counter\n");
+    for (outcome, n) in [("applied", c.reduce_applied), ("failed", c.reduce_failed), ("dropped", c.reduce_dropped)] {
+        out.push_str(&format!("fennec_reductions_total{{outcome=\"{outcome}\"}} {n}\n"));
+    }
     let gauge = |out: &mut String, name: &str, help: &str, v: u64| one(out, name, "gauge", help, v);
     gauge(
         &mut out,
@@ -381,6 +386,9 @@ fn totals_json(admin: &Admin) -> String {
         "store_commits": c.store_commits,
         "store_writes": c.store_writes,
         "store_errors": c.store_errors,
+        "reduce_applied": c.reduce_applied,
+        "reduce_failed": c.reduce_failed,
+        "reduce_dropped": c.reduce_dropped,
         "closed": closed,
         "ops": ops,
         "log_lines_dropped": crate::logging::dropped(),

@@ -147,6 +147,12 @@ pub struct Counters {
     pub store_commits: u64,
     pub store_writes: u64,
     pub store_errors: u64,
+    /// Reducers (`worker::reduce`): values a reducer returned and the key
+    /// took; publications it failed (ERROR, timeout, callee gone);
+    /// publications dropped (over the key's bound, or no reducer left).
+    pub reduce_applied: u64,
+    pub reduce_failed: u64,
+    pub reduce_dropped: u64,
     pub closed: [u64; CLOSE_REASONS.len()],
 }
 
@@ -169,6 +175,9 @@ impl Counters {
         self.store_commits += o.store_commits;
         self.store_writes += o.store_writes;
         self.store_errors += o.store_errors;
+        self.reduce_applied += o.reduce_applied;
+        self.reduce_failed += o.reduce_failed;
+        self.reduce_dropped += o.reduce_dropped;
         for (a, b) in self.closed.iter_mut().zip(o.closed) {
             *a += b;
         }
@@ -540,6 +549,9 @@ fn emit(
     p.count("store.commits", c.store_commits as f64);
     p.count("store.writes", c.store_writes as f64);
     p.count("store.errors", c.store_errors as f64);
+    p.count("reduce.applied", c.reduce_applied as f64);
+    p.count("reduce.failed", c.reduce_failed as f64);
+    p.count("reduce.dropped", c.reduce_dropped as f64);
     // Every reason, zeros too, like the other counters (a dashboard's
     // series stays continuous, and matches Prometheus's).
     for (reason, n) in CLOSE_REASONS.iter().zip(c.closed) {

@@ -256,6 +256,9 @@ pub struct Invoke {
     /// The caller announced payload passthru mode (a YIELD in that mode
     /// can reach it).
     pub caller_ppt: bool,
+    /// More INVOCATION details, from the router's own calls (a reducer's
+    /// `topic` and `retained`).
+    pub details: Option<Box<Dict>>,
 }
 
 /// The end of a call (or a progressive result), on its way back to the caller's worker.
@@ -304,6 +307,9 @@ pub struct RegRequest {
     pub started: Instant,
     /// REGISTER option `disclose_caller`.
     pub disclose_caller: bool,
+    /// REGISTER option `reducer` (the registration's: every callee of a
+    /// shared registration must give the same).
+    pub reducer: bool,
 }
 
 /// A retained publish with fox-wamp's key options, to the key's owner,
@@ -482,6 +488,10 @@ pub enum ShardMsg {
     /// retained value; with an acknowledgement (worker, ticket), that
     /// worker is told once the value is durable (`Stored`).
     Retain(Arc<Publication>, Option<(WorkerId, u64)>),
+    /// To a topic's owner: a publication for the topic's reducer
+    /// (`worker::reduce`); the publisher's worker and ticket, told once it
+    /// is reduced (`Stored`) or refused (`OverLimit`).
+    Reduce(Arc<Publication>, Option<(WorkerId, u64)>),
     /// To a topic's owner (exact) or every worker (patterns): the history
     /// after publication `after`, for a subscription replaying it.
     HistoryQuery {

@@ -39,6 +39,7 @@ struct OwnedSub {
 struct OwnedReg {
     registration: u64,
     invoke: InvokePolicy,
+    reducer: bool,
     created: u64,
     /// In the order they registered.
     callees: Vec<SessionRef>,
@@ -116,11 +117,26 @@ impl Owner {
     /// A callee registers: a new registration, or (shared registration)
     /// one more callee of an existing one with the same invocation policy.
     pub fn reg_acquire(&mut self, req: RegRequest, ids: &mut IdGen, out: &mut impl Outbox) {
-        let RegRequest { realm, procedure, policy, invoke, session: callee, request, started, disclose_caller } = req;
+        let RegRequest {
+            realm,
+            procedure,
+            policy,
+            invoke,
+            session: callee,
+            request,
+            started,
+            disclose_caller,
+            reducer,
+        } = req;
         let procs = self.regs.entry(realm.clone()).or_default();
         let key = (procedure, policy);
         let result = match procs.get_mut(&key) {
-            Some(reg) if reg.invoke != invoke || invoke == InvokePolicy::Single || reg.callees.contains(&callee) => {
+            Some(reg)
+                if reg.invoke != invoke
+                    || reg.reducer != reducer
+                    || invoke == InvokePolicy::Single
+                    || reg.callees.contains(&callee) =>
+            {
                 Err("wamp.error.procedure_already_exists")
             }
             Some(reg) => {
@@ -129,7 +145,7 @@ impl Owner {
             }
             None => {
                 let (registration, created) = (ids.next_id(), unix_millis());
-                procs.insert(key.clone(), OwnedReg { registration, invoke, created, callees: vec![callee] });
+                procs.insert(key.clone(), OwnedReg { registration, invoke, reducer, created, callees: vec![callee] });
                 Ok((registration, created, true))
             }
         };
@@ -151,6 +167,7 @@ impl Owner {
         let added = Added {
             registration,
             invoke,
+            reducer,
             created,
             owner: self.me,
             callee: Callee { session: callee, disclose_caller },
@@ -259,6 +276,7 @@ mod tests {
             request,
             started: now,
             disclose_caller: false,
+            reducer: false,
         };
         o.reg_acquire(req(s1, 10), &mut ids, &mut out);
         o.reg_acquire(req(s2, 11), &mut ids, &mut out);
@@ -293,6 +311,7 @@ mod tests {
             request: id,
             started: now,
             disclose_caller: false,
+            reducer: false,
         };
         let result = |out: &Sent| match out.0.last() {
             Some((_, ShardMsg::RegReply { result, .. })) => *result,

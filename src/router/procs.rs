@@ -73,6 +73,8 @@ pub struct Callee {
 pub struct ProcReg {
     pub registration: u64,
     pub invoke: InvokePolicy,
+    /// Registered with `reducer: true`.
+    pub reducer: bool,
     /// When the owner created it, in milliseconds since the Unix epoch.
     pub created: u64,
     /// The worker that owns it: round-robin picks across workers are made
@@ -177,6 +179,7 @@ impl RealmProcs {
 pub struct Added {
     pub registration: u64,
     pub invoke: InvokePolicy,
+    pub reducer: bool,
     pub created: u64,
     pub owner: WorkerId,
     pub callee: Callee,
@@ -185,6 +188,9 @@ pub struct Added {
 #[derive(Debug, Default)]
 pub struct ProcTable {
     realms: AHashMap<Realm, RealmProcs>,
+    /// Registrations with `reducer: true`, all realms: while there are
+    /// none, a publication costs no lookup here (`reducer_for`).
+    reducers: usize,
 }
 
 impl ProcTable {
@@ -198,8 +204,10 @@ impl ProcTable {
         if reg.callees.is_empty() {
             reg.registration = a.registration;
             reg.invoke = a.invoke;
+            reg.reducer = a.reducer;
             reg.created = a.created;
             reg.owner = a.owner;
+            self.reducers += usize::from(a.reducer);
         }
         debug_assert_eq!(reg.registration, a.registration, "one registration ID per URI and policy at a time");
         if !reg.callees.iter().any(|c| c.session == a.callee.session) {
@@ -218,6 +226,7 @@ impl ProcTable {
         }
         reg.callees.retain(|c| c.session != callee);
         if reg.callees.is_empty() {
+            self.reducers -= usize::from(reg.reducer);
             procs.by_id.remove(&registration);
             procs.drop_if_vacant(uri, policy);
         }
@@ -236,6 +245,15 @@ impl ProcTable {
             return Some((MatchPolicy::Prefix, r));
         }
         procs.wildcard.best_match(uri).map(|r| (MatchPolicy::Wildcard, r))
+    }
+
+    /// The reducer of a publication to `topic`: the registration a call of
+    /// that URI would reach, if it was registered with `reducer: true`.
+    pub fn reducer_for(&self, realm: &str, topic: &str) -> Option<(MatchPolicy, &ProcReg)> {
+        if self.reducers == 0 {
+            return None;
+        }
+        self.lookup(realm, topic).filter(|(_, r)| r.reducer && !r.callees.is_empty())
     }
 
     /// The registration of exactly this URI and policy.
@@ -287,7 +305,12 @@ mod tests {
     }
 
     fn add(t: &mut ProcTable, uri: &str, policy: MatchPolicy, registration: u64, c: Callee, invoke: InvokePolicy) {
-        t.add(&"r".into(), uri, policy, Added { registration, invoke, created: 0, owner: 0, callee: c });
+        t.add(
+            &"r".into(),
+            uri,
+            policy,
+            Added { registration, invoke, reducer: false, created: 0, owner: 0, callee: c },
+        );
     }
 
     fn called(t: &ProcTable, uri: &str) -> Option<u64> {

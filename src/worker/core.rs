@@ -137,6 +137,7 @@ impl Shard {
                 session::on_interrupt(self, callee, caller, request, why)
             }
             ShardMsg::Retain(p, ack) => self.retain(p, ack),
+            ShardMsg::Reduce(p, ack) => self.reduce(p, ack),
             ShardMsg::KeyWrite(kw) => self.key_write(kw),
             ShardMsg::Record { p, limit, max_age_ms } => self.record(p, limit, max_age_ms),
             ShardMsg::HistoryQuery { realm, pattern, after, reply } => {
@@ -338,6 +339,18 @@ impl Shard {
     /// `--durability sync` for a QoS 1/2 publication, one answer from each
     /// worker it is routed to (`Publication::durable_ack`, see `deliver`).
     pub fn route_ticketed(&mut self, mut p: Publication, ticket: Option<u64>, trace: bool) -> bool {
+        if !p.retain && self.procs.reducer_for(&p.realm, &p.topic).is_some() {
+            // Folded into the key's value by its reducer, at the key's owner
+            // (`worker::reduce`), instead of delivered as it is.
+            // A waiting publisher is answered once its publication is
+            // reduced (or refused: the key has too many waiting).
+            let owner = owner_of(&p.realm, &p.topic, self.workers);
+            self.peers.send(owner, ShardMsg::Reduce(Arc::new(p), ticket.map(|t| (self.id, t))));
+            if let Some(t) = ticket {
+                self.expect(t, 1, true);
+            }
+            return true;
+        }
         let durable_delivery = ticket.is_some()
             && p.qos > 0
             && self.store.is_some()
@@ -489,7 +502,7 @@ impl Shard {
     }
 
     /// `publish_arc`, and the number of workers it went to (this one included).
-    fn publish_counted(&mut self, p: Arc<Publication>) -> (bool, u32) {
+    pub(super) fn publish_counted(&mut self, p: Arc<Publication>) -> (bool, u32) {
         let mut sent = 0;
         let mut targets = std::mem::take(&mut self.publish_targets);
         let mut matched = false;

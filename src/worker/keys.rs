@@ -56,7 +56,7 @@ impl Shard {
     /// over `store.max_retained_value`, or it adds a key to a realm that
     /// has its share of `store.max_retained_keys` here. A write that
     /// replaces or deletes a value is never refused for the count.
-    fn over_bound(&self, p: &Publication) -> Option<String> {
+    pub(super) fn over_bound(&self, p: &Publication) -> Option<String> {
         if crate::router::is_reserved(&p.topic) {
             return None; // the router's own (`$SYS`)
         }

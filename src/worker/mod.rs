@@ -16,6 +16,7 @@ pub mod core;
 mod keys;
 pub mod peers;
 mod raw;
+pub mod reduce;
 pub mod shard;
 /// Shards driven without sockets: for tests, and the pipeline benchmark
 /// (feature `testkit`, which the crate's own dev-dependency turns on).

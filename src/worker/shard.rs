@@ -102,6 +102,8 @@ pub struct Shard {
     pub(crate) authn_pending: AHashMap<u64, crate::wamp::session::Asking>,
     /// Failed authentications per peer address (WAMP and MQTT).
     pub(crate) auth_throttle: crate::wamp::session::Throttle,
+    /// Reductions at this owner (`worker::reduce`).
+    pub reductions: super::reduce::Reductions,
     /// `deliver` wrote something for a persistent MQTT session.
     pub(crate) delivery_stored: bool,
     /// Told this shard's ID once the MQTT sessions restored at start are
@@ -170,6 +172,7 @@ impl Shard {
             next_ticket: 0,
             history,
             delivery_stored: false,
+            reductions: Default::default(),
             auth_throttle: Default::default(),
             authz_cache: Default::default(),
             authz_parked: AHashMap::new(),

@@ -204,6 +204,7 @@ pub(crate) fn router_call(
         continuation: false,
         ppt: None,
         caller_ppt: false,
+        details: None,
     };
     w.call_deadlines.insert((w.now + ANSWER_TIMEOUT, ROUTER_CALLER, request));
     w.peers.send(callee.session.worker, ShardMsg::Invoke(Box::new(inv)));
@@ -237,6 +238,9 @@ fn deny(w: &mut Shard, handle: usize, msg: &Msg, why: &str) {
 /// The answer to one of the router's own calls (a `CallDone` to caller
 /// session 0): an authorizer's or an authenticator's.
 pub fn on_answer(w: &mut Shard, done: CallDone) {
+    if w.reductions.is_call(done.request) {
+        return w.on_reduced(done);
+    }
     if w.authn_pending.contains_key(&done.request) {
         return auth::on_authenticator(w, done);
     }
@@ -258,6 +262,9 @@ pub fn on_answer(w: &mut Shard, done: CallDone) {
 
 /// The authorizer (or authenticator) did not answer in time.
 pub fn on_timeout(w: &mut Shard, request: u64) {
+    if w.reductions.is_call(request) {
+        return w.on_reduce_timeout(request);
+    }
     if w.authn_pending.contains_key(&request) {
         return auth::on_authenticator_timeout(w, request);
     }

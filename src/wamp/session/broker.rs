@@ -117,7 +117,10 @@ pub(super) fn publish(
     if let Some(k) = key.filter(|k| k.when.is_some() || k.will.is_some()) {
         return key_write(w, handle, request, acknowledge, p, k, trace);
     }
-    if acknowledge && retain && w.cfg.store.durability == Durability::Sync {
+    // A reduced topic: PUBLISHED once the reducer has folded it in, so an
+    // acknowledging publisher cannot outrun the reducer.
+    let reduced = !retain && w.procs.reducer_for(&p.realm, &p.topic).is_some();
+    if acknowledge && (reduced || retain && w.cfg.store.durability == Durability::Sync) {
         // PUBLISHED waits until the retained value is on disk.
         let ack = PendingAck::Wamp { handle, session: publisher.id, request, publication: id, acknowledge };
         w.route_full(p, Some(ack), trace);

@@ -34,12 +34,18 @@ pub(super) fn register(w: &mut Shard, handle: usize, request: u64, options: Dict
         Ok(d) => d.unwrap_or(false),
         Err(e) => return violation(w, handle, &e),
     };
+    // `reducer: true`: publications to the topics this URI matches are
+    // folded by the callee into their key's retained value (`worker::reduce`).
+    let reducer = match bool_opt(&options, "reducer") {
+        Ok(r) => r.unwrap_or(false),
+        Err(e) => return violation(w, handle, &e),
+    };
     let me = w.id;
     let s = session(w, handle);
     let session = SessionRef { worker: me, id: s.id };
     let realm = s.realm.clone();
     let owner = owner_of(&realm, &procedure, w.workers);
-    let req = RegRequest { realm, procedure, policy, invoke, session, request, started, disclose_caller };
+    let req = RegRequest { realm, procedure, policy, invoke, session, request, started, disclose_caller, reducer };
     w.peers.send(owner, ShardMsg::RegAcquire(req));
 }
 
@@ -171,6 +177,7 @@ pub(super) fn call(
             continuation: true,
             ppt,
             caller_ppt: false,
+            details: None,
         };
         return w.peers.send(callee.worker, ShardMsg::Invoke(Box::new(inv)));
     }
@@ -243,6 +250,7 @@ pub(super) fn call(
         continuation: false,
         ppt,
         caller_ppt,
+        details: None,
     };
     let to = match callee {
         Some(c) => Some((c.session.worker, ShardMsg::Invoke(Box::new(inv)))),
@@ -396,6 +404,9 @@ pub fn on_invoke(w: &mut Shard, inv: Invoke) {
     }
     if let Some(ppt) = inv.ppt {
         details.extend(*ppt);
+    }
+    if let Some(more) = inv.details {
+        details.extend(*more);
     }
     let msg = Msg::Invocation { request, registration: inv.registration, details, payload: inv.payload };
     send(w, handle, &msg);
