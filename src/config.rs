@@ -350,6 +350,9 @@ pub struct RealmConfig {
     /// Topics whose events are kept (`[[realm.history]]`).
     #[serde(default)]
     pub history: Vec<HistoryRule>,
+    /// Built-in reducers (`[[realm.reducer]]`).
+    #[serde(default, rename = "reducer")]
+    pub reducers: Vec<ReducerRule>,
     /// Anonymous sessions (WAMP `anonymous`, MQTT without a user name)
     /// [default: allowed unless the realm has principals].
     pub allow_anonymous: Option<bool>,
@@ -439,6 +442,33 @@ impl HistoryRule {
     }
 }
 
+/// A built-in reducer: publications to the topics `uri` matches under
+/// `match` are folded into each topic's retained value by `kind`, over the
+/// event's `field` path (`"a.b"`; none: the event's value itself), without
+/// a callee (`router::fold`). `limit`: the list length of `append`.
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReducerRule {
+    pub uri: String,
+    #[serde(rename = "match", default = "exact")]
+    pub policy: String,
+    pub kind: crate::router::fold::Kind,
+    pub field: Option<String>,
+    #[serde(default = "append_limit")]
+    pub limit: usize,
+}
+
+fn append_limit() -> usize {
+    crate::router::fold::APPEND_LIMIT
+}
+
+impl ReducerRule {
+    pub fn covers(&self, topic: &str) -> bool {
+        let policy = crate::router::MatchPolicy::parse(&self.policy).unwrap_or(crate::router::MatchPolicy::Exact);
+        crate::router::topics::matches(policy, &self.uri, topic)
+    }
+}
+
 /// A realm's caller / publisher disclosure policy.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -502,6 +532,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Some realm keeps event history.
     pub any_history: bool,
+    /// Some realm has built-in reducers.
+    pub any_reducer: bool,
 }
 
 impl Default for Config {
@@ -627,12 +659,22 @@ impl Config {
             }
         }
         let any_history = realms.iter().any(|r| !r.history.is_empty());
+        for r in realms.iter().flat_map(|r| r.reducers.iter()) {
+            if crate::router::MatchPolicy::parse(&r.policy).is_none() {
+                return Err(format!("reducer for '{}': match must be exact, prefix or wildcard", r.uri));
+            }
+            if r.limit == 0 || r.limit > crate::router::fold::APPEND_MAX {
+                return Err(format!("reducer for '{}': limit must be 1 to {}", r.uri, crate::router::fold::APPEND_MAX));
+            }
+        }
+        let any_reducer = realms.iter().any(|r| !r.reducers.is_empty());
         let log_level =
             cli.log_level.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into());
         crate::logging::Filter::parse(&log_level).map_err(|e| format!("--log-level: {e}"))?;
         Ok(Config {
             log_level,
             any_history,
+            any_reducer,
             cores,
             pin: !cli.no_pin && file.pin.unwrap_or(true),
             listen: cli.listen.or(file.wamp.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("literal")),
@@ -673,6 +715,15 @@ impl Config {
             .iter()
             .find(|r| r.name == realm)
             .is_some_and(|r| r.roles.iter().any(|role| role.authorizer.as_deref() == Some(procedure)))
+    }
+
+    /// The built-in reducer of `topic` in `realm`, if any (the first rule
+    /// that covers it; checked on the publish path).
+    pub fn reducer_rule(&self, realm: &str, topic: &str) -> Option<&ReducerRule> {
+        if !self.any_reducer {
+            return None;
+        }
+        self.realms.iter().find(|r| r.name == realm)?.reducers.iter().find(|r| r.covers(topic))
     }
 
     /// The history rule covering `topic` in `realm`, if any (no clone: on

@@ -38,8 +38,14 @@ const READY_MARKER: &str = "fennec listening on ws://";
 const MQTT_READY_MARKER: &str = "fennec MQTT listening on mqtt://";
 const RAWSOCKET_READY_MARKER: &str = "fennec RawSocket listening on tcp://";
 /// The pytest files that need the MQTT listener (`FENNEC_MQTT`).
-const MQTT_TESTS: &[&str] =
-    &["test_mqtt_paho.py", "test_mqtt_conformance.py", "test_mqtt_history.py", "test_mqtt_auth.py", "test_mqtt_tls.py"];
+const MQTT_TESTS: &[&str] = &[
+    "test_mqtt_paho.py",
+    "test_mqtt_conformance.py",
+    "test_mqtt_history.py",
+    "test_mqtt_auth.py",
+    "test_mqtt_tls.py",
+    "test_mqtt_reducers.py",
+];
 /// The pytest files of the WAMP Advanced Profile features, run a second
 /// time on one worker (`autobahn_advanced_profile_one_core`).
 const ADVANCED_TESTS: &[&str] = &[

@@ -5,6 +5,7 @@
 //! [`procs::ProcTable`]), the state of the keys this worker owns
 //! ([`owner::Owner`]), and the message set workers exchange ([`ShardMsg`]).
 
+pub mod fold;
 pub mod history;
 pub mod keys;
 pub mod meta;

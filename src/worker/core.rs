@@ -339,7 +339,7 @@ impl Shard {
     /// `--durability sync` for a QoS 1/2 publication, one answer from each
     /// worker it is routed to (`Publication::durable_ack`, see `deliver`).
     pub fn route_ticketed(&mut self, mut p: Publication, ticket: Option<u64>, trace: bool) -> bool {
-        if !p.retain && self.procs.reducer_for(&p.realm, &p.topic).is_some() {
+        if self.reduced(&p).unwrap_or(false) {
             // Folded into the key's value by its reducer, at the key's owner
             // (`worker::reduce`), instead of delivered as it is.
             // A waiting publisher is answered once its publication is

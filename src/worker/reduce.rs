@@ -21,6 +21,7 @@
 
 use super::Shard;
 use crate::payload::Payload;
+use crate::router::fold::fold;
 use crate::router::owner::Outbox;
 use crate::router::{
     Body, CallDone, CallOutcome, Invoke, MatchPolicy, Publication, Realm, SessionRef, ShardMsg, WorkerId,
@@ -69,12 +70,53 @@ impl Reductions {
 }
 
 impl Shard {
+    /// Whether a publication goes to a reducer (built-in or a callee)
+    /// instead of being delivered; `Err`: a built-in reducer cannot take
+    /// its value (checked where it was published, so the publisher gets
+    /// ERROR `wamp.error.invalid_argument` or MQTT v5 reason 0x99).
+    pub fn reduced(&self, p: &Publication) -> Result<bool, String> {
+        if p.retain {
+            return Ok(false); // sets the value
+        }
+        if let Some(rule) = self.cfg.reducer_rule(&p.realm, &p.topic) {
+            let event = crate::router::keys::value_of(&p.body);
+            fold(rule.kind, rule.field.as_deref(), rule.limit, None, event.as_ref())?;
+            return Ok(true);
+        }
+        Ok(self.procs.reducer_for(&p.realm, &p.topic).is_some())
+    }
+
+    /// The key's value as a reducer sees it (none if expired).
+    fn current(&self, key: &(Realm, String)) -> Option<Value> {
+        let v = self.retained.get(&key.0, &key.1)?.value.as_ref()?;
+        if v.expired(self.now) {
+            return None;
+        }
+        crate::router::keys::value_of(&v.body)
+    }
+
     /// A publication to a reduced topic, at its key's owner.
     /// One that waits for it (`ack`) is told once it is reduced; over the
     /// bound it is refused (`OverLimit`, ERROR `fennec.error.limit_exceeded`),
     /// and one that does not wait is dropped and counted.
     pub(crate) fn reduce(&mut self, p: Arc<Publication>, ack: Option<Ack>) {
         let key = (p.realm.clone(), p.topic.clone());
+        let cfg = self.cfg.clone();
+        if let Some(rule) = cfg.reducer_rule(&p.realm, &p.topic) {
+            // Built in: folded now, in arrival order.
+            let event = crate::router::keys::value_of(&p.body);
+            match fold(rule.kind, rule.field.as_deref(), rule.limit, self.current(&key).as_ref(), event.as_ref()) {
+                Ok(v) => self.apply_reduced(&key, Payload::args(vec![v]), ack),
+                Err(why) => {
+                    // Checked at the publisher's worker: only a race with a
+                    // configuration it did not have gets here.
+                    log::debug!("worker {}: '{}': {why}", self.id, p.topic);
+                    self.metrics.counters.reduce_failed += 1;
+                    self.acknowledge(ack);
+                }
+            }
+            return;
+        }
         let state = self.reductions.keys.entry(key.clone()).or_default();
         if state.waiting.len() >= MAX_WAITING {
             self.metrics.counters.reduce_dropped += 1;
@@ -93,6 +135,11 @@ impl Shard {
 
     /// Invokes the reducer for the key's next waiting publication, if any.
     fn next_reduction(&mut self, key: (Realm, String)) {
+        if self.reductions.keys.get(&key).is_none_or(|s| s.waiting.is_empty()) {
+            self.reductions.keys.remove(&key);
+            return;
+        }
+        let retained = self.current(&key);
         let Some(state) = self.reductions.keys.get_mut(&key) else { return };
         debug_assert!(state.busy.is_none());
         let Some((p, ack)) = state.waiting.pop_front() else {
@@ -116,12 +163,6 @@ impl Shard {
             }
             return;
         };
-        let retained = self
-            .retained
-            .get(&key.0, &key.1)
-            .and_then(|e| e.value.as_ref())
-            .filter(|v| !v.expired(self.now))
-            .and_then(|v| crate::router::keys::value_of(&v.body));
         let details = vec![
             ("topic".to_owned(), Value::Str(key.1.clone())),
             ("retained".to_owned(), retained.unwrap_or(Value::Null)),
@@ -389,6 +430,54 @@ mod tests {
         assert_eq!(refused[4], "fennec.error.limit_exceeded");
         assert_eq!(cl.shards[0].metrics.counters.reduce_dropped, 2);
         assert_eq!(cl.take(callee).len(), 1, "one invocation in flight");
+    }
+
+    const BUILT_IN: &str = r#"
+        [[realm]]
+        name = "realm1"
+        [[realm.reducer]]
+        uri = "shop.total"
+        kind = "sum"
+        field = "amount"
+        [[realm.reducer]]
+        uri = "shop.seen"
+        match = "prefix"
+        kind = "count"
+        [[realm.reducer]]
+        uri = "shop.last"
+        kind = "append"
+        limit = 2
+    "#;
+
+    #[test]
+    fn built_in_reducers_need_no_callee_and_check_values_where_published() {
+        let mut cl = Cluster::from_toml(2, BUILT_IN);
+        let (publisher, watcher) = (cl.wamp(1), cl.wamp(0));
+        cl.join(publisher, roles());
+        cl.join(watcher, roles());
+        cl.send(watcher, json!([32, 1, {}, "shop.total"]));
+        assert_eq!(cl.one(watcher)[0], 33);
+        for (i, amount) in [json!(5), json!(2.5), json!(-10)].into_iter().enumerate() {
+            cl.send(publisher, json!([16, i + 1, {"acknowledge": true}, "shop.total", [], {"amount": amount}]));
+            assert_eq!(cl.one(publisher)[0], 17, "PUBLISHED");
+        }
+        let totals: Vec<Json> = cl.take(watcher).into_iter().map(|e| e[4][0].clone()).collect();
+        assert_eq!(totals, vec![json!(5), json!(7.5), json!(-2.5)]);
+        // A value the reducer cannot take: ERROR at once, the total unchanged.
+        cl.send(publisher, json!([16, 9, {"acknowledge": true}, "shop.total", [], {"amount": "lots"}]));
+        let refused = cl.one(publisher);
+        assert_eq!((refused[0].clone(), refused[4].clone()), (json!(8), json!("wamp.error.invalid_argument")));
+        assert!(refused[5][0].as_str().unwrap().contains("not a number"), "{refused}");
+        assert_eq!(retained(&mut cl, 1, "shop.total"), json!(-2.5));
+        for topic in ["shop.seen.a", "shop.seen.a", "shop.seen.b"] {
+            cl.send(publisher, json!([16, 1, {}, topic]));
+        }
+        assert_eq!(retained(&mut cl, 0, "shop.seen.a"), json!(2));
+        assert_eq!(retained(&mut cl, 0, "shop.seen.b"), json!(1));
+        for v in ["x", "y", "z"] {
+            cl.send(publisher, json!([16, 1, {}, "shop.last", [v]]));
+        }
+        assert_eq!(retained(&mut cl, 0, "shop.last"), json!(["y", "z"]));
     }
 
     #[test]

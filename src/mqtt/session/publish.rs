@@ -109,9 +109,22 @@ pub(super) fn publish(w: &mut Shard, handle: usize, slot: usize, p: codec::Publi
         ppt: None,
         durable_ack: None,
     };
+    w.metrics.counters.mqtt_publish_in += 1;
+    if let Err(why) = w.reduced(&publication) {
+        // A built-in reducer cannot take it: v5 says so (0x99, and a QoS 2
+        // flow ends there); 3.1.1 has no code for it: acknowledged, dropped.
+        log::debug!("worker {}: MQTT PUBLISH to '{}' not reduced: {why}", w.id, publication.topic);
+        w.metrics.counters.reduce_failed += 1;
+        if ver != Version::V5 {
+            return ack_publish(w, handle, ver, qos, pkid, reason::SUCCESS);
+        }
+        if qos == 2 {
+            w.mqtt.sessions[slot].qos2_in.retain(|&k| k != pkid);
+        }
+        return ack_publish(w, handle, ver, qos, pkid, reason::PAYLOAD_FORMAT_INVALID);
+    }
     // The publishing worker's routing table knows whether anything matches:
     // v5 says so in the acknowledgement (0x10), as Mosquitto and HiveMQ do.
-    w.metrics.counters.mqtt_publish_in += 1;
     let durable_qos2 = qos == 2 && persist::durable(w, slot);
     if qos > 0 && w.store.is_some() && w.cfg.store.durability == Durability::Sync {
         // The acknowledgement waits until what this PUBLISH wrote is on

@@ -119,7 +119,16 @@ pub(super) fn publish(
     }
     // A reduced topic: PUBLISHED once the reducer has folded it in, so an
     // acknowledging publisher cannot outrun the reducer.
-    let reduced = !retain && w.procs.reducer_for(&p.realm, &p.topic).is_some();
+    let reduced = match w.reduced(&p) {
+        Ok(r) => r,
+        Err(why) => {
+            w.metrics.counters.reduce_failed += 1;
+            if acknowledge {
+                error(w, handle, m::PUBLISH, request, "wamp.error.invalid_argument", Some(why));
+            }
+            return;
+        }
+    };
     if acknowledge && (reduced || retain && w.cfg.store.durability == Durability::Sync) {
         // PUBLISHED waits until the retained value is on disk.
         let ack = PendingAck::Wamp { handle, session: publisher.id, request, publication: id, acknowledge };
