@@ -111,6 +111,12 @@ pub fn render(t: &Totals) -> String {
     for (outcome, n) in [("applied", c.reduce_applied), ("failed", c.reduce_failed), ("dropped", c.reduce_dropped)] {
         out.push_str(&format!("fennec_reductions_total{{outcome=\"{outcome}\"}} {n}\n"));
     }
+    counter(
+        &mut out,
+        "fennec_table_errors_total",
+        "Aggregate table rows a change could not be applied to (a sum that does not fit).",
+        c.table_errors,
+    );
     let gauge = |out: &mut String, name: &str, help: &str, v: u64| one(out, name, "gauge", help, v);
     gauge(
         &mut out,
@@ -389,6 +395,7 @@ fn totals_json(admin: &Admin) -> String {
         "reduce_applied": c.reduce_applied,
         "reduce_failed": c.reduce_failed,
         "reduce_dropped": c.reduce_dropped,
+        "table_errors": c.table_errors,
         "closed": closed,
         "ops": ops,
         "log_lines_dropped": crate::logging::dropped(),

@@ -353,6 +353,12 @@ pub struct RealmConfig {
     /// Built-in reducers (`[[realm.reducer]]`).
     #[serde(default, rename = "reducer")]
     pub reducers: Vec<ReducerRule>,
+    /// The aggregate engine's tables (a JSON or TOML file, `tables::schema`;
+    /// a relative path is relative to the configuration file).
+    pub schema: Option<PathBuf>,
+    /// The above, compiled at start.
+    #[serde(skip)]
+    pub tables: Option<std::sync::Arc<crate::tables::schema::Schema>>,
     /// Anonymous sessions (WAMP `anonymous`, MQTT without a user name)
     /// [default: allowed unless the realm has principals].
     pub allow_anonymous: Option<bool>,
@@ -534,6 +540,8 @@ pub struct Config {
     pub any_history: bool,
     /// Some realm has built-in reducers.
     pub any_reducer: bool,
+    /// Some realm has aggregate tables.
+    pub any_tables: bool,
 }
 
 impl Default for Config {
@@ -578,7 +586,19 @@ impl Config {
                 return Err(format!("invalid realm name '{}'", r.name));
             }
             r.compile_auth()?;
+            if let Some(path) = &r.schema {
+                // Relative to the configuration file's directory.
+                let base = cli.config.as_deref().and_then(std::path::Path::parent);
+                let path = match base {
+                    Some(dir) if path.is_relative() => dir.join(path),
+                    _ => path.clone(),
+                };
+                let schema =
+                    crate::tables::schema::Schema::load(&path).map_err(|e| format!("realm '{}': {e}", r.name))?;
+                r.tables = Some(std::sync::Arc::new(schema));
+            }
         }
+        let any_tables = realms.iter().any(|r| r.tables.is_some());
         let wss = cli.wss.or(file.wamp.wss);
         let rawsocket_tls = cli.rawsocket_tls.or(file.wamp.rawsocket_tls);
         let tls = match (cli.tls_cert.or(file.tls.cert), cli.tls_key.or(file.tls.key)) {
@@ -675,6 +695,7 @@ impl Config {
             log_level,
             any_history,
             any_reducer,
+            any_tables,
             cores,
             pin: !cli.no_pin && file.pin.unwrap_or(true),
             listen: cli.listen.or(file.wamp.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("literal")),
@@ -715,6 +736,14 @@ impl Config {
             .iter()
             .find(|r| r.name == realm)
             .is_some_and(|r| r.roles.iter().any(|role| role.authorizer.as_deref() == Some(procedure)))
+    }
+
+    /// The aggregate tables of `realm`, if it has any.
+    pub fn tables(&self, realm: &str) -> Option<&std::sync::Arc<crate::tables::schema::Schema>> {
+        if !self.any_tables {
+            return None;
+        }
+        self.realms.iter().find(|r| r.name == realm)?.tables.as_ref()
     }
 
     /// The built-in reducer of `topic` in `realm`, if any (the first rule

@@ -12,6 +12,7 @@ pub mod mqtt;
 pub mod router;
 pub mod server;
 pub mod store;
+pub mod tables;
 pub mod tls;
 pub mod wamp;
 pub mod worker;

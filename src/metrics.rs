@@ -153,6 +153,9 @@ pub struct Counters {
     pub reduce_applied: u64,
     pub reduce_failed: u64,
     pub reduce_dropped: u64,
+    /// Aggregate rows a change could not be applied to (a sum that does
+    /// not fit).
+    pub table_errors: u64,
     pub closed: [u64; CLOSE_REASONS.len()],
 }
 
@@ -178,6 +181,7 @@ impl Counters {
         self.reduce_applied += o.reduce_applied;
         self.reduce_failed += o.reduce_failed;
         self.reduce_dropped += o.reduce_dropped;
+        self.table_errors += o.table_errors;
         for (a, b) in self.closed.iter_mut().zip(o.closed) {
             *a += b;
         }
@@ -552,6 +556,7 @@ fn emit(
     p.count("reduce.applied", c.reduce_applied as f64);
     p.count("reduce.failed", c.reduce_failed as f64);
     p.count("reduce.dropped", c.reduce_dropped as f64);
+    p.count("tables.errors", c.table_errors as f64);
     // Every reason, zeros too, like the other counters (a dashboard's
     // series stays continuous, and matches Prometheus's).
     for (reason, n) in CLOSE_REASONS.iter().zip(c.closed) {

@@ -131,6 +131,21 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
     let StoreParts { tx: store_tx, thread: store, mut retained, mut history, mut sessions } =
         open_store(&cfg, store, &senders, &wakers, store_metrics)?;
     let (ready_tx, ready_rx) = bounded(n);
+    // The aggregate tables' rows, made again from the source rows kept.
+    let crate::worker::tables::Rebuilt { states: mut table_rows, rewrite, delete } =
+        crate::worker::tables::rebuild(&cfg, &mut retained);
+    if let Some(tx) = &store_tx {
+        let now = std::time::Instant::now();
+        for p in &rewrite {
+            let value = crate::store::record::encode(p, None, now);
+            let write = crate::store::Write::Put { key: crate::store::record::retained_key(&p.realm, &p.topic), value };
+            let _ = tx.send(crate::store::thread::StoreReq { write, ack: None });
+        }
+        for (realm, topic) in &delete {
+            let write = crate::store::Write::Delete { key: crate::store::record::retained_key(realm, topic) };
+            let _ = tx.send(crate::store::thread::StoreReq { write, ack: None });
+        }
+    }
 
     let metrics_cfg = cfg.metrics.clone();
     // The admin listener: its own thread, reading the metrics thread's totals.
@@ -170,6 +185,7 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
             store: store_tx.clone(),
             retained: std::mem::take(&mut retained[i]),
             history: std::mem::take(&mut history[i]),
+            table_rows: std::mem::take(&mut table_rows[i]),
             mqtt_sessions: std::mem::take(&mut sessions[i]),
             tls: tls.clone(),
             ready: Some(ready_tx.clone()),

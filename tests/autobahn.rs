@@ -45,6 +45,7 @@ const MQTT_TESTS: &[&str] = &[
     "test_mqtt_auth.py",
     "test_mqtt_tls.py",
     "test_mqtt_reducers.py",
+    "test_mqtt_tables.py",
 ];
 /// The pytest files of the WAMP Advanced Profile features, run a second
 /// time on one worker (`autobahn_advanced_profile_one_core`).

@@ -493,6 +493,10 @@ pub enum ShardMsg {
     /// (`worker::reduce`); the publisher's worker and ticket, told once it
     /// is reduced (`Stored`) or refused (`OverLimit`).
     Reduce(Arc<Publication>, Option<(WorkerId, u64)>),
+    /// To the owner of a source row's topic (`worker::tables`).
+    TableRow(Box<crate::worker::tables::RowWrite>),
+    /// To the owner of an aggregate row's topic.
+    TableDelta(Box<crate::worker::tables::Delta>),
     /// To a topic's owner (exact) or every worker (patterns): the history
     /// after publication `after`, for a subscription replaying it.
     HistoryQuery {

@@ -13,6 +13,7 @@ use crate::router::{
 use crate::store::thread::StoreReq;
 use crate::store::{record, Write};
 use crate::wamp::session;
+use crate::worker::tables::Divert;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -138,6 +139,8 @@ impl Shard {
             }
             ShardMsg::Retain(p, ack) => self.retain(p, ack),
             ShardMsg::Reduce(p, ack) => self.reduce(p, ack),
+            ShardMsg::TableRow(w) => self.table_row(*w),
+            ShardMsg::TableDelta(d) => self.table_delta(*d),
             ShardMsg::KeyWrite(kw) => self.key_write(kw),
             ShardMsg::Record { p, limit, max_age_ms } => self.record(p, limit, max_age_ms),
             ShardMsg::HistoryQuery { realm, pattern, after, reply } => {
@@ -338,18 +341,56 @@ impl Shard {
     /// with `expect`). What it waits for here: the retained write, and under
     /// `--durability sync` for a QoS 1/2 publication, one answer from each
     /// worker it is routed to (`Publication::durable_ack`, see `deliver`).
-    pub fn route_ticketed(&mut self, mut p: Publication, ticket: Option<u64>, trace: bool) -> bool {
-        if self.reduced(&p).unwrap_or(false) {
-            // Folded into the key's value by its reducer, at the key's owner
-            // (`worker::reduce`), instead of delivered as it is.
-            // A waiting publisher is answered once its publication is
-            // reduced (or refused: the key has too many waiting).
-            let owner = owner_of(&p.realm, &p.topic, self.workers);
-            self.peers.send(owner, ShardMsg::Reduce(Arc::new(p), ticket.map(|t| (self.id, t))));
-            if let Some(t) = ticket {
-                self.expect(t, 1, true);
+    pub fn route_ticketed(&mut self, p: Publication, ticket: Option<u64>, trace: bool) -> bool {
+        match self.divert(&p) {
+            Ok(divert) => self.route_diverted(p, divert, ticket, trace),
+            Err(why) => {
+                // The protocol layers refuse these before they route; a
+                // publication of the router's own (a will, say) gets here.
+                log::debug!("worker {}: a publication to '{}' is not routed: {why:?}", self.id, p.topic);
+                if let Some(t) = ticket {
+                    self.expect(t, 0, false);
+                }
+                false
             }
-            return true;
+        }
+    }
+
+    /// `route_full` with where the publication goes already decided
+    /// (`Shard::divert`, which the protocol layers ask first).
+    pub fn route_decided(&mut self, p: Publication, divert: Divert, ack: Option<PendingAck>, trace: bool) -> bool {
+        let ticket = ack.map(|ack| self.open_ticket(ack));
+        self.route_diverted(p, divert, ticket, trace)
+    }
+
+    /// `route_ticketed`, decided.
+    pub fn route_diverted(&mut self, mut p: Publication, divert: Divert, ticket: Option<u64>, trace: bool) -> bool {
+        let ack = ticket.map(|t| (self.id, t));
+        match divert {
+            Divert::None => {}
+            Divert::Reduce => {
+                // Folded into the key's value by its reducer, at the key's
+                // owner (`worker::reduce`), instead of delivered as it is. A
+                // waiting publisher is answered once its publication is
+                // reduced (or refused: the key has too many waiting).
+                let owner = owner_of(&p.realm, &p.topic, self.workers);
+                self.peers.send(owner, ShardMsg::Reduce(Arc::new(p), ack));
+                if let Some(t) = ticket {
+                    self.expect(t, 1, true);
+                }
+                return true;
+            }
+            Divert::Row { table, topic, row } => {
+                // A source row, to the owner of its topic (`worker::tables`);
+                // a waiting publisher is answered once it is stored.
+                let owner = owner_of(&p.realm, &topic, self.workers);
+                let write = crate::worker::tables::RowWrite { realm: p.realm.clone(), table, topic, row, ack };
+                self.peers.send(owner, ShardMsg::TableRow(Box::new(write)));
+                if let Some(t) = ticket {
+                    self.expect(t, 1, true);
+                }
+                return true;
+            }
         }
         let durable_delivery = ticket.is_some()
             && p.qos > 0

@@ -18,6 +18,7 @@ pub mod peers;
 mod raw;
 pub mod reduce;
 pub mod shard;
+pub mod tables;
 /// Shards driven without sockets: for tests, and the pipeline benchmark
 /// (feature `testkit`, which the crate's own dev-dependency turns on).
 #[cfg(any(test, feature = "testkit"))]
@@ -92,6 +93,8 @@ pub struct Setup {
     pub retained: Vec<Arc<crate::router::Publication>>,
     /// History events read back from the store, for the topics this worker owns.
     pub history: Vec<crate::router::history::Recorded>,
+    /// The aggregate rows this worker owns, rebuilt at start (`tables::rebuild`).
+    pub table_rows: Vec<((crate::router::Realm, String), crate::tables::engine::AggRow)>,
     /// MQTT persistent sessions read back from the store, for the client
     /// IDs this worker owns.
     pub mqtt_sessions: Vec<crate::store::mqtt::Loaded>,
@@ -140,6 +143,7 @@ impl Worker {
             store: s.store,
             retained: s.retained,
             history: s.history,
+            table_rows: s.table_rows,
             ready: s.ready,
             now,
         });

@@ -70,22 +70,6 @@ impl Reductions {
 }
 
 impl Shard {
-    /// Whether a publication goes to a reducer (built-in or a callee)
-    /// instead of being delivered; `Err`: a built-in reducer cannot take
-    /// its value (checked where it was published, so the publisher gets
-    /// ERROR `wamp.error.invalid_argument` or MQTT v5 reason 0x99).
-    pub fn reduced(&self, p: &Publication) -> Result<bool, String> {
-        if p.retain {
-            return Ok(false); // sets the value
-        }
-        if let Some(rule) = self.cfg.reducer_rule(&p.realm, &p.topic) {
-            let event = crate::router::keys::value_of(&p.body);
-            fold(rule.kind, rule.field.as_deref(), rule.limit, None, event.as_ref())?;
-            return Ok(true);
-        }
-        Ok(self.procs.reducer_for(&p.realm, &p.topic).is_some())
-    }
-
     /// The key's value as a reducer sees it (none if expired).
     fn current(&self, key: &(Realm, String)) -> Option<Value> {
         let v = self.retained.get(&key.0, &key.1)?.value.as_ref()?;

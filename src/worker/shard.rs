@@ -104,6 +104,8 @@ pub struct Shard {
     pub(crate) auth_throttle: crate::wamp::session::Throttle,
     /// Reductions at this owner (`worker::reduce`).
     pub reductions: super::reduce::Reductions,
+    /// The aggregate rows this shard owns (`worker::tables`).
+    pub table_rows: AHashMap<(crate::router::Realm, String), crate::tables::engine::AggRow>,
     /// `deliver` wrote something for a persistent MQTT session.
     pub(crate) delivery_stored: bool,
     /// Told this shard's ID once the MQTT sessions restored at start are
@@ -120,6 +122,8 @@ pub struct ShardSetup {
     pub store: Option<Sender<StoreReq>>,
     pub retained: Vec<Arc<crate::router::Publication>>,
     pub history: Vec<crate::router::history::Recorded>,
+    /// The aggregate rows this shard owns, rebuilt at start.
+    pub table_rows: Vec<((crate::router::Realm, String), crate::tables::engine::AggRow)>,
     pub ready: Option<Sender<WorkerId>>,
     pub now: Instant,
 }
@@ -173,6 +177,7 @@ impl Shard {
             history,
             delivery_stored: false,
             reductions: Default::default(),
+            table_rows: s.table_rows.into_iter().collect(),
             auth_throttle: Default::default(),
             authz_cache: Default::default(),
             authz_parked: AHashMap::new(),

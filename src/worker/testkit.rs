@@ -60,6 +60,7 @@ impl Cluster {
                     store: None,
                     retained: Vec::new(),
                     history: Vec::new(),
+                    table_rows: Vec::new(),
                     ready: None,
                     now,
                 })

@@ -5,6 +5,7 @@
 use super::*;
 use crate::config::Durability;
 use crate::worker::core::{AckOutcome, PendingAck};
+use crate::worker::tables::Refusal;
 
 pub(super) fn publish(w: &mut Shard, handle: usize, slot: usize, p: codec::Publish) {
     let started = w.now;
@@ -110,19 +111,29 @@ pub(super) fn publish(w: &mut Shard, handle: usize, slot: usize, p: codec::Publi
         durable_ack: None,
     };
     w.metrics.counters.mqtt_publish_in += 1;
-    if let Err(why) = w.reduced(&publication) {
-        // A built-in reducer cannot take it: v5 says so (0x99, and a QoS 2
-        // flow ends there); 3.1.1 has no code for it: acknowledged, dropped.
-        log::debug!("worker {}: MQTT PUBLISH to '{}' not reduced: {why}", w.id, publication.topic);
-        w.metrics.counters.reduce_failed += 1;
-        if ver != Version::V5 {
-            return ack_publish(w, handle, ver, qos, pkid, reason::SUCCESS);
+    let divert = match w.divert(&publication) {
+        Ok(d) => d,
+        Err(refusal) => {
+            // A built-in reducer or a table cannot take it, or the topic is
+            // a table row's: v5 says so (0x99, 0x87; a QoS 2 flow ends
+            // there); 3.1.1 has no code for it: acknowledged, dropped.
+            log::debug!("worker {}: MQTT PUBLISH to '{}' refused: {refusal:?}", w.id, publication.topic);
+            let code = match refusal {
+                Refusal::Invalid(_) => {
+                    w.metrics.counters.reduce_failed += 1;
+                    reason::PAYLOAD_FORMAT_INVALID
+                }
+                Refusal::Reserved(_) => reason::NOT_AUTHORIZED,
+            };
+            if ver != Version::V5 {
+                return ack_publish(w, handle, ver, qos, pkid, reason::SUCCESS);
+            }
+            if qos == 2 {
+                w.mqtt.sessions[slot].qos2_in.retain(|&k| k != pkid);
+            }
+            return ack_publish(w, handle, ver, qos, pkid, code);
         }
-        if qos == 2 {
-            w.mqtt.sessions[slot].qos2_in.retain(|&k| k != pkid);
-        }
-        return ack_publish(w, handle, ver, qos, pkid, reason::PAYLOAD_FORMAT_INVALID);
-    }
+    };
     // The publishing worker's routing table knows whether anything matches:
     // v5 says so in the acknowledgement (0x10), as Mosquitto and HiveMQ do.
     let durable_qos2 = qos == 2 && persist::durable(w, slot);
@@ -136,13 +147,17 @@ pub(super) fn publish(w: &mut Shard, handle: usize, slot: usize, p: codec::Publi
             persist::save_qos2(w, slot, pkid, Some((w.id, ticket)));
             w.expect(ticket, 1, true);
         }
-        w.route_ticketed(publication, Some(ticket), false);
+        w.route_diverted(publication, divert, Some(ticket), false);
         return;
     }
     if durable_qos2 {
         persist::save_qos2(w, slot, pkid, None);
     }
-    let code = if route(w, publication) { reason::SUCCESS } else { reason::NO_MATCHING_SUBSCRIBERS };
+    let code = if w.route_diverted(publication, divert, None, false) {
+        reason::SUCCESS
+    } else {
+        reason::NO_MATCHING_SUBSCRIBERS
+    };
     ack_publish(w, handle, ver, qos, pkid, code);
 }
 

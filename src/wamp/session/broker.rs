@@ -7,6 +7,7 @@ use super::*;
 use crate::config::Durability;
 use crate::router::keys::{canonical, fits, value_of};
 use crate::worker::core::{AckOutcome, PendingAck};
+use crate::worker::tables::{Divert, Refusal};
 
 pub(super) fn publish(
     w: &mut Shard,
@@ -117,25 +118,31 @@ pub(super) fn publish(
     if let Some(k) = key.filter(|k| k.when.is_some() || k.will.is_some()) {
         return key_write(w, handle, request, acknowledge, p, k, trace);
     }
-    // A reduced topic: PUBLISHED once the reducer has folded it in, so an
-    // acknowledging publisher cannot outrun the reducer.
-    let reduced = match w.reduced(&p) {
-        Ok(r) => r,
-        Err(why) => {
-            w.metrics.counters.reduce_failed += 1;
+    // A reduced topic or a table's row: PUBLISHED once the reducer has
+    // folded it in (or the row is stored), so an acknowledging publisher
+    // cannot outrun the reducer.
+    let divert = match w.divert(&p) {
+        Ok(d) => d,
+        Err(refusal) => {
+            w.metrics.counters.reduce_failed += u64::from(matches!(refusal, Refusal::Invalid(_)));
             if acknowledge {
-                error(w, handle, m::PUBLISH, request, "wamp.error.invalid_argument", Some(why));
+                let (uri, why) = match refusal {
+                    Refusal::Invalid(why) => ("wamp.error.invalid_argument", why),
+                    Refusal::Reserved(why) => ("wamp.error.not_authorized", why),
+                };
+                error(w, handle, m::PUBLISH, request, uri, Some(why));
             }
             return;
         }
     };
-    if acknowledge && (reduced || retain && w.cfg.store.durability == Durability::Sync) {
+    let waits = !matches!(divert, Divert::None);
+    if acknowledge && (waits || retain && w.cfg.store.durability == Durability::Sync) {
         // PUBLISHED waits until the retained value is on disk.
         let ack = PendingAck::Wamp { handle, session: publisher.id, request, publication: id, acknowledge };
-        w.route_full(p, Some(ack), trace);
+        w.route_decided(p, divert, Some(ack), trace);
         return;
     }
-    w.route_full(p, None, trace);
+    w.route_decided(p, divert, None, trace);
     if acknowledge {
         send(w, handle, &Msg::Published { request, publication: id });
     }
