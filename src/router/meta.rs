@@ -21,6 +21,9 @@ pub enum MetaQuery {
     Subscribers(u64),
     /// The newest `limit` recorded events of the topics matching.
     History { topic: String, policy: crate::router::MatchPolicy, limit: usize },
+    /// The rows of a table this worker owns: the one at `topic` (get), or
+    /// the first `limit` under `prefix` after topic `after` (list).
+    TableRows { prefix: String, topic: Option<String>, after: Option<String>, limit: usize },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,4 +39,6 @@ pub enum MetaAnswer {
     Ids(Vec<u64>),
     Details(Option<Dict>),
     Events(Vec<crate::router::history::Recorded>),
+    /// Table rows: (topic, row), in topic order.
+    Rows(Vec<(String, crate::value::Value)>),
 }

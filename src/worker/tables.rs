@@ -18,7 +18,9 @@
 //! At start the aggregate rows are made again from the source rows the
 //! store kept (`rebuild`), so a crash between a row and its propagation
 //! loses nothing. The rows' topics are the engine's: a client publishing
-//! under them is refused.
+//! under them is refused, but for an empty retained publication to a
+//! source row's topic, which deletes that row (MQTT's way of clearing a
+//! retained value).
 
 use super::Shard;
 use crate::payload::Payload;
@@ -37,8 +39,9 @@ pub enum Divert {
     None,
     /// To its topic's reducer (`worker::reduce`).
     Reduce,
-    /// A row of a source table, to the owner of its topic.
-    Row { table: usize, topic: String, row: Value },
+    /// A row of a source table, to the owner of its topic (none: the row
+    /// is deleted).
+    Row { table: usize, topic: String, row: Option<Value> },
 }
 
 /// Why a publication is refused before it is routed.
@@ -56,7 +59,8 @@ pub struct RowWrite {
     pub realm: Realm,
     pub table: usize,
     pub topic: String,
-    pub row: Value,
+    /// None: the row is deleted.
+    pub row: Option<Value>,
     /// The publisher's worker and ticket: told once the row is stored.
     pub ack: Option<(WorkerId, u64)>,
 }
@@ -79,10 +83,16 @@ impl Shard {
             if let Some(t) = schema.source_for(&p.topic) {
                 let row = value_of(&p.body).unwrap_or(Value::Null);
                 let topic = schema.check_row(t, &row).map_err(Refusal::Invalid)?;
-                return Ok(Divert::Row { table: t, topic, row });
+                return Ok(Divert::Row { table: t, topic, row: Some(row) });
             }
             if let Some(t) = schema.row_table(&p.topic) {
                 let name = &schema.tables[t].name;
+                // A source row is deleted as MQTT clears a retained value:
+                // an empty retained publication to its topic.
+                let empty = crate::router::retained::is_empty_body(&p.body);
+                if schema.tables[t].source.is_some() && p.retain && empty {
+                    return Ok(Divert::Row { table: t, topic: p.topic.clone(), row: None });
+                }
                 return Err(Refusal::Reserved(format!(
                     "the rows of table '{name}' are written by the aggregate engine"
                 )));
@@ -107,8 +117,8 @@ impl Shard {
     pub(crate) fn table_row(&mut self, w: RowWrite) {
         let Some(schema) = self.cfg.tables(&w.realm).cloned() else { return };
         let old = self.row_value(&w.realm, &w.topic);
-        self.publish_row(&w.realm, &w.topic, Some(w.row.clone()), w.ack);
-        self.propagate(&schema, &w.realm, w.table, old.as_ref(), Some(&w.row));
+        self.publish_row(&w.realm, &w.topic, w.row.clone(), w.ack);
+        self.propagate(&schema, &w.realm, w.table, old.as_ref(), w.row.as_ref());
     }
 
     /// A change to one aggregate row, at its owner.
@@ -400,6 +410,32 @@ mod tests {
         assert_eq!(got.len(), 1 + 4, "SUBSCRIBED and four invoices: {got:?}");
         let amended = got.iter().find(|e| e[3]["topic"] == "invoice.2024-01-05.acme").expect("the amended invoice");
         assert_eq!(amended[4][0]["amount"], "10.00");
+        // An invoice deleted (an empty retained publication to its row):
+        // its amount goes from the total; the last one deletes the total.
+        cl.send(publisher, json!([16, 9, {"acknowledge": true, "retain": true}, "invoice.2024-01-06.acme"]));
+        assert_eq!(cl.one(publisher)[0], 17);
+        cl.send(publisher, json!([16, 10, {"acknowledge": true, "retain": true}, "invoice.2024-01-06.umbrella"]));
+        assert_eq!(cl.one(publisher)[0], 17);
+        let changes = cl.take(watcher);
+        assert_eq!(changes[0][4][0], json!({"customer": "acme", "total": "10.00"}));
+        assert_eq!(changes[1][3]["topic"], "detail.umbrella");
+        assert!(changes[1].get(4).is_none(), "a deleted row: an EVENT without arguments: {:?}", changes[1]);
+        let gone = cl.take(reader);
+        assert_eq!(gone.len(), 2, "the deleted invoices, to their subscriber: {gone:?}");
+        assert!(gone.iter().all(|e| e[0] == 36 && e.get(4).is_none()));
+        // The rows as the meta API reads them.
+        cl.send(reader, json!([48, 20, {}, "wamp.table.get", ["detail", ["acme"]]]));
+        assert_eq!(cl.one(reader), json!([50, 20, {}, [{"customer": "acme", "total": "10.00"}]]));
+        cl.send(reader, json!([48, 21, {}, "wamp.table.get", ["detail", "umbrella"]]));
+        assert_eq!(cl.one(reader), json!([50, 21, {}, [null]]));
+        cl.send(reader, json!([48, 22, {}, "wamp.table.list", ["invoice", 2]]));
+        let listed = cl.one(reader);
+        let dates: Vec<&str> = listed[3][0].as_array().unwrap().iter().map(|r| r["date"].as_str().unwrap()).collect();
+        assert_eq!(dates, ["2024-01-05", "2024-01-07"], "in key order, two of them");
+        cl.send(reader, json!([48, 23, {}, "wamp.table.list", ["invoice", 10, ["2024-01-05", "acme"]]]));
+        assert_eq!(cl.one(reader)[3][0].as_array().unwrap().len(), 1, "after the first");
+        cl.send(reader, json!([48, 24, {}, "wamp.table.list", ["nope"]]));
+        assert_eq!(cl.one(reader)[4], "wamp.error.invalid_argument");
     }
 
     #[test]

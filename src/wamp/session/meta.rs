@@ -288,6 +288,7 @@ pub(super) fn call(w: &mut Shard, handle: usize, request: u64, procedure: &str, 
         Some(p) if p.starts_with("session.") => session_call(w, handle, request, &p[8..], &payload),
         Some(p) if p.starts_with("subscription.") => subscription_call(w, handle, request, &p[13..], &payload),
         Some(p) if p.starts_with("registration.") => registration_call(w, handle, request, &p[13..], &payload),
+        Some(p) if p.starts_with("table.") => table_call(w, handle, request, &p[6..], &payload),
         _ => Err(Unknown),
     };
     match outcome {
@@ -446,6 +447,68 @@ fn subscription_call(w: &mut Shard, handle: usize, request: u64, name: &str, pay
         _ => return Err(Unknown),
     };
     Ok(out.map(|args| result(w, handle, request, args)))
+}
+
+/// Most rows one `wamp.table.list` returns.
+const TABLE_LIST_MAX: usize = 10_000;
+
+/// `wamp.table.get(table, key)`: the row (or null); `key` is the primary
+/// key's values in order (a list, or the value of a one-field key).
+/// `wamp.table.list(table, limit, after)`: the first `limit` rows (100 by
+/// default, at most 10,000) in the order of their topics, after the row
+/// whose key is `after`, if given.
+fn table_call(w: &mut Shard, handle: usize, request: u64, name: &str, payload: &Payload) -> Outcome {
+    let a = Args::new(payload);
+    let realm = session(w, handle).realm.clone();
+    let table = match a.string(0, "table") {
+        Ok(t) => t.to_owned(),
+        Err(e) => return Ok(Err(e)),
+    };
+    let Some(schema) = w.cfg.tables(&realm).cloned() else {
+        return Ok(Err(format!("realm '{realm}' has no tables")));
+    };
+    let Some(t) = schema.table(&table) else { return Ok(Err(format!("no table '{table}'"))) };
+    let key = |i: usize| -> Result<Option<String>, Invalid> {
+        let parts = match a.args.get(i) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::List(l)) => l.clone(),
+            Some(v) => vec![v.clone()],
+        };
+        let n = schema.tables[t].primary_key.len();
+        if parts.len() != n {
+            return Err(format!("the key of '{table}' has {n} field(s), got {}", parts.len()));
+        }
+        Ok(Some(crate::tables::schema::topic_of(&table, &parts)))
+    };
+    let prefix = format!("{table}.");
+    match name {
+        "get" => {
+            let topic = match key(1) {
+                Ok(Some(topic)) => topic,
+                Ok(None) => return Ok(Err("argument 2 (key) is required".into())),
+                Err(e) => return Ok(Err(e)),
+            };
+            let owner = crate::router::owner_of(&realm, &topic, w.workers);
+            let q = MetaQuery::TableRows { prefix, topic: Some(topic), after: None, limit: 1 };
+            gather(w, handle, request, realm, q, Finish::Row, &[owner]);
+        }
+        "list" => {
+            let limit = match a.args.get(1) {
+                None | Some(Value::Null) => 100,
+                Some(Value::UInt(n)) => (*n as usize).min(TABLE_LIST_MAX),
+                Some(v) => return Ok(Err(format!("argument 2 (limit) must be a non-negative integer, got {v:?}"))),
+            };
+            let after = match key(2) {
+                Ok(a) => a,
+                Err(e) => return Ok(Err(e)),
+            };
+            let workers: Vec<WorkerId> = (0..w.workers as WorkerId).collect();
+            let q = MetaQuery::TableRows { prefix, topic: None, after, limit };
+            gather(w, handle, request, realm, q, Finish::Rows { limit }, &workers);
+        }
+        _ => return Err(Unknown),
+    }
+    Ok(Ok(()))
 }
 
 fn no_such_subscription(w: &mut Shard, handle: usize, request: u64, id: u64) -> Outcome {
@@ -659,6 +722,10 @@ pub enum Finish {
     KillOne,
     /// `[events]`: the newest `limit`, oldest first (get_events).
     Events { subscription: u64, limit: usize },
+    /// `[row]`, or `[null]` (wamp.table.get).
+    Row,
+    /// `[rows]`: the first `limit` in topic order (wamp.table.list).
+    Rows { limit: usize },
 }
 
 /// A meta call waiting for the workers' answers.
@@ -671,6 +738,7 @@ pub struct Gathering {
     ids: Vec<u64>,
     details: Option<Dict>,
     events: Vec<crate::router::history::Recorded>,
+    rows: Vec<(String, Value)>,
     deadline: Instant,
 }
 
@@ -687,6 +755,7 @@ fn gather(w: &mut Shard, handle: usize, request: u64, realm: Realm, q: MetaQuery
         ids: Vec::new(),
         details: None,
         events: Vec::new(),
+        rows: Vec::new(),
         deadline: w.now + GATHER_TIMEOUT,
     };
     w.gathers.insert(id, g);
@@ -706,6 +775,7 @@ pub fn on_meta_answer(w: &mut Shard, gather: u64, answer: MetaAnswer) {
         MetaAnswer::Ids(ids) => g.ids.extend(ids),
         MetaAnswer::Details(d) => g.details = g.details.take().or(d),
         MetaAnswer::Events(e) => g.events.extend(e),
+        MetaAnswer::Rows(r) => g.rows.extend(r),
     }
     g.remaining -= 1;
     if g.remaining == 0 {
@@ -734,6 +804,16 @@ fn finish(w: &mut Shard, gather: u64) {
             error(w, handle, m::CALL, request, "wamp.error.no_such_session", msg);
         }
         Finish::KillOne => result(w, handle, request, Vec::new()),
+        Finish::Row => {
+            let row = g.rows.into_iter().next().map_or(Value::Null, |(_, r)| r);
+            result(w, handle, request, vec![row]);
+        }
+        Finish::Rows { limit } => {
+            let mut rows = g.rows;
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+            rows.truncate(limit);
+            result(w, handle, request, vec![Value::List(rows.into_iter().map(|(_, r)| r).collect())]);
+        }
         Finish::Events { subscription, limit } => {
             let mut events = g.events;
             events.sort_by_key(|e| (e.at, e.seq));
@@ -806,6 +886,28 @@ pub fn on_meta_query(w: &mut Shard, realm: &Realm, query: MetaQuery, reply: Work
         }
         MetaQuery::History { topic, policy, limit } => {
             MetaAnswer::Events(w.history.newest(realm, &topic, policy, limit))
+        }
+        MetaQuery::TableRows { prefix, topic, after, limit } => {
+            let value = |p: &Publication| crate::router::keys::value_of(&p.body);
+            let rows = match topic {
+                Some(t) => w
+                    .retained
+                    .get(realm, &t)
+                    .and_then(|e| e.value.as_ref())
+                    .and_then(|p| Some((t.clone(), value(p)?)))
+                    .into_iter()
+                    .collect(),
+                None => {
+                    let (now, mut expired) = (w.now, Vec::new());
+                    let all = w.retained.query(realm, &prefix, MatchPolicy::Prefix, now, &mut expired);
+                    all.iter()
+                        .filter(|p| after.as_ref().is_none_or(|a| p.topic > *a))
+                        .filter_map(|p| Some((p.topic.clone(), value(p)?)))
+                        .take(limit)
+                        .collect()
+                }
+            };
+            MetaAnswer::Rows(rows)
         }
         MetaQuery::Subscribers(subscription) => {
             let members = w.local_subs.get(&subscription).map(|l| l.members.clone()).unwrap_or_default();
