@@ -2,7 +2,8 @@
 //! README example (invoices summed into a total per customer), fed from
 //! WAMP and MQTT, amended, killed with SIGKILL and started again on the
 //! same data directory: every acknowledged invoice is there and every
-//! total is exact, rebuilt from the invoices. Two workers: publishers,
+//! total is exact, rebuilt from the invoices (and a built-in reducer's count
+//! is kept, like any retained value). Two workers: publishers,
 //! invoices and totals are spread over them.
 
 #[allow(unused_imports)]
@@ -81,8 +82,12 @@ fn totals_are_exact_and_survive_sigkill() {
     std::fs::write(dir.path().join("tables.json"), SCHEMA).unwrap();
     let config = dir.path().join("fennec.toml");
     let schema = dir.path().join("tables.json");
-    std::fs::write(&config, format!("[[realm]]\nname = \"realm1\"\nschema = {:?}\n", schema.display().to_string()))
-        .unwrap();
+    // And a built-in reducer, whose value is a retained value like any.
+    let text = format!(
+        "[[realm]]\nname = \"realm1\"\nschema = {:?}\n[[realm.reducer]]\nuri = \"counter\"\nkind = \"count\"\n",
+        schema.display().to_string()
+    );
+    std::fs::write(&config, text).unwrap();
     let flags = ["--durability", "sync", "--config", config.to_str().unwrap()];
     let r = start_with(data.path(), &flags);
 
@@ -124,6 +129,12 @@ fn totals_are_exact_and_survive_sigkill() {
         }
     }
     let expected: BTreeMap<String, String> = expected.into_iter().map(|(k, v)| (k, v.to_string())).collect();
+    for _ in 0..25 {
+        let request = c.request();
+        let options = opts(&[("acknowledge", Value::Bool(true))]);
+        c.send(&Msg::Publish { request, options, topic: "counter".into(), payload: args(vec![Value::Null]) });
+        assert!(matches!(c.recv(), Msg::Published { .. }), "PUBLISHED once counted and stored");
+    }
     // Propagation reaches the totals shortly after the acknowledgements.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut before = totals(r.wamp, expected.len());
@@ -136,6 +147,32 @@ fn totals_are_exact_and_survive_sigkill() {
 
     let r = start_with(data.path(), &flags);
     assert_eq!(totals(r.wamp, expected.len()), expected, "the same totals after SIGKILL and a restart");
+    let mut c = join(r.wamp, Serializer::Json);
+    let request = c.request();
+    c.send(&Msg::Call {
+        request,
+        options: Dict::new(),
+        procedure: "wamp.table.get".into(),
+        payload: args(vec![Value::Str("detail".into()), Value::Str("c3".into())]),
+    });
+    match c.recv() {
+        Msg::Result { payload, .. } => {
+            let row = payload.values().args.as_ref().and_then(|a| a.first()).cloned().expect("a row");
+            let Value::Dict(d) = row else { panic!("a row: {row:?}") };
+            assert!(d.iter().any(|(k, v)| k == "total" && v.as_str() == Some(expected["c3"].as_str())), "{d:?}");
+        }
+        other => panic!("expected RESULT, got {other:?}"),
+    }
+    let request = c.request();
+    let options = opts(&[("get_retained", Value::Bool(true))]);
+    c.send(&Msg::Subscribe { request, options, topic: "counter".into() });
+    assert!(matches!(c.recv(), Msg::Subscribed { .. }));
+    match c.recv() {
+        Msg::Event { payload, .. } => {
+            assert_eq!(payload.values().args.as_deref(), Some(&[Value::UInt(25)][..]), "the count, kept");
+        }
+        other => panic!("expected the retained count, got {other:?}"),
+    }
     // And the engine goes on from there: one more sale for c0.
     let mut c = join(r.wamp, Serializer::MsgPack);
     let request = c.request();
