@@ -58,6 +58,10 @@ fn free_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 fn scrape(admin: SocketAddr) -> HashMap<String, f64> {
     let mut s = TcpStream::connect(admin).unwrap();
     write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
@@ -75,32 +79,43 @@ fn metrics_aggregate_in_the_real_statsd_daemon() {
     let statsd_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node/node_modules/statsd");
     assert!(statsd_dir.join("stats.js").exists(), "npm statsd in tests/node/node_modules (scripts/test installs it)");
     let (carbon_addr, got) = carbon();
-    let udp = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("statsd.js");
-    std::fs::write(
-        &config,
-        format!(
-            "{{ port: {udp}, address: '127.0.0.1', mgmt_port: {mgmt}, mgmt_address: '127.0.0.1',
-               graphiteHost: '127.0.0.1', graphitePort: {carbon}, backends: ['./backends/graphite'],
-               flushInterval: 300 }}",
-            mgmt = free_port(),
-            carbon = carbon_addr.port()
-        ),
-    )
-    .unwrap();
-    let daemon = Daemon(
-        Command::new("node")
-            .arg(statsd_dir.join("stats.js"))
-            .arg(&config)
-            .current_dir(&statsd_dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("node"),
-    );
-    // The daemon listens once it has read its configuration.
-    std::thread::sleep(Duration::from_millis(800));
+    // A port free a moment ago may be taken by the time the daemon binds
+    // it (other tests run alongside): a daemon that exits at once is
+    // started again on other ports.
+    let mut started = None;
+    for _ in 0..5 {
+        let udp = free_port();
+        let config = dir.path().join("statsd.js");
+        std::fs::write(
+            &config,
+            format!(
+                "{{ port: {udp}, address: '127.0.0.1', mgmt_port: {mgmt}, mgmt_address: '127.0.0.1',
+                   graphiteHost: '127.0.0.1', graphitePort: {carbon}, backends: ['./backends/graphite'],
+                   flushInterval: 300 }}",
+                mgmt = free_tcp_port(),
+                carbon = carbon_addr.port()
+            ),
+        )
+        .unwrap();
+        let mut daemon = Daemon(
+            Command::new("node")
+                .arg(statsd_dir.join("stats.js"))
+                .arg(&config)
+                .current_dir(&statsd_dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("node"),
+        );
+        // The daemon listens once it has read its configuration.
+        std::thread::sleep(Duration::from_millis(800));
+        if daemon.0.try_wait().expect("the daemon's status").is_none() {
+            started = Some((daemon, udp));
+            break;
+        }
+    }
+    let (daemon, udp) = started.expect("the statsd daemon started");
 
     let r = common::router(&[
         "--cores",
