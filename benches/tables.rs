@@ -18,20 +18,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use fennec::worker::testkit::Cluster;
 use serde_json::json;
 
-const SCHEMA: &str = r#"{
-    "invoice": {
-        "type": "object",
-        "properties": { "date": {"type": "string"}, "customer": {"type": "string"}, "amount": {"type": "string"} },
-        "primary_key": ["date", "customer"],
-        "propagate": { "detail": [{ "key": ["customer"], "fields": {"total": "amount"}, "filter": {"type": "sale"} }] }
-    },
-    "detail": {
-        "type": "aggregate",
-        "properties": { "customer": {"type": "string"}, "total": {"type": "string"} },
-        "primary_key": ["customer"],
-        "sum": ["total"]
-    }
-}"#;
+/// fox-wamp's README example, as the interop suite has it.
+const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/tables.json");
 
 /// A case: its name, the topic (prefix) its subscriber watches, and the
 /// PUBLISH of iteration `i`.
@@ -42,12 +30,8 @@ fn roles() -> serde_json::Value {
 }
 
 fn bench(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
-    let schema = dir.path().join("tables.json");
-    std::fs::write(&schema, SCHEMA).unwrap();
     let toml = format!(
-        "[[realm]]\nname = \"realm1\"\nschema = {:?}\n[[realm.reducer]]\nuri = \"bench.sum\"\nkind = \"sum\"\n",
-        schema.display().to_string()
+        "[[realm]]\nname = \"realm1\"\nschema = {SCHEMA:?}\n[[realm.reducer]]\nuri = \"bench.sum\"\nkind = \"sum\"\n"
     );
     let mut g = c.benchmark_group("tables");
     g.throughput(Throughput::Elements(1));

@@ -19,26 +19,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-const SCHEMA: &str = r#"{
-    "invoice": {
-        "type": "object",
-        "properties": {
-            "date": { "type": "string" },
-            "customer": { "type": "string" },
-            "amount": { "type": "string" }
-        },
-        "primary_key": [ "date", "customer" ],
-        "propagate": {
-            "detail": [{ "key": [ "customer" ], "fields": { "total": "amount" }, "filter": {"type": "sale"} }]
-        }
-    },
-    "detail": {
-        "type": "aggregate",
-        "properties": { "customer": { "type": "string" }, "total": { "type": "string" } },
-        "primary_key": [ "customer" ],
-        "sum": [ "total" ]
-    }
-}"#;
+/// fox-wamp's README example, as the interop suite has it.
+const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/tables.json");
 
 fn invoice(date: u32, customer: u32, cents: u64, kind: &str) -> Value {
     let mut d = Dict::new();
@@ -79,7 +61,7 @@ fn totals(addr: SocketAddr, expect: usize) -> BTreeMap<String, String> {
 fn totals_are_exact_and_survive_sigkill() {
     let data = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("tables.json"), SCHEMA).unwrap();
+    std::fs::copy(SCHEMA, dir.path().join("tables.json")).unwrap();
     let config = dir.path().join("fennec.toml");
     let schema = dir.path().join("tables.json");
     // And a built-in reducer, whose value is a retained value like any.

@@ -138,6 +138,42 @@ pub struct Publication {
     pub durable_ack: Option<(WorkerId, u64)>,
 }
 
+/// The session ID the router's own publications and calls come from (no
+/// client session has it: session IDs start at 1).
+pub const ROUTER_SESSION: u64 = 0;
+
+impl Publication {
+    /// A retained value the router publishes itself (a reducer's result, a
+    /// table's row): from its caller session 0 on `worker`, QoS 0, no
+    /// expiry, nothing disclosed.
+    pub fn router_value(
+        realm: Realm,
+        topic: String,
+        id: u64,
+        worker: WorkerId,
+        body: Body,
+        now: Instant,
+    ) -> Publication {
+        Publication {
+            realm,
+            topic,
+            id,
+            publisher: SessionRef { worker, id: ROUTER_SESSION },
+            exclude_me: false,
+            body,
+            qos: 0,
+            retain: true,
+            props: None,
+            expires: None,
+            started: now,
+            disclosed: None,
+            receivers: None,
+            ppt: None,
+            durable_ack: None,
+        }
+    }
+}
+
 /// A publication's black- and whitelists (WAMP `exclude`, `eligible`, and
 /// their `_authid` / `_authrole` forms). A subscriber receives it if it is
 /// in every `eligible*` list given and in no `exclude*` list. The lists are
@@ -260,6 +296,39 @@ pub struct Invoke {
     /// More INVOCATION details, from the router's own calls (a reducer's
     /// `topic` and `retained`).
     pub details: Option<Box<Dict>>,
+}
+
+impl Invoke {
+    /// A call the router makes itself (caller session 0 on `worker`): to a
+    /// dynamic authorizer or authenticator, or a reducer.
+    #[allow(clippy::too_many_arguments)]
+    pub fn router_call(
+        worker: WorkerId,
+        request: u64,
+        callee: u64,
+        registration: u64,
+        procedure: String,
+        pattern: bool,
+        payload: Payload,
+        details: Option<Box<Dict>>,
+    ) -> Invoke {
+        Invoke {
+            caller: SessionRef { worker, id: ROUTER_SESSION },
+            request,
+            callee,
+            registration,
+            procedure,
+            pattern,
+            payload,
+            receive_progress: false,
+            disclosed: None,
+            progress: false,
+            continuation: false,
+            ppt: None,
+            caller_ppt: false,
+            details,
+        }
+    }
 }
 
 /// The end of a call (or a progressive result), on its way back to the caller's worker.

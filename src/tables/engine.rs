@@ -162,36 +162,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// The README's example, as written.
+    /// The README's example, as written (the interop suite's schema file).
     pub fn readme() -> Schema {
-        Schema::parse(&json!({
-            "invoice": {
-                "type": "object",
-                "properties": {
-                    "date": { "type": "string" },
-                    "customer": { "type": "string" },
-                    "amount": { "type": "string" }
-                },
-                "primary_key": [ "date", "customer" ],
-                "propagate": {
-                    "detail": [{
-                        "key": [ "customer" ],
-                        "fields": { "total": "amount" },
-                        "filter": { "type": "sale" }
-                    }]
-                }
-            },
-            "detail": {
-                "type": "aggregate",
-                "properties": {
-                    "customer": { "type": "string" },
-                    "total": { "type": "string" }
-                },
-                "primary_key": [ "customer" ],
-                "sum": [ "total" ]
-            }
-        }))
-        .expect("the README's schema")
+        let text = include_str!("../../tests/interop/tables.json");
+        Schema::parse(&serde_json::from_str(text).unwrap()).expect("the README's schema")
     }
 
     fn v(j: serde_json::Value) -> Value {

@@ -157,22 +157,10 @@ impl Shard {
         };
         self.next_authz += 1;
         let request = self.next_authz;
-        let inv = Invoke {
-            caller: SessionRef { worker: self.id, id: ROUTER_CALLER },
-            request,
-            callee: callee.id,
-            registration,
-            procedure: key.1.clone(),
-            pattern: policy != MatchPolicy::Exact,
-            payload,
-            receive_progress: false,
-            disclosed: None,
-            progress: false,
-            continuation: false,
-            ppt: None,
-            caller_ppt: false,
-            details: Some(Box::new(details)),
-        };
+        let pattern = policy != MatchPolicy::Exact;
+        let details = Some(Box::new(details));
+        let inv =
+            Invoke::router_call(self.id, request, callee.id, registration, key.1.clone(), pattern, payload, details);
         state.busy = Some((request, callee, ack));
         let deadline = self.now + REDUCE_TIMEOUT;
         self.call_deadlines.insert((deadline, ROUTER_CALLER, request));
@@ -240,23 +228,8 @@ impl Shard {
     /// key's subscribers.
     /// A waiting publisher is told once the value is durable (`retain`).
     fn apply_reduced(&mut self, key: &(Realm, String), payload: Payload, ack: Option<Ack>) {
-        let p = Arc::new(Publication {
-            realm: key.0.clone(),
-            topic: key.1.clone(),
-            id: self.ids.next_id(),
-            publisher: SessionRef { worker: self.id, id: ROUTER_CALLER },
-            exclude_me: false,
-            body: Body::Wamp(payload),
-            qos: 0,
-            retain: true,
-            props: None,
-            expires: None,
-            started: self.now,
-            disclosed: None,
-            receivers: None,
-            ppt: None,
-            durable_ack: None,
-        });
+        let (id, body) = (self.ids.next_id(), Body::Wamp(payload));
+        let p = Arc::new(Publication::router_value(key.0.clone(), key.1.clone(), id, self.id, body, self.now));
         if let Some(why) = self.over_bound(&p) {
             log::warn!("worker {}: the reduced value of '{}' is not kept: {why}", self.id, key.1);
             self.metrics.counters.reduce_failed += 1;

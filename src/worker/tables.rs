@@ -25,11 +25,10 @@
 use super::Shard;
 use crate::payload::Payload;
 use crate::router::keys::value_of;
-use crate::router::{owner_of, Body, Publication, Realm, SessionRef, ShardMsg, WorkerId};
+use crate::router::{owner_of, Body, Publication, Realm, ShardMsg, WorkerId};
 use crate::tables::engine::{contributions, AggRow, Contribution};
 use crate::tables::schema::Schema;
 use crate::value::{Dict, Value};
-use crate::wamp::session::ROUTER_CALLER;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -199,23 +198,8 @@ impl Shard {
             Some(v) => Payload::args(vec![v]),
             None => Payload::new(None, None),
         };
-        let p = Arc::new(Publication {
-            realm: realm.clone(),
-            topic: topic.to_owned(),
-            id: self.ids.next_id(),
-            publisher: SessionRef { worker: self.id, id: ROUTER_CALLER },
-            exclude_me: false,
-            body: Body::Wamp(payload),
-            qos: 0,
-            retain: true,
-            props: None,
-            expires: None,
-            started: self.now,
-            disclosed: None,
-            receivers: None,
-            ppt: None,
-            durable_ack: None,
-        });
+        let (id, body) = (self.ids.next_id(), Body::Wamp(payload));
+        let p = Arc::new(Publication::router_value(realm.clone(), topic.to_owned(), id, self.id, body, self.now));
         self.retain(p.clone(), ack);
         self.publish_counted(p);
     }
@@ -297,23 +281,8 @@ pub fn rebuild(cfg: &crate::config::Config, retained: &mut [Vec<Arc<Publication>
         for (topic, (t, key, state)) in rows {
             let Some(row) = state.row(schema, t, &key) else { continue };
             let owner = owner_of(&realm, &topic, workers) as usize;
-            let p = Arc::new(Publication {
-                realm: realm.clone(),
-                topic: topic.clone(),
-                id: 0,
-                publisher: SessionRef { worker: owner as WorkerId, id: ROUTER_CALLER },
-                exclude_me: false,
-                body: Body::Wamp(Payload::args(vec![row])),
-                qos: 0,
-                retain: true,
-                props: None,
-                expires: None,
-                started: now,
-                disclosed: None,
-                receivers: None,
-                ppt: None,
-                durable_ack: None,
-            });
+            let body = Body::Wamp(Payload::args(vec![row]));
+            let p = Arc::new(Publication::router_value(realm.clone(), topic.clone(), 0, owner as WorkerId, body, now));
             stale.remove(&topic);
             retained[owner].push(p.clone());
             rewrite.push(p);
@@ -334,36 +303,11 @@ mod tests {
         json!({"publisher": {}, "subscriber": {}, "caller": {}, "callee": {}})
     }
 
-    /// fox-wamp's README example, and a chained table of totals per region.
-    fn schema_file() -> tempfile::NamedTempFile {
-        let f = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
-        let schema = json!({
-            "invoice": {
-                "type": "object",
-                "properties": {
-                    "date": { "type": "string" },
-                    "customer": { "type": "string" },
-                    "amount": { "type": "string" }
-                },
-                "primary_key": [ "date", "customer" ],
-                "propagate": {
-                    "detail": [{ "key": [ "customer" ], "fields": { "total": "amount" }, "filter": {"type": "sale"} }]
-                }
-            },
-            "detail": {
-                "type": "aggregate",
-                "properties": { "customer": { "type": "string" }, "total": { "type": "string" } },
-                "primary_key": [ "customer" ],
-                "sum": [ "total" ]
-            }
-        });
-        std::fs::write(f.path(), serde_json::to_vec(&schema).unwrap()).unwrap();
-        f
-    }
+    /// fox-wamp's README example (the interop suite's schema file).
+    const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/tables.json");
 
-    fn cluster(schema: &tempfile::NamedTempFile) -> Cluster {
-        let toml = format!("[[realm]]\nname = \"realm1\"\nschema = {:?}\n", schema.path().display().to_string());
-        Cluster::from_toml(2, &toml)
+    fn cluster() -> Cluster {
+        Cluster::from_toml(2, &format!("[[realm]]\nname = \"realm1\"\nschema = {SCHEMA:?}\n"))
     }
 
     fn invoice(date: &str, customer: &str, amount: &str, kind: &str) -> Json {
@@ -372,8 +316,7 @@ mod tests {
 
     #[test]
     fn invoices_sum_into_details_and_replacements_take_the_difference() {
-        let file = schema_file();
-        let mut cl = cluster(&file);
+        let mut cl = cluster();
         let (publisher, watcher) = (cl.wamp(0), cl.wamp(1));
         cl.join(publisher, roles());
         cl.join(watcher, roles());
@@ -440,8 +383,7 @@ mod tests {
 
     #[test]
     fn bad_rows_and_writes_to_rows_are_refused() {
-        let file = schema_file();
-        let mut cl = cluster(&file);
+        let mut cl = cluster();
         let publisher = cl.wamp(0);
         cl.join(publisher, roles());
         cl.send(
@@ -461,27 +403,11 @@ mod tests {
 
     #[test]
     fn rebuild_makes_the_aggregate_rows_again_from_the_source_rows() {
-        let file = schema_file();
-        let cl = cluster(&file);
+        let cl = cluster();
         let cfg = cl.shards[0].cfg.clone();
         let row = |topic: &str, v: Json| {
-            Arc::new(Publication {
-                realm: "realm1".into(),
-                topic: topic.into(),
-                id: 1,
-                publisher: SessionRef { worker: 0, id: 1 },
-                exclude_me: false,
-                body: Body::Wamp(Payload::args(vec![serde_json::from_value(v).unwrap()])),
-                qos: 0,
-                retain: true,
-                props: None,
-                expires: None,
-                started: std::time::Instant::now(),
-                disclosed: None,
-                receivers: None,
-                ppt: None,
-                durable_ack: None,
-            })
+            let body = Body::Wamp(Payload::args(vec![serde_json::from_value(v).unwrap()]));
+            Arc::new(Publication::router_value("realm1".into(), topic.into(), 1, 0, body, std::time::Instant::now()))
         };
         let mut parts = vec![
             vec![

@@ -231,6 +231,18 @@ class Inbox:
         return self.items[:n]
 
 
+async def retained_value(session, topic):
+    """The first argument of a topic's retained value (a subscription with
+    get_retained, ended once the value is there)."""
+    from autobahn.wamp.types import SubscribeOptions
+
+    inbox = Inbox()
+    sub = await session.subscribe(inbox.handler(), topic, options=SubscribeOptions(get_retained=True))
+    ((_, args, _, _),) = await inbox.wait_for_count(1)
+    await sub.unsubscribe()
+    return args[0]
+
+
 def run(coro, timeout=TEST_TIMEOUT):
     """Run one test body in a fresh event loop, bounded by a timeout."""
     return asyncio.run(asyncio.wait_for(coro, timeout))

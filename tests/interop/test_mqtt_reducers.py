@@ -11,11 +11,8 @@ import threading
 import time
 
 import paho.mqtt.client as paho
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
-from helpers import SERIALIZERS, Inbox, Sessions, run
-from autobahn.wamp.types import SubscribeOptions
+from helpers import SERIALIZERS, Inbox, Sessions, retained_value, run
 
 RUN = f"r{int(time.time() * 1000) % 10**9}"
 
@@ -46,14 +43,6 @@ def mqtt_client(protocol, name):
     return c, publish
 
 
-async def value_of(session, topic):
-    inbox = Inbox()
-    sub = await session.subscribe(inbox.handler(), topic, options=SubscribeOptions(get_retained=True))
-    (_, args, _, _), = await inbox.wait_for_count(1)
-    await sub.unsubscribe()
-    return args[0]
-
-
 def test_mqtt_publications_are_summed_and_a_bad_one_is_refused():
     v5, publish5 = mqtt_client(paho.MQTTv5, "sum5")
     v4, publish4 = mqtt_client(paho.MQTTv311, "sum4")
@@ -74,7 +63,7 @@ def test_mqtt_publications_are_summed_and_a_bad_one_is_refused():
     async def body():
         async with Sessions() as ss:
             reader = await ss.open(SERIALIZERS["msgpack"])
-            assert await value_of(reader, topic.replace("/", ".")) == 12.5
+            assert await retained_value(reader, topic.replace("/", ".")) == 12.5
 
     run(body())
 
@@ -96,6 +85,6 @@ def test_a_wamp_subscriber_watches_a_maximum_that_mqtt_feeds():
                 c.disconnect()
             events = await live.wait_for_count(4)
             assert [args[0] for (_, args, _, _) in events] == [3, 9, 9, 11]
-            assert await value_of(watcher, topic) == 11
+            assert await retained_value(watcher, topic) == 11
 
     run(body())

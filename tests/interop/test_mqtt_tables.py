@@ -7,12 +7,12 @@ subscriber gets the rows as JSON. Runs in the paho suite (a router with
 MQTT, two workers)."""
 
 import json
+import os
 import time
 
 import paho.mqtt.client as paho
 
-from helpers import SERIALIZERS, Inbox, Sessions, run
-from autobahn.wamp.types import SubscribeOptions
+from helpers import SERIALIZERS, Inbox, Sessions, retained_value, run
 from test_mqtt_reducers import mqtt_client
 
 RUN = f"r{int(time.time() * 1000) % 10**9}"
@@ -20,14 +20,6 @@ RUN = f"r{int(time.time() * 1000) % 10**9}"
 
 def invoice(date, customer, amount, kind="sale"):
     return {"date": date, "customer": customer, "amount": amount, "type": kind}
-
-
-async def row_of(session, topic):
-    inbox = Inbox()
-    sub = await session.subscribe(inbox.handler(), topic, options=SubscribeOptions(get_retained=True))
-    (_, args, _, _), = await inbox.wait_for_count(1)
-    await sub.unsubscribe()
-    return args[0]
 
 
 def test_invoices_from_mqtt_keep_exact_totals_for_a_wamp_watcher():
@@ -59,8 +51,8 @@ def test_invoices_from_mqtt_keep_exact_totals_for_a_wamp_watcher():
             totals = [args[0]["total"] for (_, args, _, _) in events]
             # 0.10 + 0.20 is 0.30 to the cent, not 0.30000000000000004.
             assert totals == ["12.50", "12.60", "12.80", "10.30"]
-            assert await row_of(watcher, f"detail.{customer}") == {"customer": customer, "total": "10.30"}
-            stored = await row_of(watcher, f"invoice.2024-01-05.{customer}")
+            assert await retained_value(watcher, f"detail.{customer}") == {"customer": customer, "total": "10.30"}
+            stored = await retained_value(watcher, f"invoice.2024-01-05.{customer}")
             assert stored["amount"] == "10.00"
 
     run(body())
@@ -71,8 +63,6 @@ def test_an_mqtt_subscriber_gets_the_rows_as_json():
     got = []
     sub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"rows-{RUN}", protocol=paho.MQTTv5)
     sub.on_message = lambda client, userdata, msg: got.append((msg.topic, json.loads(msg.payload)))
-    import os
-
     host, port = os.environ["FENNEC_MQTT"].rsplit(":", 1)
     sub.connect(host, int(port))
     sub.loop_start()

@@ -16,7 +16,7 @@ import time
 from autobahn.wamp import message
 from autobahn.wamp.types import PublishOptions, RegisterOptions, SubscribeOptions
 
-from helpers import STEP_TIMEOUT, ApplicationError, Inbox, Sessions, run
+from helpers import STEP_TIMEOUT, ApplicationError, Inbox, Sessions, retained_value, run
 from autobahn.wamp.serializer import JsonSerializer, MsgPackSerializer
 
 RUN = f"r{int(time.time() * 1000) % 10**9}"
@@ -67,15 +67,6 @@ class RawDetails:
         return self.by_topic[topic]["retained"]
 
 
-async def current(session, topic):
-    """The key's retained value (a subscription with get_retained)."""
-    inbox = Inbox()
-    sub = await session.subscribe(inbox.handler(), topic, options=SubscribeOptions(get_retained=True))
-    (_, args, _, _), = await inbox.wait_for_count(1)
-    await sub.unsubscribe()
-    return args[0]
-
-
 def test_a_reducer_counts_concurrent_publications_exactly():
     """COUNT acknowledged publications from four sessions (two per worker,
     up to 200 in flight each) to one key: the value is COUNT, and the
@@ -112,7 +103,7 @@ def test_a_reducer_counts_concurrent_publications_exactly():
             # Every PUBLISHED came after its reduction.
             assert len(seen) == 4 * per
             assert seen == list(range(4 * per)), "a sequential fold: each count seen once, in order"
-            assert await current(publishers[0], topic) == 4 * per
+            assert await retained_value(publishers[0], topic) == 4 * per
             print(f"{4 * per} reductions in {took:.1f} s ({4 * per / took:.0f}/s)")
 
     run(body(), timeout=max(120, COUNT / 500))
@@ -138,8 +129,8 @@ def test_a_pattern_reducer_keeps_a_value_per_topic_and_is_still_callable():
             await watcher.subscribe(live.handler(), f"{base}.a", options=SubscribeOptions(details=True))
             for key, amount in [("a", 5), ("b", 1), ("a", 7), ("b", 2), ("a", -2)]:
                 await pub.publish(f"{base}.{key}", amount, options=PublishOptions(acknowledge=True))
-            assert await current(pub, f"{base}.a") == 10
-            assert await current(pub, f"{base}.b") == 3
+            assert await retained_value(pub, f"{base}.a") == 10
+            assert await retained_value(pub, f"{base}.b") == 3
             # The subscriber of a key sees each new value, not the raw events.
             events = await live.wait_for_count(3)
             assert [args[0] for (_, args, _, _) in events] == [5, 12, 10]
@@ -167,9 +158,9 @@ def test_a_failing_reducer_leaves_the_value_and_a_retained_publish_resets_it():
             ack = PublishOptions(acknowledge=True)
             await pub.publish(topic, 4, options=ack)
             await pub.publish(topic, -1, options=ack)
-            assert await current(pub, topic) == 4
+            assert await retained_value(pub, topic) == 4
             await pub.publish(topic, 100, options=PublishOptions(acknowledge=True, retain=True))
             await pub.publish(topic, 1, options=ack)
-            assert await current(pub, topic) == 101
+            assert await retained_value(pub, topic) == 101
 
     run(body())

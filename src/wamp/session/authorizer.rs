@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The caller session of the router's own calls.
-pub const ROUTER_CALLER: u64 = 0;
+pub const ROUTER_CALLER: u64 = crate::router::ROUTER_SESSION;
 /// Decisions one worker keeps (then the least recently used go first).
 pub const CACHE_ENTRIES: usize = 16 * 1024;
 /// TTL of `cache: true`.
@@ -190,22 +190,10 @@ pub(crate) fn router_call(
     let Some(callee) = reg.pick() else { return Err(format!("'{procedure}' has no callee")) };
     w.next_authz += 1;
     let request = w.next_authz;
-    let inv = Invoke {
-        caller: SessionRef { worker: w.id, id: ROUTER_CALLER },
-        request,
-        callee: callee.session.id,
-        registration: reg.registration,
-        procedure,
-        pattern: policy != MatchPolicy::Exact,
-        payload: Payload::args(args),
-        receive_progress: false,
-        disclosed: None,
-        progress: false,
-        continuation: false,
-        ppt: None,
-        caller_ppt: false,
-        details: None,
-    };
+    let pattern = policy != MatchPolicy::Exact;
+    let (callee_id, registration) = (callee.session.id, reg.registration);
+    let inv =
+        Invoke::router_call(w.id, request, callee_id, registration, procedure, pattern, Payload::args(args), None);
     w.call_deadlines.insert((w.now + ANSWER_TIMEOUT, ROUTER_CALLER, request));
     w.peers.send(callee.session.worker, ShardMsg::Invoke(Box::new(inv)));
     Ok((request, callee.session))
