@@ -190,7 +190,10 @@ impl Worker {
                     self.sh.mark_dirty(handle);
                 }
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                    self.readable(handle);
+                    // A short read ends the reading unless the peer has also
+                    // closed (its EOF is read now: no later event says so).
+                    let drained_on_short = !(ev.is_read_closed() || ev.is_error());
+                    self.read_conn(handle, drained_on_short);
                 }
             }
             inbox_more |= self.drain_inbox();
@@ -198,7 +201,7 @@ impl Worker {
                 for handle in std::mem::take(&mut self.sh.resume) {
                     if let Some(c) = self.sh.conns.get_mut(handle) {
                         c.resume = false;
-                        self.readable(handle);
+                        self.read_conn(handle, false);
                     }
                 }
             }
@@ -337,12 +340,19 @@ impl Worker {
     /// loop's turn (used when an inbox message depends on that input).
     pub fn read_now(&mut self, handle: usize) {
         if self.sh.conns.contains(handle) && !self.sh.conns[handle].is_closed() {
-            self.readable(handle);
+            self.read_conn(handle, false);
         }
     }
 
     /// Reads what the socket has and hands it to the protocol layer.
-    fn readable(&mut self, handle: usize) {
+    ///
+    /// `drained_on_short`: a read that fills less than the buffer offered
+    /// has emptied the socket, so reading stops there instead of making one
+    /// more `read` to see `WouldBlock`. Linux's edge-triggered epoll (mio's)
+    /// reports the next arrival as a new event, so nothing is missed
+    /// (tokio relies on the same). Not for TLS, whose records may hold more
+    /// than one read returns, nor where an event said the peer closed.
+    fn read_conn(&mut self, handle: usize, drained_on_short: bool) {
         if self.sh.conns[handle].paused {
             return; // resumed explicitly (resume_reading)
         }
@@ -376,10 +386,13 @@ impl Worker {
                 buf.reserve(4096);
             }
             let Some(stream) = c.stream.as_mut() else { break };
+            let offered = buf.spare_mut().len();
+            let short_ends = drained_on_short && c.tls.is_none();
             let got = match &mut c.tls {
                 None => stream.read(buf.spare_mut()),
                 Some(tls) => crate::tls::read(tls, stream, buf.spare_mut()),
             };
+            let drained;
             match got {
                 Ok(0) => {
                     eof = true;
@@ -389,6 +402,7 @@ impl Worker {
                     buf.filled(n);
                     budget = budget.saturating_sub(n);
                     self.sh.metrics.counters.bytes_in += n as u64;
+                    drained = short_ends && n < offered;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -415,6 +429,9 @@ impl Worker {
                     c.resume = true;
                     self.sh.resume.push(handle);
                 }
+                break;
+            }
+            if drained {
                 break;
             }
         }
