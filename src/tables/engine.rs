@@ -216,6 +216,27 @@ mod tests {
     }
 
     #[test]
+    fn a_source_table_may_take_the_topics_a_pattern_matches() {
+        let s = Schema::parse(&json!({
+            "reading": { "type": "object", "primary_key": ["id"], "topic": "plant.", "match": "prefix" },
+            "alarm": { "type": "object", "primary_key": ["id"], "topic": "plant..alarm", "match": "wildcard" },
+            "exact": { "type": "object", "primary_key": ["id"] }
+        }))
+        .unwrap();
+        let (reading, alarm, exact) = (s.table("reading"), s.table("alarm"), s.table("exact"));
+        // An exact topic first, then the longest prefix, then wildcards.
+        assert_eq!(s.source_for("exact"), exact);
+        assert_eq!(s.source_for("plant.a.alarm"), reading);
+        assert_eq!(s.source_for("plant.a"), reading);
+        assert_eq!(s.source_for("elsewhere"), None);
+        assert!(alarm.is_some());
+        let bad = json!({"t": {"type": "object", "primary_key": ["id"], "topic": "a..b", "match": "exact"}});
+        assert!(Schema::parse(&bad).unwrap_err().contains("URI pattern"));
+        let bad = json!({"t": {"type": "object", "primary_key": ["id"], "match": "fuzzy"}});
+        assert!(Schema::parse(&bad).unwrap_err().contains("match must be"));
+    }
+
+    #[test]
     fn min_max_and_count_undo_exactly_and_chains_and_cycles() {
         let s = Schema::parse(&json!({
             "reading": {

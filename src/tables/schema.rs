@@ -19,7 +19,8 @@
 //! ```
 //!
 //! A table of any other `type` is a source table: its rows are published
-//! (to `topic`, by default the table's name) and checked against the table
+//! (to `topic`, by default the table's name; under `match` prefix or
+//! wildcard, to the topics it matches) and checked against the table
 //! object read as a JSON Schema (less the keywords `primary_key`,
 //! `propagate` and `topic`). An `aggregate` table's rows are made by the
 //! engine from the rows propagated into it; its fields are aggregated by
@@ -30,6 +31,7 @@
 //! An aggregate table may propagate further (chains); cycles are refused.
 
 use crate::router::fold::field;
+use crate::router::MatchPolicy;
 use crate::value::{Dict, Value};
 use ahash::AHashMap;
 use std::path::Path;
@@ -69,17 +71,24 @@ pub struct Table {
 }
 
 pub struct Source {
+    /// The topic its rows are published to, under `policy` (`match`:
+    /// exact by default, or prefix / wildcard: many topics, one table).
     pub topic: String,
+    pub policy: MatchPolicy,
     validator: jsonschema::Validator,
 }
 
 /// Keywords of ours in a table object (not JSON Schema).
-const OURS: &[&str] = &["primary_key", "propagate", "topic", "sum", "count", "min", "max"];
+const OURS: &[&str] = &["primary_key", "propagate", "topic", "match", "sum", "count", "min", "max"];
 
 pub struct Schema {
     pub tables: Vec<Table>,
     by_name: AHashMap<String, usize>,
+    /// Source tables published to one exact topic, and the others (by
+    /// pattern) in the order they are tried: as WAMP picks a registration,
+    /// the longest prefix first, then the wildcards (by table name).
     by_topic: AHashMap<String, usize>,
+    by_pattern: Vec<usize>,
 }
 
 impl std::fmt::Debug for Schema {
@@ -155,14 +164,18 @@ impl Schema {
                 }
                 None
             } else {
+                let policy = match obj.get("match").map(|m| m.as_str().and_then(MatchPolicy::parse)) {
+                    None => MatchPolicy::Exact,
+                    Some(Some(p)) if p != MatchPolicy::Filter => p,
+                    Some(_) => return Err(bad("match must be exact, prefix or wildcard".into())),
+                };
+                let loose = crate::wamp::uri::UriCheck::Loose;
                 let topic = match obj.get("topic") {
                     None => name.clone(),
-                    Some(serde_json::Value::String(s))
-                        if crate::wamp::uri::valid_uri(s, crate::wamp::uri::UriCheck::Loose) =>
-                    {
+                    Some(serde_json::Value::String(s)) if crate::wamp::uri::valid_pattern(s, policy, loose) => {
                         s.clone()
                     }
-                    Some(_) => return Err(bad("topic must be a URI".into())),
+                    Some(_) => return Err(bad(format!("topic must be a URI pattern for match {}", policy.name()))),
                 };
                 let mut json_schema = t.clone();
                 if let Some(o) = json_schema.as_object_mut() {
@@ -170,7 +183,7 @@ impl Schema {
                 }
                 let validator =
                     jsonschema::validator_for(&json_schema).map_err(|e| bad(format!("JSON Schema: {e}")))?;
-                Some(Source { topic, validator })
+                Some(Source { topic, policy, validator })
             };
             let mut propagate = Vec::new();
             if let Some(p) = obj.get("propagate") {
@@ -229,12 +242,23 @@ impl Schema {
                 }
             }
         }
-        let schema = Schema {
-            by_topic: out.iter().enumerate().filter_map(|(i, t)| Some((t.source.as_ref()?.topic.clone(), i))).collect(),
-            by_name,
-            tables: out,
-        };
-        if schema.by_topic.len() != schema.tables.iter().filter(|t| t.source.is_some()).count() {
+        let by_topic = out
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.source.as_ref().is_some_and(|s| s.policy == MatchPolicy::Exact))
+            .filter_map(|(i, t)| Some((t.source.as_ref()?.topic.clone(), i)))
+            .collect();
+        let mut by_pattern: Vec<usize> = (0..out.len())
+            .filter(|&i| out[i].source.as_ref().is_some_and(|s| s.policy != MatchPolicy::Exact))
+            .collect();
+        by_pattern.sort_by_key(|&i| {
+            let s = out[i].source.as_ref().expect("a source table");
+            (s.policy == MatchPolicy::Wildcard, std::cmp::Reverse(s.topic.len()), out[i].name.clone())
+        });
+        let schema = Schema { by_topic, by_pattern, by_name, tables: out };
+        if schema.by_topic.len() + schema.by_pattern.len()
+            != schema.tables.iter().filter(|t| t.source.is_some()).count()
+        {
             return Err("two source tables share a topic".into());
         }
         schema.check_acyclic()?;
@@ -285,8 +309,16 @@ impl Schema {
     }
 
     /// The source table whose rows are published to `topic`.
+    /// (A pattern never takes a table row's topic: `divert` asks
+    /// `row_table` first.)
     pub fn source_for(&self, topic: &str) -> Option<usize> {
-        self.by_topic.get(topic).copied()
+        if let Some(&t) = self.by_topic.get(topic) {
+            return Some(t);
+        }
+        self.by_pattern.iter().copied().find(|&t| {
+            let s = self.tables[t].source.as_ref().expect("a source table");
+            crate::router::topics::matches(s.policy, &s.topic, topic)
+        })
     }
 
     /// The table whose rows live under `topic` (`<table>.<key...>`), if any.

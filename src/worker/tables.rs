@@ -79,11 +79,6 @@ impl Shard {
     /// Where a client's publication goes (see `Divert`).
     pub fn divert(&self, p: &Publication) -> Result<Divert, Refusal> {
         if let Some(schema) = self.cfg.tables(&p.realm) {
-            if let Some(t) = schema.source_for(&p.topic) {
-                let row = value_of(&p.body).unwrap_or(Value::Null);
-                let topic = schema.check_row(t, &row).map_err(Refusal::Invalid)?;
-                return Ok(Divert::Row { table: t, topic, row: Some(row) });
-            }
             if let Some(t) = schema.row_table(&p.topic) {
                 let name = &schema.tables[t].name;
                 // A source row is deleted as MQTT clears a retained value:
@@ -95,6 +90,11 @@ impl Shard {
                 return Err(Refusal::Reserved(format!(
                     "the rows of table '{name}' are written by the aggregate engine"
                 )));
+            }
+            if let Some(t) = schema.source_for(&p.topic) {
+                let row = value_of(&p.body).unwrap_or(Value::Null);
+                let topic = schema.check_row(t, &row).map_err(Refusal::Invalid)?;
+                return Ok(Divert::Row { table: t, topic, row: Some(row) });
             }
         }
         if p.retain {
