@@ -10,7 +10,8 @@
 //! that goes leaves the value as it was (counted).
 //!
 //! One key has at most one invocation in flight, the next publications
-//! waiting at the owner in arrival order (at most `MAX_WAITING`; more are
+//! waiting at the owner in arrival order (at most `MAX_WAITING` per key and
+//! `MAX_WAITING_ALL` per worker; more are
 //! dropped and counted), so the value is a sequential fold of what arrived
 //! there. Different keys reduce at the same time, on their owners, across
 //! the registration's callees. A retained publication to the topic is not
@@ -35,6 +36,8 @@ use std::time::{Duration, Instant};
 
 /// Publications one key may hold while its reducer works; more are dropped.
 pub const MAX_WAITING: usize = 10_000;
+/// Publications all the keys of one worker may hold together.
+pub const MAX_WAITING_ALL: usize = 100_000;
 /// How long a reducer may take over one publication; then it counts as
 /// failed and the next one goes.
 pub const REDUCE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,6 +48,8 @@ pub struct Reductions {
     keys: AHashMap<(Realm, String), KeyState>,
     /// Invocations in flight: request -> key, and the call's deadline.
     calls: AHashMap<u64, ((Realm, String), Instant)>,
+    /// Publications waiting, all keys (bounded by `MAX_WAITING_ALL`).
+    waiting: usize,
 }
 
 #[derive(Default)]
@@ -65,7 +70,9 @@ impl Reductions {
 
     /// Publications waiting or in flight, all keys.
     pub fn pending(&self) -> usize {
-        self.keys.values().map(|k| k.waiting.len() + usize::from(k.busy.is_some())).sum()
+        let n = self.keys.values().map(|k| k.waiting.len() + usize::from(k.busy.is_some())).sum();
+        debug_assert_eq!(n - self.keys.values().filter(|k| k.busy.is_some()).count(), self.waiting);
+        n
     }
 }
 
@@ -101,10 +108,15 @@ impl Shard {
             }
             return;
         }
+        let all = self.reductions.waiting;
         let state = self.reductions.keys.entry(key.clone()).or_default();
-        if state.waiting.len() >= MAX_WAITING {
+        if state.waiting.len() >= MAX_WAITING || all >= MAX_WAITING_ALL {
             self.metrics.counters.reduce_dropped += 1;
-            let why = format!("the reducer of '{}' has {MAX_WAITING} publications waiting", p.topic);
+            let why = if all >= MAX_WAITING_ALL {
+                format!("this worker's reducers have {MAX_WAITING_ALL} publications waiting")
+            } else {
+                format!("the reducer of '{}' has {MAX_WAITING} publications waiting", p.topic)
+            };
             match ack {
                 Some((worker, ticket)) => self.peers.send(worker, ShardMsg::OverLimit { ticket, why: why.into() }),
                 None => log::warn!("worker {}: {why}: one dropped", self.id),
@@ -112,6 +124,7 @@ impl Shard {
             return;
         }
         state.waiting.push_back((p, ack));
+        self.reductions.waiting += 1;
         if state.busy.is_none() {
             self.next_reduction(key);
         }
@@ -130,6 +143,7 @@ impl Shard {
             self.reductions.keys.remove(&key);
             return;
         };
+        self.reductions.waiting -= 1;
         let callee = self
             .procs
             .reducer_for(&key.0, &key.1)
@@ -139,6 +153,7 @@ impl Shard {
             // acknowledged: it was accepted, as a publication nobody
             // receives is).
             let state = self.reductions.keys.remove(&key).expect("looked up above");
+            self.reductions.waiting -= state.waiting.len();
             let n = 1 + state.waiting.len() as u64;
             self.metrics.counters.reduce_dropped += n;
             log::warn!("worker {}: '{}' has no reducer any more: {n} publication(s) dropped", self.id, key.1);
