@@ -398,6 +398,11 @@ mod tests {
         cl.send(publisher, json!([16, 3, {"acknowledge": true}, "detail.acme", [{"customer": "acme", "total": "1"}]]));
         let e = cl.one(publisher);
         assert_eq!(e[4], "wamp.error.not_authorized", "{e}");
+        // fox-wamp's key options are a retained key's, not a row's.
+        let row = invoice("d", "c", "1", "sale");
+        cl.send(publisher, json!([16, 4, {"retain": true, "when": null}, "invoice", [row]]));
+        let e = cl.one(publisher);
+        assert_eq!(e[4], "wamp.error.invalid_argument", "{e}");
         assert!(cl.shards.iter().all(|s| s.table_rows.is_empty()), "nothing was applied");
     }
 

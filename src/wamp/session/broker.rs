@@ -115,9 +115,6 @@ pub(super) fn publish(
         ppt,
         durable_ack: None,
     };
-    if let Some(k) = key.filter(|k| k.when.is_some() || k.will.is_some()) {
-        return key_write(w, handle, request, acknowledge, p, k, trace);
-    }
     // A reduced topic or a table's row: PUBLISHED once the reducer has
     // folded it in (or the row is stored), so an acknowledging publisher
     // cannot outrun the reducer.
@@ -135,6 +132,14 @@ pub(super) fn publish(
             return;
         }
     };
+    if let Some(k) = key.filter(|k| k.when.is_some() || k.will.is_some()) {
+        if !matches!(divert, Divert::None) {
+            // A table's row is the engine's: it has no condition or will.
+            let text = Some(format!("'when' and 'will' do not apply to the rows of a table ('{}')", p.topic));
+            return error(w, handle, m::PUBLISH, request, "wamp.error.invalid_argument", text);
+        }
+        return key_write(w, handle, request, acknowledge, p, k, trace);
+    }
     let waits = !matches!(divert, Divert::None);
     if acknowledge && (waits || retain && w.cfg.store.durability == Durability::Sync) {
         // PUBLISHED waits until the retained value is on disk.
