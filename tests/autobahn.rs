@@ -46,6 +46,7 @@ const MQTT_TESTS: &[&str] = &[
     "test_mqtt_tls.py",
     "test_mqtt_reducers.py",
     "test_mqtt_tables.py",
+    "test_tables_restart.py",
 ];
 /// The pytest files of the WAMP Advanced Profile features, run a second
 /// time on one worker (`autobahn_advanced_profile_one_core`).
@@ -145,6 +146,8 @@ fn python_command(url: &str) -> Command {
     let mut cmd = Command::new(pyenv_python());
     cmd.current_dir(repo_root())
         .env("FENNEC_URL", url)
+        // test_tables_restart.py starts (and kills) a router of its own.
+        .env("FENNEC_BIN", fennec_bin())
         // Keep the source tree clean (no __pycache__ under tests/interop).
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("PYTHONUNBUFFERED", "1")

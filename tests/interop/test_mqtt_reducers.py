@@ -17,8 +17,11 @@ from helpers import SERIALIZERS, Inbox, Sessions, retained_value, run
 RUN = f"r{int(time.time() * 1000) % 10**9}"
 
 
-def mqtt_client(protocol, name):
-    host, port = os.environ["FENNEC_MQTT"].rsplit(":", 1)
+def mqtt_client(protocol, name, addr=None):
+    """A connected paho client, and a function that publishes at QoS 1 and
+    returns the PUBACK's reason code. `addr`: host:port, by default the
+    suite's router (FENNEC_MQTT)."""
+    host, port = (addr or os.environ["FENNEC_MQTT"]).rsplit(":", 1)
     c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"{name}-{RUN}", protocol=protocol)
     acks = {}
     done = threading.Condition()
