@@ -3,7 +3,7 @@
 //! result on the other. Each iteration hands the router one PUBLISH and
 //! lets both shards settle: the figure is the router's CPU per
 //! publication, everything it causes included (the owner's work, the
-//! store write it queues, the change event to the subscriber).
+//! change event to the subscriber; the test kit has no store).
 //!
 //! - `retained_publish`: a plain retained PUBLISH (the baseline).
 //! - `sum_reducer`: a PUBLISH folded by the built-in `sum` reducer.
