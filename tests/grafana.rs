@@ -107,10 +107,12 @@ fn dashboards_use_only_metrics_fennec_sends() {
     assert!(matches!(publ.recv(), Msg::Published { .. }));
 
     // StatsD: the names sent, prefix taken off.
-    // One whole interval with the MQTT delivery in it (`sessions.active`
-    // comes last in an interval's datagrams).
+    // One whole interval with the MQTT delivery in it: each realm's
+    // `slow_consumer_closes` comes last in an interval's datagrams (the
+    // gauges and the realms follow `sessions.active`, and where a datagram
+    // ends depends on how long the values are).
     let whole = |l: &str| {
-        let after = |what: &str| l.find(what).is_some_and(|i| l[i..].contains("sessions.active"));
+        let after = |what: &str| l.find(what).is_some_and(|i| l[i..].contains("realm1.slow_consumer_closes"));
         after("qos0.p99_us") && after("store_commit.p99_us")
     };
     let lines = statsd_lines(&statsd, whole, Duration::from_secs(10));
