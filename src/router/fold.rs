@@ -64,13 +64,13 @@ pub fn fold(
         }
         Kind::Sum => {
             let x = x.ok_or_else(missing)?;
-            let base = current.filter(|c| number(c).is_some()).cloned().unwrap_or(Value::UInt(0));
+            let base = current.filter(|c| c.as_f64().is_some()).cloned().unwrap_or(Value::UInt(0));
             add(&base, x).ok_or_else(|| format!("sum: {} is not a number", short(x)))
         }
         Kind::Min | Kind::Max => {
             let x = x.ok_or_else(missing)?;
-            let new = number(x).ok_or_else(|| format!("{kind:?}: {} is not a number", short(x)).to_lowercase())?;
-            let keep = current.and_then(|c| number(c).map(|n| (c, n))).filter(|&(_, old)| match kind {
+            let new = x.as_f64().ok_or_else(|| format!("{kind:?}: {} is not a number", short(x)).to_lowercase())?;
+            let keep = current.and_then(|c| c.as_f64().map(|n| (c, n))).filter(|&(_, old)| match kind {
                 Kind::Min => old <= new,
                 _ => old >= new,
             });
@@ -93,15 +93,6 @@ pub fn fold(
     }
 }
 
-fn number(v: &Value) -> Option<f64> {
-    match v {
-        Value::UInt(n) => Some(*n as f64),
-        Value::Int(n) => Some(*n as f64),
-        Value::Float(f) => Some(*f),
-        _ => None,
-    }
-}
-
 /// `a + b`: exact for integers while the sum fits, else a float.
 fn add(a: &Value, b: &Value) -> Option<Value> {
     let int = |v: &Value| match v {
@@ -118,7 +109,7 @@ fn add(a: &Value, b: &Value) -> Option<Value> {
             return Some(Value::Int(i));
         }
     }
-    Some(Value::Float(number(a)? + number(b)?))
+    Some(Value::Float(a.as_f64()? + b.as_f64()?))
 }
 
 fn short(v: &Value) -> String {

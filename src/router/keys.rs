@@ -74,15 +74,7 @@ pub fn canonical(v: &Value) -> String {
 }
 
 fn same(a: &Value, b: &Value) -> bool {
-    fn num(v: &Value) -> Option<f64> {
-        match v {
-            Value::Int(n) => Some(*n as f64),
-            Value::UInt(n) => Some(*n as f64),
-            Value::Float(f) => Some(*f),
-            _ => None,
-        }
-    }
-    match (num(a), num(b)) {
+    match (a.as_f64(), b.as_f64()) {
         (Some(x), Some(y)) => x == y,
         _ => match (a, b) {
             (Value::List(x), Value::List(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y)),

@@ -454,13 +454,10 @@ mod tests {
 
     #[test]
     fn mqtt_publications_are_reduced_too() {
-        use crate::worker::testkit::{mqtt_packet, mqtt_str};
+        use crate::worker::testkit::{mqtt_connect, mqtt_packet, mqtt_str};
         let (mut cl, callee, _) = setup(2, "dev.temp", json!({"reducer": true}));
         let dev = cl.mqtt(1);
-        let mut connect = mqtt_str("MQTT");
-        connect.extend_from_slice(&[4, 2, 0, 60]);
-        connect.extend(mqtt_str("d1"));
-        cl.send_mqtt(dev, &mqtt_packet(0x10, &connect));
+        cl.send_mqtt(dev, &mqtt_connect(None, "d1"));
         assert_eq!(cl.take_frames(dev)[0][..], [0x20, 2, 0, 0], "CONNACK");
         let mut publish = mqtt_str("dev/temp");
         publish.extend_from_slice(b"21.5");

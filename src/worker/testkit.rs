@@ -240,6 +240,20 @@ pub fn mqtt_str(s: &str) -> Vec<u8> {
     out
 }
 
+/// An MQTT 3.1.1 CONNECT (clean session, keep-alive 60 s), with a user
+/// name and password if given.
+pub fn mqtt_connect(user: Option<(&str, &str)>, id: &str) -> Vec<u8> {
+    let mut b = mqtt_str("MQTT");
+    let flags = 0x02 | if user.is_some() { 0xc0 } else { 0 };
+    b.extend_from_slice(&[4, flags, 0, 60]);
+    b.extend(mqtt_str(id));
+    if let Some((u, p)) = user {
+        b.extend(mqtt_str(u));
+        b.extend(mqtt_str(p));
+    }
+    mqtt_packet(0x10, &b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -623,18 +637,6 @@ mod tests {
         assert!(!t.allowed(ip, now), "budget spent");
         assert!(t.allowed(other, now), "per address");
         assert!(t.allowed(ip, now + crate::wamp::session::FAIL_WINDOW), "the window passed");
-    }
-
-    fn mqtt_connect(user: Option<(&str, &str)>, id: &str) -> Vec<u8> {
-        let mut b = mqtt_str("MQTT");
-        let flags = 0x02 | if user.is_some() { 0xc0 } else { 0 };
-        b.extend_from_slice(&[4, flags, 0, 60]);
-        b.extend(mqtt_str(id));
-        if let Some((u, p)) = user {
-            b.extend(mqtt_str(u));
-            b.extend(mqtt_str(p));
-        }
-        mqtt_packet(0x10, &b)
     }
 
     fn mqtt_subscribe(filter: &str) -> Vec<u8> {
