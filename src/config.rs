@@ -132,6 +132,12 @@ pub struct Cli {
     /// Seconds between `$SYS` topic updates, 0 for none [default: 10].
     #[arg(long, value_name = "S")]
     pub sys_interval: Option<u32>,
+    /// Join a cluster through this NATS server (docs/CLUSTER.md) [default: none, one node].
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
+    /// This node's name in the cluster, unique in it [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
 }
 
 /// The `[mqtt]` table.
@@ -223,6 +229,8 @@ pub struct File {
     pub store: StoreFile,
     #[serde(default)]
     pub tls: TlsFile,
+    #[serde(default)]
+    pub cluster: crate::cluster::ClusterFile,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -542,6 +550,8 @@ pub struct Config {
     pub any_reducer: bool,
     /// Some realm has aggregate tables.
     pub any_tables: bool,
+    /// The cluster this node belongs to, if any (`--cluster`).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for Config {
@@ -691,7 +701,9 @@ impl Config {
         let log_level =
             cli.log_level.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into());
         crate::logging::Filter::parse(&log_level).map_err(|e| format!("--log-level: {e}"))?;
+        let cluster = crate::cluster::ClusterConfig::resolve(cli.cluster, cli.node_name, file.cluster)?;
         Ok(Config {
+            cluster,
             log_level,
             any_history,
             any_reducer,

@@ -3,6 +3,7 @@
 pub use fennec_wamp::{payload, rawsocket, value};
 pub mod admin;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod inspect;

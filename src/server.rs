@@ -54,6 +54,9 @@ pub struct Running {
     workers: Vec<JoinHandle<()>>,
     metrics: Option<JoinHandle<()>>,
     store: Option<JoinHandle<()>>,
+    /// The cluster thread (`--cluster`): it leaves the cluster once the
+    /// workers, and so their links to it, are gone.
+    cluster: Option<crate::cluster::thread::ClusterThread>,
     senders: Vec<Sender<ShardMsg>>,
     wakers: Vec<Arc<Waker>>,
     /// The TLS certificate and key files, for `reload_tls`.
@@ -147,6 +150,17 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
         }
     }
 
+    // The cluster thread, connected to NATS before any worker runs (a node
+    // that cannot reach its cluster does not start).
+    let (cluster, cluster_tx) = match &cfg.cluster {
+        Some(c) => {
+            let workers = senders.iter().cloned().zip(wakers.iter().cloned()).collect();
+            let (thread, tx) = crate::cluster::thread::start(c.clone(), workers)?;
+            (Some(thread), Some(tx))
+        }
+        None => (None, None),
+    };
+
     let metrics_cfg = cfg.metrics.clone();
     // The admin listener: its own thread, reading the metrics thread's totals.
     let admin_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -183,6 +197,7 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
             wakers: wakers.clone(),
             metrics: Some(metrics_tx.clone()),
             store: store_tx.clone(),
+            cluster: cluster_tx.clone(),
             retained: std::mem::take(&mut retained[i]),
             history: std::mem::take(&mut history[i]),
             table_rows: std::mem::take(&mut table_rows[i]),
@@ -201,6 +216,7 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
     }
     drop(metrics_tx);
     drop(store_tx);
+    drop(cluster_tx);
     drop(ready_tx);
     // The listeners open once every worker has routed the MQTT sessions it
     // restored (a publish from the first client reaches them); then the
@@ -263,6 +279,7 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
         workers,
         metrics: Some(metrics),
         store,
+        cluster,
         senders,
         wakers,
         tls: cfg.tls.clone(),
@@ -524,6 +541,9 @@ impl Running {
         self.senders.clear();
         for w in self.workers.drain(..) {
             let _ = w.join();
+        }
+        if let Some(c) = self.cluster.take() {
+            let _ = c.thread.join();
         }
         // The workers' ends of the store channel are gone: the store
         // thread commits what is left and stops.

@@ -436,6 +436,18 @@ pub enum ShardMsg {
         ticket: u64,
         why: Arc<str>,
     },
+    /// A publication from another node (the cluster thread, to the topic's
+    /// owner): routed here like a local one, never forwarded again.
+    FromCluster(Arc<Publication>),
+    /// From the cluster thread: `node` has (`add`) or no longer has
+    /// subscribers of `key` (`remote_topics`; `subscription` is the cluster
+    /// thread's number for the key).
+    RemoteRoute {
+        key: SubKey,
+        subscription: u64,
+        node: u16,
+        add: bool,
+    },
     /// Deliver to local subscribers; `shared` lists the shared subscriptions
     /// for which this worker was picked to deliver to one member.
     Publish(Arc<Publication>, Vec<u64>),

@@ -73,7 +73,9 @@ impl Owner {
         Barrier { owner: self.me, id }
     }
 
-    pub fn sub_acquire(&mut self, key: SubKey, from: WorkerId, ids: &mut IdGen, out: &mut impl Outbox) {
+    /// A worker's first subscriber of `key`; true if this made the key
+    /// (the node's first subscriber of it).
+    pub fn sub_acquire(&mut self, key: SubKey, from: WorkerId, ids: &mut IdGen, out: &mut impl Outbox) -> bool {
         let mut new = false;
         let sub = self.subs.entry(key.clone()).or_insert_with(|| {
             new = true;
@@ -94,11 +96,14 @@ impl Owner {
                 }
             }
         }
+        new
     }
 
-    pub fn sub_release(&mut self, key: SubKey, from: WorkerId, session: Option<u64>, out: &mut impl Outbox) {
-        let Some(sub) = self.subs.get_mut(&key) else { return };
-        let Ok(at) = sub.workers.binary_search(&from) else { return };
+    /// A worker's last subscriber of `key` left; true if this deleted the
+    /// key (the node has no subscriber of it left).
+    pub fn sub_release(&mut self, key: SubKey, from: WorkerId, session: Option<u64>, out: &mut impl Outbox) -> bool {
+        let Some(sub) = self.subs.get_mut(&key) else { return false };
+        let Ok(at) = sub.workers.binary_search(&from) else { return false };
         sub.workers.remove(at);
         let subscription = sub.subscription;
         let deleted = sub.workers.is_empty();
@@ -112,6 +117,7 @@ impl Owner {
         if let (true, Some(session)) = (deleted, session) {
             out.send(from, ShardMsg::SubDeleted { realm, subscription, session });
         }
+        deleted
     }
 
     /// A callee registers: a new registration, or (shared registration)

@@ -83,8 +83,32 @@ impl Shard {
                 mqtt::housekeeping(self);
             }
             ShardMsg::Publish(p, shared) => self.deliver(&p, &shared),
-            ShardMsg::SubAcquire { key, from } => self.owner.sub_acquire(key, from, &mut self.ids, &mut self.peers),
-            ShardMsg::SubRelease { key, from, session } => self.owner.sub_release(key, from, session, &mut self.peers),
+            ShardMsg::FromCluster(p) => {
+                self.publish_arc(p);
+            }
+            ShardMsg::RemoteRoute { key, subscription, node, add: true } => {
+                self.remote_topics.add(&key, subscription, 0, node)
+            }
+            ShardMsg::RemoteRoute { key, subscription, node, add: false } => {
+                self.remote_topics.remove(&key, subscription, node)
+            }
+            ShardMsg::SubAcquire { key, from } => {
+                // The node's interest in a key starts with its first subscriber.
+                let copy = self.cluster.is_some().then(|| key.clone());
+                if self.owner.sub_acquire(key, from, &mut self.ids, &mut self.peers) {
+                    if let (Some(link), Some(key)) = (&mut self.cluster, copy) {
+                        link.send(crate::cluster::ClusterReq::Interest { key, add: true });
+                    }
+                }
+            }
+            ShardMsg::SubRelease { key, from, session } => {
+                let copy = self.cluster.is_some().then(|| key.clone());
+                if self.owner.sub_release(key, from, session, &mut self.peers) {
+                    if let (Some(link), Some(key)) = (&mut self.cluster, copy) {
+                        link.send(crate::cluster::ClusterReq::Interest { key, add: false });
+                    }
+                }
+            }
             ShardMsg::SubGranted { key, subscription, created } => self.sub_granted(key, subscription, created),
             ShardMsg::SubDeleted { realm, subscription, session } => {
                 session::sub_deleted(self, &realm, subscription, session)
@@ -588,6 +612,9 @@ impl Shard {
             }
         }
         self.publish_targets = targets;
+        if self.cluster.is_some() && p.publisher.worker != crate::cluster::REMOTE {
+            matched |= self.forward_to_nodes(&p);
+        }
         match here {
             Some(shared) => self.deliver_matched(&p, &shared, mine),
             None => {
@@ -596,6 +623,28 @@ impl Shard {
             }
         }
         (matched, sent)
+    }
+
+    /// A local publication to the cluster thread, with the other nodes that
+    /// have subscribers of it (none: it stays here). `$SYS` is each node's
+    /// own. Returns whether some node has.
+    fn forward_to_nodes(&mut self, p: &Arc<Publication>) -> bool {
+        if self.remote_topics.is_empty() || p.topic.starts_with("$SYS") {
+            return false;
+        }
+        let mut nodes = std::mem::take(&mut self.remote_targets);
+        self.remote_topics.for_each_match(&p.realm, &p.topic, |_, route| nodes.extend_from_slice(&route.workers));
+        self.remote_topics.for_each_shared(&p.realm, &p.topic, |route| nodes.extend_from_slice(&route.workers));
+        let any = !nodes.is_empty();
+        if any {
+            nodes.sort_unstable();
+            nodes.dedup();
+            let req = crate::cluster::ClusterReq::Publish { p: p.clone(), nodes: nodes.clone() };
+            self.cluster.as_mut().expect("checked").send(req);
+            nodes.clear();
+        }
+        self.remote_targets = nodes;
+        any
     }
 
     /// Delivers a publication to this worker's subscribers. Each matching

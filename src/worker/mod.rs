@@ -89,6 +89,8 @@ pub struct Setup {
     pub metrics: Option<Sender<(Source, Snapshot)>>,
     /// The store thread's channel (none under `--durability none`).
     pub store: Option<Sender<crate::store::thread::StoreReq>>,
+    /// The cluster thread's channel (`--cluster`).
+    pub cluster: Option<tokio::sync::mpsc::Sender<crate::cluster::ClusterReq>>,
     /// Retained values read back from the store, for the topics this worker owns.
     pub retained: Vec<Arc<crate::router::Publication>>,
     /// History events read back from the store, for the topics this worker owns.
@@ -141,6 +143,7 @@ impl Worker {
             senders: s.senders,
             wakers: s.wakers,
             store: s.store,
+            cluster: s.cluster,
             retained: s.retained,
             history: s.history,
             table_rows: s.table_rows,
@@ -209,6 +212,9 @@ impl Worker {
             self.sh.peers.flush();
             if let Some(store) = &mut self.sh.store {
                 store.flush();
+            }
+            if let Some(cluster) = &mut self.sh.cluster {
+                cluster.flush();
             }
             if self.sh.now >= next_tick {
                 next_tick = self.sh.now + TICK;

@@ -86,6 +86,12 @@ pub struct Shard {
     pub(crate) next_gather: u64,
     /// This shard's end of the store channel.
     pub(crate) store: Option<StoreLink>,
+    /// This shard's end of the cluster thread's channel (`--cluster`).
+    pub(crate) cluster: Option<crate::cluster::ClusterLink>,
+    /// Which other nodes of the cluster have subscribers of what: routes
+    /// whose "workers" are node numbers (`ShardMsg::RemoteRoute`).
+    pub remote_topics: TopicTable,
+    pub(crate) remote_targets: Vec<crate::cluster::NodeId>,
     /// Acknowledgements waiting for the store, by ticket.
     pub(crate) pending_acks: AHashMap<u64, super::core::Waiting>,
     pub(crate) next_ticket: u64,
@@ -120,6 +126,7 @@ pub struct ShardSetup {
     pub senders: Vec<Sender<ShardMsg>>,
     pub wakers: Vec<Arc<Waker>>,
     pub store: Option<Sender<StoreReq>>,
+    pub cluster: Option<tokio::sync::mpsc::Sender<crate::cluster::ClusterReq>>,
     pub retained: Vec<Arc<crate::router::Publication>>,
     pub history: Vec<crate::router::history::Recorded>,
     /// The aggregate rows this shard owns, rebuilt at start.
@@ -172,6 +179,9 @@ impl Shard {
             gathers: AHashMap::new(),
             next_gather: 0,
             store: s.store.map(StoreLink::new),
+            cluster: s.cluster.map(crate::cluster::ClusterLink::new),
+            remote_topics: TopicTable::default(),
+            remote_targets: Vec::new(),
             pending_acks: AHashMap::new(),
             next_ticket: 0,
             history,
@@ -189,10 +199,12 @@ impl Shard {
         }
     }
 
-    /// A peer inbox or the store channel is full: sockets are not read
+    /// A peer inbox, the store or the cluster channel is full: sockets are not read
     /// until it drains (TCP backpressure reaches the producers).
     pub fn congested(&self) -> bool {
-        self.peers.congested() || self.store.as_ref().is_some_and(|s| s.congested())
+        self.peers.congested()
+            || self.store.as_ref().is_some_and(|s| s.congested())
+            || self.cluster.as_ref().is_some_and(|c| c.congested())
     }
 
     pub(crate) fn mark_dirty(&mut self, handle: usize) {

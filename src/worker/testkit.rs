@@ -58,6 +58,7 @@ impl Cluster {
                     senders: senders.clone(),
                     wakers: wakers.clone(),
                     store: None,
+                    cluster: None,
                     retained: Vec::new(),
                     history: Vec::new(),
                     table_rows: Vec::new(),

@@ -76,6 +76,45 @@ impl Payload {
         Payload::Raw(Raw { ser, bytes: Bytes::from(bytes), args_len: args.len(), values: OnceLock::new() })
     }
 
+    /// The raw form's parts: serializer, the elements' bytes, and how many
+    /// of them are the Arguments element (`from_parts` takes them back).
+    pub fn raw_parts(&self) -> Option<(Serializer, &Bytes, usize)> {
+        match self {
+            Payload::Raw(r) => Some((r.ser, &r.bytes, r.args_len)),
+            Payload::Values(_) => None,
+        }
+    }
+
+    /// A raw payload from bytes that did not come from this process (another
+    /// router node): checked here as a message's elements are, so a payload
+    /// that is not one list element (and one dictionary element) of `ser`
+    /// is refused rather than trusted.
+    pub fn from_parts(ser: Serializer, bytes: Bytes, args_len: usize) -> Result<Payload, String> {
+        let check = |b: &[u8]| match ser {
+            Serializer::Json => crate::elements::check_json(b),
+            Serializer::MsgPack => crate::elements::check_msgpack(b),
+            Serializer::Cbor => Err("CBOR payloads travel decoded".into()),
+        };
+        let kind = |b: &[u8], list: bool| {
+            let first = b.iter().copied().find(|c| !matches!(c, b' ' | b'\n' | b'\r' | b'\t'));
+            match (ser, first) {
+                (Serializer::Json, Some(b'[')) => list,
+                (Serializer::Json, Some(b'{')) => !list,
+                (Serializer::MsgPack, Some(0x90..=0x9f | 0xdc | 0xdd)) => list,
+                (Serializer::MsgPack, Some(0x80..=0x8f | 0xde | 0xdf)) => !list,
+                _ => false,
+            }
+        };
+        let (a, k) = bytes.split_at(args_len.min(bytes.len()));
+        if args_len > bytes.len() || check(a)? != a.len() || !kind(a, true) {
+            return Err("the arguments are not one list".into());
+        }
+        if !k.is_empty() && (check(k)? != k.len() || !kind(k, false)) {
+            return Err("the keyword arguments are not one dictionary".into());
+        }
+        Ok(Payload::Raw(Raw { ser, bytes, args_len, values: OnceLock::new() }))
+    }
+
     /// The decoded values (decoded now if they were not yet).
     pub fn values(&self) -> &Values {
         match self {
@@ -190,5 +229,27 @@ mod tests {
         assert!(!p.is_empty());
         assert!(Payload::raw(Serializer::Json, b"[]", Some(b"{}")).is_empty());
         assert_eq!(p.clone().into_values(), p.values().clone());
+    }
+
+    #[test]
+    fn parts_round_trip_and_foreign_bytes_are_checked() {
+        let p = Payload::raw(Serializer::Json, br#"[1,"a"]"#, Some(br#"{"k":true}"#));
+        let (ser, bytes, args_len) = p.raw_parts().unwrap();
+        let back = Payload::from_parts(ser, bytes.clone(), args_len).unwrap();
+        assert_eq!(back.encoded(Serializer::Json), p.encoded(Serializer::Json));
+        let json = |b: &'static [u8], n| Payload::from_parts(Serializer::Json, Bytes::from_static(b), n);
+        assert!(json(b"[1]", 3).is_ok());
+        assert!(json(b"[1]{}", 3).is_ok());
+        assert!(json(b"{}", 2).is_err(), "arguments must be a list");
+        assert!(json(b"[1]", 2).is_err(), "a cut element");
+        assert!(json(b"[1][2]", 3).is_err(), "keyword arguments must be a dictionary");
+        assert!(json(b"[1]{}x", 3).is_err(), "bytes after the dictionary");
+        assert!(json(b"[1]", 9).is_err(), "a length past the bytes");
+        let mp = rmp_serde::to_vec(&Value::List(vec![Value::UInt(7)])).unwrap();
+        let n = mp.len();
+        assert!(Payload::from_parts(Serializer::MsgPack, Bytes::from(mp), n).is_ok());
+        assert!(Payload::from_parts(Serializer::MsgPack, Bytes::from_static(&[0xc1]), 1).is_err());
+        assert!(Payload::from_parts(Serializer::Cbor, Bytes::from_static(b"\x80"), 1).is_err());
+        assert_eq!(Payload::args(vec![]).raw_parts(), None);
     }
 }

@@ -1,0 +1,158 @@
+//! Scale-out: several nodes serving one realm through NATS
+//! (`docs/CLUSTER.md` is the design; this is what of it is built).
+//!
+//! The `cluster` thread (`thread.rs`) owns the NATS connection, on a
+//! current-thread tokio runtime of its own: workers never see it. They
+//! talk to it through a bounded channel (`ClusterLink`, like the store's:
+//! overflow kept in order, sockets paused while it waits), and it talks to
+//! them through their ordinary inboxes. `wire.rs` is the pure part: NATS
+//! subject tokens and the form a publication travels in.
+
+pub mod thread;
+pub mod wire;
+
+use crate::router::{Publication, SubKey, WorkerId};
+use serde::Deserialize;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use tokio::sync::mpsc::error::TrySendError;
+
+/// The pseudo-worker a publication from another node comes from: never a
+/// local worker, so its publisher never equals a local session and it is
+/// never forwarded to the cluster again.
+pub const REMOTE: WorkerId = WorkerId::MAX;
+
+/// A node of the cluster, numbered by this node's cluster thread in the
+/// order it learns of them (the numbers are local to this node).
+pub type NodeId = u16;
+
+/// Capacity of the workers' shared channel to the cluster thread.
+pub const QUEUE: usize = 65_536;
+
+/// The `[cluster]` table.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// NATS server URL (`nats://host:port`); none: a single node.
+    pub url: Option<String>,
+    /// This node's name, unique in the cluster [default: the host name].
+    pub node: Option<String>,
+    /// First token of every subject and bucket name [default: fnc].
+    pub prefix: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub url: String,
+    pub node: String,
+    pub prefix: String,
+}
+
+impl ClusterConfig {
+    /// The flags over the file; `None` (one node) when neither names a URL.
+    pub fn resolve(
+        url: Option<String>,
+        node: Option<String>,
+        file: ClusterFile,
+    ) -> Result<Option<ClusterConfig>, String> {
+        let Some(url) = url.or(file.url) else {
+            if node.is_some() || file.node.is_some() {
+                return Err("a node name needs a cluster: give --cluster (or cluster.url) too".into());
+            }
+            return Ok(None);
+        };
+        let node = match node.or(file.node) {
+            Some(n) => n,
+            None => host_name().ok_or("no host name to name this node by: give --node-name")?,
+        };
+        if !wire::plain_token(&node) {
+            return Err(format!("node name {node:?}: use letters, digits, '-' and '_' only"));
+        }
+        let prefix = file.prefix.unwrap_or_else(|| "fnc".into());
+        if !wire::plain_token(&prefix) {
+            return Err(format!("cluster prefix {prefix:?}: use letters, digits, '-' and '_' only"));
+        }
+        Ok(Some(ClusterConfig { url, node, prefix }))
+    }
+}
+
+fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name: String = name.trim().chars().map(|c| if wire::plain_char(c) { c } else { '-' }).collect();
+    (!name.is_empty()).then_some(name)
+}
+
+/// What a worker tells the cluster thread.
+#[derive(Debug)]
+pub enum ClusterReq {
+    /// This node has (`add`) or no longer has a subscriber of `key`: sent
+    /// by the key's owner when it creates or deletes the subscription.
+    Interest { key: SubKey, add: bool },
+    /// A local publication that these nodes have interest in.
+    Publish { p: Arc<Publication>, nodes: Vec<NodeId> },
+}
+
+/// A worker's end of the channel to the cluster thread: like `StoreLink`,
+/// a request that does not fit waits here, in order, and the worker stops
+/// reading sockets until it drains (`congested`).
+pub struct ClusterLink {
+    tx: tokio::sync::mpsc::Sender<ClusterReq>,
+    overflow: VecDeque<ClusterReq>,
+}
+
+impl ClusterLink {
+    pub fn new(tx: tokio::sync::mpsc::Sender<ClusterReq>) -> ClusterLink {
+        ClusterLink { tx, overflow: VecDeque::new() }
+    }
+
+    pub fn send(&mut self, req: ClusterReq) {
+        if !self.overflow.is_empty() {
+            return self.overflow.push_back(req);
+        }
+        match self.tx.try_send(req) {
+            Ok(()) => {}
+            Err(TrySendError::Full(req)) => self.overflow.push_back(req),
+            // The cluster thread is gone (shutdown): nothing to forward to.
+            Err(TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Moves overflow into the channel as room allows.
+    pub fn flush(&mut self) {
+        while let Some(req) = self.overflow.pop_front() {
+            match self.tx.try_send(req) {
+                Ok(()) => {}
+                Err(TrySendError::Full(req)) => {
+                    self.overflow.push_front(req);
+                    return;
+                }
+                Err(TrySendError::Closed(_)) => self.overflow.clear(),
+            }
+        }
+    }
+
+    /// True while requests wait here: stop reading sockets.
+    pub fn congested(&self) -> bool {
+        !self.overflow.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_node_unless_a_url_is_given() {
+        assert_eq!(ClusterConfig::resolve(None, None, ClusterFile::default()), Ok(None));
+        assert!(ClusterConfig::resolve(None, Some("a".into()), ClusterFile::default()).is_err());
+        let c = ClusterConfig::resolve(Some("nats://h:1".into()), Some("a".into()), ClusterFile::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.url.as_str(), c.node.as_str(), c.prefix.as_str()), ("nats://h:1", "a", "fnc"));
+        let file = ClusterFile { url: Some("nats://f:2".into()), node: Some("b".into()), prefix: Some("x".into()) };
+        let c = ClusterConfig::resolve(None, None, file).unwrap().unwrap();
+        assert_eq!((c.url.as_str(), c.node.as_str(), c.prefix.as_str()), ("nats://f:2", "b", "x"));
+        assert!(ClusterConfig::resolve(Some("u".into()), Some("a.b".into()), ClusterFile::default()).is_err());
+        assert!(ClusterConfig::resolve(Some("u".into()), Some("a*".into()), ClusterFile::default()).is_err());
+    }
+}

@@ -1,0 +1,526 @@
+//! The `cluster` thread: the node's one NATS connection, on a
+//! current-thread tokio runtime that nothing else uses.
+//!
+//! What it does, in one loop (`Node::run`):
+//! - requests from the workers (`ClusterReq`): this node's interest, written
+//!   to the interest bucket by a writer task in the order the owners sent
+//!   it; publications, encoded once and published once per interested node;
+//! - publications from other nodes (its one subscription, `<prefix>.n.<me>.>`,
+//!   so they arrive in one order), handed to the topic's owner worker;
+//! - the interest bucket's watch: other nodes' entries, broadcast to every
+//!   worker as `RemoteRoute` while their node is alive;
+//! - heartbeats, its own every second and the others' (`<prefix>.hb.*`): a
+//!   node silent for `DEAD_AFTER` loses its routes until it is heard again.
+//!
+//! Its sends to workers are `try_send`: a full inbox keeps the message in a
+//! bounded per-worker overflow (beyond it, events are dropped and counted),
+//! because this thread must keep reading NATS.
+
+use super::wire::{self, InterestEntry};
+use super::{ClusterConfig, ClusterReq, NodeId};
+use crate::router::{owner_of, Publication, ShardMsg, SubKey};
+use ahash::AHashMap;
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use crossbeam_channel::{Sender, TrySendError};
+use futures_util::{FutureExt, StreamExt};
+use mio::Waker;
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A node not heard from for this long is taken for dead.
+pub const DEAD_AFTER: Duration = Duration::from_secs(5);
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Messages kept for one worker whose inbox is full; past it events drop.
+const OVERFLOW: usize = 65_536;
+/// Publications handled per wake-up before the other sources get a turn.
+const BATCH: usize = 256;
+/// Interest writes queued for the writer task.
+const WRITES: usize = 4096;
+/// How long the start waits for NATS and the interest bucket.
+const CONNECT_LIMIT: Duration = Duration::from_secs(10);
+
+/// The running thread, for the server's shutdown.
+pub struct ClusterThread {
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+/// Connects to NATS, makes or opens the interest bucket, and starts the
+/// thread; returns the channel the workers' `ClusterLink`s send on. Fails
+/// (the node does not start) when NATS cannot be reached in time.
+pub fn start(
+    cfg: ClusterConfig,
+    workers: Vec<(Sender<ShardMsg>, Arc<Waker>)>,
+) -> io::Result<(ClusterThread, tokio::sync::mpsc::Sender<ClusterReq>)> {
+    let (tx, rx) = tokio::sync::mpsc::channel(super::QUEUE);
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
+    let thread = std::thread::Builder::new().name("cluster".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = ready_tx.send(Err(format!("cluster runtime: {e}")));
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let node = match Node::connect(cfg, workers).await {
+                Ok(node) => node,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            node.run(rx).await;
+        });
+    })?;
+    match ready_rx.recv_timeout(CONNECT_LIMIT + Duration::from_secs(5)) {
+        Ok(Ok(())) => Ok((ClusterThread { thread }, tx)),
+        Ok(Err(e)) => Err(io::Error::other(e)),
+        Err(_) => Err(io::Error::other("cluster: no answer from NATS in time")),
+    }
+}
+
+/// Another node, as this one knows it.
+struct Peer {
+    name: String,
+    incarnation: u64,
+    last_heard: Instant,
+    alive: bool,
+    /// Its interest entries: bucket key -> subscription key.
+    entries: AHashMap<String, SubKey>,
+}
+
+struct Node {
+    cfg: ClusterConfig,
+    incarnation: u64,
+    client: async_nats::Client,
+    kv: kv::Store,
+    workers: Vec<(Sender<ShardMsg>, Arc<Waker>)>,
+    overflow: Vec<VecDeque<ShardMsg>>,
+    to_wake: Vec<bool>,
+    peers: Vec<Peer>,
+    by_name: AHashMap<String, NodeId>,
+    /// One routing ID per remote subscription key, with the number of
+    /// live nodes' entries that hold it.
+    remote_ids: AHashMap<SubKey, (u64, usize)>,
+    next_id: u64,
+    /// Interest writes for the writer task, in order.
+    writes: tokio::sync::mpsc::Sender<(String, Option<Bytes>)>,
+    connected: Arc<AtomicBool>,
+    /// Publications not forwarded or not delivered (NATS gone, a full
+    /// worker, an undecodable message), logged every 10 s while it grows.
+    drops: u64,
+    drops_logged: u64,
+    /// Another node with this node's name was heard (logged once per incarnation).
+    twin: Option<u64>,
+}
+
+impl Node {
+    async fn connect(cfg: ClusterConfig, workers: Vec<(Sender<ShardMsg>, Arc<Waker>)>) -> Result<Node, String> {
+        let connected = Arc::new(AtomicBool::new(false));
+        let flag = connected.clone();
+        let opts = async_nats::ConnectOptions::new()
+            .name(format!("fennec-{}", cfg.node))
+            .no_echo()
+            .connection_timeout(CONNECT_LIMIT)
+            .event_callback(move |event| {
+                let flag = flag.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            flag.store(true, Ordering::Relaxed);
+                            log::info!("cluster: connected to NATS");
+                        }
+                        async_nats::Event::Disconnected => {
+                            flag.store(false, Ordering::Relaxed);
+                            log::warn!("cluster: lost NATS; cross-node traffic is refused until it is back");
+                        }
+                        other => log::warn!("cluster: NATS: {other}"),
+                    }
+                }
+            });
+        let client = tokio::time::timeout(CONNECT_LIMIT, opts.connect(cfg.url.as_str()))
+            .await
+            .map_err(|_| format!("cluster: NATS at {} did not answer in time", cfg.url))?
+            .map_err(|e| format!("cluster: cannot connect to NATS at {}: {e}", cfg.url))?;
+        connected.store(true, Ordering::Relaxed);
+        let js = async_nats::jetstream::new(client.clone());
+        let bucket = wire::interest_bucket(&cfg.prefix);
+        let kv = open_bucket(&js, &bucket).await?;
+        // What a previous life of this node left behind.
+        let mine = format!("{}.", cfg.node);
+        if let Ok(mut keys) = kv.keys().await {
+            while let Some(Ok(key)) = keys.next().await {
+                if key.starts_with(&mine) {
+                    let _ = kv.delete(&key).await;
+                }
+            }
+        }
+        let (writes, queue) = tokio::sync::mpsc::channel(WRITES);
+        tokio::spawn(write_interest(kv.clone(), queue));
+        let n = workers.len();
+        log::info!("cluster: node {} joined through {}", cfg.node, cfg.url);
+        Ok(Node {
+            incarnation: rand::random::<u64>() | 1,
+            cfg,
+            client,
+            kv,
+            overflow: (0..n).map(|_| VecDeque::new()).collect(),
+            to_wake: vec![false; n],
+            workers,
+            peers: Vec::new(),
+            by_name: AHashMap::new(),
+            remote_ids: AHashMap::new(),
+            next_id: 1,
+            writes,
+            connected,
+            drops: 0,
+            drops_logged: 0,
+            twin: None,
+        })
+    }
+
+    async fn run(mut self, mut reqs: tokio::sync::mpsc::Receiver<ClusterReq>) {
+        let inbox = wire::inbox_subject(&self.cfg.prefix, &self.cfg.node);
+        let hb = format!("{}.hb.*", self.cfg.prefix);
+        let (mut events, mut beats, mut watch) =
+            match (self.client.subscribe(inbox).await, self.client.subscribe(hb).await, self.kv.watch_all().await) {
+                (Ok(e), Ok(b), Ok(w)) => (e, b, w),
+                (e, b, w) => {
+                    log::error!(
+                        "cluster: cannot subscribe: {:?} {:?} {:?}",
+                        e.err(),
+                        b.err(),
+                        w.err().map(|e| e.to_string())
+                    );
+                    return;
+                }
+            };
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        let mut retry = tokio::time::interval(Duration::from_millis(2));
+        let beat_subject = wire::heartbeat_subject(&self.cfg.prefix, &self.cfg.node);
+        let beat = Bytes::from(self.incarnation.to_be_bytes().to_vec());
+        loop {
+            let backlog = self.overflow.iter().any(|o| !o.is_empty());
+            tokio::select! {
+                req = reqs.recv() => {
+                    let Some(req) = req else { break };
+                    self.on_request(req).await;
+                    for _ in 0..BATCH {
+                        match reqs.recv().now_or_never() {
+                            Some(Some(req)) => self.on_request(req).await,
+                            _ => break,
+                        }
+                    }
+                }
+                msg = events.next() => {
+                    let Some(msg) = msg else { break };
+                    self.on_event(&msg.payload);
+                    for _ in 0..BATCH {
+                        match events.next().now_or_never() {
+                            Some(Some(msg)) => self.on_event(&msg.payload),
+                            _ => break,
+                        }
+                    }
+                }
+                msg = beats.next() => {
+                    let Some(msg) = msg else { break };
+                    self.on_heartbeat(&msg.subject, &msg.payload);
+                }
+                entry = watch.next() => match entry {
+                    Some(Ok(entry)) => self.on_interest(entry),
+                    Some(Err(e)) => log::warn!("cluster: interest watch: {e}"),
+                    None => {
+                        log::error!("cluster: the interest watch ended");
+                        break;
+                    }
+                },
+                _ = tick.tick() => {
+                    if self.connected.load(Ordering::Relaxed) {
+                        let _ = self.client.publish(beat_subject.clone(), beat.clone()).await;
+                    }
+                    self.check_liveness();
+                    self.log_drops();
+                }
+                _ = retry.tick(), if backlog => {}
+            }
+            self.flush();
+        }
+        // Shutdown (every worker's link is gone): leave the cluster cleanly.
+        drop(self.writes);
+        let mine = format!("{}.", self.cfg.node);
+        if let Ok(mut keys) = self.kv.keys().await {
+            while let Some(Ok(key)) = keys.next().await {
+                if key.starts_with(&mine) {
+                    let _ = self.kv.delete(&key).await;
+                }
+            }
+        }
+        let _ = self.client.flush().await;
+        log::info!("cluster: node {} left", self.cfg.node);
+    }
+
+    async fn on_request(&mut self, req: ClusterReq) {
+        match req {
+            ClusterReq::Interest { key, add } => {
+                let entry = InterestEntry::of(&key);
+                let value = add.then(|| Bytes::from(serde_json::to_vec(&entry).expect("plain strings")));
+                // A full queue waits: the workers' link backs up behind it.
+                let _ = self.writes.send((entry.bucket_key(&self.cfg.node), value)).await;
+            }
+            ClusterReq::Publish { p, nodes } => self.forward(&p, &nodes).await,
+        }
+    }
+
+    /// One publish per interested node, the same bytes for each.
+    async fn forward(&mut self, p: &Publication, nodes: &[NodeId]) {
+        if !self.connected.load(Ordering::Relaxed) {
+            self.drops += nodes.len() as u64;
+            return;
+        }
+        let Some(bytes) = wire::encode(p, self.incarnation, Instant::now()) else { return };
+        let bytes = Bytes::from(bytes);
+        for &n in nodes {
+            let Some(peer) = self.peers.get(n as usize) else { continue };
+            if !peer.alive {
+                continue;
+            }
+            let subject = wire::event_subject(&self.cfg.prefix, &peer.name, &p.realm, &p.topic);
+            if self.client.publish(subject, bytes.clone()).await.is_err() {
+                self.drops += 1;
+            }
+        }
+    }
+
+    /// A publication from another node: to its topic's owner worker here,
+    /// so every publication to one topic takes the same path.
+    fn on_event(&mut self, payload: &[u8]) {
+        match wire::decode(payload, Instant::now()) {
+            Ok((incarnation, p)) if incarnation != self.incarnation => {
+                let w = owner_of(&p.realm, &p.topic, self.workers.len());
+                self.hand_to(w as usize, ShardMsg::FromCluster(Arc::new(p)), true);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.drops += 1;
+                log::debug!("cluster: a publication from NATS is refused: {e}");
+            }
+        }
+    }
+
+    fn on_heartbeat(&mut self, subject: &str, payload: &[u8]) {
+        let Some(name) = subject.rsplit('.').next() else { return };
+        let Ok(b) = <[u8; 8]>::try_from(payload) else { return };
+        let incarnation = u64::from_be_bytes(b);
+        if name == self.cfg.node {
+            if incarnation != self.incarnation && self.twin != Some(incarnation) {
+                self.twin = Some(incarnation);
+                log::error!("cluster: another node is named {name}: node names must be unique in a cluster");
+            }
+            return;
+        }
+        let id = self.peer(name);
+        let peer = &mut self.peers[id as usize];
+        peer.last_heard = Instant::now();
+        if peer.incarnation != incarnation {
+            if peer.incarnation != 0 {
+                log::info!("cluster: node {name} restarted");
+            }
+            peer.incarnation = incarnation;
+        }
+        if !peer.alive {
+            log::info!("cluster: node {name} is back");
+            self.set_alive(id, true);
+        }
+    }
+
+    fn check_liveness(&mut self) {
+        let now = Instant::now();
+        for id in 0..self.peers.len() {
+            let p = &self.peers[id];
+            if p.alive && now.duration_since(p.last_heard) > DEAD_AFTER {
+                log::warn!("cluster: node {} silent for {} s: its routes are dropped", p.name, DEAD_AFTER.as_secs());
+                self.set_alive(id as NodeId, false);
+            }
+        }
+    }
+
+    /// The number of the node called `name` (new ones alive, on probation
+    /// until their first heartbeat is `DEAD_AFTER` late).
+    fn peer(&mut self, name: &str) -> NodeId {
+        if let Some(&id) = self.by_name.get(name) {
+            return id;
+        }
+        let id = self.peers.len() as NodeId;
+        self.peers.push(Peer {
+            name: name.to_owned(),
+            incarnation: 0,
+            last_heard: Instant::now(),
+            alive: true,
+            entries: AHashMap::new(),
+        });
+        self.by_name.insert(name.to_owned(), id);
+        id
+    }
+
+    fn on_interest(&mut self, entry: kv::Entry) {
+        let Some((name, _)) = entry.key.split_once('.') else { return };
+        if name == self.cfg.node {
+            return;
+        }
+        let id = self.peer(name);
+        let alive = self.peers[id as usize].alive;
+        match entry.operation {
+            kv::Operation::Put => {
+                let Some(key) = serde_json::from_slice::<InterestEntry>(&entry.value).ok().and_then(|e| e.key()) else {
+                    log::debug!("cluster: an interest entry {} does not read", entry.key);
+                    return;
+                };
+                let old = self.peers[id as usize].entries.insert(entry.key.clone(), key.clone());
+                if old.is_none() && alive {
+                    self.route(id, &key, true);
+                }
+            }
+            kv::Operation::Delete | kv::Operation::Purge => {
+                if let Some(key) = self.peers[id as usize].entries.remove(&entry.key) {
+                    if alive {
+                        self.route(id, &key, false);
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_alive(&mut self, id: NodeId, alive: bool) {
+        self.peers[id as usize].alive = alive;
+        let keys: Vec<SubKey> = self.peers[id as usize].entries.values().cloned().collect();
+        for key in keys {
+            self.route(id, &key, alive);
+        }
+    }
+
+    /// Tells every worker that node `id` has (or no longer has) interest in `key`.
+    fn route(&mut self, node: NodeId, key: &SubKey, add: bool) {
+        let id = if add {
+            let next = &mut self.next_id;
+            let e = self.remote_ids.entry(key.clone()).or_insert_with(|| {
+                *next += 1;
+                (*next, 0)
+            });
+            e.1 += 1;
+            e.0
+        } else {
+            let Some(e) = self.remote_ids.get_mut(key) else { return };
+            e.1 -= 1;
+            let id = e.0;
+            if e.1 == 0 {
+                self.remote_ids.remove(key);
+            }
+            id
+        };
+        for w in 0..self.workers.len() {
+            let msg = ShardMsg::RemoteRoute { key: key.clone(), subscription: id, node, add };
+            self.hand_to(w, msg, false);
+        }
+    }
+
+    /// `try_send` or the worker's overflow; an event past the overflow's
+    /// bound is dropped (a route change never is: they are few, and a
+    /// lost one would leave a stale or missing route).
+    fn hand_to(&mut self, w: usize, msg: ShardMsg, droppable: bool) {
+        if self.overflow[w].is_empty() {
+            match self.workers[w].0.try_send(msg) {
+                Ok(()) => {
+                    self.to_wake[w] = true;
+                    return;
+                }
+                Err(TrySendError::Full(msg)) => return self.keep(w, msg, droppable),
+                Err(TrySendError::Disconnected(_)) => return,
+            }
+        }
+        self.keep(w, msg, droppable)
+    }
+
+    fn keep(&mut self, w: usize, msg: ShardMsg, droppable: bool) {
+        if droppable && self.overflow[w].len() >= OVERFLOW {
+            self.drops += 1;
+        } else {
+            self.overflow[w].push_back(msg);
+        }
+    }
+
+    /// Overflow into the inboxes as room allows; one wake per worker.
+    fn flush(&mut self) {
+        for w in 0..self.workers.len() {
+            while let Some(msg) = self.overflow[w].pop_front() {
+                match self.workers[w].0.try_send(msg) {
+                    Ok(()) => self.to_wake[w] = true,
+                    Err(TrySendError::Full(msg)) => {
+                        self.overflow[w].push_front(msg);
+                        break;
+                    }
+                    Err(TrySendError::Disconnected(_)) => self.overflow[w].clear(),
+                }
+            }
+            if std::mem::take(&mut self.to_wake[w]) {
+                let _ = self.workers[w].1.wake();
+            }
+        }
+    }
+
+    fn log_drops(&mut self) {
+        static LAST: AtomicU64 = AtomicU64::new(0);
+        let now = crate::router::unix_millis();
+        if self.drops > self.drops_logged && now.saturating_sub(LAST.load(Ordering::Relaxed)) >= 10_000 {
+            LAST.store(now, Ordering::Relaxed);
+            log::warn!("cluster: {} cross-node publications dropped so far", self.drops);
+            self.drops_logged = self.drops;
+        }
+    }
+}
+
+/// The interest bucket, made if it is not there. Its stream is made here
+/// rather than by `create_key_value`, whose account query expects fields
+/// that nats-server 2.9 (Debian's) does not send; the configuration is a
+/// key-value bucket's (history 1, rollups, direct gets, discard new).
+async fn open_bucket(js: &async_nats::jetstream::Context, bucket: &str) -> Result<kv::Store, String> {
+    use async_nats::jetstream::stream;
+    if let Ok(kv) = js.get_key_value(bucket).await {
+        return Ok(kv);
+    }
+    let config = stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        storage: stream::StorageType::File,
+        num_replicas: 1,
+        ..Default::default()
+    };
+    // Another node may make it meanwhile: then the get below finds it.
+    let made = js.get_or_create_stream(config).await.map(drop).map_err(|e| e.to_string());
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| format!("cluster: no interest bucket {bucket} (is JetStream on? nats-server -js): {e}; {made:?}"))
+}
+
+/// Writes this node's interest entries one after the other, so a key's
+/// add and remove land in the order its owner decided them.
+async fn write_interest(kv: kv::Store, mut queue: tokio::sync::mpsc::Receiver<(String, Option<Bytes>)>) {
+    while let Some((key, value)) = queue.recv().await {
+        let done = match value {
+            Some(v) => kv.put(&key, v).await.map(drop).map_err(|e| e.to_string()),
+            None => kv.delete(&key).await.map_err(|e| e.to_string()),
+        };
+        if let Err(e) = done {
+            log::warn!("cluster: interest entry {key} not written: {e}");
+        }
+    }
+}

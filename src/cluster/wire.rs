@@ -1,0 +1,411 @@
+//! What crosses NATS, pure: subject tokens, the names of subjects and
+//! buckets, a node's interest entry, and a publication's travelling form
+//! (MessagePack, a version byte first). Decoding never trusts the bytes:
+//! another node's payload is checked like a client's (`Payload::from_parts`).
+
+use crate::payload::{Payload, Values};
+use crate::router::{Body, Identity, MatchPolicy, MsgProps, Publication, Realm, Receivers, SessionRef, SubKey};
+use crate::value::{Dict, Value};
+use crate::wamp::message::Serializer;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A character a subject token may hold as it is.
+pub fn plain_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '_'
+}
+
+/// A non-empty token of plain characters only (node names, the prefix).
+pub fn plain_token(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(plain_char)
+}
+
+/// Appends `s` as one subject token: as it is when plain, else `~` and the
+/// lowercase hex of its UTF-8 bytes (`~` alone when empty). One to one,
+/// and never `.`, `*`, `>` or white space.
+pub fn push_token(out: &mut String, s: &str) {
+    if plain_token(s) {
+        out.push_str(s);
+        return;
+    }
+    out.push('~');
+    for b in s.bytes() {
+        let _ = write!(out, "{b:02x}");
+    }
+}
+
+/// The subject a publication to `node` travels on:
+/// `<prefix>.n.<node>.ev.<realm>.<topic components…>`.
+pub fn event_subject(prefix: &str, node: &str, realm: &str, topic: &str) -> String {
+    let mut s = String::with_capacity(prefix.len() + node.len() + realm.len() + topic.len() + 16);
+    s.push_str(prefix);
+    s.push_str(".n.");
+    s.push_str(node);
+    s.push_str(".ev.");
+    push_token(&mut s, realm);
+    for c in topic.split('.') {
+        s.push('.');
+        push_token(&mut s, c);
+    }
+    s
+}
+
+/// What a node subscribes to for everything sent to it.
+pub fn inbox_subject(prefix: &str, node: &str) -> String {
+    format!("{prefix}.n.{node}.>")
+}
+
+pub fn heartbeat_subject(prefix: &str, node: &str) -> String {
+    format!("{prefix}.hb.{node}")
+}
+
+pub fn interest_bucket(prefix: &str) -> String {
+    format!("{prefix}-interest")
+}
+
+/// A node's interest in a subscription key, as its entry in the interest
+/// bucket: the key is `<node>.<hash of the subscription key>`.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct InterestEntry {
+    pub realm: String,
+    pub topic: String,
+    pub policy: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+}
+
+impl InterestEntry {
+    pub fn of(key: &SubKey) -> InterestEntry {
+        let policy = match key.policy {
+            MatchPolicy::Exact => "exact",
+            MatchPolicy::Prefix => "prefix",
+            MatchPolicy::Wildcard => "wildcard",
+            MatchPolicy::Filter => "filter",
+        };
+        InterestEntry {
+            realm: key.realm.to_string(),
+            topic: key.topic.clone(),
+            policy: policy.into(),
+            share: key.share.as_deref().map(str::to_owned),
+            filter: key.filter.as_deref().map(str::to_owned),
+        }
+    }
+
+    pub fn key(&self) -> Option<SubKey> {
+        let policy = match self.policy.as_str() {
+            "filter" => MatchPolicy::Filter,
+            p => MatchPolicy::parse(p)?,
+        };
+        Some(SubKey {
+            realm: Realm::from(self.realm.as_str()),
+            topic: self.topic.clone(),
+            policy,
+            share: self.share.as_deref().map(Arc::from),
+            filter: self.filter.as_deref().map(Arc::from),
+        })
+    }
+
+    /// The entry's key in the bucket, for `node`.
+    pub fn bucket_key(&self, node: &str) -> String {
+        // FNV-1a over the fields, each ended by a NUL: stable across nodes
+        // and builds, unlike the std hasher.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let fields = [
+            self.realm.as_str(),
+            self.topic.as_str(),
+            self.policy.as_str(),
+            self.share.as_deref().unwrap_or("\u{1}"),
+            self.filter.as_deref().unwrap_or("\u{1}"),
+        ];
+        for f in fields {
+            for b in f.bytes().chain([0]) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x100_0000_01b3);
+            }
+        }
+        format!("{node}.{h:016x}")
+    }
+}
+
+/// The first byte of every publication on the wire.
+const VERSION: u8 = 1;
+
+#[derive(Serialize, Deserialize)]
+enum WireBody {
+    /// WAMP arguments as the publisher encoded them: serializer (0 JSON,
+    /// 1 MessagePack), the elements, the Arguments element's length.
+    Raw(u8, Bytes, usize),
+    /// WAMP arguments the router made (or CBOR, which travels decoded).
+    Values(Option<Vec<Value>>, Option<Dict>),
+    Mqtt(Bytes),
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireProps {
+    payload_format: Option<u8>,
+    expiry: Option<u32>,
+    content_type: Option<String>,
+    response_topic: Option<String>,
+    correlation: Option<Bytes>,
+    user: Vec<(String, String)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireReceivers {
+    eligible: Option<Vec<u64>>,
+    eligible_authid: Option<Vec<String>>,
+    eligible_authrole: Option<Vec<String>>,
+    exclude: Vec<u64>,
+    exclude_authid: Vec<String>,
+    exclude_authrole: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WirePub {
+    /// The origin node's incarnation.
+    incarnation: u64,
+    id: u64,
+    publisher: u64,
+    exclude_me: bool,
+    realm: String,
+    topic: String,
+    body: WireBody,
+    qos: u8,
+    retain: bool,
+    props: Option<WireProps>,
+    /// Milliseconds left before the message expires (MQTT 5).
+    expires_ms: Option<u64>,
+    disclosed: Option<(u64, String, String)>,
+    receivers: Option<WireReceivers>,
+    ppt: Option<Dict>,
+}
+
+/// A publication in its travelling form, or `None` when it has expired.
+pub fn encode(p: &Publication, incarnation: u64, now: Instant) -> Option<Vec<u8>> {
+    let expires_ms = match p.expires {
+        Some(at) if at <= now => return None,
+        Some(at) => Some((at - now).as_millis() as u64),
+        None => None,
+    };
+    let body = match &p.body {
+        Body::Mqtt(b) => WireBody::Mqtt(b.clone()),
+        Body::Wamp(payload) => match payload.raw_parts() {
+            Some((Serializer::Json, bytes, n)) => WireBody::Raw(0, bytes.clone(), n),
+            Some((Serializer::MsgPack, bytes, n)) => WireBody::Raw(1, bytes.clone(), n),
+            _ => {
+                let v = payload.values();
+                WireBody::Values(v.args.clone(), v.kwargs.clone())
+            }
+        },
+    };
+    let w = WirePub {
+        incarnation,
+        id: p.id,
+        publisher: p.publisher.id,
+        exclude_me: p.exclude_me,
+        realm: p.realm.to_string(),
+        topic: p.topic.clone(),
+        body,
+        qos: p.qos,
+        retain: p.retain,
+        props: p.props.as_deref().map(|m| WireProps {
+            payload_format: m.payload_format,
+            expiry: m.expiry,
+            content_type: m.content_type.clone(),
+            response_topic: m.response_topic.clone(),
+            correlation: m.correlation.clone(),
+            user: m.user.clone(),
+        }),
+        expires_ms,
+        disclosed: p.disclosed.as_deref().map(|d| (d.session, d.authid.clone(), d.authrole.clone())),
+        receivers: p.receivers.as_deref().map(|r| WireReceivers {
+            eligible: r.eligible.clone(),
+            eligible_authid: r.eligible_authid.clone(),
+            eligible_authrole: r.eligible_authrole.clone(),
+            exclude: r.exclude.clone(),
+            exclude_authid: r.exclude_authid.clone(),
+            exclude_authrole: r.exclude_authrole.clone(),
+        }),
+        ppt: p.ppt.as_deref().cloned(),
+    };
+    let mut out = vec![VERSION];
+    rmp_serde::encode::write(&mut out, &w).ok()?;
+    Some(out)
+}
+
+/// A publication from another node: its origin incarnation and the
+/// publication, whose publisher is on the pseudo-worker `REMOTE`.
+pub fn decode(b: &[u8], now: Instant) -> Result<(u64, Publication), String> {
+    let Some((&VERSION, rest)) = b.split_first() else {
+        return Err("not a version 1 publication".into());
+    };
+    let w: WirePub = rmp_serde::from_slice(rest).map_err(|e| format!("undecodable publication: {e}"))?;
+    let body = match w.body {
+        WireBody::Mqtt(b) => Body::Mqtt(b),
+        WireBody::Raw(ser, bytes, n) => {
+            let ser = match ser {
+                0 => Serializer::Json,
+                1 => Serializer::MsgPack,
+                s => return Err(format!("unknown serializer {s}")),
+            };
+            Body::Wamp(Payload::from_parts(ser, bytes, n)?)
+        }
+        WireBody::Values(args, kwargs) => Body::Wamp(Payload::Values(Values { args, kwargs })),
+    };
+    let publisher = SessionRef { worker: super::REMOTE, id: w.publisher };
+    let mut p = Publication::new(Realm::from(w.realm.as_str()), w.topic, w.id, publisher, body);
+    p.exclude_me = w.exclude_me;
+    p.qos = w.qos.min(2);
+    p.retain = w.retain;
+    p.started = now;
+    p.expires = w.expires_ms.map(|ms| now + Duration::from_millis(ms));
+    p.props = w.props.map(|m| {
+        Box::new(MsgProps {
+            payload_format: m.payload_format,
+            expiry: m.expiry,
+            content_type: m.content_type,
+            response_topic: m.response_topic,
+            correlation: m.correlation,
+            user: m.user,
+        })
+    });
+    p.disclosed = w.disclosed.map(|(session, authid, authrole)| Box::new(Identity { session, authid, authrole }));
+    p.receivers = w.receivers.map(|r| {
+        Box::new(
+            Receivers {
+                eligible: r.eligible,
+                eligible_authid: r.eligible_authid,
+                eligible_authrole: r.eligible_authrole,
+                exclude: r.exclude,
+                exclude_authid: r.exclude_authid,
+                exclude_authrole: r.exclude_authrole,
+            }
+            .sorted(),
+        )
+    });
+    p.ppt = w.ppt.map(Box::new);
+    Ok((w.incarnation, p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_one_to_one_and_never_special() {
+        let mut s = String::new();
+        push_token(&mut s, "room-1_A");
+        assert_eq!(s, "room-1_A");
+        for (raw, want) in [("", "~"), ("a b", "~612062"), ("*", "~2a"), (">", "~3e"), ("~", "~7e"), ("é", "~c3a9")] {
+            let mut s = String::new();
+            push_token(&mut s, raw);
+            assert_eq!(s, want, "{raw:?}");
+        }
+        assert_eq!(event_subject("fnc", "a", "realm1", "x.y"), "fnc.n.a.ev.realm1.x.y");
+        // MQTT's empty levels and `$SYS`, WAMP's loose components.
+        assert_eq!(event_subject("fnc", "a", "r", "a..b"), "fnc.n.a.ev.r.a.~.b");
+        assert_eq!(event_subject("fnc", "a", "r", "$SYS.x"), "fnc.n.a.ev.r.~24535953.x");
+        assert!(!event_subject("fnc", "a", "my realm", "t*.>").contains(['*', '>', ' ']));
+    }
+
+    #[test]
+    fn interest_entries_round_trip_with_stable_keys() {
+        let key = SubKey {
+            realm: "r".into(),
+            topic: "a.+.#".into(),
+            policy: MatchPolicy::Filter,
+            share: Some("g".into()),
+            filter: None,
+        };
+        let e = InterestEntry::of(&key);
+        let json = serde_json::to_vec(&e).unwrap();
+        let back: InterestEntry = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back.key(), Some(key));
+        assert_eq!(e.bucket_key("a"), back.bucket_key("a"));
+        assert!(e.bucket_key("a").starts_with("a."));
+        let other = InterestEntry { share: None, ..back };
+        assert_ne!(other.bucket_key("a"), e.bucket_key("a"));
+        let bad = InterestEntry { policy: "fuzzy".into(), ..other };
+        assert_eq!(bad.key(), None);
+    }
+
+    fn sample(body: Body) -> Publication {
+        let mut p = Publication::new("r".into(), "a.b".into(), 42, SessionRef { worker: 1, id: 77 }, body);
+        p.exclude_me = false;
+        p.qos = 1;
+        p.retain = true;
+        p.props = Some(Box::new(MsgProps {
+            content_type: Some("text/plain".into()),
+            correlation: Some(Bytes::from_static(b"\x00\x01")),
+            user: vec![("k".into(), "v".into())],
+            ..Default::default()
+        }));
+        p.disclosed = Some(Box::new(Identity { session: 77, authid: "joe".into(), authrole: "user".into() }));
+        p.receivers = Some(Box::new(Receivers { exclude: vec![9, 3], ..Default::default() }));
+        p.ppt = Some(Box::new(vec![("ppt_scheme".into(), Value::Str("x".into()))]));
+        p
+    }
+
+    #[test]
+    fn a_publication_travels_whole() {
+        let now = Instant::now();
+        let raw =
+            crate::payload::Payload::from_parts(Serializer::Json, Bytes::from_static(b"[1]{\"k\":2}"), 3).unwrap();
+        for body in [
+            Body::Wamp(raw),
+            Body::Wamp(Payload::args(vec![Value::Bin(vec![0, 1]), Value::Float(1.5)])),
+            Body::Mqtt(Bytes::from_static(b"\xffbytes")),
+        ] {
+            let mut p = sample(body);
+            p.expires = Some(now + Duration::from_secs(5));
+            let b = encode(&p, 5, now).unwrap();
+            let (inc, q) = decode(&b, now).unwrap();
+            assert_eq!(inc, 5);
+            assert_eq!(
+                (q.id, q.publisher, q.exclude_me),
+                (42, SessionRef { worker: crate::cluster::REMOTE, id: 77 }, false)
+            );
+            assert_eq!((&*q.realm, q.topic.as_str(), q.qos, q.retain), ("r", "a.b", 1, true));
+            assert_eq!(q.props, p.props);
+            assert_eq!(q.disclosed.as_deref().map(|d| d.authid.as_str()), Some("joe"));
+            assert_eq!(q.receivers.as_ref().unwrap().exclude, vec![3, 9], "sorted for `admits`");
+            assert_eq!(q.ppt, p.ppt);
+            assert_eq!(q.expires, Some(now + Duration::from_secs(5)));
+            match (&p.body, &q.body) {
+                (Body::Mqtt(a), Body::Mqtt(b)) => assert_eq!(a, b),
+                (Body::Wamp(a), Body::Wamp(b)) => {
+                    assert_eq!(a, b);
+                    assert_eq!(a.encoded(Serializer::Json), b.encoded(Serializer::Json), "raw stays raw");
+                }
+                _ => panic!("the body changed protocol"),
+            }
+        }
+    }
+
+    #[test]
+    fn expired_stays_home_and_bad_bytes_are_refused() {
+        let now = Instant::now();
+        let mut p = sample(Body::Mqtt(Bytes::new()));
+        p.expires = Some(now);
+        assert!(encode(&p, 1, now).is_none());
+        assert!(decode(b"", now).is_err());
+        assert!(decode(b"\x02", now).is_err());
+        assert!(decode(b"\x01\xc1", now).is_err());
+        // A raw payload that is not what it says is refused, not trusted.
+        p.expires = None;
+        let raw = crate::payload::Payload::from_parts(Serializer::Json, Bytes::from_static(b"[1]"), 3).unwrap();
+        p.body = Body::Wamp(raw);
+        let mut b = encode(&p, 1, now).unwrap();
+        let at = b.windows(3).position(|w| w == b"[1]").unwrap();
+        b[at] = b'{';
+        assert!(decode(&b, now).is_err());
+        for cut in 0..b.len() {
+            let _ = decode(&b[..cut], now);
+        }
+    }
+}
