@@ -89,6 +89,10 @@ fn sent_to_nats(nats: &Nats, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no NATS connection named {want}"))
 }
 
+fn ack() -> Dict {
+    opts(&[("acknowledge", Value::Bool(true))])
+}
+
 fn seq_of(payload: &fennec::payload::Payload) -> Option<u64> {
     match payload.values().args.as_deref() {
         Some([Value::UInt(n)]) => Some(*n),
@@ -189,8 +193,18 @@ fn publications_cross_nodes_in_order_only_where_wanted() {
     let mqtt_seq: Vec<u64> = mqtt.iter().map(|(_, p)| p.parse().unwrap()).collect();
     assert_eq!(mqtt_seq, want, "MQTT subscriber on c: every event, in order");
     // exclude_me holds: the publisher got no EVENT (its next message is
-    // the answer to this acknowledged publish).
-    publisher.publish("elsewhere", args(vec![]), true);
+    // the answer to this acknowledged publish), and the event keeps its
+    // publication ID on the other node.
+    let request = publisher.request();
+    publisher.send(&Msg::Publish { request, options: ack(), topic: "room.1".into(), payload: args(vec![]) });
+    let published = match publisher.recv() {
+        Msg::Published { request: r, publication } if r == request => publication,
+        other => panic!("expected PUBLISHED (and no EVENT of its own), got {other:?}"),
+    };
+    match on_b.recv() {
+        Msg::Event { publication, .. } => assert_eq!(publication, published, "one ID on both nodes"),
+        other => panic!("expected EVENT, got {other:?}"),
+    }
 
     // MQTT to WAMP across nodes: a publisher on b, the subscriber on a.
     let mut sensor = join(a.wamp, Serializer::Json);

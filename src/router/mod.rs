@@ -742,6 +742,15 @@ impl IdGen {
         IdGen { first, next: first, step: workers as u64 }
     }
 
+    /// Starts at a random place in the worker's sequence (cluster nodes:
+    /// publication IDs are WAMP's global scope, and nodes number without
+    /// asking each other; two nodes' sequences meet only after about 2^51
+    /// IDs, decades at a million a second).
+    pub fn start_at_random(&mut self) {
+        let steps = (crate::wamp::message::MAX_ID / 2) / self.step;
+        self.next = self.first + self.step * rand::Rng::gen_range(&mut rand::thread_rng(), 0..steps);
+    }
+
     pub fn next_id(&mut self) -> u64 {
         let id = self.next;
         self.next += self.step;
@@ -756,6 +765,18 @@ impl IdGen {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_stay_in_their_worker_class_from_a_random_start() {
+        let mut a = IdGen::new(1, 4);
+        a.start_at_random();
+        let ids: Vec<u64> = (0..3).map(|_| a.next_id()).collect();
+        assert!(ids.iter().all(|&id| id % 4 == 2 && (1..=crate::wamp::message::MAX_ID).contains(&id)));
+        assert_eq!((ids[1] - ids[0], ids[2] - ids[1]), (4, 4));
+        let mut b = IdGen::new(1, 4);
+        b.start_at_random();
+        assert_ne!(a.next_id(), b.next_id(), "two nodes start apart (1 in 2^50 to fail)");
+    }
 
     #[test]
     fn iso8601_utc() {

@@ -138,6 +138,10 @@ pub struct ShardSetup {
 impl Shard {
     pub fn new(s: ShardSetup) -> Shard {
         let workers = s.senders.len();
+        let mut ids = IdGen::new(s.id, workers);
+        if s.config.cluster.is_some() {
+            ids.start_at_random();
+        }
         let mut retained = RetainedStore::default();
         for p in s.retained {
             retained.set(p);
@@ -156,7 +160,7 @@ impl Shard {
             procs: ProcTable::default(),
             recent_closes: std::collections::VecDeque::with_capacity(crate::inspect::RECENT_CLOSES),
             owner: Owner::new(s.id, workers),
-            ids: IdGen::new(s.id, workers),
+            ids,
             local_keys: AHashMap::new(),
             local_subs: AHashMap::new(),
             mqtt: MqttState::new(s.id, s.config.mqtt.sys_interval, s.now),
