@@ -13,9 +13,7 @@ pub mod wire;
 
 use crate::router::{Publication, SubKey, WorkerId};
 use serde::Deserialize;
-use std::collections::VecDeque;
 use std::sync::Arc;
-use tokio::sync::mpsc::error::TrySendError;
 
 /// The pseudo-worker a publication from another node comes from: never a
 /// local worker, so its publisher never equals a local session and it is
@@ -93,49 +91,9 @@ pub enum ClusterReq {
 }
 
 /// A worker's end of the channel to the cluster thread: like `StoreLink`,
-/// a request that does not fit waits here, in order, and the worker stops
-/// reading sockets until it drains (`congested`).
-pub struct ClusterLink {
-    tx: tokio::sync::mpsc::Sender<ClusterReq>,
-    overflow: VecDeque<ClusterReq>,
-}
-
-impl ClusterLink {
-    pub fn new(tx: tokio::sync::mpsc::Sender<ClusterReq>) -> ClusterLink {
-        ClusterLink { tx, overflow: VecDeque::new() }
-    }
-
-    pub fn send(&mut self, req: ClusterReq) {
-        if !self.overflow.is_empty() {
-            return self.overflow.push_back(req);
-        }
-        match self.tx.try_send(req) {
-            Ok(()) => {}
-            Err(TrySendError::Full(req)) => self.overflow.push_back(req),
-            // The cluster thread is gone (shutdown): nothing to forward to.
-            Err(TrySendError::Closed(_)) => {}
-        }
-    }
-
-    /// Moves overflow into the channel as room allows.
-    pub fn flush(&mut self) {
-        while let Some(req) = self.overflow.pop_front() {
-            match self.tx.try_send(req) {
-                Ok(()) => {}
-                Err(TrySendError::Full(req)) => {
-                    self.overflow.push_front(req);
-                    return;
-                }
-                Err(TrySendError::Closed(_)) => self.overflow.clear(),
-            }
-        }
-    }
-
-    /// True while requests wait here: stop reading sockets.
-    pub fn congested(&self) -> bool {
-        !self.overflow.is_empty()
-    }
-}
+/// a request that does not fit waits in the worker, in order, and the
+/// worker stops reading sockets until it drains.
+pub type ClusterLink = crate::worker::link::Link<tokio::sync::mpsc::Sender<ClusterReq>, ClusterReq>;
 
 #[cfg(test)]
 mod tests {

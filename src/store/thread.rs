@@ -14,9 +14,8 @@
 use super::{Store, Write};
 use crate::metrics::{Op, Snapshot, Source, WorkerMetrics};
 use crate::router::{ShardMsg, WorkerId};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use mio::Waker;
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -164,47 +163,9 @@ fn commit_group(
     }
 }
 
-/// A worker's end of the channel to the store thread.
-pub struct StoreLink {
-    tx: Sender<StoreReq>,
-    overflow: VecDeque<StoreReq>,
-}
-
-impl StoreLink {
-    pub fn new(tx: Sender<StoreReq>) -> StoreLink {
-        StoreLink { tx, overflow: VecDeque::new() }
-    }
-
-    pub fn send(&mut self, req: StoreReq) {
-        if !self.overflow.is_empty() {
-            return self.overflow.push_back(req);
-        }
-        match self.tx.try_send(req) {
-            Ok(()) => {}
-            Err(TrySendError::Full(req)) => self.overflow.push_back(req),
-            Err(TrySendError::Disconnected(_)) => {}
-        }
-    }
-
-    /// Moves overflow into the channel as room allows.
-    pub fn flush(&mut self) {
-        while let Some(req) = self.overflow.pop_front() {
-            match self.tx.try_send(req) {
-                Ok(()) => {}
-                Err(TrySendError::Full(req)) => {
-                    self.overflow.push_front(req);
-                    return;
-                }
-                Err(TrySendError::Disconnected(_)) => self.overflow.clear(),
-            }
-        }
-    }
-
-    /// True while requests wait here: stop reading sockets.
-    pub fn congested(&self) -> bool {
-        !self.overflow.is_empty()
-    }
-}
+/// A worker's end of the channel to the store thread (bounded; what does
+/// not fit waits in the worker, which stops reading sockets meanwhile).
+pub type StoreLink = crate::worker::link::Link<Sender<StoreReq>, StoreReq>;
 
 #[cfg(test)]
 mod tests {

@@ -14,6 +14,7 @@
 
 pub mod core;
 mod keys;
+pub mod link;
 pub mod peers;
 mod raw;
 pub mod reduce;
