@@ -69,6 +69,13 @@ fn node(nats: &Nats, name: &str, data: &tempfile::TempDir) -> Router {
     start_with(data.path(), &["--durability", "none", "--cluster", &nats.url, "--node-name", name])
 }
 
+/// Nodes a, b and c on their own data directories (kept with them).
+fn three_nodes(nats: &Nats) -> (Vec<tempfile::TempDir>, [Router; 3]) {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = [node(nats, "a", &dirs[0]), node(nats, "b", &dirs[1]), node(nats, "c", &dirs[2])];
+    (dirs, nodes)
+}
+
 /// The messages NATS has had from the connection of node `name` so far
 /// (its monitoring port's `/connz`).
 fn sent_to_nats(nats: &Nats, name: &str) -> u64 {
@@ -151,10 +158,7 @@ fn mqtt_numbered(sub: &mut Raw, n: usize) -> Vec<(String, String)> {
 #[test]
 fn publications_cross_nodes_in_order_only_where_wanted() {
     let Some(nats) = nats() else { return };
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let a = node(&nats, "a", &dirs[0]);
-    let b = node(&nats, "b", &dirs[1]);
-    let c = node(&nats, "c", &dirs[2]);
+    let (_dirs, [a, b, c]) = three_nodes(&nats);
 
     // Subscribers on b (exact, WAMP JSON) and c (prefix, MessagePack;
     // MQTT with a `+` filter); the publisher on a, which also subscribes
@@ -241,10 +245,7 @@ fn publications_cross_nodes_in_order_only_where_wanted() {
 #[test]
 fn a_killed_node_costs_the_others_nothing() {
     let Some(nats) = nats() else { return };
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let a = node(&nats, "a", &dirs[0]);
-    let b = node(&nats, "b", &dirs[1]);
-    let c = node(&nats, "c", &dirs[2]);
+    let (dirs, [a, b, c]) = three_nodes(&nats);
     let mut on_b = join(b.wamp, Serializer::Json);
     on_b.subscribe("feed", Dict::new());
     let mut on_c = join(c.wamp, Serializer::Json);

@@ -27,7 +27,7 @@ use futures_util::{FutureExt, StreamExt};
 use mio::Waker;
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -110,11 +110,13 @@ struct Node {
     next_id: u64,
     /// Interest writes for the writer task, in order.
     writes: tokio::sync::mpsc::Sender<(String, Option<Bytes>)>,
+    writer: tokio::task::JoinHandle<()>,
     connected: Arc<AtomicBool>,
     /// Publications not forwarded or not delivered (NATS gone, a full
     /// worker, an undecodable message), logged every 10 s while it grows.
     drops: u64,
     drops_logged: u64,
+    drops_logged_at: Instant,
     /// Another node with this node's name was heard (logged once per incarnation).
     twin: Option<u64>,
 }
@@ -152,16 +154,9 @@ impl Node {
         let bucket = wire::interest_bucket(&cfg.prefix);
         let kv = open_bucket(&js, &bucket).await?;
         // What a previous life of this node left behind.
-        let mine = format!("{}.", cfg.node);
-        if let Ok(mut keys) = kv.keys().await {
-            while let Some(Ok(key)) = keys.next().await {
-                if key.starts_with(&mine) {
-                    let _ = kv.delete(&key).await;
-                }
-            }
-        }
+        forget_own_interest(&kv, &cfg.node).await;
         let (writes, queue) = tokio::sync::mpsc::channel(WRITES);
-        tokio::spawn(write_interest(kv.clone(), queue));
+        let writer = tokio::spawn(write_interest(kv.clone(), queue));
         let n = workers.len();
         log::info!("cluster: node {} joined through {}", cfg.node, cfg.url);
         Ok(Node {
@@ -177,9 +172,11 @@ impl Node {
             remote_ids: AHashMap::new(),
             next_id: 1,
             writes,
+            writer,
             connected,
             drops: 0,
             drops_logged: 0,
+            drops_logged_at: Instant::now(),
             twin: None,
         })
     }
@@ -251,15 +248,11 @@ impl Node {
             self.flush();
         }
         // Shutdown (every worker's link is gone): leave the cluster cleanly.
+        // The writer finishes what it has first, so no entry of ours is
+        // written after the clean-up.
         drop(self.writes);
-        let mine = format!("{}.", self.cfg.node);
-        if let Ok(mut keys) = self.kv.keys().await {
-            while let Some(Ok(key)) = keys.next().await {
-                if key.starts_with(&mine) {
-                    let _ = self.kv.delete(&key).await;
-                }
-            }
-        }
+        let _ = self.writer.await;
+        forget_own_interest(&self.kv, &self.cfg.node).await;
         let _ = self.client.flush().await;
         log::info!("cluster: node {} left", self.cfg.node);
     }
@@ -473,12 +466,9 @@ impl Node {
     }
 
     fn log_drops(&mut self) {
-        static LAST: AtomicU64 = AtomicU64::new(0);
-        let now = crate::router::unix_millis();
-        if self.drops > self.drops_logged && now.saturating_sub(LAST.load(Ordering::Relaxed)) >= 10_000 {
-            LAST.store(now, Ordering::Relaxed);
+        if self.drops > self.drops_logged && self.drops_logged_at.elapsed() >= Duration::from_secs(10) {
             log::warn!("cluster: {} cross-node publications dropped so far", self.drops);
-            self.drops_logged = self.drops;
+            (self.drops_logged, self.drops_logged_at) = (self.drops, Instant::now());
         }
     }
 }
@@ -509,6 +499,22 @@ async fn open_bucket(js: &async_nats::jetstream::Context, bucket: &str) -> Resul
     js.get_key_value(bucket)
         .await
         .map_err(|e| format!("cluster: no interest bucket {bucket} (is JetStream on? nats-server -js): {e}; {made:?}"))
+}
+
+/// Deletes this node's entries from the interest bucket (at start: what a
+/// previous life left; at a clean stop: all of them).
+async fn forget_own_interest(kv: &kv::Store, node: &str) {
+    let mine = format!("{node}.");
+    let Ok(mut keys) = kv.keys().await else { return };
+    let mut own = Vec::new();
+    while let Some(Ok(key)) = keys.next().await {
+        if key.starts_with(&mine) {
+            own.push(key);
+        }
+    }
+    for key in own {
+        let _ = kv.delete(&key).await;
+    }
 }
 
 /// Writes this node's interest entries one after the other, so a key's
