@@ -5,9 +5,10 @@
 
 use crate::payload::{Payload, Values};
 use crate::router::{Body, Identity, MatchPolicy, MsgProps, Publication, Realm, Receivers, SessionRef, SubKey};
-use crate::value::{Dict, Value};
+use crate::value::Value;
 use crate::wamp::message::Serializer;
 use bytes::Bytes;
+use fennec_wamp::elements;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -140,8 +141,13 @@ enum WireBody {
     /// WAMP arguments as the publisher encoded them: serializer (0 JSON,
     /// 1 MessagePack), the elements, the Arguments element's length.
     Raw(u8, Bytes, usize),
-    /// WAMP arguments the router made (or CBOR, which travels decoded).
-    Values(Option<Vec<Value>>, Option<Dict>),
+    /// WAMP arguments the router made (or CBOR's, decoded on arrival):
+    /// encoded here as MessagePack elements, the Arguments element's
+    /// length, so they are checked on arrival like `Raw` (never a `Value`
+    /// tree decoded straight off the wire: its depth would be unbounded).
+    Packed(Bytes, usize),
+    /// No arguments at all.
+    Empty,
     Mqtt(Bytes),
 }
 
@@ -182,7 +188,8 @@ struct WirePub {
     expires_ms: Option<u64>,
     disclosed: Option<(u64, String, String)>,
     receivers: Option<WireReceivers>,
-    ppt: Option<Dict>,
+    /// The `ppt_*` options, one MessagePack dictionary (checked on arrival).
+    ppt: Option<Bytes>,
 }
 
 /// A publication in its travelling form, or `None` when it has expired.
@@ -197,10 +204,7 @@ pub fn encode(p: &Publication, incarnation: u64, now: Instant) -> Option<Vec<u8>
         Body::Wamp(payload) => match payload.raw_parts() {
             Some((Serializer::Json, bytes, n)) => WireBody::Raw(0, bytes.clone(), n),
             Some((Serializer::MsgPack, bytes, n)) => WireBody::Raw(1, bytes.clone(), n),
-            _ => {
-                let v = payload.values();
-                WireBody::Values(v.args.clone(), v.kwargs.clone())
-            }
+            _ => pack(payload.values())?,
         },
     };
     let w = WirePub {
@@ -231,11 +235,36 @@ pub fn encode(p: &Publication, incarnation: u64, now: Instant) -> Option<Vec<u8>
             exclude_authid: r.exclude_authid.clone(),
             exclude_authrole: r.exclude_authrole.clone(),
         }),
-        ppt: p.ppt.as_deref().cloned(),
+        ppt: match p.ppt.as_deref() {
+            Some(d) => Some(Bytes::from(rmp_serde::to_vec(&Value::Dict(d.clone())).ok()?)),
+            None => None,
+        },
     };
     let mut out = vec![VERSION];
     rmp_serde::encode::write(&mut out, &w).ok()?;
     Some(out)
+}
+
+/// Values as MessagePack elements (an empty Arguments list when there are
+/// only keyword arguments).
+fn pack(v: &Values) -> Option<WireBody> {
+    if v.args.is_none() && v.kwargs.is_none() {
+        return Some(WireBody::Empty);
+    }
+    let mut b = rmp_serde::to_vec(&Value::List(v.args.clone().unwrap_or_default())).ok()?;
+    let n = b.len();
+    if let Some(k) = &v.kwargs {
+        b.extend(rmp_serde::to_vec(&Value::Dict(k.clone())).ok()?);
+    }
+    Some(WireBody::Packed(Bytes::from(b), n))
+}
+
+/// One MessagePack value, checked (depth, kinds) before it is decoded.
+fn checked_msgpack(b: &[u8]) -> Result<Value, String> {
+    if elements::check_msgpack(b)? != b.len() {
+        return Err("bytes after a MessagePack value".into());
+    }
+    elements::msgpack_value(b)
 }
 
 /// A publication from another node: its origin incarnation and the
@@ -255,7 +284,8 @@ pub fn decode(b: &[u8], now: Instant) -> Result<(u64, Publication), String> {
             };
             Body::Wamp(Payload::from_parts(ser, bytes, n)?)
         }
-        WireBody::Values(args, kwargs) => Body::Wamp(Payload::Values(Values { args, kwargs })),
+        WireBody::Packed(bytes, n) => Body::Wamp(Payload::from_parts(Serializer::MsgPack, bytes, n)?),
+        WireBody::Empty => Body::Wamp(Payload::Values(Values::default())),
     };
     let publisher = SessionRef { worker: super::REMOTE, id: w.publisher };
     let mut p = Publication::new(Realm::from(w.realm.as_str()), w.topic, w.id, publisher, body);
@@ -288,7 +318,13 @@ pub fn decode(b: &[u8], now: Instant) -> Result<(u64, Publication), String> {
             .sorted(),
         )
     });
-    p.ppt = w.ppt.map(Box::new);
+    p.ppt = match w.ppt {
+        Some(b) => match checked_msgpack(&b)? {
+            Value::Dict(d) => Some(Box::new(d)),
+            _ => return Err("ppt options that are not a dictionary".into()),
+        },
+        None => None,
+    };
     Ok((w.incarnation, p))
 }
 
@@ -407,5 +443,54 @@ mod tests {
         for cut in 0..b.len() {
             let _ = decode(&b[..cut], now);
         }
+    }
+
+    #[test]
+    fn router_made_values_travel_checked() {
+        let now = Instant::now();
+        let kwargs_only = Payload::new(None, Some(vec![("k".into(), Value::Int(-1))]));
+        for body in [kwargs_only, Payload::default()] {
+            let mut p = sample(Body::Wamp(body));
+            p.expires = None;
+            let (_, q) = decode(&encode(&p, 1, now).unwrap(), now).unwrap();
+            match (&p.body, &q.body) {
+                (Body::Wamp(a), Body::Wamp(b)) => {
+                    assert_eq!(a.values().kwargs, b.values().kwargs);
+                    assert_eq!(a.elements() == 0, b.elements() == 0, "no arguments stays none");
+                }
+                _ => panic!("the body changed protocol"),
+            }
+        }
+        // A value nested far deeper than any client may send is refused
+        // (checked, not decoded: no stack to overflow), in the body and in
+        // the ppt options.
+        let mut deep = vec![0x91u8; 100_000];
+        deep.push(0xc0);
+        let n = deep.len();
+        let wire = |body: WireBody, ppt: Option<Bytes>| {
+            let w = WirePub {
+                incarnation: 1,
+                id: 1,
+                publisher: 1,
+                exclude_me: true,
+                realm: "r".into(),
+                topic: "t".into(),
+                body,
+                qos: 0,
+                retain: false,
+                props: None,
+                expires_ms: None,
+                disclosed: None,
+                receivers: None,
+                ppt,
+            };
+            let mut out = vec![VERSION];
+            rmp_serde::encode::write(&mut out, &w).unwrap();
+            decode(&out, now)
+        };
+        assert!(wire(WireBody::Packed(Bytes::from(deep.clone()), n), None).is_err());
+        assert!(wire(WireBody::Empty, Some(Bytes::from(deep))).is_err());
+        assert!(wire(WireBody::Empty, Some(Bytes::from_static(&[0x91, 0xc0]))).is_err(), "ppt must be a dictionary");
+        assert!(wire(WireBody::Empty, None).is_ok());
     }
 }
