@@ -171,6 +171,11 @@ fn publications_cross_nodes_in_order_only_where_wanted() {
     mqtt_c.send(&subscribe_packet(b"room/+"));
     mqtt_c.expect(0x90, "SUBACK");
     let mut publisher = join(a.wamp, Serializer::Json);
+    // SUBSCRIBED on b means every node routes to it: a publication on a
+    // right after it arrives, with no probing.
+    on_b.subscribe("first.word", Dict::new());
+    publisher.publish("first.word", args(vec![Value::UInt(1)]), true);
+    assert_eq!(numbered(&mut on_b, 1), vec![1], "SUBSCRIBED on b is cluster-wide");
     publisher.subscribe("room.1", Dict::new());
     let mut local = join(a.wamp, Serializer::Json);
     local.subscribe("room.1", Dict::new());

@@ -11,7 +11,7 @@
 pub mod thread;
 pub mod wire;
 
-use crate::router::{Publication, SubKey, WorkerId};
+use crate::router::{Barrier, Publication, SubKey, WorkerId};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -84,8 +84,13 @@ fn host_name() -> Option<String> {
 #[derive(Debug)]
 pub enum ClusterReq {
     /// This node has (`add`) or no longer has a subscriber of `key`: sent
-    /// by the key's owner when it creates or deletes the subscription.
-    Interest { key: SubKey, add: bool },
+    /// by the key's owner when it creates or deletes the subscription. A
+    /// new key's `barrier` is acked (`BarrierAck` to its owner) once every
+    /// live node routes the key here.
+    Interest { key: SubKey, add: bool, barrier: Option<Barrier> },
+    /// A worker has applied everything the cluster thread sent it before
+    /// its `ShardMsg::ClusterSync { token }`.
+    Synced { token: u64 },
     /// A local publication that these nodes have interest in.
     Publish { p: Arc<Publication>, nodes: Vec<NodeId> },
 }

@@ -18,7 +18,7 @@
 
 use super::wire::{self, InterestEntry};
 use super::{ClusterConfig, ClusterReq, NodeId};
-use crate::router::{owner_of, Publication, ShardMsg, SubKey};
+use crate::router::{owner_of, Barrier, Publication, ShardMsg, SubKey};
 use ahash::AHashMap;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
@@ -40,8 +40,22 @@ const OVERFLOW: usize = 65_536;
 const BATCH: usize = 256;
 /// Interest writes queued for the writer task.
 const WRITES: usize = 4096;
+/// How long a new subscription waits for one other node to route it.
+const SYNC_LIMIT: Duration = Duration::from_secs(2);
+/// Other nodes' syncs parked until the watch catches up, or waiting for
+/// this node's workers; past it a sync is answered at once (degraded:
+/// the subscriber's node may see SUBSCRIBED before the route is here).
+const SYNCS: usize = 65_536;
 /// How long the start waits for NATS and the interest bucket.
 const CONNECT_LIMIT: Duration = Duration::from_secs(10);
+
+/// One interest write for the writer task; a new key's carries the
+/// barrier to ack once the live nodes (by name) route it.
+struct Write {
+    key: String,
+    value: Option<Bytes>,
+    sync: Option<(Barrier, Vec<String>)>,
+}
 
 /// The running thread, for the server's shutdown.
 pub struct ClusterThread {
@@ -109,7 +123,19 @@ struct Node {
     remote_ids: AHashMap<SubKey, (u64, usize)>,
     next_id: u64,
     /// Interest writes for the writer task, in order.
-    writes: tokio::sync::mpsc::Sender<(String, Option<Bytes>)>,
+    writes: tokio::sync::mpsc::Sender<Write>,
+    /// Barriers of new subscriptions the other nodes have answered for.
+    acks: tokio::sync::mpsc::Receiver<Barrier>,
+    /// The newest interest-bucket revision the watch has shown.
+    seen_revision: u64,
+    /// Other nodes' syncs waiting for the watch to reach a revision:
+    /// (revision, reply subject).
+    parked: Vec<(u64, async_nats::Subject)>,
+    /// Syncs waiting for this node's workers: token -> (reply, workers left).
+    syncing: AHashMap<u64, (async_nats::Subject, usize)>,
+    next_token: u64,
+    /// Send a heartbeat now (a node this one did not know was heard).
+    beat_now: bool,
     writer: tokio::task::JoinHandle<()>,
     connected: Arc<AtomicBool>,
     /// Publications not forwarded or not delivered (NATS gone, a full
@@ -156,7 +182,9 @@ impl Node {
         // What a previous life of this node left behind.
         forget_own_interest(&kv, &cfg.node).await;
         let (writes, queue) = tokio::sync::mpsc::channel(WRITES);
-        let writer = tokio::spawn(write_interest(kv.clone(), queue));
+        let (acks_tx, acks) = tokio::sync::mpsc::channel(WRITES);
+        let ctl = Ctl { client: client.clone(), prefix: cfg.prefix.clone(), acks: acks_tx };
+        let writer = tokio::spawn(write_interest(kv.clone(), queue, ctl));
         let n = workers.len();
         log::info!("cluster: node {} joined through {}", cfg.node, cfg.url);
         Ok(Node {
@@ -172,6 +200,12 @@ impl Node {
             remote_ids: AHashMap::new(),
             next_id: 1,
             writes,
+            acks,
+            seen_revision: 0,
+            parked: Vec::new(),
+            syncing: AHashMap::new(),
+            next_token: 0,
+            beat_now: false,
             writer,
             connected,
             drops: 0,
@@ -201,6 +235,10 @@ impl Node {
         let mut retry = tokio::time::interval(Duration::from_millis(2));
         let beat_subject = wire::heartbeat_subject(&self.cfg.prefix, &self.cfg.node);
         let beat = Bytes::from(self.incarnation.to_be_bytes().to_vec());
+        let ctl_subject = wire::ctl_subject(&self.cfg.prefix, &self.cfg.node);
+        // A stream that ends (the client gave up) is logged and left; the
+        // loop ends only at shutdown, so nothing waits on it forever.
+        let (mut events_ok, mut beats_ok, mut watch_ok) = (true, true, true);
         loop {
             let backlog = self.overflow.iter().any(|o| !o.is_empty());
             tokio::select! {
@@ -214,28 +252,36 @@ impl Node {
                         }
                     }
                 }
-                msg = events.next() => {
-                    let Some(msg) = msg else { break };
-                    self.on_event(&msg.payload);
+                msg = events.next(), if events_ok => {
+                    let Some(msg) = msg else {
+                        log::error!("cluster: the node's subscription ended: no more publications from other nodes");
+                        events_ok = false;
+                        continue;
+                    };
+                    self.on_inbox(msg, &ctl_subject);
                     for _ in 0..BATCH {
                         match events.next().now_or_never() {
-                            Some(Some(msg)) => self.on_event(&msg.payload),
+                            Some(Some(msg)) => self.on_inbox(msg, &ctl_subject),
                             _ => break,
                         }
                     }
                 }
-                msg = beats.next() => {
-                    let Some(msg) = msg else { break };
-                    self.on_heartbeat(&msg.subject, &msg.payload);
-                }
-                entry = watch.next() => match entry {
+                msg = beats.next(), if beats_ok => match msg {
+                    Some(msg) => self.on_heartbeat(&msg.subject, &msg.payload),
+                    None => {
+                        log::error!("cluster: the heartbeat subscription ended");
+                        beats_ok = false;
+                    }
+                },
+                entry = watch.next(), if watch_ok => match entry {
                     Some(Ok(entry)) => self.on_interest(entry),
                     Some(Err(e)) => log::warn!("cluster: interest watch: {e}"),
                     None => {
-                        log::error!("cluster: the interest watch ended");
-                        break;
+                        log::error!("cluster: the interest watch ended: other nodes' subscriptions are no longer followed");
+                        watch_ok = false;
                     }
                 },
+                Some(b) = self.acks.recv() => self.hand_to(b.owner as usize, ShardMsg::BarrierAck { barrier: b.id }, false),
                 _ = tick.tick() => {
                     if self.connected.load(Ordering::Relaxed) {
                         let _ = self.client.publish(beat_subject.clone(), beat.clone()).await;
@@ -244,6 +290,9 @@ impl Node {
                     self.log_drops();
                 }
                 _ = retry.tick(), if backlog => {}
+            }
+            if std::mem::take(&mut self.beat_now) && self.connected.load(Ordering::Relaxed) {
+                let _ = self.client.publish(beat_subject.clone(), beat.clone()).await;
             }
             self.flush();
         }
@@ -259,13 +308,29 @@ impl Node {
 
     async fn on_request(&mut self, req: ClusterReq) {
         match req {
-            ClusterReq::Interest { key, add } => {
+            ClusterReq::Interest { key, add, barrier } => {
                 let entry = InterestEntry::of(&key);
                 let value = add.then(|| Bytes::from(serde_json::to_vec(&entry).expect("plain strings")));
+                let live = || self.peers.iter().filter(|p| p.alive).map(|p| p.name.clone()).collect();
+                let sync = barrier.map(|b| (b, live()));
                 // A full queue waits: the workers' link backs up behind it.
-                let _ = self.writes.send((entry.bucket_key(&self.cfg.node), value)).await;
+                let write = Write { key: entry.bucket_key(&self.cfg.node), value, sync };
+                if let Err(e) = self.writes.send(write).await {
+                    // The writer is gone (shutdown): answer the barrier anyway.
+                    if let Some((b, _)) = e.0.sync {
+                        self.hand_to(b.owner as usize, ShardMsg::BarrierAck { barrier: b.id }, false);
+                    }
+                }
             }
             ClusterReq::Publish { p, nodes } => self.forward(&p, &nodes).await,
+            ClusterReq::Synced { token } => {
+                let Some((_, left)) = self.syncing.get_mut(&token) else { return };
+                *left -= 1;
+                if *left == 0 {
+                    let (reply, _) = self.syncing.remove(&token).expect("present");
+                    let _ = self.client.publish(reply, Bytes::new()).await;
+                }
+            }
         }
     }
 
@@ -286,6 +351,38 @@ impl Node {
             if self.client.publish(subject, bytes.clone()).await.is_err() {
                 self.drops += 1;
             }
+        }
+    }
+
+    /// What arrives on the node's subscription: a sync request on its
+    /// `ctl` subject, else a publication.
+    fn on_inbox(&mut self, msg: async_nats::Message, ctl_subject: &str) {
+        if msg.subject.as_str() != ctl_subject {
+            return self.on_event(&msg.payload);
+        }
+        let (Some(reply), Ok(b)) = (msg.reply, <[u8; 8]>::try_from(&msg.payload[..])) else { return };
+        let revision = u64::from_be_bytes(b);
+        if revision <= self.seen_revision || self.parked.len() >= SYNCS {
+            self.sync_workers(reply);
+        } else {
+            self.parked.push((revision, reply));
+        }
+    }
+
+    /// Every worker is asked to answer once it has applied what this thread
+    /// sent it so far; the last answer replies to the other node.
+    fn sync_workers(&mut self, reply: async_nats::Subject) {
+        if self.syncing.len() >= SYNCS {
+            // Degraded: answered at once rather than held without bound.
+            let client = self.client.clone();
+            tokio::spawn(async move { client.publish(reply, Bytes::new()).await });
+            return;
+        }
+        self.next_token += 1;
+        let token = self.next_token;
+        self.syncing.insert(token, (reply, self.workers.len()));
+        for w in 0..self.workers.len() {
+            self.hand_to(w, ShardMsg::ClusterSync { token }, false);
         }
     }
 
@@ -319,15 +416,20 @@ impl Node {
         let id = self.peer(name);
         let peer = &mut self.peers[id as usize];
         peer.last_heard = Instant::now();
+        // A node new to this one (or new again) hears from it at once, not
+        // at its next heartbeat: a subscription made here right after it
+        // started then waits for it too.
         if peer.incarnation != incarnation {
             if peer.incarnation != 0 {
                 log::info!("cluster: node {name} restarted");
             }
             peer.incarnation = incarnation;
+            self.beat_now = true;
         }
         if !peer.alive {
             log::info!("cluster: node {name} is back");
             self.set_alive(id, true);
+            self.beat_now = true;
         }
     }
 
@@ -361,6 +463,22 @@ impl Node {
     }
 
     fn on_interest(&mut self, entry: kv::Entry) {
+        self.seen_revision = self.seen_revision.max(entry.revision);
+        self.apply_interest(&entry);
+        // Syncs that waited for this revision.
+        let seen = self.seen_revision;
+        let mut i = 0;
+        while i < self.parked.len() {
+            if self.parked[i].0 <= seen {
+                let (_, reply) = self.parked.swap_remove(i);
+                self.sync_workers(reply);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn apply_interest(&mut self, entry: &kv::Entry) {
         let Some((name, _)) = entry.key.split_once('.') else { return };
         if name == self.cfg.node {
             return;
@@ -517,16 +635,50 @@ async fn forget_own_interest(kv: &kv::Store, node: &str) {
     }
 }
 
+/// What the writer needs to ask the other nodes for a new key's route.
+struct Ctl {
+    client: async_nats::Client,
+    prefix: String,
+    acks: tokio::sync::mpsc::Sender<Barrier>,
+}
+
 /// Writes this node's interest entries one after the other, so a key's
-/// add and remove land in the order its owner decided them.
-async fn write_interest(kv: kv::Store, mut queue: tokio::sync::mpsc::Receiver<(String, Option<Bytes>)>) {
-    while let Some((key, value)) = queue.recv().await {
+/// add and remove land in the order its owner decided them. A new key's
+/// barrier is acked once each live node has answered that its workers
+/// route it (or has not answered within `SYNC_LIMIT`: a node that is
+/// dying must not hold a subscription up), without holding up the writes
+/// behind it.
+async fn write_interest(kv: kv::Store, mut queue: tokio::sync::mpsc::Receiver<Write>, ctl: Ctl) {
+    while let Some(Write { key, value, sync }) = queue.recv().await {
         let done = match value {
-            Some(v) => kv.put(&key, v).await.map(drop).map_err(|e| e.to_string()),
-            None => kv.delete(&key).await.map_err(|e| e.to_string()),
+            Some(v) => kv.put(&key, v).await.map_err(|e| e.to_string()),
+            None => kv.delete(&key).await.map(|()| 0).map_err(|e| e.to_string()),
         };
-        if let Err(e) = done {
-            log::warn!("cluster: interest entry {key} not written: {e}");
-        }
+        let revision = match done {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!("cluster: interest entry {key} not written: {e}");
+                0
+            }
+        };
+        let Some((barrier, peers)) = sync else { continue };
+        let (client, acks) = (ctl.client.clone(), ctl.acks.clone());
+        let subjects: Vec<String> = peers.iter().map(|p| wire::ctl_subject(&ctl.prefix, p)).collect();
+        tokio::spawn(async move {
+            // Unwritten (revision 0): nobody can route it; answer at once.
+            if revision > 0 {
+                let payload = Bytes::from(revision.to_be_bytes().to_vec());
+                let asks = subjects.into_iter().map(|s| {
+                    let (client, payload) = (client.clone(), payload.clone());
+                    async move { tokio::time::timeout(SYNC_LIMIT, client.request(s, payload)).await }
+                });
+                for answer in futures_util::future::join_all(asks).await {
+                    if !matches!(answer, Ok(Ok(_))) {
+                        log::debug!("cluster: a node did not confirm a new subscription in time");
+                    }
+                }
+            }
+            let _ = acks.send(barrier).await;
+        });
     }
 }

@@ -59,6 +59,11 @@ pub fn inbox_subject(prefix: &str, node: &str) -> String {
     format!("{prefix}.n.{node}.>")
 }
 
+/// Where other nodes ask this one to confirm it routes a new subscription.
+pub fn ctl_subject(prefix: &str, node: &str) -> String {
+    format!("{prefix}.n.{node}.ctl")
+}
+
 pub fn heartbeat_subject(prefix: &str, node: &str) -> String {
     format!("{prefix}.hb.{node}")
 }

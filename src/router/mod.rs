@@ -448,6 +448,11 @@ pub enum ShardMsg {
         node: u16,
         add: bool,
     },
+    /// From the cluster thread: answer `ClusterReq::Synced` with `token`
+    /// (every `RemoteRoute` sent before it is applied here).
+    ClusterSync {
+        token: u64,
+    },
     /// Deliver to local subscribers; `shared` lists the shared subscriptions
     /// for which this worker was picked to deliver to one member.
     Publish(Arc<Publication>, Vec<u64>),

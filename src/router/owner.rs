@@ -59,11 +59,22 @@ pub struct Owner {
     regs: AHashMap<Realm, AHashMap<(String, MatchPolicy), OwnedReg>>,
     barriers: AHashMap<u64, PendingBarrier>,
     next_barrier: u64,
+    /// In a cluster a new subscription key's barrier also waits for the
+    /// other nodes (one more ack, from the cluster thread).
+    pub cluster: bool,
 }
 
 impl Owner {
     pub fn new(me: WorkerId, workers: usize) -> Owner {
-        Owner { me, workers, subs: AHashMap::new(), regs: AHashMap::new(), barriers: AHashMap::new(), next_barrier: 0 }
+        Owner {
+            me,
+            workers,
+            subs: AHashMap::new(),
+            regs: AHashMap::new(),
+            barriers: AHashMap::new(),
+            next_barrier: 0,
+            cluster: false,
+        }
     }
 
     fn barrier(&mut self, then: (WorkerId, ShardMsg)) -> Barrier {
@@ -73,9 +84,17 @@ impl Owner {
         Barrier { owner: self.me, id }
     }
 
-    /// A worker's first subscriber of `key`; true if this made the key
-    /// (the node's first subscriber of it).
-    pub fn sub_acquire(&mut self, key: SubKey, from: WorkerId, ids: &mut IdGen, out: &mut impl Outbox) -> bool {
+    /// A worker's first subscriber of `key`. In a cluster, when this made
+    /// the key (the node's first subscriber of it), returns the barrier
+    /// that also waits for the cluster thread's ack: SUBSCRIBED once every
+    /// worker here and every other node routes the key.
+    pub fn sub_acquire(
+        &mut self,
+        key: SubKey,
+        from: WorkerId,
+        ids: &mut IdGen,
+        out: &mut impl Outbox,
+    ) -> Option<Barrier> {
         let mut new = false;
         let sub = self.subs.entry(key.clone()).or_insert_with(|| {
             new = true;
@@ -94,9 +113,13 @@ impl Owner {
                     let add = ShardMsg::RouteAdd { key: key.clone(), subscription, created, worker: from, barrier };
                     out.send(w, add);
                 }
+                if new && self.cluster {
+                    self.barriers.get_mut(&barrier.id).expect("just made").remaining += 1;
+                    return Some(barrier);
+                }
             }
         }
-        new
+        None
     }
 
     /// A worker's last subscriber of `key` left; true if this deleted the
@@ -237,6 +260,27 @@ mod tests {
 
     fn key() -> SubKey {
         SubKey { realm: "r".into(), topic: "t".into(), policy: MatchPolicy::Exact, share: None, filter: None }
+    }
+
+    #[test]
+    fn in_a_cluster_a_new_key_also_waits_for_the_other_nodes() {
+        let mut o = Owner::new(0, 2);
+        o.cluster = true;
+        let mut ids = IdGen::new(0, 2);
+        let mut out = Sent::default();
+        let barrier = o.sub_acquire(key(), 1, &mut ids, &mut out).expect("a new key waits for the cluster");
+        out.0.clear();
+        o.barrier_ack(barrier.id, &mut out);
+        o.barrier_ack(barrier.id, &mut out);
+        assert!(out.0.is_empty(), "granted before the other nodes route the key");
+        o.barrier_ack(barrier.id, &mut out);
+        assert!(matches!(&out.0[..], [(1, ShardMsg::SubGranted { created: true, .. })]));
+        // A second worker's acquire of the same key: the nodes already route it.
+        out.0.clear();
+        assert_eq!(o.sub_acquire(key(), 0, &mut ids, &mut out), None);
+        o.cluster = false;
+        let other = SubKey { topic: "u".into(), ..key() };
+        assert_eq!(o.sub_acquire(other, 0, &mut ids, &mut out), None, "one node: nothing to wait for");
     }
 
     #[test]

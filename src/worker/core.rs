@@ -93,19 +93,25 @@ impl Shard {
                 self.remote_topics.remove(&key, subscription, node)
             }
             ShardMsg::SubAcquire { key, from } => {
-                // The node's interest in a key starts with its first subscriber.
+                // The node's interest in a key starts with its first
+                // subscriber; the other nodes' ack completes the barrier.
                 let copy = self.cluster.is_some().then(|| key.clone());
-                if self.owner.sub_acquire(key, from, &mut self.ids, &mut self.peers) {
+                if let Some(barrier) = self.owner.sub_acquire(key, from, &mut self.ids, &mut self.peers) {
                     if let (Some(link), Some(key)) = (&mut self.cluster, copy) {
-                        link.send(crate::cluster::ClusterReq::Interest { key, add: true });
+                        link.send(crate::cluster::ClusterReq::Interest { key, add: true, barrier: Some(barrier) });
                     }
+                }
+            }
+            ShardMsg::ClusterSync { token } => {
+                if let Some(link) = &mut self.cluster {
+                    link.send(crate::cluster::ClusterReq::Synced { token });
                 }
             }
             ShardMsg::SubRelease { key, from, session } => {
                 let copy = self.cluster.is_some().then(|| key.clone());
                 if self.owner.sub_release(key, from, session, &mut self.peers) {
                     if let (Some(link), Some(key)) = (&mut self.cluster, copy) {
-                        link.send(crate::cluster::ClusterReq::Interest { key, add: false });
+                        link.send(crate::cluster::ClusterReq::Interest { key, add: false, barrier: None });
                     }
                 }
             }

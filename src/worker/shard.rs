@@ -159,7 +159,11 @@ impl Shard {
             topics: TopicTable::default(),
             procs: ProcTable::default(),
             recent_closes: std::collections::VecDeque::with_capacity(crate::inspect::RECENT_CLOSES),
-            owner: Owner::new(s.id, workers),
+            owner: {
+                let mut o = Owner::new(s.id, workers);
+                o.cluster = s.cluster.is_some();
+                o
+            },
             ids,
             local_keys: AHashMap::new(),
             local_subs: AHashMap::new(),
