@@ -38,6 +38,9 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 const OVERFLOW: usize = 65_536;
 /// Publications handled per wake-up before the other sources get a turn.
 const BATCH: usize = 256;
+/// A batch for one node and subject is sent once it holds this much
+/// (NATS's default largest message is 1 MiB).
+const BATCH_BYTES: usize = 256 * 1024;
 /// Interest writes queued for the writer task.
 const WRITES: usize = 4096;
 /// How long a new subscription waits for one other node to route it.
@@ -136,6 +139,13 @@ struct Node {
     next_token: u64,
     /// Send a heartbeat now (a node this one did not know was heard).
     beat_now: bool,
+    /// This batch turn's outgoing publications: (subject, batch, how many),
+    /// in the
+    /// order the subjects were first used, and each subject's place.
+    batches: Vec<(String, Vec<u8>, u64)>,
+    batch_at: AHashMap<String, usize>,
+    /// Publications of an arrived batch, before they go to their workers.
+    arrived: Vec<Publication>,
     writer: tokio::task::JoinHandle<()>,
     connected: Arc<AtomicBool>,
     /// Publications not forwarded or not delivered (NATS gone, a full
@@ -206,6 +216,9 @@ impl Node {
             syncing: AHashMap::new(),
             next_token: 0,
             beat_now: false,
+            batches: Vec::new(),
+            batch_at: AHashMap::new(),
+            arrived: Vec::new(),
             writer,
             connected,
             drops: 0,
@@ -251,6 +264,7 @@ impl Node {
                             _ => break,
                         }
                     }
+                    self.send_batches().await;
                 }
                 msg = events.next(), if events_ok => {
                     let Some(msg) = msg else {
@@ -259,7 +273,7 @@ impl Node {
                         continue;
                     };
                     self.on_inbox(msg, &ctl_subject);
-                    for _ in 0..BATCH {
+                    for _ in 0..BATCH / 16 {
                         match events.next().now_or_never() {
                             Some(Some(msg)) => self.on_inbox(msg, &ctl_subject),
                             _ => break,
@@ -334,22 +348,43 @@ impl Node {
         }
     }
 
-    /// One publish per interested node, the same bytes for each.
+    /// Encoded once, appended to the batch of each interested node's
+    /// subject (`send_batches` publishes them): publications of one batch
+    /// turn go out as one NATS message per node and topic, in order.
     async fn forward(&mut self, p: &Publication, nodes: &[NodeId]) {
         if !self.connected.load(Ordering::Relaxed) {
             self.drops += nodes.len() as u64;
             return;
         }
         let Some(bytes) = wire::encode(p, self.incarnation, Instant::now()) else { return };
-        let bytes = Bytes::from(bytes);
         for &n in nodes {
             let Some(peer) = self.peers.get(n as usize) else { continue };
             if !peer.alive {
                 continue;
             }
             let subject = wire::event_subject(&self.cfg.prefix, &peer.name, &p.realm, &p.topic);
-            if self.client.publish(subject, bytes.clone()).await.is_err() {
-                self.drops += 1;
+            let at = match self.batch_at.get(&subject) {
+                Some(&at) => at,
+                None => {
+                    self.batches.push((subject.clone(), Vec::new(), 0));
+                    self.batch_at.insert(subject, self.batches.len() - 1);
+                    self.batches.len() - 1
+                }
+            };
+            wire::batch_push(&mut self.batches[at].1, &bytes);
+            self.batches[at].2 += 1;
+            if self.batches[at].1.len() >= BATCH_BYTES {
+                self.send_batches().await;
+            }
+        }
+    }
+
+    /// Publishes the batches gathered so far, one NATS message each.
+    async fn send_batches(&mut self) {
+        self.batch_at.clear();
+        for (subject, batch, n) in std::mem::take(&mut self.batches) {
+            if self.client.publish(subject, Bytes::from(batch)).await.is_err() {
+                self.drops += n;
             }
         }
     }
@@ -389,17 +424,21 @@ impl Node {
     /// A publication from another node: to its topic's owner worker here,
     /// so every publication to one topic takes the same path.
     fn on_event(&mut self, payload: &[u8]) {
-        match wire::decode(payload, Instant::now()) {
-            Ok((incarnation, p)) if incarnation != self.incarnation => {
-                let w = owner_of(&p.realm, &p.topic, self.workers.len());
-                self.hand_to(w as usize, ShardMsg::FromCluster(Arc::new(p)), true);
-            }
+        let (me, workers) = (self.incarnation, self.workers.len());
+        let mut arrived = std::mem::take(&mut self.arrived);
+        wire::decode_batch(payload, Instant::now(), |one| match one {
+            Ok((incarnation, p)) if incarnation != me => arrived.push(p),
             Ok(_) => {}
             Err(e) => {
                 self.drops += 1;
                 log::debug!("cluster: a publication from NATS is refused: {e}");
             }
+        });
+        for p in arrived.drain(..) {
+            let w = owner_of(&p.realm, &p.topic, workers);
+            self.hand_to(w as usize, ShardMsg::FromCluster(Arc::new(p)), true);
         }
+        self.arrived = arrived;
     }
 
     fn on_heartbeat(&mut self, subject: &str, payload: &[u8]) {

@@ -272,6 +272,40 @@ fn checked_msgpack(b: &[u8]) -> Result<Value, String> {
     elements::msgpack_value(b)
 }
 
+/// The first byte of a NATS message that carries publications: several
+/// encoded publications to one node and one subject, each after its
+/// length (4 bytes, big-endian), in publication order.
+const BATCH: u8 = 2;
+
+/// Appends one encoded publication (`encode`) to a batch.
+pub fn batch_push(batch: &mut Vec<u8>, one: &[u8]) {
+    if batch.is_empty() {
+        batch.push(BATCH);
+    }
+    batch.extend_from_slice(&(one.len() as u32).to_be_bytes());
+    batch.extend_from_slice(one);
+}
+
+/// Each publication of a batch, in order, to `f`; a frame that does not
+/// decode is reported and skipped, a cut length ends the batch.
+pub fn decode_batch(b: &[u8], now: Instant, mut f: impl FnMut(Result<(u64, Publication), String>)) {
+    let Some((&BATCH, mut rest)) = b.split_first() else {
+        return f(Err("not a batch of publications".into()));
+    };
+    while !rest.is_empty() {
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+            return f(Err("a cut batch".into()));
+        };
+        let len = u32::from_be_bytes(*len) as usize;
+        if len > tail.len() {
+            return f(Err("a cut batch".into()));
+        }
+        let (one, tail) = tail.split_at(len);
+        f(decode(one, now));
+        rest = tail;
+    }
+}
+
 /// A publication from another node: its origin incarnation and the
 /// publication, whose publisher is on the pseudo-worker `REMOTE`.
 pub fn decode(b: &[u8], now: Instant) -> Result<(u64, Publication), String> {
@@ -497,5 +531,35 @@ mod tests {
         assert!(wire(WireBody::Empty, Some(Bytes::from(deep))).is_err());
         assert!(wire(WireBody::Empty, Some(Bytes::from_static(&[0x91, 0xc0]))).is_err(), "ppt must be a dictionary");
         assert!(wire(WireBody::Empty, None).is_ok());
+    }
+
+    #[test]
+    fn batches_keep_order_and_survive_bad_frames() {
+        let now = Instant::now();
+        let mut batch = Vec::new();
+        for id in 1..=3 {
+            let mut p = sample(Body::Mqtt(Bytes::from_static(b"x")));
+            p.expires = None;
+            p.id = id;
+            batch_push(&mut batch, &encode(&p, 9, now).unwrap());
+        }
+        let mut ids = Vec::new();
+        decode_batch(&batch, now, |r| ids.push(r.map(|(_, p)| p.id)));
+        assert_eq!(ids, vec![Ok(1), Ok(2), Ok(3)]);
+        // A bad frame in the middle is skipped; a cut end is reported once.
+        let mut bad = Vec::new();
+        batch_push(&mut bad, &encode(&sample(Body::Mqtt(Bytes::new())), 9, now).unwrap());
+        batch_push(&mut bad, b"\x01\xc1");
+        batch_push(&mut bad, &encode(&sample(Body::Mqtt(Bytes::new())), 9, now).unwrap());
+        bad.extend_from_slice(&[0, 0, 0, 9, 1]);
+        let mut got = Vec::new();
+        decode_batch(&bad, now, |r| got.push(r.is_ok()));
+        assert_eq!(got, vec![true, false, true, false]);
+        for cut in 0..batch.len() {
+            decode_batch(&batch[..cut], now, |_| {});
+        }
+        let mut n = 0;
+        decode_batch(b"\x01", now, |r| n += usize::from(r.is_err()));
+        assert_eq!(n, 1, "not a batch");
     }
 }
