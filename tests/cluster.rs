@@ -279,4 +279,14 @@ fn a_killed_node_costs_the_others_nothing() {
     until_routed(&mut publisher, "feed", &mut on_c2);
     publisher.publish("feed", args(vec![Value::UInt(7)]), true);
     assert_eq!(numbered(&mut on_c2, 1), vec![7]);
+    assert_eq!(numbered(&mut on_b, 1), vec![7]);
+
+    // A node that joins now knows the others' subscribers before it takes
+    // its first client: its first publication reaches them, unprobed.
+    let d_dir = tempfile::tempdir().unwrap();
+    let d = node(&nats, "d", &d_dir);
+    let mut from_d = join(d.wamp, Serializer::Json);
+    from_d.publish("feed", args(vec![Value::UInt(8)]), true);
+    assert_eq!(numbered(&mut on_b, 1), vec![8], "the new node routed to b at once");
+    assert_eq!(numbered(&mut on_c2, 1), vec![8]);
 }

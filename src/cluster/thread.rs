@@ -60,6 +60,13 @@ struct Write {
     sync: Option<(Barrier, Vec<String>)>,
 }
 
+/// What the cluster thread reads from NATS.
+struct Streams {
+    events: async_nats::Subscriber,
+    beats: async_nats::Subscriber,
+    watch: kv::Watch,
+}
+
 /// The running thread, for the server's shutdown.
 pub struct ClusterThread {
     pub thread: std::thread::JoinHandle<()>,
@@ -90,8 +97,12 @@ pub fn start(
                     return;
                 }
             };
+            let (mut node, mut streams) = node;
+            // The other nodes' subscriptions are known before the node
+            // takes its first client (its listeners open after this).
+            node.catch_up(&mut streams.watch).await;
             let _ = ready_tx.send(Ok(()));
-            node.run(rx).await;
+            node.run(rx, streams).await;
         });
     })?;
     match ready_rx.recv_timeout(CONNECT_LIMIT + Duration::from_secs(5)) {
@@ -137,6 +148,8 @@ struct Node {
     /// Syncs waiting for this node's workers: token -> (reply, workers left).
     syncing: AHashMap<u64, (async_nats::Subject, usize)>,
     next_token: u64,
+    /// The interest bucket's last revision at start (`catch_up` reads to it).
+    backlog: u64,
     /// Send a heartbeat now (a node this one did not know was heard).
     beat_now: bool,
     /// This batch turn's outgoing publications: (subject, batch, how many),
@@ -158,7 +171,13 @@ struct Node {
 }
 
 impl Node {
-    async fn connect(cfg: ClusterConfig, workers: Vec<(Sender<ShardMsg>, Arc<Waker>)>) -> Result<Node, String> {
+    /// The node and what it reads: its subscriptions and its watch of the
+    /// interest bucket (made after this node's old entries are gone), all
+    /// in place before the node takes clients.
+    async fn connect(
+        cfg: ClusterConfig,
+        workers: Vec<(Sender<ShardMsg>, Arc<Waker>)>,
+    ) -> Result<(Node, Streams), String> {
         let connected = Arc::new(AtomicBool::new(false));
         let flag = connected.clone();
         let opts = async_nats::ConnectOptions::new()
@@ -191,13 +210,29 @@ impl Node {
         let kv = open_bucket(&js, &bucket).await?;
         // What a previous life of this node left behind.
         forget_own_interest(&kv, &cfg.node).await;
+        // The revision the watch has to reach before it is current (the
+        // stream's last message is the last of its key, which the watch
+        // shows).
+        let backlog = match js.get_stream(format!("KV_{bucket}")).await {
+            Ok(mut s) => s.info().await.map(|i| i.state.last_sequence).unwrap_or(0),
+            Err(_) => 0,
+        };
+        let cannot = |what: &str, e: String| format!("cluster: cannot {what}: {e}");
+        let watch = kv.watch_with_history(">").await.map_err(|e| cannot("watch the interest bucket", e.to_string()))?;
+        let events = client
+            .subscribe(wire::inbox_subject(&cfg.prefix, &cfg.node))
+            .await
+            .map_err(|e| cannot("subscribe", e.to_string()))?;
+        let beats =
+            client.subscribe(format!("{}.hb.*", cfg.prefix)).await.map_err(|e| cannot("subscribe", e.to_string()))?;
         let (writes, queue) = tokio::sync::mpsc::channel(WRITES);
         let (acks_tx, acks) = tokio::sync::mpsc::channel(WRITES);
         let ctl = Ctl { client: client.clone(), prefix: cfg.prefix.clone(), acks: acks_tx };
         let writer = tokio::spawn(write_interest(kv.clone(), queue, ctl));
         let n = workers.len();
         log::info!("cluster: node {} joined through {}", cfg.node, cfg.url);
-        Ok(Node {
+        let node = Node {
+            backlog,
             incarnation: rand::random::<u64>() | 1,
             cfg,
             client,
@@ -225,25 +260,37 @@ impl Node {
             drops_logged: 0,
             drops_logged_at: Instant::now(),
             twin: None,
-        })
+        };
+        Ok((node, Streams { events, beats, watch }))
     }
 
-    async fn run(mut self, mut reqs: tokio::sync::mpsc::Receiver<ClusterReq>) {
-        let inbox = wire::inbox_subject(&self.cfg.prefix, &self.cfg.node);
-        let hb = format!("{}.hb.*", self.cfg.prefix);
-        let (mut events, mut beats, mut watch) =
-            match (self.client.subscribe(inbox).await, self.client.subscribe(hb).await, self.kv.watch_all().await) {
-                (Ok(e), Ok(b), Ok(w)) => (e, b, w),
-                (e, b, w) => {
-                    log::error!(
-                        "cluster: cannot subscribe: {:?} {:?} {:?}",
-                        e.err(),
-                        b.err(),
-                        w.err().map(|e| e.to_string())
-                    );
-                    return;
+    /// Applies the interest entries the bucket held at start (until the
+    /// watch reaches the revision the bucket was at; at most `CONNECT_LIMIT`).
+    async fn catch_up(&mut self, watch: &mut kv::Watch) {
+        if self.backlog == 0 {
+            return;
+        }
+        let until = tokio::time::Instant::now() + CONNECT_LIMIT;
+        while let Ok(Some(entry)) = tokio::time::timeout_at(until, watch.next()).await {
+            match entry {
+                Ok(entry) => {
+                    self.on_interest(entry);
+                    if self.seen_revision >= self.backlog {
+                        return;
+                    }
                 }
-            };
+                Err(e) => log::warn!("cluster: interest watch: {e}"),
+            }
+        }
+        log::warn!(
+            "cluster: the other nodes' subscriptions were not all read at start (revision {} of {})",
+            self.seen_revision,
+            self.backlog
+        );
+    }
+
+    async fn run(mut self, mut reqs: tokio::sync::mpsc::Receiver<ClusterReq>, streams: Streams) {
+        let Streams { mut events, mut beats, mut watch } = streams;
         let mut tick = tokio::time::interval(HEARTBEAT);
         let mut retry = tokio::time::interval(Duration::from_millis(2));
         let beat_subject = wire::heartbeat_subject(&self.cfg.prefix, &self.cfg.node);
