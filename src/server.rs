@@ -116,6 +116,10 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
         None => None,
     };
     let n = cfg.cores;
+    if cfg.cluster.is_some() && n > crate::cluster::MAX_WORKERS {
+        let e = format!("a cluster node runs at most {} workers (--cores {n})", crate::cluster::MAX_WORKERS);
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
+    }
 
     let mut polls = Vec::with_capacity(n);
     let mut wakers = Vec::with_capacity(n);

@@ -1,19 +1,24 @@
 //! Three nodes on one NATS server (`nats-server -js`, Debian's, which
 //! `scripts/test` installs): WAMP and MQTT publications cross nodes in
 //! order, only toward nodes with subscribers, and a node killed mid-traffic
-//! costs the others nothing. Skipped, with a message, where there is no
-//! `nats-server` (never under CI, where its absence fails).
+//! costs the others nothing; calls cross nodes with their progressive
+//! results, timeouts, cancels and the ends of callers, callees and nodes,
+//! and a registration is one across the cluster (single, or shared by the
+//! same policy). Skipped, with a message, where there is no `nats-server`
+//! (never under CI, where its absence fails).
 
 mod common;
 
 use common::m::Msg;
 use common::process::{start_with, Router};
 use common::raw::{publish_packet, subscribe_packet, Raw};
-use common::{args, join, opts, Client};
+use common::{args, connect, join, opts, Client};
 use fennec::value::{Dict, Value};
 use fennec::wamp::message::Serializer;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 struct Nats {
@@ -289,4 +294,250 @@ fn a_killed_node_costs_the_others_nothing() {
     from_d.publish("feed", args(vec![Value::UInt(8)]), true);
     assert_eq!(numbered(&mut on_b, 1), vec![8], "the new node routed to b at once");
     assert_eq!(numbered(&mut on_c2, 1), vec![8]);
+}
+
+/// A session that announces the callee features the dealer tests use
+/// (progressive results, call canceling).
+fn callee(addr: std::net::SocketAddr) -> Client {
+    let mut c = connect(addr, Serializer::Json);
+    let features = opts(&[("progressive_call_results", Value::Bool(true)), ("call_canceling", Value::Bool(true))]);
+    let callee = opts(&[("features", Value::Dict(features))]);
+    let roles = opts(&[("callee", Value::Dict(callee)), ("caller", Value::Dict(Dict::new()))]);
+    c.send(&Msg::Hello { realm: "realm1".into(), details: opts(&[("roles", Value::Dict(roles))]) });
+    match c.recv() {
+        Msg::Welcome { session, .. } => c.session = session,
+        other => panic!("expected WELCOME, got {other:?}"),
+    }
+    c
+}
+
+fn register_with(c: &mut Client, procedure: &str, options: Dict) -> Result<u64, String> {
+    let request = c.request();
+    c.send(&Msg::Register { request, options, procedure: procedure.into() });
+    match c.recv() {
+        Msg::Registered { request: r, registration } if r == request => Ok(registration),
+        Msg::Error { request: r, error, .. } if r == request => Err(error),
+        other => panic!("expected REGISTERED or ERROR, got {other:?}"),
+    }
+}
+
+/// Sends a CALL; returns its request ID.
+fn call(c: &mut Client, procedure: &str, options: Dict, payload: fennec::payload::Payload) -> u64 {
+    let request = c.request();
+    c.send(&Msg::Call { request, options, procedure: procedure.into(), payload });
+    request
+}
+
+/// The next INVOCATION: (its request ID, its payload, its details).
+fn invocation(c: &mut Client) -> (u64, fennec::payload::Payload, Dict) {
+    match c.recv() {
+        Msg::Invocation { request, payload, details, .. } => (request, payload, details),
+        other => panic!("expected INVOCATION, got {other:?}"),
+    }
+}
+
+fn yield_(c: &mut Client, request: u64, options: Dict, payload: fennec::payload::Payload) {
+    c.send(&Msg::Yield { request, options, payload });
+}
+
+/// The final RESULT of `request`: its arguments.
+fn result(c: &mut Client, request: u64) -> Option<Vec<Value>> {
+    match c.recv() {
+        Msg::Result { request: r, payload, .. } if r == request => payload.values().args.clone(),
+        other => panic!("expected RESULT of {request}, got {other:?}"),
+    }
+}
+
+fn call_error(c: &mut Client, request: u64) -> String {
+    match c.recv() {
+        Msg::Error { request_type: 48, request: r, error, .. } if r == request => error,
+        other => panic!("expected ERROR of CALL {request}, got {other:?}"),
+    }
+}
+
+fn interrupt(c: &mut Client, invocation: u64) -> Dict {
+    match c.recv() {
+        Msg::Interrupt { request, options } if request == invocation => options,
+        other => panic!("expected INTERRUPT of {invocation}, got {other:?}"),
+    }
+}
+
+fn str_opt<'a>(d: &'a Dict, key: &str) -> Option<&'a str> {
+    d.iter().find(|(k, _)| k == key).and_then(|(_, v)| if let Value::Str(s) = v { Some(s.as_str()) } else { None })
+}
+
+#[test]
+fn calls_cross_nodes_and_end_with_their_callers_callees_and_nodes() {
+    let Some(nats) = nats() else { return };
+    let (_dirs, [a, b, c]) = three_nodes(&nats);
+    let mut adder = callee(b.wamp);
+    let registration = adder.register("math.add");
+    // REGISTERED on b means every node routes to it: a call on a right
+    // after it is invoked, with no probing.
+    let mut caller = join(a.wamp, Serializer::Json);
+    let request = call(&mut caller, "math.add", Dict::new(), args(vec![Value::UInt(2), Value::UInt(3)]));
+    let (inv, payload, _) = invocation(&mut adder);
+    assert_eq!(payload.values().args, Some(vec![Value::UInt(2), Value::UInt(3)]), "the arguments cross as sent");
+    yield_(&mut adder, inv, Dict::new(), args(vec![Value::UInt(5)]));
+    assert_eq!(result(&mut caller, request), Some(vec![Value::UInt(5)]));
+
+    // One `single` registration in the cluster: nobody else can take it.
+    let mut other = callee(c.wamp);
+    assert_eq!(register_with(&mut other, "math.add", Dict::new()), Err("wamp.error.procedure_already_exists".into()));
+    let mut twin = callee(a.wamp);
+    assert_eq!(register_with(&mut twin, "math.add", Dict::new()), Err("wamp.error.procedure_already_exists".into()));
+
+    // Progressive results arrive in order, then the final one.
+    let receive = opts(&[("receive_progress", Value::Bool(true))]);
+    let request = call(&mut caller, "math.add", receive, args(vec![]));
+    let (inv, _, details) = invocation(&mut adder);
+    assert!(details.iter().any(|(k, v)| k == "receive_progress" && *v == Value::Bool(true)));
+    let progress = opts(&[("progress", Value::Bool(true))]);
+    for i in 1..=3 {
+        yield_(&mut adder, inv, progress.clone(), args(vec![Value::UInt(i)]));
+    }
+    yield_(&mut adder, inv, Dict::new(), args(vec![Value::UInt(4)]));
+    for i in 1..=4 {
+        match caller.recv() {
+            Msg::Result { request: r, payload, details } if r == request => {
+                assert_eq!(payload.values().args, Some(vec![Value::UInt(i)]));
+                assert_eq!(details.iter().any(|(k, _)| k == "progress"), i < 4, "result {i}");
+            }
+            other => panic!("expected RESULT, got {other:?}"),
+        }
+    }
+
+    // A timeout on a ends the call there and interrupts the callee on b;
+    // its late answer goes nowhere.
+    let request = call(&mut caller, "math.add", opts(&[("timeout", Value::UInt(300))]), args(vec![]));
+    let (inv, _, _) = invocation(&mut adder);
+    assert_eq!(call_error(&mut caller, request), "wamp.error.timeout");
+    assert_eq!(str_opt(&interrupt(&mut adder, inv), "reason"), Some("wamp.error.timeout"));
+    yield_(&mut adder, inv, Dict::new(), args(vec![Value::UInt(0)]));
+
+    // CANCEL (killnowait): the caller's ERROR at once, the callee's INTERRUPT.
+    let request = call(&mut caller, "math.add", Dict::new(), args(vec![]));
+    let (inv, _, _) = invocation(&mut adder);
+    caller.send(&Msg::Cancel { request, options: Dict::new() });
+    assert_eq!(call_error(&mut caller, request), "wamp.error.canceled");
+    assert_eq!(str_opt(&interrupt(&mut adder, inv), "mode"), Some("killnowait"));
+
+    // A caller that leaves: its callee on b is interrupted.
+    let mut leaving = join(a.wamp, Serializer::Json);
+    call(&mut leaving, "math.add", Dict::new(), args(vec![]));
+    let (inv, _, _) = invocation(&mut adder);
+    drop(leaving);
+    assert_eq!(str_opt(&interrupt(&mut adder, inv), "reason"), Some("wamp.error.canceled"));
+
+    // A callee that leaves mid-call: its caller on a gets ERROR canceled.
+    let mut brief = callee(c.wamp);
+    brief.register("brief");
+    let request = call(&mut caller, "brief", Dict::new(), args(vec![]));
+    invocation(&mut brief);
+    drop(brief);
+    assert_eq!(call_error(&mut caller, request), "wamp.error.canceled");
+
+    // The registration is the cluster's to give again once b leaves it.
+    adder.send(&Msg::Unregister { request: 900, registration });
+    assert!(matches!(adder.recv(), Msg::Unregistered { request: 900 }));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while register_with(&mut other, "math.add", Dict::new()).is_err() {
+        assert!(Instant::now() < deadline, "math.add stayed taken after b left it");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let request = call(&mut caller, "math.add", Dict::new(), args(vec![]));
+    let (inv, _, _) = invocation(&mut other);
+    yield_(&mut other, inv, Dict::new(), args(vec![Value::Str("c".into())]));
+    assert_eq!(result(&mut caller, request), Some(vec![Value::Str("c".into())]));
+
+    // The callee's node dies mid-call: the caller's call ends (once the
+    // node is taken for dead), and the procedure is gone.
+    let request = call(&mut caller, "math.add", Dict::new(), args(vec![]));
+    invocation(&mut other);
+    common::process::kill9(c);
+    caller.ws.get_ref().set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    assert_eq!(call_error(&mut caller, request), "wamp.error.canceled", "the call ends with its callee's node");
+    let request = call(&mut caller, "math.add", Dict::new(), args(vec![]));
+    assert_eq!(call_error(&mut caller, request), "wamp.error.no_such_procedure");
+    drop((other, twin));
+}
+
+/// Answers every INVOCATION with `name` on a thread until `stop`; returns
+/// how many it answered.
+fn serve(mut c: Client, name: &'static str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
+    c.ws.get_ref().set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    std::thread::spawn(move || {
+        let mut served = 0;
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok(Msg::Invocation { request, .. }) = c.next_message() {
+                yield_(&mut c, request, Dict::new(), args(vec![Value::Str(name.into())]));
+                served += 1;
+            }
+        }
+        served
+    })
+}
+
+#[test]
+fn shared_registrations_span_nodes() {
+    let Some(nats) = nats() else { return };
+    let (_dirs, [a, b, c]) = three_nodes(&nats);
+    let rr = || opts(&[("invoke", Value::Str("roundrobin".into()))]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut servers = Vec::new();
+    for (node, name) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        let mut s = callee(node.wamp);
+        register_with(&mut s, "work", rr()).expect("a shared registration takes every node's callees");
+        servers.push((name, serve(s, name, stop.clone())));
+    }
+    // Another policy is refused, on any node.
+    let mut odd = callee(b.wamp);
+    let random = opts(&[("invoke", Value::Str("random".into()))]);
+    assert_eq!(register_with(&mut odd, "work", random), Err("wamp.error.procedure_already_exists".into()));
+
+    // Round-robin from one caller reaches every node's callee in turn.
+    let mut caller = join(a.wamp, Serializer::Json);
+    let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+    for _ in 0..9 {
+        let request = call(&mut caller, "work", Dict::new(), args(vec![]));
+        match result(&mut caller, request).as_deref() {
+            Some([Value::Str(n)]) => *by.entry(n.clone()).or_default() += 1,
+            other => panic!("expected a callee's name, got {other:?}"),
+        }
+    }
+    assert_eq!(by.into_iter().collect::<Vec<_>>(), [("a".into(), 3), ("b".into(), 3), ("c".into(), 3)]);
+
+    // `first` across nodes: the earliest callee, wherever it is; when it
+    // leaves, the next earliest.
+    let first = || opts(&[("invoke", Value::Str("first".into()))]);
+    let mut on_c = callee(c.wamp);
+    register_with(&mut on_c, "job", first()).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let mut on_b = callee(b.wamp);
+    register_with(&mut on_b, "job", first()).unwrap();
+    let request = call(&mut caller, "job", Dict::new(), args(vec![]));
+    let (inv, _, _) = invocation(&mut on_c);
+    yield_(&mut on_c, inv, Dict::new(), args(vec![]));
+    result(&mut caller, request);
+    drop(on_c);
+    // Until c's node has told the others, a call may still find its
+    // callee gone there (ERROR no_such_procedure); then b's takes them.
+    on_b.ws.get_ref().set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let request = call(&mut caller, "job", Dict::new(), args(vec![]));
+        match on_b.next_message() {
+            Ok(Msg::Invocation { request: inv, .. }) => {
+                yield_(&mut on_b, inv, Dict::new(), args(vec![]));
+                result(&mut caller, request);
+                break;
+            }
+            _ => assert_eq!(call_error(&mut caller, request), "wamp.error.no_such_procedure"),
+        }
+        assert!(Instant::now() < deadline, "job never moved to b's callee");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for (name, t) in servers {
+        assert_eq!(t.join().unwrap(), 3, "callee {name}");
+    }
 }

@@ -8,10 +8,13 @@
 //! them through their ordinary inboxes. `wire.rs` is the pure part: NATS
 //! subject tokens and the form a publication travels in.
 
+mod bucket;
+pub mod procs;
+pub mod rpc;
 pub mod thread;
 pub mod wire;
 
-use crate::router::{Barrier, Publication, SubKey, WorkerId};
+use crate::router::{Barrier, Publication, ShardMsg, SubKey, WorkerId};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -23,6 +26,28 @@ pub const REMOTE: WorkerId = WorkerId::MAX;
 /// A node of the cluster, numbered by this node's cluster thread in the
 /// order it learns of them (the numbers are local to this node).
 pub type NodeId = u16;
+
+/// Worker IDs from here up name a worker of another node (`at_node`):
+/// a session there is a `SessionRef` like a local one, so the dealer's
+/// paths (INVOCATION, YIELD, CANCEL, a caller or callee leaving) take it
+/// unchanged, and `Peers::send` hands what is addressed to it to the
+/// cluster thread.
+const NODE_BASE: WorkerId = 0x8000;
+/// How many other nodes a node can address (node 127 would make `REMOTE`).
+pub const MAX_NODES: usize = 127;
+/// How many workers of a node another can address.
+pub const MAX_WORKERS: usize = 256;
+
+/// The worker ID that names worker `worker` of node `node`.
+pub fn at_node(node: NodeId, worker: WorkerId) -> WorkerId {
+    assert!((node as usize) < MAX_NODES && (worker as usize) < MAX_WORKERS, "node {node} worker {worker}");
+    NODE_BASE | (node << 8) | worker
+}
+
+/// The node and worker a worker ID names, if it is another node's.
+pub fn node_of(w: WorkerId) -> Option<(NodeId, WorkerId)> {
+    (w >= NODE_BASE && w != REMOTE).then(|| ((w - NODE_BASE) >> 8, w & 0xff))
+}
 
 /// Capacity of the workers' shared channel to the cluster thread.
 pub const QUEUE: usize = 65_536;
@@ -93,6 +118,21 @@ pub enum ClusterReq {
     Synced { token: u64 },
     /// A local publication that these nodes have interest in.
     Publish { p: Arc<Publication>, nodes: Vec<NodeId> },
+    /// A dealer message for worker `worker` of node `node` (`rpc.rs` says
+    /// which travel).
+    Rpc { node: NodeId, worker: WorkerId, msg: ShardMsg },
+    /// From a procedure's owner: this node's part of a registration
+    /// changed (its callees, in order; none: it left). A `claim` (this
+    /// node's first callee) is decided cluster-wide and answered with
+    /// `ShardMsg::Claimed` to `owner`.
+    Register { part: procs::RegPart, claim: Option<Claim> },
+}
+
+/// What a procedure's owner waits for with a claim.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim {
+    pub owner: WorkerId,
+    pub ticket: u64,
 }
 
 /// A worker's end of the channel to the cluster thread: like `StoreLink`,
@@ -117,5 +157,15 @@ mod tests {
         assert_eq!((c.url.as_str(), c.node.as_str(), c.prefix.as_str()), ("nats://f:2", "b", "x"));
         assert!(ClusterConfig::resolve(Some("u".into()), Some("a.b".into()), ClusterFile::default()).is_err());
         assert!(ClusterConfig::resolve(Some("u".into()), Some("a*".into()), ClusterFile::default()).is_err());
+    }
+
+    #[test]
+    fn another_nodes_workers_have_ids_of_their_own() {
+        assert_eq!(node_of(3), None);
+        assert_eq!(node_of(REMOTE), None);
+        assert_eq!(node_of(at_node(0, 0)), Some((0, 0)));
+        assert_eq!(node_of(at_node(126, 255)), Some((126, 255)));
+        assert_ne!(at_node(126, 255), REMOTE);
+        assert!(at_node(0, 0) as usize > MAX_WORKERS);
     }
 }

@@ -16,9 +16,14 @@
 //! bounded per-worker overflow (beyond it, events are dropped and counted),
 //! because this thread must keep reading NATS.
 
+use super::bucket::{self, Ack, Ctl, Write};
+use super::procs::{self, RegEntry, RemoteCallee, RemoteReg};
 use super::wire::{self, InterestEntry};
-use super::{ClusterConfig, ClusterReq, NodeId};
-use crate::router::{owner_of, Barrier, Publication, ShardMsg, SubKey};
+use super::{at_node, rpc, ClusterConfig, ClusterReq, NodeId, MAX_NODES};
+use crate::router::procs::InvokePolicy;
+use crate::router::{
+    owner_of, CallDone, CallOutcome, MatchPolicy, Publication, SessionRef, ShardMsg, SubKey, WorkerId,
+};
 use ahash::AHashMap;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
@@ -41,24 +46,16 @@ const BATCH: usize = 256;
 /// A batch for one node and subject is sent once it holds this much
 /// (NATS's default largest message is 1 MiB).
 const BATCH_BYTES: usize = 256 * 1024;
-/// Interest writes queued for the writer task.
+/// Writes queued for the writer task.
 const WRITES: usize = 4096;
 /// How long a new subscription waits for one other node to route it.
-const SYNC_LIMIT: Duration = Duration::from_secs(2);
+pub(super) const SYNC_LIMIT: Duration = Duration::from_secs(2);
 /// Other nodes' syncs parked until the watch catches up, or waiting for
 /// this node's workers; past it a sync is answered at once (degraded:
 /// the subscriber's node may see SUBSCRIBED before the route is here).
 const SYNCS: usize = 65_536;
 /// How long the start waits for NATS and the interest bucket.
 const CONNECT_LIMIT: Duration = Duration::from_secs(10);
-
-/// One interest write for the writer task; a new key's carries the
-/// barrier to ack once the live nodes (by name) route it.
-struct Write {
-    key: String,
-    value: Option<Bytes>,
-    sync: Option<(Barrier, Vec<String>)>,
-}
 
 /// What the cluster thread reads from NATS.
 struct Streams {
@@ -138,8 +135,15 @@ struct Node {
     next_id: u64,
     /// Interest writes for the writer task, in order.
     writes: tokio::sync::mpsc::Sender<Write>,
-    /// Barriers of new subscriptions the other nodes have answered for.
-    acks: tokio::sync::mpsc::Receiver<Barrier>,
+    /// Barriers of new subscriptions and claims of new registrations the
+    /// other nodes have answered for.
+    acks: tokio::sync::mpsc::Receiver<Ack>,
+    /// Registration entries (`procs::RegEntry`) by bucket key, as the watch
+    /// shows them.
+    regs: AHashMap<String, RegEntry>,
+    /// Where other nodes' dealer messages for this one arrive, up to the
+    /// sender's name.
+    rpc_inbox: String,
     /// The newest interest-bucket revision the watch has shown.
     seen_revision: u64,
     /// Other nodes' syncs waiting for the watch to reach a revision:
@@ -207,9 +211,10 @@ impl Node {
         connected.store(true, Ordering::Relaxed);
         let js = async_nats::jetstream::new(client.clone());
         let bucket = wire::interest_bucket(&cfg.prefix);
-        let kv = open_bucket(&js, &bucket).await?;
+        let kv = bucket::open(&js, &bucket).await?;
         // What a previous life of this node left behind.
-        forget_own_interest(&kv, &cfg.node).await;
+        bucket::forget_own_interest(&kv, &cfg.node).await;
+        bucket::forget_own_parts(&kv, &cfg.node).await;
         // The revision the watch has to reach before it is current (the
         // stream's last message is the last of its key, which the watch
         // shows).
@@ -227,13 +232,22 @@ impl Node {
             client.subscribe(format!("{}.hb.*", cfg.prefix)).await.map_err(|e| cannot("subscribe", e.to_string()))?;
         let (writes, queue) = tokio::sync::mpsc::channel(WRITES);
         let (acks_tx, acks) = tokio::sync::mpsc::channel(WRITES);
-        let ctl = Ctl { client: client.clone(), prefix: cfg.prefix.clone(), acks: acks_tx };
-        let writer = tokio::spawn(write_interest(kv.clone(), queue, ctl));
+        let incarnation = rand::random::<u64>() | 1;
+        let ctl = Ctl {
+            client: client.clone(),
+            prefix: cfg.prefix.clone(),
+            node: cfg.node.clone(),
+            incarnation,
+            acks: acks_tx,
+        };
+        let writer = tokio::spawn(bucket::writer(kv.clone(), queue, ctl));
         let n = workers.len();
         log::info!("cluster: node {} joined through {}", cfg.node, cfg.url);
         let node = Node {
             backlog,
-            incarnation: rand::random::<u64>() | 1,
+            incarnation,
+            regs: AHashMap::new(),
+            rpc_inbox: rpc::subject(&cfg.prefix, &cfg.node, ""),
             cfg,
             client,
             kv,
@@ -342,7 +356,10 @@ impl Node {
                         watch_ok = false;
                     }
                 },
-                Some(b) = self.acks.recv() => self.hand_to(b.owner as usize, ShardMsg::BarrierAck { barrier: b.id }, false),
+                Some(ack) = self.acks.recv() => match ack {
+                    Ack::Barrier(b) => self.hand_to(b.owner as usize, ShardMsg::BarrierAck { barrier: b.id }, false),
+                    Ack::Claimed(c, ok) => self.hand_to(c.owner as usize, ShardMsg::Claimed { ticket: c.ticket, ok }, false),
+                },
                 _ = tick.tick() => {
                     if self.connected.load(Ordering::Relaxed) {
                         let _ = self.client.publish(beat_subject.clone(), beat.clone()).await;
@@ -362,7 +379,8 @@ impl Node {
         // written after the clean-up.
         drop(self.writes);
         let _ = self.writer.await;
-        forget_own_interest(&self.kv, &self.cfg.node).await;
+        bucket::forget_own_interest(&self.kv, &self.cfg.node).await;
+        bucket::forget_own_parts(&self.kv, &self.cfg.node).await;
         let _ = self.client.flush().await;
         log::info!("cluster: node {} left", self.cfg.node);
     }
@@ -375,14 +393,24 @@ impl Node {
                 let live = || self.peers.iter().filter(|p| p.alive).map(|p| p.name.clone()).collect();
                 let sync = barrier.map(|b| (b, live()));
                 // A full queue waits: the workers' link backs up behind it.
-                let write = Write { key: entry.bucket_key(&self.cfg.node), value, sync };
+                let write = Write::Interest { key: entry.bucket_key(&self.cfg.node), value, sync };
                 if let Err(e) = self.writes.send(write).await {
                     // The writer is gone (shutdown): answer the barrier anyway.
-                    if let Some((b, _)) = e.0.sync {
+                    if let Write::Interest { sync: Some((b, _)), .. } = e.0 {
                         self.hand_to(b.owner as usize, ShardMsg::BarrierAck { barrier: b.id }, false);
                     }
                 }
             }
+            ClusterReq::Register { part, claim } => {
+                let known = self.peers.iter().map(|p| (p.name.clone(), p.incarnation, p.alive)).collect();
+                let live = self.peers.iter().filter(|p| p.alive).map(|p| p.name.clone()).collect();
+                if let Err(e) = self.writes.send(Write::Register { part, claim, known, live }).await {
+                    if let Write::Register { claim: Some(c), .. } = e.0 {
+                        self.hand_to(c.owner as usize, ShardMsg::Claimed { ticket: c.ticket, ok: false }, false);
+                    }
+                }
+            }
+            ClusterReq::Rpc { node, worker, msg } => self.forward_rpc(node, worker, msg).await,
             ClusterReq::Publish { p, nodes } => self.forward(&p, &nodes).await,
             ClusterReq::Synced { token } => {
                 let Some((_, left)) = self.syncing.get_mut(&token) else { return };
@@ -439,6 +467,10 @@ impl Node {
     /// What arrives on the node's subscription: a sync request on its
     /// `ctl` subject, else a publication.
     fn on_inbox(&mut self, msg: async_nats::Message, ctl_subject: &str) {
+        if let Some(from) = msg.subject.as_str().strip_prefix(self.rpc_inbox.as_str()) {
+            let from = from.to_owned();
+            return self.on_rpc(&from, &msg.payload);
+        }
         if msg.subject.as_str() != ctl_subject {
             return self.on_event(&msg.payload);
         }
@@ -502,17 +534,25 @@ impl Node {
         let id = self.peer(name);
         let peer = &mut self.peers[id as usize];
         peer.last_heard = Instant::now();
+        let was_alive = peer.alive;
         // A node new to this one (or new again) hears from it at once, not
         // at its next heartbeat: a subscription made here right after it
         // started then waits for it too.
         if peer.incarnation != incarnation {
-            if peer.incarnation != 0 {
-                log::info!("cluster: node {name} restarted");
-            }
+            let restarted = peer.incarnation != 0;
             peer.incarnation = incarnation;
             self.beat_now = true;
+            if restarted {
+                log::info!("cluster: node {name} restarted");
+                // Calls to and from its earlier life end; its parts of
+                // registrations are that life's until it writes new ones.
+                self.lost(id);
+            } else {
+                // Parts of registrations from an earlier life drop out.
+                self.announce_node(id);
+            }
         }
-        if !peer.alive {
+        if !was_alive {
             log::info!("cluster: node {name} is back");
             self.set_alive(id, true);
             self.beat_now = true;
@@ -565,6 +605,9 @@ impl Node {
     }
 
     fn apply_interest(&mut self, entry: &kv::Entry) {
+        if entry.key.starts_with(procs::REG_KEY) {
+            return self.apply_reg(entry);
+        }
         let Some((name, _)) = entry.key.split_once('.') else { return };
         if name == self.cfg.node {
             return;
@@ -597,6 +640,154 @@ impl Node {
         let keys: Vec<SubKey> = self.peers[id as usize].entries.values().cloned().collect();
         for key in keys {
             self.route(id, &key, alive);
+        }
+        if alive {
+            self.announce_node(id);
+        } else {
+            self.lost(id);
+        }
+    }
+
+    /// Node `id` died or restarted: its callees leave the workers' tables
+    /// first, then every worker ends the calls to and from it.
+    fn lost(&mut self, id: NodeId) {
+        self.announce_node(id);
+        for w in 0..self.workers.len() {
+            self.hand_to(w, ShardMsg::NodeLost { node: id }, false);
+        }
+    }
+
+    /// A registration entry changed (or went): every worker learns the
+    /// other live nodes' callees of it.
+    fn apply_reg(&mut self, entry: &kv::Entry) {
+        let key = entry.key.clone();
+        match entry.operation {
+            kv::Operation::Put => {
+                let Ok(reg) = serde_json::from_slice::<RegEntry>(&entry.value) else {
+                    log::debug!("cluster: a registration entry {key} does not read");
+                    return;
+                };
+                for part in &reg.parts {
+                    if part.node != self.cfg.node {
+                        self.peer(&part.node);
+                    }
+                }
+                self.regs.insert(key.clone(), reg);
+                self.announce_reg(&key);
+            }
+            kv::Operation::Delete | kv::Operation::Purge => {
+                let Some(mut reg) = self.regs.remove(&key) else { return };
+                reg.parts.clear();
+                self.announce(&reg);
+            }
+        }
+    }
+
+    /// Announces again the registrations node `id` has a part of (it came
+    /// or went).
+    fn announce_node(&mut self, id: NodeId) {
+        let name = &self.peers[id as usize].name;
+        let keys: Vec<String> =
+            self.regs.iter().filter(|(_, r)| r.parts.iter().any(|p| &p.node == name)).map(|(k, _)| k.clone()).collect();
+        for key in keys {
+            self.announce_reg(&key);
+        }
+    }
+
+    fn announce_reg(&mut self, key: &str) {
+        if let Some(reg) = self.regs.get(key).cloned() {
+            self.announce(&reg);
+        }
+    }
+
+    /// Tells every worker the live callees other nodes have for `reg`.
+    fn announce(&mut self, reg: &RegEntry) {
+        let (Some(policy), Some(invoke)) = (MatchPolicy::parse(&reg.policy), InvokePolicy::parse(&reg.invoke)) else {
+            log::debug!("cluster: registration {} has an unknown policy", reg.uri);
+            return;
+        };
+        let mut callees = Vec::new();
+        for part in &reg.parts {
+            let Some(&id) = self.by_name.get(&part.node) else { continue };
+            let peer = &self.peers[id as usize];
+            let current = peer.incarnation == 0 || peer.incarnation == part.incarnation;
+            if !peer.alive || !current || id as usize >= MAX_NODES {
+                continue;
+            }
+            for c in &part.callees {
+                if c.worker as usize >= super::MAX_WORKERS {
+                    continue;
+                }
+                callees.push(RemoteCallee {
+                    session: SessionRef { worker: at_node(id, c.worker), id: c.session },
+                    registration: part.registration,
+                    disclose_caller: c.disclose_caller,
+                    since: c.since,
+                });
+            }
+        }
+        let realm: crate::router::Realm = reg.realm.as_str().into();
+        let remote = RemoteReg { uri: reg.uri.clone(), invoke, callees: Arc::new(callees) };
+        for w in 0..self.workers.len() {
+            let msg = ShardMsg::RemoteProcs { realm: realm.clone(), policy, reg: remote.clone() };
+            self.hand_to(w, msg, false);
+        }
+    }
+
+    /// A dealer message for another node's worker. One that cannot go (the
+    /// node is not alive, NATS is gone) is dropped, and an INVOCATION's
+    /// caller gets ERROR `wamp.error.no_available_callee` at once.
+    async fn forward_rpc(&mut self, node: NodeId, worker: WorkerId, msg: ShardMsg) {
+        let to = self.peers.get(node as usize).filter(|p| p.alive).map(|p| p.name.clone());
+        let sent = match (to, self.connected.load(Ordering::Relaxed)) {
+            (Some(to), true) => match rpc::encode(worker, &msg) {
+                Some(bytes) => {
+                    let subject = rpc::subject(&self.cfg.prefix, &to, &self.cfg.node);
+                    self.client.publish(subject, Bytes::from(bytes)).await.is_ok()
+                }
+                None => false,
+            },
+            _ => false,
+        };
+        if sent {
+            return;
+        }
+        self.drops += 1;
+        if let ShardMsg::Invoke(inv) = msg {
+            if inv.continuation {
+                return;
+            }
+            let text = format!("the callee of '{}' is on a node that cannot be reached", inv.procedure);
+            let outcome = CallOutcome::Error {
+                error: "wamp.error.no_available_callee".into(),
+                details: Vec::new(),
+                payload: crate::payload::Payload::args(vec![crate::value::Value::Str(text)]),
+            };
+            let done = CallDone { caller: inv.caller.id, request: inv.request, outcome };
+            let w = inv.caller.worker as usize;
+            if w < self.workers.len() {
+                self.hand_to(w, ShardMsg::CallDone(Box::new(done)), false);
+            }
+        }
+    }
+
+    /// Another node's dealer message, to the worker it names.
+    fn on_rpc(&mut self, from: &str, payload: &[u8]) {
+        if from == self.cfg.node || from.is_empty() {
+            return;
+        }
+        let id = self.peer(from);
+        if id as usize >= MAX_NODES {
+            self.drops += 1;
+            return;
+        }
+        match rpc::decode(payload, id) {
+            Ok((worker, msg)) if (worker as usize) < self.workers.len() => self.hand_to(worker as usize, msg, false),
+            Ok(_) => self.drops += 1,
+            Err(e) => {
+                self.drops += 1;
+                log::debug!("cluster: a dealer message from {from} is refused: {e}");
+            }
         }
     }
 
@@ -674,97 +865,5 @@ impl Node {
             log::warn!("cluster: {} cross-node publications dropped so far", self.drops);
             (self.drops_logged, self.drops_logged_at) = (self.drops, Instant::now());
         }
-    }
-}
-
-/// The interest bucket, made if it is not there. Its stream is made here
-/// rather than by `create_key_value`, whose account query expects fields
-/// that nats-server 2.9 (Debian's) does not send; the configuration is a
-/// key-value bucket's (history 1, rollups, direct gets, discard new).
-async fn open_bucket(js: &async_nats::jetstream::Context, bucket: &str) -> Result<kv::Store, String> {
-    use async_nats::jetstream::stream;
-    if let Ok(kv) = js.get_key_value(bucket).await {
-        return Ok(kv);
-    }
-    let config = stream::Config {
-        name: format!("KV_{bucket}"),
-        subjects: vec![format!("$KV.{bucket}.>")],
-        max_messages_per_subject: 1,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: stream::DiscardPolicy::New,
-        storage: stream::StorageType::File,
-        num_replicas: 1,
-        ..Default::default()
-    };
-    // Another node may make it meanwhile: then the get below finds it.
-    let made = js.get_or_create_stream(config).await.map(drop).map_err(|e| e.to_string());
-    js.get_key_value(bucket)
-        .await
-        .map_err(|e| format!("cluster: no interest bucket {bucket} (is JetStream on? nats-server -js): {e}; {made:?}"))
-}
-
-/// Deletes this node's entries from the interest bucket (at start: what a
-/// previous life left; at a clean stop: all of them).
-async fn forget_own_interest(kv: &kv::Store, node: &str) {
-    let mine = format!("{node}.");
-    let Ok(mut keys) = kv.keys().await else { return };
-    let mut own = Vec::new();
-    while let Some(Ok(key)) = keys.next().await {
-        if key.starts_with(&mine) {
-            own.push(key);
-        }
-    }
-    for key in own {
-        let _ = kv.delete(&key).await;
-    }
-}
-
-/// What the writer needs to ask the other nodes for a new key's route.
-struct Ctl {
-    client: async_nats::Client,
-    prefix: String,
-    acks: tokio::sync::mpsc::Sender<Barrier>,
-}
-
-/// Writes this node's interest entries one after the other, so a key's
-/// add and remove land in the order its owner decided them. A new key's
-/// barrier is acked once each live node has answered that its workers
-/// route it (or has not answered within `SYNC_LIMIT`: a node that is
-/// dying must not hold a subscription up), without holding up the writes
-/// behind it.
-async fn write_interest(kv: kv::Store, mut queue: tokio::sync::mpsc::Receiver<Write>, ctl: Ctl) {
-    while let Some(Write { key, value, sync }) = queue.recv().await {
-        let done = match value {
-            Some(v) => kv.put(&key, v).await.map_err(|e| e.to_string()),
-            None => kv.delete(&key).await.map(|()| 0).map_err(|e| e.to_string()),
-        };
-        let revision = match done {
-            Ok(r) => r,
-            Err(e) => {
-                log::warn!("cluster: interest entry {key} not written: {e}");
-                0
-            }
-        };
-        let Some((barrier, peers)) = sync else { continue };
-        let (client, acks) = (ctl.client.clone(), ctl.acks.clone());
-        let subjects: Vec<String> = peers.iter().map(|p| wire::ctl_subject(&ctl.prefix, p)).collect();
-        tokio::spawn(async move {
-            // Unwritten (revision 0): nobody can route it; answer at once.
-            if revision > 0 {
-                let payload = Bytes::from(revision.to_be_bytes().to_vec());
-                let asks = subjects.into_iter().map(|s| {
-                    let (client, payload) = (client.clone(), payload.clone());
-                    async move { tokio::time::timeout(SYNC_LIMIT, client.request(s, payload)).await }
-                });
-                for answer in futures_util::future::join_all(asks).await {
-                    if !matches!(answer, Ok(Ok(_))) {
-                        log::debug!("cluster: a node did not confirm a new subscription in time");
-                    }
-                }
-            }
-            let _ = acks.send(barrier).await;
-        });
     }
 }

@@ -142,7 +142,7 @@ impl InterestEntry {
 const VERSION: u8 = 1;
 
 #[derive(Serialize, Deserialize)]
-enum WireBody {
+pub(super) enum WireBody {
     /// WAMP arguments as the publisher encoded them: serializer (0 JSON,
     /// 1 MessagePack), the elements, the Arguments element's length.
     Raw(u8, Bytes, usize),
@@ -262,6 +262,45 @@ fn pack(v: &Values) -> Option<WireBody> {
         b.extend(rmp_serde::to_vec(&Value::Dict(k.clone())).ok()?);
     }
     Some(WireBody::Packed(Bytes::from(b), n))
+}
+
+/// A WAMP payload in its travelling form (`None`: it does not encode).
+pub(super) fn wamp_body(payload: &Payload) -> Option<WireBody> {
+    match payload.raw_parts() {
+        Some((Serializer::Json, bytes, n)) => Some(WireBody::Raw(0, bytes.clone(), n)),
+        Some((Serializer::MsgPack, bytes, n)) => Some(WireBody::Raw(1, bytes.clone(), n)),
+        _ => pack(payload.values()),
+    }
+}
+
+/// A WAMP payload from its travelling form, checked like a client's.
+pub(super) fn wamp_payload(body: WireBody) -> Result<Payload, String> {
+    match body {
+        WireBody::Raw(ser, bytes, n) => {
+            let ser = match ser {
+                0 => Serializer::Json,
+                1 => Serializer::MsgPack,
+                s => return Err(format!("unknown serializer {s}")),
+            };
+            Payload::from_parts(ser, bytes, n)
+        }
+        WireBody::Packed(bytes, n) => Payload::from_parts(Serializer::MsgPack, bytes, n),
+        WireBody::Empty => Ok(Payload::Values(Values::default())),
+        WireBody::Mqtt(_) => Err("an MQTT body where a WAMP payload belongs".into()),
+    }
+}
+
+/// A dictionary as MessagePack bytes.
+pub(super) fn dict_bytes(d: &crate::value::Dict) -> Option<Bytes> {
+    rmp_serde::to_vec(&Value::Dict(d.clone())).ok().map(Bytes::from)
+}
+
+/// A dictionary from MessagePack bytes, checked before it is decoded.
+pub(super) fn bytes_dict(b: &[u8]) -> Result<crate::value::Dict, String> {
+    match checked_msgpack(b)? {
+        Value::Dict(d) => Ok(d),
+        _ => Err("a value that is not a dictionary".into()),
+    }
 }
 
 /// One MessagePack value, checked (depth, kinds) before it is decoded.

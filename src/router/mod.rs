@@ -448,6 +448,24 @@ pub enum ShardMsg {
         node: u16,
         add: bool,
     },
+    /// From the cluster thread, to every worker: the other nodes' callees
+    /// of a registration (none: it is gone from them).
+    RemoteProcs {
+        realm: Realm,
+        policy: MatchPolicy,
+        reg: crate::cluster::procs::RemoteReg,
+    },
+    /// From the cluster thread to a procedure's owner: its claim of a new
+    /// registration is decided (`Owner::claimed`).
+    Claimed {
+        ticket: u64,
+        ok: bool,
+    },
+    /// From the cluster thread, to every worker: node `node` is gone (or
+    /// came back as a new life): calls to and from its sessions end.
+    NodeLost {
+        node: u16,
+    },
     /// From the cluster thread: answer `ClusterReq::Synced` with `token`
     /// (every `RemoteRoute` sent before it is applied here).
     ClusterSync {

@@ -5,9 +5,7 @@
 //! on any core is routed to the new subscriber or callee.
 
 use super::procs::{Added, Callee, InvokePolicy};
-use super::{
-    unix_millis, Barrier, IdGen, MatchPolicy, Realm, RegRelease, RegRequest, SessionRef, ShardMsg, SubKey, WorkerId,
-};
+use super::{unix_millis, Barrier, IdGen, MatchPolicy, Realm, RegRelease, RegRequest, ShardMsg, SubKey, WorkerId};
 use ahash::AHashMap;
 
 /// Where the owner sends what it decides.
@@ -42,7 +40,21 @@ struct OwnedReg {
     reducer: bool,
     created: u64,
     /// In the order they registered.
-    callees: Vec<SessionRef>,
+    callees: Vec<Callee>,
+    /// In a cluster, the first callee's REGISTER while the other nodes
+    /// decide (`Claimed`); the registration is not routed before.
+    claiming: Option<RegRequest>,
+    /// REGISTERs of the same URI that came meanwhile, run after the claim.
+    waiting: Vec<RegRequest>,
+}
+
+/// What the owner tells the cluster about a registration: this node's
+/// part of it (see `cluster::procs`), and, for a claim, the ticket its
+/// answer (`Claimed`) comes back with.
+#[derive(Debug)]
+pub struct ClusterPart {
+    pub part: crate::cluster::procs::RegPart,
+    pub claim: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -60,8 +72,12 @@ pub struct Owner {
     barriers: AHashMap<u64, PendingBarrier>,
     next_barrier: u64,
     /// In a cluster a new subscription key's barrier also waits for the
-    /// other nodes (one more ack, from the cluster thread).
+    /// other nodes (one more ack, from the cluster thread), and a new
+    /// registration is claimed cluster-wide before it is routed.
     pub cluster: bool,
+    /// Claims waiting for the cluster's answer, by ticket.
+    claims: AHashMap<u64, (Realm, String, MatchPolicy)>,
+    next_claim: u64,
 }
 
 impl Owner {
@@ -74,6 +90,8 @@ impl Owner {
             barriers: AHashMap::new(),
             next_barrier: 0,
             cluster: false,
+            claims: AHashMap::new(),
+            next_claim: 0,
         }
     }
 
@@ -145,7 +163,73 @@ impl Owner {
 
     /// A callee registers: a new registration, or (shared registration)
     /// one more callee of an existing one with the same invocation policy.
-    pub fn reg_acquire(&mut self, req: RegRequest, ids: &mut IdGen, out: &mut impl Outbox) {
+    /// In a cluster, returns what the other nodes are to know: a new
+    /// registration is claimed first (answered by `claimed`), a new callee
+    /// of a claimed one updates this node's part.
+    pub fn reg_acquire(&mut self, req: RegRequest, ids: &mut IdGen, out: &mut impl Outbox) -> Option<ClusterPart> {
+        let me = self.me;
+        let cluster = self.cluster && !req.reducer;
+        let procs = self.regs.entry(req.realm.clone()).or_default();
+        let key = (req.procedure.clone(), req.policy);
+        let callee = Callee { session: req.session, disclose_caller: req.disclose_caller, since: unix_millis() };
+        let result = match procs.get_mut(&key) {
+            Some(reg) if reg.claiming.is_some() => {
+                reg.waiting.push(req);
+                return None;
+            }
+            Some(reg)
+                if reg.invoke != req.invoke
+                    || reg.reducer != req.reducer
+                    || req.invoke == InvokePolicy::Single
+                    || reg.callees.iter().any(|c| c.session == req.session) =>
+            {
+                Err("wamp.error.procedure_already_exists")
+            }
+            Some(reg) => {
+                reg.callees.push(callee);
+                Ok((reg.registration, reg.created))
+            }
+            None => {
+                let (registration, created) = (ids.next_id(), unix_millis());
+                let reg = OwnedReg {
+                    registration,
+                    invoke: req.invoke,
+                    reducer: req.reducer,
+                    created,
+                    callees: vec![callee],
+                    claiming: None,
+                    waiting: Vec::new(),
+                };
+                if cluster {
+                    let part = part_of(&req.realm, &key.0, key.1, &reg);
+                    self.next_claim += 1;
+                    let ticket = self.next_claim;
+                    self.claims.insert(ticket, (req.realm.clone(), key.0.clone(), key.1));
+                    procs.insert(key, OwnedReg { claiming: Some(req), ..reg });
+                    return Some(ClusterPart { part, claim: Some(ticket) });
+                }
+                procs.insert(key.clone(), reg);
+                Ok((registration, created))
+            }
+        };
+        let new = result.is_ok() && procs.get(&key).is_some_and(|r| r.callees.len() == 1);
+        let part = match (&result, cluster) {
+            (Ok(_), true) => procs.get(&key).map(|r| part_of(&req.realm, &key.0, key.1, r)),
+            _ => None,
+        };
+        self.routed(req, result.map(|(r, c)| (r, c, new)), me, out);
+        part.map(|part| ClusterPart { part, claim: None })
+    }
+
+    /// The REGISTER's answer, once every worker routes the callee (the
+    /// barrier), or its refusal at once.
+    fn routed(
+        &mut self,
+        req: RegRequest,
+        result: Result<(u64, u64, bool), &'static str>,
+        me: WorkerId,
+        out: &mut impl Outbox,
+    ) {
         let RegRequest {
             realm,
             procedure,
@@ -157,28 +241,6 @@ impl Owner {
             disclose_caller,
             reducer,
         } = req;
-        let procs = self.regs.entry(realm.clone()).or_default();
-        let key = (procedure, policy);
-        let result = match procs.get_mut(&key) {
-            Some(reg)
-                if reg.invoke != invoke
-                    || reg.reducer != reducer
-                    || invoke == InvokePolicy::Single
-                    || reg.callees.contains(&callee) =>
-            {
-                Err("wamp.error.procedure_already_exists")
-            }
-            Some(reg) => {
-                reg.callees.push(callee);
-                Ok((reg.registration, reg.created, false))
-            }
-            None => {
-                let (registration, created) = (ids.next_id(), unix_millis());
-                procs.insert(key.clone(), OwnedReg { registration, invoke, reducer, created, callees: vec![callee] });
-                Ok((registration, created, true))
-            }
-        };
-        let (procedure, policy) = key;
         let reply = ShardMsg::RegReply {
             realm: realm.clone(),
             procedure: procedure.clone(),
@@ -192,14 +254,20 @@ impl Owner {
             out.send(callee.worker, reply);
             return;
         };
+        let since = self
+            .regs
+            .get(&realm)
+            .and_then(|p| p.get(&(procedure.clone(), policy)))
+            .and_then(|r| r.callees.iter().find(|c| c.session == callee))
+            .map_or(0, |c| c.since);
         let barrier = self.barrier((callee.worker, reply));
         let added = Added {
             registration,
             invoke,
             reducer,
             created,
-            owner: self.me,
-            callee: Callee { session: callee, disclose_caller },
+            owner: me,
+            callee: Callee { session: callee, disclose_caller, since },
         };
         for w in 0..self.workers as WorkerId {
             let add = ShardMsg::ProcAdd { realm: realm.clone(), procedure: procedure.clone(), policy, added, barrier };
@@ -207,15 +275,42 @@ impl Owner {
         }
     }
 
+    /// The cluster's answer to a claim: the registration is this node's to
+    /// route (`ok`), or another node holds it (the REGISTER is refused).
+    /// The REGISTERs that waited for it run now; what they change for the
+    /// cluster is returned.
+    pub fn claimed(&mut self, ticket: u64, ok: bool, ids: &mut IdGen, out: &mut impl Outbox) -> Vec<ClusterPart> {
+        let me = self.me;
+        let Some((realm, procedure, policy)) = self.claims.remove(&ticket) else { return Vec::new() };
+        let key = (procedure, policy);
+        let Some(procs) = self.regs.get_mut(&realm) else { return Vec::new() };
+        let Some(reg) = procs.get_mut(&key) else { return Vec::new() };
+        let Some(req) = reg.claiming.take() else { return Vec::new() };
+        let waiting = std::mem::take(&mut reg.waiting);
+        let (registration, created) = (reg.registration, reg.created);
+        if ok {
+            self.routed(req, Ok((registration, created, true)), me, out);
+        } else {
+            procs.remove(&key);
+            if procs.is_empty() {
+                self.regs.remove(&realm);
+            }
+            self.routed(req, Err("wamp.error.procedure_already_exists"), me, out);
+        }
+        waiting.into_iter().filter_map(|r| self.reg_acquire(r, ids, out)).collect()
+    }
+
     /// A callee leaves a registration; the registration ends with its last
     /// callee, and then the callee's worker is told (`RegDeleted`).
-    pub fn reg_release(&mut self, r: RegRelease, out: &mut impl Outbox) {
+    /// In a cluster, returns this node's new part of the registration.
+    pub fn reg_release(&mut self, r: RegRelease, out: &mut impl Outbox) -> Option<ClusterPart> {
         let RegRelease { realm, procedure, policy, registration, callee } = r;
-        let Some(procs) = self.regs.get_mut(&realm) else { return };
+        let procs = self.regs.get_mut(&realm)?;
         let key = (procedure, policy);
-        let Some(reg) = procs.get_mut(&key).filter(|r| r.registration == registration) else { return };
-        let Some(at) = reg.callees.iter().position(|c| *c == callee) else { return };
+        let reg = procs.get_mut(&key).filter(|r| r.registration == registration)?;
+        let at = reg.callees.iter().position(|c| c.session == callee)?;
         reg.callees.remove(at);
+        let part = (self.cluster && !reg.reducer).then(|| part_of(&realm, &key.0, key.1, reg));
         let deleted = reg.callees.is_empty();
         if deleted {
             procs.remove(&key);
@@ -237,6 +332,7 @@ impl Owner {
         if deleted {
             out.send(callee.worker, ShardMsg::RegDeleted { realm, registration, session: callee.id });
         }
+        part.map(|part| ClusterPart { part, claim: None })
     }
 
     pub fn barrier_ack(&mut self, id: u64, out: &mut impl Outbox) {
@@ -249,6 +345,27 @@ impl Owner {
             let (to, msg) = self.barriers.remove(&id).expect("present").then;
             out.send(to, msg);
         }
+    }
+}
+
+/// This node's part of a registration, for the cluster.
+fn part_of(realm: &Realm, procedure: &str, policy: MatchPolicy, reg: &OwnedReg) -> crate::cluster::procs::RegPart {
+    crate::cluster::procs::RegPart {
+        realm: realm.to_string(),
+        uri: procedure.to_owned(),
+        policy: policy.name().to_owned(),
+        invoke: reg.invoke.as_str().to_owned(),
+        registration: reg.registration,
+        callees: reg
+            .callees
+            .iter()
+            .map(|c| crate::cluster::procs::PartCallee {
+                worker: c.session.worker,
+                session: c.session.id,
+                disclose_caller: c.disclose_caller,
+                since: c.since,
+            })
+            .collect(),
     }
 }
 
@@ -396,5 +513,65 @@ mod tests {
         assert!(!out.0.iter().any(|(_, m)| matches!(m, ShardMsg::RegDeleted { .. })));
         o.reg_release(release(2), &mut out);
         assert!(matches!(out.0.last(), Some((_, ShardMsg::RegDeleted { registration: 1, session: 2, .. }))));
+    }
+
+    #[test]
+    fn in_a_cluster_a_new_registration_is_claimed_first() {
+        let mut o = Owner::new(0, 1);
+        o.cluster = true;
+        let mut ids = IdGen::new(0, 1);
+        let mut out = Sent::default();
+        let now = Instant::now();
+        let req = |id| RegRequest {
+            realm: "r".into(),
+            procedure: "p".into(),
+            policy: MatchPolicy::Exact,
+            invoke: InvokePolicy::RoundRobin,
+            session: SessionRef { worker: 0, id },
+            request: id,
+            started: now,
+            disclose_caller: false,
+            reducer: false,
+        };
+        let part = o.reg_acquire(req(1), &mut ids, &mut out).expect("a new registration goes to the cluster");
+        let ticket = part.claim.expect("and is claimed");
+        assert_eq!((part.part.invoke.as_str(), part.part.callees.len()), ("roundrobin", 1));
+        // A second callee meanwhile waits for the claim; nothing is routed.
+        assert!(o.reg_acquire(req(2), &mut ids, &mut out).is_none());
+        assert!(out.0.is_empty(), "routed before the cluster decided: {:?}", out.0);
+        // Granted: the first is routed, the second joins, and the cluster
+        // learns this node's part with both callees (no new claim).
+        let parts = o.claimed(ticket, true, &mut ids, &mut out);
+        assert!(matches!(&parts[..], [ClusterPart { claim: None, part }] if part.callees.len() == 2));
+        let added: Vec<u64> = out
+            .0
+            .iter()
+            .filter_map(|(_, m)| match m {
+                ShardMsg::ProcAdd { added, .. } => Some(added.callee.session.id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(added, [1, 2]);
+        // Leaving states the smaller part; the last one leaving, none.
+        let release = |id| RegRelease {
+            realm: "r".into(),
+            procedure: "p".into(),
+            policy: MatchPolicy::Exact,
+            registration: 1,
+            callee: SessionRef { worker: 0, id },
+        };
+        assert_eq!(o.reg_release(release(1), &mut out).map(|p| p.part.callees.len()), Some(1));
+        assert_eq!(o.reg_release(release(2), &mut out).map(|p| p.part.callees.len()), Some(0));
+
+        // Refused (another node holds it): the REGISTER's ERROR, and the
+        // owner forgets it.
+        out.0.clear();
+        let ticket = o.reg_acquire(req(3), &mut ids, &mut out).and_then(|p| p.claim).expect("claimed");
+        assert!(o.claimed(ticket, false, &mut ids, &mut out).is_empty());
+        assert!(matches!(
+            &out.0[..],
+            [(0, ShardMsg::RegReply { session: 3, result: Err("wamp.error.procedure_already_exists"), .. })]
+        ));
+        assert!(o.reg_acquire(req(4), &mut ids, &mut out).and_then(|p| p.claim).is_some(), "claimed afresh");
     }
 }

@@ -66,6 +66,8 @@ pub struct Callee {
     pub session: SessionRef,
     /// The callee asked to know its callers (`disclose_caller`).
     pub disclose_caller: bool,
+    /// When it registered (ms since the Unix epoch).
+    pub since: u64,
 }
 
 /// One registration as every worker sees it.
@@ -119,7 +121,7 @@ fn wildcard_parts(pattern: &str) -> Vec<Part<'_>> {
 /// greatest key not above the bound; if it is no prefix of `uri`, every
 /// prefix of `uri` below it is also a prefix of what the two share, which
 /// becomes the next, strictly shorter, bound.
-fn longest_prefix<'a, V>(map: &'a BTreeMap<String, V>, uri: &str) -> Option<&'a V> {
+pub(crate) fn longest_prefix<'a, V>(map: &'a BTreeMap<String, V>, uri: &str) -> Option<&'a V> {
     let mut bound = uri;
     loop {
         let (key, v) = map.range::<str, _>((Bound::Unbounded, Bound::Included(bound))).next_back()?;
@@ -301,7 +303,7 @@ mod tests {
     use super::*;
 
     fn callee(worker: u16, id: u64) -> Callee {
-        Callee { session: SessionRef { worker, id }, disclose_caller: false }
+        Callee { session: SessionRef { worker, id }, disclose_caller: false, since: 0 }
     }
 
     fn add(t: &mut ProcTable, uri: &str, policy: MatchPolicy, registration: u64, c: Callee, invoke: InvokePolicy) {

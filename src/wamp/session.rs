@@ -48,8 +48,8 @@ pub(crate) use authorizer::{read_answer as read_decision, router_call as authori
 pub use authorizer::{Decision, DecisionCache, Parked, ROUTER_CALLER};
 pub use broker::{event_for, on_history, on_retained, on_stored, subscribed, EventCache};
 pub use dealer::{
-    expire_calls, on_call_done, on_caller_gone, on_interrupt, on_invoke, on_picked, registered, InCall, LocalReg,
-    OutCall, RegResult,
+    expire_calls, on_call_done, on_caller_gone, on_interrupt, on_invoke, on_node_lost, on_picked, registered, InCall,
+    LocalReg, OutCall, RegResult,
 };
 pub use meta::{
     expire_gathers, on_meta_answer, on_meta_query, on_revoke, reg_deleted, sub_created, sub_deleted, Gathering,

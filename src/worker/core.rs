@@ -124,8 +124,21 @@ impl Shard {
                 self.peers.send(barrier.owner, ShardMsg::BarrierAck { barrier: barrier.id });
             }
             ShardMsg::RouteRemove { key, subscription, worker } => self.topics.remove(&key, subscription, worker),
-            ShardMsg::RegAcquire(req) => self.owner.reg_acquire(req, &mut self.ids, &mut self.peers),
-            ShardMsg::RegRelease(r) => self.owner.reg_release(r, &mut self.peers),
+            ShardMsg::RegAcquire(req) => {
+                let part = self.owner.reg_acquire(req, &mut self.ids, &mut self.peers);
+                self.share_part(part);
+            }
+            ShardMsg::RegRelease(r) => {
+                let part = self.owner.reg_release(r, &mut self.peers);
+                self.share_part(part);
+            }
+            ShardMsg::Claimed { ticket, ok } => {
+                for part in self.owner.claimed(ticket, ok, &mut self.ids, &mut self.peers) {
+                    self.share_part(Some(part));
+                }
+            }
+            ShardMsg::RemoteProcs { realm, policy, reg } => self.remote_procs.set(&realm, policy, reg),
+            ShardMsg::NodeLost { node } => session::on_node_lost(self, node),
             ShardMsg::RegReply { realm, procedure, policy, session, request, started, result } => {
                 let reg = session::LocalReg { registration: 0, procedure, policy };
                 match self.sessions.get(&session) {
@@ -629,6 +642,13 @@ impl Shard {
             }
         }
         (matched, sent)
+    }
+
+    /// This node's part of a registration, to the cluster thread.
+    fn share_part(&mut self, part: Option<crate::router::owner::ClusterPart>) {
+        let (Some(link), Some(part)) = (&mut self.cluster, part) else { return };
+        let claim = part.claim.map(|ticket| crate::cluster::Claim { owner: self.id, ticket });
+        link.send(crate::cluster::ClusterReq::Register { part: part.part, claim });
     }
 
     /// A local publication to the cluster thread, with the other nodes that

@@ -214,9 +214,7 @@ impl Worker {
             if let Some(store) = &mut self.sh.store {
                 store.flush();
             }
-            if let Some(cluster) = &mut self.sh.cluster {
-                cluster.flush();
-            }
+            self.sh.flush_cluster();
             if self.sh.now >= next_tick {
                 next_tick = self.sh.now + TICK;
                 self.housekeeping();

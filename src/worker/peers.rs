@@ -20,6 +20,9 @@ pub struct Peers {
     to_wake: Vec<bool>,
     /// Messages this worker sends to itself, handled in the same iteration.
     pub local: VecDeque<ShardMsg>,
+    /// Messages for other nodes' workers (`cluster::at_node`), handed to
+    /// the cluster link at the end of the iteration (`Shard::flush_cluster`).
+    pub remote: Vec<(crate::cluster::NodeId, WorkerId, ShardMsg)>,
     congested: usize,
 }
 
@@ -33,6 +36,7 @@ impl Peers {
             overflow: (0..n).map(|_| VecDeque::new()).collect(),
             to_wake: vec![false; n],
             local: VecDeque::new(),
+            remote: Vec::new(),
             congested: 0,
         }
     }
@@ -72,6 +76,13 @@ impl Peers {
 impl Outbox for Peers {
     fn send(&mut self, to: WorkerId, msg: ShardMsg) {
         let i = to as usize;
+        if i >= self.senders.len() {
+            // Another node's worker; the pseudo-worker `REMOTE` takes nothing.
+            if let Some((node, worker)) = crate::cluster::node_of(to) {
+                self.remote.push((node, worker, msg));
+            }
+            return;
+        }
         if to == self.me {
             self.local.push_back(msg);
             return;

@@ -92,6 +92,11 @@ pub struct Shard {
     /// whose "workers" are node numbers (`ShardMsg::RemoteRoute`).
     pub remote_topics: TopicTable,
     pub(crate) remote_targets: Vec<crate::cluster::NodeId>,
+    /// Other nodes' registrations (`ShardMsg::RemoteProcs`).
+    pub remote_procs: crate::cluster::procs::RemoteProcs,
+    /// This worker's round-robin turn over registrations with callees on
+    /// other nodes (one rotation per caller worker).
+    pub(crate) remote_rr: usize,
     /// Acknowledgements waiting for the store, by ticket.
     pub(crate) pending_acks: AHashMap<u64, super::core::Waiting>,
     pub(crate) next_ticket: u64,
@@ -136,6 +141,20 @@ pub struct ShardSetup {
 }
 
 impl Shard {
+    /// Hands the messages for other nodes' workers to the cluster link and
+    /// moves what waits in the link into its channel (once per iteration).
+    pub fn flush_cluster(&mut self) {
+        let Some(link) = &mut self.cluster else {
+            debug_assert!(self.peers.remote.is_empty(), "another node's worker named without a cluster");
+            self.peers.remote.clear();
+            return;
+        };
+        for (node, worker, msg) in self.peers.remote.drain(..) {
+            link.send(crate::cluster::ClusterReq::Rpc { node, worker, msg });
+        }
+        link.flush();
+    }
+
     pub fn new(s: ShardSetup) -> Shard {
         let workers = s.senders.len();
         let mut ids = IdGen::new(s.id, workers);
@@ -190,6 +209,8 @@ impl Shard {
             cluster: s.cluster.map(crate::cluster::ClusterLink::new),
             remote_topics: TopicTable::default(),
             remote_targets: Vec::new(),
+            remote_procs: Default::default(),
+            remote_rr: 0,
             pending_acks: AHashMap::new(),
             next_ticket: 0,
             history,

@@ -3,7 +3,9 @@ paho: this test starts nats-server with JetStream and two routers of its
 own (``FENNEC_BIN``, ``--cluster``), and checks that publications cross
 nodes in order, WAMP to WAMP (MessagePack publisher, JSON subscriber) and
 MQTT to WAMP and MQTT, with the WAMP publisher left out of its own
-events. Skipped where there is no nats-server, except under CI."""
+events; and that calls cross nodes (progressive results, errors, a
+timeout, a roundrobin registration shared by callees on both nodes).
+Skipped where there is no nats-server, except under CI."""
 
 import asyncio
 import os
@@ -16,7 +18,8 @@ import time
 
 import paho.mqtt.client as paho
 import pytest
-from autobahn.wamp.types import PublishOptions, SubscribeOptions
+from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.types import CallOptions, PublishOptions, RegisterOptions, SubscribeOptions
 
 from helpers import SERIALIZERS, STEP_TIMEOUT, Inbox, force_close, open_session, run
 
@@ -169,3 +172,63 @@ def test_publications_cross_nodes_in_order(cluster):
     finally:
         sub_mqtt.loop_stop()
         sub_mqtt.disconnect()
+
+
+def test_calls_cross_nodes(cluster):
+    (url_a, _), (url_b, _) = cluster
+
+    async def body():
+        callee_b = await open_session(SERIALIZERS["msgpack"], url=url_b)
+        callee_a = await open_session(SERIALIZERS["json"], url=url_a)
+        caller = await open_session(SERIALIZERS["json"], url=url_a)
+        try:
+            async def count(n, details=None):
+                for i in range(n):
+                    details.progress(i)
+                    await asyncio.sleep(0)
+                return {"counted": n, "node": "b"}
+
+            def fail(why):
+                raise ApplicationError("com.example.refused", why, node="b")
+
+            async def slow():
+                await asyncio.sleep(5)
+
+            await callee_b.register(count, f"cl.{RUN}.count", options=RegisterOptions(details_arg="details"))
+            await callee_b.register(fail, f"cl.{RUN}.fail")
+            await callee_b.register(slow, f"cl.{RUN}.slow")
+            # REGISTERED on b is cluster-wide: a's caller reaches it at once.
+            seen = []
+            result = await caller.call(f"cl.{RUN}.count", 20, options=CallOptions(on_progress=seen.append))
+            assert result == {"counted": 20, "node": "b"}
+            assert seen == list(range(20)), "progressive results cross in order"
+            try:
+                await caller.call(f"cl.{RUN}.fail", "no")
+                raise AssertionError("the callee's error came back as a result")
+            except ApplicationError as e:
+                assert e.error == "com.example.refused"
+                assert e.args == ("no",) and e.kwargs == {"node": "b"}
+            try:
+                await caller.call(f"cl.{RUN}.slow", options=CallOptions(timeout=300))
+                raise AssertionError("no timeout")
+            except ApplicationError as e:
+                assert e.error == "wamp.error.timeout"
+            # A single registration is the cluster's: a cannot take it too.
+            try:
+                await callee_a.register(lambda n: n, f"cl.{RUN}.count")
+                raise AssertionError("registered twice in the cluster")
+            except ApplicationError as e:
+                assert e.error == "wamp.error.procedure_already_exists"
+
+            # Shared, round-robin: callees on both nodes take turns.
+            rr = RegisterOptions(invoke="roundrobin")
+            await callee_a.register(lambda: "a", f"cl.{RUN}.work", options=rr)
+            await callee_b.register(lambda: "b", f"cl.{RUN}.work", options=rr)
+            got = [await caller.call(f"cl.{RUN}.work") for _ in range(10)]
+            assert sorted(got) == ["a"] * 5 + ["b"] * 5, got
+        finally:
+            await force_close(caller)
+            await force_close(callee_a)
+            await force_close(callee_b)
+
+    run(body())

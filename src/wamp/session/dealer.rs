@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::router::procs::Callee;
+use crate::router::WorkerId;
 use std::time::Duration;
 
 pub(super) fn register(w: &mut Shard, handle: usize, request: u64, options: Dict, procedure: String, started: Instant) {
@@ -194,16 +195,10 @@ pub(super) fn call(
         );
     }
     let realm = s.realm.clone();
-    let Some((policy, reg)) = w.procs.lookup(&realm, &procedure) else {
+    let Some(Route { policy, registration, owner, callee, central }) = route(w, &realm, &procedure, progress) else {
         let msg = format!("no callee registered for procedure '{procedure}'");
         return error(w, handle, m::CALL, request, "wamp.error.no_such_procedure", Some(msg));
     };
-    let registration = reg.registration;
-    // Round-robin over several callees is one rotation router-wide: unless
-    // this worker owns the registration, its owner picks (a progressive
-    // call, whose input must follow at once, picks here).
-    let central = reg.invoke == InvokePolicy::RoundRobin && reg.callees.len() > 1 && reg.owner != me && !progress;
-    let (owner, callee) = (reg.owner, if central { None } else { reg.pick() });
     if !central && callee.is_none() {
         debug_assert!(false, "a registration without callees is removed");
         return error(w, handle, m::CALL, request, "wamp.error.no_such_procedure", None);
@@ -267,6 +262,73 @@ pub(super) fn call(
     }
     if let Some((worker, msg)) = to {
         w.peers.send(worker, msg);
+    }
+}
+
+/// Where a CALL goes.
+struct Route {
+    /// The match policy of the registration it goes to.
+    policy: MatchPolicy,
+    /// That registration's ID on the callee's node.
+    registration: u64,
+    /// The registration's owner here (it picks when `central`).
+    owner: WorkerId,
+    callee: Option<Callee>,
+    /// Round-robin over several callees is one rotation router-wide:
+    /// unless this worker owns the registration, its owner picks (a
+    /// progressive call, whose input must follow at once, picks here).
+    central: bool,
+}
+
+/// The registration a CALL of `procedure` goes to, and its callee: this
+/// node's, or in a cluster another node's where that one is more specific
+/// (WAMP's order); where both are one registration shared across nodes,
+/// its policy picks among all their callees, round-robin then being one
+/// rotation per caller worker.
+fn route(w: &mut Shard, realm: &Realm, procedure: &str, progress: bool) -> Option<Route> {
+    use crate::cluster::procs::{pick, specificity};
+    use std::cmp::Ordering;
+    let local = w.procs.lookup(realm, procedure);
+    let remote = if w.remote_procs.is_empty() { None } else { w.remote_procs.lookup(realm, procedure) };
+    let order = match (&local, &remote) {
+        (None, None) => return None,
+        (Some(_), None) => Ordering::Greater,
+        (None, Some(_)) => Ordering::Less,
+        (Some((lp, lreg)), Some((rp, rreg))) => {
+            let uri = match lp {
+                MatchPolicy::Exact => procedure,
+                _ => w.procs.by_id(realm, lreg.registration).map_or(procedure, |(uri, _, _)| uri),
+            };
+            specificity((*lp, uri), (*rp, &rreg.uri))
+        }
+    };
+    let rr = &mut w.remote_rr;
+    match (order, local, remote) {
+        (Ordering::Greater, Some((policy, reg)), _) => {
+            let central =
+                reg.invoke == InvokePolicy::RoundRobin && reg.callees.len() > 1 && reg.owner != w.id && !progress;
+            let callee = if central { None } else { reg.pick() };
+            Some(Route { policy, registration: reg.registration, owner: reg.owner, callee, central })
+        }
+        (Ordering::Less, _, Some((policy, reg))) => {
+            let c = reg.callees[pick(reg.invoke, reg.callees.len(), |i| reg.callees[i].since, rr)?];
+            let callee = Some(Callee { session: c.session, disclose_caller: c.disclose_caller, since: c.since });
+            Some(Route { policy, registration: c.registration, owner: w.id, callee, central: false })
+        }
+        (Ordering::Equal, Some((policy, reg)), Some((_, remote))) => {
+            let n = reg.callees.len();
+            let since = |i: usize| if i < n { reg.callees[i].since } else { remote.callees[i - n].since };
+            let i = pick(reg.invoke, n + remote.callees.len(), since, rr)?;
+            let (callee, registration) = match reg.callees.get(i) {
+                Some(&c) => (c, reg.registration),
+                None => {
+                    let c = remote.callees[i - n];
+                    (Callee { session: c.session, disclose_caller: c.disclose_caller, since: c.since }, c.registration)
+                }
+            };
+            Some(Route { policy, registration, owner: reg.owner, callee: Some(callee), central: false })
+        }
+        _ => None,
     }
 }
 
@@ -638,6 +700,45 @@ pub fn on_caller_gone(w: &mut Shard, caller: SessionRef) {
             c.caller != caller
         });
         s.open_inputs.retain(|(c, _), _| *c != caller);
+    }
+    for (handle, invocation) in interrupted {
+        interrupt(w, handle, invocation, "killnowait", "wamp.error.canceled");
+    }
+}
+
+/// Node `node` of the cluster left (or came back as a new life): the calls
+/// of this worker's sessions that its callees were serving end with ERROR
+/// `wamp.error.canceled`, as when a callee leaves, and the invocations its
+/// sessions were waiting for are forgotten (their callees INTERRUPTed, as
+/// when a caller leaves).
+pub fn on_node_lost(w: &mut Shard, node: crate::cluster::NodeId) {
+    let on_node = |s: SessionRef| crate::cluster::node_of(s.worker).is_some_and(|(n, _)| n == node);
+    let mut ended = Vec::new();
+    let mut interrupted = Vec::new();
+    for (handle, conn) in w.conns.iter_mut() {
+        let Some(s) = conn.wamp().and_then(|c| c.session.as_mut()) else { continue };
+        for (&request, c) in &s.calls {
+            if c.callee.is_some_and(on_node) {
+                ended.push((handle, request));
+            }
+        }
+        if s.invocations.is_empty() {
+            continue;
+        }
+        let tell = s.call_canceling;
+        s.invocations.retain(|&invocation, c| {
+            let gone = on_node(c.caller);
+            if gone && tell {
+                interrupted.push((handle, invocation));
+            }
+            !gone
+        });
+        s.open_inputs.retain(|(c, _), _| !on_node(*c));
+    }
+    for (handle, request) in ended {
+        take_call(w, handle, request);
+        let text = Some("the callee's node left the cluster before answering".to_owned());
+        error(w, handle, m::CALL, request, "wamp.error.canceled", text);
     }
     for (handle, invocation) in interrupted {
         interrupt(w, handle, invocation, "killnowait", "wamp.error.canceled");

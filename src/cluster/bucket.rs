@@ -1,0 +1,239 @@
+//! The cluster thread's writes to the interest bucket, on a task of its
+//! own so they land in the order the owners sent them: this node's
+//! interest entries, its parts of registrations (compare-and-set against
+//! the other nodes' writes, `procs::join`), and the syncs that make a new
+//! subscription's SUBSCRIBED and a new registration's REGISTERED
+//! cluster-wide. Also what a node removes of its own at start and stop.
+
+use super::procs::{self, RegEntry, RegPart};
+use super::thread::SYNC_LIMIT;
+use super::wire;
+use super::Claim;
+use crate::router::Barrier;
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+/// How often a registration's compare-and-set is tried against other
+/// nodes writing the same entry.
+const CAS_TRIES: usize = 16;
+
+/// One write for the writer task, done in the order the owners sent them.
+pub(super) enum Write {
+    /// An interest entry; a new key's carries the barrier to ack once the
+    /// live nodes (by name) route it.
+    Interest { key: String, value: Option<Bytes>, sync: Option<(Barrier, Vec<String>)> },
+    /// This node's part of a registration, against the other nodes' parts
+    /// (`procs::join`); `known` is what this node knows of the others (name,
+    /// incarnation, alive), `live` whom a claim waits for.
+    Register { part: RegPart, claim: Option<Claim>, known: Vec<(String, u64, bool)>, live: Vec<String> },
+}
+
+/// What the writer answers, once the other nodes route what it wrote.
+pub(super) enum Ack {
+    Barrier(Barrier),
+    Claimed(Claim, bool),
+}
+
+/// The interest bucket, made if it is not there. Its stream is made here
+/// rather than by `create_key_value`, whose account query expects fields
+/// that nats-server 2.9 (Debian's) does not send; the configuration is a
+/// key-value bucket's (history 1, rollups, direct gets, discard new).
+pub(super) async fn open(js: &async_nats::jetstream::Context, bucket: &str) -> Result<kv::Store, String> {
+    use async_nats::jetstream::stream;
+    if let Ok(kv) = js.get_key_value(bucket).await {
+        return Ok(kv);
+    }
+    let config = stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        storage: stream::StorageType::File,
+        num_replicas: 1,
+        ..Default::default()
+    };
+    // Another node may make it meanwhile: then the get below finds it.
+    let made = js.get_or_create_stream(config).await.map(drop).map_err(|e| e.to_string());
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| format!("cluster: no interest bucket {bucket} (is JetStream on? nats-server -js): {e}; {made:?}"))
+}
+
+/// Deletes this node's entries from the interest bucket (at start: what a
+/// previous life left; at a clean stop: all of them).
+pub(super) async fn forget_own_interest(kv: &kv::Store, node: &str) {
+    let mine = format!("{node}.");
+    let Ok(mut keys) = kv.keys().await else { return };
+    let mut own = Vec::new();
+    while let Some(Ok(key)) = keys.next().await {
+        if key.starts_with(&mine) {
+            own.push(key);
+        }
+    }
+    for key in own {
+        let _ = kv.delete(&key).await;
+    }
+}
+
+/// Takes this node's parts out of the registration entries (at start:
+/// what a previous life left; at a clean stop: all of them).
+pub(super) async fn forget_own_parts(kv: &kv::Store, node: &str) {
+    let Ok(mut keys) = kv.keys().await else { return };
+    let mut regs = Vec::new();
+    while let Some(Ok(key)) = keys.next().await {
+        if key.starts_with(procs::REG_KEY) {
+            regs.push(key);
+        }
+    }
+    for key in regs {
+        for _ in 0..CAS_TRIES {
+            let Ok(Some(e)) = kv.entry(&key).await else { break };
+            let Ok(mut reg) = serde_json::from_slice::<RegEntry>(&e.value) else { break };
+            if e.operation != kv::Operation::Put || !reg.parts.iter().any(|p| p.node == node) {
+                break;
+            }
+            reg.parts.retain(|p| p.node != node);
+            let done = if reg.parts.is_empty() {
+                kv.delete_expect_revision(&key, Some(e.revision)).await.is_ok()
+            } else {
+                let value = Bytes::from(serde_json::to_vec(&reg).expect("plain data"));
+                kv.update(&key, value, e.revision).await.is_ok()
+            };
+            if done {
+                break;
+            }
+        }
+    }
+}
+
+/// What the writer needs to ask the other nodes for a new key's route.
+pub(super) struct Ctl {
+    pub client: async_nats::Client,
+    pub prefix: String,
+    pub node: String,
+    pub incarnation: u64,
+    pub acks: tokio::sync::mpsc::Sender<Ack>,
+}
+
+/// Writes this node's part of a registration by compare-and-set against
+/// the other nodes' writes: `Ok(Some(revision))` written (0: the entry
+/// went), `Ok(None)` refused (another live node holds it so that this
+/// node cannot share it).
+async fn write_part(
+    kv: &kv::Store,
+    ctl: &Ctl,
+    part: &RegPart,
+    known: &[(String, u64, bool)],
+) -> Result<Option<u64>, String> {
+    let key = part.bucket_key();
+    let dead = |name: &str, incarnation: u64| {
+        known.iter().any(|(n, i, alive)| n == name && (!alive || (*i != 0 && *i != incarnation)))
+    };
+    for _ in 0..CAS_TRIES {
+        let read = kv.entry(&key).await.map_err(|e| e.to_string())?;
+        let (entry, revision) = match read {
+            Some(e) if e.operation == kv::Operation::Put => {
+                let entry = serde_json::from_slice::<RegEntry>(&e.value).map_err(|e| format!("entry {key}: {e}"))?;
+                (Some(entry), Some(e.revision))
+            }
+            Some(e) => (None, Some(e.revision)),
+            None => (None, None),
+        };
+        // Another registration whose key hashes alike: never shared.
+        if entry.as_ref().is_some_and(|e| e.realm != part.realm || e.uri != part.uri || e.policy != part.policy) {
+            return Ok(None);
+        }
+        let written = match (procs::join(entry, &ctl.node, ctl.incarnation, part, dead), revision) {
+            (procs::Join::Refused, _) => return Ok(None),
+            (procs::Join::Delete, None) => return Ok(Some(0)),
+            (procs::Join::Delete, Some(r)) => {
+                kv.delete_expect_revision(&key, Some(r)).await.map(|()| 0).map_err(|e| e.to_string())
+            }
+            (procs::Join::Write(e), r) => {
+                let value = Bytes::from(serde_json::to_vec(&e).expect("plain data"));
+                match r {
+                    Some(r) => kv.update(&key, value, r).await.map_err(|e| e.to_string()),
+                    None => kv.create(&key, value).await.map_err(|e| e.to_string()),
+                }
+            }
+        };
+        match written {
+            Ok(revision) => return Ok(Some(revision)),
+            // Another node wrote in between: read again.
+            Err(e) => log::debug!("cluster: registration entry {key}: {e}; again"),
+        }
+    }
+    Err(format!("registration entry {key}: still contended after {CAS_TRIES} tries"))
+}
+
+/// Asks the live nodes `peers` to answer once their workers route what
+/// the bucket holds at `revision` (within `SYNC_LIMIT`: a node that is
+/// dying must not hold anything up); then sends `ack`.
+fn sync_then(ctl: &Ctl, revision: u64, peers: &[String], ack: Ack) {
+    let (client, acks) = (ctl.client.clone(), ctl.acks.clone());
+    let subjects: Vec<String> = peers.iter().map(|p| wire::ctl_subject(&ctl.prefix, p)).collect();
+    tokio::spawn(async move {
+        // Unwritten (revision 0): nobody can route it; answer at once.
+        if revision > 0 {
+            let payload = Bytes::from(revision.to_be_bytes().to_vec());
+            let asks = subjects.into_iter().map(|s| {
+                let (client, payload) = (client.clone(), payload.clone());
+                async move { tokio::time::timeout(SYNC_LIMIT, client.request(s, payload)).await }
+            });
+            for answer in futures_util::future::join_all(asks).await {
+                if !matches!(answer, Ok(Ok(_))) {
+                    log::debug!("cluster: a node did not confirm a change in time");
+                }
+            }
+        }
+        let _ = acks.send(ack).await;
+    });
+}
+
+/// Writes this node's interest entries and registration parts one after
+/// the other, so a key's add and remove land in the order its owner
+/// decided them. A new key's barrier (a new registration's claim) is
+/// answered once each live node has answered that its workers route it
+/// (or has not answered within `SYNC_LIMIT`: a node that is dying must not
+/// hold a subscription up), without holding up the writes behind it.
+pub(super) async fn writer(kv: kv::Store, mut queue: tokio::sync::mpsc::Receiver<Write>, ctl: Ctl) {
+    while let Some(write) = queue.recv().await {
+        match write {
+            Write::Interest { key, value, sync } => {
+                let done = match value {
+                    Some(v) => kv.put(&key, v).await.map_err(|e| e.to_string()),
+                    None => kv.delete(&key).await.map(|()| 0).map_err(|e| e.to_string()),
+                };
+                let revision = match done {
+                    Ok(r) => r,
+                    Err(e) => {
+                        log::warn!("cluster: interest entry {key} not written: {e}");
+                        0
+                    }
+                };
+                if let Some((barrier, peers)) = sync {
+                    sync_then(&ctl, revision, &peers, Ack::Barrier(barrier));
+                }
+            }
+            Write::Register { part, claim, known, live } => {
+                let (ok, revision) = match write_part(&kv, &ctl, &part, &known).await {
+                    Ok(Some(revision)) => (true, revision),
+                    Ok(None) => (false, 0),
+                    // The cluster cannot be asked: the registration is
+                    // this node's alone (other nodes do not see it).
+                    Err(e) => {
+                        log::warn!("cluster: registration {} not shared with the other nodes: {e}", part.uri);
+                        (true, 0)
+                    }
+                };
+                if let Some(claim) = claim {
+                    sync_then(&ctl, revision, &live, Ack::Claimed(claim, ok));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The dealer's messages between nodes, pure: a CALL's INVOCATION
+//! (`Invoke`, with its progressive input), its answers (`CallDone`:
+//! progressive results, the result or the error), and what ends it early
+//! (`Interrupt` for a timeout or CANCEL, `CallerGone`). They travel on
+//! `<prefix>.n.<to>.rpc.<from>`, one subject per pair of nodes, so they
+//! arrive in the order they were sent: progressive results before the
+//! final one, input before its end.
+//!
+//! A session of the sending node is named by its worker there; the
+//! receiver turns that into its own name for the sender's worker
+//! (`at_node`), so what comes back goes the same way.
+
+use super::wire::{bytes_dict, dict_bytes, wamp_body, wamp_payload, WireBody};
+use super::{at_node, NodeId};
+use crate::router::{CallDone, CallOutcome, Identity, Interruption, Invoke, SessionRef, ShardMsg, WorkerId};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// The first byte of a dealer message.
+const VERSION: u8 = 3;
+
+#[derive(Serialize, Deserialize)]
+enum Wire {
+    Invoke {
+        caller: (WorkerId, u64),
+        request: u64,
+        callee: u64,
+        registration: u64,
+        procedure: String,
+        pattern: bool,
+        body: WireBody,
+        receive_progress: bool,
+        disclosed: Option<(u64, String, String)>,
+        progress: bool,
+        continuation: bool,
+        ppt: Option<Bytes>,
+        caller_ppt: bool,
+    },
+    Done {
+        caller: u64,
+        request: u64,
+        /// 0 the result, 1 a progressive result, 2 an error.
+        kind: u8,
+        body: WireBody,
+        /// The `ppt_*` options of a result, an error's details.
+        dict: Option<Bytes>,
+        error: Option<String>,
+    },
+    Interrupt {
+        callee: u64,
+        caller: (WorkerId, u64),
+        request: u64,
+        why: u8,
+    },
+    CallerGone {
+        caller: (WorkerId, u64),
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    /// The receiving node's worker.
+    worker: WorkerId,
+    msg: Wire,
+}
+
+fn why_code(why: Interruption) -> u8 {
+    match why {
+        Interruption::Timeout => 0,
+        Interruption::Skip => 1,
+        Interruption::KillNoWait => 2,
+        Interruption::Kill => 3,
+    }
+}
+
+fn local(s: SessionRef) -> (WorkerId, u64) {
+    (s.worker, s.id)
+}
+
+/// A dealer message for worker `worker` of another node, in its
+/// travelling form; `None` for a message that does not travel (or does
+/// not encode).
+pub fn encode(worker: WorkerId, msg: &ShardMsg) -> Option<Vec<u8>> {
+    let msg = match msg {
+        ShardMsg::Invoke(inv) => {
+            if inv.details.is_some() {
+                // The router's own calls (reducers, authorizers) stay on their node.
+                return None;
+            }
+            Wire::Invoke {
+                caller: local(inv.caller),
+                request: inv.request,
+                callee: inv.callee,
+                registration: inv.registration,
+                procedure: inv.procedure.clone(),
+                pattern: inv.pattern,
+                body: wamp_body(&inv.payload)?,
+                receive_progress: inv.receive_progress,
+                disclosed: inv.disclosed.as_deref().map(|d| (d.session, d.authid.clone(), d.authrole.clone())),
+                progress: inv.progress,
+                continuation: inv.continuation,
+                ppt: match inv.ppt.as_deref() {
+                    Some(d) => Some(dict_bytes(d)?),
+                    None => None,
+                },
+                caller_ppt: inv.caller_ppt,
+            }
+        }
+        ShardMsg::CallDone(done) => {
+            let (kind, payload, dict, error) = match &done.outcome {
+                CallOutcome::Result(p, ppt) => (0, p, ppt.as_deref(), None),
+                CallOutcome::Progress(p, ppt) => (1, p, ppt.as_deref(), None),
+                CallOutcome::Error { error, details, payload } => (2, payload, Some(details), Some(error.clone())),
+            };
+            Wire::Done {
+                caller: done.caller,
+                request: done.request,
+                kind,
+                body: wamp_body(payload)?,
+                dict: match dict {
+                    Some(d) if !d.is_empty() => Some(dict_bytes(d)?),
+                    _ => None,
+                },
+                error,
+            }
+        }
+        ShardMsg::Interrupt { callee, caller, request, why } => {
+            Wire::Interrupt { callee: *callee, caller: local(*caller), request: *request, why: why_code(*why) }
+        }
+        ShardMsg::CallerGone { caller } => Wire::CallerGone { caller: local(*caller) },
+        _ => return None,
+    };
+    let mut out = vec![VERSION];
+    rmp_serde::encode::write(&mut out, &Envelope { worker, msg }).ok()?;
+    Some(out)
+}
+
+/// A dealer message from node `from` (this node's number for it): the
+/// local worker it is for, and the message, its sessions of `from` named
+/// through the cluster.
+pub fn decode(b: &[u8], from: NodeId) -> Result<(WorkerId, ShardMsg), String> {
+    let Some((&VERSION, rest)) = b.split_first() else {
+        return Err("not a version 3 dealer message".into());
+    };
+    let Envelope { worker, msg } =
+        rmp_serde::from_slice(rest).map_err(|e| format!("undecodable dealer message: {e}"))?;
+    let remote = |(w, id): (WorkerId, u64)| -> Result<SessionRef, String> {
+        if usize::from(w) >= super::MAX_WORKERS {
+            return Err(format!("worker {w} out of range"));
+        }
+        Ok(SessionRef { worker: at_node(from, w), id })
+    };
+    let msg = match msg {
+        Wire::Invoke {
+            caller,
+            request,
+            callee,
+            registration,
+            procedure,
+            pattern,
+            body,
+            receive_progress,
+            disclosed,
+            progress,
+            continuation,
+            ppt,
+            caller_ppt,
+        } => ShardMsg::Invoke(Box::new(Invoke {
+            caller: remote(caller)?,
+            request,
+            callee,
+            registration,
+            procedure,
+            pattern,
+            payload: wamp_payload(body)?,
+            receive_progress,
+            disclosed: disclosed.map(|(session, authid, authrole)| Box::new(Identity { session, authid, authrole })),
+            progress,
+            continuation,
+            ppt: match ppt {
+                Some(b) => Some(Box::new(bytes_dict(&b)?)),
+                None => None,
+            },
+            caller_ppt,
+            details: None,
+        })),
+        Wire::Done { caller, request, kind, body, dict, error } => {
+            let payload = wamp_payload(body)?;
+            let dict = match dict {
+                Some(b) => Some(bytes_dict(&b)?),
+                None => None,
+            };
+            let outcome = match (kind, error) {
+                (0, None) => CallOutcome::Result(payload, dict.map(Box::new)),
+                (1, None) => CallOutcome::Progress(payload, dict.map(Box::new)),
+                (2, Some(error)) => CallOutcome::Error { error, details: dict.unwrap_or_default(), payload },
+                _ => return Err("a call's end of no known kind".into()),
+            };
+            ShardMsg::CallDone(Box::new(CallDone { caller, request, outcome }))
+        }
+        Wire::Interrupt { callee, caller, request, why } => {
+            let why = match why {
+                0 => Interruption::Timeout,
+                1 => Interruption::Skip,
+                2 => Interruption::KillNoWait,
+                3 => Interruption::Kill,
+                w => return Err(format!("unknown interruption {w}")),
+            };
+            ShardMsg::Interrupt { callee, caller: remote(caller)?, request, why }
+        }
+        Wire::CallerGone { caller } => ShardMsg::CallerGone { caller: remote(caller)? },
+    };
+    Ok((worker, msg))
+}
+
+/// The subject dealer messages from `from` to `to` travel on.
+pub fn subject(prefix: &str, to: &str, from: &str) -> String {
+    format!("{prefix}.n.{to}.rpc.{from}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::Payload;
+    use crate::value::Value;
+
+    #[test]
+    fn an_invocation_and_its_answers_cross_with_their_sessions_renamed() {
+        let inv = Invoke {
+            caller: SessionRef { worker: 1, id: 99 },
+            request: 5,
+            callee: 42,
+            registration: 7,
+            procedure: "com.x.add".into(),
+            pattern: true,
+            payload: Payload::args(vec![Value::UInt(2), Value::UInt(3)]),
+            receive_progress: true,
+            disclosed: Some(Box::new(Identity { session: 99, authid: "al".into(), authrole: "user".into() })),
+            progress: false,
+            continuation: false,
+            ppt: Some(Box::new(vec![("ppt_scheme".into(), Value::Str("x".into()))])),
+            caller_ppt: true,
+            details: None,
+        };
+        let b = encode(3, &ShardMsg::Invoke(Box::new(inv))).unwrap();
+        let (worker, msg) = decode(&b, 4).unwrap();
+        assert_eq!(worker, 3);
+        let ShardMsg::Invoke(back) = msg else { panic!() };
+        assert_eq!(back.caller, SessionRef { worker: at_node(4, 1), id: 99 });
+        assert_eq!((back.request, back.callee, back.registration), (5, 42, 7));
+        assert_eq!(back.payload.values().args.as_deref(), Some(&[Value::UInt(2), Value::UInt(3)][..]));
+        assert_eq!(back.disclosed.unwrap().authid, "al");
+        assert!(back.pattern && back.receive_progress && back.caller_ppt);
+        assert_eq!(back.ppt.unwrap().len(), 1);
+
+        let err = CallOutcome::Error {
+            error: "app.error".into(),
+            details: vec![("k".into(), Value::Bool(true))],
+            payload: Payload::args(vec![Value::Str("no".into())]),
+        };
+        let b = encode(0, &ShardMsg::CallDone(Box::new(CallDone { caller: 99, request: 5, outcome: err }))).unwrap();
+        let ShardMsg::CallDone(done) = decode(&b, 4).unwrap().1 else { panic!() };
+        assert!(
+            matches!(&done.outcome, CallOutcome::Error { error, details, .. } if error == "app.error" && details.len() == 1)
+        );
+
+        let b = encode(
+            2,
+            &ShardMsg::Interrupt {
+                callee: 42,
+                caller: SessionRef { worker: 1, id: 99 },
+                request: 5,
+                why: Interruption::Kill,
+            },
+        )
+        .unwrap();
+        let (_, ShardMsg::Interrupt { caller, why, .. }) = decode(&b, 4).unwrap() else { panic!() };
+        assert_eq!((caller, why), (SessionRef { worker: at_node(4, 1), id: 99 }, Interruption::Kill));
+    }
+
+    #[test]
+    fn bad_bytes_are_refused() {
+        assert!(decode(b"", 0).is_err());
+        assert!(decode(&[VERSION, 0xc1], 0).is_err());
+        let gone = encode(0, &ShardMsg::CallerGone { caller: SessionRef { worker: 300, id: 1 } }).unwrap();
+        assert!(decode(&gone, 0).is_err(), "a worker no node has");
+        assert!(encode(0, &ShardMsg::Started).is_none());
+    }
+}
