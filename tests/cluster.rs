@@ -541,3 +541,91 @@ fn shared_registrations_span_nodes() {
         assert_eq!(t.join().unwrap(), 3, "callee {name}");
     }
 }
+
+/// The retained value of `topic` on the node at `addr`, as a new
+/// subscriber with `get_retained` gets it (`None`: none within 300 ms).
+fn retained_on(addr: std::net::SocketAddr, topic: &str) -> Option<Vec<Value>> {
+    let mut c = join(addr, Serializer::Json);
+    c.subscribe(topic, opts(&[("get_retained", Value::Bool(true))]));
+    c.ws.get_ref().set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    match c.next_message() {
+        Ok(Msg::Event { payload, .. }) => Some(payload.values().args.clone().unwrap_or_default()),
+        Ok(other) => panic!("expected a retained EVENT, got {other:?}"),
+        Err(_) => None,
+    }
+}
+
+/// Waits (10 s at most) until the node at `addr` has `want` as the value.
+fn until_retained(addr: std::net::SocketAddr, topic: &str, want: Option<Vec<Value>>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = retained_on(addr, topic);
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{topic} on {addr}: {got:?}, never {want:?}");
+    }
+}
+
+fn publish_retained(c: &mut Client, topic: &str, value: Value) {
+    let request = c.request();
+    let options = opts(&[("retain", Value::Bool(true))]);
+    c.write(&Msg::Publish { request, options, topic: topic.into(), payload: args(vec![value]) });
+}
+
+#[test]
+fn retained_values_are_the_clusters() {
+    let Some(nats) = nats() else { return };
+    let (_dirs, [a, b, c]) = three_nodes(&nats);
+    // A WAMP retained value written on a is every node's.
+    let mut on_a = join(a.wamp, Serializer::Json);
+    publish_retained(&mut on_a, "cfg.x", Value::UInt(7));
+    on_a.publish("probe", args(vec![]), true);
+    until_retained(b.wamp, "cfg.x", Some(vec![Value::UInt(7)]));
+    until_retained(c.wamp, "cfg.x", Some(vec![Value::UInt(7)]));
+
+    // MQTT retained on b reaches c's MQTT subscribers as retained.
+    let (mut mqtt_b, _) = Raw::connected(b.mqtt, 4, "retainer", true, 0);
+    let mut retained = publish_packet(4, b"cfg/y", 0, 0, false, b"42");
+    retained[0] |= 1;
+    mqtt_b.send(&retained);
+    until_retained(c.wamp, "cfg.y", Some(vec![Value::UInt(42)]));
+    let (mut mqtt_c, _) = Raw::connected(c.mqtt, 4, "late-reader", true, 0);
+    mqtt_c.send(&subscribe_packet(b"cfg/y"));
+    mqtt_c.expect(0x90, "SUBACK");
+    let (b1, body) = mqtt_c.read().expect("the retained PUBLISH");
+    assert_eq!((b1 >> 4, b1 & 1), (3, 1), "a PUBLISH with the retain flag");
+    assert!(body.ends_with(b"42"));
+    // An empty retained PUBLISH clears it everywhere.
+    let mut clear = publish_packet(4, b"cfg/y", 0, 0, false, b"");
+    clear[0] |= 1;
+    mqtt_b.send(&clear);
+    until_retained(a.wamp, "cfg.y", None);
+    until_retained(c.wamp, "cfg.y", None);
+
+    // Two nodes writing one key at once: every node ends on one value.
+    let mut on_b = join(b.wamp, Serializer::Json);
+    for i in 0..200 {
+        publish_retained(&mut on_a, "race.k", Value::UInt(2 * i));
+        publish_retained(&mut on_b, "race.k", Value::UInt(2 * i + 1));
+    }
+    on_a.flush();
+    on_b.flush();
+    on_a.publish("probe", args(vec![]), true);
+    on_b.publish("probe", args(vec![]), true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen: Vec<_> = [a.wamp, b.wamp, c.wamp].into_iter().map(|n| retained_on(n, "race.k")).collect();
+        let last = [Some(vec![Value::UInt(398)]), Some(vec![Value::UInt(399)])];
+        if seen.iter().all(|v| *v == seen[0]) && last.contains(&seen[0]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the nodes did not agree on race.k: {seen:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A node that joins has the values before its first client.
+    let d_dir = tempfile::tempdir().unwrap();
+    let d = node(&nats, "d", &d_dir);
+    assert_eq!(retained_on(d.wamp, "cfg.x"), Some(vec![Value::UInt(7)]), "d read the keys bucket at start");
+}

@@ -118,6 +118,9 @@ pub enum ClusterReq {
     Synced { token: u64 },
     /// A local publication that these nodes have interest in.
     Publish { p: Arc<Publication>, nodes: Vec<NodeId> },
+    /// From a topic's owner: the key's new retained value (an empty body
+    /// clears it), for the keys bucket and so the other nodes.
+    Retained { p: Arc<Publication> },
     /// A dealer message for worker `worker` of node `node` (`rpc.rs` says
     /// which travel).
     Rpc { node: NodeId, worker: WorkerId, msg: ShardMsg },

@@ -61,6 +61,8 @@ const CONNECT_LIMIT: Duration = Duration::from_secs(10);
 struct Streams {
     events: async_nats::Subscriber,
     beats: async_nats::Subscriber,
+    /// The keys bucket's watch (retained values).
+    keys: kv::Watch,
     watch: kv::Watch,
 }
 
@@ -98,6 +100,7 @@ pub fn start(
             // The other nodes' subscriptions are known before the node
             // takes its first client (its listeners open after this).
             node.catch_up(&mut streams.watch).await;
+            node.catch_up_keys(&mut streams.keys).await;
             let _ = ready_tx.send(Ok(()));
             node.run(rx, streams).await;
         });
@@ -154,6 +157,15 @@ struct Node {
     next_token: u64,
     /// The interest bucket's last revision at start (`catch_up` reads to it).
     backlog: u64,
+    /// The same for the keys bucket (`catch_up_keys`).
+    keys_backlog: u64,
+    js: async_nats::jetstream::Context,
+    /// The keys bucket's name, and its subject prefix (`$KV.<bucket>.`).
+    keys_subject: String,
+    /// The keys bucket's answers to this node's retained writes: (realm,
+    /// topic, the write's revision; none: it failed).
+    acked_tx: tokio::sync::mpsc::Sender<(crate::router::Realm, String, Option<u64>)>,
+    acked: tokio::sync::mpsc::Receiver<(crate::router::Realm, String, Option<u64>)>,
     /// Send a heartbeat now (a node this one did not know was heard).
     beat_now: bool,
     /// This batch turn's outgoing publications: (subject, batch, how many),
@@ -222,8 +234,16 @@ impl Node {
             Ok(mut s) => s.info().await.map(|i| i.state.last_sequence).unwrap_or(0),
             Err(_) => 0,
         };
+        let keys_bucket = wire::keys_bucket(&cfg.prefix);
+        let keys_kv = bucket::open(&js, &keys_bucket).await?;
+        let keys_backlog = match js.get_stream(format!("KV_{keys_bucket}")).await {
+            Ok(mut s) => s.info().await.map(|i| i.state.last_sequence).unwrap_or(0),
+            Err(_) => 0,
+        };
         let cannot = |what: &str, e: String| format!("cluster: cannot {what}: {e}");
         let watch = kv.watch_with_history(">").await.map_err(|e| cannot("watch the interest bucket", e.to_string()))?;
+        let keys = keys_kv.watch_with_history(">").await.map_err(|e| cannot("watch the keys bucket", e.to_string()))?;
+        let (acked_tx, acked) = tokio::sync::mpsc::channel(WRITES);
         let events = client
             .subscribe(wire::inbox_subject(&cfg.prefix, &cfg.node))
             .await
@@ -245,6 +265,11 @@ impl Node {
         log::info!("cluster: node {} joined through {}", cfg.node, cfg.url);
         let node = Node {
             backlog,
+            keys_backlog,
+            js: js.clone(),
+            keys_subject: format!("$KV.{keys_bucket}."),
+            acked_tx,
+            acked,
             incarnation,
             regs: AHashMap::new(),
             rpc_inbox: rpc::subject(&cfg.prefix, &cfg.node, ""),
@@ -275,7 +300,7 @@ impl Node {
             drops_logged_at: Instant::now(),
             twin: None,
         };
-        Ok((node, Streams { events, beats, watch }))
+        Ok((node, Streams { events, beats, keys, watch }))
     }
 
     /// Applies the interest entries the bucket held at start (until the
@@ -303,8 +328,29 @@ impl Node {
         );
     }
 
+    /// Applies the retained values the keys bucket held at start, the same way.
+    async fn catch_up_keys(&mut self, keys: &mut kv::Watch) {
+        if self.keys_backlog == 0 {
+            return;
+        }
+        let until = tokio::time::Instant::now() + CONNECT_LIMIT;
+        while let Ok(Some(entry)) = tokio::time::timeout_at(until, keys.next()).await {
+            match entry {
+                Ok(entry) => {
+                    let revision = entry.revision;
+                    self.on_key(entry);
+                    if revision >= self.keys_backlog {
+                        return;
+                    }
+                }
+                Err(e) => log::warn!("cluster: keys watch: {e}"),
+            }
+        }
+        log::warn!("cluster: the cluster's retained values were not all read at start");
+    }
+
     async fn run(mut self, mut reqs: tokio::sync::mpsc::Receiver<ClusterReq>, streams: Streams) {
-        let Streams { mut events, mut beats, mut watch } = streams;
+        let Streams { mut events, mut beats, mut keys, mut watch } = streams;
         let mut tick = tokio::time::interval(HEARTBEAT);
         let mut retry = tokio::time::interval(Duration::from_millis(2));
         let beat_subject = wire::heartbeat_subject(&self.cfg.prefix, &self.cfg.node);
@@ -312,7 +358,7 @@ impl Node {
         let ctl_subject = wire::ctl_subject(&self.cfg.prefix, &self.cfg.node);
         // A stream that ends (the client gave up) is logged and left; the
         // loop ends only at shutdown, so nothing waits on it forever.
-        let (mut events_ok, mut beats_ok, mut watch_ok) = (true, true, true);
+        let (mut events_ok, mut beats_ok, mut watch_ok, mut keys_ok) = (true, true, true, true);
         loop {
             let backlog = self.overflow.iter().any(|o| !o.is_empty());
             tokio::select! {
@@ -356,6 +402,15 @@ impl Node {
                         watch_ok = false;
                     }
                 },
+                entry = keys.next(), if keys_ok => match entry {
+                    Some(Ok(entry)) => self.on_key(entry),
+                    Some(Err(e)) => log::warn!("cluster: keys watch: {e}"),
+                    None => {
+                        log::error!("cluster: the keys watch ended: other nodes' retained values are no longer followed");
+                        keys_ok = false;
+                    }
+                },
+                Some((realm, topic, revision)) = self.acked.recv() => self.written(realm, topic, revision),
                 Some(ack) = self.acks.recv() => match ack {
                     Ack::Barrier(b) => self.hand_to(b.owner as usize, ShardMsg::BarrierAck { barrier: b.id }, false),
                     Ack::Claimed(c, ok) => self.hand_to(c.owner as usize, ShardMsg::Claimed { ticket: c.ticket, ok }, false),
@@ -411,6 +466,7 @@ impl Node {
                 }
             }
             ClusterReq::Rpc { node, worker, msg } => self.forward_rpc(node, worker, msg).await,
+            ClusterReq::Retained { p } => self.write_retained(&p).await,
             ClusterReq::Publish { p, nodes } => self.forward(&p, &nodes).await,
             ClusterReq::Synced { token } => {
                 let Some((_, left)) = self.syncing.get_mut(&token) else { return };
@@ -769,6 +825,68 @@ impl Node {
                 self.hand_to(w, ShardMsg::CallDone(Box::new(done)), false);
             }
         }
+    }
+
+    /// A key's new retained value, to the keys bucket (a KV put: a
+    /// JetStream publish on its subject, its acknowledgement awaited
+    /// aside so writes stream). Each write is answered to the key's owner
+    /// once, `RetainedAck`, with its revision in the bucket or none when it
+    /// failed (NATS gone: the other nodes keep their copy; counted as a
+    /// drop).
+    async fn write_retained(&mut self, p: &crate::router::Publication) {
+        let now = Instant::now();
+        let value = wire::encode_retained(p, self.incarnation, now, crate::router::unix_millis());
+        let Some(value) = value.filter(|_| self.connected.load(Ordering::Relaxed)) else {
+            // Expired meanwhile, or no NATS.
+            self.drops += 1;
+            return self.written(p.realm.clone(), p.topic.clone(), None);
+        };
+        let subject = format!("{}{}", self.keys_subject, wire::retained_key(&p.realm, &p.topic));
+        match self.js.publish(subject, Bytes::from(value)).await {
+            Ok(ack) => {
+                let acked = self.acked_tx.clone();
+                let (realm, topic) = (p.realm.clone(), p.topic.clone());
+                tokio::spawn(async move {
+                    let revision = match ack.await {
+                        Ok(a) => Some(a.sequence),
+                        Err(e) => {
+                            log::warn!("cluster: a retained value was not written to the keys bucket: {e}");
+                            None
+                        }
+                    };
+                    let _ = acked.send((realm, topic, revision)).await;
+                });
+            }
+            Err(e) => {
+                self.drops += 1;
+                log::warn!("cluster: a retained value was not written to the keys bucket: {e}");
+                self.written(p.realm.clone(), p.topic.clone(), None);
+            }
+        }
+    }
+
+    fn written(&mut self, realm: crate::router::Realm, topic: String, revision: Option<u64>) {
+        let w = owner_of(&realm, &topic, self.workers.len());
+        self.hand_to(w as usize, ShardMsg::RetainedAck { realm, topic, revision }, false);
+    }
+
+    /// A write in the keys bucket, in the bucket's order, to the key's
+    /// owner worker (`Shard::retained_from_cluster` decides).
+    fn on_key(&mut self, entry: kv::Entry) {
+        if entry.operation != kv::Operation::Put {
+            return;
+        }
+        let (incarnation, p) = match wire::decode_retained(&entry.value, Instant::now(), crate::router::unix_millis()) {
+            Ok(x) => x,
+            Err(e) => {
+                log::debug!("cluster: a retained entry {} does not read: {e}", entry.key);
+                return;
+            }
+        };
+        let own = incarnation == self.incarnation;
+        let w = owner_of(&p.realm, &p.topic, self.workers.len());
+        let msg = ShardMsg::RetainedFromCluster { p: Arc::new(p), revision: entry.revision, own };
+        self.hand_to(w as usize, msg, false);
     }
 
     /// Another node's dealer message, to the worker it names.

@@ -72,6 +72,44 @@ pub fn interest_bucket(prefix: &str) -> String {
     format!("{prefix}-interest")
 }
 
+/// The bucket of retained values (one entry per key, the last write).
+pub fn keys_bucket(prefix: &str) -> String {
+    format!("{prefix}-keys")
+}
+
+/// A retained key's entry name in the keys bucket: a stable hash of realm
+/// and topic (KV keys take fewer characters than subjects; the value
+/// names realm and topic in full).
+pub fn retained_key(realm: &str, topic: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in realm.bytes().chain([0]).chain(topic.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    format!("ret={h:016x}")
+}
+
+/// A retained value's entry: when it was written (ms since the Unix epoch,
+/// so an expiry still counts from the write when a node reads it later),
+/// then the publication's travelling form. `None` when it has expired.
+pub fn encode_retained(p: &Publication, incarnation: u64, now: Instant, unix_ms: u64) -> Option<Vec<u8>> {
+    let one = encode(p, incarnation, now)?;
+    let mut b = Vec::with_capacity(8 + one.len());
+    b.extend_from_slice(&unix_ms.to_be_bytes());
+    b.extend_from_slice(&one);
+    Some(b)
+}
+
+/// A retained value's entry as written by `encode_retained`: the writer's
+/// incarnation and the publication, its expiry counted from the write.
+pub fn decode_retained(b: &[u8], now: Instant, unix_ms: u64) -> Result<(u64, Publication), String> {
+    let Some((at, rest)) = b.split_first_chunk::<8>() else {
+        return Err("a cut retained entry".into());
+    };
+    let age = Duration::from_millis(unix_ms.saturating_sub(u64::from_be_bytes(*at)));
+    decode(rest, now.checked_sub(age).unwrap_or(now))
+}
+
 /// A node's interest in a subscription key, as its entry in the interest
 /// bucket: the key is `<node>.<hash of the subscription key>`.
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -600,5 +638,23 @@ mod tests {
         let mut n = 0;
         decode_batch(b"\x01", now, |r| n += usize::from(r.is_err()));
         assert_eq!(n, 1, "not a batch");
+    }
+
+    #[test]
+    fn a_retained_entry_keeps_its_expiry_from_the_write() {
+        let now = Instant::now();
+        let body = Body::Mqtt(Bytes::from_static(b"21.5"));
+        let mut p = Publication::new("realm1".into(), "s.t".into(), 9, SessionRef { worker: 0, id: 4 }, body);
+        p.retain = true;
+        p.expires = Some(now + Duration::from_secs(60));
+        let b = encode_retained(&p, 77, now, 1_000_000).unwrap();
+        // Read 20 s after it was written: 40 s are left.
+        let (incarnation, q) = decode_retained(&b, now, 1_020_000).unwrap();
+        assert_eq!((incarnation, q.topic.as_str(), q.retain), (77, "s.t", true));
+        let left = q.expires.unwrap() - now;
+        assert!(left <= Duration::from_secs(40) && left > Duration::from_secs(39), "{left:?}");
+        assert!(decode_retained(&b[..5], now, 0).is_err());
+        assert_ne!(retained_key("realm1", "s.t"), retained_key("realm1s", ".t"));
+        assert!(retained_key("r", "a.b").starts_with("ret="));
     }
 }

@@ -448,6 +448,22 @@ pub enum ShardMsg {
         node: u16,
         add: bool,
     },
+    /// From the cluster thread to a topic's owner: a write of the key's
+    /// retained value in the keys bucket, at `revision`, this node's own
+    /// or another's (applied here, not routed: its event travels as a
+    /// publication). See `Shard::retained_from_cluster`.
+    RetainedFromCluster {
+        p: Arc<Publication>,
+        revision: u64,
+        own: bool,
+    },
+    /// From the cluster thread to a topic's owner: the keys bucket's answer
+    /// to one of its writes of the key (its revision; none: it failed).
+    RetainedAck {
+        realm: Realm,
+        topic: String,
+        revision: Option<u64>,
+    },
     /// From the cluster thread, to every worker: the other nodes' callees
     /// of a registration (none: it is gone from them).
     RemoteProcs {

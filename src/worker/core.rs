@@ -181,6 +181,8 @@ impl Shard {
                 session::on_interrupt(self, callee, caller, request, why)
             }
             ShardMsg::Retain(p, ack) => self.retain(p, ack),
+            ShardMsg::RetainedFromCluster { p, revision, own } => self.retained_from_cluster(p, revision, own),
+            ShardMsg::RetainedAck { realm, topic, revision } => self.retained_ack(realm, topic, revision),
             ShardMsg::Reduce(p, ack) => self.reduce(p, ack),
             ShardMsg::TableRow(w) => self.table_row(*w),
             ShardMsg::TableDelta(d) => self.table_delta(*d),

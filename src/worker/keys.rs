@@ -10,6 +10,20 @@ use crate::router::keys::{fits, value_of};
 use crate::router::owner::Outbox;
 use crate::router::retained::is_empty_body;
 use crate::router::{Body, KeyWrite, Publication, Realm, SessionRef, ShardMsg, WorkerId};
+
+/// A key's writes between this worker and the cluster's keys bucket
+/// (`Shard::retained_from_cluster`).
+#[derive(Default)]
+pub struct KeySync {
+    /// This worker's writes without the bucket's answer yet.
+    in_flight: u32,
+    /// The latest revision the bucket gave one of them.
+    own: u64,
+    /// The newest other node's write that came while some were in flight.
+    deferred: Option<(u64, Arc<Publication>)>,
+    /// The latest revision of its own the watch showed meanwhile.
+    seen: u64,
+}
 use crate::store::thread::StoreReq;
 use crate::store::{record, Write};
 use std::sync::Arc;
@@ -25,7 +39,85 @@ impl Shard {
             return self.refuse_over(ack, why);
         }
         self.retained.set(p.clone());
+        self.share(&p);
         self.persist(&p, None, ack);
+        self.release_waiters(&p.realm.clone(), &p.topic.clone());
+    }
+
+    /// In a cluster, the key's new value goes to the keys bucket, so every
+    /// node's copy of it follows (`docs/CLUSTER.md`, "Retained values").
+    fn share(&mut self, p: &Arc<Publication>) {
+        let Some(link) = &mut self.cluster else { return };
+        if crate::router::is_reserved(&p.topic) {
+            return;
+        }
+        link.send(crate::cluster::ClusterReq::Retained { p: p.clone() });
+        self.key_sync.entry((p.realm.clone(), p.topic.clone())).or_default().in_flight += 1;
+    }
+
+    /// The keys bucket's answer to one of this worker's writes of a key.
+    pub(crate) fn retained_ack(&mut self, realm: Realm, topic: String, revision: Option<u64>) {
+        let key = (realm, topic);
+        let Some(sync) = self.key_sync.get_mut(&key) else { return };
+        sync.in_flight = sync.in_flight.saturating_sub(1);
+        sync.own = sync.own.max(revision.unwrap_or(0));
+        if sync.in_flight > 0 {
+            return;
+        }
+        // Every write of ours has its place: a write of another node's
+        // that came meanwhile and is later than all of them is the value.
+        match sync.deferred.take() {
+            Some((r, p)) if r > sync.own => {
+                self.key_sync.remove(&key);
+                self.apply_from_cluster(p);
+            }
+            // The watch has already passed the last of them.
+            _ if sync.seen >= sync.own => drop(self.key_sync.remove(&key)),
+            _ => {}
+        }
+    }
+
+    /// A write of a key this worker owns, as the keys bucket's watch shows
+    /// it (in the bucket's order). Every node ends on the bucket's last
+    /// write: this worker applied its own writes at once, so another
+    /// node's is applied only if it is later in the bucket than all of
+    /// them; while one of them has no revision yet (in flight), the newest
+    /// such write waits for it (`retained_ack`). Its own writes coming
+    /// back change nothing; once the watch has passed the last of them,
+    /// the key's state here goes.
+    pub(crate) fn retained_from_cluster(&mut self, p: Arc<Publication>, revision: u64, own: bool) {
+        let key = (p.realm.clone(), p.topic.clone());
+        let Some(sync) = self.key_sync.get_mut(&key) else {
+            if !own {
+                self.apply_from_cluster(p);
+            }
+            return;
+        };
+        if sync.in_flight > 0 {
+            if own {
+                sync.seen = sync.seen.max(revision);
+            } else if sync.deferred.as_ref().is_none_or(|(r, _)| *r < revision) {
+                sync.deferred = Some((revision, p));
+            }
+            return;
+        }
+        if revision >= sync.own {
+            self.key_sync.remove(&key);
+            if !own && revision > 0 {
+                self.apply_from_cluster(p);
+            }
+        }
+    }
+
+    /// Another node's write of a key: its value here too (and in the
+    /// store), and the writes waiting on the key see it.
+    fn apply_from_cluster(&mut self, p: Arc<Publication>) {
+        if let Some(why) = self.over_bound(&p) {
+            log::debug!("cluster: a retained value from another node is not kept: {why}");
+            return self.refuse_over(None, why);
+        }
+        self.retained.set(p.clone());
+        self.persist(&p, None, None);
         self.release_waiters(&p.realm.clone(), &p.topic.clone());
     }
 
@@ -144,6 +236,7 @@ impl Shard {
             return self.refuse_over(reply, why);
         }
         self.retained.set(p.clone());
+        self.share(&p);
         if let Some(body) = &will {
             self.retained.entry_mut(&p.realm, &p.topic).will = Some((p.publisher, body.clone()));
         }
@@ -195,9 +288,77 @@ impl Shard {
         let p = Publication { retain: true, ..p };
         let p = Arc::new(p);
         self.retained.set(p.clone());
+        self.share(&p);
         self.persist(&p, None, None);
         self.record_here(&p, false);
         self.publish_arc(p);
         self.release_waiters(realm, topic);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::router::{Body, Publication, SessionRef};
+    use crate::worker::testkit::Cluster;
+    use bytes::Bytes;
+    use std::sync::Arc;
+
+    fn value(v: &'static str) -> Arc<Publication> {
+        let body = Body::Mqtt(Bytes::from_static(v.as_bytes()));
+        let p = Publication::new("r".into(), "k".into(), 1, SessionRef { worker: 0, id: 1 }, body);
+        Arc::new(Publication { retain: true, ..p })
+    }
+
+    fn current(c: &Cluster) -> Option<Bytes> {
+        match &c.shards[0].retained.get("r", "k")?.value.as_ref()?.body {
+            Body::Mqtt(b) => Some(b.clone()),
+            Body::Wamp(_) => None,
+        }
+    }
+
+    /// What `share` does in a cluster: the value here, one write in flight.
+    fn local_write(c: &mut Cluster, v: &'static str) {
+        let sh = &mut c.shards[0];
+        sh.retained.set(value(v));
+        sh.key_sync.entry(("r".into(), "k".into())).or_default().in_flight += 1;
+    }
+
+    #[test]
+    fn every_node_ends_on_the_buckets_last_write() {
+        let mut c = Cluster::new(1);
+        // No writes of ours: another node's write is the value.
+        c.shards[0].retained_from_cluster(value("b1"), 3, false);
+        assert_eq!(current(&c).as_deref(), Some(&b"b1"[..]));
+
+        // Ours in flight; another node's comes and is later in the bucket
+        // (ours is acknowledged at an earlier revision): it is the value.
+        local_write(&mut c, "a1");
+        c.shards[0].retained_from_cluster(value("b2"), 6, false);
+        assert_eq!(current(&c).as_deref(), Some(&b"a1"[..]), "not before ours has its place");
+        c.shards[0].retained_ack("r".into(), "k".into(), Some(5));
+        assert_eq!(current(&c).as_deref(), Some(&b"b2"[..]));
+        assert!(c.shards[0].key_sync.is_empty());
+
+        // Ours later than theirs: ours stays, and an older write of
+        // theirs arriving after the acknowledgement changes nothing.
+        local_write(&mut c, "a2");
+        c.shards[0].retained_from_cluster(value("b3"), 7, false);
+        c.shards[0].retained_ack("r".into(), "k".into(), Some(8));
+        assert_eq!(current(&c).as_deref(), Some(&b"a2"[..]));
+        c.shards[0].retained_from_cluster(value("b4"), 7, false);
+        assert_eq!(current(&c).as_deref(), Some(&b"a2"[..]));
+        // The watch passing our last write forgets the key's state...
+        c.shards[0].retained_from_cluster(value("a2"), 8, true);
+        assert!(c.shards[0].key_sync.is_empty());
+        // ...and so does an acknowledgement after the watch showed it.
+        local_write(&mut c, "a3");
+        c.shards[0].retained_from_cluster(value("a3"), 9, true);
+        c.shards[0].retained_ack("r".into(), "k".into(), Some(9));
+        assert!(c.shards[0].key_sync.is_empty());
+        // A failed write (no revision) leaves the next write of theirs free.
+        local_write(&mut c, "a4");
+        c.shards[0].retained_ack("r".into(), "k".into(), None);
+        c.shards[0].retained_from_cluster(value("b5"), 10, false);
+        assert_eq!(current(&c).as_deref(), Some(&b"b5"[..]));
     }
 }

@@ -92,6 +92,9 @@ pub struct Shard {
     /// whose "workers" are node numbers (`ShardMsg::RemoteRoute`).
     pub remote_topics: TopicTable,
     pub(crate) remote_targets: Vec<crate::cluster::NodeId>,
+    /// Keys with writes of this worker's on their way to the cluster's
+    /// keys bucket (`Shard::retained_from_cluster`).
+    pub(crate) key_sync: AHashMap<(crate::router::Realm, String), super::keys::KeySync>,
     /// Other nodes' registrations (`ShardMsg::RemoteProcs`).
     pub remote_procs: crate::cluster::procs::RemoteProcs,
     /// This worker's round-robin turn over registrations with callees on
@@ -210,6 +213,7 @@ impl Shard {
             remote_topics: TopicTable::default(),
             remote_targets: Vec::new(),
             remote_procs: Default::default(),
+            key_sync: AHashMap::new(),
             remote_rr: 0,
             pending_acks: AHashMap::new(),
             next_ticket: 0,
