@@ -629,3 +629,86 @@ fn retained_values_are_the_clusters() {
     let d = node(&nats, "d", &d_dir);
     assert_eq!(retained_on(d.wamp, "cfg.x"), Some(vec![Value::UInt(7)]), "d read the keys bucket at start");
 }
+
+/// Sends a retained PUBLISH with key options (acknowledged); returns its request.
+fn key_publish(c: &mut Client, topic: &str, value: &str, extra: &[(&str, Value)]) -> u64 {
+    let request = c.request();
+    let mut options = opts(&[("retain", Value::Bool(true)), ("acknowledge", Value::Bool(true))]);
+    options.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    c.send(&Msg::Publish { request, options, topic: topic.into(), payload: args(vec![Value::Str(value.into())]) });
+    request
+}
+
+/// Whether a key write was accepted (PUBLISHED) or not (ERROR).
+fn accepted(c: &mut Client, request: u64) -> bool {
+    match c.recv() {
+        Msg::Published { request: r, .. } if r == request => true,
+        Msg::Error { request: r, error, .. } if r == request => {
+            assert_eq!(error, "wamp.error.invalid_payload", "a refused key write");
+            false
+        }
+        other => panic!("expected PUBLISHED or ERROR, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_lock_has_one_holder_in_the_cluster() {
+    let Some(nats) = nats() else { return };
+    let (_dirs, [a, b, c]) = three_nodes(&nats);
+    let mut clients: Vec<(Client, &str)> =
+        [(&a, "a"), (&b, "b"), (&c, "c")].into_iter().map(|(n, name)| (join(n.wamp, Serializer::Json), name)).collect();
+    // Each round, one client per node takes a fresh lock at once
+    // (`when: null`): exactly one is accepted, and every node ends on its value.
+    for round in 0..20 {
+        let topic = format!("lock.r{round}");
+        let when = [("when", Value::Null)];
+        let requests: Vec<u64> = clients.iter_mut().map(|(cl, name)| key_publish(cl, &topic, name, &when)).collect();
+        let won: Vec<&str> =
+            clients.iter_mut().zip(requests).filter_map(|((cl, name), r)| accepted(cl, r).then_some(*name)).collect();
+        assert_eq!(won.len(), 1, "round {round}: accepted on {won:?}");
+        for n in [&a, &b, &c] {
+            until_retained(n.wamp, &topic, Some(vec![Value::Str(won[0].into())]));
+        }
+    }
+
+    // Held by a session on a (released by its will when it goes); b and c
+    // wait for it (`watch`). When a's session ends, one of them gets it,
+    // and the other keeps waiting.
+    let mut holder = join(a.wamp, Serializer::Json);
+    let r = key_publish(&mut holder, "lock.w", "a", &[("when", Value::Null), ("will", Value::Null)]);
+    assert!(accepted(&mut holder, r));
+    for n in [&b, &c] {
+        until_retained(n.wamp, "lock.w", Some(vec![Value::Str("a".into())]));
+    }
+    let mut waiting: Vec<(Client, u64)> = [(&b, "b"), (&c, "c")]
+        .into_iter()
+        .map(|(n, name)| {
+            let mut cl = join(n.wamp, Serializer::Json);
+            let r = key_publish(&mut cl, "lock.w", name, &[("when", Value::Null), ("watch", Value::Bool(true))]);
+            (cl, r)
+        })
+        .collect();
+    for (cl, _) in &mut waiting {
+        cl.ws.get_ref().set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        assert!(cl.next_message().is_err(), "a waiter was answered while the lock was held");
+    }
+    drop(holder);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut winners = Vec::new();
+    while winners.is_empty() {
+        for (i, (cl, r)) in waiting.iter_mut().enumerate() {
+            if let Ok(msg) = cl.next_message() {
+                assert!(matches!(msg, Msg::Published { request, .. } if request == *r), "got {msg:?}");
+                winners.push(i);
+            }
+        }
+        assert!(Instant::now() < deadline, "nobody got the lock after its holder left");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for (i, (cl, _)) in waiting.iter_mut().enumerate() {
+        if !winners.contains(&i) {
+            assert!(cl.next_message().is_err(), "the second waiter was answered too");
+        }
+    }
+    assert_eq!(winners.len(), 1, "one holder at a time");
+}

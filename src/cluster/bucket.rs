@@ -8,7 +8,7 @@
 use super::procs::{self, RegEntry, RegPart};
 use super::thread::SYNC_LIMIT;
 use super::wire;
-use super::Claim;
+use super::{CasOutcome, Claim};
 use crate::router::Barrier;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
@@ -236,4 +236,71 @@ pub(super) async fn writer(kv: kv::Store, mut queue: tokio::sync::mpsc::Receiver
             }
         }
     }
+}
+
+/// A conditional write for the keys bucket.
+pub(super) struct Cas {
+    pub p: std::sync::Arc<crate::router::Publication>,
+    pub when: crate::value::Value,
+}
+
+/// Decides conditional writes one after the other, in the order this
+/// node's owners asked: read the key's entry, check the condition on the
+/// bucket's value, write with `update` at the revision read (`create` for
+/// a key never written), and on a conflict read again. One winner
+/// cluster-wide: of two nodes that read revision r, one `update(r)` wins.
+pub(super) async fn decide(
+    kv: kv::Store,
+    incarnation: u64,
+    mut queue: tokio::sync::mpsc::Receiver<Cas>,
+    done: tokio::sync::mpsc::Sender<(crate::router::Realm, String, CasOutcome)>,
+) {
+    while let Some(Cas { p, when }) = queue.recv().await {
+        let outcome = match cas(&kv, incarnation, &p, &when).await {
+            Ok(o) => o,
+            Err(e) => {
+                log::warn!("cluster: a conditional write of {} was not decided: {e}", p.topic);
+                CasOutcome::Failed
+            }
+        };
+        if done.send((p.realm.clone(), p.topic.clone(), outcome)).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn cas(
+    kv: &kv::Store,
+    incarnation: u64,
+    p: &crate::router::Publication,
+    when: &crate::value::Value,
+) -> Result<CasOutcome, String> {
+    use crate::router::keys::{fits, value_of};
+    let key = wire::retained_key(&p.realm, &p.topic);
+    for _ in 0..CAS_TRIES {
+        let (now, unix) = (std::time::Instant::now(), crate::router::unix_millis());
+        let read = kv.entry(&key).await.map_err(|e| e.to_string())?;
+        let revision = read.as_ref().map(|e| e.revision);
+        let current = read
+            .filter(|e| e.operation == kv::Operation::Put)
+            .and_then(|e| wire::decode_retained(&e.value, now, unix).ok())
+            .map(|(_, q)| q)
+            .filter(|q| !q.expired(now) && q.realm == p.realm && q.topic == p.topic)
+            .and_then(|q| value_of(&q.body));
+        if !fits(when, current.as_ref()) {
+            return Ok(CasOutcome::Refused);
+        }
+        let Some(value) = wire::encode_retained(p, incarnation, now, unix) else {
+            return Ok(CasOutcome::Refused); // expired meanwhile
+        };
+        let written = match revision {
+            Some(r) => kv.update(&key, Bytes::from(value), r).await.map_err(|e| e.to_string()),
+            None => kv.create(&key, Bytes::from(value)).await.map_err(|e| e.to_string()),
+        };
+        match written {
+            Ok(r) => return Ok(CasOutcome::Won(r)),
+            Err(e) => log::debug!("cluster: conditional write of {}: {e}; again", p.topic),
+        }
+    }
+    Err(format!("still contended after {CAS_TRIES} tries"))
 }

@@ -121,6 +121,10 @@ pub enum ClusterReq {
     /// From a topic's owner: the key's new retained value (an empty body
     /// clears it), for the keys bucket and so the other nodes.
     Retained { p: Arc<Publication> },
+    /// From a topic's owner: a conditional write (`when`) that holds on
+    /// this node's copy of the key, to be decided against the keys bucket
+    /// (answered with `ShardMsg::CasDone`).
+    CasWrite { p: Arc<Publication>, when: crate::value::Value },
     /// A dealer message for worker `worker` of node `node` (`rpc.rs` says
     /// which travel).
     Rpc { node: NodeId, worker: WorkerId, msg: ShardMsg },
@@ -129,6 +133,17 @@ pub enum ClusterReq {
     /// node's first callee) is decided cluster-wide and answered with
     /// `ShardMsg::Claimed` to `owner`.
     Register { part: procs::RegPart, claim: Option<Claim> },
+}
+
+/// The keys bucket's decision on a conditional write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CasOutcome {
+    /// Written, at this revision: the write is accepted.
+    Won(u64),
+    /// The bucket's value does not meet the condition.
+    Refused,
+    /// NATS could not be asked: not accepted (the cluster decides, or nobody).
+    Failed,
 }
 
 /// What a procedure's owner waits for with a claim.

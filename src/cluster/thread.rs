@@ -166,6 +166,9 @@ struct Node {
     /// topic, the write's revision; none: it failed).
     acked_tx: tokio::sync::mpsc::Sender<(crate::router::Realm, String, Option<u64>)>,
     acked: tokio::sync::mpsc::Receiver<(crate::router::Realm, String, Option<u64>)>,
+    /// Conditional writes for the deciding task (`bucket::decide`), and its answers.
+    cas: tokio::sync::mpsc::Sender<bucket::Cas>,
+    cas_done: tokio::sync::mpsc::Receiver<(crate::router::Realm, String, super::CasOutcome)>,
     /// Send a heartbeat now (a node this one did not know was heard).
     beat_now: bool,
     /// This batch turn's outgoing publications: (subject, batch, how many),
@@ -244,6 +247,8 @@ impl Node {
         let watch = kv.watch_with_history(">").await.map_err(|e| cannot("watch the interest bucket", e.to_string()))?;
         let keys = keys_kv.watch_with_history(">").await.map_err(|e| cannot("watch the keys bucket", e.to_string()))?;
         let (acked_tx, acked) = tokio::sync::mpsc::channel(WRITES);
+        let (cas, cas_queue) = tokio::sync::mpsc::channel(WRITES);
+        let (cas_done_tx, cas_done) = tokio::sync::mpsc::channel(WRITES);
         let events = client
             .subscribe(wire::inbox_subject(&cfg.prefix, &cfg.node))
             .await
@@ -261,6 +266,7 @@ impl Node {
             acks: acks_tx,
         };
         let writer = tokio::spawn(bucket::writer(kv.clone(), queue, ctl));
+        tokio::spawn(bucket::decide(keys_kv.clone(), incarnation, cas_queue, cas_done_tx));
         let n = workers.len();
         log::info!("cluster: node {} joined through {}", cfg.node, cfg.url);
         let node = Node {
@@ -270,6 +276,8 @@ impl Node {
             keys_subject: format!("$KV.{keys_bucket}."),
             acked_tx,
             acked,
+            cas,
+            cas_done,
             incarnation,
             regs: AHashMap::new(),
             rpc_inbox: rpc::subject(&cfg.prefix, &cfg.node, ""),
@@ -411,6 +419,10 @@ impl Node {
                     }
                 },
                 Some((realm, topic, revision)) = self.acked.recv() => self.written(realm, topic, revision),
+                Some((realm, topic, outcome)) = self.cas_done.recv() => {
+                    let w = owner_of(&realm, &topic, self.workers.len());
+                    self.hand_to(w as usize, ShardMsg::CasDone { realm, topic, outcome }, false);
+                }
                 Some(ack) = self.acks.recv() => match ack {
                     Ack::Barrier(b) => self.hand_to(b.owner as usize, ShardMsg::BarrierAck { barrier: b.id }, false),
                     Ack::Claimed(c, ok) => self.hand_to(c.owner as usize, ShardMsg::Claimed { ticket: c.ticket, ok }, false),
@@ -467,6 +479,22 @@ impl Node {
             }
             ClusterReq::Rpc { node, worker, msg } => self.forward_rpc(node, worker, msg).await,
             ClusterReq::Retained { p } => self.write_retained(&p).await,
+            ClusterReq::CasWrite { p, when } => {
+                let refused = if self.connected.load(Ordering::Relaxed) {
+                    self.cas.send(bucket::Cas { p, when }).await.err().map(|e| e.0.p)
+                } else {
+                    Some(p)
+                };
+                if let Some(p) = refused {
+                    let w = owner_of(&p.realm, &p.topic, self.workers.len());
+                    let outcome = super::CasOutcome::Failed;
+                    self.hand_to(
+                        w as usize,
+                        ShardMsg::CasDone { realm: p.realm.clone(), topic: p.topic.clone(), outcome },
+                        false,
+                    );
+                }
+            }
             ClusterReq::Publish { p, nodes } => self.forward(&p, &nodes).await,
             ClusterReq::Synced { token } => {
                 let Some((_, left)) = self.syncing.get_mut(&token) else { return };

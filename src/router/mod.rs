@@ -457,6 +457,13 @@ pub enum ShardMsg {
         revision: u64,
         own: bool,
     },
+    /// From the cluster thread to a topic's owner: the keys bucket's
+    /// decision on its conditional write of the key (`ClusterReq::CasWrite`).
+    CasDone {
+        realm: Realm,
+        topic: String,
+        outcome: crate::cluster::CasOutcome,
+    },
     /// From the cluster thread to a topic's owner: the keys bucket's answer
     /// to one of its writes of the key (its revision; none: it failed).
     RetainedAck {

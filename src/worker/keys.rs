@@ -23,6 +23,19 @@ pub struct KeySync {
     deferred: Option<(u64, Arc<Publication>)>,
     /// The latest revision of its own the watch showed meanwhile.
     seen: u64,
+    /// The conditional write the keys bucket is deciding (it counts as a
+    /// write in flight); while it is, the key's other conditional writes
+    /// wait in `queue`, in order, and its waiters are not released.
+    cas: Option<Box<KeyWrite>>,
+    queue: std::collections::VecDeque<Box<KeyWrite>>,
+}
+
+impl KeySync {
+    /// Nothing of this worker's is on its way for the key, and the watch
+    /// is past all of it: the state can go.
+    fn settled(&self) -> bool {
+        self.in_flight == 0 && self.cas.is_none() && self.queue.is_empty() && self.deferred.is_none()
+    }
 }
 use crate::store::thread::StoreReq;
 use crate::store::{record, Write};
@@ -61,18 +74,25 @@ impl Shard {
         let Some(sync) = self.key_sync.get_mut(&key) else { return };
         sync.in_flight = sync.in_flight.saturating_sub(1);
         sync.own = sync.own.max(revision.unwrap_or(0));
+        self.settle(&key);
+    }
+
+    /// Once every write of ours has its place: a write of another node's
+    /// that came meanwhile and is later than all of them is the value; the
+    /// state goes when nothing of ours is left for the watch to show.
+    fn settle(&mut self, key: &(Realm, String)) {
+        let Some(sync) = self.key_sync.get_mut(key) else { return };
         if sync.in_flight > 0 {
             return;
         }
-        // Every write of ours has its place: a write of another node's
-        // that came meanwhile and is later than all of them is the value.
         match sync.deferred.take() {
             Some((r, p)) if r > sync.own => {
-                self.key_sync.remove(&key);
+                if sync.settled() {
+                    self.key_sync.remove(key);
+                }
                 self.apply_from_cluster(p);
             }
-            // The watch has already passed the last of them.
-            _ if sync.seen >= sync.own => drop(self.key_sync.remove(&key)),
+            _ if sync.seen >= sync.own && sync.settled() => drop(self.key_sync.remove(key)),
             _ => {}
         }
     }
@@ -204,13 +224,39 @@ impl Shard {
     }
 
     /// A conditional or session-bound retained publish arrives at the owner.
+    /// In a cluster a conditional write is decided by the keys bucket
+    /// (`ask_bucket`) once it holds on this node's copy, one at a time per
+    /// key.
     pub(crate) fn key_write(&mut self, kw: Box<KeyWrite>) {
         let (realm, topic) = (kw.p.realm.clone(), kw.p.topic.clone());
+        let by_bucket = self.by_bucket(&kw);
+        if by_bucket {
+            if let Some(sync) = self.key_sync.get_mut(&(realm.clone(), topic.clone())) {
+                if sync.cas.is_some() {
+                    if sync.queue.len() < MAX_WAITERS {
+                        sync.queue.push_back(kw);
+                    } else {
+                        self.refuse(&kw);
+                    }
+                    return;
+                }
+            }
+        }
         let current = self.key_value(&realm, &topic, self.now);
         if kw.when.as_ref().is_none_or(|c| fits(c, current.as_ref())) {
-            self.apply(*kw);
+            if by_bucket {
+                return self.ask_bucket(kw);
+            }
+            self.apply(*kw, true);
             return self.release_waiters(&realm, &topic);
         }
+        self.wait_or_refuse(kw);
+    }
+
+    /// A write whose condition does not hold: with `watch` it waits for
+    /// the key to change, else it is refused.
+    fn wait_or_refuse(&mut self, kw: Box<KeyWrite>) {
+        let (realm, topic) = (kw.p.realm.clone(), kw.p.topic.clone());
         if kw.watch {
             let entry = self.retained.entry_mut(&realm, &topic);
             if entry.waiters.len() < MAX_WAITERS {
@@ -222,6 +268,54 @@ impl Shard {
         self.refuse(&kw);
     }
 
+    /// Whether the keys bucket decides this write (a cluster, a condition).
+    fn by_bucket(&self, kw: &KeyWrite) -> bool {
+        self.cluster.is_some() && kw.when.is_some() && !crate::router::is_reserved(&kw.p.topic)
+    }
+
+    /// A conditional write that holds here, to the keys bucket, which
+    /// checks it again on its own value and writes it only if nobody wrote
+    /// the key meanwhile (`cluster::bucket::decide`).
+    fn ask_bucket(&mut self, kw: Box<KeyWrite>) {
+        if let Some(why) = self.over_bound(&kw.p) {
+            return self.refuse_over(kw.reply, why);
+        }
+        let Some(link) = &mut self.cluster else { return self.refuse(&kw) };
+        let when = kw.when.clone().expect("a conditional write");
+        link.send(crate::cluster::ClusterReq::CasWrite { p: kw.p.clone(), when });
+        let sync = self.key_sync.entry((kw.p.realm.clone(), kw.p.topic.clone())).or_default();
+        sync.in_flight += 1;
+        sync.cas = Some(kw);
+    }
+
+    /// The keys bucket decided a conditional write: won, it is applied
+    /// here (the bucket has it already); else it waits (`watch`) or is
+    /// refused. Then the key's next conditional writes and its waiters.
+    pub(crate) fn cas_done(&mut self, realm: Realm, topic: String, outcome: crate::cluster::CasOutcome) {
+        let key = (realm, topic);
+        let Some(sync) = self.key_sync.get_mut(&key) else { return };
+        let Some(kw) = sync.cas.take() else { return };
+        sync.in_flight = sync.in_flight.saturating_sub(1);
+        match outcome {
+            crate::cluster::CasOutcome::Won(r) => {
+                sync.own = sync.own.max(r);
+                self.apply(*kw, false);
+            }
+            crate::cluster::CasOutcome::Refused | crate::cluster::CasOutcome::Failed => self.wait_or_refuse(kw),
+        }
+        self.settle(&key);
+        let (realm, topic) = key;
+        let key = (realm.clone(), topic.clone());
+        while let Some(next) = self.key_sync.get_mut(&key).filter(|s| s.cas.is_none()).and_then(|s| s.queue.pop_front())
+        {
+            self.key_write(next);
+        }
+        if self.key_sync.get(&key).is_some_and(|s| s.settled() && s.seen >= s.own) {
+            self.key_sync.remove(&key);
+        }
+        self.release_waiters(&realm, &topic);
+    }
+
     fn refuse(&mut self, kw: &KeyWrite) {
         if let Some((worker, ticket)) = kw.reply {
             self.peers.send(worker, ShardMsg::KeyReply { ticket, accepted: false });
@@ -229,14 +323,21 @@ impl Shard {
     }
 
     /// An accepted key write: the value, the will, the store, the event.
-    fn apply(&mut self, kw: KeyWrite) {
+    /// `share`: it goes to the cluster's keys bucket too (`false`: the
+    /// bucket decided it, so it is there already, and its bound was
+    /// checked before it went).
+    fn apply(&mut self, kw: KeyWrite, share: bool) {
         let KeyWrite { p, will, reply, trace, .. } = kw;
-        if let Some(why) = self.over_bound(&p) {
-            // Refused whole: decided here, before anything was routed.
-            return self.refuse_over(reply, why);
+        if share {
+            if let Some(why) = self.over_bound(&p) {
+                // Refused whole: decided here, before anything was routed.
+                return self.refuse_over(reply, why);
+            }
         }
         self.retained.set(p.clone());
-        self.share(&p);
+        if share {
+            self.share(&p);
+        }
         if let Some(body) = &will {
             self.retained.entry_mut(&p.realm, &p.topic).will = Some((p.publisher, body.clone()));
         }
@@ -256,9 +357,14 @@ impl Shard {
 
     /// After a change of the key: the first waiting publish whose condition
     /// now holds is applied, and so on while one does (one winner per change,
-    /// in arrival order).
+    /// in arrival order). In a cluster it goes to the keys bucket, and the
+    /// next waiter is looked at once the bucket has decided.
     fn release_waiters(&mut self, realm: &Realm, topic: &str) {
         loop {
+            let key = (realm.clone(), topic.to_owned());
+            if self.key_sync.get(&key).is_some_and(|s| s.cas.is_some()) {
+                return;
+            }
             let current = self.key_value(realm, topic, self.now);
             let Some(entry) = self.retained.get(realm, topic) else { return };
             let Some(i) =
@@ -267,7 +373,10 @@ impl Shard {
                 return;
             };
             let kw = self.retained.entry_mut(realm, topic).waiters.remove(i).expect("found");
-            self.apply(*kw);
+            if self.by_bucket(&kw) {
+                return self.ask_bucket(kw);
+            }
+            self.apply(*kw, true);
         }
     }
 

@@ -285,3 +285,29 @@ def test_retained_values_cross_nodes(cluster):
             await force_close(s)
 
     run(body())
+
+
+def test_a_lock_has_one_holder_across_nodes(cluster):
+    """Two autobahn sessions, one per node, take one fresh lock at once
+    (`when: null`, fox-wamp's key option): exactly one is accepted."""
+    from test_keys import NOT_ACCEPTED, publish
+
+    (url_a, _), (url_b, _) = cluster
+
+    async def body():
+        on_a = await open_session(SERIALIZERS["json"], url=url_a)
+        on_b = await open_session(SERIALIZERS["msgpack"], url=url_b)
+        try:
+            for i in range(10):
+                key = f"cl.{RUN}.lock{i}"
+                got = await asyncio.gather(
+                    publish(on_a, key, "a", when=None), publish(on_b, key, "b", when=None), return_exceptions=True
+                )
+                won = [name for name, g in zip("ab", got) if not isinstance(g, BaseException)]
+                assert len(won) == 1, f"lock {i}: accepted on {won} ({got})"
+                assert all(isinstance(g, NOT_ACCEPTED) for g in got if isinstance(g, BaseException)), got
+        finally:
+            await force_close(on_a)
+            await force_close(on_b)
+
+    run(body())
