@@ -712,3 +712,36 @@ fn a_lock_has_one_holder_in_the_cluster() {
     }
     assert_eq!(winners.len(), 1, "one holder at a time");
 }
+
+#[test]
+fn a_dead_nodes_wills_are_applied_by_the_others() {
+    let Some(nats) = nats() else { return };
+    let (_dirs, [a, b, c]) = three_nodes(&nats);
+    // A lock held by a session on c (its will clears the key), a waiter on
+    // b, a watcher of the key on a.
+    let mut holder = join(c.wamp, Serializer::Json);
+    let r = key_publish(&mut holder, "lock.d", "c", &[("when", Value::Null), ("will", Value::Null)]);
+    assert!(accepted(&mut holder, r));
+    until_retained(b.wamp, "lock.d", Some(vec![Value::Str("c".into())]));
+    let mut watcher = join(a.wamp, Serializer::Json);
+    watcher.subscribe("lock.d", Dict::new());
+    let mut waiter = join(b.wamp, Serializer::Json);
+    let r = key_publish(&mut waiter, "lock.d", "b", &[("when", Value::Null), ("watch", Value::Bool(true))]);
+
+    // c dies: once it is taken for dead, a survivor applies its session's
+    // will (one of them: compare-and-set), everyone sees the key cleared,
+    // and b's waiter gets the lock.
+    common::process::kill9(c);
+    waiter.ws.get_ref().set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    assert!(accepted(&mut waiter, r), "the waiter got the dead holder's lock");
+    watcher.ws.get_ref().set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        match watcher.recv() {
+            Msg::Event { payload, .. } => events.push(payload.values().args.clone().unwrap_or_default()),
+            other => panic!("expected EVENT, got {other:?}"),
+        }
+    }
+    assert_eq!(events, [vec![], vec![Value::Str("b".into())]], "the will's release, then the new holder");
+    until_retained(a.wamp, "lock.d", Some(vec![Value::Str("b".into())]));
+}

@@ -238,42 +238,75 @@ pub(super) async fn writer(kv: kv::Store, mut queue: tokio::sync::mpsc::Receiver
     }
 }
 
-/// A conditional write for the keys bucket.
-pub(super) struct Cas {
-    pub p: std::sync::Arc<crate::router::Publication>,
-    pub when: crate::value::Value,
+/// What the deciding task writes by compare-and-set in the keys bucket.
+pub(super) enum Cas {
+    /// A conditional write (`when`), with the will it ties to its session.
+    Write {
+        p: std::sync::Arc<crate::router::Publication>,
+        when: crate::value::Value,
+        will: Option<crate::router::Body>,
+    },
+    /// The will of a key tied to a session of `node` in its life
+    /// `incarnation`, which is over: applied if the entry still says so.
+    Will { key: String, node: String, incarnation: u64 },
 }
 
-/// Decides conditional writes one after the other, in the order this
-/// node's owners asked: read the key's entry, check the condition on the
-/// bucket's value, write with `update` at the revision read (`create` for
-/// a key never written), and on a conflict read again. One winner
-/// cluster-wide: of two nodes that read revision r, one `update(r)` wins.
+/// The deciding task's answers, for the key's owner worker.
+pub(super) enum Decided {
+    /// On a conditional write.
+    Write(crate::router::Realm, String, CasOutcome),
+    /// A dead session's will this node applied, at this revision.
+    Will(crate::router::Publication, u64),
+}
+
+/// Decides conditional writes and dead sessions' wills one after the
+/// other, in the order this node asked: read the key's entry, check the
+/// condition on the bucket's value (or that the will is still there),
+/// write with `update` at the revision read (`create` for a key never
+/// written), and on a conflict read again. One winner cluster-wide: of two
+/// nodes that read revision r, one `update(r)` wins.
 pub(super) async fn decide(
     kv: kv::Store,
+    node: String,
     incarnation: u64,
     mut queue: tokio::sync::mpsc::Receiver<Cas>,
-    done: tokio::sync::mpsc::Sender<(crate::router::Realm, String, CasOutcome)>,
+    done: tokio::sync::mpsc::Sender<Decided>,
 ) {
-    while let Some(Cas { p, when }) = queue.recv().await {
-        let outcome = match cas(&kv, incarnation, &p, &when).await {
-            Ok(o) => o,
-            Err(e) => {
-                log::warn!("cluster: a conditional write of {} was not decided: {e}", p.topic);
-                CasOutcome::Failed
+    while let Some(job) = queue.recv().await {
+        let answer = match job {
+            Cas::Write { p, when, will } => {
+                let outcome = match cas(&kv, (&node, incarnation), &p, &when, will.as_ref()).await {
+                    Ok(o) => o,
+                    Err(e) => {
+                        log::warn!("cluster: a conditional write of {} was not decided: {e}", p.topic);
+                        CasOutcome::Failed
+                    }
+                };
+                Some(Decided::Write(p.realm.clone(), p.topic.clone(), outcome))
             }
+            Cas::Will { key, node: of, incarnation: life } => match apply_will(&kv, incarnation, &key, &of, life).await
+            {
+                Ok(done) => done.map(|(p, r)| Decided::Will(p, r)),
+                Err(e) => {
+                    log::warn!("cluster: the will on {key} of a session of {of} was not applied: {e}");
+                    None
+                }
+            },
         };
-        if done.send((p.realm.clone(), p.topic.clone(), outcome)).await.is_err() {
-            return;
+        if let Some(answer) = answer {
+            if done.send(answer).await.is_err() {
+                return;
+            }
         }
     }
 }
 
 async fn cas(
     kv: &kv::Store,
-    incarnation: u64,
+    (node, incarnation): (&str, u64),
     p: &crate::router::Publication,
     when: &crate::value::Value,
+    will: Option<&crate::router::Body>,
 ) -> Result<CasOutcome, String> {
     use crate::router::keys::{fits, value_of};
     let key = wire::retained_key(&p.realm, &p.topic);
@@ -284,13 +317,13 @@ async fn cas(
         let current = read
             .filter(|e| e.operation == kv::Operation::Put)
             .and_then(|e| wire::decode_retained(&e.value, now, unix).ok())
-            .map(|(_, q)| q)
+            .map(|e| e.p)
             .filter(|q| !q.expired(now) && q.realm == p.realm && q.topic == p.topic)
             .and_then(|q| value_of(&q.body));
         if !fits(when, current.as_ref()) {
             return Ok(CasOutcome::Refused);
         }
-        let Some(value) = wire::encode_retained(p, incarnation, now, unix) else {
+        let Some(value) = wire::encode_retained(p, incarnation, now, unix, will.map(|b| (node, b))) else {
             return Ok(CasOutcome::Refused); // expired meanwhile
         };
         let written = match revision {
@@ -300,6 +333,37 @@ async fn cas(
         match written {
             Ok(r) => return Ok(CasOutcome::Won(r)),
             Err(e) => log::debug!("cluster: conditional write of {}: {e}; again", p.topic),
+        }
+    }
+    Err(format!("still contended after {CAS_TRIES} tries"))
+}
+
+/// Applies the will of `key` if its entry still ties it to a session of
+/// `node`'s life `life`: the will's value, untied, by `update` at the
+/// revision read. `None`: nothing to apply (written meanwhile, or another
+/// node applied it first).
+async fn apply_will(
+    kv: &kv::Store,
+    incarnation: u64,
+    key: &str,
+    node: &str,
+    life: u64,
+) -> Result<Option<(crate::router::Publication, u64)>, String> {
+    for _ in 0..CAS_TRIES {
+        let (now, unix) = (std::time::Instant::now(), crate::router::unix_millis());
+        let Some(read) = kv.entry(key).await.map_err(|e| e.to_string())? else { return Ok(None) };
+        if read.operation != kv::Operation::Put {
+            return Ok(None);
+        }
+        let entry = wire::decode_retained(&read.value, now, unix)?;
+        let Some((of, will)) = entry.will.filter(|(of, _)| of == node && entry.incarnation == life) else {
+            return Ok(None);
+        };
+        let _ = of;
+        let Some(value) = wire::encode_retained(&will, incarnation, now, unix, None) else { return Ok(None) };
+        match kv.update(key, Bytes::from(value), read.revision).await {
+            Ok(r) => return Ok(Some((will, r))),
+            Err(e) => log::debug!("cluster: a dead session's will on {key}: {e}; again"),
         }
     }
     Err(format!("still contended after {CAS_TRIES} tries"))

@@ -120,11 +120,12 @@ pub enum ClusterReq {
     Publish { p: Arc<Publication>, nodes: Vec<NodeId> },
     /// From a topic's owner: the key's new retained value (an empty body
     /// clears it), for the keys bucket and so the other nodes.
-    Retained { p: Arc<Publication> },
+    /// `will`: the key is tied to the publisher's session, with this will.
+    Retained { p: Arc<Publication>, will: Option<crate::router::Body> },
     /// From a topic's owner: a conditional write (`when`) that holds on
     /// this node's copy of the key, to be decided against the keys bucket
     /// (answered with `ShardMsg::CasDone`).
-    CasWrite { p: Arc<Publication>, when: crate::value::Value },
+    CasWrite { p: Arc<Publication>, when: crate::value::Value, will: Option<crate::router::Body> },
     /// A dealer message for worker `worker` of node `node` (`rpc.rs` says
     /// which travel).
     Rpc { node: NodeId, worker: WorkerId, msg: ShardMsg },

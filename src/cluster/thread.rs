@@ -168,7 +168,10 @@ struct Node {
     acked: tokio::sync::mpsc::Receiver<(crate::router::Realm, String, Option<u64>)>,
     /// Conditional writes for the deciding task (`bucket::decide`), and its answers.
     cas: tokio::sync::mpsc::Sender<bucket::Cas>,
-    cas_done: tokio::sync::mpsc::Receiver<(crate::router::Realm, String, super::CasOutcome)>,
+    cas_done: tokio::sync::mpsc::Receiver<bucket::Decided>,
+    /// Keys tied to a session (`will`), by bucket key: the session's node
+    /// and life. When that life is over, this node asks for its will.
+    wills: AHashMap<String, (String, u64)>,
     /// Send a heartbeat now (a node this one did not know was heard).
     beat_now: bool,
     /// This batch turn's outgoing publications: (subject, batch, how many),
@@ -266,7 +269,7 @@ impl Node {
             acks: acks_tx,
         };
         let writer = tokio::spawn(bucket::writer(kv.clone(), queue, ctl));
-        tokio::spawn(bucket::decide(keys_kv.clone(), incarnation, cas_queue, cas_done_tx));
+        tokio::spawn(bucket::decide(keys_kv.clone(), cfg.node.clone(), incarnation, cas_queue, cas_done_tx));
         let n = workers.len();
         log::info!("cluster: node {} joined through {}", cfg.node, cfg.url);
         let node = Node {
@@ -278,6 +281,7 @@ impl Node {
             acked,
             cas,
             cas_done,
+            wills: AHashMap::new(),
             incarnation,
             regs: AHashMap::new(),
             rpc_inbox: rpc::subject(&cfg.prefix, &cfg.node, ""),
@@ -419,10 +423,16 @@ impl Node {
                     }
                 },
                 Some((realm, topic, revision)) = self.acked.recv() => self.written(realm, topic, revision),
-                Some((realm, topic, outcome)) = self.cas_done.recv() => {
-                    let w = owner_of(&realm, &topic, self.workers.len());
-                    self.hand_to(w as usize, ShardMsg::CasDone { realm, topic, outcome }, false);
-                }
+                Some(decided) = self.cas_done.recv() => match decided {
+                    bucket::Decided::Write(realm, topic, outcome) => {
+                        let w = owner_of(&realm, &topic, self.workers.len());
+                        self.hand_to(w as usize, ShardMsg::CasDone { realm, topic, outcome }, false);
+                    }
+                    bucket::Decided::Will(p, revision) => {
+                        let w = owner_of(&p.realm, &p.topic, self.workers.len());
+                        self.hand_to(w as usize, ShardMsg::DeadWill { p: Arc::new(p), revision }, false);
+                    }
+                },
                 Some(ack) = self.acks.recv() => match ack {
                     Ack::Barrier(b) => self.hand_to(b.owner as usize, ShardMsg::BarrierAck { barrier: b.id }, false),
                     Ack::Claimed(c, ok) => self.hand_to(c.owner as usize, ShardMsg::Claimed { ticket: c.ticket, ok }, false),
@@ -478,10 +488,16 @@ impl Node {
                 }
             }
             ClusterReq::Rpc { node, worker, msg } => self.forward_rpc(node, worker, msg).await,
-            ClusterReq::Retained { p } => self.write_retained(&p).await,
-            ClusterReq::CasWrite { p, when } => {
+            ClusterReq::Retained { p, will } => self.write_retained(&p, will.as_ref()).await,
+            ClusterReq::CasWrite { p, when, will } => {
                 let refused = if self.connected.load(Ordering::Relaxed) {
-                    self.cas.send(bucket::Cas { p, when }).await.err().map(|e| e.0.p)
+                    match self.cas.send(bucket::Cas::Write { p, when, will }).await {
+                        Ok(()) => None,
+                        Err(e) => match e.0 {
+                            bucket::Cas::Write { p, .. } => Some(p),
+                            bucket::Cas::Will { .. } => None,
+                        },
+                    }
                 } else {
                     Some(p)
                 };
@@ -739,6 +755,7 @@ impl Node {
         for w in 0..self.workers.len() {
             self.hand_to(w, ShardMsg::NodeLost { node: id }, false);
         }
+        self.wills_of(id);
     }
 
     /// A registration entry changed (or went): every worker learns the
@@ -861,9 +878,10 @@ impl Node {
     /// once, `RetainedAck`, with its revision in the bucket or none when it
     /// failed (NATS gone: the other nodes keep their copy; counted as a
     /// drop).
-    async fn write_retained(&mut self, p: &crate::router::Publication) {
+    async fn write_retained(&mut self, p: &crate::router::Publication, will: Option<&crate::router::Body>) {
         let now = Instant::now();
-        let value = wire::encode_retained(p, self.incarnation, now, crate::router::unix_millis());
+        let will = will.map(|b| (self.cfg.node.as_str(), b));
+        let value = wire::encode_retained(p, self.incarnation, now, crate::router::unix_millis(), will);
         let Some(value) = value.filter(|_| self.connected.load(Ordering::Relaxed)) else {
             // Expired meanwhile, or no NATS.
             self.drops += 1;
@@ -904,17 +922,65 @@ impl Node {
         if entry.operation != kv::Operation::Put {
             return;
         }
-        let (incarnation, p) = match wire::decode_retained(&entry.value, Instant::now(), crate::router::unix_millis()) {
-            Ok(x) => x,
+        let e = match wire::decode_retained(&entry.value, Instant::now(), crate::router::unix_millis()) {
+            Ok(e) => e,
             Err(e) => {
                 log::debug!("cluster: a retained entry {} does not read: {e}", entry.key);
                 return;
             }
         };
-        let own = incarnation == self.incarnation;
-        let w = owner_of(&p.realm, &p.topic, self.workers.len());
-        let msg = ShardMsg::RetainedFromCluster { p: Arc::new(p), revision: entry.revision, own };
+        match &e.will {
+            Some((node, _)) => {
+                if *node != self.cfg.node {
+                    self.peer(node);
+                }
+                self.wills.insert(entry.key.clone(), (node.clone(), e.incarnation));
+                if self.will_due(node, e.incarnation) {
+                    self.ask_will(&entry.key);
+                }
+            }
+            None => drop(self.wills.remove(&entry.key)),
+        }
+        let own = e.incarnation == self.incarnation;
+        let w = owner_of(&e.p.realm, &e.p.topic, self.workers.len());
+        let msg = ShardMsg::RetainedFromCluster { p: Arc::new(e.p), revision: entry.revision, own };
         self.hand_to(w as usize, msg, false);
+    }
+
+    /// Whether a session of `node` in its life `incarnation` is over: the
+    /// node is taken for dead, or has another life now.
+    fn will_due(&self, node: &str, incarnation: u64) -> bool {
+        if node == self.cfg.node {
+            return incarnation != self.incarnation;
+        }
+        self.by_name.get(node).is_some_and(|&id| {
+            let p = &self.peers[id as usize];
+            !p.alive || (p.incarnation != 0 && p.incarnation != incarnation)
+        })
+    }
+
+    /// Asks the deciding task to apply a will whose session's life is over
+    /// (every node that sees it asks; the compare-and-set lets one do it).
+    fn ask_will(&mut self, key: &str) {
+        let Some((node, incarnation)) = self.wills.get(key).cloned() else { return };
+        let job = bucket::Cas::Will { key: key.to_owned(), node, incarnation };
+        if self.cas.try_send(job).is_err() {
+            log::warn!("cluster: the will on {key} could not be asked for (queue full); another node may apply it");
+        }
+    }
+
+    /// The wills of node `id`'s sessions that are now due.
+    fn wills_of(&mut self, id: NodeId) {
+        let name = self.peers[id as usize].name.clone();
+        let due: Vec<String> = self
+            .wills
+            .iter()
+            .filter(|(_, (node, incarnation))| *node == name && self.will_due(node, *incarnation))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.ask_will(&key);
+        }
     }
 
     /// Another node's dealer message, to the worker it names.

@@ -91,23 +91,64 @@ pub fn retained_key(realm: &str, topic: &str) -> String {
 
 /// A retained value's entry: when it was written (ms since the Unix epoch,
 /// so an expiry still counts from the write when a node reads it later),
-/// then the publication's travelling form. `None` when it has expired.
-pub fn encode_retained(p: &Publication, incarnation: u64, now: Instant, unix_ms: u64) -> Option<Vec<u8>> {
+/// the publication's travelling form after its length, and, for a key tied
+/// to a session (`will`), the session's node and the will's body as a
+/// publication. `None` when it has expired.
+pub fn encode_retained(
+    p: &Publication,
+    incarnation: u64,
+    now: Instant,
+    unix_ms: u64,
+    will: Option<(&str, &Body)>,
+) -> Option<Vec<u8>> {
     let one = encode(p, incarnation, now)?;
-    let mut b = Vec::with_capacity(8 + one.len());
+    let mut b = Vec::with_capacity(12 + one.len());
     b.extend_from_slice(&unix_ms.to_be_bytes());
+    b.extend_from_slice(&(one.len() as u32).to_be_bytes());
     b.extend_from_slice(&one);
+    if let Some((node, body)) = will {
+        let w = Publication::new(p.realm.clone(), p.topic.clone(), p.id, p.publisher, body.clone());
+        let w = encode(&Publication { retain: true, ..w }, incarnation, now)?;
+        b.push(u8::try_from(node.len()).ok()?);
+        b.extend_from_slice(node.as_bytes());
+        b.extend_from_slice(&w);
+    }
     Some(b)
 }
 
-/// A retained value's entry as written by `encode_retained`: the writer's
-/// incarnation and the publication, its expiry counted from the write.
-pub fn decode_retained(b: &[u8], now: Instant, unix_ms: u64) -> Result<(u64, Publication), String> {
-    let Some((at, rest)) = b.split_first_chunk::<8>() else {
-        return Err("a cut retained entry".into());
-    };
+/// A retained value's entry, as `encode_retained` writes it.
+pub struct RetainedEntry {
+    /// The writer's incarnation.
+    pub incarnation: u64,
+    pub p: Publication,
+    /// The node of the session the key is tied to, and its will.
+    pub will: Option<(String, Publication)>,
+}
+
+/// Reads a retained value's entry; its expiry counts from the write.
+pub fn decode_retained(b: &[u8], now: Instant, unix_ms: u64) -> Result<RetainedEntry, String> {
+    let cut = || "a cut retained entry".to_owned();
+    let (at, rest) = b.split_first_chunk::<8>().ok_or_else(cut)?;
+    let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(cut)?;
+    let len = u32::from_be_bytes(*len) as usize;
+    if rest.len() < len {
+        return Err(cut());
+    }
+    let (one, rest) = rest.split_at(len);
     let age = Duration::from_millis(unix_ms.saturating_sub(u64::from_be_bytes(*at)));
-    decode(rest, now.checked_sub(age).unwrap_or(now))
+    let (incarnation, p) = decode(one, now.checked_sub(age).unwrap_or(now))?;
+    let will = match rest.split_first() {
+        None => None,
+        Some((&n, rest)) => {
+            let n = usize::from(n);
+            if rest.len() < n {
+                return Err(cut());
+            }
+            let node = std::str::from_utf8(&rest[..n]).map_err(|_| "a will's node is not UTF-8".to_owned())?;
+            Some((node.to_owned(), decode(&rest[n..], now)?.1))
+        }
+    };
+    Ok(RetainedEntry { incarnation, p, will })
 }
 
 /// A node's interest in a subscription key, as its entry in the interest
@@ -647,13 +688,21 @@ mod tests {
         let mut p = Publication::new("realm1".into(), "s.t".into(), 9, SessionRef { worker: 0, id: 4 }, body);
         p.retain = true;
         p.expires = Some(now + Duration::from_secs(60));
-        let b = encode_retained(&p, 77, now, 1_000_000).unwrap();
+        let b = encode_retained(&p, 77, now, 1_000_000, None).unwrap();
         // Read 20 s after it was written: 40 s are left.
-        let (incarnation, q) = decode_retained(&b, now, 1_020_000).unwrap();
-        assert_eq!((incarnation, q.topic.as_str(), q.retain), (77, "s.t", true));
-        let left = q.expires.unwrap() - now;
+        let e = decode_retained(&b, now, 1_020_000).unwrap();
+        assert_eq!((e.incarnation, e.p.topic.as_str(), e.p.retain, e.will.is_none()), (77, "s.t", true, true));
+        let left = e.p.expires.unwrap() - now;
         assert!(left <= Duration::from_secs(40) && left > Duration::from_secs(39), "{left:?}");
         assert!(decode_retained(&b[..5], now, 0).is_err());
+        assert!(decode_retained(&b[..b.len() - 1], now, 0).is_err());
+        // A key tied to a session carries the session's node and its will.
+        let will = Body::Mqtt(Bytes::new());
+        let b = encode_retained(&p, 77, now, 1_000_000, Some(("node-a", &will))).unwrap();
+        let e = decode_retained(&b, now, 1_000_000).unwrap();
+        let (node, w) = e.will.expect("the will");
+        assert_eq!((node.as_str(), w.topic.as_str(), w.retain), ("node-a", "s.t", true));
+        assert!(matches!(w.body, Body::Mqtt(ref b) if b.is_empty()));
         assert_ne!(retained_key("realm1", "s.t"), retained_key("realm1s", ".t"));
         assert!(retained_key("r", "a.b").starts_with("ret="));
     }

@@ -457,6 +457,13 @@ pub enum ShardMsg {
         revision: u64,
         own: bool,
     },
+    /// From the cluster thread to a topic's owner: the will of a key tied
+    /// to a session of a node that is gone, which this node applied in the
+    /// keys bucket at `revision`: the value here, and its event routed.
+    DeadWill {
+        p: Arc<Publication>,
+        revision: u64,
+    },
     /// From the cluster thread to a topic's owner: the keys bucket's
     /// decision on its conditional write of the key (`ClusterReq::CasWrite`).
     CasDone {

@@ -184,6 +184,7 @@ impl Shard {
             ShardMsg::RetainedFromCluster { p, revision, own } => self.retained_from_cluster(p, revision, own),
             ShardMsg::RetainedAck { realm, topic, revision } => self.retained_ack(realm, topic, revision),
             ShardMsg::CasDone { realm, topic, outcome } => self.cas_done(realm, topic, outcome),
+            ShardMsg::DeadWill { p, revision } => self.dead_will(&p, revision),
             ShardMsg::Reduce(p, ack) => self.reduce(p, ack),
             ShardMsg::TableRow(w) => self.table_row(*w),
             ShardMsg::TableDelta(d) => self.table_delta(*d),

@@ -52,19 +52,21 @@ impl Shard {
             return self.refuse_over(ack, why);
         }
         self.retained.set(p.clone());
-        self.share(&p);
+        self.share(&p, None);
         self.persist(&p, None, ack);
         self.release_waiters(&p.realm.clone(), &p.topic.clone());
     }
 
     /// In a cluster, the key's new value goes to the keys bucket, so every
     /// node's copy of it follows (`docs/CLUSTER.md`, "Retained values").
-    fn share(&mut self, p: &Arc<Publication>) {
+    /// `will`: the key is tied to its publisher's session, so another node
+    /// applies the will if this node dies.
+    fn share(&mut self, p: &Arc<Publication>, will: Option<&Body>) {
         let Some(link) = &mut self.cluster else { return };
         if crate::router::is_reserved(&p.topic) {
             return;
         }
-        link.send(crate::cluster::ClusterReq::Retained { p: p.clone() });
+        link.send(crate::cluster::ClusterReq::Retained { p: p.clone(), will: will.cloned() });
         self.key_sync.entry((p.realm.clone(), p.topic.clone())).or_default().in_flight += 1;
     }
 
@@ -127,6 +129,19 @@ impl Shard {
                 self.apply_from_cluster(p);
             }
         }
+    }
+
+    /// The will of a key whose session's node is gone, applied in the keys
+    /// bucket by this node: the value (in the bucket's order, like another
+    /// node's write), and its event, routed from here to every node, as the
+    /// session's node would have.
+    pub(crate) fn dead_will(&mut self, will: &Publication, revision: u64) {
+        let me = SessionRef { worker: self.id, id: crate::router::ROUTER_SESSION };
+        let p = Publication::new(will.realm.clone(), will.topic.clone(), self.ids.next_id(), me, will.body.clone());
+        let p = Arc::new(Publication { retain: true, ..p });
+        self.retained_from_cluster(p.clone(), revision, false);
+        self.record_here(&p, false);
+        self.publish_arc(p);
     }
 
     /// Another node's write of a key: its value here too (and in the
@@ -282,7 +297,7 @@ impl Shard {
         }
         let Some(link) = &mut self.cluster else { return self.refuse(&kw) };
         let when = kw.when.clone().expect("a conditional write");
-        link.send(crate::cluster::ClusterReq::CasWrite { p: kw.p.clone(), when });
+        link.send(crate::cluster::ClusterReq::CasWrite { p: kw.p.clone(), when, will: kw.will.clone() });
         let sync = self.key_sync.entry((kw.p.realm.clone(), kw.p.topic.clone())).or_default();
         sync.in_flight += 1;
         sync.cas = Some(kw);
@@ -336,7 +351,7 @@ impl Shard {
         }
         self.retained.set(p.clone());
         if share {
-            self.share(&p);
+            self.share(&p, will.as_ref());
         }
         if let Some(body) = &will {
             self.retained.entry_mut(&p.realm, &p.topic).will = Some((p.publisher, body.clone()));
@@ -397,7 +412,7 @@ impl Shard {
         let p = Publication { retain: true, ..p };
         let p = Arc::new(p);
         self.retained.set(p.clone());
-        self.share(&p);
+        self.share(&p, None);
         self.persist(&p, None, None);
         self.record_here(&p, false);
         self.publish_arc(p);
