@@ -745,3 +745,49 @@ fn a_dead_nodes_wills_are_applied_by_the_others() {
     assert_eq!(events, [vec![], vec![Value::Str("b".into())]], "the will's release, then the new holder");
     until_retained(a.wamp, "lock.d", Some(vec![Value::Str("b".into())]));
 }
+
+/// Calls a meta procedure and returns its result's arguments.
+fn meta_call(c: &mut Client, procedure: &str, arguments: Vec<Value>) -> Vec<Value> {
+    let request = call(c, procedure, Dict::new(), args(arguments));
+    match c.recv() {
+        Msg::Result { request: r, payload, .. } if r == request => payload.values().args.clone().unwrap_or_default(),
+        other => panic!("expected the RESULT of {procedure}, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_session_meta_api_answers_for_the_cluster() {
+    let Some(nats) = nats() else { return };
+    let (_dirs, [a, b, c]) = three_nodes(&nats);
+    let mut asker = join(a.wamp, Serializer::Json);
+    let mut on_b = join(b.wamp, Serializer::Json);
+    let on_c = join(c.wamp, Serializer::Json);
+    // The nodes learn each other's workers from heartbeats (one a second).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if meta_call(&mut asker, "wamp.session.count", vec![]) == [Value::UInt(3)] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the count never covered the three nodes");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let listed = match &meta_call(&mut asker, "wamp.session.list", vec![])[..] {
+        [Value::List(ids)] => ids.clone(),
+        other => panic!("expected a list of session IDs, got {other:?}"),
+    };
+    for s in [asker.session, on_b.session, on_c.session] {
+        assert!(listed.contains(&Value::UInt(s)), "session {s} listed");
+    }
+    match &meta_call(&mut asker, "wamp.session.get", vec![Value::UInt(on_c.session)])[..] {
+        [Value::Dict(d)] => assert!(d.iter().any(|(k, v)| k == "session" && *v == Value::UInt(on_c.session)), "{d:?}"),
+        other => panic!("expected the session's details, got {other:?}"),
+    }
+    // A kill on a ends a session on b.
+    meta_call(&mut asker, "wamp.session.kill", vec![Value::UInt(on_b.session)]);
+    match on_b.recv() {
+        Msg::Goodbye { .. } => {}
+        other => panic!("expected GOODBYE on b, got {other:?}"),
+    }
+    assert_eq!(meta_call(&mut asker, "wamp.session.count", vec![]), [Value::UInt(2)]);
+    drop(on_c);
+}

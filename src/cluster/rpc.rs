@@ -55,6 +55,39 @@ enum Wire {
     CallerGone {
         caller: (WorkerId, u64),
     },
+    /// A session meta question (`wamp.session.*`) for a worker's sessions.
+    MetaQuery {
+        realm: String,
+        query: WireQuery,
+        reply: WorkerId,
+        gather: u64,
+    },
+    MetaAnswer {
+        gather: u64,
+        /// Session IDs, or (`is_details`) one session's details, if any.
+        ids: Vec<u64>,
+        is_details: bool,
+        details: Option<Bytes>,
+    },
+}
+
+/// The meta questions that travel: those about sessions.
+#[derive(Serialize, Deserialize)]
+enum WireQuery {
+    Sessions {
+        authroles: Option<Vec<String>>,
+    },
+    Session(u64),
+    /// Kill: 0 a session, 1 an authid, 2 an authrole, 3 all; the session
+    /// or the name; the reason and message; the caller spared.
+    Kill {
+        target: u8,
+        session: u64,
+        name: String,
+        reason: String,
+        message: Option<String>,
+        except: u64,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -128,6 +161,36 @@ pub fn encode(worker: WorkerId, msg: &ShardMsg) -> Option<Vec<u8>> {
             Wire::Interrupt { callee: *callee, caller: local(*caller), request: *request, why: why_code(*why) }
         }
         ShardMsg::CallerGone { caller } => Wire::CallerGone { caller: local(*caller) },
+        ShardMsg::MetaQuery { realm, query, reply, gather } => {
+            use crate::router::meta::{KillTarget, MetaQuery};
+            let query = match query {
+                MetaQuery::Sessions { authroles } => WireQuery::Sessions { authroles: authroles.clone() },
+                MetaQuery::Session(id) => WireQuery::Session(*id),
+                MetaQuery::Kill { target, reason, message, except } => {
+                    let (target, session, name) = match target {
+                        KillTarget::Session(id) => (0, *id, String::new()),
+                        KillTarget::AuthId(a) => (1, 0, a.clone()),
+                        KillTarget::AuthRole(r) => (2, 0, r.clone()),
+                        KillTarget::All => (3, 0, String::new()),
+                    };
+                    let (reason, message, except) = (reason.clone(), message.clone(), *except);
+                    WireQuery::Kill { target, session, name, reason, message, except }
+                }
+                // Subscribers, history and tables are each node's own.
+                _ => return None,
+            };
+            Wire::MetaQuery { realm: realm.to_string(), query, reply: *reply, gather: *gather }
+        }
+        ShardMsg::MetaAnswer { gather, answer } => {
+            use crate::router::meta::MetaAnswer;
+            let (ids, is_details, details) = match answer {
+                MetaAnswer::Ids(ids) => (ids.clone(), false, None),
+                MetaAnswer::Details(Some(d)) => (Vec::new(), true, Some(dict_bytes(d)?)),
+                MetaAnswer::Details(None) => (Vec::new(), true, None),
+                _ => return None,
+            };
+            Wire::MetaAnswer { gather: *gather, ids, is_details, details }
+        }
         _ => return None,
     };
     let mut out = vec![VERSION];
@@ -209,6 +272,34 @@ pub fn decode(b: &[u8], from: NodeId) -> Result<(WorkerId, ShardMsg), String> {
             ShardMsg::Interrupt { callee, caller: remote(caller)?, request, why }
         }
         Wire::CallerGone { caller } => ShardMsg::CallerGone { caller: remote(caller)? },
+        Wire::MetaQuery { realm, query, reply, gather } => {
+            use crate::router::meta::{KillTarget, MetaQuery};
+            let query = match query {
+                WireQuery::Sessions { authroles } => MetaQuery::Sessions { authroles },
+                WireQuery::Session(id) => MetaQuery::Session(id),
+                WireQuery::Kill { target, session, name, reason, message, except } => {
+                    let target = match target {
+                        0 => KillTarget::Session(session),
+                        1 => KillTarget::AuthId(name),
+                        2 => KillTarget::AuthRole(name),
+                        3 => KillTarget::All,
+                        t => return Err(format!("unknown kill target {t}")),
+                    };
+                    MetaQuery::Kill { target, reason, message, except }
+                }
+            };
+            let reply = remote((reply, 0))?.worker;
+            ShardMsg::MetaQuery { realm: realm.as_str().into(), query, reply, gather }
+        }
+        Wire::MetaAnswer { gather, ids, is_details, details } => {
+            use crate::router::meta::MetaAnswer;
+            let answer = match (is_details, details) {
+                (true, Some(b)) => MetaAnswer::Details(Some(bytes_dict(&b)?)),
+                (true, None) => MetaAnswer::Details(None),
+                (false, _) => MetaAnswer::Ids(ids),
+            };
+            ShardMsg::MetaAnswer { gather, answer }
+        }
     };
     Ok((worker, msg))
 }
@@ -285,5 +376,58 @@ mod tests {
         let gone = encode(0, &ShardMsg::CallerGone { caller: SessionRef { worker: 300, id: 1 } }).unwrap();
         assert!(decode(&gone, 0).is_err(), "a worker no node has");
         assert!(encode(0, &ShardMsg::Started).is_none());
+    }
+
+    #[test]
+    fn session_meta_questions_travel_and_answers_come_back() {
+        use crate::router::meta::{KillTarget, MetaAnswer, MetaQuery};
+        let q = ShardMsg::MetaQuery {
+            realm: "realm1".into(),
+            query: MetaQuery::Kill {
+                target: KillTarget::AuthRole("dev".into()),
+                reason: "wamp.close.killed".into(),
+                message: Some("bye".into()),
+                except: 9,
+            },
+            reply: 1,
+            gather: 77,
+        };
+        let b = encode(0, &q).unwrap();
+        match decode(&b, 4).unwrap() {
+            (
+                0,
+                ShardMsg::MetaQuery {
+                    realm,
+                    query: MetaQuery::Kill { target, reason, message, except },
+                    reply,
+                    gather,
+                },
+            ) => {
+                assert_eq!(
+                    (&*realm, reason.as_str(), message.as_deref(), except),
+                    ("realm1", "wamp.close.killed", Some("bye"), 9)
+                );
+                assert_eq!(target, KillTarget::AuthRole("dev".into()));
+                assert_eq!((reply, gather), (at_node(4, 1), 77), "the answer goes back through the cluster");
+            }
+            other => panic!("{other:?}"),
+        }
+        let details = vec![("authid".to_owned(), Value::Str("x".into()))];
+        for answer in [
+            MetaAnswer::Ids(vec![3, 4]),
+            MetaAnswer::Details(Some(details)),
+            MetaAnswer::Details(None),
+            MetaAnswer::Ids(vec![]),
+        ] {
+            let want = format!("{answer:?}");
+            let b = encode(2, &ShardMsg::MetaAnswer { gather: 5, answer }).unwrap();
+            match decode(&b, 0).unwrap() {
+                (2, ShardMsg::MetaAnswer { gather: 5, answer }) => assert_eq!(format!("{answer:?}"), want),
+                other => panic!("{other:?}"),
+            }
+        }
+        // History and subscribers are each node's own.
+        let q = ShardMsg::MetaQuery { realm: "r".into(), query: MetaQuery::Subscribers(1), reply: 0, gather: 1 };
+        assert!(encode(0, &q).is_none());
     }
 }

@@ -116,6 +116,8 @@ pub fn start(
 struct Peer {
     name: String,
     incarnation: u64,
+    /// Its worker threads (from its heartbeat; 0 until heard).
+    workers: u16,
     last_heard: Instant,
     alive: bool,
     /// Its interest entries: bucket key -> subscription key.
@@ -366,7 +368,11 @@ impl Node {
         let mut tick = tokio::time::interval(HEARTBEAT);
         let mut retry = tokio::time::interval(Duration::from_millis(2));
         let beat_subject = wire::heartbeat_subject(&self.cfg.prefix, &self.cfg.node);
-        let beat = Bytes::from(self.incarnation.to_be_bytes().to_vec());
+        // The node's incarnation and its number of workers (the others
+        // address its workers directly: `at_node`).
+        let mut beat = self.incarnation.to_be_bytes().to_vec();
+        beat.extend_from_slice(&(self.workers.len() as u16).to_be_bytes());
+        let beat = Bytes::from(beat);
         let ctl_subject = wire::ctl_subject(&self.cfg.prefix, &self.cfg.node);
         // A stream that ends (the client gave up) is logged and left; the
         // loop ends only at shutdown, so nothing waits on it forever.
@@ -622,8 +628,9 @@ impl Node {
 
     fn on_heartbeat(&mut self, subject: &str, payload: &[u8]) {
         let Some(name) = subject.rsplit('.').next() else { return };
-        let Ok(b) = <[u8; 8]>::try_from(payload) else { return };
-        let incarnation = u64::from_be_bytes(b);
+        let Some((b, rest)) = payload.split_first_chunk::<8>() else { return };
+        let incarnation = u64::from_be_bytes(*b);
+        let workers = rest.first_chunk::<2>().map_or(0, |w| u16::from_be_bytes(*w));
         if name == self.cfg.node {
             if incarnation != self.incarnation && self.twin != Some(incarnation) {
                 self.twin = Some(incarnation);
@@ -657,6 +664,22 @@ impl Node {
             self.set_alive(id, true);
             self.beat_now = true;
         }
+        let peer = &mut self.peers[id as usize];
+        if peer.workers != workers || !was_alive {
+            peer.workers = workers;
+            self.tell_workers(id);
+        }
+    }
+
+    /// Every worker learns how many workers node `id` has while it is
+    /// alive (0: it is not), for the questions that go to all of them
+    /// (the session meta API).
+    fn tell_workers(&mut self, id: NodeId) {
+        let p = &self.peers[id as usize];
+        let workers = if p.alive && (id as usize) < MAX_NODES { p.workers.min(super::MAX_WORKERS as u16) } else { 0 };
+        for w in 0..self.workers.len() {
+            self.hand_to(w, ShardMsg::NodeWorkers { node: id, workers }, false);
+        }
     }
 
     fn check_liveness(&mut self) {
@@ -680,6 +703,7 @@ impl Node {
         self.peers.push(Peer {
             name: name.to_owned(),
             incarnation: 0,
+            workers: 0,
             last_heard: Instant::now(),
             alive: true,
             entries: AHashMap::new(),
@@ -745,6 +769,7 @@ impl Node {
             self.announce_node(id);
         } else {
             self.lost(id);
+            self.tell_workers(id);
         }
     }
 

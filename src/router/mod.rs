@@ -491,6 +491,12 @@ pub enum ShardMsg {
         ticket: u64,
         ok: bool,
     },
+    /// From the cluster thread, to every worker: node `node` has `workers`
+    /// workers (0: it is not alive).
+    NodeWorkers {
+        node: u16,
+        workers: u16,
+    },
     /// From the cluster thread, to every worker: node `node` is gone (or
     /// came back as a new life): calls to and from its sessions end.
     NodeLost {

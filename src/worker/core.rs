@@ -139,6 +139,12 @@ impl Shard {
             }
             ShardMsg::RemoteProcs { realm, policy, reg } => self.remote_procs.set(&realm, policy, reg),
             ShardMsg::NodeLost { node } => session::on_node_lost(self, node),
+            ShardMsg::NodeWorkers { node, workers } => {
+                self.cluster_nodes.retain(|&(n, _)| n != node);
+                if workers > 0 {
+                    self.cluster_nodes.push((node, workers));
+                }
+            }
             ShardMsg::RegReply { realm, procedure, policy, session, request, started, result } => {
                 let reg = session::LocalReg { registration: 0, procedure, policy };
                 match self.sessions.get(&session) {

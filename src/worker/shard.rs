@@ -95,6 +95,9 @@ pub struct Shard {
     /// Keys with writes of this worker's on their way to the cluster's
     /// keys bucket (`Shard::retained_from_cluster`).
     pub(crate) key_sync: AHashMap<(crate::router::Realm, String), super::keys::KeySync>,
+    /// The other live nodes and how many workers each has
+    /// (`ShardMsg::NodeWorkers`).
+    pub(crate) cluster_nodes: Vec<(crate::cluster::NodeId, u16)>,
     /// Other nodes' registrations (`ShardMsg::RemoteProcs`).
     pub remote_procs: crate::cluster::procs::RemoteProcs,
     /// This worker's round-robin turn over registrations with callees on
@@ -213,6 +216,7 @@ impl Shard {
             remote_topics: TopicTable::default(),
             remote_targets: Vec::new(),
             remote_procs: Default::default(),
+            cluster_nodes: Vec::new(),
             key_sync: AHashMap::new(),
             remote_rr: 0,
             pending_acks: AHashMap::new(),

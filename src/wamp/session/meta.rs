@@ -370,7 +370,12 @@ fn session_call(w: &mut Shard, handle: usize, request: u64, name: &str, payload:
         "flush_testaments" => return Ok(flush_testaments(w, handle, request, &a)),
         _ => return Err(Unknown),
     };
-    let workers: Vec<WorkerId> = (0..w.workers as WorkerId).collect();
+    // Every worker of this node, and in a cluster every worker of the
+    // other live nodes: the session API answers for the cluster.
+    let mut workers: Vec<WorkerId> = (0..w.workers as WorkerId).collect();
+    for &(node, n) in &w.cluster_nodes {
+        workers.extend((0..n).map(|k| crate::cluster::at_node(node, k)));
+    }
     gather(w, handle, request, realm, query, finish, &workers);
     Ok(Ok(()))
 }
