@@ -791,3 +791,82 @@ fn the_session_meta_api_answers_for_the_cluster() {
     assert_eq!(meta_call(&mut asker, "wamp.session.count", vec![]), [Value::UInt(2)]);
     drop(on_c);
 }
+
+/// The next PUBLISH on a raw MQTT 3.1.1 connection: (QoS, packet ID, payload).
+fn mqtt_publish(c: &mut Raw) -> (u8, u16, String) {
+    loop {
+        let (b1, body) = c.read().expect("the broker stays connected");
+        if b1 >> 4 != 3 {
+            continue;
+        }
+        let qos = (b1 >> 1) & 3;
+        let len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+        let mut at = 2 + len;
+        let pkid = if qos > 0 {
+            at += 2;
+            u16::from_be_bytes([body[at - 2], body[at - 1]])
+        } else {
+            0
+        };
+        return (qos, pkid, String::from_utf8_lossy(&body[at..]).into_owned());
+    }
+}
+
+#[test]
+fn an_mqtt_client_id_is_one_in_the_cluster() {
+    use common::raw::{mqtt_str, packet};
+    let Some(nats) = nats() else { return };
+    let (_dirs, [a, b, c]) = three_nodes(&nats);
+    // A persistent session on a with a QoS 1 subscription.
+    let (mut on_a, present) = Raw::connected(a.mqtt, 4, "roamer", false, 0);
+    assert!(!present);
+    let mut sub = vec![0, 1];
+    mqtt_str(&mut sub, b"roam/t");
+    sub.push(1);
+    on_a.send(&packet(0x82, &sub));
+    on_a.expect(0x90, "SUBACK");
+
+    // The client moves to b: its connection on a is closed, and b has
+    // the session (present), its subscription with it.
+    let (mut on_b, present) = Raw::connected(b.mqtt, 4, "roamer", false, 0);
+    assert!(present, "the session came over from a");
+    assert!(on_a.try_closed().is_ok(), "the connection on a was taken over");
+    // (QoS 1 from an MQTT publisher: WAMP publications are QoS 0.)
+    let (mut publisher, _) = Raw::connected(c.mqtt, 4, "publisher-c", true, 0);
+    let mut pkid = 0;
+    let mut publish = |p: &mut Raw, payload: &str| {
+        pkid += 1;
+        p.send(&publish_packet(4, b"roam/t", 1, pkid, false, payload.as_bytes()));
+        p.expect(0x40, "PUBACK");
+    };
+    publish(&mut publisher, "0");
+    let (qos, pkid_in, payload) = mqtt_publish(&mut on_b);
+    assert_eq!((qos, payload.as_str()), (1, "0"), "the subscription moved with the session");
+    on_b.send(&packet(0x40, &pkid_in.to_be_bytes()));
+
+    // Offline on b, the session queues; the client comes back on c and
+    // gets what was queued, in order.
+    drop(on_b);
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut on_a_pub, _) = Raw::connected(a.mqtt, 4, "publisher-a", true, 0);
+    for i in 1..=3 {
+        publish(&mut on_a_pub, &i.to_string());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut on_c, present) = Raw::connected(c.mqtt, 4, "roamer", false, 0);
+    assert!(present, "the session came over from b");
+    let got: Vec<String> = (0..3)
+        .map(|_| {
+            let (qos, pkid, payload) = mqtt_publish(&mut on_c);
+            assert_eq!(qos, 1);
+            on_c.send(&packet(0x40, &pkid.to_be_bytes()));
+            payload
+        })
+        .collect();
+    assert_eq!(got, ["1", "2", "3"], "queued on b, delivered on c");
+
+    // A clean start on a: a new session there, and c's connection closed.
+    let (_again, present) = Raw::connected(a.mqtt, 4, "roamer", true, 0);
+    assert!(!present, "a clean start keeps nothing");
+    assert!(on_c.try_closed().is_ok(), "the connection on c was taken over");
+}

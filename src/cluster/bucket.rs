@@ -249,6 +249,8 @@ pub(super) enum Cas {
     /// The will of a key tied to a session of `node` in its life
     /// `incarnation`, which is over: applied if the entry still says so.
     Will { key: String, node: String, incarnation: u64 },
+    /// An MQTT client ID, claimed for this node.
+    Own { claim: crate::mqtt::registry::Claim },
 }
 
 /// The deciding task's answers, for the key's owner worker.
@@ -257,6 +259,8 @@ pub(super) enum Decided {
     Write(crate::router::Realm, String, CasOutcome),
     /// A dead session's will this node applied, at this revision.
     Will(crate::router::Publication, u64),
+    /// The client ID is this node's; the node (and life) that held it.
+    Own(crate::mqtt::registry::Claim, Option<(String, u64)>),
 }
 
 /// Decides conditional writes and dead sessions' wills one after the
@@ -283,6 +287,17 @@ pub(super) async fn decide(
                     }
                 };
                 Some(Decided::Write(p.realm.clone(), p.topic.clone(), outcome))
+            }
+            Cas::Own { claim } => {
+                let prev = match own(&kv, (&node, incarnation), &claim.key).await {
+                    Ok(prev) => prev,
+                    Err(e) => {
+                        // The node serves it alone rather than not at all.
+                        log::warn!("cluster: MQTT client ID not claimed in the cluster: {e}");
+                        None
+                    }
+                };
+                Some(Decided::Own(claim, prev))
             }
             Cas::Will { key, node: of, incarnation: life } => match apply_will(&kv, incarnation, &key, &of, life).await
             {
@@ -364,6 +379,49 @@ async fn apply_will(
         match kv.update(key, Bytes::from(value), read.revision).await {
             Ok(r) => return Ok(Some((will, r))),
             Err(e) => log::debug!("cluster: a dead session's will on {key}: {e}; again"),
+        }
+    }
+    Err(format!("still contended after {CAS_TRIES} tries"))
+}
+
+/// Who holds an MQTT client ID in the cluster (`mq=<hash>` in the keys
+/// bucket): a node and its life.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ClientOwner {
+    node: String,
+    incarnation: u64,
+}
+
+/// The bucket key of a client ID (`realm\0client`).
+fn client_key(key: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    format!("mq={h:016x}")
+}
+
+/// Makes this node the holder of a client ID (by `update` at the revision
+/// read, so two nodes claiming at once are put in one order) and returns
+/// who held it before.
+async fn own(kv: &kv::Store, (node, incarnation): (&str, u64), key: &str) -> Result<Option<(String, u64)>, String> {
+    let bucket_key = client_key(key);
+    let mine = Bytes::from(serde_json::to_vec(&ClientOwner { node: node.to_owned(), incarnation }).expect("plain"));
+    for _ in 0..CAS_TRIES {
+        let read = kv.entry(&bucket_key).await.map_err(|e| e.to_string())?;
+        let prev = read
+            .as_ref()
+            .filter(|e| e.operation == kv::Operation::Put)
+            .and_then(|e| serde_json::from_slice::<ClientOwner>(&e.value).ok())
+            .map(|o| (o.node, o.incarnation));
+        let written = match read.map(|e| e.revision) {
+            Some(r) => kv.update(&bucket_key, mine.clone(), r).await.map(drop).map_err(|e| e.to_string()),
+            None => kv.create(&bucket_key, mine.clone()).await.map(drop).map_err(|e| e.to_string()),
+        };
+        match written {
+            Ok(()) => return Ok(prev),
+            Err(e) => log::debug!("cluster: claim of an MQTT client ID: {e}; again"),
         }
     }
     Err(format!("still contended after {CAS_TRIES} tries"))

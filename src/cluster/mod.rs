@@ -11,6 +11,7 @@
 mod bucket;
 pub mod procs;
 pub mod rpc;
+mod sessions;
 pub mod thread;
 pub mod wire;
 
@@ -126,6 +127,10 @@ pub enum ClusterReq {
     /// this node's copy of the key, to be decided against the keys bucket
     /// (answered with `ShardMsg::CasDone`).
     CasWrite { p: Arc<Publication>, when: crate::value::Value, will: Option<crate::router::Body> },
+    /// From a client ID's owner: a CONNECT's claim of a client ID no
+    /// session of this node holds, decided in the cluster's bucket
+    /// (answered with `mqtt::registry::Msg::Owned`).
+    MqttClaim { claim: crate::mqtt::registry::Claim },
     /// A dealer message for worker `worker` of node `node` (`rpc.rs` says
     /// which travel).
     Rpc { node: NodeId, worker: WorkerId, msg: ShardMsg },

@@ -62,6 +62,8 @@ enum Wire {
         reply: WorkerId,
         gather: u64,
     },
+    /// The MQTT registry's messages of a take-over (`sessions.rs`).
+    Mqtt(super::sessions::WireMqtt),
     MetaAnswer {
         gather: u64,
         /// Session IDs, or (`is_details`) one session's details, if any.
@@ -113,8 +115,9 @@ fn local(s: SessionRef) -> (WorkerId, u64) {
 /// A dealer message for worker `worker` of another node, in its
 /// travelling form; `None` for a message that does not travel (or does
 /// not encode).
-pub fn encode(worker: WorkerId, msg: &ShardMsg) -> Option<Vec<u8>> {
+pub fn encode(to: NodeId, worker: WorkerId, msg: &ShardMsg) -> Option<Vec<u8>> {
     let msg = match msg {
+        ShardMsg::Mqtt(m) => Wire::Mqtt(super::sessions::encode(m, to, std::time::Instant::now())?),
         ShardMsg::Invoke(inv) => {
             if inv.details.is_some() {
                 // The router's own calls (reducers, authorizers) stay on their node.
@@ -272,6 +275,7 @@ pub fn decode(b: &[u8], from: NodeId) -> Result<(WorkerId, ShardMsg), String> {
             ShardMsg::Interrupt { callee, caller: remote(caller)?, request, why }
         }
         Wire::CallerGone { caller } => ShardMsg::CallerGone { caller: remote(caller)? },
+        Wire::Mqtt(m) => ShardMsg::Mqtt(super::sessions::decode(m, from, std::time::Instant::now())?),
         Wire::MetaQuery { realm, query, reply, gather } => {
             use crate::router::meta::{KillTarget, MetaQuery};
             let query = match query {
@@ -333,7 +337,7 @@ mod tests {
             caller_ppt: true,
             details: None,
         };
-        let b = encode(3, &ShardMsg::Invoke(Box::new(inv))).unwrap();
+        let b = encode(0, 3, &ShardMsg::Invoke(Box::new(inv))).unwrap();
         let (worker, msg) = decode(&b, 4).unwrap();
         assert_eq!(worker, 3);
         let ShardMsg::Invoke(back) = msg else { panic!() };
@@ -349,13 +353,14 @@ mod tests {
             details: vec![("k".into(), Value::Bool(true))],
             payload: Payload::args(vec![Value::Str("no".into())]),
         };
-        let b = encode(0, &ShardMsg::CallDone(Box::new(CallDone { caller: 99, request: 5, outcome: err }))).unwrap();
+        let b = encode(0, 0, &ShardMsg::CallDone(Box::new(CallDone { caller: 99, request: 5, outcome: err }))).unwrap();
         let ShardMsg::CallDone(done) = decode(&b, 4).unwrap().1 else { panic!() };
         assert!(
             matches!(&done.outcome, CallOutcome::Error { error, details, .. } if error == "app.error" && details.len() == 1)
         );
 
         let b = encode(
+            0,
             2,
             &ShardMsg::Interrupt {
                 callee: 42,
@@ -373,9 +378,9 @@ mod tests {
     fn bad_bytes_are_refused() {
         assert!(decode(b"", 0).is_err());
         assert!(decode(&[VERSION, 0xc1], 0).is_err());
-        let gone = encode(0, &ShardMsg::CallerGone { caller: SessionRef { worker: 300, id: 1 } }).unwrap();
+        let gone = encode(0, 0, &ShardMsg::CallerGone { caller: SessionRef { worker: 300, id: 1 } }).unwrap();
         assert!(decode(&gone, 0).is_err(), "a worker no node has");
-        assert!(encode(0, &ShardMsg::Started).is_none());
+        assert!(encode(0, 0, &ShardMsg::Started).is_none());
     }
 
     #[test]
@@ -392,7 +397,7 @@ mod tests {
             reply: 1,
             gather: 77,
         };
-        let b = encode(0, &q).unwrap();
+        let b = encode(0, 0, &q).unwrap();
         match decode(&b, 4).unwrap() {
             (
                 0,
@@ -420,7 +425,7 @@ mod tests {
             MetaAnswer::Ids(vec![]),
         ] {
             let want = format!("{answer:?}");
-            let b = encode(2, &ShardMsg::MetaAnswer { gather: 5, answer }).unwrap();
+            let b = encode(0, 2, &ShardMsg::MetaAnswer { gather: 5, answer }).unwrap();
             match decode(&b, 0).unwrap() {
                 (2, ShardMsg::MetaAnswer { gather: 5, answer }) => assert_eq!(format!("{answer:?}"), want),
                 other => panic!("{other:?}"),
@@ -428,6 +433,6 @@ mod tests {
         }
         // History and subscribers are each node's own.
         let q = ShardMsg::MetaQuery { realm: "r".into(), query: MetaQuery::Subscribers(1), reply: 0, gather: 1 };
-        assert!(encode(0, &q).is_none());
+        assert!(encode(0, 0, &q).is_none());
     }
 }

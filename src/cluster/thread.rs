@@ -434,6 +434,7 @@ impl Node {
                         let w = owner_of(&realm, &topic, self.workers.len());
                         self.hand_to(w as usize, ShardMsg::CasDone { realm, topic, outcome }, false);
                     }
+                    bucket::Decided::Own(claim, prev) => self.owned(claim, prev),
                     bucket::Decided::Will(p, revision) => {
                         let w = owner_of(&p.realm, &p.topic, self.workers.len());
                         self.hand_to(w as usize, ShardMsg::DeadWill { p: Arc::new(p), revision }, false);
@@ -495,13 +496,23 @@ impl Node {
             }
             ClusterReq::Rpc { node, worker, msg } => self.forward_rpc(node, worker, msg).await,
             ClusterReq::Retained { p, will } => self.write_retained(&p, will.as_ref()).await,
+            ClusterReq::MqttClaim { claim } => {
+                if !self.connected.load(Ordering::Relaxed) {
+                    return self.owned(claim, None);
+                }
+                if let Err(e) = self.cas.send(bucket::Cas::Own { claim }).await {
+                    if let bucket::Cas::Own { claim } = e.0 {
+                        self.owned(claim, None);
+                    }
+                }
+            }
             ClusterReq::CasWrite { p, when, will } => {
                 let refused = if self.connected.load(Ordering::Relaxed) {
                     match self.cas.send(bucket::Cas::Write { p, when, will }).await {
                         Ok(()) => None,
                         Err(e) => match e.0 {
                             bucket::Cas::Write { p, .. } => Some(p),
-                            bucket::Cas::Will { .. } => None,
+                            bucket::Cas::Will { .. } | bucket::Cas::Own { .. } => None,
                         },
                     }
                 } else {
@@ -866,7 +877,7 @@ impl Node {
     async fn forward_rpc(&mut self, node: NodeId, worker: WorkerId, msg: ShardMsg) {
         let to = self.peers.get(node as usize).filter(|p| p.alive).map(|p| p.name.clone());
         let sent = match (to, self.connected.load(Ordering::Relaxed)) {
-            (Some(to), true) => match rpc::encode(worker, &msg) {
+            (Some(to), true) => match rpc::encode(node, worker, &msg) {
                 Some(bytes) => {
                     let subject = rpc::subject(&self.cfg.prefix, &to, &self.cfg.node);
                     self.client.publish(subject, Bytes::from(bytes)).await.is_ok()
@@ -944,7 +955,8 @@ impl Node {
     /// A write in the keys bucket, in the bucket's order, to the key's
     /// owner worker (`Shard::retained_from_cluster` decides).
     fn on_key(&mut self, entry: kv::Entry) {
-        if entry.operation != kv::Operation::Put {
+        // (`mq=` entries, the holders of MQTT client IDs, are read when claimed.)
+        if entry.operation != kv::Operation::Put || !entry.key.starts_with("ret=") {
             return;
         }
         let e = match wire::decode_retained(&entry.value, Instant::now(), crate::router::unix_millis()) {
@@ -970,6 +982,22 @@ impl Node {
         let w = owner_of(&e.p.realm, &e.p.topic, self.workers.len());
         let msg = ShardMsg::RetainedFromCluster { p: Arc::new(e.p), revision: entry.revision, own };
         self.hand_to(w as usize, msg, false);
+    }
+
+    /// The cluster's answer to a client ID's claim, to the ID's owner
+    /// worker here: the node that held it, if it is alive in that life.
+    fn owned(&mut self, claim: crate::mqtt::registry::Claim, prev: Option<(String, u64)>) {
+        let prev = prev.and_then(|(node, incarnation)| {
+            if node == self.cfg.node {
+                return None;
+            }
+            let &id = self.by_name.get(&node)?;
+            let p = &self.peers[id as usize];
+            (p.alive && (p.incarnation == 0 || p.incarnation == incarnation)).then_some(id)
+        });
+        let (realm, client) = claim.key.split_once('\0').unwrap_or(("", &claim.key));
+        let w = owner_of(realm, client, self.workers.len());
+        self.hand_to(w as usize, ShardMsg::Mqtt(crate::mqtt::registry::Msg::Owned { claim, prev }), false);
     }
 
     /// Whether a session of `node` in its life `incarnation` is over: the

@@ -39,6 +39,13 @@ pub struct Claim {
 pub enum Msg {
     /// To the owner.
     Claim(Claim),
+    /// In a cluster, to the owner on the node that held the client ID
+    /// (from the claiming node): hand the session over if it is here.
+    RemoteClaim(Claim),
+    /// In a cluster, from the cluster thread to the owner: the claim is
+    /// this node's in the cluster's bucket; `prev`: the live node that held
+    /// the client ID before (its session is taken over from there).
+    Owned { claim: Claim, prev: Option<u16> },
     /// To the worker of the session now holding the client ID.
     Takeover { old: u64, claim: Claim },
     /// To the claiming worker: go ahead, with the old session's state if any.
@@ -59,12 +66,37 @@ pub enum Msg {
 pub struct Registry {
     /// Client key -> (worker, session ID) of its current session.
     entries: AHashMap<Arc<str>, (WorkerId, u64)>,
+    /// In a cluster: client keys whose claim the cluster is deciding, with
+    /// the claims (`true`: from another node) that came meanwhile, run in
+    /// order after it.
+    pub deciding: AHashMap<Arc<str>, Vec<(bool, Claim)>>,
 }
 
 impl Registry {
     pub fn claim(&mut self, claim: Claim, out: &mut impl Outbox) {
         let new = (claim.worker, claim.session);
         match self.entries.insert(claim.key.clone(), new) {
+            Some((worker, old)) => out.send(worker, ShardMsg::Mqtt(Msg::Takeover { old, claim })),
+            None => out.send(claim.worker, ShardMsg::Mqtt(Msg::Claimed { claim, state: None })),
+        }
+    }
+
+    /// Whether a session of this node holds the client ID.
+    pub fn holds(&self, key: &str) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    /// The cluster made `claim` this node's: its session holds the client
+    /// ID here from now on. Whether it takes a session over from another
+    /// node is the caller's to say (`RemoteClaim`).
+    pub fn owned(&mut self, claim: &Claim) {
+        self.entries.insert(claim.key.clone(), (claim.worker, claim.session));
+    }
+
+    /// Another node claims the client ID: the session here, if any, is
+    /// taken over by it (and no longer this node's).
+    pub fn remote_claim(&mut self, claim: Claim, out: &mut impl Outbox) {
+        match self.entries.remove(&claim.key) {
             Some((worker, old)) => out.send(worker, ShardMsg::Mqtt(Msg::Takeover { old, claim })),
             None => out.send(claim.worker, ShardMsg::Mqtt(Msg::Claimed { claim, state: None })),
         }
@@ -112,5 +144,23 @@ mod tests {
         assert_eq!(r.len(), 1);
         r.release("r\0c".into(), 20);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_claim_from_another_node_takes_the_session_over() {
+        let mut r = Registry::default();
+        let mut out = Sent::default();
+        r.claim(claim(1, 10), &mut out);
+        assert!(r.holds("r\0c"));
+        // Node 3's worker 2 claims it: the old worker hands over to it.
+        let remote = claim(crate::cluster::at_node(3, 2), 30);
+        r.remote_claim(remote.clone(), &mut out);
+        assert!(matches!(&out.0[1], (1, ShardMsg::Mqtt(Msg::Takeover { old: 10, .. }))));
+        assert!(!r.holds("r\0c"), "no longer this node's");
+        // Nothing here: the other node's connection starts afresh.
+        r.remote_claim(remote, &mut out);
+        assert!(
+            matches!(&out.0[2], (w, ShardMsg::Mqtt(Msg::Claimed { state: None, .. })) if *w == crate::cluster::at_node(3, 2))
+        );
     }
 }

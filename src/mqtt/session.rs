@@ -153,6 +153,9 @@ pub struct MqttIdentity {
 }
 
 pub struct Pending {
+    /// A later CONNECT of the client ID claimed this session before its
+    /// own claim was answered: it gets what this one gets.
+    superseded: Option<Claim>,
     who: MqttIdentity,
     connect: Box<Connect>,
     session: u64,
@@ -482,7 +485,20 @@ fn cap_expiry(e: u32, max: Option<u32>) -> u32 {
 
 /// The connection is closing.
 pub fn on_close(w: &mut Shard, handle: usize, conn: MqttConn, reason: CloseReason) {
-    let ConnState::Open(slot) = conn.state else { return };
+    let slot = match conn.state {
+        ConnState::Open(slot) => slot,
+        // Closed while claiming, after a later CONNECT claimed it: that one
+        // goes ahead afresh (what this claim gets when it comes stays
+        // offline, as for any claim whose connection went).
+        ConnState::Claiming(p) => {
+            if let Some(later) = p.superseded {
+                let to = later.worker;
+                w.peers.send(to, ShardMsg::Mqtt(Msg::Claimed { claim: later, state: None }));
+            }
+            return;
+        }
+        _ => return,
+    };
     w.metrics.closed(reason);
     let stats = w.conns.get_mut(handle).map(|c| std::mem::take(&mut c.stats)).unwrap_or_default();
     let realm = w.mqtt.sessions[slot].realm.clone();

@@ -311,3 +311,66 @@ def test_a_lock_has_one_holder_across_nodes(cluster):
             await force_close(on_b)
 
     run(body())
+
+
+def test_an_mqtt_session_moves_between_nodes(cluster):
+    """paho: a persistent session made on a, the client reconnects to b:
+    b says the session is present, the connection on a is closed, and a
+    QoS 1 message published on a reaches the client on b."""
+    (_, mqtt_a), (_, mqtt_b) = cluster
+    client_id = f"roamer-{RUN}"
+    topic = f"cl/{RUN}/roam"
+
+    def connect(addr, on_message=None):
+        host, port = addr.rsplit(":", 1)
+        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311,
+                        clean_session=False)
+        connected, dropped = threading.Event(), threading.Event()
+        flags = {}
+
+        def on_connect(client, userdata, connect_flags, reason, props):
+            flags["present"] = connect_flags.session_present
+            connected.set()
+
+        c.on_connect = on_connect
+        c.on_disconnect = lambda *a: dropped.set()
+        subscribed = threading.Event()
+        c.on_subscribe = lambda *a: subscribed.set()
+        if on_message:
+            c.on_message = on_message
+        c.reconnect_delay_set(60, 60)  # no quick reconnect fight after a takeover
+        c.connect(host, int(port))
+        c.loop_start()
+        assert connected.wait(STEP_TIMEOUT), "CONNACK"
+        return c, flags, dropped, subscribed
+
+    first, flags, dropped, subscribed = connect(mqtt_a)
+    try:
+        assert flags["present"] is False
+        first.subscribe(topic, qos=1)
+        assert subscribed.wait(STEP_TIMEOUT), "SUBACK"
+        got = []
+        arrived = threading.Event()
+
+        def on_message(client, userdata, msg):
+            got.append((msg.payload.decode(), msg.qos))
+            arrived.set()
+
+        second, flags2, _, _ = connect(mqtt_b, on_message)
+        try:
+            assert flags2["present"] is True, "the session came over from a"
+            assert dropped.wait(STEP_TIMEOUT), "the connection on a was taken over"
+            first.loop_stop()
+            pub, _ = paho_client(mqtt_a, "roam-pub")
+            try:
+                pub.publish(topic, "42", qos=1).wait_for_publish(STEP_TIMEOUT)
+            finally:
+                pub.loop_stop()
+                pub.disconnect()
+            assert arrived.wait(STEP_TIMEOUT), "the moved subscription delivers on b"
+            assert got == [("42", 1)]
+        finally:
+            second.loop_stop()
+            second.disconnect()
+    finally:
+        first.loop_stop()

@@ -66,8 +66,18 @@ pub(super) fn connect(w: &mut Shard, handle: usize, c: Box<Connect>) {
     m.keep_alive = Duration::from_millis(u64::from(keep_alive) * 1500);
     m.max_out = c.max_packet_size.map_or(usize::MAX, |n| n as usize);
     let clean_start = c.clean_start;
-    let pending =
-        Pending { connect: c, session, key: key.clone(), client, realm, assigned_id, keep_alive, started, who };
+    let pending = Pending {
+        superseded: None,
+        connect: c,
+        session,
+        key: key.clone(),
+        client,
+        realm,
+        assigned_id,
+        keep_alive,
+        started,
+        who,
+    };
     m.state = ConnState::Claiming(Box::new(pending));
     w.conns[handle].paused = true;
     let serial = w.conns[handle].serial;
@@ -155,7 +165,9 @@ pub(super) fn fail_connack(w: &mut Shard, handle: usize, code: u8) {
 /// Registry messages arriving at this worker.
 pub fn on_registry(w: &mut Shard, msg: Msg) {
     match msg {
-        Msg::Claim(claim) => w.mqtt.registry.claim(claim, &mut w.peers),
+        Msg::Claim(claim) => claim_here(w, claim, false),
+        Msg::RemoteClaim(claim) => claim_here(w, claim, true),
+        Msg::Owned { claim, prev } => owned(w, claim, prev),
         Msg::Release { key, session } => w.mqtt.registry.release(key, session),
         Msg::Takeover { old, claim } => takeover(w, old, claim),
         Msg::Claimed { claim, state } => claimed(w, claim, state),
@@ -186,6 +198,50 @@ pub fn on_registry(w: &mut Shard, msg: Msg) {
     }
 }
 
+/// A claim at the client ID's owner (`remote`: from another node of the
+/// cluster, which now holds the client ID). In a cluster, a claim for a
+/// client ID that no session of this node holds is decided by the cluster
+/// first (`ClusterReq::MqttClaim`, answered with `Owned`), as another node
+/// may hold it; the claims that come meanwhile wait for that answer.
+fn claim_here(w: &mut Shard, claim: Claim, remote: bool) {
+    if let Some(waiting) = w.mqtt.registry.deciding.get_mut(&claim.key) {
+        waiting.push((remote, claim));
+        return;
+    }
+    if remote {
+        return w.mqtt.registry.remote_claim(claim, &mut w.peers);
+    }
+    if w.cluster.is_none() || w.mqtt.registry.holds(&claim.key) {
+        return w.mqtt.registry.claim(claim, &mut w.peers);
+    }
+    w.mqtt.registry.deciding.insert(claim.key.clone(), Vec::new());
+    if let Some(link) = &mut w.cluster {
+        link.send(crate::cluster::ClusterReq::MqttClaim { claim });
+    }
+}
+
+/// The cluster made the claim this node's: its session holds the client
+/// ID, taken over from the node that held it (if it is alive), else new.
+fn owned(w: &mut Shard, claim: Claim, prev: Option<u16>) {
+    let waiting = w.mqtt.registry.deciding.remove(&claim.key).unwrap_or_default();
+    w.mqtt.registry.owned(&claim);
+    let there = prev.and_then(|n| w.cluster_nodes.iter().find(|(id, _)| *id == n).copied());
+    match there {
+        Some((node, workers)) => {
+            let (realm, client) = claim.key.split_once('\0').unwrap_or(("", &claim.key));
+            let owner = owner_of(realm, client, usize::from(workers));
+            w.peers.send(crate::cluster::at_node(node, owner), ShardMsg::Mqtt(Msg::RemoteClaim(claim)));
+        }
+        None => {
+            let to = claim.worker;
+            w.peers.send(to, ShardMsg::Mqtt(Msg::Claimed { claim, state: None }));
+        }
+    }
+    for (remote, c) in waiting {
+        claim_here(w, c, remote);
+    }
+}
+
 /// While a moved session receives both directly and forwarded: whether this
 /// publication is new to it.
 pub(super) fn first_sight(w: &mut Shard, slot: usize, publication: u64) -> bool {
@@ -209,6 +265,20 @@ pub fn read_first(w: &Shard, msg: &ShardMsg) -> Option<usize> {
 pub(super) fn takeover(w: &mut Shard, old: u64, claim: Claim) {
     // The worker has read what the old connection still had (`read_first`).
     let Some(&slot) = w.mqtt.by_id.get(&old) else {
+        // Still claiming (its own claim's answer, maybe a session handed
+        // over from another worker or node, is on its way): it passes on
+        // what it gets when it comes.
+        let claiming = w.conns.iter_mut().find_map(|(_, c)| match &mut c.proto {
+            Proto::Mqtt(m) => match &mut m.state {
+                ConnState::Claiming(p) if p.session == old => Some(p),
+                _ => None,
+            },
+            _ => None,
+        });
+        if let Some(p) = claiming {
+            p.superseded = Some(claim);
+            return;
+        }
         // Already gone (a race with its end): nothing to hand over.
         let to = claim.worker;
         return w.peers.send(to, ShardMsg::Mqtt(Msg::Claimed { claim, state: None }));
@@ -310,7 +380,22 @@ pub(super) fn claimed(w: &mut Shard, claim: Claim, state: Option<Box<SessionStat
     }
     let handle = claim.handle;
     let m = mqtt(w, handle).expect("mqtt");
-    let ConnState::Claiming(p) = std::mem::replace(&mut m.state, ConnState::New) else { unreachable!() };
+    let ConnState::Claiming(mut p) = std::mem::replace(&mut m.state, ConnState::New) else { unreachable!() };
+    if let Some(later) = p.superseded.take() {
+        // Taken over before it started: the later connection gets the
+        // session (unless it starts clean: then the old copy just ends).
+        close(w, handle, CloseReason::TakenOver);
+        let state = match state {
+            Some(s) if later.clean_start => {
+                let (worker, old) = s.from;
+                w.peers.send(worker, ShardMsg::Mqtt(Msg::HandoffDone { old, new: (later.worker, later.session) }));
+                None
+            }
+            s => s,
+        };
+        let to = later.worker;
+        return w.peers.send(to, ShardMsg::Mqtt(Msg::Claimed { claim: later, state }));
+    }
     let c = p.connect;
     let cfg = &w.cfg.mqtt;
     let expiry = cap_expiry(c.session_expiry, cfg.max_session_expiry);
