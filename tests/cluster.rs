@@ -870,3 +870,38 @@ fn an_mqtt_client_id_is_one_in_the_cluster() {
     assert!(!present, "a clean start keeps nothing");
     assert!(on_c.try_closed().is_ok(), "the connection on c was taken over");
 }
+
+#[test]
+fn a_dead_nodes_mqtt_sessions_resume_elsewhere() {
+    use common::raw::{mqtt_str, packet};
+    let Some(nats) = nats() else { return };
+    let (_dirs, [a, b, c]) = three_nodes(&nats);
+    let (mut on_c, _) = Raw::connected(c.mqtt, 4, "phoenix", false, 0);
+    let mut sub = vec![0, 1];
+    mqtt_str(&mut sub, b"ph/t");
+    sub.push(1);
+    on_c.send(&packet(0x82, &sub));
+    on_c.expect(0x90, "SUBACK");
+    let (_icarus_on_c, _) = Raw::connected(c.mqtt, 4, "icarus", false, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    common::process::kill9(c);
+    drop(on_c);
+    // At once: a's claim of a client ID c held goes to c, which does not
+    // answer; once c is taken for dead the connection goes ahead rather
+    // than hang.
+    let mut icarus = Raw::open(a.mqtt);
+    icarus.s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    icarus.send(&common::raw::connect_packet(4, "icarus", false, 0));
+    let connack = icarus.expect(0x20, "CONNACK");
+    assert_eq!(connack[1], 0, "accepted once c was taken for dead");
+    // The client reconnecting to b finds its session there: present, its
+    // subscription made again.
+    std::thread::sleep(Duration::from_secs(2));
+    let (mut on_b, present) = Raw::connected(b.mqtt, 4, "phoenix", false, 0);
+    assert!(present, "the session was resumed from what c left in the cluster");
+    let (mut publisher, _) = Raw::connected(a.mqtt, 4, "ph-publisher", true, 0);
+    publisher.send(&publish_packet(4, b"ph/t", 1, 1, false, b"7"));
+    publisher.expect(0x40, "PUBACK");
+    let (qos, _, payload) = mqtt_publish(&mut on_b);
+    assert_eq!((qos, payload.as_str()), (1, "7"), "its subscription delivers on b");
+}

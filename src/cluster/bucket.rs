@@ -259,8 +259,9 @@ pub(super) enum Decided {
     Write(crate::router::Realm, String, CasOutcome),
     /// A dead session's will this node applied, at this revision.
     Will(crate::router::Publication, u64),
-    /// The client ID is this node's; the node (and life) that held it.
-    Own(crate::mqtt::registry::Claim, Option<(String, u64)>),
+    /// The client ID is this node's; the node (and life) that held it, and
+    /// the record of its session that node left (`session_key`).
+    Own(crate::mqtt::registry::Claim, Option<(String, u64)>, Option<Vec<u8>>),
 }
 
 /// Decides conditional writes and dead sessions' wills one after the
@@ -297,7 +298,13 @@ pub(super) async fn decide(
                         None
                     }
                 };
-                Some(Decided::Own(claim, prev))
+                let record = match &prev {
+                    Some(holder) if *holder != (node.clone(), incarnation) => {
+                        session_record(&kv, &claim.key, holder).await
+                    }
+                    _ => None,
+                };
+                Some(Decided::Own(claim, prev, record))
             }
             Cas::Will { key, node: of, incarnation: life } => match apply_will(&kv, incarnation, &key, &of, life).await
             {
@@ -425,4 +432,28 @@ async fn own(kv: &kv::Store, (node, incarnation): (&str, u64), key: &str) -> Res
         }
     }
     Err(format!("still contended after {CAS_TRIES} tries"))
+}
+
+/// The bucket key of a persistent MQTT session's record.
+pub(super) fn session_key(key: &str) -> String {
+    format!("ms={}", &client_key(key)[3..])
+}
+
+/// A persistent session's record as its node wrote it: (node, its
+/// incarnation, the record; empty: the session ended).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct SharedSession {
+    pub node: String,
+    pub incarnation: u64,
+    pub record: Bytes,
+}
+
+/// The record `holder` left of the session of client ID `key`, if any.
+async fn session_record(kv: &kv::Store, key: &str, holder: &(String, u64)) -> Option<Vec<u8>> {
+    let e = kv.entry(session_key(key)).await.ok()??;
+    if e.operation != kv::Operation::Put {
+        return None;
+    }
+    let s: SharedSession = rmp_serde::from_slice(&e.value).ok()?;
+    (s.node == holder.0 && s.incarnation == holder.1 && !s.record.is_empty()).then(|| s.record.to_vec())
 }

@@ -131,6 +131,9 @@ pub enum ClusterReq {
     /// session of this node holds, decided in the cluster's bucket
     /// (answered with `mqtt::registry::Msg::Owned`).
     MqttClaim { claim: crate::mqtt::registry::Claim },
+    /// A persistent MQTT session's record (`None`: it ended), for the
+    /// keys bucket: another node resumes it if this one dies.
+    MqttSession { key: Arc<str>, record: Option<Vec<u8>> },
     /// A dealer message for worker `worker` of node `node` (`rpc.rs` says
     /// which travel).
     Rpc { node: NodeId, worker: WorkerId, msg: ShardMsg },

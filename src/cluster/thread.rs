@@ -434,7 +434,7 @@ impl Node {
                         let w = owner_of(&realm, &topic, self.workers.len());
                         self.hand_to(w as usize, ShardMsg::CasDone { realm, topic, outcome }, false);
                     }
-                    bucket::Decided::Own(claim, prev) => self.owned(claim, prev),
+                    bucket::Decided::Own(claim, prev, record) => self.owned(claim, prev, record),
                     bucket::Decided::Will(p, revision) => {
                         let w = owner_of(&p.realm, &p.topic, self.workers.len());
                         self.hand_to(w as usize, ShardMsg::DeadWill { p: Arc::new(p), revision }, false);
@@ -498,14 +498,15 @@ impl Node {
             ClusterReq::Retained { p, will } => self.write_retained(&p, will.as_ref()).await,
             ClusterReq::MqttClaim { claim } => {
                 if !self.connected.load(Ordering::Relaxed) {
-                    return self.owned(claim, None);
+                    return self.owned(claim, None, None);
                 }
                 if let Err(e) = self.cas.send(bucket::Cas::Own { claim }).await {
                     if let bucket::Cas::Own { claim } = e.0 {
-                        self.owned(claim, None);
+                        self.owned(claim, None, None);
                     }
                 }
             }
+            ClusterReq::MqttSession { key, record } => self.write_session(&key, record).await,
             ClusterReq::CasWrite { p, when, will } => {
                 let refused = if self.connected.load(Ordering::Relaxed) {
                     match self.cas.send(bucket::Cas::Write { p, when, will }).await {
@@ -986,7 +987,9 @@ impl Node {
 
     /// The cluster's answer to a client ID's claim, to the ID's owner
     /// worker here: the node that held it, if it is alive in that life.
-    fn owned(&mut self, claim: crate::mqtt::registry::Claim, prev: Option<(String, u64)>) {
+    /// A holder that is gone leaves the record of its session, which the
+    /// claim resumes (unless it starts clean).
+    fn owned(&mut self, claim: crate::mqtt::registry::Claim, prev: Option<(String, u64)>, record: Option<Vec<u8>>) {
         let prev = prev.and_then(|(node, incarnation)| {
             if node == self.cfg.node {
                 return None;
@@ -995,9 +998,40 @@ impl Node {
             let p = &self.peers[id as usize];
             (p.alive && (p.incarnation == 0 || p.incarnation == incarnation)).then_some(id)
         });
+        let resume = if prev.is_none() && !claim.clean_start { record } else { None };
         let (realm, client) = claim.key.split_once('\0').unwrap_or(("", &claim.key));
         let w = owner_of(realm, client, self.workers.len());
-        self.hand_to(w as usize, ShardMsg::Mqtt(crate::mqtt::registry::Msg::Owned { claim, prev }), false);
+        let msg = crate::mqtt::registry::Msg::Owned { claim, prev, resume };
+        self.hand_to(w as usize, ShardMsg::Mqtt(msg), false);
+    }
+
+    /// A persistent session's record to the keys bucket (an empty one: it
+    /// ended), streamed like retained values.
+    async fn write_session(&mut self, key: &str, record: Option<Vec<u8>>) {
+        if !self.connected.load(Ordering::Relaxed) {
+            self.drops += 1;
+            return;
+        }
+        let shared = bucket::SharedSession {
+            node: self.cfg.node.clone(),
+            incarnation: self.incarnation,
+            record: Bytes::from(record.unwrap_or_default()),
+        };
+        let Ok(value) = rmp_serde::to_vec(&shared) else { return };
+        let subject = format!("{}{}", self.keys_subject, bucket::session_key(key));
+        match self.js.publish(subject, Bytes::from(value)).await {
+            Ok(ack) => {
+                tokio::spawn(async move {
+                    if let Err(e) = ack.await {
+                        log::warn!("cluster: an MQTT session's record was not written: {e}");
+                    }
+                });
+            }
+            Err(e) => {
+                self.drops += 1;
+                log::warn!("cluster: an MQTT session's record was not written: {e}");
+            }
+        }
     }
 
     /// Whether a session of `node` in its life `incarnation` is over: the

@@ -44,8 +44,13 @@ pub enum Msg {
     RemoteClaim(Claim),
     /// In a cluster, from the cluster thread to the owner: the claim is
     /// this node's in the cluster's bucket; `prev`: the live node that held
-    /// the client ID before (its session is taken over from there).
-    Owned { claim: Claim, prev: Option<u16> },
+    /// the client ID before (its session is taken over from there);
+    /// `resume`: else, the record of the session a dead holder left.
+    Owned { claim: Claim, prev: Option<u16>, resume: Option<Vec<u8>> },
+    /// From the owner to the claiming worker: the claim went to node
+    /// `node`, whose answer it waits for (if that node is lost first, the
+    /// connection goes ahead afresh).
+    ClaimVia { session: u64, node: u16 },
     /// To the worker of the session now holding the client ID.
     Takeover { old: u64, claim: Claim },
     /// To the claiming worker: go ahead, with the old session's state if any.

@@ -60,7 +60,7 @@ use publish::*;
 use subscribe::*;
 
 pub use authorize::{on_authorizer_answer, MqttParked};
-pub use connect::{on_registry, read_first};
+pub use connect::{on_node_lost, on_registry, read_first};
 pub use deliver::{deliver, deliver_op};
 pub use persist::restore_at_start;
 pub use publish::on_stored;
@@ -156,6 +156,8 @@ pub struct Pending {
     /// A later CONNECT of the client ID claimed this session before its
     /// own claim was answered: it gets what this one gets.
     superseded: Option<Claim>,
+    /// In a cluster: the node whose answer the claim waits for.
+    via: Option<u16>,
     who: MqttIdentity,
     connect: Box<Connect>,
     session: u64,
@@ -283,6 +285,8 @@ pub struct Session {
     decisions: Vec<(crate::auth::rules::Action, String, bool)>,
     /// This incarnation is in the store (`persist`).
     stored: bool,
+    /// In a cluster: its record is in the keys bucket (`persist::share`).
+    shared: bool,
     /// When this incarnation was made (ms since the epoch).
     created_ms: u64,
     /// The last message sequence number given (`persist`).

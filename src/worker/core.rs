@@ -138,7 +138,10 @@ impl Shard {
                 }
             }
             ShardMsg::RemoteProcs { realm, policy, reg } => self.remote_procs.set(&realm, policy, reg),
-            ShardMsg::NodeLost { node } => session::on_node_lost(self, node),
+            ShardMsg::NodeLost { node } => {
+                session::on_node_lost(self, node);
+                mqtt::on_node_lost(self, node);
+            }
             ShardMsg::NodeWorkers { node, workers } => {
                 self.cluster_nodes.retain(|&(n, _)| n != node);
                 if workers > 0 {

@@ -68,6 +68,7 @@ pub(super) fn connect(w: &mut Shard, handle: usize, c: Box<Connect>) {
     let clean_start = c.clean_start;
     let pending = Pending {
         superseded: None,
+        via: None,
         connect: c,
         session,
         key: key.clone(),
@@ -167,7 +168,12 @@ pub fn on_registry(w: &mut Shard, msg: Msg) {
     match msg {
         Msg::Claim(claim) => claim_here(w, claim, false),
         Msg::RemoteClaim(claim) => claim_here(w, claim, true),
-        Msg::Owned { claim, prev } => owned(w, claim, prev),
+        Msg::Owned { claim, prev, resume } => owned(w, claim, prev, resume),
+        Msg::ClaimVia { session, node } => {
+            if let Some(p) = claiming(w, session) {
+                p.via = Some(node);
+            }
+        }
         Msg::Release { key, session } => w.mqtt.registry.release(key, session),
         Msg::Takeover { old, claim } => takeover(w, old, claim),
         Msg::Claimed { claim, state } => claimed(w, claim, state),
@@ -221,8 +227,10 @@ fn claim_here(w: &mut Shard, claim: Claim, remote: bool) {
 }
 
 /// The cluster made the claim this node's: its session holds the client
-/// ID, taken over from the node that held it (if it is alive), else new.
-fn owned(w: &mut Shard, claim: Claim, prev: Option<u16>) {
+/// ID, taken over from the node that held it (if it is alive), else
+/// resumed from the record the dead holder left in the cluster (`resume`),
+/// else new.
+fn owned(w: &mut Shard, claim: Claim, prev: Option<u16>, resume: Option<Vec<u8>>) {
     let waiting = w.mqtt.registry.deciding.remove(&claim.key).unwrap_or_default();
     w.mqtt.registry.owned(&claim);
     let there = prev.and_then(|n| w.cluster_nodes.iter().find(|(id, _)| *id == n).copied());
@@ -230,15 +238,57 @@ fn owned(w: &mut Shard, claim: Claim, prev: Option<u16>) {
         Some((node, workers)) => {
             let (realm, client) = claim.key.split_once('\0').unwrap_or(("", &claim.key));
             let owner = owner_of(realm, client, usize::from(workers));
+            let (to, session) = (claim.worker, claim.session);
             w.peers.send(crate::cluster::at_node(node, owner), ShardMsg::Mqtt(Msg::RemoteClaim(claim)));
+            w.peers.send(to, ShardMsg::Mqtt(Msg::ClaimVia { session, node }));
         }
         None => {
+            let state = resume.and_then(|r| persist::state_from_record(w, &claim.key, &r)).map(Box::new);
             let to = claim.worker;
-            w.peers.send(to, ShardMsg::Mqtt(Msg::Claimed { claim, state: None }));
+            w.peers.send(to, ShardMsg::Mqtt(Msg::Claimed { claim, state }));
         }
     }
     for (remote, c) in waiting {
         claim_here(w, c, remote);
+    }
+}
+
+/// The connection of this worker still claiming session `session`.
+fn claiming(w: &mut Shard, session: u64) -> Option<&mut Pending> {
+    w.conns.iter_mut().find_map(|(_, c)| match &mut c.proto {
+        Proto::Mqtt(m) => match &mut m.state {
+            ConnState::Claiming(p) if p.session == session => Some(&mut **p),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// Node `node` of the cluster is lost: the connections whose claims wait
+/// for its answer go ahead without it (a new session: what it held died
+/// with it).
+pub fn on_node_lost(w: &mut Shard, node: u16) {
+    let me = w.id;
+    let waiting: Vec<Claim> = w
+        .conns
+        .iter_mut()
+        .filter_map(|(handle, c)| {
+            let serial = c.serial;
+            match &mut c.proto {
+                Proto::Mqtt(m) => match &mut m.state {
+                    ConnState::Claiming(p) if p.via == Some(node) => {
+                        p.via = None;
+                        let clean_start = p.connect.clean_start;
+                        Some(Claim { key: p.key.clone(), session: p.session, worker: me, handle, serial, clean_start })
+                    }
+                    _ => None,
+                },
+                _ => None,
+            }
+        })
+        .collect();
+    for claim in waiting {
+        claimed(w, claim, None);
     }
 }
 
@@ -268,14 +318,7 @@ pub(super) fn takeover(w: &mut Shard, old: u64, claim: Claim) {
         // Still claiming (its own claim's answer, maybe a session handed
         // over from another worker or node, is on its way): it passes on
         // what it gets when it comes.
-        let claiming = w.conns.iter_mut().find_map(|(_, c)| match &mut c.proto {
-            Proto::Mqtt(m) => match &mut m.state {
-                ConnState::Claiming(p) if p.session == old => Some(p),
-                _ => None,
-            },
-            _ => None,
-        });
-        if let Some(p) = claiming {
+        if let Some(p) = claiming(w, old) {
             p.superseded = Some(claim);
             return;
         }
@@ -359,6 +402,16 @@ pub(super) fn pack(w: &mut Shard, slot: usize, to: u16, new: u64) -> SessionStat
 pub(super) fn claimed(w: &mut Shard, claim: Claim, state: Option<Box<SessionState>>) {
     let alive = w.conns.get(claim.handle).is_some_and(|c| c.serial == claim.serial)
         && matches!(mqtt(w, claim.handle).map(|m| &m.state), Some(ConnState::Claiming(p)) if p.session == claim.session);
+    if !alive && w.mqtt.by_id.contains_key(&claim.session) {
+        // A second answer (its node was taken for lost, and answered
+        // after all): the session is up already. An old copy that packed
+        // itself for it is told to end.
+        if let Some(s) = state {
+            let (worker, old) = s.from;
+            w.peers.send(worker, ShardMsg::Mqtt(Msg::HandoffDone { old, new: (w.id, claim.session) }));
+        }
+        return;
+    }
     if !alive {
         // The connection went away while the registry answered. Keep a
         // handed-over session offline (it may still expire); else release.
@@ -485,6 +538,7 @@ pub(super) fn new_session(
         who: MqttIdentity::default(),
         decisions: Vec::new(),
         stored: false,
+        shared: false,
         created_ms: crate::router::unix_millis(),
         next_seq: 0,
         offline_since_ms: None,
@@ -531,6 +585,11 @@ pub(super) fn restore(w: &mut Shard, slot: usize, state: SessionState) {
 pub(super) fn handoff_done(w: &mut Shard, slot: usize) {
     let new = (w.id, w.mqtt.sessions[slot].id);
     let Some(r) = &mut w.mqtt.sessions[slot].restoring else { return };
+    if r.from.0 == crate::cluster::REMOTE {
+        // Resumed from the cluster's record: no old copy to tell.
+        w.mqtt.sessions[slot].restoring = None;
+        return;
+    }
     if !r.done_sent {
         r.done_sent = true;
         let (worker, old) = r.from;

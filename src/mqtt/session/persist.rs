@@ -94,6 +94,7 @@ pub(super) fn save(w: &mut Shard, slot: usize) {
 /// `save`; `ack`: tell this ticket once it is on disk (answered at once
 /// if nothing is written).
 pub(super) fn save_acked(w: &mut Shard, slot: usize, ack: Option<(u16, u64)>) {
+    share(w, slot, false);
     if !keeps_record(w, slot) {
         if w.mqtt.sessions[slot].stored {
             // Its will is gone and it ends with its connection: nothing to keep.
@@ -113,7 +114,13 @@ pub(super) fn save_acked(w: &mut Shard, slot: usize, ack: Option<(u16, u64)>) {
     } else if s.offline_since_ms.is_none() {
         s.offline_since_ms = Some(crate::router::unix_millis());
     }
-    let rec = SessionRecord {
+    let rec = record_of(s, now);
+    let key = sm::session_key(&s.realm, client_of(&s.key), s.id);
+    write(w, Write::Put { key, value: sm::encode(&rec) }, ack);
+}
+
+fn record_of(s: &Session, now: Instant) -> SessionRecord {
+    SessionRecord {
         id: s.id,
         created_ms: s.created_ms,
         version: version_number(s.version),
@@ -143,9 +150,69 @@ pub(super) fn save_acked(w: &mut Shard, slot: usize, ack: Option<(u16, u64)>) {
         next_pkid: s.next_pkid,
         authid: s.who.authid.clone(),
         authrole: s.who.authrole.clone(),
+    }
+}
+
+/// In a cluster, a persistent session's record (subscriptions, expiry,
+/// identity) also goes to the keys bucket, so that another node can
+/// resume it if this one dies; one that ends with its connection, or
+/// ends, takes it out.
+fn share(w: &mut Shard, slot: usize, ends: bool) {
+    let Some(link) = &mut w.cluster else { return };
+    let s = &mut w.mqtt.sessions[slot];
+    if s.moving.is_some() {
+        return; // the new copy writes it
+    }
+    let keep = s.expiry > 0 && !ends;
+    if !keep && !s.shared {
+        return;
+    }
+    s.shared = keep;
+    let record = keep.then(|| sm::encode(&record_of(s, w.now)));
+    link.send(crate::cluster::ClusterReq::MqttSession { key: s.key.clone(), record });
+}
+
+/// A session to resume from a record a dead node left in the cluster
+/// (`share`): its subscriptions, expiry and next packet ID; its messages
+/// died with the node. `None` if the record does not read.
+pub(super) fn state_from_record(w: &Shard, key: &str, bytes: &[u8]) -> Option<SessionState> {
+    let rec: SessionRecord = sm::decode(bytes).ok()?;
+    let (realm, _) = key.split_once('\0')?;
+    let realm: Realm = Arc::from(realm);
+    let _ = w;
+    let version = match rec.version {
+        3 => Version::V3,
+        5 => Version::V5,
+        _ => Version::V4,
     };
-    let key = sm::session_key(&s.realm, client_of(&s.key), s.id);
-    write(w, Write::Put { key, value: sm::encode(&rec) }, ack);
+    let subs = rec
+        .subs
+        .into_iter()
+        .filter_map(|r| {
+            let parsed = parse_filter(&r.filter).ok()?;
+            let share = parsed.share.map(Arc::from);
+            let key = SubKey { realm: realm.clone(), topic: parsed.topic, policy: parsed.policy, share, filter: None };
+            let opts = SubFilter {
+                filter: r.filter.clone(),
+                qos: r.qos,
+                no_local: r.no_local,
+                retain_as_published: r.retain_as_published,
+                retain_handling: r.retain_handling,
+            };
+            Some(Sub { filter: r.filter, key, subscription: 0, opts, id: r.id })
+        })
+        .collect();
+    Some(SessionState {
+        from: (crate::cluster::REMOTE, rec.id),
+        realm,
+        version,
+        expiry: rec.expiry,
+        subs,
+        inflight: Vec::new(),
+        queue: Vec::new(),
+        qos2_in: Vec::new(),
+        next_pkid: rec.next_pkid,
+    })
 }
 
 /// Writes one message toward the client (`pkid` 0: queued). Gives it its
@@ -209,6 +276,7 @@ fn forget_incarnation(w: &mut Shard, realm: &str, client: &str, id: u64) {
 
 /// The session ends: its keys go.
 pub(super) fn forget(w: &mut Shard, slot: usize) {
+    share(w, slot, true);
     let s = &w.mqtt.sessions[slot];
     if !s.stored || s.moving.is_some() {
         return;
