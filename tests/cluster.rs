@@ -24,14 +24,44 @@ use std::time::{Duration, Instant};
 struct Nats {
     child: Child,
     url: String,
+    port: u16,
     monitor: u16,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Nats {
-    fn drop(&mut self) {
+impl Nats {
+    fn spawn(port: u16, monitor: u16, dir: &std::path::Path) -> Child {
+        let bin = nats_binary().expect("nats-server");
+        let child = Command::new(bin)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-m", &monitor.to_string(), "-sd"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    }
+
+    fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts it again on its port and store.
+    fn restart(&mut self) {
+        self.stop();
+        self.child = Nats::spawn(self.port, self.monitor, self._dir.path());
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -48,26 +78,15 @@ fn nats_binary() -> Option<String> {
 
 /// A NATS server with JetStream on free ports, or `None` (skip) without one.
 fn nats() -> Option<Nats> {
-    let Some(bin) = nats_binary() else {
+    if nats_binary().is_none() {
         assert!(std::env::var_os("CI").is_none(), "CI must have nats-server (scripts/test installs it)");
         eprintln!("no nats-server here: the cluster tests are skipped");
         return None;
-    };
+    }
     let dir = tempfile::tempdir().unwrap();
     let (port, monitor) = (free_port(), free_port());
-    let child = Command::new(bin)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-m", &monitor.to_string(), "-sd"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nats-server");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Some(Nats { child, url: format!("nats://127.0.0.1:{port}"), monitor, _dir: dir })
+    let child = Nats::spawn(port, monitor, dir.path());
+    Some(Nats { child, url: format!("nats://127.0.0.1:{port}"), port, monitor, _dir: dir })
 }
 
 fn node(nats: &Nats, name: &str, data: &tempfile::TempDir) -> Router {
@@ -904,4 +923,74 @@ fn a_dead_nodes_mqtt_sessions_resume_elsewhere() {
     publisher.expect(0x40, "PUBACK");
     let (qos, _, payload) = mqtt_publish(&mut on_b);
     assert_eq!((qos, payload.as_str()), (1, "7"), "its subscription delivers on b");
+}
+
+/// A HELLO on `addr`: WELCOME (`Ok`) or ABORT's reason (`Err`).
+fn try_join(addr: std::net::SocketAddr) -> Result<Client, String> {
+    let mut c = connect(addr, Serializer::Json);
+    c.send(&Msg::Hello { realm: "realm1".into(), details: common::roles() });
+    match c.recv() {
+        Msg::Welcome { session, .. } => {
+            c.session = session;
+            Ok(c)
+        }
+        Msg::Abort { reason, .. } => Err(reason),
+        other => panic!("expected WELCOME or ABORT, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_node_cut_off_from_nats_refuses_new_work() {
+    let Some(mut nats) = nats() else { return };
+    let (_dirs, [a, b, _c]) = three_nodes(&nats);
+    let mut old = join(a.wamp, Serializer::Json);
+    let mut listener = join(a.wamp, Serializer::Json);
+    listener.subscribe("local.t", Dict::new());
+    nats.stop();
+    // Once a knows (the client's disconnect event), new sessions go
+    // elsewhere: WAMP ABORT, MQTT CONNACK "server unavailable".
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reason = loop {
+        match try_join(a.wamp) {
+            Err(reason) => break reason,
+            Ok(_) => assert!(Instant::now() < deadline, "a kept taking sessions without NATS"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(reason, "fennec.error.cluster_unavailable");
+    let mut raw = Raw::open(a.mqtt);
+    raw.send(&common::raw::connect_packet(4, "cut-off", true, 0));
+    let connack = raw.expect(0x20, "CONNACK");
+    assert_eq!(connack[1], 3, "MQTT 3.1.1: server unavailable");
+    // Its sessions go on locally, but a new registration, which the
+    // cluster decides, is refused.
+    let request = old.request();
+    old.send(&Msg::Register { request, options: Dict::new(), procedure: "cut.off".into() });
+    assert_eq!(old.expect_error(64), "fennec.error.cluster_unavailable");
+    old.publish("local.t", args(vec![Value::UInt(5)]), true);
+    assert_eq!(numbered(&mut listener, 1), vec![5], "local pub/sub goes on");
+
+    // NATS back: the nodes reconnect and take sessions again.
+    nats.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut back = loop {
+        if let Ok(c) = try_join(a.wamp) {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "a never took sessions again");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    back.register("cut.back");
+    // And the registration made after the reconnect is the cluster's.
+    let mut on_b = loop {
+        if let Ok(c) = try_join(b.wamp) {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "b never took sessions again");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let request = call(&mut on_b, "cut.back", Dict::new(), args(vec![]));
+    let (inv, _, _) = invocation(&mut back);
+    yield_(&mut back, inv, Dict::new(), args(vec![Value::UInt(1)]));
+    assert_eq!(result(&mut on_b, request), Some(vec![Value::UInt(1)]));
 }

@@ -32,7 +32,8 @@ pub(super) enum Write {
 /// What the writer answers, once the other nodes route what it wrote.
 pub(super) enum Ack {
     Barrier(Barrier),
-    Claimed(Claim, bool),
+    /// Granted, or refused with this error URI.
+    Claimed(Claim, Option<&'static str>),
 }
 
 /// The interest bucket, made if it is not there. Its stream is made here
@@ -220,18 +221,19 @@ pub(super) async fn writer(kv: kv::Store, mut queue: tokio::sync::mpsc::Receiver
                 }
             }
             Write::Register { part, claim, known, live } => {
-                let (ok, revision) = match write_part(&kv, &ctl, &part, &known).await {
-                    Ok(Some(revision)) => (true, revision),
-                    Ok(None) => (false, 0),
-                    // The cluster cannot be asked: the registration is
-                    // this node's alone (other nodes do not see it).
+                let (refused, revision) = match write_part(&kv, &ctl, &part, &known).await {
+                    Ok(Some(revision)) => (None, revision),
+                    Ok(None) => (Some("wamp.error.procedure_already_exists"), 0),
+                    // The cluster cannot be asked: a new registration is
+                    // refused rather than made here alone (a change of a
+                    // registration's part is lost: logged).
                     Err(e) => {
-                        log::warn!("cluster: registration {} not shared with the other nodes: {e}", part.uri);
-                        (true, 0)
+                        log::warn!("cluster: registration {} not written to the cluster: {e}", part.uri);
+                        (Some(crate::wamp::session::CLUSTER_UNAVAILABLE), 0)
                     }
                 };
                 if let Some(claim) = claim {
-                    sync_then(&ctl, revision, &live, Ack::Claimed(claim, ok));
+                    sync_then(&ctl, revision, &live, Ack::Claimed(claim, refused));
                 }
             }
         }

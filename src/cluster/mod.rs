@@ -167,6 +167,10 @@ pub struct Claim {
 /// worker stops reading sockets until it drains.
 pub type ClusterLink = crate::worker::link::Link<tokio::sync::mpsc::Sender<ClusterReq>, ClusterReq>;
 
+/// What a worker gets of the cluster thread: its channel, and whether the
+/// node is connected to NATS now (cut off, it refuses new sessions).
+pub type ClusterChannel = (tokio::sync::mpsc::Sender<ClusterReq>, Arc<std::sync::atomic::AtomicBool>);
+
 #[cfg(test)]
 mod tests {
     use super::*;

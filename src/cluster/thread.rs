@@ -77,8 +77,10 @@ pub struct ClusterThread {
 pub fn start(
     cfg: ClusterConfig,
     workers: Vec<(Sender<ShardMsg>, Arc<Waker>)>,
-) -> io::Result<(ClusterThread, tokio::sync::mpsc::Sender<ClusterReq>)> {
+) -> io::Result<(ClusterThread, super::ClusterChannel)> {
     let (tx, rx) = tokio::sync::mpsc::channel(super::QUEUE);
+    let connected = Arc::new(AtomicBool::new(false));
+    let up = connected.clone();
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
     let thread = std::thread::Builder::new().name("cluster".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -89,7 +91,7 @@ pub fn start(
             }
         };
         rt.block_on(async move {
-            let node = match Node::connect(cfg, workers).await {
+            let node = match Node::connect(cfg, workers, connected).await {
                 Ok(node) => node,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -106,7 +108,7 @@ pub fn start(
         });
     })?;
     match ready_rx.recv_timeout(CONNECT_LIMIT + Duration::from_secs(5)) {
-        Ok(Ok(())) => Ok((ClusterThread { thread }, tx)),
+        Ok(Ok(())) => Ok((ClusterThread { thread }, (tx, up))),
         Ok(Err(e)) => Err(io::Error::other(e)),
         Err(_) => Err(io::Error::other("cluster: no answer from NATS in time")),
     }
@@ -201,8 +203,8 @@ impl Node {
     async fn connect(
         cfg: ClusterConfig,
         workers: Vec<(Sender<ShardMsg>, Arc<Waker>)>,
+        connected: Arc<AtomicBool>,
     ) -> Result<(Node, Streams), String> {
-        let connected = Arc::new(AtomicBool::new(false));
         let flag = connected.clone();
         let opts = async_nats::ConnectOptions::new()
             .name(format!("fennec-{}", cfg.node))
@@ -442,7 +444,9 @@ impl Node {
                 },
                 Some(ack) = self.acks.recv() => match ack {
                     Ack::Barrier(b) => self.hand_to(b.owner as usize, ShardMsg::BarrierAck { barrier: b.id }, false),
-                    Ack::Claimed(c, ok) => self.hand_to(c.owner as usize, ShardMsg::Claimed { ticket: c.ticket, ok }, false),
+                    Ack::Claimed(c, refused) => {
+                        self.hand_to(c.owner as usize, ShardMsg::Claimed { ticket: c.ticket, refused }, false)
+                    }
                 },
                 _ = tick.tick() => {
                     if self.connected.load(Ordering::Relaxed) {
@@ -485,12 +489,18 @@ impl Node {
                     }
                 }
             }
+            ClusterReq::Register { claim: Some(c), .. } if !self.connected.load(Ordering::Relaxed) => {
+                // Cut off: a new registration is not made here alone.
+                let refused = Some(crate::wamp::session::CLUSTER_UNAVAILABLE);
+                self.hand_to(c.owner as usize, ShardMsg::Claimed { ticket: c.ticket, refused }, false);
+            }
             ClusterReq::Register { part, claim } => {
                 let known = self.peers.iter().map(|p| (p.name.clone(), p.incarnation, p.alive)).collect();
                 let live = self.peers.iter().filter(|p| p.alive).map(|p| p.name.clone()).collect();
                 if let Err(e) = self.writes.send(Write::Register { part, claim, known, live }).await {
                     if let Write::Register { claim: Some(c), .. } = e.0 {
-                        self.hand_to(c.owner as usize, ShardMsg::Claimed { ticket: c.ticket, ok: false }, false);
+                        let refused = Some(crate::wamp::session::CLUSTER_UNAVAILABLE);
+                        self.hand_to(c.owner as usize, ShardMsg::Claimed { ticket: c.ticket, refused }, false);
                     }
                 }
             }

@@ -37,6 +37,7 @@ pub mod reason {
     pub const NO_SUBSCRIPTION_EXISTED: u8 = 0x11;
     pub const DISCONNECT_WITH_WILL: u8 = 0x04;
     pub const UNSPECIFIED: u8 = 0x80;
+    pub const SERVER_UNAVAILABLE: u8 = 0x88;
     pub const MALFORMED: u8 = 0x81;
     pub const PROTOCOL_ERROR: u8 = 0x82;
     pub const IMPLEMENTATION_SPECIFIC: u8 = 0x83;
@@ -694,7 +695,7 @@ fn v4_connack_code(code: u8) -> u8 {
         0 => 0,
         reason::UNSUPPORTED_VERSION => 1,
         reason::BAD_CLIENT_ID => 2,
-        reason::SERVER_SHUTTING_DOWN | 0x88 | 0x89 => 3,
+        reason::SERVER_SHUTTING_DOWN | reason::SERVER_UNAVAILABLE | 0x89 => 3,
         reason::BAD_USERNAME_OR_PASSWORD => 4,
         reason::NOT_AUTHORIZED => 5,
         _ => 3,

@@ -486,10 +486,11 @@ pub enum ShardMsg {
         reg: crate::cluster::procs::RemoteReg,
     },
     /// From the cluster thread to a procedure's owner: its claim of a new
-    /// registration is decided (`Owner::claimed`).
+    /// registration is decided (`Owner::claimed`): granted, or refused
+    /// with this error URI.
     Claimed {
         ticket: u64,
-        ok: bool,
+        refused: Option<&'static str>,
     },
     /// From the cluster thread, to every worker: node `node` has `workers`
     /// workers (0: it is not alive).

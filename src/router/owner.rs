@@ -279,7 +279,13 @@ impl Owner {
     /// route (`ok`), or another node holds it (the REGISTER is refused).
     /// The REGISTERs that waited for it run now; what they change for the
     /// cluster is returned.
-    pub fn claimed(&mut self, ticket: u64, ok: bool, ids: &mut IdGen, out: &mut impl Outbox) -> Vec<ClusterPart> {
+    pub fn claimed(
+        &mut self,
+        ticket: u64,
+        refused: Option<&'static str>,
+        ids: &mut IdGen,
+        out: &mut impl Outbox,
+    ) -> Vec<ClusterPart> {
         let me = self.me;
         let Some((realm, procedure, policy)) = self.claims.remove(&ticket) else { return Vec::new() };
         let key = (procedure, policy);
@@ -288,14 +294,15 @@ impl Owner {
         let Some(req) = reg.claiming.take() else { return Vec::new() };
         let waiting = std::mem::take(&mut reg.waiting);
         let (registration, created) = (reg.registration, reg.created);
-        if ok {
-            self.routed(req, Ok((registration, created, true)), me, out);
-        } else {
-            procs.remove(&key);
-            if procs.is_empty() {
-                self.regs.remove(&realm);
+        match refused {
+            None => self.routed(req, Ok((registration, created, true)), me, out),
+            Some(uri) => {
+                procs.remove(&key);
+                if procs.is_empty() {
+                    self.regs.remove(&realm);
+                }
+                self.routed(req, Err(uri), me, out);
             }
-            self.routed(req, Err("wamp.error.procedure_already_exists"), me, out);
         }
         waiting.into_iter().filter_map(|r| self.reg_acquire(r, ids, out)).collect()
     }
@@ -541,7 +548,7 @@ mod tests {
         assert!(out.0.is_empty(), "routed before the cluster decided: {:?}", out.0);
         // Granted: the first is routed, the second joins, and the cluster
         // learns this node's part with both callees (no new claim).
-        let parts = o.claimed(ticket, true, &mut ids, &mut out);
+        let parts = o.claimed(ticket, None, &mut ids, &mut out);
         assert!(matches!(&parts[..], [ClusterPart { claim: None, part }] if part.callees.len() == 2));
         let added: Vec<u64> = out
             .0
@@ -567,7 +574,7 @@ mod tests {
         // owner forgets it.
         out.0.clear();
         let ticket = o.reg_acquire(req(3), &mut ids, &mut out).and_then(|p| p.claim).expect("claimed");
-        assert!(o.claimed(ticket, false, &mut ids, &mut out).is_empty());
+        assert!(o.claimed(ticket, Some("wamp.error.procedure_already_exists"), &mut ids, &mut out).is_empty());
         assert!(matches!(
             &out.0[..],
             [(0, ShardMsg::RegReply { session: 3, result: Err("wamp.error.procedure_already_exists"), .. })]

@@ -43,7 +43,7 @@ mod meta;
 use broker::*;
 use dealer::*;
 
-pub use auth::{Asking, Throttle, FAIL_BUDGET, FAIL_WINDOW};
+pub use auth::{Asking, Throttle, CLUSTER_UNAVAILABLE, FAIL_BUDGET, FAIL_WINDOW};
 pub(crate) use authorizer::{read_answer as read_decision, router_call as authorizer_call};
 pub use authorizer::{Decision, DecisionCache, Parked, ROUTER_CALLER};
 pub use broker::{event_for, on_history, on_retained, on_stored, subscribed, EventCache};

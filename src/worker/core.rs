@@ -132,8 +132,8 @@ impl Shard {
                 let part = self.owner.reg_release(r, &mut self.peers);
                 self.share_part(part);
             }
-            ShardMsg::Claimed { ticket, ok } => {
-                for part in self.owner.claimed(ticket, ok, &mut self.ids, &mut self.peers) {
+            ShardMsg::Claimed { ticket, refused } => {
+                for part in self.owner.claimed(ticket, refused, &mut self.ids, &mut self.peers) {
                     self.share_part(Some(part));
                 }
             }

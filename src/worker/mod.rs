@@ -91,7 +91,7 @@ pub struct Setup {
     /// The store thread's channel (none under `--durability none`).
     pub store: Option<Sender<crate::store::thread::StoreReq>>,
     /// The cluster thread's channel (`--cluster`).
-    pub cluster: Option<tokio::sync::mpsc::Sender<crate::cluster::ClusterReq>>,
+    pub cluster: Option<crate::cluster::ClusterChannel>,
     /// Retained values read back from the store, for the topics this worker owns.
     pub retained: Vec<Arc<crate::router::Publication>>,
     /// History events read back from the store, for the topics this worker owns.

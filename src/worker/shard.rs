@@ -88,6 +88,8 @@ pub struct Shard {
     pub(crate) store: Option<StoreLink>,
     /// This shard's end of the cluster thread's channel (`--cluster`).
     pub(crate) cluster: Option<crate::cluster::ClusterLink>,
+    /// Whether the node is connected to NATS (`--cluster`; `cut_off`).
+    pub(crate) cluster_up: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// Which other nodes of the cluster have subscribers of what: routes
     /// whose "workers" are node numbers (`ShardMsg::RemoteRoute`).
     pub remote_topics: TopicTable,
@@ -137,7 +139,7 @@ pub struct ShardSetup {
     pub senders: Vec<Sender<ShardMsg>>,
     pub wakers: Vec<Arc<Waker>>,
     pub store: Option<Sender<StoreReq>>,
-    pub cluster: Option<tokio::sync::mpsc::Sender<crate::cluster::ClusterReq>>,
+    pub cluster: Option<crate::cluster::ClusterChannel>,
     pub retained: Vec<Arc<crate::router::Publication>>,
     pub history: Vec<crate::router::history::Recorded>,
     /// The aggregate rows this shard owns, rebuilt at start.
@@ -159,6 +161,14 @@ impl Shard {
             link.send(crate::cluster::ClusterReq::Rpc { node, worker, msg });
         }
         link.flush();
+    }
+
+    /// In a cluster, whether the node is cut off from NATS: then it takes
+    /// no new sessions (WAMP ABORT, MQTT CONNACK "server unavailable"), so
+    /// that clients go to a node that can serve them with the cluster's
+    /// state, rather than this one diverging from it.
+    pub fn cut_off(&self) -> bool {
+        self.cluster_up.as_ref().is_some_and(|up| !up.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     pub fn new(s: ShardSetup) -> Shard {
@@ -212,7 +222,8 @@ impl Shard {
             gathers: AHashMap::new(),
             next_gather: 0,
             store: s.store.map(StoreLink::new),
-            cluster: s.cluster.map(crate::cluster::ClusterLink::new),
+            cluster_up: s.cluster.as_ref().map(|(_, up)| up.clone()),
+            cluster: s.cluster.map(|(tx, _)| crate::cluster::ClusterLink::new(tx)),
             remote_topics: TopicTable::default(),
             remote_targets: Vec::new(),
             remote_procs: Default::default(),

@@ -14,6 +14,11 @@ pub(super) fn connect(w: &mut Shard, handle: usize, c: Box<Connect>) {
     if c.auth_method.is_some() {
         return fail(w, handle, reason::BAD_AUTH_METHOD, "extended authentication is not supported");
     }
+    if w.cut_off() {
+        // Cut off from the cluster: the client ID may be another node's,
+        // and this node could not know (3.1.1: 3, "server unavailable").
+        return fail_connack(w, handle, reason::SERVER_UNAVAILABLE);
+    }
     if let Some(will) = &c.will {
         if levels_by(&will.topic, b'/') > w.cfg.mqtt.max_topic_levels {
             return fail(w, handle, reason::TOPIC_NAME_INVALID, "will topic has too many levels");

@@ -105,6 +105,9 @@ fn str_list(details: &Dict, key: &str) -> Option<Vec<String>> {
     }
 }
 
+/// ABORT reason of a HELLO to a node cut off from its cluster.
+pub const CLUSTER_UNAVAILABLE: &str = "fennec.error.cluster_unavailable";
+
 pub(super) fn hello(w: &mut Shard, handle: usize, realm: String, details: Dict) {
     let started = Instant::now();
     if !matches!(dict_get(&details, "roles"), Some(Value::Dict(roles)) if !roles.is_empty()) {
@@ -114,6 +117,10 @@ pub(super) fn hello(w: &mut Shard, handle: usize, realm: String, details: Dict) 
         let message = format!("no realm '{realm}' on this router");
         return abort(w, handle, "wamp.error.no_such_realm", &message, CloseReason::Client);
     };
+    if w.cut_off() {
+        let message = "this node of the cluster is cut off from NATS: connect to another node, or retry";
+        return abort(w, handle, CLUSTER_UNAVAILABLE, message, CloseReason::Client);
+    }
     let auth = realm_cfg.auth.clone();
     let methods = str_list(&details, "authmethods").unwrap_or_else(|| vec!["anonymous".into()]);
     let authid = dict_get(&details, "authid").and_then(Value::as_str).map(str::to_owned);
