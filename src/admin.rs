@@ -106,6 +106,24 @@ pub fn render(t: &Totals) -> String {
     counter(&mut out, "fennec_store_commits_total", "Group commits of the store thread.", c.store_commits);
     counter(&mut out, "fennec_store_writes_total", "Writes in the store's group commits.", c.store_writes);
     counter(&mut out, "fennec_store_errors_total", "Group commits that failed.", c.store_errors);
+    counter(
+        &mut out,
+        "fennec_cluster_out_total",
+        "Messages this node sent to other nodes of its cluster.",
+        c.cluster_out,
+    );
+    counter(
+        &mut out,
+        "fennec_cluster_in_total",
+        "Messages this node took from other nodes of its cluster.",
+        c.cluster_in,
+    );
+    counter(
+        &mut out,
+        "fennec_cluster_drops_total",
+        "Cross-node messages dropped (node not alive, NATS gone, a full worker, undecodable).",
+        c.cluster_drops,
+    );
     out.push_str("# HELP fennec_reductions_total Publications to reduced topics, by outcome: applied (the reducer's value kept), failed (ERROR, timeout, callee gone), dropped (over the key's bound, or no reducer left).\n");
     out.push_str("# TYPE fennec_reductions_total counter\n");
     for (outcome, n) in [("applied", c.reduce_applied), ("failed", c.reduce_failed), ("dropped", c.reduce_dropped)] {
@@ -392,6 +410,9 @@ fn totals_json(admin: &Admin) -> String {
         "store_commits": c.store_commits,
         "store_writes": c.store_writes,
         "store_errors": c.store_errors,
+        "cluster_out": c.cluster_out,
+        "cluster_in": c.cluster_in,
+        "cluster_drops": c.cluster_drops,
         "reduce_applied": c.reduce_applied,
         "reduce_failed": c.reduce_failed,
         "reduce_dropped": c.reduce_dropped,

@@ -156,6 +156,13 @@ pub struct Counters {
     /// Aggregate rows a change could not be applied to (a sum that does
     /// not fit).
     pub table_errors: u64,
+    /// The cluster thread (`--cluster`): messages sent to other nodes
+    /// (publications, once per node, and worker messages), messages taken
+    /// from them, and what it dropped (a node not alive, NATS gone, a full
+    /// worker inbox, an undecodable message).
+    pub cluster_out: u64,
+    pub cluster_in: u64,
+    pub cluster_drops: u64,
     pub closed: [u64; CLOSE_REASONS.len()],
 }
 
@@ -182,6 +189,9 @@ impl Counters {
         self.reduce_failed += o.reduce_failed;
         self.reduce_dropped += o.reduce_dropped;
         self.table_errors += o.table_errors;
+        self.cluster_out += o.cluster_out;
+        self.cluster_in += o.cluster_in;
+        self.cluster_drops += o.cluster_drops;
         for (a, b) in self.closed.iter_mut().zip(o.closed) {
             *a += b;
         }
@@ -279,6 +289,7 @@ pub struct Snapshot {
 pub enum Source {
     Worker(usize),
     Store,
+    Cluster,
 }
 
 /// A worker's load at a snapshot.
@@ -557,6 +568,9 @@ fn emit(
     p.count("reduce.failed", c.reduce_failed as f64);
     p.count("reduce.dropped", c.reduce_dropped as f64);
     p.count("tables.errors", c.table_errors as f64);
+    p.count("cluster.out", c.cluster_out as f64);
+    p.count("cluster.in", c.cluster_in as f64);
+    p.count("cluster.drops", c.cluster_drops as f64);
     // Every reason, zeros too, like the other counters (a dashboard's
     // series stays continuous, and matches Prometheus's).
     for (reason, n) in CLOSE_REASONS.iter().zip(c.closed) {

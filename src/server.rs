@@ -159,7 +159,8 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
     let (cluster, cluster_tx) = match &cfg.cluster {
         Some(c) => {
             let workers = senders.iter().cloned().zip(wakers.iter().cloned()).collect();
-            let (thread, channel) = crate::cluster::thread::start(c.clone(), workers)?;
+            let every = metrics::interval(&cfg.metrics).map(|every| (metrics_tx.clone(), every));
+            let (thread, channel) = crate::cluster::thread::start(c.clone(), workers, every)?;
             (Some(thread), Some(channel))
         }
         None => (None, None),

@@ -994,3 +994,61 @@ fn a_node_cut_off_from_nats_refuses_new_work() {
     yield_(&mut back, inv, Dict::new(), args(vec![Value::UInt(1)]));
     assert_eq!(result(&mut on_b, request), Some(vec![Value::UInt(1)]));
 }
+
+/// `GET path` on an HTTP listener: the body.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text[text.find("\r\n\r\n").map_or(0, |i| i + 4)..].to_owned()
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<u64>().ok()))
+        .unwrap_or_else(|| panic!("no {name} in the metrics"))
+}
+
+#[test]
+fn the_cluster_threads_traffic_is_in_the_metrics() {
+    let Some(nats) = nats() else { return };
+    let admin = free_port();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let a = start_with(
+        dir_a.path(),
+        &[
+            "--durability",
+            "none",
+            "--cluster",
+            &nats.url,
+            "--node-name",
+            "a",
+            "--admin",
+            &admin_addr,
+            "--metrics-interval-ms",
+            "200",
+        ],
+    );
+    let b = node(&nats, "b", &dir_b);
+    let mut sub = join(b.wamp, Serializer::Json);
+    sub.subscribe("counted", Dict::new());
+    let mut publisher = join(a.wamp, Serializer::Json);
+    for i in 0..10 {
+        publisher.publish("counted", args(vec![Value::UInt(i)]), true);
+    }
+    assert_eq!(numbered(&mut sub, 10), (0..10).collect::<Vec<_>>());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = http_get(admin, "/metrics");
+        if metric(&text, "fennec_cluster_out_total") >= 10 {
+            // And nothing was dropped on the way.
+            assert_eq!(metric(&text, "fennec_cluster_drops_total"), 0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "a's cluster counters never showed its 10 publications");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

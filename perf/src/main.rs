@@ -83,7 +83,9 @@ struct Args {
     #[arg(long, value_enum)]
     subscriber_protocol: Option<ProtoArg>,
     /// URL for the subscribers when --subscriber-protocol differs from
-    /// --protocol (default: that protocol's default URL).
+    /// --protocol (default: that protocol's default URL). With WAMP on
+    /// both sides, another router than --url (a node of a cluster): the
+    /// subscribers, and with --scenario rpc the callees, connect there.
     #[arg(long)]
     subscriber_url: Option<String>,
     /// MQTT: QoS of every PUBLISH and SUBSCRIBE (0 or 1).
@@ -376,6 +378,7 @@ fn main() {
         if scenario == Scenario::PubSub { (args.publishers, args.subscribers) } else { (0, 0) };
     let cfg = Arc::new(Config {
         wamp_url: ep.wamp.clone(),
+        far_wamp_url: ep.far.clone(),
         mqtt_url: ep.mqtt.clone(),
         pub_proto: ep.pub_proto.proto(),
         sub_proto: ep.sub_proto.proto(),
@@ -409,7 +412,8 @@ fn main() {
         if scenario != Scenario::PubSub {
             die(64, "--stalled needs --scenario pubsub");
         }
-        let Some(url) = cfg.wamp_url.as_ref().filter(|_| cfg.sub_proto == Proto::Wamp) else {
+        let url = cfg.far_wamp_url.as_ref().or(cfg.wamp_url.as_ref());
+        let Some(url) = url.filter(|_| cfg.sub_proto == Proto::Wamp) else {
             die(64, "--stalled needs WAMP subscribers")
         };
         let topics: Vec<String> = (0..args.topics).map(|t| format!("bench.topic.{t}")).collect();
@@ -703,6 +707,8 @@ struct Endpoints {
     sub_url: String,
     wamp: Option<ws::WsUrl>,
     mqtt: Option<mqtt::MqttUrl>,
+    /// WAMP subscribers and callees on another router (`--subscriber-url`).
+    far: Option<ws::WsUrl>,
 }
 
 impl Endpoints {
@@ -715,22 +721,31 @@ fn endpoints(args: &Args) -> Result<Endpoints, String> {
     let pub_proto = args.protocol;
     let sub_proto = args.subscriber_protocol.unwrap_or(pub_proto);
     let pub_url = args.url.clone().unwrap_or_else(|| pub_proto.default_url().to_string());
+    let mut far = None;
     let sub_url = if sub_proto == pub_proto {
         match &args.subscriber_url {
+            Some(u) if *u != pub_url && pub_proto == ProtoArg::Wamp => {
+                far = Some(ws::parse_url(u)?);
+                u.clone()
+            }
             Some(u) if *u != pub_url => {
-                return Err("--subscriber-url differs from --url but the protocols are the same".into())
+                return Err("--subscriber-url differs from --url with MQTT on both sides (WAMP only)".into())
             }
             _ => pub_url.clone(),
         }
     } else {
         args.subscriber_url.clone().unwrap_or_else(|| sub_proto.default_url().to_string())
     };
-    let mut ep = Endpoints { pub_proto, sub_proto, pub_url, sub_url, wamp: None, mqtt: None };
+    let mut ep = Endpoints { pub_proto, sub_proto, pub_url, sub_url, wamp: None, mqtt: None, far: None };
     for (p, u) in [(pub_proto, &ep.pub_url), (sub_proto, &ep.sub_url)] {
         match p {
             ProtoArg::Wamp => ep.wamp = Some(ws::parse_url(u)?),
             ProtoArg::Mqtt => ep.mqtt = Some(mqtt::parse_url(u)?),
         }
+    }
+    if far.is_some() {
+        ep.wamp = Some(ws::parse_url(&ep.pub_url)?);
+        ep.far = far;
     }
     Ok(ep)
 }

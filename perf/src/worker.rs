@@ -69,6 +69,8 @@ impl Proto {
 pub struct Config {
     /// Router URL for WAMP connections (None: no WAMP connection).
     pub wamp_url: Option<ws::WsUrl>,
+    /// WAMP subscribers and callees on another router (a cluster's node).
+    pub far_wamp_url: Option<ws::WsUrl>,
     /// Broker address for MQTT connections (None: no MQTT connection).
     pub mqtt_url: Option<mqtt::MqttUrl>,
     /// Protocol of the publishers and of the subscribers.
@@ -457,7 +459,9 @@ impl Worker {
             };
             let (std_stream, rest) = match proto {
                 Proto::Wamp => {
-                    let url = cfg.wamp_url.as_ref().ok_or_else(|| Fail::Connect("no WAMP URL".into()))?;
+                    let far = matches!(role, Role::Subscriber | Role::Callee).then_some(cfg.far_wamp_url.as_ref());
+                    let url = far.flatten().or(cfg.wamp_url.as_ref());
+                    let url = url.ok_or_else(|| Fail::Connect("no WAMP URL".into()))?;
                     ws::connect(url, cfg.ser.subprotocol()).map_err(Fail::Connect)?
                 }
                 Proto::Mqtt => {

@@ -77,6 +77,7 @@ pub struct ClusterThread {
 pub fn start(
     cfg: ClusterConfig,
     workers: Vec<(Sender<ShardMsg>, Arc<Waker>)>,
+    metrics: Option<MetricsLink>,
 ) -> io::Result<(ClusterThread, super::ClusterChannel)> {
     let (tx, rx) = tokio::sync::mpsc::channel(super::QUEUE);
     let connected = Arc::new(AtomicBool::new(false));
@@ -92,7 +93,10 @@ pub fn start(
         };
         rt.block_on(async move {
             let node = match Node::connect(cfg, workers, connected).await {
-                Ok(node) => node,
+                Ok((mut node, streams)) => {
+                    node.metrics = metrics;
+                    (node, streams)
+                }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
                     return;
@@ -113,6 +117,9 @@ pub fn start(
         Err(_) => Err(io::Error::other("cluster: no answer from NATS in time")),
     }
 }
+
+/// Where the cluster thread's counters go, and how often.
+pub type MetricsLink = (Sender<(crate::metrics::Source, crate::metrics::Snapshot)>, Duration);
 
 /// Another node, as this one knows it.
 struct Peer {
@@ -190,6 +197,13 @@ struct Node {
     /// Publications not forwarded or not delivered (NATS gone, a full
     /// worker, an undecodable message), logged every 10 s while it grows.
     drops: u64,
+    /// Messages sent to other nodes and taken from them (counted like `drops`).
+    sent: u64,
+    received: u64,
+    /// The metrics thread, and what it was told last: (sent, received, drops).
+    metrics: Option<MetricsLink>,
+    reported: (u64, u64, u64),
+    reported_at: Instant,
     drops_logged: u64,
     drops_logged_at: Instant,
     /// Another node with this node's name was heard (logged once per incarnation).
@@ -312,6 +326,11 @@ impl Node {
             writer,
             connected,
             drops: 0,
+            sent: 0,
+            received: 0,
+            metrics: None,
+            reported: (0, 0, 0),
+            reported_at: Instant::now(),
             drops_logged: 0,
             drops_logged_at: Instant::now(),
             twin: None,
@@ -454,6 +473,7 @@ impl Node {
                     }
                     self.check_liveness();
                     self.log_drops();
+                    self.report(false);
                 }
                 _ = retry.tick(), if backlog => {}
             }
@@ -465,6 +485,7 @@ impl Node {
         // Shutdown (every worker's link is gone): leave the cluster cleanly.
         // The writer finishes what it has first, so no entry of ours is
         // written after the clean-up.
+        self.report(true);
         drop(self.writes);
         let _ = self.writer.await;
         bucket::forget_own_interest(&self.kv, &self.cfg.node).await;
@@ -575,6 +596,7 @@ impl Node {
                 }
             };
             wire::batch_push(&mut self.batches[at].1, &bytes);
+            self.sent += 1;
             self.batches[at].2 += 1;
             if self.batches[at].1.len() >= BATCH_BYTES {
                 self.send_batches().await;
@@ -641,6 +663,7 @@ impl Node {
                 log::debug!("cluster: a publication from NATS is refused: {e}");
             }
         });
+        self.received += arrived.len() as u64;
         for p in arrived.drain(..) {
             let w = owner_of(&p.realm, &p.topic, workers);
             self.hand_to(w as usize, ShardMsg::FromCluster(Arc::new(p)), true);
@@ -898,6 +921,7 @@ impl Node {
             _ => false,
         };
         if sent {
+            self.sent += 1;
             return;
         }
         self.drops += 1;
@@ -1091,7 +1115,10 @@ impl Node {
             return;
         }
         match rpc::decode(payload, id) {
-            Ok((worker, msg)) if (worker as usize) < self.workers.len() => self.hand_to(worker as usize, msg, false),
+            Ok((worker, msg)) if (worker as usize) < self.workers.len() => {
+                self.received += 1;
+                self.hand_to(worker as usize, msg, false)
+            }
             Ok(_) => self.drops += 1,
             Err(e) => {
                 self.drops += 1;
@@ -1167,6 +1194,24 @@ impl Node {
                 let _ = self.workers[w].1.wake();
             }
         }
+    }
+
+    /// The counters since the last report, to the metrics thread, once per
+    /// interval (and at the end).
+    fn report(&mut self, last: bool) {
+        let Some((tx, every)) = &self.metrics else { return };
+        if !last && self.reported_at.elapsed() < *every {
+            return;
+        }
+        self.reported_at = Instant::now();
+        let (sent, received, drops) = self.reported;
+        let mut m = crate::metrics::WorkerMetrics::default();
+        m.counters.cluster_out = self.sent - sent;
+        m.counters.cluster_in = self.received - received;
+        m.counters.cluster_drops = self.drops - drops;
+        self.reported = (self.sent, self.received, self.drops);
+        // A full metrics channel loses this interval, as for a worker.
+        let _ = tx.try_send((crate::metrics::Source::Cluster, m.snapshot()));
     }
 
     fn log_drops(&mut self) {
