@@ -93,23 +93,26 @@ if has rpc; then
     done
 fi
 if has aggregate; then
-    # Three independent 1 -> 1 WAMP loads at once: on three nodes, then all
-    # on node a. The sum of the three delivery rates is the aggregate.
+    # Three independent 1 -> 1 WAMP loads at once (each on topics of its
+    # own, so nothing crosses nodes): on three nodes, then all on node a.
+    # The sum of the three delivery rates is the aggregate.
     for layout in "three-nodes 18080 18081 18082" "one-node 18080 18080 18080"; do
         set -- $layout
         name=$1
         shift
         echo "== aggregate, $name"
         i=0
+        loads=()
         for port in "$@"; do
             i=$((i + 1))
             rm -f "$OUT/aggregate-$name-$i.json"
             timeout $((DURATION + WARMUP + 30)) "$LOAD" --protocol wamp --url ws://127.0.0.1:"$port"/ws \
-                --publishers 1 --subscribers 1 --topics 1 --window 100 --duration "$DURATION" \
+                --topic-prefix "load$i" --publishers 1 --subscribers 1 --topics 1 --window 100 --duration "$DURATION" \
                 --warmup "$WARMUP" --label "aggregate $name load $i" \
                 --json-out "$OUT/aggregate-$name-$i.json" >/dev/null &
+            loads+=($!)
         done
-        wait
+        wait "${loads[@]}"
         python3 - "$OUT" "$name" <<'PY'
 import json, sys
 out, name = sys.argv[1], sys.argv[2]

@@ -116,9 +116,13 @@ struct Args {
     /// Pub/sub: number of subscriber sessions (each subscribes to all topics).
     #[arg(long, default_value_t = 1)]
     subscribers: usize,
-    /// Pub/sub: number of topics bench.topic.0..T-1.
+    /// Pub/sub: number of topics PREFIX.0..T-1 (`--topic-prefix`).
     #[arg(long, default_value_t = 1)]
     topics: usize,
+    /// Pub/sub: the topics' common prefix (WAMP form; MQTT gets it with
+    /// `/`), so that loads run at once do not share topics.
+    #[arg(long, default_value = "bench.topic")]
+    topic_prefix: String,
     /// RPC: number of caller sessions.
     #[arg(long, default_value_t = 1)]
     callers: usize,
@@ -392,6 +396,7 @@ fn main() {
         realm: args.realm.clone(),
         ser,
         topics: args.topics,
+        topic_prefix: args.topic_prefix.clone(),
         callees: args.callees,
         size,
         interval_ns,
@@ -416,7 +421,7 @@ fn main() {
         let Some(url) = url.filter(|_| cfg.sub_proto == Proto::Wamp) else {
             die(64, "--stalled needs WAMP subscribers")
         };
-        let topics: Vec<String> = (0..args.topics).map(|t| format!("bench.topic.{t}")).collect();
+        let topics: Vec<String> = (0..args.topics).map(|t| format!("{}.{t}", args.topic_prefix)).collect();
         for _ in 0..args.stalled {
             let mut s = passive::Session::open(url, ser, &args.realm)
                 .unwrap_or_else(|e| die(2, &format!("stalled subscriber: {e}")));

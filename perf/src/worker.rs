@@ -95,6 +95,8 @@ pub struct Config {
     pub realm: String,
     pub ser: Ser,
     pub topics: usize,
+    /// The topics' common prefix (WAMP form).
+    pub topic_prefix: String,
     pub callees: usize,
     pub size: usize,
     /// Per-sender interval between messages in ns (0 = max rate).
@@ -521,8 +523,8 @@ impl Worker {
         }
         payload[payload_off..payload_off + TS_LEN].fill(b'0');
         Ok(Worker {
-            topic_names: (0..cfg.topics).map(|t| format!("bench.topic.{t}")).collect(),
-            mqtt_topics: (0..cfg.topics).map(|t| format!("bench/topic/{t}")).collect(),
+            topic_names: (0..cfg.topics).map(|t| format!("{}.{t}", cfg.topic_prefix)).collect(),
+            mqtt_topics: (0..cfg.topics).map(|t| format!("{}/{t}", cfg.topic_prefix.replace('.', "/"))).collect(),
             proc_names: (0..cfg.callees).map(|t| format!("bench.proc.{t}")).collect(),
             payload_off,
             seen_delta: vec![0; if cfg.seq_window { cfg.publishers } else { 0 }],
