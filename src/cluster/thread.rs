@@ -587,20 +587,26 @@ impl Node {
                 continue;
             }
             let subject = wire::event_subject(&self.cfg.prefix, &peer.name, &p.realm, &p.topic);
-            let at = match self.batch_at.get(&subject) {
-                Some(&at) => at,
-                None => {
-                    self.batches.push((subject.clone(), Vec::new(), 0));
-                    self.batch_at.insert(subject, self.batches.len() - 1);
-                    self.batches.len() - 1
-                }
-            };
-            wire::batch_push(&mut self.batches[at].1, &bytes);
-            self.sent += 1;
-            self.batches[at].2 += 1;
-            if self.batches[at].1.len() >= BATCH_BYTES {
-                self.send_batches().await;
+            self.batch(subject, &bytes).await;
+        }
+    }
+
+    /// Appends one message to this turn's batch for `subject`; a batch
+    /// that is full goes at once.
+    async fn batch(&mut self, subject: String, bytes: &[u8]) {
+        let at = match self.batch_at.get(&subject) {
+            Some(&at) => at,
+            None => {
+                self.batches.push((subject.clone(), Vec::new(), 0));
+                self.batch_at.insert(subject, self.batches.len() - 1);
+                self.batches.len() - 1
             }
+        };
+        wire::batch_push(&mut self.batches[at].1, bytes);
+        self.sent += 1;
+        self.batches[at].2 += 1;
+        if self.batches[at].1.len() >= BATCH_BYTES {
+            self.send_batches().await;
         }
     }
 
@@ -910,19 +916,14 @@ impl Node {
     /// caller gets ERROR `wamp.error.no_available_callee` at once.
     async fn forward_rpc(&mut self, node: NodeId, worker: WorkerId, msg: ShardMsg) {
         let to = self.peers.get(node as usize).filter(|p| p.alive).map(|p| p.name.clone());
-        let sent = match (to, self.connected.load(Ordering::Relaxed)) {
-            (Some(to), true) => match rpc::encode(node, worker, &msg) {
-                Some(bytes) => {
-                    let subject = rpc::subject(&self.cfg.prefix, &to, &self.cfg.node);
-                    self.client.publish(subject, Bytes::from(bytes)).await.is_ok()
-                }
-                None => false,
-            },
-            _ => false,
+        let bytes = match (to, self.connected.load(Ordering::Relaxed)) {
+            (Some(to), true) => rpc::encode(node, worker, &msg).map(|b| (to, b)),
+            _ => None,
         };
-        if sent {
-            self.sent += 1;
-            return;
+        if let Some((to, bytes)) = bytes {
+            // Batched like publications: one NATS message per node and turn.
+            let subject = rpc::subject(&self.cfg.prefix, &to, &self.cfg.node);
+            return self.batch(subject, &bytes).await;
         }
         self.drops += 1;
         if let ShardMsg::Invoke(inv) = msg {
@@ -1114,15 +1115,19 @@ impl Node {
             self.drops += 1;
             return;
         }
-        match rpc::decode(payload, id) {
-            Ok((worker, msg)) if (worker as usize) < self.workers.len() => {
-                self.received += 1;
-                self.hand_to(worker as usize, msg, false)
-            }
-            Ok(_) => self.drops += 1,
-            Err(e) => {
-                self.drops += 1;
-                log::debug!("cluster: a dealer message from {from} is refused: {e}");
+        let mut decoded = Vec::new();
+        wire::split_batch(payload, |one| decoded.push(one.and_then(|b| rpc::decode(b, id))));
+        for one in decoded {
+            match one {
+                Ok((worker, msg)) if (worker as usize) < self.workers.len() => {
+                    self.received += 1;
+                    self.hand_to(worker as usize, msg, false)
+                }
+                Ok(_) => self.drops += 1,
+                Err(e) => {
+                    self.drops += 1;
+                    log::debug!("cluster: a message from {from} is refused: {e}");
+                }
             }
         }
     }

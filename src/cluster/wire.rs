@@ -407,8 +407,17 @@ pub fn batch_push(batch: &mut Vec<u8>, one: &[u8]) {
 /// Each publication of a batch, in order, to `f`; a frame that does not
 /// decode is reported and skipped, a cut length ends the batch.
 pub fn decode_batch(b: &[u8], now: Instant, mut f: impl FnMut(Result<(u64, Publication), String>)) {
+    split_batch(b, |one| match one {
+        Ok(one) => f(decode(one, now)),
+        Err(e) => f(Err(e)),
+    })
+}
+
+/// The items of a batch (`batch_push`), in order; an error for a batch
+/// that does not read (what came before it was handed on).
+pub fn split_batch(b: &[u8], mut f: impl FnMut(Result<&[u8], String>)) {
     let Some((&BATCH, mut rest)) = b.split_first() else {
-        return f(Err("not a batch of publications".into()));
+        return f(Err("not a batch".into()));
     };
     while !rest.is_empty() {
         let Some((len, tail)) = rest.split_first_chunk::<4>() else {
@@ -419,7 +428,7 @@ pub fn decode_batch(b: &[u8], now: Instant, mut f: impl FnMut(Result<(u64, Publi
             return f(Err("a cut batch".into()));
         }
         let (one, tail) = tail.split_at(len);
-        f(decode(one, now));
+        f(Ok(one));
         rest = tail;
     }
 }
