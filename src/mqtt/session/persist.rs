@@ -172,6 +172,22 @@ fn share(w: &mut Shard, slot: usize, ends: bool) {
     link.send(crate::cluster::ClusterReq::MqttSession { key: s.key.clone(), record });
 }
 
+/// A stored subscription as the session holds it (not granted yet);
+/// `None` for a filter that no longer parses.
+fn sub_of(realm: &Realm, r: SubRecord) -> Option<Sub> {
+    let parsed = parse_filter(&r.filter).ok()?;
+    let share = parsed.share.map(Arc::from);
+    let key = SubKey { realm: realm.clone(), topic: parsed.topic, policy: parsed.policy, share, filter: None };
+    let opts = SubFilter {
+        filter: r.filter.clone(),
+        qos: r.qos,
+        no_local: r.no_local,
+        retain_as_published: r.retain_as_published,
+        retain_handling: r.retain_handling,
+    };
+    Some(Sub { filter: r.filter, key, subscription: 0, opts, id: r.id })
+}
+
 /// A session to resume from a record a dead node left in the cluster
 /// (`share`): its subscriptions, expiry and next packet ID; its messages
 /// died with the node. `None` if the record does not read.
@@ -185,23 +201,7 @@ pub(super) fn state_from_record(w: &Shard, key: &str, bytes: &[u8]) -> Option<Se
         5 => Version::V5,
         _ => Version::V4,
     };
-    let subs = rec
-        .subs
-        .into_iter()
-        .filter_map(|r| {
-            let parsed = parse_filter(&r.filter).ok()?;
-            let share = parsed.share.map(Arc::from);
-            let key = SubKey { realm: realm.clone(), topic: parsed.topic, policy: parsed.policy, share, filter: None };
-            let opts = SubFilter {
-                filter: r.filter.clone(),
-                qos: r.qos,
-                no_local: r.no_local,
-                retain_as_published: r.retain_as_published,
-                retain_handling: r.retain_handling,
-            };
-            Some(Sub { filter: r.filter, key, subscription: 0, opts, id: r.id })
-        })
-        .collect();
+    let subs = rec.subs.into_iter().filter_map(|r| sub_of(&realm, r)).collect();
     Some(SessionState {
         from: (crate::cluster::REMOTE, rec.id),
         realm,
@@ -385,18 +385,8 @@ pub fn restore_at_start(w: &mut Shard, sessions: Vec<Loaded>) {
             }
         }
         for r in rec.subs {
-            let Ok(parsed) = parse_filter(&r.filter) else { continue };
-            let share = parsed.share.map(Arc::from);
-            let sub_key =
-                SubKey { realm: realm.clone(), topic: parsed.topic, policy: parsed.policy, share, filter: None };
-            let opts = SubFilter {
-                filter: r.filter.clone(),
-                qos: r.qos,
-                no_local: r.no_local,
-                retain_as_published: r.retain_as_published,
-                retain_handling: r.retain_handling,
-            };
-            let sub = Sub { filter: r.filter, key: sub_key.clone(), subscription: 0, opts, id: r.id };
+            let Some(sub) = sub_of(&realm, r) else { continue };
+            let sub_key = sub.key.clone();
             w.mqtt.sessions[slot].subs.push(sub);
             match w.subscribe(Member::Mqtt(slot), rec.id, sub_key.clone(), RESTORE, Instant::now()) {
                 Subscribed::Now(id) => {
