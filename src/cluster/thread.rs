@@ -531,8 +531,11 @@ impl Node {
                 if !self.connected.load(Ordering::Relaxed) {
                     return self.owned(claim, None, None);
                 }
-                if let Err(e) = self.cas.send(bucket::Cas::Own { claim }).await {
-                    if let bucket::Cas::Own { claim } = e.0 {
+                // The deciding task's queue is bounded: full, the node
+                // serves the client ID alone rather than stall this thread.
+                if let Err(e) = self.cas.try_send(bucket::Cas::Own { claim }) {
+                    if let bucket::Cas::Own { claim } = e.into_inner() {
+                        log::warn!("cluster: too many decisions queued: an MQTT client ID is served here alone");
                         self.owned(claim, None, None);
                     }
                 }
@@ -540,9 +543,10 @@ impl Node {
             ClusterReq::MqttSession { key, record } => self.write_session(&key, record).await,
             ClusterReq::CasWrite { p, when, will } => {
                 let refused = if self.connected.load(Ordering::Relaxed) {
-                    match self.cas.send(bucket::Cas::Write { p, when, will }).await {
+                    // Bounded queue: full, the write is not accepted.
+                    match self.cas.try_send(bucket::Cas::Write { p, when, will }) {
                         Ok(()) => None,
-                        Err(e) => match e.0 {
+                        Err(e) => match e.into_inner() {
                             bucket::Cas::Write { p, .. } => Some(p),
                             bucket::Cas::Will { .. } | bucket::Cas::Own { .. } => None,
                         },

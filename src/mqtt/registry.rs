@@ -73,7 +73,8 @@ pub struct Registry {
     entries: AHashMap<Arc<str>, (WorkerId, u64)>,
     /// In a cluster: client keys whose claim the cluster is deciding, with
     /// the claims (`true`: from another node) that came meanwhile, run in
-    /// order after it.
+    /// order after it (bounded by the connections: each has at most one
+    /// claim waiting).
     pub deciding: AHashMap<Arc<str>, Vec<(bool, Claim)>>,
 }
 
