@@ -374,3 +374,27 @@ def test_an_mqtt_session_moves_between_nodes(cluster):
             second.disconnect()
     finally:
         first.loop_stop()
+
+
+def test_the_session_meta_api_answers_for_both_nodes(cluster):
+    """autobahn: wamp.session.count / list / get on node a see a session
+    on node b (heartbeats tell a how many workers b has: poll briefly)."""
+    (url_a, _), (url_b, _) = cluster
+
+    async def body():
+        asker = await open_session(SERIALIZERS["json"], url=url_a)
+        on_b = await open_session(SERIALIZERS["msgpack"], url=url_b)
+        try:
+            deadline = time.time() + STEP_TIMEOUT
+            while await asker.call("wamp.session.count") < 2:
+                assert time.time() < deadline, "the count never covered node b"
+                await asyncio.sleep(0.1)
+            listed = await asker.call("wamp.session.list")
+            assert on_b._session_id in listed and asker._session_id in listed
+            details = await asker.call("wamp.session.get", on_b._session_id)
+            assert details["session"] == on_b._session_id
+        finally:
+            await force_close(asker)
+            await force_close(on_b)
+
+    run(body())
