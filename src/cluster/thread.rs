@@ -341,47 +341,43 @@ impl Node {
     /// Applies the interest entries the bucket held at start (until the
     /// watch reaches the revision the bucket was at; at most `CONNECT_LIMIT`).
     async fn catch_up(&mut self, watch: &mut kv::Watch) {
-        if self.backlog == 0 {
-            return;
+        if !self.read_backlog(watch, self.backlog, Node::on_interest).await {
+            log::warn!(
+                "cluster: the other nodes' subscriptions were not all read at start (revision {} of {})",
+                self.seen_revision,
+                self.backlog
+            );
+        }
+    }
+
+    /// Applies the retained values the keys bucket held at start, the same way.
+    async fn catch_up_keys(&mut self, keys: &mut kv::Watch) {
+        if !self.read_backlog(keys, self.keys_backlog, Node::on_key).await {
+            log::warn!("cluster: the cluster's retained values were not all read at start");
+        }
+    }
+
+    /// Hands a watch's entries to `apply` until one at `backlog` (the
+    /// bucket's last revision at start); false if that did not come
+    /// within `CONNECT_LIMIT`.
+    async fn read_backlog(&mut self, watch: &mut kv::Watch, backlog: u64, apply: fn(&mut Node, kv::Entry)) -> bool {
+        if backlog == 0 {
+            return true;
         }
         let until = tokio::time::Instant::now() + CONNECT_LIMIT;
         while let Ok(Some(entry)) = tokio::time::timeout_at(until, watch.next()).await {
             match entry {
                 Ok(entry) => {
-                    self.on_interest(entry);
-                    if self.seen_revision >= self.backlog {
-                        return;
-                    }
-                }
-                Err(e) => log::warn!("cluster: interest watch: {e}"),
-            }
-        }
-        log::warn!(
-            "cluster: the other nodes' subscriptions were not all read at start (revision {} of {})",
-            self.seen_revision,
-            self.backlog
-        );
-    }
-
-    /// Applies the retained values the keys bucket held at start, the same way.
-    async fn catch_up_keys(&mut self, keys: &mut kv::Watch) {
-        if self.keys_backlog == 0 {
-            return;
-        }
-        let until = tokio::time::Instant::now() + CONNECT_LIMIT;
-        while let Ok(Some(entry)) = tokio::time::timeout_at(until, keys.next()).await {
-            match entry {
-                Ok(entry) => {
                     let revision = entry.revision;
-                    self.on_key(entry);
-                    if revision >= self.keys_backlog {
-                        return;
+                    apply(self, entry);
+                    if revision >= backlog {
+                        return true;
                     }
                 }
-                Err(e) => log::warn!("cluster: keys watch: {e}"),
+                Err(e) => log::warn!("cluster: bucket watch: {e}"),
             }
         }
-        log::warn!("cluster: the cluster's retained values were not all read at start");
+        false
     }
 
     async fn run(mut self, mut reqs: tokio::sync::mpsc::Receiver<ClusterReq>, streams: Streams) {

@@ -382,6 +382,32 @@ mod tests {
     use crate::router::{MatchPolicy, SessionRef};
     use std::time::Instant;
 
+    /// A REGISTER of `p` in realm `r` by session `id` of worker 0.
+    fn reg(id: u64, invoke: InvokePolicy, policy: MatchPolicy) -> RegRequest {
+        RegRequest {
+            realm: "r".into(),
+            procedure: "p".into(),
+            policy,
+            invoke,
+            session: SessionRef { worker: 0, id },
+            request: id,
+            started: Instant::now(),
+            disclose_caller: false,
+            reducer: false,
+        }
+    }
+
+    /// Session `id` of worker 0 leaves registration 1 of `p` (exact).
+    fn release(id: u64) -> RegRelease {
+        RegRelease {
+            realm: "r".into(),
+            procedure: "p".into(),
+            policy: MatchPolicy::Exact,
+            registration: 1,
+            callee: SessionRef { worker: 0, id },
+        }
+    }
+
     fn key() -> SubKey {
         SubKey { realm: "r".into(), topic: "t".into(), policy: MatchPolicy::Exact, share: None, filter: None }
     }
@@ -438,34 +464,14 @@ mod tests {
         let mut o = Owner::new(0, 1);
         let mut ids = IdGen::new(0, 1);
         let mut out = Sent::default();
-        let s1 = SessionRef { worker: 0, id: 1 };
-        let s2 = SessionRef { worker: 0, id: 2 };
-        let now = Instant::now();
-        let req = |session, request| RegRequest {
-            realm: "r".into(),
-            procedure: "p".into(),
-            policy: MatchPolicy::Exact,
-            invoke: InvokePolicy::Single,
-            session,
-            request,
-            started: now,
-            disclose_caller: false,
-            reducer: false,
-        };
-        o.reg_acquire(req(s1, 10), &mut ids, &mut out);
-        o.reg_acquire(req(s2, 11), &mut ids, &mut out);
+        let req = |id, request| RegRequest { request, ..reg(id, InvokePolicy::Single, MatchPolicy::Exact) };
+        o.reg_acquire(req(1, 10), &mut ids, &mut out);
+        o.reg_acquire(req(2, 11), &mut ids, &mut out);
         assert!(matches!(
             &out.0[1],
             (0, ShardMsg::RegReply { session: 2, request: 11, result: Err("wamp.error.procedure_already_exists"), .. })
         ));
-        let release = RegRelease {
-            realm: "r".into(),
-            procedure: "p".into(),
-            policy: MatchPolicy::Exact,
-            registration: 1,
-            callee: s1,
-        };
-        o.reg_release(release, &mut out);
+        o.reg_release(release(1), &mut out);
         assert!(matches!(&out.0[2], (0, ShardMsg::ProcRemove { registration: 1, .. })));
         assert!(matches!(&out.0[3], (0, ShardMsg::RegDeleted { registration: 1, session: 1, .. })));
     }
@@ -475,47 +481,28 @@ mod tests {
         let mut o = Owner::new(0, 1);
         let mut ids = IdGen::new(0, 1);
         let mut out = Sent::default();
-        let now = Instant::now();
-        let req = |id, invoke, policy| RegRequest {
-            realm: "r".into(),
-            procedure: "p".into(),
-            policy,
-            invoke,
-            session: SessionRef { worker: 0, id },
-            request: id,
-            started: now,
-            disclose_caller: false,
-            reducer: false,
-        };
         let result = |out: &Sent| match out.0.last() {
             Some((_, ShardMsg::RegReply { result, .. })) => *result,
             Some((_, ShardMsg::ProcAdd { added, .. })) => Ok((added.registration, false)),
             other => panic!("{other:?}"),
         };
-        o.reg_acquire(req(1, InvokePolicy::RoundRobin, MatchPolicy::Exact), &mut ids, &mut out);
+        o.reg_acquire(reg(1, InvokePolicy::RoundRobin, MatchPolicy::Exact), &mut ids, &mut out);
         assert_eq!(result(&out), Ok((1, false)));
-        o.reg_acquire(req(2, InvokePolicy::RoundRobin, MatchPolicy::Exact), &mut ids, &mut out);
+        o.reg_acquire(reg(2, InvokePolicy::RoundRobin, MatchPolicy::Exact), &mut ids, &mut out);
         assert!(
             matches!(&out.0.last(), Some((_, ShardMsg::ProcAdd { added, .. })) if added.registration == 1 && added.callee.session.id == 2)
         );
-        o.reg_acquire(req(3, InvokePolicy::Random, MatchPolicy::Exact), &mut ids, &mut out);
+        o.reg_acquire(reg(3, InvokePolicy::Random, MatchPolicy::Exact), &mut ids, &mut out);
         assert_eq!(result(&out), Err("wamp.error.procedure_already_exists"));
-        o.reg_acquire(req(2, InvokePolicy::RoundRobin, MatchPolicy::Exact), &mut ids, &mut out);
+        o.reg_acquire(reg(2, InvokePolicy::RoundRobin, MatchPolicy::Exact), &mut ids, &mut out);
         assert_eq!(result(&out), Err("wamp.error.procedure_already_exists"), "a callee registers a URI once");
         // Another match policy is another registration.
-        o.reg_acquire(req(3, InvokePolicy::Single, MatchPolicy::Prefix), &mut ids, &mut out);
+        o.reg_acquire(reg(3, InvokePolicy::Single, MatchPolicy::Prefix), &mut ids, &mut out);
         assert!(
             matches!(&out.0.last(), Some((_, ShardMsg::ProcAdd { added, policy: MatchPolicy::Prefix, .. })) if added.registration == 2)
         );
         // The first of two callees leaving keeps the registration.
         out.0.clear();
-        let release = |id| RegRelease {
-            realm: "r".into(),
-            procedure: "p".into(),
-            policy: MatchPolicy::Exact,
-            registration: 1,
-            callee: SessionRef { worker: 0, id },
-        };
         o.reg_release(release(1), &mut out);
         assert!(!out.0.iter().any(|(_, m)| matches!(m, ShardMsg::RegDeleted { .. })));
         o.reg_release(release(2), &mut out);
@@ -528,18 +515,7 @@ mod tests {
         o.cluster = true;
         let mut ids = IdGen::new(0, 1);
         let mut out = Sent::default();
-        let now = Instant::now();
-        let req = |id| RegRequest {
-            realm: "r".into(),
-            procedure: "p".into(),
-            policy: MatchPolicy::Exact,
-            invoke: InvokePolicy::RoundRobin,
-            session: SessionRef { worker: 0, id },
-            request: id,
-            started: now,
-            disclose_caller: false,
-            reducer: false,
-        };
+        let req = |id| reg(id, InvokePolicy::RoundRobin, MatchPolicy::Exact);
         let part = o.reg_acquire(req(1), &mut ids, &mut out).expect("a new registration goes to the cluster");
         let ticket = part.claim.expect("and is claimed");
         assert_eq!((part.part.invoke.as_str(), part.part.callees.len()), ("roundrobin", 1));
@@ -560,13 +536,6 @@ mod tests {
             .collect();
         assert_eq!(added, [1, 2]);
         // Leaving states the smaller part; the last one leaving, none.
-        let release = |id| RegRelease {
-            realm: "r".into(),
-            procedure: "p".into(),
-            policy: MatchPolicy::Exact,
-            registration: 1,
-            callee: SessionRef { worker: 0, id },
-        };
         assert_eq!(o.reg_release(release(1), &mut out).map(|p| p.part.callees.len()), Some(1));
         assert_eq!(o.reg_release(release(2), &mut out).map(|p| p.part.callees.len()), Some(0));
 
