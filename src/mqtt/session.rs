@@ -279,6 +279,10 @@ pub struct Session {
     moving: Option<(u16, u64)>,
     /// New copy of a moved session while the old copy still forwards.
     restoring: Option<Box<Restoring>>,
+    /// A CONNACK not yet sent: a session resumed from a dead node's record
+    /// is told "present" once its subscriptions are routed cluster-wide
+    /// (`connect::open`). Until then it is offline to deliveries.
+    held_connack: Option<Box<HeldConnack>>,
     /// Who it is (its client ID and the anonymous role, or its principal).
     pub who: MqttIdentity,
     /// The dynamic authorizer's decisions for the packet being handled.
@@ -308,11 +312,23 @@ struct Restoring {
     seen: ahash::AHashSet<u64>,
 }
 
-/// A session on its way to another worker (takeover with clean start off).
+/// A CONNACK held back (`Session::held_connack`).
+struct HeldConnack {
+    handle: usize,
+    packet: Bytes,
+    started: Instant,
+}
+
 impl Session {
     /// When the session was created, ms since the Unix epoch.
     pub fn created_ms(&self) -> u64 {
         self.created_ms
+    }
+
+    /// The connection deliveries go to: none while offline or while its
+    /// CONNACK is held.
+    fn online(&self) -> Option<usize> {
+        self.conn.filter(|_| self.held_connack.is_none())
     }
 }
 
@@ -523,6 +539,7 @@ pub fn on_close(w: &mut Shard, handle: usize, conn: MqttConn, reason: CloseReaso
     }
     let s = &mut w.mqtt.sessions[slot];
     s.conn = None;
+    s.held_connack = None;
     s.alias_out.clear();
     let will = s.will.take();
     if let Some(will) = will {
@@ -547,6 +564,7 @@ pub fn on_close(w: &mut Shard, handle: usize, conn: MqttConn, reason: CloseReaso
 fn go_offline(w: &mut Shard, slot: usize) {
     let s = &mut w.mqtt.sessions[slot];
     s.conn = None;
+    s.held_connack = None;
     s.expires_at = (s.expiry != u32::MAX).then(|| w.now + Duration::from_secs(u64::from(s.expiry)));
     // Messages sent and not acknowledged are sent again on reconnect; QoS 0
     // ones are not kept.

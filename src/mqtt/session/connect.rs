@@ -375,6 +375,7 @@ pub(super) fn detach_for_takeover(w: &mut Shard, h: usize, slot: usize) {
         m.taken_over = true;
     }
     w.mqtt.sessions[slot].conn = None;
+    w.mqtt.sessions[slot].held_connack = None;
 }
 
 /// Takes a session apart for another worker: its subscriptions are released
@@ -488,16 +489,30 @@ pub(super) fn claimed(w: &mut Shard, claim: Claim, state: Option<Box<SessionStat
             props.u16(prop::SERVER_KEEP_ALIVE, p.keep_alive);
         }
     }
-    send(w, handle, codec::connack(c.version, present, reason::SUCCESS, &props));
-    w.metrics.record(Op::MqttConnect, p.started, Instant::now());
+    let packet = codec::connack(c.version, present, reason::SUCCESS, &props);
     if log::log_enabled!(log::Level::Debug) {
         let peer = crate::wamp::session::conn_peer(w, handle);
         let s = &w.mqtt.sessions[slot];
         log::debug!("worker {}: MQTT session {} of '{}' connected (present: {present}, {peer})", w.id, s.id, p.client);
     }
+    let s = &mut w.mqtt.sessions[slot];
+    if s.restoring.as_ref().is_some_and(|r| r.from.0 == crate::cluster::REMOTE && r.waiting > 0) {
+        // Resumed from a dead node's record: "present" promises its
+        // subscriptions, so the CONNACK waits until they are routed
+        // cluster-wide (`handoff_done`).
+        s.held_connack = Some(Box::new(HeldConnack { handle, packet, started: p.started }));
+        return;
+    }
+    open(w, slot, handle, packet, p.started);
+}
+
+/// The CONNACK goes out: what the session holds follows, then the input
+/// that arrived after CONNECT is read.
+fn open(w: &mut Shard, slot: usize, handle: usize, connack: Bytes, started: Instant) {
+    send(w, handle, connack);
+    w.metrics.record(Op::MqttConnect, started, Instant::now());
     resend_inflight(w, slot);
     pump(w, slot);
-    // Input that arrived after CONNECT.
     if w.conns.contains(handle) {
         unpause(w, handle);
     }
@@ -540,6 +555,7 @@ pub(super) fn new_session(
         subacks: Vec::new(),
         moving: None,
         restoring: None,
+        held_connack: None,
         who: MqttIdentity::default(),
         decisions: Vec::new(),
         stored: false,
@@ -591,8 +607,13 @@ pub(super) fn handoff_done(w: &mut Shard, slot: usize) {
     let new = (w.id, w.mqtt.sessions[slot].id);
     let Some(r) = &mut w.mqtt.sessions[slot].restoring else { return };
     if r.from.0 == crate::cluster::REMOTE {
-        // Resumed from the cluster's record: no old copy to tell.
-        w.mqtt.sessions[slot].restoring = None;
+        // Resumed from the cluster's record: no old copy to tell; a held
+        // CONNACK goes out.
+        let s = &mut w.mqtt.sessions[slot];
+        s.restoring = None;
+        if let Some(held) = s.held_connack.take().filter(|h| s.conn == Some(h.handle)) {
+            open(w, slot, held.handle, held.packet, held.started);
+        }
         return;
     }
     if !r.done_sent {

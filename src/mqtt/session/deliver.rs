@@ -73,14 +73,14 @@ pub(super) fn offer_recorded(w: &mut Shard, slot: usize, out: Outgoing, conv: &m
 pub(super) fn offer(w: &mut Shard, slot: usize, mut out: Outgoing, conv: &mut Converted) -> bool {
     let s = &mut w.mqtt.sessions[slot];
     if out.qos == 0 {
-        let Some(h) = s.conn else {
+        let Some(h) = s.online() else {
             count_drop(w, slot);
             return false;
         };
         return transmit(w, slot, h, 0, &out, false, conv);
     }
     let window = usize::from(s.receive_max.min(w.cfg.mqtt.max_inflight));
-    match s.conn {
+    match s.online() {
         Some(h) if s.inflight.len() < window && s.queue.is_empty() => {
             let pkid = next_pkid(s);
             // One too large for the client was dropped as if delivered: it
@@ -199,7 +199,7 @@ pub(super) fn transmit(
 /// One now over the new connection's maximum packet size is dropped as if
 /// delivered, and frees its slot.
 pub(super) fn resend_inflight(w: &mut Shard, slot: usize) {
-    let Some(h) = w.mqtt.sessions[slot].conn else { return };
+    let Some(h) = w.mqtt.sessions[slot].online() else { return };
     let flights: Vec<InFlight> = w.mqtt.sessions[slot].inflight.iter().cloned().collect();
     let ver = w.mqtt.sessions[slot].version;
     let mut dropped = Vec::new();
@@ -224,7 +224,7 @@ pub(super) fn resend_inflight(w: &mut Shard, slot: usize) {
 pub(super) fn pump(w: &mut Shard, slot: usize) {
     loop {
         let s = &mut w.mqtt.sessions[slot];
-        let Some(h) = s.conn else { return };
+        let Some(h) = s.online() else { return };
         let window = usize::from(s.receive_max.min(w.cfg.mqtt.max_inflight));
         if s.inflight.len() >= window {
             return;
