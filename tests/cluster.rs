@@ -811,6 +811,65 @@ fn the_session_meta_api_answers_for_the_cluster() {
     drop(on_c);
 }
 
+#[test]
+fn the_subscription_meta_api_answers_for_the_cluster() {
+    let Some(nats) = nats() else { return };
+    let (_dirs, [a, b, c]) = three_nodes(&nats);
+    let mut asker = join(a.wamp, Serializer::Json);
+    let mut on_b = join(b.wamp, Serializer::Json);
+    let mut on_c = join(c.wamp, Serializer::Json);
+    on_b.subscribe("meta.t", Dict::new());
+    on_c.subscribe("meta.t", Dict::new());
+    let lookup =
+        |asker: &mut Client| match &meta_call(asker, "wamp.subscription.lookup", vec![Value::Str("meta.t".into())])[..]
+        {
+            [Value::UInt(id)] => *id,
+            other => panic!("expected a subscription ID, got {other:?}"),
+        };
+    // A subscription only other nodes have is known on a.
+    let elsewhere = lookup(&mut asker);
+    match &meta_call(&mut asker, "wamp.subscription.get", vec![Value::UInt(elsewhere)])[..] {
+        [Value::Dict(d)] => assert!(d.iter().any(|(k, v)| k == "uri" && *v == Value::Str("meta.t".into())), "{d:?}"),
+        other => panic!("expected the subscription's details, got {other:?}"),
+    }
+    let matched = meta_call(&mut asker, "wamp.subscription.match", vec![Value::Str("meta.t".into())]);
+    assert_eq!(matched, [Value::List(vec![Value::UInt(elsewhere)])]);
+    // Its subscribers on b and c (once a knows their workers: heartbeats,
+    // one a second).
+    let subscribers = |asker: &mut Client, id: u64| -> Vec<Value> {
+        match meta_call(asker, "wamp.subscription.list_subscribers", vec![Value::UInt(id)]).as_slice() {
+            [Value::List(ids)] => ids.clone(),
+            other => panic!("expected a list of session IDs, got {other:?}"),
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while subscribers(&mut asker, elsewhere).len() < 2 {
+        assert!(Instant::now() < deadline, "the subscribers on b and c were never listed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut listed = subscribers(&mut asker, elsewhere);
+    listed.sort_by_key(|v| v.as_u64());
+    let mut want = vec![Value::UInt(on_b.session), Value::UInt(on_c.session)];
+    want.sort_by_key(|v| v.as_u64());
+    assert_eq!(listed, want);
+
+    // Once a has a subscriber too, it names the subscription by its own
+    // ID, once, and counts all three.
+    let mine = asker.subscribe("meta.t", Dict::new());
+    assert_eq!(lookup(&mut asker), mine);
+    let matched = meta_call(&mut asker, "wamp.subscription.match", vec![Value::Str("meta.t".into())]);
+    assert_eq!(matched, [Value::List(vec![Value::UInt(mine)])]);
+    let count = meta_call(&mut asker, "wamp.subscription.count_subscribers", vec![Value::UInt(mine)]);
+    assert_eq!(count, [Value::UInt(3)]);
+    match &meta_call(&mut asker, "wamp.subscription.list", vec![])[..] {
+        [Value::Dict(lists)] => {
+            let exact = lists.iter().find(|(k, _)| k == "exact").map(|(_, v)| v.clone());
+            assert_eq!(exact, Some(Value::List(vec![Value::UInt(mine)])), "{lists:?}");
+        }
+        other => panic!("expected the lists by match policy, got {other:?}"),
+    }
+}
+
 /// The next PUBLISH on a raw MQTT 3.1.1 connection: (QoS, packet ID, payload).
 fn mqtt_publish(c: &mut Raw) -> (u8, u16, String) {
     loop {
@@ -923,6 +982,85 @@ fn a_dead_nodes_mqtt_sessions_resume_elsewhere() {
     publisher.expect(0x40, "PUBACK");
     let (qos, _, payload) = mqtt_publish(&mut on_b);
     assert_eq!((qos, payload.as_str()), (1, "7"), "its subscription delivers on b");
+}
+
+/// The payloads of the PUBLISHes that reach `c` until it has been quiet
+/// for a while (QoS 1 ones acknowledged).
+fn mqtt_drain(c: &mut Raw) -> Vec<String> {
+    use common::raw::packet;
+    c.s.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+    let mut got = Vec::new();
+    while let Ok(Some((b1, body))) = c.try_read() {
+        if b1 >> 4 != 3 {
+            continue;
+        }
+        let len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+        let mut at = 2 + len;
+        if (b1 >> 1) & 3 > 0 {
+            c.send(&packet(0x40, &body[at..at + 2]));
+            at += 2;
+        }
+        got.push(String::from_utf8_lossy(&body[at..]).into_owned());
+    }
+    c.s.set_read_timeout(Some(common::raw::STEP)).unwrap();
+    got
+}
+
+#[test]
+fn a_shared_subscription_is_one_group_across_nodes() {
+    let Some(nats) = nats() else { return };
+    let (_dirs, [a, b, c]) = three_nodes(&nats);
+    let member = |node: &Router, id: &str, filter: &[u8]| {
+        let (mut m, _) = Raw::connected(node.mqtt, 4, id, true, 0);
+        m.send(&subscribe_packet(filter));
+        m.expect(0x90, "SUBACK");
+        m
+    };
+    // Group g has a member on each node; g2 one on b; a plain
+    // subscriber on a.
+    let g_a = member(&a, "g-a", b"$share/g/sh/t");
+    let mut g_b = member(&b, "g-b", b"$share/g/sh/t");
+    // (A group is its name and its filter: `sh/+` on c is a group of its
+    // own, g-c its one member.)
+    let mut g_c = member(&c, "g-c", b"$share/g/sh/+");
+    let mut g2 = member(&b, "g2-b", b"$share/g2/sh/#");
+    let mut plain = member(&a, "plain-a", b"sh/t");
+    let (mut publisher, _) = Raw::connected(c.mqtt, 4, "sh-publisher", true, 0);
+    let mut publish = |range: std::ops::Range<u16>| {
+        for i in range.clone() {
+            publisher.send(&publish_packet(4, b"sh/t", 1, i + 1, false, i.to_string().as_bytes()));
+            publisher.expect(0x40, "PUBACK");
+        }
+        range.map(|i| i.to_string()).collect::<Vec<_>>()
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort_by_key(|p| p.parse::<u32>().unwrap());
+        v
+    };
+    let all = publish(0..30);
+    let mut g_a = g_a;
+    let (on_a, on_b) = (mqtt_drain(&mut g_a), mqtt_drain(&mut g_b));
+    assert!(on_a.len() >= 5 && on_b.len() >= 5, "the nodes take turns: {} on a, {} on b", on_a.len(), on_b.len());
+    assert_eq!(sorted([on_a, on_b].concat()), all, "each message once to the group, across a and b");
+    assert_eq!(sorted(mqtt_drain(&mut g_c)), all, "g-c is alone in its group");
+    assert_eq!(sorted(mqtt_drain(&mut g2)), all, "a group whose members are on one other node");
+    assert_eq!(mqtt_drain(&mut plain), all, "a plain subscription gets every message, in order");
+
+    // The member on a leaves: b serves the group alone.
+    drop(g_a);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut sent = 30;
+    loop {
+        // Until c has seen a's interest go, some go to a (and are lost
+        // with its member); then each reaches b.
+        let batch = publish(sent..sent + 10);
+        sent += 10;
+        let got = sorted(mqtt_drain(&mut g_b));
+        if got == batch {
+            break;
+        }
+        assert!(Instant::now() < deadline, "b never served the group alone: {got:?}");
+    }
 }
 
 /// A HELLO on `addr`: WELCOME (`Ok`) or ABORT's reason (`Err`).

@@ -117,8 +117,10 @@ pub enum ClusterReq {
     /// A worker has applied everything the cluster thread sent it before
     /// its `ShardMsg::ClusterSync { token }`.
     Synced { token: u64 },
-    /// A local publication that these nodes have interest in.
-    Publish { p: Arc<Publication>, nodes: Vec<NodeId> },
+    /// A local publication that these nodes have interest in; `shares`:
+    /// the MQTT shared subscriptions it matched with the node picked to
+    /// serve each (`wire::key_hash`).
+    Publish { p: Arc<Publication>, nodes: Vec<NodeId>, shares: Vec<(NodeId, u64)> },
     /// From a topic's owner: the key's new retained value (an empty body
     /// clears it), for the keys bucket and so the other nodes.
     /// `will`: the key is tied to the publisher's session, with this will.

@@ -12,7 +12,7 @@
 
 use super::wire::{bytes_dict, dict_bytes, wamp_body, wamp_payload, WireBody};
 use super::{at_node, NodeId};
-use crate::router::{CallDone, CallOutcome, Identity, Interruption, Invoke, SessionRef, ShardMsg, WorkerId};
+use crate::router::{CallDone, CallOutcome, Identity, Interruption, Invoke, SessionRef, ShardMsg, SubKey, WorkerId};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -89,6 +89,13 @@ enum WireQuery {
         reason: String,
         message: Option<String>,
         except: u64,
+    },
+    /// The subscribers of the subscription of this key (topic, match
+    /// policy, value filter) in the envelope's realm.
+    Subscribers {
+        topic: String,
+        policy: String,
+        filter: Option<String>,
     },
 }
 
@@ -179,7 +186,12 @@ pub fn encode(to: NodeId, worker: WorkerId, msg: &ShardMsg) -> Option<Vec<u8>> {
                     let (reason, message, except) = (reason.clone(), message.clone(), *except);
                     WireQuery::Kill { target, session, name, reason, message, except }
                 }
-                // Subscribers, history and tables are each node's own.
+                MetaQuery::Subscribers(key) if key.share.is_none() => WireQuery::Subscribers {
+                    topic: key.topic.clone(),
+                    policy: super::wire::policy_name(key.policy).to_owned(),
+                    filter: key.filter.as_deref().map(str::to_owned),
+                },
+                // History and tables are each node's own.
                 _ => return None,
             };
             Wire::MetaQuery { realm: realm.to_string(), query, reply: *reply, gather: *gather }
@@ -290,6 +302,18 @@ pub fn decode(b: &[u8], from: NodeId) -> Result<(WorkerId, ShardMsg), String> {
                         t => return Err(format!("unknown kill target {t}")),
                     };
                     MetaQuery::Kill { target, reason, message, except }
+                }
+                WireQuery::Subscribers { topic, policy, filter } => {
+                    let policy =
+                        super::wire::policy_of(&policy).ok_or_else(|| format!("unknown match policy {policy}"))?;
+                    let realm = realm.as_str().into();
+                    MetaQuery::Subscribers(SubKey {
+                        realm,
+                        topic,
+                        policy,
+                        share: None,
+                        filter: filter.map(std::sync::Arc::from),
+                    })
                 }
             };
             let reply = remote((reply, 0))?.worker;
@@ -431,8 +455,23 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        // History and subscribers are each node's own.
-        let q = ShardMsg::MetaQuery { realm: "r".into(), query: MetaQuery::Subscribers(1), reply: 0, gather: 1 };
+        // Subscribers travel by key (another node has its own ID for it).
+        let key = crate::router::SubKey {
+            realm: "r".into(),
+            topic: "a/+".into(),
+            policy: crate::router::MatchPolicy::Filter,
+            share: None,
+            filter: Some("{\"x\":1}".into()),
+        };
+        let q =
+            ShardMsg::MetaQuery { realm: "r".into(), query: MetaQuery::Subscribers(key.clone()), reply: 0, gather: 1 };
+        match decode(&encode(0, 0, &q).unwrap(), 3).unwrap() {
+            (0, ShardMsg::MetaQuery { query: MetaQuery::Subscribers(back), .. }) => assert_eq!(back, key),
+            other => panic!("{other:?}"),
+        }
+        // History is each node's own.
+        let history = MetaQuery::History { topic: "t".into(), policy: crate::router::MatchPolicy::Exact, limit: 1 };
+        let q = ShardMsg::MetaQuery { realm: "r".into(), query: history, reply: 0, gather: 1 };
         assert!(encode(0, 0, &q).is_none());
     }
 }

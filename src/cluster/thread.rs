@@ -54,6 +54,9 @@ pub(super) const SYNC_LIMIT: Duration = Duration::from_secs(2);
 /// this node's workers; past it a sync is answered at once (degraded:
 /// the subscriber's node may see SUBSCRIBED before the route is here).
 const SYNCS: usize = 65_536;
+/// Where the routing IDs of other nodes' subscriptions start (`next_id`).
+const REMOTE_IDS: u64 = crate::wamp::message::MAX_ID / 2;
+
 /// How long the start waits for NATS and the interest bucket.
 const CONNECT_LIMIT: Duration = Duration::from_secs(10);
 
@@ -146,6 +149,10 @@ struct Node {
     /// One routing ID per remote subscription key, with the number of
     /// live nodes' entries that hold it.
     remote_ids: AHashMap<SubKey, (u64, usize)>,
+    /// The last routing ID given. They are the IDs the subscription meta
+    /// API shows for subscriptions only other nodes have, so they start at
+    /// a random place in the upper half of WAMP's ID range, apart from the
+    /// workers' own (`IdGen::start_at_random`: the lower half).
     next_id: u64,
     /// Interest writes for the writer task, in order.
     writes: tokio::sync::mpsc::Sender<Write>,
@@ -191,7 +198,7 @@ struct Node {
     batches: Vec<(String, Vec<u8>, u64)>,
     batch_at: AHashMap<String, usize>,
     /// Publications of an arrived batch, before they go to their workers.
-    arrived: Vec<Publication>,
+    arrived: Vec<(Publication, Box<[u64]>)>,
     writer: tokio::task::JoinHandle<()>,
     connected: Arc<AtomicBool>,
     /// Publications not forwarded or not delivered (NATS gone, a full
@@ -312,7 +319,7 @@ impl Node {
             peers: Vec::new(),
             by_name: AHashMap::new(),
             remote_ids: AHashMap::new(),
-            next_id: 1,
+            next_id: REMOTE_IDS + rand::Rng::gen_range(&mut rand::thread_rng(), 0..REMOTE_IDS / 2),
             writes,
             acks,
             seen_revision: 0,
@@ -560,7 +567,7 @@ impl Node {
                     );
                 }
             }
-            ClusterReq::Publish { p, nodes } => self.forward(&p, &nodes).await,
+            ClusterReq::Publish { p, nodes, shares } => self.forward(&p, &nodes, &shares).await,
             ClusterReq::Synced { token } => {
                 let Some((_, left)) = self.syncing.get_mut(&token) else { return };
                 *left -= 1;
@@ -575,12 +582,14 @@ impl Node {
     /// Encoded once, appended to the batch of each interested node's
     /// subject (`send_batches` publishes them): publications of one batch
     /// turn go out as one NATS message per node and topic, in order.
-    async fn forward(&mut self, p: &Publication, nodes: &[NodeId]) {
+    async fn forward(&mut self, p: &Publication, nodes: &[NodeId], shares: &[(NodeId, u64)]) {
         if !self.connected.load(Ordering::Relaxed) {
             self.drops += nodes.len() as u64;
             return;
         }
-        let Some(bytes) = wire::encode(p, self.incarnation, Instant::now()) else { return };
+        let named =
+            shares.iter().filter_map(|&(n, hash)| Some((hash, self.peers.get(usize::from(n))?.name.clone()))).collect();
+        let Some(bytes) = wire::encode_shared(p, self.incarnation, Instant::now(), named) else { return };
         for &n in nodes {
             let Some(peer) = self.peers.get(n as usize) else { continue };
             if !peer.alive {
@@ -661,8 +670,12 @@ impl Node {
     fn on_event(&mut self, payload: &[u8]) {
         let (me, workers) = (self.incarnation, self.workers.len());
         let mut arrived = std::mem::take(&mut self.arrived);
+        let name = &self.cfg.node;
         wire::decode_batch(payload, Instant::now(), |one| match one {
-            Ok((incarnation, p)) if incarnation != me => arrived.push(p),
+            Ok((incarnation, p, shares)) if incarnation != me => {
+                let serve = shares.into_iter().filter(|(_, n)| n == name).map(|(hash, _)| hash).collect();
+                arrived.push((p, serve))
+            }
             Ok(_) => {}
             Err(e) => {
                 self.drops += 1;
@@ -670,9 +683,9 @@ impl Node {
             }
         });
         self.received += arrived.len() as u64;
-        for p in arrived.drain(..) {
+        for (p, serve) in arrived.drain(..) {
             let w = owner_of(&p.realm, &p.topic, workers);
-            self.hand_to(w as usize, ShardMsg::FromCluster(Arc::new(p)), true);
+            self.hand_to(w as usize, ShardMsg::FromCluster(Arc::new(p), serve), true);
         }
         self.arrived = arrived;
     }

@@ -166,26 +166,17 @@ pub struct InterestEntry {
 
 impl InterestEntry {
     pub fn of(key: &SubKey) -> InterestEntry {
-        let policy = match key.policy {
-            MatchPolicy::Exact => "exact",
-            MatchPolicy::Prefix => "prefix",
-            MatchPolicy::Wildcard => "wildcard",
-            MatchPolicy::Filter => "filter",
-        };
         InterestEntry {
             realm: key.realm.to_string(),
             topic: key.topic.clone(),
-            policy: policy.into(),
+            policy: policy_name(key.policy).into(),
             share: key.share.as_deref().map(str::to_owned),
             filter: key.filter.as_deref().map(str::to_owned),
         }
     }
 
     pub fn key(&self) -> Option<SubKey> {
-        let policy = match self.policy.as_str() {
-            "filter" => MatchPolicy::Filter,
-            p => MatchPolicy::parse(p)?,
-        };
+        let policy = policy_of(&self.policy)?;
         Some(SubKey {
             realm: Realm::from(self.realm.as_str()),
             topic: self.topic.clone(),
@@ -197,24 +188,54 @@ impl InterestEntry {
 
     /// The entry's key in the bucket, for `node`.
     pub fn bucket_key(&self, node: &str) -> String {
-        // FNV-1a over the fields, each ended by a NUL: stable across nodes
-        // and builds, unlike the std hasher.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let fields = [
-            self.realm.as_str(),
-            self.topic.as_str(),
-            self.policy.as_str(),
-            self.share.as_deref().unwrap_or("\u{1}"),
-            self.filter.as_deref().unwrap_or("\u{1}"),
-        ];
-        for f in fields {
-            for b in f.bytes().chain([0]) {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x100_0000_01b3);
-            }
-        }
+        let h = fnv([&self.realm, &self.topic, &self.policy, opt(&self.share), opt(&self.filter)]);
         format!("{node}.{h:016x}")
     }
+}
+
+/// A subscription key's hash as every node computes it (the one in its
+/// interest entry's bucket key): how a publication names the shared
+/// subscriptions a node is to serve (`WirePub::shares`).
+pub fn key_hash(key: &SubKey) -> u64 {
+    let (share, filter) = (key.share.as_deref(), key.filter.as_deref());
+    fnv([&key.realm, &key.topic, policy_name(key.policy), share.unwrap_or(NONE), filter.unwrap_or(NONE)])
+}
+
+/// What stands for an absent field in a hash.
+const NONE: &str = "\u{1}";
+
+fn opt(field: &Option<String>) -> &str {
+    field.as_deref().unwrap_or(NONE)
+}
+
+pub(super) fn policy_name(policy: MatchPolicy) -> &'static str {
+    match policy {
+        MatchPolicy::Exact => "exact",
+        MatchPolicy::Prefix => "prefix",
+        MatchPolicy::Wildcard => "wildcard",
+        MatchPolicy::Filter => "filter",
+    }
+}
+
+/// `policy_name`'s inverse.
+pub(super) fn policy_of(name: &str) -> Option<MatchPolicy> {
+    match name {
+        "filter" => Some(MatchPolicy::Filter),
+        p => MatchPolicy::parse(p),
+    }
+}
+
+/// FNV-1a over the fields, each ended by a NUL: stable across nodes and
+/// builds, unlike the std hasher.
+fn fnv(fields: [&str; 5]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in fields {
+        for b in f.bytes().chain([0]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    h
 }
 
 /// The first byte of every publication on the wire.
@@ -274,10 +295,21 @@ struct WirePub {
     receivers: Option<WireReceivers>,
     /// The `ppt_*` options, one MessagePack dictionary (checked on arrival).
     ppt: Option<Bytes>,
+    /// The MQTT shared subscriptions it matched in the cluster, each with
+    /// the one node that serves it (`key_hash`, node name): a node delivers
+    /// to its own members of these only (`Shard::publish_from_cluster`).
+    #[serde(default)]
+    shares: Vec<(u64, String)>,
 }
 
 /// A publication in its travelling form, or `None` when it has expired.
 pub fn encode(p: &Publication, incarnation: u64, now: Instant) -> Option<Vec<u8>> {
+    encode_shared(p, incarnation, now, Vec::new())
+}
+
+/// `encode`, with the shared subscriptions it matched and the node that
+/// serves each (`WirePub::shares`).
+pub fn encode_shared(p: &Publication, incarnation: u64, now: Instant, shares: Vec<(u64, String)>) -> Option<Vec<u8>> {
     let expires_ms = match p.expires {
         Some(at) if at <= now => return None,
         Some(at) => Some((at - now).as_millis() as u64),
@@ -323,6 +355,7 @@ pub fn encode(p: &Publication, incarnation: u64, now: Instant) -> Option<Vec<u8>
             Some(d) => Some(Bytes::from(rmp_serde::to_vec(&Value::Dict(d.clone())).ok()?)),
             None => None,
         },
+        shares,
     };
     let mut out = vec![VERSION];
     rmp_serde::encode::write(&mut out, &w).ok()?;
@@ -406,9 +439,10 @@ pub fn batch_push(batch: &mut Vec<u8>, one: &[u8]) {
 
 /// Each publication of a batch, in order, to `f`; a frame that does not
 /// decode is reported and skipped, a cut length ends the batch.
-pub fn decode_batch(b: &[u8], now: Instant, mut f: impl FnMut(Result<(u64, Publication), String>)) {
+#[allow(clippy::type_complexity)]
+pub fn decode_batch(b: &[u8], now: Instant, mut f: impl FnMut(Result<(u64, Publication, Vec<(u64, String)>), String>)) {
     split_batch(b, |one| match one {
-        Ok(one) => f(decode(one, now)),
+        Ok(one) => f(decode_shared(one, now)),
         Err(e) => f(Err(e)),
     })
 }
@@ -436,6 +470,13 @@ pub fn split_batch(b: &[u8], mut f: impl FnMut(Result<&[u8], String>)) {
 /// A publication from another node: its origin incarnation and the
 /// publication, whose publisher is on the pseudo-worker `REMOTE`.
 pub fn decode(b: &[u8], now: Instant) -> Result<(u64, Publication), String> {
+    decode_shared(b, now).map(|(incarnation, p, _)| (incarnation, p))
+}
+
+/// `decode`, and the shared subscriptions it matched with the node that
+/// serves each.
+#[allow(clippy::type_complexity)]
+pub fn decode_shared(b: &[u8], now: Instant) -> Result<(u64, Publication, Vec<(u64, String)>), String> {
     let Some((&VERSION, rest)) = b.split_first() else {
         return Err("not a version 1 publication".into());
     };
@@ -491,7 +532,7 @@ pub fn decode(b: &[u8], now: Instant) -> Result<(u64, Publication), String> {
         },
         None => None,
     };
-    Ok((w.incarnation, p))
+    Ok((w.incarnation, p, w.shares))
 }
 
 #[cfg(test)]
@@ -527,6 +568,7 @@ mod tests {
         let e = InterestEntry::of(&key);
         let json = serde_json::to_vec(&e).unwrap();
         let back: InterestEntry = serde_json::from_slice(&json).unwrap();
+        assert_eq!(e.bucket_key("a"), format!("a.{:016x}", key_hash(&key)), "one hash for entries and shares");
         assert_eq!(back.key(), Some(key));
         assert_eq!(e.bucket_key("a"), back.bucket_key("a"));
         assert!(e.bucket_key("a").starts_with("a."));
@@ -649,6 +691,7 @@ mod tests {
                 disclosed: None,
                 receivers: None,
                 ppt,
+                shares: Vec::new(),
             };
             let mut out = vec![VERSION];
             rmp_serde::encode::write(&mut out, &w).unwrap();
@@ -658,6 +701,17 @@ mod tests {
         assert!(wire(WireBody::Empty, Some(Bytes::from(deep))).is_err());
         assert!(wire(WireBody::Empty, Some(Bytes::from_static(&[0x91, 0xc0]))).is_err(), "ppt must be a dictionary");
         assert!(wire(WireBody::Empty, None).is_ok());
+    }
+
+    #[test]
+    fn a_publication_names_who_serves_its_shared_subscriptions() {
+        let now = Instant::now();
+        let p = sample(Body::Mqtt(Bytes::from_static(b"x")));
+        let shares = vec![(7, "b".to_owned()), (9, "c".to_owned())];
+        let b = encode_shared(&p, 5, now, shares.clone()).unwrap();
+        let (inc, q, back) = decode_shared(&b, now).unwrap();
+        assert_eq!((inc, q.id, back), (5, p.id, shares));
+        assert!(decode_shared(&encode(&p, 5, now).unwrap(), now).unwrap().2.is_empty());
     }
 
     #[test]
@@ -671,7 +725,7 @@ mod tests {
             batch_push(&mut batch, &encode(&p, 9, now).unwrap());
         }
         let mut ids = Vec::new();
-        decode_batch(&batch, now, |r| ids.push(r.map(|(_, p)| p.id)));
+        decode_batch(&batch, now, |r| ids.push(r.map(|(_, p, _)| p.id)));
         assert_eq!(ids, vec![Ok(1), Ok(2), Ok(3)]);
         // A bad frame in the middle is skipped; a cut end is reported once.
         let mut bad = Vec::new();

@@ -17,8 +17,9 @@ pub enum MetaQuery {
     /// End the matching sessions (but never `except`, the caller) with
     /// GOODBYE `reason` and `message`; answer their IDs.
     Kill { target: KillTarget, reason: String, message: Option<String>, except: u64 },
-    /// The sessions subscribed to a subscription on this worker.
-    Subscribers(u64),
+    /// The sessions subscribed on this worker to the subscription of this
+    /// key (by key, not ID: another node has its own ID for it).
+    Subscribers(crate::router::SubKey),
     /// The newest `limit` recorded events of the topics matching.
     History { topic: String, policy: crate::router::MatchPolicy, limit: usize },
     /// The rows of a table this worker owns: the one at `topic` (get), or

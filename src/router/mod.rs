@@ -437,8 +437,10 @@ pub enum ShardMsg {
         why: Arc<str>,
     },
     /// A publication from another node (the cluster thread, to the topic's
-    /// owner): routed here like a local one, never forwarded again.
-    FromCluster(Arc<Publication>),
+    /// owner): routed here like a local one, never forwarded again; of the
+    /// MQTT shared subscriptions, only those the sender picked this node
+    /// for (`cluster::wire::key_hash`) are served.
+    FromCluster(Arc<Publication>, Box<[u64]>),
     /// From the cluster thread: `node` has (`add`) or no longer has
     /// subscribers of `key` (`remote_topics`; `subscription` is the cluster
     /// thread's number for the key).

@@ -66,6 +66,37 @@ fn mqtt_parts(pattern: &str) -> Vec<Part<'_>> {
         .collect()
 }
 
+/// A shared subscription's entry.
+#[derive(Debug)]
+struct Shared {
+    /// The key, its group included.
+    key: SubKey,
+    /// The filter's components.
+    parts: Vec<String>,
+    route: Route,
+    turns: Turns,
+}
+
+impl Shared {
+    fn hits(&self, topic: &str) -> bool {
+        match self.key.policy {
+            MatchPolicy::Filter => filter_matches(&self.parts, topic),
+            policy => matches(policy, &self.key.topic, topic),
+        }
+    }
+}
+
+/// Whose turn it is to serve a shared subscription, kept per subscription
+/// so that each group takes its members in turn however many groups a
+/// topic has (`Shard::pick_shared`).
+#[derive(Debug, Default)]
+pub struct Turns {
+    /// Among the nodes with members (this node and the others).
+    pub node: usize,
+    /// Among this node's workers with members.
+    pub worker: usize,
+}
+
 #[derive(Debug)]
 struct RealmTopics {
     exact: AHashMap<String, Route>,
@@ -74,8 +105,8 @@ struct RealmTopics {
     wildcard: Trie,
     /// MQTT filters (with the `$` rule).
     filter: Trie,
-    /// Shared subscriptions: the key (group included), filter components, route.
-    shared: Vec<(SubKey, Vec<String>, Route)>,
+    /// Shared subscriptions (MQTT `$share`), matched by a scan.
+    shared: Vec<Shared>,
     /// Subscriptions with a value `filter` (WAMP, fox-wamp's option):
     /// matched by a scan, like shared ones.
     filtered: Vec<(SubKey, Route)>,
@@ -109,15 +140,16 @@ impl RealmTopics {
             return Some(&mut self.filtered[i].1);
         }
         if key.share.is_some() {
-            let i = match self.shared.iter().position(|(k, _, _)| k == key) {
+            let i = match self.shared.iter().position(|s| s.key == *key) {
                 Some(i) => i,
                 None if create => {
-                    self.shared.push((key.clone(), filter_parts(&key.topic), empty()));
+                    let parts = filter_parts(&key.topic);
+                    self.shared.push(Shared { key: key.clone(), parts, route: empty(), turns: Turns::default() });
                     self.shared.len() - 1
                 }
                 None => return None,
             };
-            return Some(&mut self.shared[i].2);
+            return Some(&mut self.shared[i].route);
         }
         match key.policy {
             MatchPolicy::Exact => {
@@ -149,7 +181,7 @@ impl RealmTopics {
             return;
         }
         if key.share.is_some() {
-            self.shared.retain(|(_, _, r)| !r.workers.is_empty());
+            self.shared.retain(|s| !s.route.workers.is_empty());
             return;
         }
         match key.policy {
@@ -238,18 +270,21 @@ impl TopicTable {
     }
 
     /// Calls `f` for every shared subscription matching `topic` (they are
-    /// not reported by `for_each_match`: one member of each gets a message).
-    pub fn for_each_shared<'a>(&'a self, realm: &str, topic: &str, mut f: impl FnMut(&'a Route)) {
-        let Some(realm) = self.realms.get(realm) else { return };
-        for (key, parts, route) in &realm.shared {
-            let hit = match key.policy {
-                MatchPolicy::Filter => filter_matches(parts, topic),
-                policy => matches(policy, &key.topic, topic),
-            };
-            if hit {
-                f(route);
+    /// not reported by `for_each_match`: one member of each gets a message),
+    /// with its turns to advance.
+    pub fn for_each_shared(&mut self, realm: &str, topic: &str, mut f: impl FnMut(&SubKey, &Route, &mut Turns)) {
+        let Some(realm) = self.realms.get_mut(realm) else { return };
+        for s in &mut realm.shared {
+            if s.hits(topic) {
+                f(&s.key, &s.route, &mut s.turns);
             }
         }
+    }
+
+    /// Whether some shared subscription with subscribers matches `topic`.
+    pub fn any_shared(&self, realm: &str, topic: &str) -> bool {
+        let Some(realm) = self.realms.get(realm) else { return false };
+        realm.shared.iter().any(|s| !s.route.workers.is_empty() && s.hits(topic))
     }
 
     /// A subscription by ID: its key and route.
@@ -266,7 +301,7 @@ impl TopicTable {
             return realm.filtered.iter().find(|(k, _)| k == key).map(|(_, r)| r);
         }
         if key.share.is_some() {
-            return realm.shared.iter().find(|(k, _, _)| k == key).map(|(_, _, r)| r);
+            return realm.shared.iter().find(|s| s.key == *key).map(|s| &s.route);
         }
         match key.policy {
             MatchPolicy::Exact => realm.exact.get(&key.topic),

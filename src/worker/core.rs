@@ -83,8 +83,8 @@ impl Shard {
                 mqtt::housekeeping(self);
             }
             ShardMsg::Publish(p, shared) => self.deliver(&p, &shared),
-            ShardMsg::FromCluster(p) => {
-                self.publish_arc(p);
+            ShardMsg::FromCluster(p, serve) => {
+                self.route_publication(p, Some(&serve));
             }
             ShardMsg::RemoteRoute { key, subscription, node, add: true } => {
                 self.remote_topics.add(&key, subscription, 0, node)
@@ -551,8 +551,7 @@ impl Shard {
     pub fn matches_any(&self, realm: &str, topic: &str) -> bool {
         let mut any = false;
         self.topics.for_each_match(realm, topic, |_, r| any |= !r.workers.is_empty());
-        self.topics.for_each_shared(realm, topic, |r| any |= !r.workers.is_empty());
-        any
+        any || self.topics.any_shared(realm, topic)
     }
 
     /// A publication the store has (or failed to write): its publisher
@@ -600,6 +599,13 @@ impl Shard {
 
     /// `publish_arc`, and the number of workers it went to (this one included).
     pub(super) fn publish_counted(&mut self, p: Arc<Publication>) -> (bool, u32) {
+        self.route_publication(p, None)
+    }
+
+    /// `publish_counted` for a local publication (`serve: None`) or one
+    /// from another node, with the MQTT shared subscriptions it picked this
+    /// node to serve.
+    fn route_publication(&mut self, p: Arc<Publication>, serve: Option<&[u64]>) -> (bool, u32) {
         let mut sent = 0;
         let mut targets = std::mem::take(&mut self.publish_targets);
         let mut matched = false;
@@ -616,18 +622,7 @@ impl Shard {
                 mine.push((route.subscription, policy));
             }
         });
-        // Each shared subscription: one worker, picked round-robin, then one
-        // member there.
-        let mut picks: Vec<(u16, u64)> = Vec::new();
-        let rr = &mut self.share_rr;
-        self.topics.for_each_shared(&p.realm, &p.topic, |route| {
-            if !route.workers.is_empty() {
-                matched = true;
-                *rr = rr.wrapping_add(1);
-                let w = route.workers[*rr % route.workers.len()];
-                picks.push((w, route.subscription));
-            }
-        });
+        let (picks, shares) = self.pick_shared(&p, serve, &mut matched);
         for &(w, _) in &picks {
             targets[w as usize] = true;
         }
@@ -644,8 +639,8 @@ impl Shard {
             }
         }
         self.publish_targets = targets;
-        if self.cluster.is_some() && p.publisher.worker != crate::cluster::REMOTE {
-            matched |= self.forward_to_nodes(&p);
+        if self.cluster.is_some() && serve.is_none() && p.publisher.worker != crate::cluster::REMOTE {
+            matched |= self.forward_to_nodes(&p, shares);
         }
         match here {
             Some(shared) => self.deliver_matched(&p, &shared, mine),
@@ -657,6 +652,58 @@ impl Shard {
         (matched, sent)
     }
 
+    /// Who serves each MQTT shared subscription `p` matches: one member in
+    /// the whole cluster, each subscription taking its own turns
+    /// (`topics::Turns`). Here, a worker with members (`picks`: worker,
+    /// subscription; it takes its members in turn). In a cluster, for a
+    /// local publication, the nodes with members take turns first: a turn
+    /// of this node goes on as above, another node's goes in `shares`
+    /// (node, `key_hash`) for `forward_to_nodes`. From another node
+    /// (`serve`), only the subscriptions it picked this node for.
+    #[allow(clippy::type_complexity)]
+    fn pick_shared(
+        &mut self,
+        p: &Publication,
+        serve: Option<&[u64]>,
+        matched: &mut bool,
+    ) -> (Vec<(u16, u64)>, Vec<(crate::cluster::NodeId, u64)>) {
+        use crate::cluster::wire::key_hash;
+        let (mut picks, mut shares) = (Vec::new(), Vec::new());
+        let decide = self.cluster.is_some() && serve.is_none() && p.publisher.worker != crate::cluster::REMOTE;
+        let remote = &self.remote_topics;
+        self.topics.for_each_shared(&p.realm, &p.topic, |key, route, turns| {
+            if route.workers.is_empty() {
+                return;
+            }
+            *matched = true;
+            if serve.is_some_and(|serve| !serve.contains(&key_hash(key))) {
+                return;
+            }
+            let nodes = remote.get(key).filter(|_| decide).map_or(&[][..], |r| &r.workers[..]);
+            if !nodes.is_empty() {
+                turns.node = turns.node.wrapping_add(1);
+                let i = turns.node % (nodes.len() + 1);
+                if i > 0 {
+                    return shares.push((nodes[i - 1], key_hash(key)));
+                }
+            }
+            turns.worker = turns.worker.wrapping_add(1);
+            picks.push((route.workers[turns.worker % route.workers.len()], route.subscription));
+        });
+        if decide {
+            // Those with members on other nodes only.
+            let local = &self.topics;
+            self.remote_topics.for_each_shared(&p.realm, &p.topic, |key, route, turns| {
+                if route.workers.is_empty() || local.get(key).is_some_and(|r| !r.workers.is_empty()) {
+                    return;
+                }
+                turns.node = turns.node.wrapping_add(1);
+                shares.push((route.workers[turns.node % route.workers.len()], key_hash(key)));
+            });
+        }
+        (picks, shares)
+    }
+
     /// This node's part of a registration, to the cluster thread.
     fn share_part(&mut self, part: Option<crate::router::owner::ClusterPart>) {
         let (Some(link), Some(part)) = (&mut self.cluster, part) else { return };
@@ -665,20 +712,21 @@ impl Shard {
     }
 
     /// A local publication to the cluster thread, with the other nodes that
-    /// have subscribers of it (none: it stays here). `$SYS` is each node's
-    /// own. Returns whether some node has.
-    fn forward_to_nodes(&mut self, p: &Arc<Publication>) -> bool {
+    /// have subscribers of it (none: it stays here) and the shared
+    /// subscriptions other nodes serve (`pick_shared`). `$SYS` is each
+    /// node's own. Returns whether some node has.
+    fn forward_to_nodes(&mut self, p: &Arc<Publication>, shares: Vec<(crate::cluster::NodeId, u64)>) -> bool {
         if self.remote_topics.is_empty() || p.topic.starts_with("$SYS") {
             return false;
         }
         let mut nodes = std::mem::take(&mut self.remote_targets);
         self.remote_topics.for_each_match(&p.realm, &p.topic, |_, route| nodes.extend_from_slice(&route.workers));
-        self.remote_topics.for_each_shared(&p.realm, &p.topic, |route| nodes.extend_from_slice(&route.workers));
+        nodes.extend(shares.iter().map(|&(n, _)| n));
         let any = !nodes.is_empty();
         if any {
             nodes.sort_unstable();
             nodes.dedup();
-            let req = crate::cluster::ClusterReq::Publish { p: p.clone(), nodes: nodes.clone() };
+            let req = crate::cluster::ClusterReq::Publish { p: p.clone(), nodes: nodes.clone(), shares };
             self.cluster.as_mut().expect("checked").send(req);
             nodes.clear();
         }

@@ -70,7 +70,6 @@ pub struct Shard {
     pub(crate) publish_targets: Vec<bool>,
     pub(crate) match_scratch: Vec<(u64, crate::router::MatchPolicy)>,
     pub(crate) mqtt_hits: Vec<(usize, u64)>,
-    pub(crate) share_rr: usize,
     /// Chunks for the connections' outbound queues (see `conn::OutQueue`).
     pub out_pool: crate::conn::ChunkPool,
     /// Where a WAMP message is encoded and framed before it is queued.
@@ -214,7 +213,6 @@ impl Shard {
             publish_targets: vec![false; workers],
             match_scratch: Vec::new(),
             mqtt_hits: Vec::new(),
-            share_rr: 0,
             out_pool: Default::default(),
             frame_buf: Vec::new(),
             event_cache: Default::default(),

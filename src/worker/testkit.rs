@@ -405,6 +405,39 @@ mod tests {
         assert_eq!(got[0], mqtt_packet(0x30, &expect), "PUBLISH QoS 0");
     }
 
+    /// Each shared subscription takes its workers in turn, however many
+    /// groups a topic has: with two groups whose members sit on two
+    /// workers, every member gets half of each group's messages (one
+    /// turn counter for all groups sent every message of a group to the
+    /// same worker).
+    #[test]
+    fn shared_subscriptions_take_turns_per_group() {
+        let mut cl = Cluster::new(3);
+        let mut member = |shard: usize, id: &str, filter: &str| {
+            let m = cl.mqtt(shard);
+            cl.send_mqtt(m, &mqtt_connect(None, id));
+            cl.send_mqtt(m, &mqtt_subscribe(filter));
+            assert_eq!(cl.take_frames(m).len(), 2, "CONNACK, SUBACK");
+            m
+        };
+        let members = [
+            member(0, "g1-0", "$share/g1/t"),
+            member(1, "g1-1", "$share/g1/t"),
+            member(0, "g2-0", "$share/g2/t"),
+            member(1, "g2-1", "$share/g2/t"),
+        ];
+        let publisher = cl.mqtt(2);
+        cl.send_mqtt(publisher, &mqtt_connect(None, "pub"));
+        cl.take_frames(publisher);
+        let mut publish = mqtt_str("t");
+        publish.push(b'x');
+        for _ in 0..10 {
+            cl.send_mqtt(publisher, &mqtt_packet(0x30, &publish));
+        }
+        let got: Vec<usize> = members.iter().map(|&m| cl.take_frames(m).len()).collect();
+        assert_eq!(got, [5, 5, 5, 5], "each group's ten messages, half to each worker's member");
+    }
+
     /// Events an owner routes itself (an accepted `when` write, a `will`
     /// applied when its session ends) go into the topic's history too.
     #[test]

@@ -380,18 +380,23 @@ fn session_call(w: &mut Shard, handle: usize, request: u64, name: &str, payload:
     Ok(Ok(()))
 }
 
+/// `wamp.subscription.*`. In a cluster they answer for the cluster: a
+/// subscription that only other nodes have is known here by the ID this
+/// node's cluster routes give it (`remote_topics`), one that this node has
+/// too by its own ID, and its subscribers are gathered from every node.
 fn subscription_call(w: &mut Shard, handle: usize, request: u64, name: &str, payload: &Payload) -> Outcome {
     let a = Args::new(payload);
     let realm = session(w, handle).realm.clone();
-    // A subscription of this realm by ID.
-    fn by_id<'w>(w: &'w Shard, realm: &Realm, id: u64) -> Option<(&'w SubKey, &'w crate::router::topics::Route)> {
-        w.topics.by_id(id).filter(|(k, _)| k.realm == *realm && k.share.is_none())
-    }
     let out = match name {
         "list" => {
             let mut lists = PolicyLists::default();
             w.topics.for_each(&realm, |key, route| {
                 if key.share.is_none() && !route.workers.is_empty() {
+                    lists.push(key.policy, route.subscription);
+                }
+            });
+            w.remote_topics.for_each(&realm, |key, route| {
+                if key.share.is_none() && !route.workers.is_empty() && !routed_here(w, key) {
                     lists.push(key.policy, route.subscription);
                 }
             });
@@ -401,8 +406,9 @@ fn subscription_call(w: &mut Shard, handle: usize, request: u64, name: &str, pay
             let topic = a.string(0, "topic")?;
             let policy = match_option(a.options(1)?)?;
             let key = SubKey { realm: realm.clone(), topic: topic.to_owned(), policy, share: None, filter: None };
-            let id = w.topics.get(&key).filter(|r| !r.workers.is_empty()).map(|r| r.subscription);
-            Ok(vec![id.map_or(Value::Null, Value::UInt)])
+            let routed = |r: &&crate::router::topics::Route| !r.workers.is_empty();
+            let id = w.topics.get(&key).filter(routed).or_else(|| w.remote_topics.get(&key).filter(routed));
+            Ok(vec![id.map_or(Value::Null, |r| Value::UInt(r.subscription))])
         })(),
         "match" => a.string(0, "topic").map(|topic| {
             let mut ids = Vec::new();
@@ -411,10 +417,16 @@ fn subscription_call(w: &mut Shard, handle: usize, request: u64, name: &str, pay
                     ids.push(Value::UInt(r.subscription));
                 }
             });
+            w.remote_topics.for_each_match(&realm, topic, |_, r| {
+                let elsewhere = w.remote_topics.by_id(r.subscription).is_some_and(|(k, _)| !routed_here(w, k));
+                if !r.workers.is_empty() && elsewhere {
+                    ids.push(Value::UInt(r.subscription));
+                }
+            });
             vec![if ids.is_empty() { Value::Null } else { Value::List(ids) }]
         }),
         "get" => match a.id(0, "subscription") {
-            Ok(id) => match by_id(w, &realm, id) {
+            Ok(id) => match sub_by_id(w, &realm, id) {
                 Some((key, route)) => Ok(vec![sub_details(id, key, route.created)]),
                 None => return no_such_subscription(w, handle, request, id),
             },
@@ -425,7 +437,7 @@ fn subscription_call(w: &mut Shard, handle: usize, request: u64, name: &str, pay
         "get_events" => match (a.id(0, "subscription"), a.args.get(1)) {
             (Ok(id), limit @ (None | Some(Value::UInt(_)))) => {
                 let limit = limit.and_then(Value::as_u64).unwrap_or(10).min(10_000) as usize;
-                let Some((key, _)) = by_id(w, &realm, id) else {
+                let Some((key, _)) = sub_by_id(w, &realm, id) else {
                     return no_such_subscription(w, handle, request, id);
                 };
                 let (topic, policy) = (key.topic.clone(), key.policy);
@@ -437,14 +449,22 @@ fn subscription_call(w: &mut Shard, handle: usize, request: u64, name: &str, pay
             (Err(e), _) => Err(e),
             (_, Some(v)) => Err(format!("argument 2 (limit) must be a non-negative integer, got {v:?}")),
         },
+        // This node's workers with subscribers, and every worker of each
+        // other node that has some.
         "list_subscribers" | "count_subscribers" => match a.id(0, "subscription") {
             Ok(id) => {
-                let Some((_, route)) = by_id(w, &realm, id) else {
+                let Some((key, _)) = sub_by_id(w, &realm, id) else {
                     return no_such_subscription(w, handle, request, id);
                 };
-                let workers = route.workers.clone();
+                let key = key.clone();
+                let mut workers = w.topics.get(&key).map(|r| r.workers.clone()).unwrap_or_default();
+                for &node in w.remote_topics.get(&key).map_or(&[][..], |r| &r.workers[..]) {
+                    if let Some(&(_, n)) = w.cluster_nodes.iter().find(|(id, _)| *id == node) {
+                        workers.extend((0..n).map(|k| crate::cluster::at_node(node, k)));
+                    }
+                }
                 let finish = if name == "count_subscribers" { Finish::Count } else { Finish::List };
-                gather(w, handle, request, realm, MetaQuery::Subscribers(id), finish, &workers);
+                gather(w, handle, request, realm, MetaQuery::Subscribers(key), finish, &workers);
                 return Ok(Ok(()));
             }
             Err(e) => Err(e),
@@ -452,6 +472,21 @@ fn subscription_call(w: &mut Shard, handle: usize, request: u64, name: &str, pay
         _ => return Err(Unknown),
     };
     Ok(out.map(|args| result(w, handle, request, args)))
+}
+
+/// A (non-shared) subscription of this realm by ID: this node's, else one
+/// only other nodes have (`subscription_call`).
+fn sub_by_id<'w>(w: &'w Shard, realm: &Realm, id: u64) -> Option<(&'w SubKey, &'w crate::router::topics::Route)> {
+    let of_realm = |(k, _): &(&SubKey, &crate::router::topics::Route)| k.realm == *realm && k.share.is_none();
+    w.topics
+        .by_id(id)
+        .filter(of_realm)
+        .or_else(|| w.remote_topics.by_id(id).filter(of_realm).filter(|(k, _)| !routed_here(w, k)))
+}
+
+/// Whether this node routes the key to subscribers of its own.
+fn routed_here(w: &Shard, key: &SubKey) -> bool {
+    w.topics.get(key).is_some_and(|r| !r.workers.is_empty())
 }
 
 /// Most rows one `wamp.table.list` returns.
@@ -914,8 +949,10 @@ pub fn on_meta_query(w: &mut Shard, realm: &Realm, query: MetaQuery, reply: Work
             };
             MetaAnswer::Rows(rows)
         }
-        MetaQuery::Subscribers(subscription) => {
-            let members = w.local_subs.get(&subscription).map(|l| l.members.clone()).unwrap_or_default();
+        MetaQuery::Subscribers(key) => {
+            let subscription = w.topics.get(&key).map(|r| r.subscription);
+            let local = subscription.and_then(|id| w.local_subs.get(&id));
+            let members = local.map(|l| l.members.clone()).unwrap_or_default();
             let ids = members
                 .into_iter()
                 .filter_map(|m| match m {
