@@ -870,6 +870,69 @@ fn the_subscription_meta_api_answers_for_the_cluster() {
     }
 }
 
+#[test]
+fn the_registration_meta_api_answers_for_the_cluster() {
+    let Some(nats) = nats() else { return };
+    let (_dirs, [a, b, _c]) = three_nodes(&nats);
+    let rr = || opts(&[("invoke", Value::Str("roundrobin".into()))]);
+    // A callee on b that is told of a revocation.
+    let mut on_b = connect(b.wamp, Serializer::Json);
+    let features = opts(&[("registration_revocation", Value::Bool(true))]);
+    let roles = opts(&[("callee", Value::Dict(opts(&[("features", Value::Dict(features))])))]);
+    on_b.send(&Msg::Hello { realm: "realm1".into(), details: opts(&[("roles", Value::Dict(roles))]) });
+    match on_b.recv() {
+        Msg::Welcome { session, .. } => on_b.session = session,
+        other => panic!("expected WELCOME, got {other:?}"),
+    }
+    let b_id = register_with(&mut on_b, "meta.p", rr()).unwrap();
+    let mut asker = join(a.wamp, Serializer::Json);
+    let procedure = || vec![Value::Str("meta.p".into())];
+    // Only b has it: a names it by b's ID.
+    assert_eq!(meta_call(&mut asker, "wamp.registration.lookup", procedure()), [Value::UInt(b_id)]);
+    assert_eq!(meta_call(&mut asker, "wamp.registration.match", procedure()), [Value::UInt(b_id)]);
+    match &meta_call(&mut asker, "wamp.registration.get", vec![Value::UInt(b_id)])[..] {
+        [Value::Dict(d)] => {
+            let field = |k: &str| d.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            assert_eq!(
+                (field("uri"), field("invoke")),
+                (Some(Value::Str("meta.p".into())), Some(Value::Str("roundrobin".into())))
+            );
+        }
+        other => panic!("expected the registration's details, got {other:?}"),
+    }
+    let callees = meta_call(&mut asker, "wamp.registration.list_callees", vec![Value::UInt(b_id)]);
+    assert_eq!(callees, [Value::List(vec![Value::UInt(on_b.session)])]);
+
+    // A callee on a too: a's own ID, both callees.
+    let mut on_a = callee(a.wamp);
+    let a_id = register_with(&mut on_a, "meta.p", rr()).unwrap();
+    assert_eq!(meta_call(&mut asker, "wamp.registration.lookup", procedure()), [Value::UInt(a_id)]);
+    assert_eq!(meta_call(&mut asker, "wamp.registration.count_callees", vec![Value::UInt(a_id)]), [Value::UInt(2)]);
+    match &meta_call(&mut asker, "wamp.registration.list", vec![])[..] {
+        [Value::Dict(lists)] => {
+            let exact = lists.iter().find(|(k, _)| k == "exact").map(|(_, v)| v.clone());
+            assert_eq!(exact, Some(Value::List(vec![Value::UInt(a_id)])), "{lists:?}");
+        }
+        other => panic!("expected the lists by match policy, got {other:?}"),
+    }
+
+    // Removing b's callee from a: b's callee is told, and a counts one.
+    let remove = vec![Value::UInt(a_id), Value::UInt(on_b.session)];
+    assert_eq!(meta_call(&mut asker, "wamp.registration.remove", remove), Vec::<Value>::new());
+    // (UNREGISTERED with details: read as JSON, the test codec has no
+    // such form.)
+    let revoked: serde_json::Value = match on_b.ws.read().expect("b's connection stays") {
+        tungstenite::Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
+        other => panic!("expected a text frame, got {other:?}"),
+    };
+    assert_eq!(revoked, serde_json::json!([67, 0, {"registration": b_id}]), "b's callee is told, with its ID");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while meta_call(&mut asker, "wamp.registration.count_callees", vec![Value::UInt(a_id)]) != [Value::UInt(1)] {
+        assert!(Instant::now() < deadline, "b's callee was never gone from a's view");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The next PUBLISH on a raw MQTT 3.1.1 connection: (QoS, packet ID, payload).
 fn mqtt_publish(c: &mut Raw) -> (u8, u16, String) {
     loop {

@@ -143,6 +143,19 @@ pub struct RemoteReg {
     pub callees: Arc<Vec<RemoteCallee>>,
 }
 
+impl RemoteReg {
+    /// The ID the meta API shows for it where this node has no callee of
+    /// it: the least of its nodes' IDs (each node has its own).
+    pub fn meta_id(&self) -> Option<u64> {
+        self.callees.iter().map(|c| c.registration).min()
+    }
+
+    /// When its first callee registered (ms since the Unix epoch).
+    pub fn created(&self) -> u64 {
+        self.callees.iter().map(|c| c.since).min().unwrap_or(0)
+    }
+}
+
 impl Slot for RemoteReg {
     fn vacant(&self) -> bool {
         self.callees.is_empty()
@@ -203,6 +216,45 @@ impl RemoteProcs {
             }
             MatchPolicy::Filter => {}
         }
+    }
+
+    /// The remote registration of exactly this URI and match policy.
+    pub fn get(&self, realm: &str, uri: &str, policy: MatchPolicy) -> Option<&RemoteReg> {
+        let r = self.realms.get(realm)?;
+        match policy {
+            MatchPolicy::Exact => r.exact.get(uri),
+            MatchPolicy::Prefix => r.prefix.get(uri),
+            MatchPolicy::Wildcard => r.wildcard.get(&wildcard_parts(uri)),
+            MatchPolicy::Filter => None,
+        }
+        .filter(|reg| !reg.callees.is_empty())
+    }
+
+    /// Every remote registration of a realm, with its match policy.
+    pub fn for_each<'a>(&'a self, realm: &str, mut f: impl FnMut(MatchPolicy, &'a RemoteReg)) {
+        let Some(r) = self.realms.get(realm) else { return };
+        for reg in r.exact.values() {
+            f(MatchPolicy::Exact, reg);
+        }
+        for reg in r.prefix.values() {
+            f(MatchPolicy::Prefix, reg);
+        }
+        r.wildcard.for_each(&mut |reg: &'a RemoteReg| {
+            if !reg.callees.is_empty() {
+                f(MatchPolicy::Wildcard, reg)
+            }
+        });
+    }
+
+    /// The remote registration one of whose nodes gave it this ID.
+    pub fn by_id(&self, realm: &str, id: u64) -> Option<(MatchPolicy, &RemoteReg)> {
+        let mut found = None;
+        self.for_each(realm, |policy, reg| {
+            if found.is_none() && reg.callees.iter().any(|c| c.registration == id) {
+                found = Some((policy, reg));
+            }
+        });
+        found
     }
 
     /// The most specific remote registration a call of `uri` matches.

@@ -71,6 +71,13 @@ enum Wire {
         is_details: bool,
         details: Option<Bytes>,
     },
+    /// `wamp.registration.remove` of a callee there (its node's ID of the
+    /// registration).
+    Revoke {
+        callee: u64,
+        registration: u64,
+        reason: Option<String>,
+    },
 }
 
 /// The meta questions that travel: those about sessions.
@@ -206,6 +213,9 @@ pub fn encode(to: NodeId, worker: WorkerId, msg: &ShardMsg) -> Option<Vec<u8>> {
             };
             Wire::MetaAnswer { gather: *gather, ids, is_details, details }
         }
+        ShardMsg::Revoke { callee, registration, reason } => {
+            Wire::Revoke { callee: *callee, registration: *registration, reason: reason.clone() }
+        }
         _ => return None,
     };
     let mut out = vec![VERSION];
@@ -328,6 +338,7 @@ pub fn decode(b: &[u8], from: NodeId) -> Result<(WorkerId, ShardMsg), String> {
             };
             ShardMsg::MetaAnswer { gather, answer }
         }
+        Wire::Revoke { callee, registration, reason } => ShardMsg::Revoke { callee, registration, reason },
     };
     Ok((worker, msg))
 }
@@ -467,6 +478,13 @@ mod tests {
             ShardMsg::MetaQuery { realm: "r".into(), query: MetaQuery::Subscribers(key.clone()), reply: 0, gather: 1 };
         match decode(&encode(0, 0, &q).unwrap(), 3).unwrap() {
             (0, ShardMsg::MetaQuery { query: MetaQuery::Subscribers(back), .. }) => assert_eq!(back, key),
+            other => panic!("{other:?}"),
+        }
+        let revoke = ShardMsg::Revoke { callee: 8, registration: 9, reason: Some("wamp.error.gone".into()) };
+        match decode(&encode(0, 1, &revoke).unwrap(), 3).unwrap() {
+            (1, ShardMsg::Revoke { callee: 8, registration: 9, reason }) => {
+                assert_eq!(reason.as_deref(), Some("wamp.error.gone"))
+            }
             other => panic!("{other:?}"),
         }
         // History is each node's own.

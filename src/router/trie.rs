@@ -168,8 +168,8 @@ impl<T: Slot> Trie<T> {
     }
 
     /// Every slot, in no particular order.
-    pub fn for_each(&self, f: &mut impl FnMut(&T)) {
-        fn visit<T>(node: &Node<T>, f: &mut impl FnMut(&T)) {
+    pub fn for_each<'a>(&'a self, f: &mut impl FnMut(&'a T)) {
+        fn visit<'a, T>(node: &'a Node<T>, f: &mut impl FnMut(&'a T)) {
             node.end.iter().chain(node.rest.iter()).for_each(&mut *f);
             node.children.values().for_each(|c| visit(c, f));
             if let Some(one) = &node.one {

@@ -147,12 +147,22 @@ pub fn sub_deleted(w: &mut Shard, realm: &Realm, subscription: u64, session: u64
 }
 
 fn reg_details(id: u64, uri: &str, policy: MatchPolicy, reg: &crate::router::procs::ProcReg) -> Value {
+    reg_dict(id, uri, policy, reg.created, reg.invoke)
+}
+
+fn reg_dict(
+    id: u64,
+    uri: &str,
+    policy: MatchPolicy,
+    created: u64,
+    invoke: crate::router::procs::InvokePolicy,
+) -> Value {
     dict(vec![
         ("id", Value::UInt(id)),
-        ("created", Value::Str(iso8601(reg.created))),
+        ("created", Value::Str(iso8601(created))),
         ("uri", Value::Str(uri.to_owned())),
         ("match", Value::Str(policy.name().into())),
-        ("invoke", Value::Str(reg.invoke.as_str().into())),
+        ("invoke", Value::Str(invoke.as_str().into())),
     ])
 }
 
@@ -563,6 +573,11 @@ fn no_such_registration(w: &mut Shard, handle: usize, request: u64, id: u64) -> 
     Ok(Ok(()))
 }
 
+/// `wamp.registration.*`. In a cluster they answer for the cluster (a
+/// registration is one across it, its callees on several nodes): one this
+/// node has callees of is named by its own ID, one only other nodes have
+/// by the least of their IDs (`RemoteReg::meta_id`); the callees are this
+/// node's and the other nodes' (every worker has both: no gathering).
 fn registration_call(w: &mut Shard, handle: usize, request: u64, name: &str, payload: &Payload) -> Outcome {
     let a = Args::new(payload);
     let realm = session(w, handle).realm.clone();
@@ -570,27 +585,49 @@ fn registration_call(w: &mut Shard, handle: usize, request: u64, name: &str, pay
         "list" => {
             let mut lists = PolicyLists::default();
             w.procs.for_each(&realm, |_, policy, r| lists.push(policy, r.registration));
+            w.remote_procs.for_each(&realm, |policy, r| {
+                if w.procs.get(&realm, &r.uri, policy).is_none() {
+                    lists.push(policy, r.meta_id().unwrap_or(0));
+                }
+            });
             Ok(vec![lists.into_value()])
         }
         "lookup" => (|| {
             let uri = a.string(0, "procedure")?;
             let policy = match_option(a.options(1)?)?;
-            let id = w.procs.get(&realm, uri, policy).map(|r| r.registration);
+            let id = match w.procs.get(&realm, uri, policy) {
+                Some(r) => Some(r.registration),
+                None => w.remote_procs.get(&realm, uri, policy).and_then(|r| r.meta_id()),
+            };
             Ok(vec![id.map_or(Value::Null, Value::UInt)])
         })(),
+        // The registration a CALL would reach: the more specific of this
+        // node's and the others' (`dealer::route` decides alike).
         "match" => a.string(0, "procedure").map(|uri| {
-            let id = w.procs.lookup(&realm, uri).map(|(_, r)| r.registration);
+            let local = w.procs.lookup(&realm, uri).and_then(|(policy, r)| {
+                let (pattern, _, _) = w.procs.by_id(&realm, r.registration)?;
+                Some((policy, pattern, r.registration))
+            });
+            let remote = w.remote_procs.lookup(&realm, uri).and_then(|(p, r)| Some((p, r.uri.as_str(), r.meta_id()?)));
+            let id = match (local, remote) {
+                (Some(l), Some(r)) if crate::cluster::procs::specificity((r.0, r.1), (l.0, l.1)).is_gt() => Some(r.2),
+                (Some(l), _) => Some(l.2),
+                (None, r) => r.map(|r| r.2),
+            };
             vec![id.map_or(Value::Null, Value::UInt)]
         }),
         "get" | "list_callees" | "count_callees" => match a.id(0, "registration") {
             Ok(id) => {
-                let Some((uri, policy, reg)) = w.procs.by_id(&realm, id) else {
+                let Some(reg) = reg_by_id(w, &realm, id) else {
                     return no_such_registration(w, handle, request, id);
                 };
+                let local = reg.local.map(|r| r.callees.iter().map(|c| c.session.id));
+                let remote = reg.remote.map(|r| r.callees.iter().map(|c| c.session.id));
+                let callees = local.into_iter().flatten().chain(remote.into_iter().flatten());
                 Ok(vec![match name {
-                    "get" => reg_details(id, uri, policy, reg),
-                    "list_callees" => Value::List(reg.callees.iter().map(|c| Value::UInt(c.session.id)).collect()),
-                    _ => Value::UInt(reg.callees.len() as u64),
+                    "get" => reg_dict(id, reg.uri, reg.policy, reg.created, reg.invoke),
+                    "list_callees" => Value::List(callees.map(Value::UInt).collect()),
+                    _ => Value::UInt(callees.count() as u64),
                 }])
             }
             Err(e) => Err(e),
@@ -601,7 +638,33 @@ fn registration_call(w: &mut Shard, handle: usize, request: u64, name: &str, pay
     Ok(out.map(|args| result(w, handle, request, args)))
 }
 
-/// `wamp.registration.remove(registration, callee, reason?)`.
+/// A registration as the meta API sees it: this node's part, the other
+/// nodes' part, or both.
+struct MetaReg<'w> {
+    uri: &'w str,
+    policy: MatchPolicy,
+    created: u64,
+    invoke: crate::router::procs::InvokePolicy,
+    local: Option<&'w crate::router::procs::ProcReg>,
+    remote: Option<&'w crate::cluster::procs::RemoteReg>,
+}
+
+/// A registration by this node's ID or one of the other nodes'.
+fn reg_by_id<'w>(w: &'w Shard, realm: &Realm, id: u64) -> Option<MetaReg<'w>> {
+    if let Some((uri, policy, local)) = w.procs.by_id(realm, id) {
+        let remote = w.remote_procs.get(realm, uri, policy);
+        let created = local.created.min(remote.map_or(u64::MAX, |r| r.created()));
+        return Some(MetaReg { uri, policy, created, invoke: local.invoke, local: Some(local), remote });
+    }
+    let (policy, remote) = w.remote_procs.by_id(realm, id)?;
+    let local = w.procs.get(realm, &remote.uri, policy);
+    let created = remote.created().min(local.map_or(u64::MAX, |r| r.created));
+    Some(MetaReg { uri: &remote.uri, policy, created, invoke: remote.invoke, local, remote: Some(remote) })
+}
+
+/// `wamp.registration.remove(registration, callee, reason?)`; a callee on
+/// another node is told through the cluster (with its node's ID of the
+/// registration).
 fn revoke(w: &mut Shard, handle: usize, request: u64, realm: &Realm, a: &Args) -> Result<(), Invalid> {
     let registration = a.id(0, "registration")?;
     let callee = a.id(1, "callee")?;
@@ -610,16 +673,24 @@ fn revoke(w: &mut Shard, handle: usize, request: u64, realm: &Realm, a: &Args) -
         Some(Value::Str(r)) => Some(r.clone()),
         Some(v) => return Err(format!("argument 3 (reason) must be a string, got {v:?}")),
     };
-    let Some((_, _, reg)) = w.procs.by_id(realm, registration) else {
+    let Some(reg) = reg_by_id(w, realm, registration) else {
         let _ = no_such_registration(w, handle, request, registration);
         return Ok(());
     };
-    let Some(c) = reg.callees.iter().find(|c| c.session.id == callee).copied() else {
+    let local = reg.local.and_then(|r| {
+        let c = r.callees.iter().find(|c| c.session.id == callee)?;
+        Some((c.session.worker, r.registration))
+    });
+    let remote = || {
+        let c = reg.remote?.callees.iter().find(|c| c.session.id == callee)?;
+        Some((c.session.worker, c.registration))
+    };
+    let Some((worker, registration_there)) = local.or_else(remote) else {
         let msg = Some(format!("session {callee} is no callee of registration {registration}"));
         error(w, handle, m::CALL, request, "wamp.error.no_such_session", msg);
         return Ok(());
     };
-    w.peers.send(c.session.worker, ShardMsg::Revoke { callee, registration, reason });
+    w.peers.send(worker, ShardMsg::Revoke { callee, registration: registration_there, reason });
     result(w, handle, request, Vec::new());
     Ok(())
 }
