@@ -1126,6 +1126,73 @@ fn a_shared_subscription_is_one_group_across_nodes() {
     }
 }
 
+/// CONNECT with a QoS 1 will; MQTT 5 (`level` 5) with a persistent
+/// session and a will delay of `delay` seconds, else 3.1.1, clean.
+fn connect_with_will(level: u8, id: &str, topic: &str, delay: u32) -> Vec<u8> {
+    use common::raw::{mqtt_str, packet};
+    let mut b = Vec::new();
+    mqtt_str(&mut b, b"MQTT");
+    b.push(level);
+    if level == 5 {
+        b.extend_from_slice(&[0x0C, 0, 0]); // will, will QoS 1; keep alive 0
+        b.extend_from_slice(&[5, 0x11, 0, 0, 0, 60]); // session expiry 60 s
+    } else {
+        b.extend_from_slice(&[0x0E, 0, 0]); // clean, will, will QoS 1
+    }
+    mqtt_str(&mut b, id.as_bytes());
+    if level == 5 {
+        b.push(5);
+        b.push(0x18); // will delay
+        b.extend_from_slice(&delay.to_be_bytes());
+    }
+    mqtt_str(&mut b, topic.as_bytes());
+    mqtt_str(&mut b, topic.as_bytes()); // the payload: its topic
+    packet(0x10, &b)
+}
+
+#[test]
+fn a_dead_nodes_mqtt_wills_are_sent_by_the_others() {
+    let Some(nats) = nats() else { return };
+    let (_dirs, [a, b, c]) = three_nodes(&nats);
+    let (mut watcher, _) = Raw::connected(a.mqtt, 4, "will-watcher", true, 0);
+    let mut sub = vec![0, 1];
+    common::raw::mqtt_str(&mut sub, b"wills/#");
+    sub.push(1);
+    watcher.send(&common::raw::packet(0x82, &sub));
+    watcher.expect(0x90, "SUBACK");
+    let will_client = |level: u8, id: &str, topic: &str, delay: u32| {
+        let mut r = Raw::open(c.mqtt);
+        r.send(&connect_with_will(level, id, topic, delay));
+        let body = r.expect(0x20, "CONNACK");
+        assert_eq!(body[1], 0, "CONNACK code for {id}");
+        r
+    };
+    let _plain = will_client(4, "w-plain", "wills/plain", 0);
+    let _delayed = will_client(5, "w-delayed", "wills/delayed", 5);
+    // A will taken out before the node died is not sent by anyone.
+    let mut sober = will_client(4, "w-sober", "wills/sober", 0);
+    sober.send(&common::raw::packet(0xE0, &[]));
+    std::thread::sleep(Duration::from_millis(500));
+    common::process::kill9(c);
+
+    // Once c is taken for dead, one survivor sends the plain will.
+    watcher.s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let (_, pkid, payload) = mqtt_publish(&mut watcher);
+    watcher.send(&common::raw::packet(0x40, &pkid.to_be_bytes()));
+    assert_eq!(payload, "wills/plain");
+    // The delayed one's client comes back on b within its will's delay
+    // (once b too has taken c for dead: each node decides by itself): the
+    // session resumes, and its will is not sent.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut back = Raw::open(b.mqtt);
+    back.send(&connect_with_will(5, "w-delayed", "wills/other", 0));
+    let connack = back.expect(0x20, "CONNACK");
+    assert_eq!((connack[0] & 1, connack[1]), (1, 0), "resumed on b");
+    std::thread::sleep(Duration::from_secs(6));
+    let got = mqtt_drain(&mut watcher);
+    assert!(got.is_empty(), "the plain will once, nothing for the resumed or the sober session: {got:?}");
+}
+
 /// A HELLO on `addr`: WELCOME (`Ok`) or ABORT's reason (`Err`).
 fn try_join(addr: std::net::SocketAddr) -> Result<Client, String> {
     let mut c = connect(addr, Serializer::Json);

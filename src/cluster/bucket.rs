@@ -253,6 +253,13 @@ pub(super) enum Cas {
     Will { key: String, node: String, incarnation: u64 },
     /// An MQTT client ID, claimed for this node.
     Own { claim: crate::mqtt::registry::Claim },
+    /// This node's MQTT session of client ID `key` has a will (its
+    /// publication's wire form, its delay in seconds), or no longer has.
+    OwnWill { key: std::sync::Arc<str>, will: Option<(Bytes, u32)> },
+    /// The will of an MQTT session of `node`'s life `incarnation`, which
+    /// is over: published by the one node whose delete wins (`publish`),
+    /// or dropped (`!publish`: the session was resumed here in time).
+    MqttWill { bucket_key: String, node: String, incarnation: u64, publish: bool },
 }
 
 /// The deciding task's answers, for the key's owner worker.
@@ -264,6 +271,8 @@ pub(super) enum Decided {
     /// The client ID is this node's; the node (and life) that held it, and
     /// the record of its session that node left (`session_key`).
     Own(crate::mqtt::registry::Claim, Option<(String, u64)>, Option<Vec<u8>>),
+    /// A dead node's MQTT session's will, for this node to publish.
+    MqttWill(crate::router::Publication),
 }
 
 /// Decides conditional writes and dead sessions' wills one after the
@@ -307,6 +316,22 @@ pub(super) async fn decide(
                     _ => None,
                 };
                 Some(Decided::Own(claim, prev, record))
+            }
+            Cas::OwnWill { key, will } => {
+                if let Err(e) = own_will(&kv, (&node, incarnation), &key, will).await {
+                    log::warn!("cluster: an MQTT will is not in the cluster as it should be: {e}");
+                }
+                None
+            }
+            Cas::MqttWill { bucket_key, node: of, incarnation: life, publish } => {
+                match take_will(&kv, &bucket_key, (&of, life)).await {
+                    Ok(Some(p)) if publish => Some(Decided::MqttWill(p)),
+                    Ok(_) => None,
+                    Err(e) => {
+                        log::warn!("cluster: the MQTT will {bucket_key} of a session of {of} was not applied: {e}");
+                        None
+                    }
+                }
             }
             Cas::Will { key, node: of, incarnation: life } => match apply_will(&kv, incarnation, &key, &of, life).await
             {
@@ -448,6 +473,59 @@ pub(super) struct SharedSession {
     pub node: String,
     pub incarnation: u64,
     pub record: Bytes,
+}
+
+/// The bucket key of an MQTT session's will.
+pub(super) fn will_key(key: &str) -> String {
+    format!("mw={}", &client_key(key)[3..])
+}
+
+/// An MQTT session's will as its node wrote it (`mw=<hash>`): published by
+/// a survivor when that node's life is over and the session is not resumed
+/// within `delay` seconds.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct SharedWill {
+    pub node: String,
+    pub incarnation: u64,
+    pub delay: u32,
+    /// The will's publication (`wire::encode`).
+    pub p: Bytes,
+}
+
+/// Writes (or takes out, if it is still this node's) the will entry of
+/// this node's session of client ID `key`.
+async fn own_will(kv: &kv::Store, me: (&str, u64), key: &str, will: Option<(Bytes, u32)>) -> Result<(), String> {
+    let bucket_key = will_key(key);
+    match will {
+        Some((p, delay)) => {
+            let entry = SharedWill { node: me.0.to_owned(), incarnation: me.1, delay, p };
+            let value = rmp_serde::to_vec(&entry).map_err(|e| e.to_string())?;
+            kv.put(&bucket_key, Bytes::from(value)).await.map(drop).map_err(|e| e.to_string())
+        }
+        None => take_will(kv, &bucket_key, me).await.map(drop),
+    }
+}
+
+/// Deletes a will entry if it is still that of a session of `holder` (a
+/// node and life), at the revision read: of nodes that try at once, one
+/// gets the will. `None`: it was not (any more).
+async fn take_will(
+    kv: &kv::Store,
+    bucket_key: &str,
+    holder: (&str, u64),
+) -> Result<Option<crate::router::Publication>, String> {
+    let Some(read) = kv.entry(bucket_key).await.map_err(|e| e.to_string())? else { return Ok(None) };
+    if read.operation != kv::Operation::Put {
+        return Ok(None);
+    }
+    let will: SharedWill = rmp_serde::from_slice(&read.value).map_err(|e| e.to_string())?;
+    if (will.node.as_str(), will.incarnation) != holder {
+        return Ok(None);
+    }
+    if kv.delete_expect_revision(bucket_key, Some(read.revision)).await.is_err() {
+        return Ok(None); // another node took it first, or it changed
+    }
+    wire::decode(&will.p, std::time::Instant::now()).map(|(_, p)| Some(p))
 }
 
 /// The record `holder` left of the session of client ID `key`, if any.

@@ -136,6 +136,10 @@ pub enum ClusterReq {
     /// A persistent MQTT session's record (`None`: it ended), for the
     /// keys bucket: another node resumes it if this one dies.
     MqttSession { key: Arc<str>, record: Option<Vec<u8>> },
+    /// An MQTT session's will (with its delay in seconds), or none any
+    /// more, for the keys bucket: a survivor publishes it if this node
+    /// dies.
+    MqttWill { key: Arc<str>, will: Option<(Publication, u32)> },
     /// A dealer message for worker `worker` of node `node` (`rpc.rs` says
     /// which travel).
     Rpc { node: NodeId, worker: WorkerId, msg: ShardMsg },

@@ -190,6 +190,9 @@ struct Node {
     /// Keys tied to a session (`will`), by bucket key: the session's node
     /// and life. When that life is over, this node asks for its will.
     wills: AHashMap<String, (String, u64)>,
+    /// MQTT sessions' wills (`mw=` entries) not yet asked for: bucket key
+    /// -> the session's node, its life and the will's delay (seconds).
+    mqtt_wills: AHashMap<String, (String, u64, u32)>,
     /// Send a heartbeat now (a node this one did not know was heard).
     beat_now: bool,
     /// This batch turn's outgoing publications: (subject, batch, how many),
@@ -307,6 +310,7 @@ impl Node {
             cas,
             cas_done,
             wills: AHashMap::new(),
+            mqtt_wills: AHashMap::new(),
             incarnation,
             regs: AHashMap::new(),
             rpc_inbox: rpc::subject(&cfg.prefix, &cfg.node, ""),
@@ -463,6 +467,10 @@ impl Node {
                         let w = owner_of(&p.realm, &p.topic, self.workers.len());
                         self.hand_to(w as usize, ShardMsg::DeadWill { p: Arc::new(p), revision }, false);
                     }
+                    bucket::Decided::MqttWill(p) => {
+                        let w = owner_of(&p.realm, &p.topic, self.workers.len());
+                        self.hand_to(w as usize, ShardMsg::MqttDeadWill(p), false);
+                    }
                 },
                 Some(ack) = self.acks.recv() => match ack {
                     Ack::Barrier(b) => self.hand_to(b.owner as usize, ShardMsg::BarrierAck { barrier: b.id }, false),
@@ -544,6 +552,18 @@ impl Node {
                 }
             }
             ClusterReq::MqttSession { key, record } => self.write_session(&key, record).await,
+            ClusterReq::MqttWill { key, will } => {
+                let will = match will {
+                    Some((p, delay)) => match wire::encode(&p, self.incarnation, Instant::now()) {
+                        Some(b) => Some((Bytes::from(b), delay)),
+                        None => return, // expired already
+                    },
+                    None => None,
+                };
+                if self.cas.try_send(bucket::Cas::OwnWill { key, will }).is_err() {
+                    log::warn!("cluster: an MQTT will could not be written to the cluster (queue full)");
+                }
+            }
             ClusterReq::CasWrite { p, when, will } => {
                 let refused = if self.connected.load(Ordering::Relaxed) {
                     // Bounded queue: full, the write is not accepted.
@@ -551,7 +571,7 @@ impl Node {
                         Ok(()) => None,
                         Err(e) => match e.into_inner() {
                             bucket::Cas::Write { p, .. } => Some(p),
-                            bucket::Cas::Will { .. } | bucket::Cas::Own { .. } => None,
+                            _ => None,
                         },
                     }
                 } else {
@@ -1004,6 +1024,9 @@ impl Node {
     /// A write in the keys bucket, in the bucket's order, to the key's
     /// owner worker (`Shard::retained_from_cluster` decides).
     fn on_key(&mut self, entry: kv::Entry) {
+        if entry.key.starts_with("mw=") {
+            return self.on_mqtt_will(entry);
+        }
         // (`mq=` entries, the holders of MQTT client IDs, are read when claimed.)
         if entry.operation != kv::Operation::Put || !entry.key.starts_with("ret=") {
             return;
@@ -1038,6 +1061,7 @@ impl Node {
     /// A holder that is gone leaves the record of its session, which the
     /// claim resumes (unless it starts clean).
     fn owned(&mut self, claim: crate::mqtt::registry::Claim, prev: Option<(String, u64)>, record: Option<Vec<u8>>) {
+        let holder = prev.clone();
         let prev = prev.and_then(|(node, incarnation)| {
             if node == self.cfg.node {
                 return None;
@@ -1047,6 +1071,18 @@ impl Node {
             (p.alive && (p.incarnation == 0 || p.incarnation == incarnation)).then_some(id)
         });
         let resume = if prev.is_none() && !claim.clean_start { record } else { None };
+        if let (None, Some((node, incarnation)), false) = (prev, holder, claim.clean_start) {
+            // A session of a node that is gone, resumed before its will's
+            // delay passed: the will is not sent (MQTT 5, 3.1.3.2.2).
+            if node != self.cfg.node || incarnation != self.incarnation {
+                let bucket_key = bucket::will_key(&claim.key);
+                self.mqtt_wills.remove(&bucket_key);
+                let job = bucket::Cas::MqttWill { bucket_key, node, incarnation, publish: false };
+                if self.cas.try_send(job).is_err() {
+                    log::warn!("cluster: a resumed MQTT session's old will could not be taken out (queue full)");
+                }
+            }
+        }
         let (realm, client) = claim.key.split_once('\0').unwrap_or(("", &claim.key));
         let w = owner_of(realm, client, self.workers.len());
         let msg = crate::mqtt::registry::Msg::Owned { claim, prev, resume };
@@ -1104,9 +1140,60 @@ impl Node {
         }
     }
 
+    /// An MQTT session's will entry (or its end): kept while its node's
+    /// life lasts, asked for once it is over.
+    fn on_mqtt_will(&mut self, entry: kv::Entry) {
+        if entry.operation != kv::Operation::Put {
+            self.mqtt_wills.remove(&entry.key);
+            return;
+        }
+        let Ok(will) = rmp_serde::from_slice::<bucket::SharedWill>(&entry.value) else {
+            return log::debug!("cluster: an MQTT will entry {} does not read", entry.key);
+        };
+        if will.node != self.cfg.node {
+            self.peer(&will.node);
+        }
+        let due = self.will_due(&will.node, will.incarnation);
+        self.mqtt_wills.insert(entry.key.clone(), (will.node, will.incarnation, will.delay));
+        if due {
+            self.ask_mqtt_will(&entry.key);
+        }
+    }
+
+    /// Asks for the MQTT will under `bucket_key`, whose session's node is
+    /// gone, once its delay has passed (every node asks; one wins). A
+    /// client that resumes the session elsewhere meanwhile takes the entry
+    /// out first (`owned`), and the will is not sent.
+    fn ask_mqtt_will(&mut self, bucket_key: &str) {
+        let Some((node, incarnation, delay)) = self.mqtt_wills.remove(bucket_key) else { return };
+        let job = bucket::Cas::MqttWill { bucket_key: bucket_key.to_owned(), node, incarnation, publish: true };
+        if delay == 0 {
+            if self.cas.try_send(job).is_err() {
+                log::warn!(
+                    "cluster: the MQTT will {bucket_key} could not be asked for (queue full); another node may send it"
+                );
+            }
+            return;
+        }
+        let cas = self.cas.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
+            let _ = cas.send(job).await;
+        });
+    }
+
     /// The wills of node `id`'s sessions that are now due.
     fn wills_of(&mut self, id: NodeId) {
         let name = self.peers[id as usize].name.clone();
+        let mqtt: Vec<String> = self
+            .mqtt_wills
+            .iter()
+            .filter(|(_, (node, incarnation, _))| *node == name && self.will_due(node, *incarnation))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in mqtt {
+            self.ask_mqtt_will(&key);
+        }
         let due: Vec<String> = self
             .wills
             .iter()

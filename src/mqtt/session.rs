@@ -291,6 +291,8 @@ pub struct Session {
     stored: bool,
     /// In a cluster: its record is in the keys bucket (`persist::share`).
     shared: bool,
+    /// In a cluster: its will is in the keys bucket (`sync_will`).
+    will_shared: bool,
     /// When this incarnation was made (ms since the epoch).
     created_ms: u64,
     /// The last message sequence number given (`persist`).
@@ -554,6 +556,7 @@ pub fn on_close(w: &mut Shard, handle: usize, conn: MqttConn, reason: CloseReaso
             }
         }
     }
+    sync_will(w, slot);
     if w.mqtt.sessions[slot].expiry == 0 {
         end_session(w, slot, true);
     } else {
@@ -578,6 +581,8 @@ fn go_offline(w: &mut Shard, slot: usize) {
 /// its client ID at the registry.
 fn end_session(w: &mut Shard, slot: usize, release: bool) {
     handoff_done(w, slot);
+    w.mqtt.sessions[slot].will = None;
+    sync_will(w, slot);
     persist::forget(w, slot);
     let s = w.mqtt.sessions.remove(slot);
     w.mqtt.by_id.remove(&s.id);
@@ -595,15 +600,23 @@ fn end_session(w: &mut Shard, slot: usize, release: bool) {
 }
 
 fn publish_will(w: &mut Shard, slot: usize, will: Will) {
+    let p = will_publication(w, slot, will);
+    let p = Publication { id: w.ids.next_id(), ..p };
+    route(w, p);
+    sync_will(w, slot);
+}
+
+/// The publication a will makes (ID 0: given when it is sent).
+fn will_publication(w: &Shard, slot: usize, will: Will) -> Publication {
     let s = &w.mqtt.sessions[slot];
     let publisher = SessionRef { worker: w.id, id: s.id };
     let realm = s.realm.clone();
     let props = if will.props.is_empty() { None } else { Some(Box::new(will.props)) };
     let expires = props.as_ref().and_then(|p| p.expiry).map(|e| w.now + Duration::from_secs(u64::from(e)));
-    let p = Publication {
+    Publication {
         realm,
         topic: swap(&will.topic),
-        id: w.ids.next_id(),
+        id: 0,
         publisher,
         exclude_me: false,
         body: Body::Mqtt(will.payload),
@@ -616,8 +629,34 @@ fn publish_will(w: &mut Shard, slot: usize, will: Will) {
         receivers: None,
         ppt: None,
         durable_ack: None,
+    }
+}
+
+/// In a cluster, the session's will is in the keys bucket while the
+/// session holds one here, so that a survivor sends it if this node dies
+/// (`cluster::bucket::SharedWill`); this writes or takes it out when that
+/// changes.
+pub(super) fn sync_will(w: &mut Shard, slot: usize) {
+    if w.cluster.is_none() {
+        return;
+    }
+    let s = &w.mqtt.sessions[slot];
+    let want = s.will.is_some() && s.moving.is_none();
+    if want == s.will_shared {
+        return;
+    }
+    let will = match s.will.as_deref().filter(|_| want) {
+        Some(will) => {
+            let delay = will.delay.min(s.expiry);
+            Some((will_publication(w, slot, will.clone()), delay))
+        }
+        None => None,
     };
-    route(w, p);
+    let key = s.key.clone();
+    w.mqtt.sessions[slot].will_shared = want;
+    if let Some(link) = &mut w.cluster {
+        link.send(crate::cluster::ClusterReq::MqttWill { key, will });
+    }
 }
 
 /// Keep-alives, session expiry, delayed wills. Called every worker tick.

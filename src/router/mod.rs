@@ -466,6 +466,9 @@ pub enum ShardMsg {
         p: Arc<Publication>,
         revision: u64,
     },
+    /// From the cluster thread: the MQTT will of a session of a node that
+    /// is gone, which this node won the right to publish.
+    MqttDeadWill(Publication),
     /// From the cluster thread to a topic's owner: the keys bucket's
     /// decision on its conditional write of the key (`ClusterReq::CasWrite`).
     CasDone {

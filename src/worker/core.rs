@@ -194,6 +194,13 @@ impl Shard {
             ShardMsg::RetainedAck { realm, topic, revision } => self.retained_ack(realm, topic, revision),
             ShardMsg::CasDone { realm, topic, outcome } => self.cas_done(realm, topic, outcome),
             ShardMsg::DeadWill { p, revision } => self.dead_will(&p, revision),
+            ShardMsg::MqttDeadWill(will) => {
+                // Published by the router, as this node's (and so sent on
+                // to the other nodes).
+                let me = SessionRef { worker: self.id, id: crate::router::ROUTER_SESSION };
+                let p = Publication { id: self.ids.next_id(), publisher: me, started: self.now, ..will };
+                self.route(p);
+            }
             ShardMsg::Reduce(p, ack) => self.reduce(p, ack),
             ShardMsg::TableRow(w) => self.table_row(*w),
             ShardMsg::TableDelta(d) => self.table_delta(*d),

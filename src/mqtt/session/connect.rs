@@ -345,6 +345,7 @@ pub(super) fn takeover(w: &mut Shard, old: u64, claim: Claim) {
         let s = &mut w.mqtt.sessions[slot];
         s.will = None;
         s.will_at = None;
+        sync_will(w, slot);
     }
     // A session that ends with its connection (clean session 1, or v5
     // expiry 0) has nothing to hand over: the new connection starts afresh
@@ -391,6 +392,8 @@ pub(super) fn pack(w: &mut Shard, slot: usize, to: u16, new: u64) -> SessionStat
     s.will_at = None;
     s.expires_at = None;
     s.subacks.clear();
+    sync_will(w, slot);
+    let s = &mut w.mqtt.sessions[slot];
     SessionState {
         from: (me, s.id),
         realm: s.realm.clone(),
@@ -470,6 +473,7 @@ pub(super) fn claimed(w: &mut Shard, claim: Claim, state: Option<Box<SessionStat
         restore(w, slot, *state);
     }
     persist::snapshot(w, slot, old);
+    sync_will(w, slot);
     let m = mqtt(w, handle).expect("mqtt");
     m.state = ConnState::Open(slot);
     m.alias_in = Vec::new();
@@ -556,6 +560,7 @@ pub(super) fn new_session(
         moving: None,
         restoring: None,
         held_connack: None,
+        will_shared: false,
         who: MqttIdentity::default(),
         decisions: Vec::new(),
         stored: false,
