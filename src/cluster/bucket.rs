@@ -253,6 +253,9 @@ pub(super) enum Cas {
     Will { key: String, node: String, incarnation: u64 },
     /// An MQTT client ID, claimed for this node.
     Own { claim: crate::mqtt::registry::Claim },
+    /// A claim that waited for `holder` (a node and life), now gone: the
+    /// record it left of the session, to resume.
+    Resume { claim: crate::mqtt::registry::Claim, holder: (String, u64) },
     /// This node's MQTT session of client ID `key` has a will (its
     /// publication's wire form, its delay in seconds), or no longer has.
     OwnWill { key: std::sync::Arc<str>, will: Option<(Bytes, u32)> },
@@ -316,6 +319,10 @@ pub(super) async fn decide(
                     _ => None,
                 };
                 Some(Decided::Own(claim, prev, record))
+            }
+            Cas::Resume { claim, holder } => {
+                let record = session_record(&kv, &claim.key, &holder).await;
+                Some(Decided::Own(claim, Some(holder), record))
             }
             Cas::OwnWill { key, will } => {
                 if let Err(e) = own_will(&kv, (&node, incarnation), &key, will).await {

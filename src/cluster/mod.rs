@@ -133,6 +133,9 @@ pub enum ClusterReq {
     /// session of this node holds, decided in the cluster's bucket
     /// (answered with `mqtt::registry::Msg::Owned`).
     MqttClaim { claim: crate::mqtt::registry::Claim },
+    /// A claim that waited for node `node`, now taken for dead: resumed
+    /// from the record that node left of the session, if any.
+    MqttResume { claim: crate::mqtt::registry::Claim, node: NodeId },
     /// A persistent MQTT session's record (`None`: it ended), for the
     /// keys bucket: another node resumes it if this one dies.
     MqttSession { key: Arc<str>, record: Option<Vec<u8>> },

@@ -551,6 +551,18 @@ impl Node {
                     }
                 }
             }
+            ClusterReq::MqttResume { claim, node } => {
+                let holder = self.peers.get(usize::from(node)).map(|p| (p.name.clone(), p.incarnation));
+                let Some(holder) = holder.filter(|_| self.connected.load(Ordering::Relaxed)) else {
+                    return self.owned(claim, None, None);
+                };
+                if let Err(e) = self.cas.try_send(bucket::Cas::Resume { claim, holder }) {
+                    if let bucket::Cas::Resume { claim, .. } = e.into_inner() {
+                        log::warn!("cluster: too many decisions queued: an MQTT session starts afresh");
+                        self.owned(claim, None, None);
+                    }
+                }
+            }
             ClusterReq::MqttSession { key, record } => self.write_session(&key, record).await,
             ClusterReq::MqttWill { key, will } => {
                 let will = match will {

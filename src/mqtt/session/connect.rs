@@ -270,8 +270,8 @@ fn claiming(w: &mut Shard, session: u64) -> Option<&mut Pending> {
 }
 
 /// Node `node` of the cluster is lost: the connections whose claims wait
-/// for its answer go ahead without it (a new session: what it held died
-/// with it).
+/// for its answer go ahead without it: resumed from the record it left of
+/// the session (`ClusterReq::MqttResume`), else a new session.
 pub fn on_node_lost(w: &mut Shard, node: u16) {
     let me = w.id;
     let waiting: Vec<Claim> = w
@@ -293,7 +293,10 @@ pub fn on_node_lost(w: &mut Shard, node: u16) {
         })
         .collect();
     for claim in waiting {
-        claimed(w, claim, None);
+        match &mut w.cluster {
+            Some(link) if !claim.clean_start => link.send(crate::cluster::ClusterReq::MqttResume { claim, node }),
+            _ => claimed(w, claim, None),
+        }
     }
 }
 
