@@ -933,6 +933,66 @@ fn the_registration_meta_api_answers_for_the_cluster() {
     }
 }
 
+#[test]
+fn event_history_answers_for_the_cluster() {
+    let Some(nats) = nats() else { return };
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let history = "[[realm]]\nname = \"realm1\"\n[[realm.history]]\nuri = \"h.\"\nmatch = \"prefix\"\nlimit = 10\n";
+    let nodes: Vec<Router> = ["a", "b", "c"]
+        .iter()
+        .zip(&dirs)
+        .map(|(name, dir)| {
+            let config = dir.path().join("fennec.toml");
+            std::fs::write(&config, history).unwrap();
+            let config = config.to_str().unwrap().to_owned();
+            start_with(
+                dir.path(),
+                &["--durability", "none", "--cluster", &nats.url, "--node-name", name, "--config", &config],
+            )
+        })
+        .collect();
+    let mut subscriber = join(nodes[0].wamp, Serializer::Json);
+    let subscription = subscriber.subscribe("h.t", Dict::new());
+    let mut asker = join(nodes[0].wamp, Serializer::Json);
+    // Two events published on b, one on c, one on a: each node keeps its
+    // own publishers' events.
+    for (node, n) in [(1, 2), (2, 1), (0, 1)] {
+        let mut p = join(nodes[node].wamp, Serializer::Json);
+        for i in 0..n {
+            p.publish("h.t", args(vec![Value::Str(format!("{node}-{i}"))]), true);
+        }
+    }
+    // (The nodes learn each other's workers from heartbeats.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = match &meta_call(
+            &mut asker,
+            "wamp.subscription.get_events",
+            vec![Value::UInt(subscription), Value::UInt(10)],
+        )[..]
+        {
+            [Value::List(events)] => events.clone(),
+            other => panic!("expected a list of events, got {other:?}"),
+        };
+        let mut got: Vec<String> = events
+            .iter()
+            .filter_map(|e| match e {
+                Value::Dict(d) => d.iter().find(|(k, _)| k == "args").and_then(|(_, v)| match v {
+                    Value::List(a) => a.first().and_then(|x| x.as_str()).map(str::to_owned),
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .collect();
+        got.sort();
+        if got == ["0-0", "1-0", "1-1", "2-0"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the history never covered the three nodes: {got:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// The next PUBLISH on a raw MQTT 3.1.1 connection: (QoS, packet ID, payload).
 fn mqtt_publish(c: &mut Raw) -> (u8, u16, String) {
     loop {

@@ -70,6 +70,10 @@ enum Wire {
         ids: Vec<u64>,
         is_details: bool,
         details: Option<Bytes>,
+        /// Or recorded events: (sequence, ms since the epoch, the
+        /// publication's wire form).
+        #[serde(default)]
+        events: Option<Vec<(u64, u64, Bytes)>>,
     },
     /// `wamp.registration.remove` of a callee there (its node's ID of the
     /// registration).
@@ -96,6 +100,12 @@ enum WireQuery {
         reason: String,
         message: Option<String>,
         except: u64,
+    },
+    /// The newest `limit` events recorded of the topics matching.
+    History {
+        topic: String,
+        policy: String,
+        limit: u64,
     },
     /// The subscribers of the subscription of this key (topic, match
     /// policy, value filter) in the envelope's realm.
@@ -198,20 +208,33 @@ pub fn encode(to: NodeId, worker: WorkerId, msg: &ShardMsg) -> Option<Vec<u8>> {
                     policy: super::wire::policy_name(key.policy).to_owned(),
                     filter: key.filter.as_deref().map(str::to_owned),
                 },
-                // History and tables are each node's own.
+                MetaQuery::History { topic, policy, limit } => WireQuery::History {
+                    topic: topic.clone(),
+                    policy: super::wire::policy_name(*policy).to_owned(),
+                    limit: *limit as u64,
+                },
+                // Tables are each node's own.
                 _ => return None,
             };
             Wire::MetaQuery { realm: realm.to_string(), query, reply: *reply, gather: *gather }
         }
         ShardMsg::MetaAnswer { gather, answer } => {
             use crate::router::meta::MetaAnswer;
-            let (ids, is_details, details) = match answer {
-                MetaAnswer::Ids(ids) => (ids.clone(), false, None),
-                MetaAnswer::Details(Some(d)) => (Vec::new(), true, Some(dict_bytes(d)?)),
-                MetaAnswer::Details(None) => (Vec::new(), true, None),
+            let (ids, is_details, details, events) = match answer {
+                MetaAnswer::Ids(ids) => (ids.clone(), false, None, None),
+                MetaAnswer::Details(Some(d)) => (Vec::new(), true, Some(dict_bytes(d)?), None),
+                MetaAnswer::Details(None) => (Vec::new(), true, None, None),
+                MetaAnswer::Events(events) => {
+                    let now = std::time::Instant::now();
+                    let wire = events
+                        .iter()
+                        .filter_map(|e| Some((e.seq, e.at, Bytes::from(super::wire::encode(&e.p, 0, now)?))))
+                        .collect();
+                    (Vec::new(), false, None, Some(wire))
+                }
                 _ => return None,
             };
-            Wire::MetaAnswer { gather: *gather, ids, is_details, details }
+            Wire::MetaAnswer { gather: *gather, ids, is_details, details, events }
         }
         ShardMsg::Revoke { callee, registration, reason } => {
             Wire::Revoke { callee: *callee, registration: *registration, reason: reason.clone() }
@@ -313,6 +336,11 @@ pub fn decode(b: &[u8], from: NodeId) -> Result<(WorkerId, ShardMsg), String> {
                     };
                     MetaQuery::Kill { target, reason, message, except }
                 }
+                WireQuery::History { topic, policy, limit } => {
+                    let policy =
+                        super::wire::policy_of(&policy).ok_or_else(|| format!("unknown match policy {policy}"))?;
+                    MetaQuery::History { topic, policy, limit: limit.min(10_000) as usize }
+                }
                 WireQuery::Subscribers { topic, policy, filter } => {
                     let policy =
                         super::wire::policy_of(&policy).ok_or_else(|| format!("unknown match policy {policy}"))?;
@@ -329,7 +357,17 @@ pub fn decode(b: &[u8], from: NodeId) -> Result<(WorkerId, ShardMsg), String> {
             let reply = remote((reply, 0))?.worker;
             ShardMsg::MetaQuery { realm: realm.as_str().into(), query, reply, gather }
         }
-        Wire::MetaAnswer { gather, ids, is_details, details } => {
+        Wire::MetaAnswer { gather, events: Some(events), .. } => {
+            use crate::router::history::Recorded;
+            let now = std::time::Instant::now();
+            let mut recorded = Vec::with_capacity(events.len());
+            for (seq, at, p) in events {
+                let (_, p) = super::wire::decode(&p, now)?;
+                recorded.push(Recorded { seq, at, p: std::sync::Arc::new(p) });
+            }
+            ShardMsg::MetaAnswer { gather, answer: crate::router::meta::MetaAnswer::Events(recorded) }
+        }
+        Wire::MetaAnswer { gather, ids, is_details, details, events: None } => {
             use crate::router::meta::MetaAnswer;
             let answer = match (is_details, details) {
                 (true, Some(b)) => MetaAnswer::Details(Some(bytes_dict(&b)?)),
@@ -487,9 +525,29 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        // History is each node's own.
-        let history = MetaQuery::History { topic: "t".into(), policy: crate::router::MatchPolicy::Exact, limit: 1 };
+        // History questions and their events travel.
+        let history = MetaQuery::History { topic: "t".into(), policy: crate::router::MatchPolicy::Prefix, limit: 3 };
         let q = ShardMsg::MetaQuery { realm: "r".into(), query: history, reply: 0, gather: 1 };
-        assert!(encode(0, 0, &q).is_none());
+        match decode(&encode(0, 0, &q).unwrap(), 3).unwrap() {
+            (0, ShardMsg::MetaQuery { query: MetaQuery::History { topic, policy, limit }, .. }) => {
+                assert_eq!((topic.as_str(), policy, limit), ("t", crate::router::MatchPolicy::Prefix, 3))
+            }
+            other => panic!("{other:?}"),
+        }
+        let p = crate::router::Publication::new(
+            "r".into(),
+            "t.x".into(),
+            12,
+            SessionRef { worker: 0, id: 5 },
+            crate::router::Body::Mqtt(Bytes::from_static(b"v")),
+        );
+        let recorded = crate::router::history::Recorded { seq: 4, at: 1_000, p: std::sync::Arc::new(p) };
+        let answer = ShardMsg::MetaAnswer { gather: 6, answer: MetaAnswer::Events(vec![recorded]) };
+        match decode(&encode(0, 1, &answer).unwrap(), 0).unwrap() {
+            (1, ShardMsg::MetaAnswer { gather: 6, answer: MetaAnswer::Events(e) }) => {
+                assert_eq!((e.len(), e[0].seq, e[0].at, e[0].p.id, e[0].p.topic.as_str()), (1, 4, 1_000, 12, "t.x"))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

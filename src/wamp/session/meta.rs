@@ -451,7 +451,16 @@ fn subscription_call(w: &mut Shard, handle: usize, request: u64, name: &str, pay
                     return no_such_subscription(w, handle, request, id);
                 };
                 let (topic, policy) = (key.topic.clone(), key.policy);
-                let workers = w.key_workers(&realm, &topic, policy);
+                let mut workers = w.key_workers(&realm, &topic, policy);
+                // In a cluster, each node holds the events its own
+                // publishers sent: the same workers on every other node.
+                for &(node, n) in &w.cluster_nodes {
+                    match policy {
+                        MatchPolicy::Exact => workers
+                            .push(crate::cluster::at_node(node, crate::router::owner_of(&realm, &topic, n.into()))),
+                        _ => workers.extend((0..n).map(|k| crate::cluster::at_node(node, k))),
+                    }
+                }
                 let q = MetaQuery::History { topic, policy, limit };
                 gather(w, handle, request, realm, q, Finish::Events { subscription: id, limit }, &workers);
                 return Ok(Ok(()));
