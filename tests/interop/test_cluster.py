@@ -398,3 +398,46 @@ def test_the_session_meta_api_answers_for_both_nodes(cluster):
             await force_close(on_b)
 
     run(body())
+
+
+def test_a_shared_subscription_is_one_group_across_nodes(cluster):
+    """paho: members of one shared subscription on a and on b; twenty
+    QoS 1 messages published on a reach the group once each, the two
+    nodes taking turns."""
+    (_, mqtt_a), (_, mqtt_b) = cluster
+    topic = f"cl/{RUN}/shared"
+    got = {"a": [], "b": []}
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def member(name):
+        def on_message(client, userdata, msg):
+            with lock:
+                got[name].append(msg.payload.decode())
+                if len(got["a"]) + len(got["b"]) >= 20:
+                    done.set()
+        return on_message
+
+    members = []
+    try:
+        for name, addr in (("a", mqtt_a), ("b", mqtt_b)):
+            c, subscribed = paho_client(addr, f"share-{name}", member(name))
+            members.append(c)
+            c.subscribe(f"$share/g{RUN}/{topic}", qos=1)
+            assert subscribed.wait(STEP_TIMEOUT), "SUBACK"
+        pub, _ = paho_client(mqtt_a, "share-pub")
+        try:
+            for i in range(20):
+                pub.publish(topic, str(i), qos=1).wait_for_publish(STEP_TIMEOUT)
+        finally:
+            pub.loop_stop()
+            pub.disconnect()
+        assert done.wait(STEP_TIMEOUT), f"the group got every message: {got}"
+        time.sleep(0.5)  # and no second copy
+        with lock:
+            assert sorted(got["a"] + got["b"], key=int) == [str(i) for i in range(20)], got
+            assert got["a"] and got["b"], f"both nodes take turns: {got}"
+    finally:
+        for c in members:
+            c.loop_stop()
+            c.disconnect()
