@@ -1230,6 +1230,7 @@ fn a_dead_nodes_mqtt_wills_are_sent_by_the_others() {
     };
     let _plain = will_client(4, "w-plain", "wills/plain", 0);
     let _delayed = will_client(5, "w-delayed", "wills/delayed", 5);
+    let _ended = will_client(5, "w-ended", "wills/ended", 60);
     // A will taken out before the node died is not sent by anyone.
     let mut sober = will_client(4, "w-sober", "wills/sober", 0);
     sober.send(&common::raw::packet(0xE0, &[]));
@@ -1249,9 +1250,21 @@ fn a_dead_nodes_mqtt_wills_are_sent_by_the_others() {
     back.send(&connect_with_will(5, "w-delayed", "wills/other", 0));
     let connack = back.expect(0x20, "CONNACK");
     assert_eq!((connack[0] & 1, connack[1]), (1, 0), "resumed on b");
+    // The other one comes back with a clean start: that ends its session,
+    // and its will goes out now rather than after its 60 s.
+    let mut clean = connect_with_will(5, "w-ended", "wills/other", 0);
+    assert_eq!(&clean[4..8], b"MQTT");
+    clean[9] |= 0x02;
+    let mut ended = Raw::open(b.mqtt);
+    ended.s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    ended.send(&clean);
+    assert_eq!(ended.expect(0x20, "CONNACK")[..2], [0, 0], "a new session");
+    let (_, pkid, payload) = mqtt_publish(&mut watcher);
+    watcher.send(&common::raw::packet(0x40, &pkid.to_be_bytes()));
+    assert_eq!(payload, "wills/ended");
     std::thread::sleep(Duration::from_secs(6));
     let got = mqtt_drain(&mut watcher);
-    assert!(got.is_empty(), "the plain will once, nothing for the resumed or the sober session: {got:?}");
+    assert!(got.is_empty(), "each will once, nothing for the resumed or the sober session: {got:?}");
 }
 
 /// A HELLO on `addr`: WELCOME (`Ok`) or ABORT's reason (`Err`).

@@ -1083,15 +1083,17 @@ impl Node {
             (p.alive && (p.incarnation == 0 || p.incarnation == incarnation)).then_some(id)
         });
         let resume = if prev.is_none() && !claim.clean_start { record } else { None };
-        if let (None, Some((node, incarnation)), false) = (prev, holder, claim.clean_start) {
+        if let (None, Some((node, incarnation))) = (prev, holder) {
             // A session of a node that is gone, resumed before its will's
-            // delay passed: the will is not sent (MQTT 5, 3.1.3.2.2).
+            // delay passed: the will is not sent (MQTT 5, 3.1.3.2.2); one
+            // that a clean start ends: sent now, not after the delay.
             if node != self.cfg.node || incarnation != self.incarnation {
                 let bucket_key = bucket::will_key(&claim.key);
                 self.mqtt_wills.remove(&bucket_key);
-                let job = bucket::Cas::MqttWill { bucket_key, node, incarnation, publish: false };
+                let publish = claim.clean_start;
+                let job = bucket::Cas::MqttWill { bucket_key, node, incarnation, publish };
                 if self.cas.try_send(job).is_err() {
-                    log::warn!("cluster: a resumed MQTT session's old will could not be taken out (queue full)");
+                    log::warn!("cluster: a dead node's MQTT session's will could not be decided (queue full)");
                 }
             }
         }
