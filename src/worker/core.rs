@@ -676,7 +676,12 @@ impl Shard {
     ) -> (Vec<(u16, u64)>, Vec<(crate::cluster::NodeId, u64)>) {
         use crate::cluster::wire::key_hash;
         let (mut picks, mut shares) = (Vec::new(), Vec::new());
-        let decide = self.cluster.is_some() && serve.is_none() && p.publisher.worker != crate::cluster::REMOTE;
+        // (`$SYS` is each node's own: never forwarded, so never another
+        // node's turn.)
+        let decide = self.cluster.is_some()
+            && serve.is_none()
+            && p.publisher.worker != crate::cluster::REMOTE
+            && !p.topic.starts_with("$SYS");
         let remote = &self.remote_topics;
         self.topics.for_each_shared(&p.realm, &p.topic, |key, route, turns| {
             if route.workers.is_empty() {
