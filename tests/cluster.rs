@@ -991,6 +991,41 @@ fn event_history_answers_for_the_cluster() {
         assert!(Instant::now() < deadline, "the history never covered the three nodes: {got:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Subscribe `after` replays from every node: what came after b's
+    // first event, wherever it was published (a's own last, c's), then
+    // the live events, each once.
+    let mut ids = std::collections::HashMap::new();
+    while ids.len() < 4 {
+        if let Msg::Event { publication, payload, .. } = subscriber.recv() {
+            ids.insert(first_text(&payload), publication);
+        }
+    }
+    for (node, pattern, policy) in [(0, "h.t", "exact"), (2, "h.", "prefix")] {
+        let mut late = join(nodes[node].wamp, Serializer::Json);
+        let options = opts(&[("after", Value::UInt(ids["1-0"])), ("match", Value::Str(policy.into()))]);
+        late.subscribe(pattern, options);
+        let mut live = join(nodes[1].wamp, Serializer::Json);
+        let name = format!("live-{node}");
+        live.publish("h.t", args(vec![Value::Str(name.clone())]), true);
+        let mut got = Vec::new();
+        while got.last() != Some(&name) {
+            match late.recv() {
+                Msg::Event { payload, .. } => got.push(first_text(&payload)),
+                other => panic!("expected EVENT, got {other:?}"),
+            }
+        }
+        got.pop();
+        got.sort();
+        // (The first round's live event is history in the second.)
+        let want: &[&str] = if node == 0 { &["0-0", "1-1", "2-0"] } else { &["0-0", "1-1", "2-0", "live-0"] };
+        assert_eq!(got, want, "replayed on node {node} ({policy}) before {name}, each once");
+    }
+}
+
+/// The first argument of an event, as text.
+fn first_text(payload: &fennec::payload::Payload) -> String {
+    let args = payload.values().args.clone().unwrap_or_default();
+    args.first().and_then(|v| v.as_str()).unwrap_or_default().to_owned()
 }
 
 /// The next PUBLISH on a raw MQTT 3.1.1 connection: (QoS, packet ID, payload).

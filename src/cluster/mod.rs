@@ -45,6 +45,11 @@ pub fn at_node(node: NodeId, worker: WorkerId) -> WorkerId {
     NODE_BASE | (node << 8) | worker
 }
 
+/// Every worker of node `node`, which has `n`.
+pub fn workers_of(node: NodeId, n: u16) -> impl Iterator<Item = WorkerId> {
+    (0..n).map(move |k| at_node(node, k))
+}
+
 /// The node and worker a worker ID names, if it is another node's.
 pub fn node_of(w: WorkerId) -> Option<(NodeId, WorkerId)> {
     (w >= NODE_BASE && w != REMOTE).then(|| ((w - NODE_BASE) >> 8, w & 0xff))

@@ -82,6 +82,74 @@ enum Wire {
         registration: u64,
         reason: Option<String>,
     },
+    /// A subscription's history replay (`after`): the question, for the
+    /// topic's owner there (exact) or each worker (patterns) ...
+    HistoryQuery {
+        realm: String,
+        pattern: String,
+        after: u64,
+        reply: WireReply,
+    },
+    /// ... and each one's answer: the anchor's time if it has it, the
+    /// events.
+    HistoryReplay {
+        reply: WireReply,
+        anchor: Option<u64>,
+        events: Vec<(u64, u64, Bytes)>,
+    },
+}
+
+/// Where a replay's answer goes: the subscriber's worker (named by its
+/// node), its connection and session, the subscription and its policy.
+#[derive(Serialize, Deserialize)]
+struct WireReply {
+    worker: WorkerId,
+    handle: u64,
+    session: u64,
+    subscription: u64,
+    policy: String,
+}
+
+/// Recorded events in their travelling form: (sequence, ms since the
+/// epoch, the publication's wire form).
+fn wire_events(events: &[crate::router::history::Recorded]) -> Vec<(u64, u64, Bytes)> {
+    let now = std::time::Instant::now();
+    events.iter().filter_map(|e| Some((e.seq, e.at, Bytes::from(super::wire::encode(&e.p, 0, now)?)))).collect()
+}
+
+fn recorded(events: Vec<(u64, u64, Bytes)>) -> Result<Vec<crate::router::history::Recorded>, String> {
+    let now = std::time::Instant::now();
+    let mut out = Vec::with_capacity(events.len());
+    for (seq, at, p) in events {
+        let (_, p) = super::wire::decode(&p, now)?;
+        out.push(crate::router::history::Recorded { seq, at, p: std::sync::Arc::new(p) });
+    }
+    Ok(out)
+}
+
+fn wire_reply(r: &crate::router::RetainedReply) -> Option<WireReply> {
+    let crate::router::Member::Wamp(handle) = r.member else { return None };
+    Some(WireReply {
+        worker: r.worker,
+        handle: handle as u64,
+        session: r.session,
+        subscription: r.subscription,
+        policy: super::wire::policy_name(r.policy).to_owned(),
+    })
+}
+
+/// A replay's answer address, its worker being `worker` (named as the
+/// receiver names it).
+fn reply_of(r: WireReply, worker: WorkerId) -> Result<crate::router::RetainedReply, String> {
+    let policy = super::wire::policy_of(&r.policy).ok_or_else(|| format!("unknown match policy {}", r.policy))?;
+    let handle = usize::try_from(r.handle).map_err(|_| "connection handle out of range".to_owned())?;
+    Ok(crate::router::RetainedReply {
+        worker,
+        member: crate::router::Member::Wamp(handle),
+        session: r.session,
+        subscription: r.subscription,
+        policy,
+    })
 }
 
 /// The meta questions that travel: those about sessions.
@@ -224,20 +292,22 @@ pub fn encode(to: NodeId, worker: WorkerId, msg: &ShardMsg) -> Option<Vec<u8>> {
                 MetaAnswer::Ids(ids) => (ids.clone(), false, None, None),
                 MetaAnswer::Details(Some(d)) => (Vec::new(), true, Some(dict_bytes(d)?), None),
                 MetaAnswer::Details(None) => (Vec::new(), true, None, None),
-                MetaAnswer::Events(events) => {
-                    let now = std::time::Instant::now();
-                    let wire = events
-                        .iter()
-                        .filter_map(|e| Some((e.seq, e.at, Bytes::from(super::wire::encode(&e.p, 0, now)?))))
-                        .collect();
-                    (Vec::new(), false, None, Some(wire))
-                }
+                MetaAnswer::Events(events) => (Vec::new(), false, None, Some(wire_events(events))),
                 _ => return None,
             };
             Wire::MetaAnswer { gather: *gather, ids, is_details, details, events }
         }
         ShardMsg::Revoke { callee, registration, reason } => {
             Wire::Revoke { callee: *callee, registration: *registration, reason: reason.clone() }
+        }
+        ShardMsg::HistoryQuery { realm, pattern, after, reply } => Wire::HistoryQuery {
+            realm: realm.to_string(),
+            pattern: pattern.clone(),
+            after: *after,
+            reply: wire_reply(reply)?,
+        },
+        ShardMsg::HistoryReplay { reply, anchor, events } => {
+            Wire::HistoryReplay { reply: wire_reply(reply)?, anchor: *anchor, events: wire_events(events) }
         }
         _ => return None,
     };
@@ -358,14 +428,7 @@ pub fn decode(b: &[u8], from: NodeId) -> Result<(WorkerId, ShardMsg), String> {
             ShardMsg::MetaQuery { realm: realm.as_str().into(), query, reply, gather }
         }
         Wire::MetaAnswer { gather, events: Some(events), .. } => {
-            use crate::router::history::Recorded;
-            let now = std::time::Instant::now();
-            let mut recorded = Vec::with_capacity(events.len());
-            for (seq, at, p) in events {
-                let (_, p) = super::wire::decode(&p, now)?;
-                recorded.push(Recorded { seq, at, p: std::sync::Arc::new(p) });
-            }
-            ShardMsg::MetaAnswer { gather, answer: crate::router::meta::MetaAnswer::Events(recorded) }
+            ShardMsg::MetaAnswer { gather, answer: crate::router::meta::MetaAnswer::Events(recorded(events)?) }
         }
         Wire::MetaAnswer { gather, ids, is_details, details, events: None } => {
             use crate::router::meta::MetaAnswer;
@@ -377,6 +440,14 @@ pub fn decode(b: &[u8], from: NodeId) -> Result<(WorkerId, ShardMsg), String> {
             ShardMsg::MetaAnswer { gather, answer }
         }
         Wire::Revoke { callee, registration, reason } => ShardMsg::Revoke { callee, registration, reason },
+        Wire::HistoryQuery { realm, pattern, after, reply } => {
+            // The answer goes back to the subscriber's worker, there.
+            let back = remote((reply.worker, 0))?.worker;
+            ShardMsg::HistoryQuery { realm: realm.as_str().into(), pattern, after, reply: reply_of(reply, back)? }
+        }
+        Wire::HistoryReplay { reply, anchor, events } => {
+            ShardMsg::HistoryReplay { reply: reply_of(reply, worker)?, anchor, events: recorded(events)? }
+        }
     };
     Ok((worker, msg))
 }
@@ -549,5 +620,52 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn history_replays_travel_to_the_subscribers_worker() {
+        use crate::router::{MatchPolicy, Member, RetainedReply};
+        let reply = RetainedReply {
+            worker: 2,
+            member: Member::Wamp(17),
+            session: 9,
+            subscription: 4,
+            policy: MatchPolicy::Prefix,
+        };
+        let q = ShardMsg::HistoryQuery { realm: "r".into(), pattern: "h.".into(), after: 55, reply };
+        // At the topic's owner on node 3's side, the answer goes back to
+        // worker 2 of the asking node (this node's name for it: node 5).
+        let (worker, msg) = decode(&encode(3, 1, &q).unwrap(), 5).unwrap();
+        let ShardMsg::HistoryQuery { realm, pattern, after, reply } = msg else { panic!("{msg:?}") };
+        assert_eq!((worker, realm.as_ref(), pattern.as_str(), after), (1, "r", "h.", 55));
+        assert_eq!((reply.worker, reply.session, reply.subscription), (at_node(5, 2), 9, 4));
+        assert!(matches!((reply.member, reply.policy), (Member::Wamp(17), MatchPolicy::Prefix)));
+        let p = crate::router::Publication::new(
+            "r".into(),
+            "h.x".into(),
+            56,
+            SessionRef { worker: 1, id: 8 },
+            crate::router::Body::Mqtt(Bytes::from_static(b"v")),
+        );
+        let events = vec![crate::router::history::Recorded { seq: 3, at: 2_000, p: std::sync::Arc::new(p) }];
+        let answer = ShardMsg::HistoryReplay { reply, anchor: Some(1_990), events };
+        let (worker, msg) = decode(&encode(5, 2, &answer).unwrap(), 3).unwrap();
+        let ShardMsg::HistoryReplay { reply, anchor, events } = msg else { panic!("{msg:?}") };
+        assert_eq!((worker, reply.worker, reply.subscription, anchor), (2, 2, 4, Some(1_990)));
+        assert_eq!((events.len(), events[0].seq, events[0].at, events[0].p.id), (1, 3, 2_000, 56));
+        // An MQTT subscription's replay does not exist, and does not travel.
+        let mqtt = RetainedReply {
+            worker: 2,
+            member: Member::Mqtt(1),
+            session: 9,
+            subscription: 4,
+            policy: MatchPolicy::Exact,
+        };
+        assert!(encode(
+            0,
+            0,
+            &ShardMsg::HistoryQuery { realm: "r".into(), pattern: "h".into(), after: 1, reply: mqtt }
+        )
+        .is_none());
     }
 }

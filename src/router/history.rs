@@ -55,10 +55,12 @@ impl History {
 
     /// The events of the topics matching `pattern` after publication
     /// `after`, oldest first: after it in its topic, and after its time in
-    /// the others; if this worker does not have it (it is older than what
-    /// is kept, or unknown), every event it has.
-    pub fn after(&self, realm: &str, pattern: &str, policy: MatchPolicy, after: u64) -> Vec<Recorded> {
-        let Some(topics) = self.realms.get(realm) else { return Vec::new() };
+    /// the others. If this worker has that publication, its time comes
+    /// with them; if not (another worker or node has it, or it is older
+    /// than what is kept), every event it has, for the asker to cut
+    /// (`Replayed`).
+    pub fn after(&self, realm: &str, pattern: &str, policy: MatchPolicy, after: u64) -> (Option<u64>, Vec<Recorded>) {
+        let Some(topics) = self.realms.get(realm) else { return (None, Vec::new()) };
         let rings: Vec<&Ring> = if policy == MatchPolicy::Exact {
             topics.get(pattern).into_iter().collect()
         } else {
@@ -72,7 +74,7 @@ impl History {
             .cloned()
             .collect();
         out.sort_by_key(|e| (e.at, e.seq));
-        out
+        (anchor.map(|(at, _)| at), out)
     }
 
     /// The newest `limit` events of the topics matching `pattern`, oldest
@@ -92,6 +94,46 @@ impl History {
         let skip = out.len().saturating_sub(limit);
         out.drain(..skip);
         out
+    }
+}
+
+/// The answers of the workers (of this node and others) asked for one
+/// replay, merged. The worker that has the anchor publication cuts its own
+/// events after it (in its order); the others cannot place it, and send
+/// all they keep, which are cut here at the anchor's time. Events of the
+/// anchor's very millisecond on other workers count as after it: their
+/// order is unknown, and one event too many is better than one lost. If
+/// no worker has the anchor (older than anything kept, or unknown), the
+/// replay is everything kept.
+#[derive(Default)]
+pub struct Replayed {
+    anchor: Option<u64>,
+    /// Cut by the worker that has the anchor.
+    cut: Vec<Recorded>,
+    /// From the others, uncut.
+    rest: Vec<Recorded>,
+}
+
+impl Replayed {
+    /// Adds one worker's answer.
+    pub fn add(&mut self, anchor: Option<u64>, events: Vec<Recorded>) {
+        match anchor {
+            Some(at) if self.anchor.is_none() => {
+                self.anchor = Some(at);
+                self.cut = events;
+            }
+            // A second worker claiming the anchor (a publication ID seen
+            // twice): its events count as uncut.
+            _ => self.rest.extend(events),
+        }
+    }
+
+    /// The replay, oldest first (by time, then each worker's sequence).
+    pub fn events(self) -> Vec<Recorded> {
+        let Replayed { anchor, mut cut, rest } = self;
+        cut.extend(rest.into_iter().filter(|e| anchor.is_none_or(|at| e.at >= at)));
+        cut.sort_by_key(|e| (e.at, e.seq));
+        cut
     }
 }
 
@@ -134,11 +176,32 @@ mod tests {
         for (i, t) in ["x", "y", "x"].iter().enumerate() {
             q.record(pid(t, 10 + i as u64), 100 + i as u64, 10, None);
         }
-        let ids = |v: Vec<Recorded>| v.iter().map(|e| e.p.id).collect::<Vec<_>>();
+        let ids = |(_, v): (Option<u64>, Vec<Recorded>)| v.iter().map(|e| e.p.id).collect::<Vec<_>>();
         assert_eq!(ids(q.after("r", "x", MatchPolicy::Exact, 10)), vec![12]);
         assert_eq!(ids(q.after("r", "", MatchPolicy::Prefix, 10)), vec![11, 12]);
         assert_eq!(ids(q.after("r", "x", MatchPolicy::Exact, 99)), vec![10, 12]);
+        assert_eq!(q.after("r", "", MatchPolicy::Prefix, 11).0, Some(101));
+        assert_eq!(q.after("r", "", MatchPolicy::Prefix, 99).0, None);
         let both = h.newest("r", "", MatchPolicy::Prefix, 10);
         assert_eq!(both.iter().map(|e| e.p.topic.as_str()).collect::<Vec<_>>(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn replays_merge_at_the_anchor() {
+        let e = |id: u64, at: u64, seq: u64| Recorded { seq, at, p: pid("t", id) };
+        let ids = |r: Replayed| r.events().iter().map(|e| e.p.id).collect::<Vec<_>>();
+        // Another worker (or node) has the anchor (at 100): the uncut
+        // answers keep what is not older than it, the same millisecond
+        // included; all in time order.
+        let mut r = Replayed::default();
+        r.add(None, vec![e(1, 90, 1), e(2, 100, 2), e(3, 120, 3)]);
+        r.add(Some(100), vec![e(11, 110, 7), e(12, 130, 8)]);
+        r.add(None, vec![]);
+        assert_eq!(ids(r), vec![2, 11, 3, 12]);
+        // No one has it: everything.
+        let mut r = Replayed::default();
+        r.add(None, vec![e(3, 120, 3)]);
+        r.add(None, vec![e(1, 90, 1)]);
+        assert_eq!(ids(r), vec![1, 3]);
     }
 }

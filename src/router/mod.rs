@@ -643,17 +643,21 @@ pub enum ShardMsg {
     TableRow(Box<crate::worker::tables::RowWrite>),
     /// To the owner of an aggregate row's topic.
     TableDelta(Box<crate::worker::tables::Delta>),
-    /// To a topic's owner (exact) or every worker (patterns): the history
-    /// after publication `after`, for a subscription replaying it.
+    /// To a topic's owner (exact) or every worker (patterns), of every
+    /// live node: the history after publication `after`, for a
+    /// subscription replaying it.
     HistoryQuery {
         realm: Realm,
         pattern: String,
         after: u64,
         reply: RetainedReply,
     },
-    /// The answer (one per worker asked, possibly empty).
+    /// The answer (one per worker asked, possibly empty): the events, and
+    /// the anchor publication's time if this worker has it
+    /// (`history::Replayed` says how they merge).
     HistoryReplay {
         reply: RetainedReply,
+        anchor: Option<u64>,
         events: Vec<history::Recorded>,
     },
     /// To a topic's owner: keep this event in the topic's history.

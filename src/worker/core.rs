@@ -207,12 +207,12 @@ impl Shard {
             ShardMsg::KeyWrite(kw) => self.key_write(kw),
             ShardMsg::Record { p, limit, max_age_ms } => self.record(p, limit, max_age_ms),
             ShardMsg::HistoryQuery { realm, pattern, after, reply } => {
-                let events = self.history.after(&realm, &pattern, reply.policy, after);
-                self.peers.send(reply.worker, ShardMsg::HistoryReplay { reply, events });
+                let (anchor, events) = self.history.after(&realm, &pattern, reply.policy, after);
+                self.peers.send(reply.worker, ShardMsg::HistoryReplay { reply, anchor, events });
             }
-            ShardMsg::HistoryReplay { reply, events } => {
+            ShardMsg::HistoryReplay { reply, anchor, events } => {
                 if let Member::Wamp(handle) = reply.member {
-                    session::on_history(self, handle, &reply, events);
+                    session::on_history(self, handle, &reply, anchor, events);
                 }
             }
             ShardMsg::KeySessionGone { realm, topic, session } => self.key_session_gone(&realm, &topic, session),
@@ -552,6 +552,20 @@ impl Shard {
             MatchPolicy::Exact => vec![owner_of(realm, topic, self.workers)],
             _ => (0..self.workers as u16).collect(),
         }
+    }
+
+    /// The workers holding the history of the topics a key matches: its
+    /// `key_workers` here and the same workers of every other live node
+    /// (each node records its own publishers' events).
+    pub fn history_workers(&self, realm: &str, topic: &str, policy: MatchPolicy) -> Vec<crate::router::WorkerId> {
+        let mut workers = self.key_workers(realm, topic, policy);
+        for &(node, n) in &self.cluster_nodes {
+            match policy {
+                MatchPolicy::Exact => workers.push(crate::cluster::at_node(node, owner_of(realm, topic, n.into()))),
+                _ => workers.extend(crate::cluster::workers_of(node, n)),
+            }
+        }
+        workers
     }
 
     /// Whether any subscription (shared ones included) matches `topic`.

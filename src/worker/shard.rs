@@ -82,6 +82,10 @@ pub struct Shard {
     pub(crate) call_deadlines: std::collections::BTreeSet<(Instant, u64, u64)>,
     /// WAMP meta calls waiting for other workers' answers, by gather ID.
     pub(crate) gathers: AHashMap<u64, crate::wamp::session::Gathering>,
+    /// WAMP history replays waiting for their answers: (deadline, handle,
+    /// session, subscription), oldest first (one timeout for all); one
+    /// per replay begun, gone by its deadline.
+    pub(crate) replay_deadlines: std::collections::VecDeque<(Instant, usize, u64, u64)>,
     pub(crate) next_gather: u64,
     /// This shard's end of the store channel.
     pub(crate) store: Option<StoreLink>,
@@ -218,6 +222,7 @@ impl Shard {
             event_cache: Default::default(),
             call_deadlines: Default::default(),
             gathers: AHashMap::new(),
+            replay_deadlines: Default::default(),
             next_gather: 0,
             store: s.store.map(StoreLink::new),
             cluster_up: s.cluster.as_ref().map(|(_, up)| up.clone()),
@@ -390,7 +395,7 @@ impl Shard {
 
     /// The shard's deadlines, every tick: slow consumers past their grace,
     /// MQTT keep-alive, will delays and session expiry, WAMP call timeouts
-    /// and meta gathers.
+    /// meta gathers and history replays.
     pub fn tick(&mut self) {
         let now = self.now;
         // Slow consumers past their grace period.
@@ -415,5 +420,6 @@ impl Shard {
         crate::mqtt::session::housekeeping(self);
         crate::wamp::session::expire_calls(self);
         crate::wamp::session::expire_gathers(self);
+        crate::wamp::session::expire_replays(self);
     }
 }

@@ -466,6 +466,55 @@ mod tests {
         assert_eq!(args, vec![&json!("first"), &json!("second"), &json!("gone")], "{result}");
     }
 
+    /// `after` replays: a pattern subscription's spans workers, each cut
+    /// at the anchor (the worker that has it after it, the others after its
+    /// time); and a node that never answers holds a replay only until its
+    /// deadline, the live events held meanwhile following it, each once.
+    #[test]
+    fn after_replays_cut_at_the_anchor_and_wait_for_nodes_only_so_long() {
+        let mut cl = Cluster::from_toml(
+            2,
+            "[[realm]]\nname = \"realm1\"\n[[realm.history]]\nuri = \"hist.\"\nmatch = \"prefix\"\nlimit = 10\n",
+        );
+        let owned_by = |w: u16| {
+            (0..).map(|i| format!("hist.t{i}")).find(|t| crate::router::owner_of("realm1", t, 2) == w).unwrap()
+        };
+        let (ta, tb) = (owned_by(0), owned_by(1));
+        let publ = cl.wamp(0);
+        cl.join(publ, roles());
+        let mut ids = Vec::new();
+        // (Apart by a few ms: history is ordered by wall-clock time.)
+        for (i, topic) in [&tb, &ta, &tb, &ta].into_iter().enumerate() {
+            std::thread::sleep(Duration::from_millis(3));
+            cl.send(publ, json!([16, 10 + i, {"acknowledge": true}, topic, [i.to_string()]]));
+            let published = cl.one(publ);
+            assert_eq!(published[0], 17, "{published}");
+            ids.push(published[2].clone());
+        }
+        let args = |frames: Vec<Json>| frames.iter().map(|e| e[4][0].clone()).collect::<Vec<_>>();
+        // After event 1 (on ta's worker): tb's event 0 is older, even
+        // though ta's worker cannot place it.
+        let sub = cl.wamp(1);
+        cl.join(sub, roles());
+        cl.send(sub, json!([32, 1, {"match": "prefix", "after": ids[1]}, "hist."]));
+        let mut got = cl.take(sub);
+        assert_eq!(got.remove(0)[0], 33, "SUBSCRIBED first");
+        assert_eq!(args(got), [json!("2"), json!("3")]);
+        // A node (1, with one worker) that never answers: nothing until
+        // the deadline; then the replay, then the live event held.
+        cl.shards[1].cluster_nodes.push((1, 1));
+        cl.send(sub, json!([32, 2, {"after": ids[1]}, ta]));
+        assert_eq!(cl.take(sub).len(), 1, "SUBSCRIBED only");
+        let asked =
+            cl.shards[1].peers.remote.iter().filter(|(n, _, m)| *n == 1 && matches!(m, ShardMsg::HistoryQuery { .. }));
+        assert_eq!(asked.count(), 1, "the other node is asked");
+        cl.send(publ, json!([16, 20, {}, ta, ["live"]]));
+        let events = cl.take(sub);
+        assert_eq!(events.len(), 1, "only the prefix subscription's EVENT: {events:?}");
+        cl.advance(Duration::from_secs(6));
+        assert_eq!(args(cl.take(sub)), [json!("3"), json!("live")], "replayed, then the held live event, once");
+    }
+
     /// A realm with principals for every method and two roles.
     fn auth_cluster() -> (Cluster, ed25519_dalek::SigningKey) {
         let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);

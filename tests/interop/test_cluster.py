@@ -6,7 +6,8 @@ MQTT to WAMP and MQTT, with the WAMP publisher left out of its own
 events; that calls cross nodes (progressive results, errors, a
 timeout, a roundrobin registration shared by callees on both nodes); and
 that a retained value written with paho on one node reaches paho and
-autobahn subscribers on the other.
+autobahn subscribers on the other; and that subscribe `after` replays
+both nodes' event history.
 Skipped where there is no nats-server, except under CI."""
 
 import asyncio
@@ -441,3 +442,41 @@ def test_a_shared_subscription_is_one_group_across_nodes(cluster):
         for c in members:
             c.loop_stop()
             c.disconnect()
+
+
+def test_subscribe_after_replays_both_nodes_history(cluster):
+    """autobahn: subscribe `after` on node a replays the events after the
+    anchor from both nodes' histories (each node keeps its own publishers'
+    events; these are kept for `trace: true`), then goes live, each once."""
+    (url_a, _), (url_b, _) = cluster
+    topic = f"cl.{RUN}.hist"
+
+    async def body():
+        from test_keys import publish as raw_options_publish
+        from test_keys import raw_subscribe
+
+        on_a = await open_session(SERIALIZERS["json"], url=url_a)
+        on_b = await open_session(SERIALIZERS["msgpack"], url=url_b)
+        try:
+            # Until node a knows b's workers (the heartbeats tell it).
+            deadline = time.time() + STEP_TIMEOUT
+            while await on_a.call("wamp.session.count") < 2:
+                assert time.time() < deadline, "node a never learned of node b"
+                await asyncio.sleep(0.1)
+            ids = []
+            for i, p in enumerate([on_a, on_b, on_a, on_b]):
+                published = await raw_options_publish(p, topic, i, trace=True, retain=False)
+                ids.append(published.id)
+                await asyncio.sleep(0.01)
+            got = Inbox()
+            await raw_subscribe(on_a, topic, got, {"after": ids[0]})
+            await raw_options_publish(on_b, topic, 4, trace=True, retain=False)
+            items = await got.wait_for_count(4)
+            await asyncio.sleep(0.3)
+            assert [i[1] for i in items] == [(1,), (2,), (3,), (4,)], got.items
+            assert len(got.items) == 4, got.items
+        finally:
+            await force_close(on_a)
+            await force_close(on_b)
+
+    run(body())

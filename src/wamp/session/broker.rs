@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::config::Durability;
+use crate::router::history::Replayed;
 use crate::router::keys::{canonical, fits, value_of};
 use crate::worker::core::{AckOutcome, PendingAck};
 use crate::worker::tables::{Divert, Refusal};
@@ -363,11 +364,15 @@ pub fn subscribed(w: &mut Shard, handle: usize, request: u64, subscription: u64,
         RetainedReply { worker: w.id, member: Member::Wamp(handle), session: sid, subscription, policy: key.policy };
     if let Some(after) = after {
         // Live events wait until the replay is in (then those it already
-        // holds are not sent twice).
-        let to = w.key_workers(&key.realm, &key.topic, key.policy);
+        // holds are not sent twice). In a cluster the other nodes' events
+        // are asked for too; a node that does not answer in time is left
+        // out (`expire_replays`).
+        let to = w.history_workers(&key.realm, &key.topic, key.policy);
         let s = session(w, handle);
         s.replays.retain(|r| r.subscription != subscription);
-        s.replays.push(Replay { subscription, waiting: to.len(), events: Vec::new(), held: Vec::new() });
+        s.replays.push(Replay { subscription, waiting: to.len(), got: Replayed::default(), held: Vec::new() });
+        let deadline = w.now + REPLAY_TIMEOUT;
+        w.replay_deadlines.push_back((deadline, handle, sid, subscription));
         for worker in to {
             let q = ShardMsg::HistoryQuery {
                 realm: key.realm.clone(),
@@ -388,7 +393,7 @@ pub struct Replay {
     pub(super) subscription: u64,
     /// Workers yet to answer.
     waiting: usize,
-    events: Vec<crate::router::history::Recorded>,
+    got: Replayed,
     /// Live events meanwhile (publication ID, framed EVENT), at most `MAX_HELD`.
     held: Vec<(u64, Bytes)>,
 }
@@ -396,34 +401,77 @@ pub struct Replay {
 /// Live events a replaying subscription holds; more are dropped and counted.
 const MAX_HELD: usize = 10_000;
 
+/// How long a replay waits for its workers' answers (another node's may
+/// never come) before it goes out with what it has.
+const REPLAY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// History for a subscription replaying it: once every worker answered,
-/// the replay goes out, oldest first, then the live events held meanwhile
-/// that it did not already contain.
-pub fn on_history(w: &mut Shard, handle: usize, reply: &RetainedReply, events: Vec<crate::router::history::Recorded>) {
+/// the replay goes out.
+pub fn on_history(
+    w: &mut Shard,
+    handle: usize,
+    reply: &RetainedReply,
+    anchor: Option<u64>,
+    events: Vec<crate::router::history::Recorded>,
+) {
     if w.sessions.get(&reply.session) != Some(&handle) {
         return;
     }
     let s = session(w, handle);
     let Some(i) = s.replays.iter().position(|r| r.subscription == reply.subscription) else { return };
     let r = &mut s.replays[i];
-    r.events.extend(events);
-    r.waiting -= 1;
-    if r.waiting > 0 {
-        return;
+    r.got.add(anchor, events);
+    r.waiting = r.waiting.saturating_sub(1);
+    if r.waiting == 0 {
+        let r = s.replays.swap_remove(i);
+        replay(w, handle, reply.subscription, reply.policy, r);
     }
-    let Replay { mut events, held, .. } = s.replays.swap_remove(i);
+}
+
+/// Replays whose workers did not all answer in time (every worker tick):
+/// they go out with the answers they have, a line in the log says so.
+pub fn expire_replays(w: &mut Shard) {
+    while let Some(&(deadline, handle, session_id, subscription)) = w.replay_deadlines.front() {
+        if deadline > w.now {
+            return;
+        }
+        w.replay_deadlines.pop_front();
+        if w.sessions.get(&session_id) != Some(&handle) {
+            continue;
+        }
+        let s = session(w, handle);
+        let Some(i) = s.replays.iter().position(|r| r.subscription == subscription) else { continue };
+        let r = s.replays.swap_remove(i);
+        let Some(policy) = w.local_subs.get(&subscription).map(|l| l.key.policy) else { continue };
+        log::warn!(
+            "worker {}: session {session_id}: the history replay of subscription {subscription} went out \
+             without {} answer(s) (a node did not answer in time)",
+            w.id,
+            r.waiting
+        );
+        replay(w, handle, subscription, policy, r);
+    }
+}
+
+/// A replay's events, oldest first, that meet the subscription's filter,
+/// then the live events held meanwhile that it did not already contain.
+fn replay(w: &mut Shard, handle: usize, subscription: u64, policy: MatchPolicy, r: Replay) {
     let Some((ser, framing)) = w.conns[handle].wamp().map(|c| (c.ser, c.framing)) else { return };
-    events.sort_by_key(|e| (e.at, e.seq));
+    let events = r.got.events();
+    let filter = w.local_subs.get(&subscription).and_then(|l| l.filter.clone());
     let mut conv = Converted::default();
     for e in &events {
-        let details = if reply.policy != MatchPolicy::Exact {
+        if filter.as_ref().is_some_and(|f| !fits(f, value_of(&e.p.body).as_ref())) {
+            continue;
+        }
+        let details = if policy != MatchPolicy::Exact {
             vec![("topic".to_owned(), Value::Str(e.p.topic.clone()))]
         } else {
             Dict::new()
         };
         let fields = [
             Field::Int(m::EVENT),
-            Field::Int(reply.subscription),
+            Field::Int(subscription),
             Field::Int(e.p.id),
             Field::Dict(&details),
             Field::Payload(conv.wamp_payload(&e.p.body)),
@@ -436,7 +484,7 @@ pub fn on_history(w: &mut Shard, handle: usize, reply: &RetainedReply, events: V
         }
     }
     let replayed: ahash::AHashSet<u64> = events.iter().map(|e| e.p.id).collect();
-    for (id, bytes) in held {
+    for (id, bytes) in r.held {
         if !replayed.contains(&id) {
             w.send_event(handle, Frame::Shared(&bytes));
         }

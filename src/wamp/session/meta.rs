@@ -384,7 +384,7 @@ fn session_call(w: &mut Shard, handle: usize, request: u64, name: &str, payload:
     // other live nodes: the session API answers for the cluster.
     let mut workers: Vec<WorkerId> = (0..w.workers as WorkerId).collect();
     for &(node, n) in &w.cluster_nodes {
-        workers.extend((0..n).map(|k| crate::cluster::at_node(node, k)));
+        workers.extend(crate::cluster::workers_of(node, n));
     }
     gather(w, handle, request, realm, query, finish, &workers);
     Ok(Ok(()))
@@ -451,16 +451,9 @@ fn subscription_call(w: &mut Shard, handle: usize, request: u64, name: &str, pay
                     return no_such_subscription(w, handle, request, id);
                 };
                 let (topic, policy) = (key.topic.clone(), key.policy);
-                let mut workers = w.key_workers(&realm, &topic, policy);
                 // In a cluster, each node holds the events its own
                 // publishers sent: the same workers on every other node.
-                for &(node, n) in &w.cluster_nodes {
-                    match policy {
-                        MatchPolicy::Exact => workers
-                            .push(crate::cluster::at_node(node, crate::router::owner_of(&realm, &topic, n.into()))),
-                        _ => workers.extend((0..n).map(|k| crate::cluster::at_node(node, k))),
-                    }
-                }
+                let workers = w.history_workers(&realm, &topic, policy);
                 let q = MetaQuery::History { topic, policy, limit };
                 gather(w, handle, request, realm, q, Finish::Events { subscription: id, limit }, &workers);
                 return Ok(Ok(()));
@@ -479,7 +472,7 @@ fn subscription_call(w: &mut Shard, handle: usize, request: u64, name: &str, pay
                 let mut workers = w.topics.get(&key).map(|r| r.workers.clone()).unwrap_or_default();
                 for &node in w.remote_topics.get(&key).map_or(&[][..], |r| &r.workers[..]) {
                     if let Some(&(_, n)) = w.cluster_nodes.iter().find(|(id, _)| *id == node) {
-                        workers.extend((0..n).map(|k| crate::cluster::at_node(node, k)));
+                        workers.extend(crate::cluster::workers_of(node, n));
                     }
                 }
                 let finish = if name == "count_subscribers" { Finish::Count } else { Finish::List };
