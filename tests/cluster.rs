@@ -1143,6 +1143,67 @@ fn a_dead_nodes_mqtt_sessions_resume_elsewhere() {
     assert_eq!((qos, payload.as_str()), (1, "7"), "its subscription delivers on b");
 }
 
+/// A dead node's persistent MQTT sessions are taken in by the survivors
+/// (shared out between them), offline: what is published for them once
+/// the node is taken for dead waits for their clients, in order and
+/// without a gap, whichever node they come back to. Two of the sessions
+/// were offline when the node died, two still connected.
+#[test]
+fn a_dead_nodes_persistent_mqtt_sessions_keep_what_comes_for_them() {
+    use common::raw::{mqtt_str, packet};
+    let Some(nats) = nats() else { return };
+    let (_dirs, [a, b, c]) = three_nodes(&nats);
+    let mut connected = Vec::new();
+    for i in 0..4 {
+        let (mut on_c, _) = Raw::connected(c.mqtt, 4, &format!("keeper-{i}"), false, 0);
+        let mut sub = vec![0, 1];
+        mqtt_str(&mut sub, format!("kp/{i}").as_bytes());
+        sub.push(1);
+        on_c.send(&packet(0x82, &sub));
+        on_c.expect(0x90, "SUBACK");
+        if i < 2 {
+            on_c.send(&packet(0xe0, &[]));
+        } else {
+            connected.push(on_c);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    common::process::kill9(c);
+    drop(connected);
+    // Published on a, numbered, until well past the verdict on c
+    // (heartbeats: 5 s) and the sessions' taking in.
+    let (mut publisher, _) = Raw::connected(a.mqtt, 4, "kp-publisher", true, 0);
+    let mut last = 0;
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut pkid = 0u16;
+    while Instant::now() < until {
+        last += 1;
+        for i in 0..4 {
+            pkid = pkid % 60_000 + 1;
+            publisher.send(&publish_packet(
+                4,
+                format!("kp/{i}").as_bytes(),
+                1,
+                pkid,
+                false,
+                last.to_string().as_bytes(),
+            ));
+            publisher.expect(0x40, "PUBACK");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for i in 0..4 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let (mut back, present) = Raw::connected(node.mqtt, 4, &format!("keeper-{i}"), false, 0);
+        assert!(present, "keeper-{i}'s session is there");
+        let got: Vec<u64> = mqtt_drain(&mut back).iter().map(|p| p.parse().expect("a number")).collect();
+        assert!(!got.is_empty(), "keeper-{i} got what was published once its session was taken in");
+        let first = got[0];
+        assert!(first < last - 20, "keeper-{i}'s session was taken in soon after the verdict (from {first} of {last})");
+        assert_eq!(got, (first..=last).collect::<Vec<_>>(), "keeper-{i}: in order, no gap, up to the last");
+    }
+}
+
 /// The payloads of the PUBLISHes that reach `c` until it has been quiet
 /// for a while (QoS 1 ones acknowledged).
 fn mqtt_drain(c: &mut Raw) -> Vec<String> {

@@ -433,6 +433,50 @@ fn a_take_over_publishes_the_will_only_if_the_session_ends() {
     r.shutdown();
 }
 
+/// An offline session's delayed will: a connection that resumes the
+/// session within the delay cancels it (MQTT 5, 3.1.3-9); one with a
+/// clean start ends the session instead, and the will goes out at once
+/// ("or the Session ends, whichever happens first"; Mosquitto alike).
+/// Found: the clean start cancelled it too.
+#[test]
+fn a_clean_start_ends_an_offline_session_and_sends_its_delayed_will() {
+    let r = router(&["--cores", "2"]);
+    let addr = mqtt_addr(&r);
+    let (mut watch, _) = Raw::connected(addr, 4, "will-watch-offline", true, 0);
+    subscribed(&mut watch, 4, b"owill/#", 0);
+    for (clean, wanted) in [(false, false), (true, true)] {
+        let id = format!("owill-{clean}");
+        let mut b = Vec::new();
+        mqtt_str(&mut b, b"MQTT");
+        // v5, will flag, session expiry 60 s, will delay 60 s.
+        b.extend_from_slice(&[5, 0x04, 0, 0, 5, 0x11, 0, 0, 0, 60]);
+        mqtt_str(&mut b, id.as_bytes());
+        b.extend_from_slice(&[5, 0x18, 0, 0, 0, 60]);
+        mqtt_str(&mut b, format!("owill/{id}").as_bytes());
+        mqtt_str(&mut b, b"gone");
+        let mut old = Raw::open(addr);
+        old.send(&packet(0x10, &b));
+        assert_eq!(old.expect(0x20, "CONNACK")[1], 0, "{id}");
+        drop(old); // lost: offline, the will waits for its delay
+        std::thread::sleep(Duration::from_millis(200));
+        let mut b = Vec::new();
+        mqtt_str(&mut b, b"MQTT");
+        b.extend_from_slice(&[5, if clean { 0x02 } else { 0 }, 0, 0, 5, 0x11, 0, 0, 0, 60]);
+        mqtt_str(&mut b, id.as_bytes());
+        let mut new = Raw::open(addr);
+        new.send(&packet(0x10, &b));
+        let connack = new.expect(0x20, "CONNACK");
+        assert_eq!((connack[0] & 1, connack[1]), (u8::from(!clean), 0), "{id}: session present unless clean");
+        if wanted {
+            let (_, topic, _, payload) = next_publish(&mut watch, 4);
+            assert_eq!((topic, payload), (format!("owill/{id}").into_bytes(), b"gone".to_vec()), "{id}");
+        } else {
+            watch.quiet();
+        }
+    }
+    r.shutdown();
+}
+
 /// The Message Expiry Interval a message goes out with is what was left of
 /// it in whole seconds, rounded up: one published with 4 and delivered at
 /// once goes out with 4. Found: 3 (rounded down).

@@ -263,6 +263,9 @@ pub(super) enum Cas {
     /// is over: published by the one node whose delete wins (`publish`),
     /// or dropped (`!publish`: the session was resumed here in time).
     MqttWill { bucket_key: String, node: String, incarnation: u64, publish: bool },
+    /// A persistent MQTT session `holder` (a node and life, now dead) left:
+    /// this node takes it in, offline, if no client claimed it meanwhile.
+    Adopt { key: std::sync::Arc<str>, holder: (String, u64) },
 }
 
 /// The deciding task's answers, for the key's owner worker.
@@ -276,6 +279,10 @@ pub(super) enum Decided {
     Own(crate::mqtt::registry::Claim, Option<(String, u64)>, Option<Vec<u8>>),
     /// A dead node's MQTT session's will, for this node to publish.
     MqttWill(crate::router::Publication),
+    /// A dead node's persistent session is this node's now: its record
+    /// (its will left out unless this node took it), or `None`: not
+    /// adopted (claimed meanwhile, or no record).
+    Adopted(std::sync::Arc<str>, Option<Vec<u8>>),
 }
 
 /// Decides conditional writes and dead sessions' wills one after the
@@ -319,6 +326,16 @@ pub(super) async fn decide(
                     _ => None,
                 };
                 Some(Decided::Own(claim, prev, record))
+            }
+            Cas::Adopt { key, holder } => {
+                let record = match adopt(&kv, (&node, incarnation), &key, &holder).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        log::warn!("cluster: a persistent MQTT session of {} was not taken in: {e}", holder.0);
+                        None
+                    }
+                };
+                Some(Decided::Adopted(key, record))
             }
             Cas::Resume { claim, holder } => {
                 let record = session_record(&kv, &claim.key, &holder).await;
@@ -468,6 +485,52 @@ async fn own(kv: &kv::Store, (node, incarnation): (&str, u64), key: &str) -> Res
     Err(format!("still contended after {CAS_TRIES} tries"))
 }
 
+/// Takes in the persistent session of client ID `key` that `holder` (a
+/// node and life, now over) left: the client ID becomes this node's by
+/// `update` at the revision read, if it still names `holder` (a client
+/// claiming it on any node meanwhile wins, and resumes it itself). The
+/// session's will comes along only if this node takes its entry (`take_
+/// will`); one already sent, or taken by another node, is left out of the
+/// record. The record, or `None`: not this node's to take.
+async fn adopt(
+    kv: &kv::Store,
+    (node, incarnation): (&str, u64),
+    key: &str,
+    holder: &(String, u64),
+) -> Result<Option<Vec<u8>>, String> {
+    let bucket_key = client_key(key);
+    let mine = Bytes::from(serde_json::to_vec(&ClientOwner { node: node.to_owned(), incarnation }).expect("plain"));
+    for _ in 0..CAS_TRIES {
+        let Some(read) = kv.entry(&bucket_key).await.map_err(|e| e.to_string())? else { return Ok(None) };
+        let owner = (read.operation == kv::Operation::Put)
+            .then(|| serde_json::from_slice::<ClientOwner>(&read.value).ok())
+            .flatten();
+        if owner.is_none_or(|o| o.node != holder.0 || o.incarnation != holder.1) {
+            return Ok(None);
+        }
+        let Some(record) = session_record(kv, key, holder).await else { return Ok(None) };
+        match kv.update(&bucket_key, mine.clone(), read.revision).await {
+            Ok(_) => {
+                // (The client ID is this node's now: a will that does not
+                // read is left to the others, the session taken in still.)
+                let will = take_will(kv, &will_key(key), (&holder.0, holder.1)).await.unwrap_or_else(|e| {
+                    log::debug!("cluster: the will of a session taken in: {e}");
+                    None
+                });
+                if will.is_some() {
+                    return Ok(Some(record));
+                }
+                let mut rec: crate::store::mqtt::SessionRecord = crate::store::mqtt::decode(&record)?;
+                rec.will = None;
+                rec.will_due_ms = None;
+                return Ok(Some(crate::store::mqtt::encode(&rec)));
+            }
+            Err(e) => log::debug!("cluster: taking in a dead node's MQTT session: {e}; again"),
+        }
+    }
+    Err(format!("still contended after {CAS_TRIES} tries"))
+}
+
 /// The bucket key of a persistent MQTT session's record.
 pub(super) fn session_key(key: &str) -> String {
     format!("ms={}", &client_key(key)[3..])
@@ -480,6 +543,10 @@ pub(super) struct SharedSession {
     pub node: String,
     pub incarnation: u64,
     pub record: Bytes,
+    /// The client ID (`realm\0client`), for a node that takes the session
+    /// in when its node dies.
+    #[serde(default)]
+    pub key: String,
 }
 
 /// The bucket key of an MQTT session's will.

@@ -139,7 +139,8 @@ pub enum ClusterReq {
     /// (answered with `mqtt::registry::Msg::Owned`).
     MqttClaim { claim: crate::mqtt::registry::Claim },
     /// A claim that waited for node `node`, now taken for dead: resumed
-    /// from the record that node left of the session, if any.
+    /// from the record that node left of the session, if any (a clean
+    /// start: that session ends, and its will goes out).
     MqttResume { claim: crate::mqtt::registry::Claim, node: NodeId },
     /// A persistent MQTT session's record (`None`: it ended), for the
     /// keys bucket: another node resumes it if this one dies.

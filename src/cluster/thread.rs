@@ -193,6 +193,13 @@ struct Node {
     /// MQTT sessions' wills (`mw=` entries) not yet asked for: bucket key
     /// -> the session's node, its life and the will's delay (seconds).
     mqtt_wills: AHashMap<String, (String, u64, u32)>,
+    /// Persistent MQTT sessions' records (`ms=` entries): bucket key ->
+    /// the session's node, its life and the client ID (`realm\0client`).
+    /// When that node dies, one survivor takes each in (`adopt_sessions_of`).
+    mqtt_sessions: AHashMap<String, (String, u64, Arc<str>)>,
+    /// Client IDs this node is taking in, with the claims from other nodes
+    /// that came meanwhile (handed on after the session, so they find it).
+    adopting: AHashMap<Arc<str>, Vec<ShardMsg>>,
     /// Send a heartbeat now (a node this one did not know was heard).
     beat_now: bool,
     /// This batch turn's outgoing publications: (subject, batch, how many),
@@ -311,6 +318,8 @@ impl Node {
             cas_done,
             wills: AHashMap::new(),
             mqtt_wills: AHashMap::new(),
+            mqtt_sessions: AHashMap::new(),
+            adopting: AHashMap::new(),
             incarnation,
             regs: AHashMap::new(),
             rpc_inbox: rpc::subject(&cfg.prefix, &cfg.node, ""),
@@ -471,6 +480,7 @@ impl Node {
                         let w = owner_of(&p.realm, &p.topic, self.workers.len());
                         self.hand_to(w as usize, ShardMsg::MqttDeadWill(p), false);
                     }
+                    bucket::Decided::Adopted(key, record) => self.adopted(key, record),
                 },
                 Some(ack) = self.acks.recv() => match ack {
                     Ack::Barrier(b) => self.hand_to(b.owner as usize, ShardMsg::BarrierAck { barrier: b.id }, false),
@@ -865,6 +875,7 @@ impl Node {
             self.announce_node(id);
         } else {
             self.lost(id);
+            self.adopt_sessions_of(id);
             self.tell_workers(id);
         }
     }
@@ -1039,6 +1050,9 @@ impl Node {
         if entry.key.starts_with("mw=") {
             return self.on_mqtt_will(entry);
         }
+        if entry.key.starts_with("ms=") {
+            return self.on_mqtt_session(entry);
+        }
         // (`mq=` entries, the holders of MQTT client IDs, are read when claimed.)
         if entry.operation != kv::Operation::Put || !entry.key.starts_with("ret=") {
             return;
@@ -1114,6 +1128,7 @@ impl Node {
             node: self.cfg.node.clone(),
             incarnation: self.incarnation,
             record: Bytes::from(record.unwrap_or_default()),
+            key: key.to_owned(),
         };
         let Ok(value) = rmp_serde::to_vec(&shared) else { return };
         let subject = format!("{}{}", self.keys_subject, bucket::session_key(key));
@@ -1171,6 +1186,76 @@ impl Node {
         self.mqtt_wills.insert(entry.key.clone(), (will.node, will.incarnation, will.delay));
         if due {
             self.ask_mqtt_will(&entry.key);
+        }
+    }
+
+    /// A persistent MQTT session's record (or its end), kept by key so that
+    /// a survivor can take the session in when its node dies.
+    fn on_mqtt_session(&mut self, entry: kv::Entry) {
+        let shared = (entry.operation == kv::Operation::Put)
+            .then(|| rmp_serde::from_slice::<bucket::SharedSession>(&entry.value).ok())
+            .flatten()
+            .filter(|s| !s.record.is_empty() && !s.key.is_empty());
+        match shared {
+            Some(s) => {
+                self.mqtt_sessions.insert(entry.key, (s.node, s.incarnation, Arc::from(s.key)));
+            }
+            None => drop(self.mqtt_sessions.remove(&entry.key)),
+        }
+    }
+
+    /// Node `id` is taken for dead: of its persistent MQTT sessions, this
+    /// node takes in those it is the chosen one for (rendezvous hashing of
+    /// the client ID over the live nodes' names, so the survivors share
+    /// them out without talking, and each is asked for once). A session
+    /// taken in is offline here, its subscriptions made again, so what is
+    /// published for it from then on waits for its client, wherever that
+    /// comes back (a claim then takes it over from here, with its queue).
+    /// A restart (a new life seen before the verdict) is not a death: its
+    /// node may have the sessions back from its store.
+    fn adopt_sessions_of(&mut self, id: NodeId) {
+        let name = self.peers[id as usize].name.clone();
+        if !self.connected.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut live: Vec<&str> =
+            self.peers.iter().filter(|p| p.alive && p.workers > 0).map(|p| p.name.as_str()).collect();
+        live.push(&self.cfg.node);
+        let mine: Vec<(Arc<str>, (String, u64))> = self
+            .mqtt_sessions
+            .values()
+            .filter(|(node, incarnation, _)| *node == name && self.will_due(node, *incarnation))
+            .filter(|(_, _, key)| chosen(key, &live) == self.cfg.node)
+            .map(|(node, incarnation, key)| (key.clone(), (node.clone(), *incarnation)))
+            .collect();
+        if !mine.is_empty() {
+            log::info!("cluster: node {name} is gone: taking in {} of its persistent MQTT sessions", mine.len());
+        }
+        for (key, holder) in mine {
+            if self.adopting.contains_key(&key) {
+                continue;
+            }
+            match self.cas.try_send(bucket::Cas::Adopt { key: key.clone(), holder }) {
+                Ok(()) => drop(self.adopting.insert(key, Vec::new())),
+                Err(_) => log::warn!(
+                    "cluster: too many decisions queued: a persistent MQTT session of {name} is not taken in \
+                     (its client resumes it from its record)"
+                ),
+            }
+        }
+    }
+
+    /// The deciding task's answer to a session taken in: to the client
+    /// ID's owner worker, then the claims that waited for it.
+    fn adopted(&mut self, key: Arc<str>, record: Option<Vec<u8>>) {
+        let (realm, client) = key.split_once('\0').unwrap_or(("", &key));
+        let w = owner_of(realm, client, self.workers.len()) as usize;
+        if let Some(record) = record {
+            let msg = crate::mqtt::registry::Msg::Adopt { key: key.clone(), record };
+            self.hand_to(w, ShardMsg::Mqtt(msg), false);
+        }
+        for msg in self.adopting.remove(&key).unwrap_or_default() {
+            self.hand_to(w, msg, false);
         }
     }
 
@@ -1235,6 +1320,14 @@ impl Node {
             match one {
                 Ok((worker, msg)) if (worker as usize) < self.workers.len() => {
                     self.received += 1;
+                    // A claim of a client ID this node is taking in waits
+                    // for the session to be here.
+                    if let ShardMsg::Mqtt(crate::mqtt::registry::Msg::RemoteClaim(c)) = &msg {
+                        if let Some(parked) = self.adopting.get_mut(&c.key) {
+                            parked.push(msg);
+                            continue;
+                        }
+                    }
                     self.hand_to(worker as usize, msg, false)
                 }
                 Ok(_) => self.drops += 1,
@@ -1338,5 +1431,43 @@ impl Node {
             log::warn!("cluster: {} cross-node publications dropped so far", self.drops);
             (self.drops_logged, self.drops_logged_at) = (self.drops, Instant::now());
         }
+    }
+}
+
+/// The live node that takes in a dead node's session of client ID `key`:
+/// the highest hash of (key, node name), the same answer on every node
+/// that sees the same live nodes.
+fn chosen<'a>(key: &str, live: &[&'a str]) -> &'a str {
+    let score = |node: &str| {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in key.bytes().chain([0]).chain(node.bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+        h
+    };
+    live.iter().copied().max_by_key(|n| (score(n), *n)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chosen;
+
+    #[test]
+    fn the_adopter_is_one_answer_whatever_the_order_and_sessions_spread() {
+        let live = ["a", "b", "c"];
+        let mut per = std::collections::HashMap::new();
+        for i in 0..300 {
+            let key = format!("realm1\0client-{i}");
+            let one = chosen(&key, &live);
+            assert_eq!(one, chosen(&key, &["c", "a", "b"]), "order does not matter");
+            *per.entry(one).or_insert(0) += 1;
+            // A node leaving moves only its own sessions.
+            if one != "c" {
+                assert_eq!(chosen(&key, &["a", "b"]), one);
+            }
+        }
+        assert!(live.iter().all(|n| per.get(n).copied().unwrap_or(0) > 60), "spread: {per:?}");
+        assert_eq!(chosen("k", &[]), "");
     }
 }

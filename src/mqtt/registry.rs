@@ -65,6 +65,10 @@ pub enum Msg {
     HandoffDone { old: u64, new: (WorkerId, u64) },
     /// Old worker -> new worker: nothing more will be forwarded.
     ForwardEnd { session: u64 },
+    /// In a cluster, from the cluster thread to the owner: the persistent
+    /// session of client ID `key` that a dead node left is this node's now
+    /// (its record): it is made here, offline, until its client returns.
+    Adopt { key: Arc<str>, record: Vec<u8> },
 }
 
 #[derive(Default)]
@@ -90,6 +94,11 @@ impl Registry {
     /// Whether a session of this node holds the client ID.
     pub fn holds(&self, key: &str) -> bool {
         self.entries.contains_key(key)
+    }
+
+    /// Whether a session of this node other than `session` holds it.
+    pub fn held_by_other(&self, key: &str, session: u64) -> bool {
+        self.entries.get(key).is_some_and(|&(_, s)| s != session)
     }
 
     /// The cluster made `claim` this node's: its session holds the client

@@ -438,6 +438,62 @@ mod tests {
         assert_eq!(got, [5, 5, 5, 5], "each group's ten messages, half to each worker's member");
     }
 
+    /// A persistent session a dead node left, taken in here (`Msg::Adopt`,
+    /// as the cluster thread hands it on): offline on its client ID's
+    /// owner, its subscription routed, so what is published meanwhile
+    /// waits for its client, which finds the session present.
+    #[test]
+    fn a_session_taken_in_from_a_dead_node_queues_for_its_client() {
+        use crate::store::mqtt::{SessionRecord, SubRecord};
+        let mut cl = Cluster::new(2);
+        let sub = SubRecord {
+            filter: "adopt/t".into(),
+            qos: 1,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: 0,
+            id: None,
+        };
+        let record = SessionRecord {
+            id: 77,
+            created_ms: 1,
+            version: 4,
+            expiry: u32::MAX,
+            subs: vec![sub],
+            will: None,
+            offline_since_ms: None,
+            will_due_ms: None,
+            next_pkid: 1,
+            authid: "dev".into(),
+            authrole: "anonymous".into(),
+        };
+        let realm = cl.shards[0].cfg.mqtt.realm.clone();
+        let owner = usize::from(crate::router::owner_of(&realm, "dev", 2));
+        let key: Arc<str> = format!("{realm}\0dev").into();
+        let adopt = crate::mqtt::registry::Msg::Adopt { key, record: crate::store::mqtt::encode(&record) };
+        cl.shards[owner].on_shard_msg(ShardMsg::Mqtt(adopt));
+        cl.settle();
+        let publisher = cl.mqtt(1 - owner);
+        cl.send_mqtt(publisher, &mqtt_connect(None, "pub"));
+        cl.take_frames(publisher);
+        let mut publish = mqtt_str("adopt/t");
+        publish.extend_from_slice(&[0, 9]);
+        publish.extend_from_slice(b"queued");
+        cl.send_mqtt(publisher, &mqtt_packet(0x32, &publish));
+        assert_eq!(cl.take_frames(publisher).len(), 1, "PUBACK");
+        // The client comes back (to the other worker), not clean.
+        let dev = cl.mqtt(1 - owner);
+        let mut connect = mqtt_str("MQTT");
+        connect.extend_from_slice(&[4, 0, 0, 60]);
+        connect.extend(mqtt_str("dev"));
+        cl.send_mqtt(dev, &mqtt_packet(0x10, &connect));
+        let frames = cl.take_frames(dev);
+        assert_eq!(&frames[0][..], &[0x20, 2, 1, 0], "CONNACK, session present");
+        assert_eq!(frames.len(), 2, "and the message queued meanwhile: {frames:?}");
+        assert_eq!(frames[1][0] & 0xf6, 0x32, "PUBLISH QoS 1");
+        assert!(frames[1].ends_with(b"queued"));
+    }
+
     /// Events an owner routes itself (an accepted `when` write, a `will`
     /// applied when its session ends) go into the topic's history too.
     #[test]

@@ -174,6 +174,7 @@ pub fn on_registry(w: &mut Shard, msg: Msg) {
         Msg::Claim(claim) => claim_here(w, claim, false),
         Msg::RemoteClaim(claim) => claim_here(w, claim, true),
         Msg::Owned { claim, prev, resume } => owned(w, claim, prev, resume),
+        Msg::Adopt { key, record } => persist::adopt(w, key, &record),
         Msg::ClaimVia { session, node } => {
             if let Some(p) = claiming(w, session) {
                 p.via = Some(node);
@@ -237,6 +238,16 @@ fn claim_here(w: &mut Shard, claim: Claim, remote: bool) {
 /// else new.
 fn owned(w: &mut Shard, claim: Claim, prev: Option<u16>, resume: Option<Vec<u8>>) {
     let waiting = w.mqtt.registry.deciding.remove(&claim.key).unwrap_or_default();
+    if prev.is_none() && resume.is_none() && w.mqtt.registry.held_by_other(&claim.key, claim.session) {
+        // This node took in a dead node's session of the client ID while
+        // the claim was being decided (`Msg::Adopt`): the claim takes it
+        // over, as any claim of a session held here.
+        w.mqtt.registry.claim(claim, &mut w.peers);
+        for (remote, c) in waiting {
+            claim_here(w, c, remote);
+        }
+        return;
+    }
     w.mqtt.registry.owned(&claim);
     let there = prev.and_then(|n| w.cluster_nodes.iter().find(|(id, _)| *id == n).copied());
     match there {
@@ -271,7 +282,8 @@ fn claiming(w: &mut Shard, session: u64) -> Option<&mut Pending> {
 
 /// Node `node` of the cluster is lost: the connections whose claims wait
 /// for its answer go ahead without it: resumed from the record it left of
-/// the session (`ClusterReq::MqttResume`), else a new session.
+/// the session (`ClusterReq::MqttResume`), else a new session (a clean
+/// start: and the will of the session it ends goes out).
 pub fn on_node_lost(w: &mut Shard, node: u16) {
     let me = w.id;
     let waiting: Vec<Claim> = w
@@ -292,10 +304,12 @@ pub fn on_node_lost(w: &mut Shard, node: u16) {
             }
         })
         .collect();
+    // A clean start goes the same way: it resumes nothing, but ends the
+    // session the dead node left, whose will then goes out at once.
     for claim in waiting {
         match &mut w.cluster {
-            Some(link) if !claim.clean_start => link.send(crate::cluster::ClusterReq::MqttResume { claim, node }),
-            _ => claimed(w, claim, None),
+            Some(link) => link.send(crate::cluster::ClusterReq::MqttResume { claim, node }),
+            None => claimed(w, claim, None),
         }
     }
 }
@@ -342,9 +356,11 @@ pub(super) fn takeover(w: &mut Shard, old: u64, claim: Claim) {
         }
         detach_for_takeover(w, h, slot);
         close(w, h, CloseReason::TakenOver);
-    } else {
-        // Offline: a new connection for the client ID within the will delay
-        // cancels the will (MQTT 5, 3.1.3.2.2), clean start or not.
+    } else if !claim.clean_start {
+        // Offline: a new connection to the session within the will delay
+        // cancels the will (MQTT 5, 3.1.3-9). A clean start is not one: it
+        // ends the session, and the will goes out now (below; "or the
+        // Session ends, whichever happens first", as Mosquitto does).
         let s = &mut w.mqtt.sessions[slot];
         s.will = None;
         s.will_at = None;

@@ -323,85 +323,120 @@ pub(super) fn snapshot(w: &mut Shard, slot: usize, old: Option<u64>) {
 /// follows its delay, and its expiry runs from now. Deadlines of one that
 /// was offline continue from the wall clock.
 pub fn restore_at_start(w: &mut Shard, sessions: Vec<Loaded>) {
-    let now = w.now;
-    let unix = crate::router::unix_millis();
     for l in sessions {
-        let rec = l.record;
-        let version = match rec.version {
-            3 => Version::V3,
-            5 => Version::V5,
-            _ => Version::V4,
-        };
-        let realm: Realm = Arc::from(l.realm.as_str());
-        let key: Arc<str> = Arc::from(format!("{}\0{}", l.realm, l.client));
-        let slot = new_session(w, rec.id, key.clone(), realm.clone(), version, rec.expiry, u16::MAX, 0);
-        w.mqtt.registry.restore(key, w.id, rec.id);
-        let rules = w.cfg.realm(&l.realm).and_then(|r| r.auth.rules_of(&rec.authrole));
-        let s = &mut w.mqtt.sessions[slot];
-        let authz_key = format!("{}\0{}", l.realm, rec.authrole).into();
-        s.who = MqttIdentity { authid: rec.authid.clone(), authrole: rec.authrole.clone(), rules, authz_key };
-        s.created_ms = rec.created_ms;
-        s.stored = true;
-        s.next_pkid = rec.next_pkid;
-        s.qos2_in = l.qos2_in;
-        let since = rec.offline_since_ms.unwrap_or(unix);
-        s.offline_since_ms = Some(since);
-        let left_ms = |due_ms: u64| Duration::from_millis(due_ms.saturating_sub(unix));
-        s.expires_at =
-            (rec.expiry != u32::MAX).then(|| now + left_ms(since.saturating_add(u64::from(rec.expiry) * 1000)));
-        if let Some(v) = rec.will {
-            let will = Will {
-                topic: v.topic,
-                payload: v.payload.into(),
-                qos: v.qos,
-                retain: v.retain,
-                delay: v.delay,
-                props: props_of(v.props),
-            };
-            // Connected at the stop: the connection ended then, and the
-            // will follows its delay from now. Offline: when it was due.
-            // (An offline session with no due will has none left.)
-            let at = match (rec.offline_since_ms, rec.will_due_ms) {
-                (None, _) => Some(now + Duration::from_secs(u64::from(will.delay.min(rec.expiry)))),
-                (Some(_), Some(due)) => Some(now + left_ms(due)),
-                (Some(_), None) => None,
-            };
-            if at.is_some() {
-                s.will_at = at;
-                s.will = Some(Box::new(will));
-            }
-        }
-        for (seq, m) in l.messages {
-            let Ok(Some(d)) = record::decode(&m.publication, now) else { continue };
-            let mut p = d.p;
-            p.retain = m.retain;
-            let out = Outgoing { msg: Arc::new(p), qos: m.qos, retain: m.retain, sub_ids: m.sub_ids, seq };
-            let s = &mut w.mqtt.sessions[slot];
-            s.next_seq = s.next_seq.max(seq);
-            if m.pkid == 0 {
-                s.queue.push_back(out);
-            } else {
-                s.inflight.push_back(InFlight { pkid: m.pkid, out, released: m.released });
-            }
-        }
-        for r in rec.subs {
-            let Some(sub) = sub_of(&realm, r) else { continue };
-            let sub_key = sub.key.clone();
-            w.mqtt.sessions[slot].subs.push(sub);
-            match w.subscribe(Member::Mqtt(slot), rec.id, sub_key.clone(), RESTORE, Instant::now()) {
-                Subscribed::Now(id) => {
-                    set_subscription(w, slot, &sub_key, id);
-                }
-                Subscribed::Later => w.mqtt.starting += 1,
-            }
-        }
-        let s = &w.mqtt.sessions[slot];
-        if s.expires_at.is_some() || s.will_at.is_some() {
-            w.mqtt.offline.push(slot);
-        }
-        save(w, slot);
+        restore_one(w, l);
     }
     started_if_ready(w);
+}
+
+/// In a cluster: a persistent session of client ID `key` that a dead node
+/// left is this node's now (`cluster::bucket::Cas::Adopt` won the client
+/// ID). It is made here as a session restored at start is: offline, its
+/// subscriptions routed again (what is published for it from now on
+/// waits in its queue), its expiry running from when its connection went
+/// (from now, if it was connected when its node died), and its will, if
+/// the record still has it, following its delay and shared as this
+/// node's. A session the client ID already has here is left alone.
+pub fn adopt(w: &mut Shard, key: Arc<str>, record: &[u8]) {
+    if w.mqtt.registry.holds(&key) {
+        return;
+    }
+    let Some((realm, client)) = key.split_once('\0') else { return };
+    let record: SessionRecord = match sm::decode(record) {
+        Ok(r) => r,
+        Err(e) => return log::warn!("worker {}: a dead node's MQTT session does not read: {e}", w.id),
+    };
+    let l = Loaded {
+        realm: realm.to_owned(),
+        client: client.to_owned(),
+        record,
+        messages: Vec::new(),
+        qos2_in: Vec::new(),
+    };
+    let slot = restore_one(w, l);
+    super::sync_will(w, slot);
+    log::debug!("worker {}: took in the MQTT session of client {client:?} in realm {realm} from a dead node", w.id);
+}
+
+/// One session read back from the store (or taken in from a dead node),
+/// made offline on this worker; its slot.
+fn restore_one(w: &mut Shard, l: Loaded) -> usize {
+    let now = w.now;
+    let unix = crate::router::unix_millis();
+    let rec = l.record;
+    let version = match rec.version {
+        3 => Version::V3,
+        5 => Version::V5,
+        _ => Version::V4,
+    };
+    let realm: Realm = Arc::from(l.realm.as_str());
+    let key: Arc<str> = Arc::from(format!("{}\0{}", l.realm, l.client));
+    let slot = new_session(w, rec.id, key.clone(), realm.clone(), version, rec.expiry, u16::MAX, 0);
+    w.mqtt.registry.restore(key, w.id, rec.id);
+    let rules = w.cfg.realm(&l.realm).and_then(|r| r.auth.rules_of(&rec.authrole));
+    let s = &mut w.mqtt.sessions[slot];
+    let authz_key = format!("{}\0{}", l.realm, rec.authrole).into();
+    s.who = MqttIdentity { authid: rec.authid.clone(), authrole: rec.authrole.clone(), rules, authz_key };
+    s.created_ms = rec.created_ms;
+    s.stored = true;
+    s.next_pkid = rec.next_pkid;
+    s.qos2_in = l.qos2_in;
+    let since = rec.offline_since_ms.unwrap_or(unix);
+    s.offline_since_ms = Some(since);
+    let left_ms = |due_ms: u64| Duration::from_millis(due_ms.saturating_sub(unix));
+    s.expires_at = (rec.expiry != u32::MAX).then(|| now + left_ms(since.saturating_add(u64::from(rec.expiry) * 1000)));
+    if let Some(v) = rec.will {
+        let will = Will {
+            topic: v.topic,
+            payload: v.payload.into(),
+            qos: v.qos,
+            retain: v.retain,
+            delay: v.delay,
+            props: props_of(v.props),
+        };
+        // Connected at the stop: the connection ended then, and the
+        // will follows its delay from now. Offline: when it was due.
+        // (An offline session with no due will has none left.)
+        let at = match (rec.offline_since_ms, rec.will_due_ms) {
+            (None, _) => Some(now + Duration::from_secs(u64::from(will.delay.min(rec.expiry)))),
+            (Some(_), Some(due)) => Some(now + left_ms(due)),
+            (Some(_), None) => None,
+        };
+        if at.is_some() {
+            s.will_at = at;
+            s.will = Some(Box::new(will));
+        }
+    }
+    for (seq, m) in l.messages {
+        let Ok(Some(d)) = record::decode(&m.publication, now) else { continue };
+        let mut p = d.p;
+        p.retain = m.retain;
+        let out = Outgoing { msg: Arc::new(p), qos: m.qos, retain: m.retain, sub_ids: m.sub_ids, seq };
+        let s = &mut w.mqtt.sessions[slot];
+        s.next_seq = s.next_seq.max(seq);
+        if m.pkid == 0 {
+            s.queue.push_back(out);
+        } else {
+            s.inflight.push_back(InFlight { pkid: m.pkid, out, released: m.released });
+        }
+    }
+    for r in rec.subs {
+        let Some(sub) = sub_of(&realm, r) else { continue };
+        let sub_key = sub.key.clone();
+        w.mqtt.sessions[slot].subs.push(sub);
+        match w.subscribe(Member::Mqtt(slot), rec.id, sub_key.clone(), RESTORE, Instant::now()) {
+            Subscribed::Now(id) => {
+                set_subscription(w, slot, &sub_key, id);
+            }
+            Subscribed::Later => w.mqtt.starting += 1,
+        }
+    }
+    let s = &w.mqtt.sessions[slot];
+    if s.expires_at.is_some() || s.will_at.is_some() {
+        w.mqtt.offline.push(slot);
+    }
+    save(w, slot);
+    slot
 }
 
 /// Tells the server this worker's restored subscriptions are all routed.
