@@ -7,10 +7,12 @@ events; that calls cross nodes (progressive results, errors, a
 timeout, a roundrobin registration shared by callees on both nodes); and
 that a retained value written with paho on one node reaches paho and
 autobahn subscribers on the other; and that subscribe `after` replays
-both nodes' event history.
+both nodes' event history; and that a killed node's persistent MQTT
+session is taken in by the survivor and keeps what comes for it (paho).
 Skipped where there is no nats-server, except under CI."""
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -20,6 +22,8 @@ import threading
 import time
 
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 import pytest
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallOptions, PublishOptions, RegisterOptions, SubscribeOptions
@@ -62,8 +66,9 @@ def start_node(nats_url, name, data):
     return p, url, mqtt
 
 
-@pytest.fixture
-def cluster():
+@contextlib.contextmanager
+def started_cluster():
+    """nats-server and two nodes: [(ws URL, MQTT host:port, process)]."""
     binary = nats_binary()
     if binary is None:
         assert not os.environ.get("CI"), "CI must have nats-server (scripts/test installs it)"
@@ -88,12 +93,24 @@ def cluster():
                 os.mkdir(data)
                 p, url, mqtt = start_node(f"nats://127.0.0.1:{port}", name, data)
                 procs.append(p)
-                nodes.append((url, mqtt))
+                nodes.append((url, mqtt, p))
             yield nodes
         finally:
             for p in reversed(procs):
                 p.kill()
                 p.wait()
+
+
+@pytest.fixture
+def cluster():
+    with started_cluster() as nodes:
+        yield [(url, mqtt) for url, mqtt, _ in nodes]
+
+
+@pytest.fixture
+def cluster_procs():
+    with started_cluster() as nodes:
+        yield nodes
 
 
 def paho_client(addr, name, on_message=None):
@@ -480,3 +497,62 @@ def test_subscribe_after_replays_both_nodes_history(cluster):
             await force_close(on_b)
 
     run(body())
+
+
+def test_a_dead_nodes_persistent_session_keeps_what_comes_for_it(cluster_procs):
+    """paho (MQTT 5, session expiry 300 s): a persistent session on node b
+    goes offline, b is killed; the survivor a takes the session in, so the
+    QoS 1 messages published on a from then on wait for the client, which
+    comes back to a, finds its session present and gets them in order."""
+    (_, mqtt_a, _), (_, mqtt_b, proc_b) = cluster_procs
+    topic = f"cl/{RUN}/kept"
+    host, port = mqtt_b.rsplit(":", 1)
+    cid = f"keeper-{RUN}"
+    sub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=cid, protocol=paho.MQTTv5)
+    subscribed = threading.Event()
+    sub.on_subscribe = lambda *a: subscribed.set()
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 300
+    sub.connect(host, int(port), clean_start=False, properties=props)
+    sub.loop_start()
+    sub.subscribe(topic, qos=1)
+    assert subscribed.wait(STEP_TIMEOUT), "SUBACK"
+    sub.disconnect()
+    sub.loop_stop()
+    time.sleep(0.3)
+    proc_b.kill()
+    proc_b.wait()
+    # Published on a until well past the verdict on b (5 s heartbeats).
+    pub, _ = paho_client(mqtt_a, "kept-pub")
+    last = 0
+    until = time.time() + 9
+    while time.time() < until:
+        last += 1
+        pub.publish(topic, str(last), qos=1).wait_for_publish(STEP_TIMEOUT)
+        time.sleep(0.1)
+    pub.loop_stop()
+    pub.disconnect()
+
+    got = []
+    done = threading.Event()
+
+    def on_message(client, userdata, msg):
+        got.append(int(msg.payload))
+        if got[-1] == last:
+            done.set()
+
+    present = []
+    back = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=cid, protocol=paho.MQTTv5)
+    back.on_message = on_message
+    back.on_connect = lambda c, u, flags, rc, p: present.append(flags.session_present)
+    host, port = mqtt_a.rsplit(":", 1)
+    back.connect(host, int(port), clean_start=False, properties=props)
+    back.loop_start()
+    try:
+        assert done.wait(STEP_TIMEOUT), f"the messages queued for the session: {got}"
+        assert present == [True]
+        assert got == list(range(got[0], last + 1)), "in order, no gap, up to the last"
+        assert got[0] < last - 20, f"taken in soon after the verdict (from {got[0]} of {last})"
+    finally:
+        back.loop_stop()
+        back.disconnect()
