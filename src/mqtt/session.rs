@@ -47,6 +47,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod authn;
 mod authorize;
 mod connect;
 mod deliver;
@@ -59,6 +60,7 @@ use deliver::*;
 use publish::*;
 use subscribe::*;
 
+pub use authn::{on_authenticator_answer, MqttAsking};
 pub use authorize::{on_authorizer_answer, MqttParked};
 pub use connect::{on_node_lost, on_registry, read_first};
 pub use deliver::{deliver, deliver_op};

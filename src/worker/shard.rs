@@ -120,6 +120,10 @@ pub struct Shard {
     pub(crate) next_authz: u64,
     /// MQTT packets waiting for a dynamic authorizer, by request.
     pub(crate) mqtt_authz: AHashMap<u64, crate::mqtt::session::MqttParked>,
+    /// MQTT CONNECTs waiting for the realm's authenticator, by the router
+    /// call's request (at most one per connection: it reads nothing more
+    /// meanwhile; each gone by the 5 s answer timeout).
+    pub(crate) mqtt_authn: AHashMap<u64, crate::mqtt::session::MqttAsking>,
     /// Authentications waiting for a dynamic authenticator, by request.
     pub(crate) authn_pending: AHashMap<u64, crate::wamp::session::Asking>,
     /// Failed authentications per peer address (WAMP and MQTT).
@@ -245,6 +249,7 @@ impl Shard {
             next_authz: 0,
             authn_pending: AHashMap::new(),
             mqtt_authz: AHashMap::new(),
+            mqtt_authn: AHashMap::new(),
             ready: s.ready,
             cfg: s.config,
         }

@@ -1041,6 +1041,65 @@ mod tests {
         assert!(abort[1]["message"].as_str().unwrap().contains("not registered"), "{abort}");
     }
 
+    /// MQTT user names the realm does not list go to its authenticator:
+    /// the CONNECT waits; a role lets it in, an error is CONNACK 4 (3.1.1),
+    /// no answer in time (the callee interrupted) or no authenticator 3.
+    #[test]
+    fn a_dynamic_authenticator_for_mqtt_passwords() {
+        let mut cl = Cluster::from_toml(
+            2,
+            r#"
+            [[realm]]
+            name = "realm1"
+            authenticator = "com.authn"
+            [[realm.principal]]
+            authid = "backend"
+            role = "backend"
+            ticket = "b"
+            "#,
+        );
+        let b = cl.wamp(0);
+        cl.send(b, hello(&["ticket"], "backend"));
+        cl.one(b);
+        cl.send(b, json!([5, "b", {}]));
+        cl.one(b);
+        cl.send(b, json!([64, 1, {}, "com.authn"]));
+        assert_eq!(cl.one(b)[0], 65);
+        let connack = |cl: &mut Cluster, m: Client| cl.take_frames(m).first().map(|f| f.to_vec());
+        let dev = cl.mqtt(1);
+        cl.send_mqtt(dev, &mqtt_connect(Some(("dev1", "pw1")), "c1"));
+        assert_eq!(connack(&mut cl, dev), None, "waiting for the authenticator");
+        let inv = cl.one(b);
+        assert_eq!(
+            inv[4],
+            json!(["realm1", "dev1", {"authmethod": "ticket", "ticket": "pw1",
+                   "transport": {"type": "mqtt"}, "client_id": "c1"}]),
+            "{inv}"
+        );
+        cl.send(b, json!([70, inv[1], {}, [{"role": "device", "authid": "device-1"}]]));
+        assert_eq!(connack(&mut cl, dev), Some(vec![0x20, 2, 0, 0]), "accepted");
+        let (_, s) = cl.shards[1].mqtt.sessions.iter().find(|(_, s)| &*s.key == "realm1\0c1").expect("a session");
+        assert_eq!((s.who.authid.as_str(), s.who.authrole.as_str()), ("device-1", "device"));
+        // Refused: 4 (bad user name or password).
+        let dev = cl.mqtt(1);
+        cl.send_mqtt(dev, &mqtt_connect(Some(("dev2", "bad")), "c2"));
+        let inv = cl.one(b);
+        cl.send(b, json!([8, 68, inv[1], {}, "com.example.no"]));
+        assert_eq!(connack(&mut cl, dev), Some(vec![0x20, 2, 0, 4]));
+        // No answer in time: 3 (server unavailable), the callee interrupted.
+        let dev = cl.mqtt(0);
+        cl.send_mqtt(dev, &mqtt_connect(Some(("dev3", "slow")), "c3"));
+        assert_eq!(cl.one(b)[0], 68);
+        cl.advance(Duration::from_secs(6));
+        assert_eq!(connack(&mut cl, dev), Some(vec![0x20, 2, 0, 3]));
+        assert_eq!(cl.take(b).iter().filter(|m| m[0] == 69).count(), 1, "INTERRUPT");
+        // The authenticator gone: 3 at once.
+        cl.drop_client(b);
+        let dev = cl.mqtt(1);
+        cl.send_mqtt(dev, &mqtt_connect(Some(("dev4", "x")), "c4"));
+        assert_eq!(connack(&mut cl, dev), Some(vec![0x20, 2, 0, 3]));
+    }
+
     /// MQTT sessions of a dynamic role ask the same authorizer, through
     /// the same cache; a SUBSCRIBE with several filters asks about each
     /// before any takes effect.

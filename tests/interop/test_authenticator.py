@@ -1,7 +1,8 @@
 """A dynamic authenticator (issue 10) with autobahn-python: a `user`
 session registers `com.fennec.authn`; ticket principals the configuration
 does not list are vouched for by it, `(realm, authid, {ticket,
-authmethod})` -> `{role, authid}`; its error is an ABORT."""
+authmethod})` -> `{role, authid}`; its error is an ABORT. (MQTT user
+names it does not list: test_mqtt_auth.py.)"""
 
 import asyncio
 

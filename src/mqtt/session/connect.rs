@@ -4,6 +4,7 @@
 //! session between workers (`pack` there, `restore` here, forwarding until
 //! `HandoffDone`), and the CONNACK.
 
+use super::authn::Authn;
 use super::*;
 
 pub(super) fn connect(w: &mut Shard, handle: usize, c: Box<Connect>) {
@@ -51,7 +52,27 @@ pub(super) fn connect(w: &mut Shard, handle: usize, c: Box<Connect>) {
     let Some(realm_cfg) = w.cfg.realm(&realm_name) else {
         return fail_connack(w, handle, reason::NOT_AUTHORIZED);
     };
-    let Some(who) = authenticate(w, handle, &realm_cfg, &c, &client) else { return };
+    let go = Go { c, client, assigned_id, realm_name, started };
+    match super::authn::authenticate(w, handle, &realm_cfg, &go.c, &go.client) {
+        Authn::Known(who) => go_on(w, handle, go, who),
+        Authn::Refused => {}
+        Authn::Dynamic(user) => super::authn::ask(w, handle, &realm_cfg, user, go),
+    }
+}
+
+/// A CONNECT whose client is authenticated, on its way to its session.
+pub(super) struct Go {
+    pub c: Box<Connect>,
+    pub client: String,
+    pub assigned_id: bool,
+    pub realm_name: String,
+    pub started: Instant,
+}
+
+/// The client is `who`: its will's topic is checked, then its client ID
+/// claimed.
+pub(super) fn go_on(w: &mut Shard, handle: usize, go: Go, who: MqttIdentity) {
+    let Go { c, client, assigned_id, realm_name, started } = go;
     if let Some(will) = &c.will {
         let allowed = who.rules.as_ref().is_none_or(|r| r.lookup(&swap(&will.topic)).publish);
         if !allowed {
@@ -89,77 +110,6 @@ pub(super) fn connect(w: &mut Shard, handle: usize, c: Box<Connect>) {
     let serial = w.conns[handle].serial;
     let claim = Claim { key, session, worker: w.id, handle, serial, clean_start };
     w.peers.send(owner, ShardMsg::Mqtt(Msg::Claim(claim)));
-}
-
-/// Who the client is: with a user name in a realm that has principals,
-/// the principal whose ticket the password is (else CONNACK 0x86 / 4, and
-/// the failure counts against the address); without, anonymous if the
-/// realm and `mqtt.allow_anonymous` allow it (else 0x87 / 5). In a realm
-/// without principals a user name only names the realm (fox-wamp's
-/// `user@realm`), as before.
-fn authenticate(
-    w: &mut Shard,
-    handle: usize,
-    realm: &crate::config::RealmConfig,
-    c: &Connect,
-    client: &str,
-) -> Option<MqttIdentity> {
-    let auth = &realm.auth;
-    let user = c.username.as_deref().map(|u| u.rsplit_once('@').map_or(u, |(u, _)| u)).filter(|u| !u.is_empty());
-    let ip = w.conns[handle].peer.map(|a| a.ip());
-    // `username_from_cert`: a verified client certificate names the
-    // principal (one allowed to log in so); no password is needed.
-    if w.cfg.mqtt.username_from_cert {
-        let cn = w.conns[handle].tls.as_deref().and_then(crate::tls::peer_name);
-        if let Some(p) = cn.and_then(|cn| auth.principals.get(&cn).filter(|p| p.tls)) {
-            return Some(MqttIdentity {
-                authid: p.authid.clone(),
-                authrole: p.role.clone(),
-                rules: auth.rules_of(&p.role),
-                authz_key: format!("{}\0{}", realm.name, p.role).into(),
-            });
-        }
-    }
-    match user {
-        Some(user) if !auth.principals.is_empty() => {
-            if ip.is_some_and(|ip| !w.auth_throttle.allowed(ip, w.now)) {
-                fail_connack(w, handle, reason::BAD_USERNAME_OR_PASSWORD);
-                return None;
-            }
-            let given = c.password.as_deref().unwrap_or("").as_bytes();
-            match auth.principals.get(user).filter(|p| p.ticket.is_some() && p.ticket_ok(given)) {
-                Some(p) => Some(MqttIdentity {
-                    authid: p.authid.clone(),
-                    authrole: p.role.clone(),
-                    rules: auth.rules_of(&p.role),
-                    authz_key: format!("{}\0{}", realm.name, p.role).into(),
-                }),
-                None => {
-                    if let Some(ip) = ip {
-                        w.auth_throttle.failed(ip, w.now);
-                    }
-                    w.metrics.counters.auth_failed += 1;
-                    log::warn!(
-                        "worker {}: MQTT authentication failed ({})",
-                        w.id,
-                        crate::wamp::session::conn_peer(w, handle)
-                    );
-                    fail_connack(w, handle, reason::BAD_USERNAME_OR_PASSWORD);
-                    None
-                }
-            }
-        }
-        _ if !(auth.allow_anonymous && w.cfg.mqtt.allow_anonymous) => {
-            fail_connack(w, handle, reason::NOT_AUTHORIZED);
-            None
-        }
-        _ => Some(MqttIdentity {
-            authid: client.to_owned(),
-            authrole: auth.anonymous_role.clone(),
-            rules: auth.rules_of(&auth.anonymous_role),
-            authz_key: format!("{}\0{}", realm.name, auth.anonymous_role).into(),
-        }),
-    }
 }
 
 pub(super) fn fail_connack(w: &mut Shard, handle: usize, code: u8) {

@@ -235,6 +235,9 @@ pub fn on_answer(w: &mut Shard, done: CallDone) {
     if w.mqtt_authz.contains_key(&done.request) {
         return crate::mqtt::session::on_authorizer_answer(w, done.request, Some(done.outcome));
     }
+    if w.mqtt_authn.contains_key(&done.request) {
+        return crate::mqtt::session::on_authenticator_answer(w, done.request, Some(done.outcome));
+    }
     let Some(p) = w.authz_parked.remove(&done.request) else { return };
     let decision = match done.outcome {
         CallOutcome::Result(payload, _) => read_answer(&payload),
@@ -258,6 +261,9 @@ pub fn on_timeout(w: &mut Shard, request: u64) {
     }
     if w.mqtt_authz.contains_key(&request) {
         return crate::mqtt::session::on_authorizer_answer(w, request, None);
+    }
+    if w.mqtt_authn.contains_key(&request) {
+        return crate::mqtt::session::on_authenticator_answer(w, request, None);
     }
     let Some(p) = w.authz_parked.remove(&request) else { return };
     let caller = SessionRef { worker: w.id, id: ROUTER_CALLER };
