@@ -809,6 +809,35 @@ fn the_session_meta_api_answers_for_the_cluster() {
     }
     assert_eq!(meta_call(&mut asker, "wamp.session.count", vec![]), [Value::UInt(2)]);
     drop(on_c);
+    // Session meta events reach every node; subscription meta events
+    // (another node's subscription IDs) stay on theirs.
+    let mut watcher = join(a.wamp, Serializer::Json);
+    let joins = watcher.subscribe("wamp.session.on_join", Dict::new());
+    let leaves = watcher.subscribe("wamp.session.on_leave", Dict::new());
+    let creates = watcher.subscribe("wamp.subscription.on_create", Dict::new());
+    let mut newcomer = join(b.wamp, Serializer::Json);
+    newcomer.subscribe("meta.watched", Dict::new());
+    let id = newcomer.session;
+    newcomer.send(&Msg::Goodbye { details: Dict::new(), reason: "wamp.close.normal".into() });
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match watcher.recv() {
+            Msg::Event { subscription, payload, .. } => {
+                assert_ne!(subscription, creates, "b's on_create stays on b");
+                let args = payload.values().args.clone().unwrap_or_default();
+                let session = match args.first() {
+                    Some(Value::Dict(d)) => d.iter().find(|(k, _)| k == "session").map(|(_, v)| v.clone()),
+                    Some(v) => Some(v.clone()),
+                    None => None,
+                };
+                if session == Some(Value::UInt(id)) {
+                    got.push(subscription);
+                }
+            }
+            other => panic!("expected EVENT, got {other:?}"),
+        }
+    }
+    assert_eq!(got, [joins, leaves], "b's session joined, then left, seen on a");
 }
 
 #[test]

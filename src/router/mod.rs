@@ -770,6 +770,14 @@ pub fn is_reserved(topic: &str) -> bool {
     is_meta(topic) || crate::mqtt::sys::is_sys(topic)
 }
 
+/// Router publications that stay on their node in a cluster: `$SYS`
+/// (each broker's own) and the subscription and registration meta events
+/// (they name this node's IDs, which mean nothing on another). Session
+/// meta events (`wamp.session.on_join`, `on_leave`) go to every node.
+pub fn node_local(topic: &str) -> bool {
+    crate::mqtt::sys::is_sys(topic) || (is_meta(topic) && !topic.starts_with("wamp.session."))
+}
+
 /// Wall-clock time in milliseconds since the Unix epoch (creation times
 /// reported by the meta API).
 pub fn unix_millis() -> u64 {

@@ -695,7 +695,7 @@ impl Shard {
         let decide = self.cluster.is_some()
             && serve.is_none()
             && p.publisher.worker != crate::cluster::REMOTE
-            && !p.topic.starts_with("$SYS");
+            && !crate::router::node_local(&p.topic);
         let remote = &self.remote_topics;
         self.topics.for_each_shared(&p.realm, &p.topic, |key, route, turns| {
             if route.workers.is_empty() {
@@ -739,10 +739,11 @@ impl Shard {
 
     /// A local publication to the cluster thread, with the other nodes that
     /// have subscribers of it (none: it stays here) and the shared
-    /// subscriptions other nodes serve (`pick_shared`). `$SYS` is each
-    /// node's own. Returns whether some node has.
+    /// subscriptions other nodes serve (`pick_shared`). `$SYS` and the
+    /// subscription and registration meta events are each node's own
+    /// (`router::node_local`). Returns whether some node has.
     fn forward_to_nodes(&mut self, p: &Arc<Publication>, shares: Vec<(crate::cluster::NodeId, u64)>) -> bool {
-        if self.remote_topics.is_empty() || p.topic.starts_with("$SYS") {
+        if self.remote_topics.is_empty() || crate::router::node_local(&p.topic) {
             return false;
         }
         let mut nodes = std::mem::take(&mut self.remote_targets);

@@ -30,10 +30,14 @@ fn quiet(uri: &str) -> bool {
     uri.starts_with("wamp.")
 }
 
-/// A meta event: published from the router (publisher session 0).
+/// A meta event: published from the router (publisher session 0), if
+/// someone subscribes to it: here, or (session events) on another node.
 fn event(w: &mut Shard, realm: &Realm, topic: &str, args: Vec<Value>) {
     let mut any = false;
     w.topics.for_each_match(realm, topic, |_, r| any |= !r.workers.is_empty());
+    if !any && !crate::router::node_local(topic) {
+        w.remote_topics.for_each_match(realm, topic, |_, r| any |= !r.workers.is_empty());
+    }
     if !any {
         return;
     }
