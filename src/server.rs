@@ -160,7 +160,9 @@ pub fn start_with(cfg: Config, store: Option<Box<dyn Store>>) -> io::Result<Runn
         Some(c) => {
             let workers = senders.iter().cloned().zip(wakers.iter().cloned()).collect();
             let every = metrics::interval(&cfg.metrics).map(|every| (metrics_tx.clone(), every));
-            let (thread, channel) = crate::cluster::thread::start(c.clone(), workers, every)?;
+            let mut c = c.clone();
+            c.queue_bound = cfg.mqtt.max_queued_messages + usize::from(cfg.mqtt.max_inflight);
+            let (thread, channel) = crate::cluster::thread::start(c, workers, every)?;
             (Some(thread), Some(channel))
         }
         None => (None, None),

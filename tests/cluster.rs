@@ -1148,18 +1148,38 @@ fn a_dead_nodes_mqtt_sessions_resume_elsewhere() {
     on_c.send(&packet(0x82, &sub));
     on_c.expect(0x90, "SUBACK");
     let (_icarus_on_c, _) = Raw::connected(c.mqtt, 4, "icarus", false, 0);
+    // Offline on c with two messages queued there.
+    let (mut ember, _) = Raw::connected(c.mqtt, 4, "ember", false, 0);
+    let mut sub = vec![0, 1];
+    mqtt_str(&mut sub, b"ph/e");
+    sub.push(1);
+    ember.send(&packet(0x82, &sub));
+    ember.expect(0x90, "SUBACK");
+    ember.send(&packet(0xe0, &[]));
+    let (mut early, _) = Raw::connected(a.mqtt, 4, "ph-early", true, 0);
+    for (pkid, e) in [(1, b"e1"), (2, b"e2")] {
+        early.send(&publish_packet(4, b"ph/e", 1, pkid, false, e));
+        early.expect(0x40, "PUBACK");
+    }
     std::thread::sleep(Duration::from_millis(300));
     common::process::kill9(c);
     drop(on_c);
     // At once: a's claim of a client ID c held goes to c, which does not
     // answer; once c is taken for dead the connection goes ahead rather
-    // than hang.
+    // than hang. The same on b for ember, whose session comes with what
+    // c had queued for it (resumed from what c left, or found taken in).
     let mut icarus = Raw::open(a.mqtt);
     icarus.s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     icarus.send(&common::raw::connect_packet(4, "icarus", false, 0));
+    let mut ember = Raw::open(b.mqtt);
+    ember.s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    ember.send(&common::raw::connect_packet(4, "ember", false, 0));
     let connack = icarus.expect(0x20, "CONNACK");
     assert_eq!(connack[1], 0, "accepted once c was taken for dead");
     assert_eq!(connack[0] & 1, 1, "and resumed from the record c left (session present)");
+    let connack = ember.expect(0x20, "CONNACK");
+    assert_eq!((connack[0] & 1, connack[1]), (1, 0), "ember's session is present");
+    assert_eq!(mqtt_drain(&mut ember), ["e1", "e2"], "with what c had queued for it");
     // The client reconnecting to b finds its session there: present, its
     // subscription made again.
     std::thread::sleep(Duration::from_secs(2));
@@ -1176,7 +1196,8 @@ fn a_dead_nodes_mqtt_sessions_resume_elsewhere() {
 /// (shared out between them), offline: what is published for them once
 /// the node is taken for dead waits for their clients, in order and
 /// without a gap, whichever node they come back to. Two of the sessions
-/// were offline when the node died, two still connected.
+/// were offline when the node died, with messages queued there, which
+/// come along (the queues stream); two still connected.
 #[test]
 fn a_dead_nodes_persistent_mqtt_sessions_keep_what_comes_for_them() {
     use common::raw::{mqtt_str, packet};
@@ -1196,15 +1217,31 @@ fn a_dead_nodes_persistent_mqtt_sessions_keep_what_comes_for_them() {
             connected.push(on_c);
         }
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // What the two offline sessions had queued on c when it died is kept
+    // in the cluster's queues stream, and comes with the sessions.
+    let (mut publisher, _) = Raw::connected(a.mqtt, 4, "kp-publisher", true, 0);
+    let mut pkid = 0u16;
+    for n in 1..=5 {
+        for i in 0..2 {
+            pkid += 1;
+            publisher.send(&publish_packet(
+                4,
+                format!("kp/{i}").as_bytes(),
+                1,
+                pkid,
+                false,
+                format!("p{n}").as_bytes(),
+            ));
+            publisher.expect(0x40, "PUBACK");
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
     common::process::kill9(c);
     drop(connected);
     // Published on a, numbered, until well past the verdict on c
     // (heartbeats: 5 s) and the sessions' taking in.
-    let (mut publisher, _) = Raw::connected(a.mqtt, 4, "kp-publisher", true, 0);
     let mut last = 0;
     let until = Instant::now() + Duration::from_secs(10);
-    let mut pkid = 0u16;
     while Instant::now() < until {
         last += 1;
         for i in 0..4 {
@@ -1225,7 +1262,12 @@ fn a_dead_nodes_persistent_mqtt_sessions_keep_what_comes_for_them() {
         let node = if i % 2 == 0 { &a } else { &b };
         let (mut back, present) = Raw::connected(node.mqtt, 4, &format!("keeper-{i}"), false, 0);
         assert!(present, "keeper-{i}'s session is there");
-        let got: Vec<u64> = mqtt_drain(&mut back).iter().map(|p| p.parse().expect("a number")).collect();
+        let mut got = mqtt_drain(&mut back);
+        if i < 2 {
+            let queued: Vec<String> = got.drain(..5.min(got.len())).collect();
+            assert_eq!(queued, ["p1", "p2", "p3", "p4", "p5"], "keeper-{i}: what c had queued comes first");
+        }
+        let got: Vec<u64> = got.iter().map(|p| p.parse().expect("a number")).collect();
         assert!(!got.is_empty(), "keeper-{i} got what was published once its session was taken in");
         let first = got[0];
         assert!(first < last - 20, "keeper-{i}'s session was taken in soon after the verdict (from {first} of {last})");

@@ -276,13 +276,13 @@ pub(super) enum Decided {
     Will(crate::router::Publication, u64),
     /// The client ID is this node's; the node (and life) that held it, and
     /// the record of its session that node left (`session_key`).
-    Own(crate::mqtt::registry::Claim, Option<(String, u64)>, Option<Vec<u8>>),
+    Own(crate::mqtt::registry::Claim, Option<(String, u64)>, Option<crate::mqtt::registry::Left>),
     /// A dead node's MQTT session's will, for this node to publish.
     MqttWill(crate::router::Publication),
     /// A dead node's persistent session is this node's now: its record
     /// (its will left out unless this node took it), or `None`: not
     /// adopted (claimed meanwhile, or no record).
-    Adopted(std::sync::Arc<str>, Option<Vec<u8>>),
+    Adopted(std::sync::Arc<str>, Option<crate::mqtt::registry::Left>),
 }
 
 /// Decides conditional writes and dead sessions' wills one after the
@@ -293,6 +293,7 @@ pub(super) enum Decided {
 /// nodes that read revision r, one `update(r)` wins.
 pub(super) async fn decide(
     kv: kv::Store,
+    queues: Option<Queues>,
     node: String,
     incarnation: u64,
     mut queue: tokio::sync::mpsc::Receiver<Cas>,
@@ -319,13 +320,16 @@ pub(super) async fn decide(
                         None
                     }
                 };
+                // (The holder may be alive: its queued messages are its
+                // own, and not taken here.)
                 let record = match &prev {
                     Some(holder) if *holder != (node.clone(), incarnation) => {
                         session_record(&kv, &claim.key, holder).await
                     }
                     _ => None,
                 };
-                Some(Decided::Own(claim, prev, record))
+                let left = record.map(|record| crate::mqtt::registry::Left { record, queued: Vec::new() });
+                Some(Decided::Own(claim, prev, left))
             }
             Cas::Adopt { key, holder } => {
                 let record = match adopt(&kv, (&node, incarnation), &key, &holder).await {
@@ -335,11 +339,24 @@ pub(super) async fn decide(
                         None
                     }
                 };
-                Some(Decided::Adopted(key, record))
+                let left = match record {
+                    Some(record) => Some(left_by(queues.as_ref(), &key, &holder.0, record).await),
+                    None => None,
+                };
+                Some(Decided::Adopted(key, left))
             }
             Cas::Resume { claim, holder } => {
-                let record = session_record(&kv, &claim.key, &holder).await;
-                Some(Decided::Own(claim, Some(holder), record))
+                let left = match session_record(&kv, &claim.key, &holder).await {
+                    Some(record) => {
+                        let mut left = left_by(queues.as_ref(), &claim.key, &holder.0, record).await;
+                        if claim.clean_start {
+                            left.queued.clear(); // the session ends
+                        }
+                        Some(left)
+                    }
+                    None => None,
+                };
+                Some(Decided::Own(claim, Some(holder), left))
             }
             Cas::OwnWill { key, will } => {
                 if let Err(e) = own_will(&kv, (&node, incarnation), &key, will).await {
@@ -529,6 +546,71 @@ async fn adopt(
         }
     }
     Err(format!("still contended after {CAS_TRIES} tries"))
+}
+
+/// The queues stream: the messages queued for offline persistent MQTT
+/// sessions, one subject per node and client ID
+/// (`<prefix>.q.<node>.<hash>`), so that a survivor can take them with the
+/// session when that node dies.
+#[derive(Clone)]
+pub(super) struct Queues {
+    pub stream: async_nats::jetstream::stream::Stream,
+    pub prefix: String,
+}
+
+impl Queues {
+    /// The subject of the messages `node` queued for client ID `key`.
+    pub fn subject(&self, node: &str, key: &str) -> String {
+        format!("{}.q.{node}.{}", self.prefix, &client_key(key)[3..])
+    }
+}
+
+/// Opens (or makes) the queues stream: file storage, at most `per_subject`
+/// messages a subject (the oldest go first, as in a session's queue).
+pub(super) async fn open_queues(
+    js: &async_nats::jetstream::Context,
+    prefix: &str,
+    per_subject: usize,
+) -> Result<Queues, String> {
+    use async_nats::jetstream::stream;
+    let config = stream::Config {
+        name: format!("{prefix}-queues"),
+        subjects: vec![format!("{prefix}.q.>")],
+        storage: stream::StorageType::File,
+        discard: stream::DiscardPolicy::Old,
+        max_messages_per_subject: per_subject as i64,
+        allow_direct: true,
+        ..Default::default()
+    };
+    let stream = js.get_or_create_stream(config).await.map_err(|e| e.to_string())?;
+    Ok(Queues { stream, prefix: prefix.to_owned() })
+}
+
+/// The most messages read back for one session (its queue's bound is
+/// smaller; this only stops a runaway subject).
+const MAX_TAKEN: usize = 1 << 16;
+
+/// The session `holder` (a dead node) left of client ID `key`: its record
+/// and the messages it had queued for it, read in order and then purged.
+async fn left_by(queues: Option<&Queues>, key: &str, holder: &str, record: Vec<u8>) -> crate::mqtt::registry::Left {
+    let mut queued = Vec::new();
+    let Some(q) = queues else { return crate::mqtt::registry::Left { record, queued } };
+    let subject = q.subject(holder, key);
+    let mut next = 1;
+    while queued.len() < MAX_TAKEN {
+        let Ok(m) = q.stream.direct_get_next_for_subject(subject.as_str(), Some(next)).await else { break };
+        next = m.sequence + 1;
+        match rmp_serde::from_slice::<(u64, Bytes)>(&m.payload) {
+            Ok((seq, message)) => queued.push((seq, message.to_vec())),
+            Err(e) => log::debug!("cluster: a queued MQTT message does not read: {e}"),
+        }
+    }
+    if !queued.is_empty() {
+        if let Err(e) = q.stream.purge().filter(subject.as_str()).await {
+            log::warn!("cluster: the messages of a session taken over from {holder} stay in the queues stream: {e}");
+        }
+    }
+    crate::mqtt::registry::Left { record, queued }
 }
 
 /// The bucket key of a persistent MQTT session's record.

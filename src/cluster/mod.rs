@@ -75,6 +75,9 @@ pub struct ClusterConfig {
     pub url: String,
     pub node: String,
     pub prefix: String,
+    /// The most messages an MQTT session keeps queued and in flight (the
+    /// queues stream's bound per session; set from `[mqtt]`).
+    pub queue_bound: usize,
 }
 
 impl ClusterConfig {
@@ -101,7 +104,7 @@ impl ClusterConfig {
         if !wire::plain_token(&prefix) {
             return Err(format!("cluster prefix {prefix:?}: use letters, digits, '-' and '_' only"));
         }
-        Ok(Some(ClusterConfig { url, node, prefix }))
+        Ok(Some(ClusterConfig { url, node, prefix, queue_bound: 10_000 }))
     }
 }
 
@@ -145,6 +148,13 @@ pub enum ClusterReq {
     /// A persistent MQTT session's record (`None`: it ended), for the
     /// keys bucket: another node resumes it if this one dies.
     MqttSession { key: Arc<str>, record: Option<Vec<u8>> },
+    /// Messages queued for an offline persistent MQTT session (sequence,
+    /// `store::mqtt::MessageRecord`), kept in the queues stream so that a
+    /// survivor takes them with the session if this node dies ...
+    MqttQueued { key: Arc<str>, messages: Vec<(u64, Vec<u8>)> },
+    /// ... and taken out once the session has a connection again, moves
+    /// or ends.
+    MqttQueueClear { key: Arc<str> },
     /// An MQTT session's will (with its delay in seconds), or none any
     /// more, for the keys bucket: a survivor publishes it if this node
     /// dies.

@@ -200,6 +200,8 @@ struct Node {
     /// Client IDs this node is taking in, with the claims from other nodes
     /// that came meanwhile (handed on after the session, so they find it).
     adopting: AHashMap<Arc<str>, Vec<ShardMsg>>,
+    /// The queues stream (`bucket::Queues`), if JetStream has it.
+    queues: Option<bucket::Queues>,
     /// Send a heartbeat now (a node this one did not know was heard).
     beat_now: bool,
     /// This batch turn's outgoing publications: (subject, batch, how many),
@@ -304,7 +306,18 @@ impl Node {
             acks: acks_tx,
         };
         let writer = tokio::spawn(bucket::writer(kv.clone(), queue, ctl));
-        tokio::spawn(bucket::decide(keys_kv.clone(), cfg.node.clone(), incarnation, cas_queue, cas_done_tx));
+        // The queues stream; without it (JetStream refusing it), a dead
+        // node's sessions are taken in without their queued messages.
+        let queues = match bucket::open_queues(&js, &cfg.prefix, cfg.queue_bound).await {
+            Ok(q) => Some(q),
+            Err(e) => {
+                log::warn!("cluster: no queues stream ({e}): a dead node's queued MQTT messages are lost");
+                None
+            }
+        };
+        let decide =
+            bucket::decide(keys_kv.clone(), queues.clone(), cfg.node.clone(), incarnation, cas_queue, cas_done_tx);
+        tokio::spawn(decide);
         let n = workers.len();
         log::info!("cluster: node {} joined through {}", cfg.node, cfg.url);
         let node = Node {
@@ -320,6 +333,7 @@ impl Node {
             mqtt_wills: AHashMap::new(),
             mqtt_sessions: AHashMap::new(),
             adopting: AHashMap::new(),
+            queues,
             incarnation,
             regs: AHashMap::new(),
             rpc_inbox: rpc::subject(&cfg.prefix, &cfg.node, ""),
@@ -574,6 +588,8 @@ impl Node {
                 }
             }
             ClusterReq::MqttSession { key, record } => self.write_session(&key, record).await,
+            ClusterReq::MqttQueued { key, messages } => self.write_queued(&key, messages).await,
+            ClusterReq::MqttQueueClear { key } => self.clear_queued(&key),
             ClusterReq::MqttWill { key, will } => {
                 let will = match will {
                     Some((p, delay)) => match wire::encode(&p, self.incarnation, Instant::now()) {
@@ -1086,7 +1102,12 @@ impl Node {
     /// worker here: the node that held it, if it is alive in that life.
     /// A holder that is gone leaves the record of its session, which the
     /// claim resumes (unless it starts clean).
-    fn owned(&mut self, claim: crate::mqtt::registry::Claim, prev: Option<(String, u64)>, record: Option<Vec<u8>>) {
+    fn owned(
+        &mut self,
+        claim: crate::mqtt::registry::Claim,
+        prev: Option<(String, u64)>,
+        record: Option<crate::mqtt::registry::Left>,
+    ) {
         let holder = prev.clone();
         let prev = prev.and_then(|(node, incarnation)| {
             if node == self.cfg.node {
@@ -1096,7 +1117,7 @@ impl Node {
             let p = &self.peers[id as usize];
             (p.alive && (p.incarnation == 0 || p.incarnation == incarnation)).then_some(id)
         });
-        let resume = if prev.is_none() && !claim.clean_start { record } else { None };
+        let resume = if prev.is_none() && !claim.clean_start { record.map(Box::new) } else { None };
         if let (None, Some((node, incarnation))) = (prev, holder) {
             // A session of a node that is gone, resumed before its will's
             // delay passed: the will is not sent (MQTT 5, 3.1.3.2.2); one
@@ -1145,6 +1166,43 @@ impl Node {
                 log::warn!("cluster: an MQTT session's record was not written: {e}");
             }
         }
+    }
+
+    /// Messages queued for an offline persistent session of this node, to
+    /// the queues stream (acknowledged by JetStream in the background; a
+    /// failure is logged, the message still in the session's queue).
+    async fn write_queued(&mut self, key: &str, messages: Vec<(u64, Vec<u8>)>) {
+        let Some(q) = &self.queues else { return };
+        if !self.connected.load(Ordering::Relaxed) {
+            self.drops += messages.len() as u64;
+            return;
+        }
+        let subject = q.subject(&self.cfg.node, key);
+        for (seq, message) in messages {
+            let Ok(payload) = rmp_serde::to_vec(&(seq, Bytes::from(message))) else { continue };
+            match self.js.publish(subject.clone(), Bytes::from(payload)).await {
+                Ok(ack) => drop(tokio::spawn(async move {
+                    if let Err(e) = ack.await {
+                        log::debug!("cluster: a queued MQTT message was not kept: {e}");
+                    }
+                })),
+                Err(e) => {
+                    self.drops += 1;
+                    log::debug!("cluster: a queued MQTT message was not kept: {e}");
+                }
+            }
+        }
+    }
+
+    /// A session's queued messages are no longer this node's to keep.
+    fn clear_queued(&mut self, key: &str) {
+        let Some(q) = self.queues.clone() else { return };
+        let subject = q.subject(&self.cfg.node, key);
+        tokio::spawn(async move {
+            if let Err(e) = q.stream.purge().filter(subject.as_str()).await {
+                log::debug!("cluster: queued MQTT messages were not cleared: {e}");
+            }
+        });
     }
 
     /// Whether a session of `node` in its life `incarnation` is over: the
@@ -1247,11 +1305,11 @@ impl Node {
 
     /// The deciding task's answer to a session taken in: to the client
     /// ID's owner worker, then the claims that waited for it.
-    fn adopted(&mut self, key: Arc<str>, record: Option<Vec<u8>>) {
+    fn adopted(&mut self, key: Arc<str>, left: Option<crate::mqtt::registry::Left>) {
         let (realm, client) = key.split_once('\0').unwrap_or(("", &key));
         let w = owner_of(realm, client, self.workers.len()) as usize;
-        if let Some(record) = record {
-            let msg = crate::mqtt::registry::Msg::Adopt { key: key.clone(), record };
+        if let Some(left) = left {
+            let msg = crate::mqtt::registry::Msg::Adopt { key: key.clone(), left: Box::new(left) };
             self.hand_to(w, ShardMsg::Mqtt(msg), false);
         }
         for msg in self.adopting.remove(&key).unwrap_or_default() {

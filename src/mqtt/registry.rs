@@ -46,7 +46,7 @@ pub enum Msg {
     /// this node's in the cluster's bucket; `prev`: the live node that held
     /// the client ID before (its session is taken over from there);
     /// `resume`: else, the record of the session a dead holder left.
-    Owned { claim: Claim, prev: Option<u16>, resume: Option<Vec<u8>> },
+    Owned { claim: Claim, prev: Option<u16>, resume: Option<Box<Left>> },
     /// From the owner to the claiming worker: the claim went to node
     /// `node`, whose answer it waits for (if that node is lost first, the
     /// connection goes ahead afresh).
@@ -68,7 +68,16 @@ pub enum Msg {
     /// In a cluster, from the cluster thread to the owner: the persistent
     /// session of client ID `key` that a dead node left is this node's now
     /// (its record): it is made here, offline, until its client returns.
-    Adopt { key: Arc<str>, record: Vec<u8> },
+    Adopt { key: Arc<str>, left: Box<Left> },
+}
+
+/// What a dead node left of a persistent session in the cluster: its
+/// record (`store::mqtt::SessionRecord`) and the messages it had queued
+/// while the session was offline (sequence, `store::mqtt::MessageRecord`).
+#[derive(Debug, Default)]
+pub struct Left {
+    pub record: Vec<u8>,
+    pub queued: Vec<(u64, Vec<u8>)>,
 }
 
 #[derive(Default)]

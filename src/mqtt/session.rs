@@ -295,6 +295,9 @@ pub struct Session {
     shared: bool,
     /// In a cluster: its will is in the keys bucket (`sync_will`).
     will_shared: bool,
+    /// In a cluster: offline, its queued messages go to the queues stream
+    /// (`persist::share_queue`), and are taken out when that ends.
+    queue_shared: bool,
     /// When this incarnation was made (ms since the epoch).
     created_ms: u64,
     /// The last message sequence number given (`persist`).
@@ -577,6 +580,7 @@ fn go_offline(w: &mut Shard, slot: usize) {
         w.mqtt.offline.push(slot);
     }
     persist::save(w, slot);
+    persist::share_queue(w, slot);
 }
 
 /// Removes a session: its subscriptions are released; `release` also frees

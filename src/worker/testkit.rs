@@ -440,8 +440,9 @@ mod tests {
 
     /// A persistent session a dead node left, taken in here (`Msg::Adopt`,
     /// as the cluster thread hands it on): offline on its client ID's
-    /// owner, its subscription routed, so what is published meanwhile
-    /// waits for its client, which finds the session present.
+    /// owner with what the dead node had queued for it, its subscription
+    /// routed, so what is published meanwhile waits too, behind it, for
+    /// its client, which finds the session present.
     #[test]
     fn a_session_taken_in_from_a_dead_node_queues_for_its_client() {
         use crate::store::mqtt::{SessionRecord, SubRecord};
@@ -470,7 +471,27 @@ mod tests {
         let realm = cl.shards[0].cfg.mqtt.realm.clone();
         let owner = usize::from(crate::router::owner_of(&realm, "dev", 2));
         let key: Arc<str> = format!("{realm}\0dev").into();
-        let adopt = crate::mqtt::registry::Msg::Adopt { key, record: crate::store::mqtt::encode(&record) };
+        // One message the dead node had queued for it (`Left::queued`).
+        let p = crate::router::Publication::new(
+            realm.as_str().into(),
+            "adopt.t".into(),
+            5,
+            crate::router::SessionRef { worker: 0, id: 1 },
+            crate::router::Body::Mqtt(bytes::Bytes::from_static(b"left")),
+        );
+        let message = crate::store::mqtt::MessageRecord {
+            publication: crate::store::record::encode(&p, None, cl.shards[0].now),
+            qos: 1,
+            retain: false,
+            sub_ids: Vec::new(),
+            pkid: 0,
+            released: false,
+        };
+        let left = crate::mqtt::registry::Left {
+            record: crate::store::mqtt::encode(&record),
+            queued: vec![(1, crate::store::mqtt::encode(&message))],
+        };
+        let adopt = crate::mqtt::registry::Msg::Adopt { key, left: Box::new(left) };
         cl.shards[owner].on_shard_msg(ShardMsg::Mqtt(adopt));
         cl.settle();
         let publisher = cl.mqtt(1 - owner);
@@ -489,9 +510,9 @@ mod tests {
         cl.send_mqtt(dev, &mqtt_packet(0x10, &connect));
         let frames = cl.take_frames(dev);
         assert_eq!(&frames[0][..], &[0x20, 2, 1, 0], "CONNACK, session present");
-        assert_eq!(frames.len(), 2, "and the message queued meanwhile: {frames:?}");
-        assert_eq!(frames[1][0] & 0xf6, 0x32, "PUBLISH QoS 1");
-        assert!(frames[1].ends_with(b"queued"));
+        assert_eq!(frames.len(), 3, "what the dead node had queued, then what came meanwhile: {frames:?}");
+        assert!(frames[1..].iter().all(|f| f[0] & 0xf6 == 0x32), "PUBLISH QoS 1");
+        assert!(frames[1].ends_with(b"left") && frames[2].ends_with(b"queued"));
     }
 
     /// Events an owner routes itself (an accepted `when` write, a `will`

@@ -501,9 +501,10 @@ def test_subscribe_after_replays_both_nodes_history(cluster):
 
 def test_a_dead_nodes_persistent_session_keeps_what_comes_for_it(cluster_procs):
     """paho (MQTT 5, session expiry 300 s): a persistent session on node b
-    goes offline, b is killed; the survivor a takes the session in, so the
-    QoS 1 messages published on a from then on wait for the client, which
-    comes back to a, finds its session present and gets them in order."""
+    goes offline, messages are queued for it there, b is killed; the
+    survivor a takes the session in with them, so they and the QoS 1
+    messages published on a from then on wait for the client, which comes
+    back to a, finds its session present and gets them in order."""
     (_, mqtt_a, _), (_, mqtt_b, proc_b) = cluster_procs
     topic = f"cl/{RUN}/kept"
     host, port = mqtt_b.rsplit(":", 1)
@@ -519,11 +520,15 @@ def test_a_dead_nodes_persistent_session_keeps_what_comes_for_it(cluster_procs):
     assert subscribed.wait(STEP_TIMEOUT), "SUBACK"
     sub.disconnect()
     sub.loop_stop()
-    time.sleep(0.3)
+    # Queued on b for the offline session before b dies: kept in the
+    # cluster's queues stream, they come with the session.
+    pub, _ = paho_client(mqtt_a, "kept-pub")
+    for n in (-3, -2, -1):
+        pub.publish(topic, str(n), qos=1).wait_for_publish(STEP_TIMEOUT)
+    time.sleep(0.5)
     proc_b.kill()
     proc_b.wait()
     # Published on a until well past the verdict on b (5 s heartbeats).
-    pub, _ = paho_client(mqtt_a, "kept-pub")
     last = 0
     until = time.time() + 9
     while time.time() < until:
@@ -551,8 +556,10 @@ def test_a_dead_nodes_persistent_session_keeps_what_comes_for_it(cluster_procs):
     try:
         assert done.wait(STEP_TIMEOUT), f"the messages queued for the session: {got}"
         assert present == [True]
-        assert got == list(range(got[0], last + 1)), "in order, no gap, up to the last"
-        assert got[0] < last - 20, f"taken in soon after the verdict (from {got[0]} of {last})"
+        assert got[:3] == [-3, -2, -1], f"what b had queued first: {got}"
+        live = got[3:]
+        assert live == list(range(live[0], last + 1)), "in order, no gap, up to the last"
+        assert live[0] < last - 20, f"taken in soon after the verdict (from {live[0]} of {last})"
     finally:
         back.loop_stop()
         back.disconnect()

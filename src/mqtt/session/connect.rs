@@ -124,7 +124,7 @@ pub fn on_registry(w: &mut Shard, msg: Msg) {
         Msg::Claim(claim) => claim_here(w, claim, false),
         Msg::RemoteClaim(claim) => claim_here(w, claim, true),
         Msg::Owned { claim, prev, resume } => owned(w, claim, prev, resume),
-        Msg::Adopt { key, record } => persist::adopt(w, key, &record),
+        Msg::Adopt { key, left } => persist::adopt(w, key, *left),
         Msg::ClaimVia { session, node } => {
             if let Some(p) = claiming(w, session) {
                 p.via = Some(node);
@@ -186,7 +186,7 @@ fn claim_here(w: &mut Shard, claim: Claim, remote: bool) {
 /// ID, taken over from the node that held it (if it is alive), else
 /// resumed from the record the dead holder left in the cluster (`resume`),
 /// else new.
-fn owned(w: &mut Shard, claim: Claim, prev: Option<u16>, resume: Option<Vec<u8>>) {
+fn owned(w: &mut Shard, claim: Claim, prev: Option<u16>, resume: Option<Box<crate::mqtt::registry::Left>>) {
     let waiting = w.mqtt.registry.deciding.remove(&claim.key).unwrap_or_default();
     if prev.is_none() && resume.is_none() && w.mqtt.registry.held_by_other(&claim.key, claim.session) {
         // This node took in a dead node's session of the client ID while
@@ -530,6 +530,7 @@ pub(super) fn new_session(
         restoring: None,
         held_connack: None,
         will_shared: false,
+        queue_shared: false,
         who: MqttIdentity::default(),
         decisions: Vec::new(),
         stored: false,

@@ -98,6 +98,7 @@ pub(super) fn offer(w: &mut Shard, slot: usize, mut out: Outgoing, conv: &mut Co
                 return false;
             }
             persist::save_out(w, slot, &mut out, 0, false);
+            persist::share_queued(w, slot, &mut out);
             w.mqtt.sessions[slot].queue.push_back(out);
             false
         }

@@ -160,6 +160,13 @@ fn record_of(s: &Session, now: Instant) -> SessionRecord {
 fn share(w: &mut Shard, slot: usize, ends: bool) {
     let Some(link) = &mut w.cluster else { return };
     let s = &mut w.mqtt.sessions[slot];
+    // Its queued messages in the queues stream are kept while it is
+    // offline here (`share_queue`), no longer once it has a connection,
+    // moves or ends.
+    if s.queue_shared && (ends || s.conn.is_some() || s.moving.is_some()) {
+        s.queue_shared = false;
+        link.send(crate::cluster::ClusterReq::MqttQueueClear { key: s.key.clone() });
+    }
     if s.moving.is_some() {
         return; // the new copy writes it
     }
@@ -170,6 +177,61 @@ fn share(w: &mut Shard, slot: usize, ends: bool) {
     s.shared = keep;
     let record = keep.then(|| sm::encode(&record_of(s, w.now)));
     link.send(crate::cluster::ClusterReq::MqttSession { key: s.key.clone(), record });
+}
+
+/// In a cluster, an offline persistent session's messages (in flight when
+/// its connection went, and queued) go to the queues stream, so that the
+/// survivor that takes the session in when this node dies has them too
+/// (`cluster::bucket::left_by`). Called when it goes offline (or is taken
+/// in); `share_queued` adds each one queued after.
+pub(super) fn share_queue(w: &mut Shard, slot: usize) {
+    let s = &w.mqtt.sessions[slot];
+    if w.cluster.is_none() || s.expiry == 0 || s.conn.is_some() || s.moving.is_some() {
+        return;
+    }
+    let now = w.now;
+    let s = &mut w.mqtt.sessions[slot];
+    let mut messages = Vec::with_capacity(s.inflight.len() + s.queue.len());
+    for f in s.inflight.iter_mut() {
+        if f.out.seq == 0 {
+            s.next_seq += 1;
+            f.out.seq = s.next_seq;
+        }
+        messages.push((f.out.seq, sm::encode(&message_record(&f.out, f.pkid, f.released, now))));
+    }
+    for out in s.queue.iter_mut() {
+        if out.seq == 0 {
+            s.next_seq += 1;
+            out.seq = s.next_seq;
+        }
+        messages.push((out.seq, sm::encode(&message_record(out, 0, false, now))));
+    }
+    s.queue_shared = true;
+    if messages.is_empty() {
+        return;
+    }
+    let key = s.key.clone();
+    if let Some(link) = &mut w.cluster {
+        link.send(crate::cluster::ClusterReq::MqttQueued { key, messages });
+    }
+}
+
+/// One more message queued for an offline persistent session (`out` has
+/// its sequence from `save_out`, or gets one here).
+pub(super) fn share_queued(w: &mut Shard, slot: usize, out: &mut Outgoing) {
+    let s = &mut w.mqtt.sessions[slot];
+    if w.cluster.is_none() || !s.queue_shared || s.conn.is_some() {
+        return;
+    }
+    if out.seq == 0 {
+        s.next_seq += 1;
+        out.seq = s.next_seq;
+    }
+    let messages = vec![(out.seq, sm::encode(&message_record(out, 0, false, w.now)))];
+    let key = s.key.clone();
+    if let Some(link) = &mut w.cluster {
+        link.send(crate::cluster::ClusterReq::MqttQueued { key, messages });
+    }
 }
 
 /// A stored subscription as the session holds it (not granted yet);
@@ -188,11 +250,32 @@ fn sub_of(realm: &Realm, r: SubRecord) -> Option<Sub> {
     Some(Sub { filter: r.filter, key, subscription: 0, opts, id: r.id })
 }
 
-/// A session to resume from a record a dead node left in the cluster
-/// (`share`): its subscriptions, expiry and next packet ID; its messages
-/// died with the node. `None` if the record does not read.
-pub(super) fn state_from_record(w: &Shard, key: &str, bytes: &[u8]) -> Option<SessionState> {
-    let rec: SessionRecord = sm::decode(bytes).ok()?;
+/// A stored message toward the client as the session holds it; `None`
+/// for one that does not read (or has expired).
+fn outgoing_of(m: MessageRecord, seq: u64, now: Instant) -> Option<Outgoing> {
+    let Ok(Some(d)) = record::decode(&m.publication, now) else { return None };
+    let mut p = d.p;
+    p.retain = m.retain;
+    Some(Outgoing { msg: Arc::new(p), qos: m.qos, retain: m.retain, sub_ids: m.sub_ids, seq })
+}
+
+fn message_record(out: &Outgoing, pkid: u16, released: bool, now: Instant) -> MessageRecord {
+    MessageRecord {
+        publication: record::encode(&out.msg, None, now),
+        qos: out.qos,
+        retain: out.retain,
+        sub_ids: out.sub_ids.clone(),
+        pkid,
+        released,
+    }
+}
+
+/// A session to resume from what a dead node left in the cluster
+/// (`share`, `share_queue`): its subscriptions, expiry and next packet
+/// ID, and the messages it had queued while offline. `None` if the record
+/// does not read.
+pub(super) fn state_from_record(w: &Shard, key: &str, left: &crate::mqtt::registry::Left) -> Option<SessionState> {
+    let rec: SessionRecord = sm::decode(&left.record).ok()?;
     let (realm, _) = key.split_once('\0')?;
     let realm: Realm = Arc::from(realm);
     let _ = w;
@@ -202,14 +285,24 @@ pub(super) fn state_from_record(w: &Shard, key: &str, bytes: &[u8]) -> Option<Se
         _ => Version::V4,
     };
     let subs = rec.subs.into_iter().filter_map(|r| sub_of(&realm, r)).collect();
+    let (mut inflight, mut queue) = (Vec::new(), Vec::new());
+    for (seq, bytes) in &left.queued {
+        let Ok(m) = sm::decode::<MessageRecord>(bytes) else { continue };
+        let (pkid, released) = (m.pkid, m.released);
+        let Some(out) = outgoing_of(m, *seq, w.now) else { continue };
+        match pkid {
+            0 => queue.push(out),
+            pkid => inflight.push(InFlight { pkid, out, released }),
+        }
+    }
     Some(SessionState {
         from: (crate::cluster::REMOTE, rec.id),
         realm,
         version,
         expiry: rec.expiry,
         subs,
-        inflight: Vec::new(),
-        queue: Vec::new(),
+        inflight,
+        queue,
         qos2_in: Vec::new(),
         next_pkid: rec.next_pkid,
     })
@@ -227,14 +320,7 @@ pub(super) fn save_out(w: &mut Shard, slot: usize, out: &mut Outgoing, pkid: u16
         s.next_seq += 1;
         out.seq = s.next_seq;
     }
-    let rec = MessageRecord {
-        publication: record::encode(&out.msg, None, now),
-        qos: out.qos,
-        retain: out.retain,
-        sub_ids: out.sub_ids.clone(),
-        pkid,
-        released,
-    };
+    let rec = message_record(out, pkid, released, now);
     let key = sm::message_key(&s.realm, client_of(&s.key), s.id, out.seq);
     write(w, Write::Put { key, value: sm::encode(&rec) }, None);
     w.delivery_stored = true;
@@ -337,24 +423,22 @@ pub fn restore_at_start(w: &mut Shard, sessions: Vec<Loaded>) {
 /// (from now, if it was connected when its node died), and its will, if
 /// the record still has it, following its delay and shared as this
 /// node's. A session the client ID already has here is left alone.
-pub fn adopt(w: &mut Shard, key: Arc<str>, record: &[u8]) {
+pub fn adopt(w: &mut Shard, key: Arc<str>, left: crate::mqtt::registry::Left) {
     if w.mqtt.registry.holds(&key) {
         return;
     }
     let Some((realm, client)) = key.split_once('\0') else { return };
-    let record: SessionRecord = match sm::decode(record) {
+    let record: SessionRecord = match sm::decode(&left.record) {
         Ok(r) => r,
         Err(e) => return log::warn!("worker {}: a dead node's MQTT session does not read: {e}", w.id),
     };
-    let l = Loaded {
-        realm: realm.to_owned(),
-        client: client.to_owned(),
-        record,
-        messages: Vec::new(),
-        qos2_in: Vec::new(),
-    };
+    let messages =
+        left.queued.iter().filter_map(|(seq, m)| Some((*seq, sm::decode::<MessageRecord>(m).ok()?))).collect();
+    let l = Loaded { realm: realm.to_owned(), client: client.to_owned(), record, messages, qos2_in: Vec::new() };
     let slot = restore_one(w, l);
     super::sync_will(w, slot);
+    // What it had queued is this node's to keep now.
+    share_queue(w, slot);
     log::debug!("worker {}: took in the MQTT session of client {client:?} in realm {realm} from a dead node", w.id);
 }
 
@@ -408,16 +492,14 @@ fn restore_one(w: &mut Shard, l: Loaded) -> usize {
         }
     }
     for (seq, m) in l.messages {
-        let Ok(Some(d)) = record::decode(&m.publication, now) else { continue };
-        let mut p = d.p;
-        p.retain = m.retain;
-        let out = Outgoing { msg: Arc::new(p), qos: m.qos, retain: m.retain, sub_ids: m.sub_ids, seq };
+        let (pkid, released) = (m.pkid, m.released);
+        let Some(out) = outgoing_of(m, seq, now) else { continue };
         let s = &mut w.mqtt.sessions[slot];
         s.next_seq = s.next_seq.max(seq);
-        if m.pkid == 0 {
+        if pkid == 0 {
             s.queue.push_back(out);
         } else {
-            s.inflight.push_back(InFlight { pkid: m.pkid, out, released: m.released });
+            s.inflight.push_back(InFlight { pkid, out, released });
         }
     }
     for r in rec.subs {
