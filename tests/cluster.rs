@@ -1275,6 +1275,47 @@ fn a_dead_nodes_persistent_mqtt_sessions_keep_what_comes_for_them() {
     }
 }
 
+/// A node with a store that dies and comes back after a survivor took its
+/// persistent session in drops the stale copy it restores: the client
+/// coming back to it gets the survivor's session, with what was queued
+/// there meanwhile, not its own old one.
+#[test]
+fn a_restarted_node_gives_up_the_sessions_taken_while_it_was_down() {
+    use common::raw::{mqtt_str, packet};
+    let Some(nats) = nats() else { return };
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = node(&nats, "a", &dirs[0]);
+    let _b = node(&nats, "b", &dirs[1]);
+    let stored = |dir: &tempfile::TempDir| {
+        start_with(dir.path(), &["--durability", "sync", "--cluster", &nats.url, "--node-name", "c"])
+    };
+    let c = stored(&dirs[2]);
+    let (mut rover, _) = Raw::connected(c.mqtt, 4, "rover", false, 0);
+    let mut sub = vec![0, 1];
+    mqtt_str(&mut sub, b"rv/t");
+    sub.push(1);
+    rover.send(&packet(0x82, &sub));
+    rover.expect(0x90, "SUBACK");
+    rover.send(&packet(0xe0, &[]));
+    std::thread::sleep(Duration::from_millis(300));
+    common::process::kill9(c);
+    // For 8 s, past the verdict and the taking in: what is published
+    // from then on waits at the survivor.
+    let (mut publisher, _) = Raw::connected(a.mqtt, 4, "rv-publisher", true, 0);
+    for n in 1..=80u16 {
+        publisher.send(&publish_packet(4, b"rv/t", 1, n, false, format!("m{n}").as_bytes()));
+        publisher.expect(0x40, "PUBACK");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // c comes back with its store (its copy of rover, without those).
+    let c = stored(&dirs[2]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (mut back, present) = Raw::connected(c.mqtt, 4, "rover", false, 0);
+    assert!(present, "rover's session is there");
+    let got = mqtt_drain(&mut back);
+    assert!(got.last().map(String::as_str) == Some("m80"), "the survivor's copy, with what it queued: {got:?}");
+}
+
 /// The payloads of the PUBLISHes that reach `c` until it has been quiet
 /// for a while (QoS 1 ones acknowledged).
 fn mqtt_drain(c: &mut Raw) -> Vec<String> {

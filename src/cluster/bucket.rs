@@ -266,6 +266,9 @@ pub(super) enum Cas {
     /// A persistent MQTT session `holder` (a node and life, now dead) left:
     /// this node takes it in, offline, if no client claimed it meanwhile.
     Adopt { key: std::sync::Arc<str>, holder: (String, u64) },
+    /// A session this node restored from its store: keep the client ID if
+    /// it is still this node's (in any life), else say it is not.
+    Reclaim { key: std::sync::Arc<str> },
 }
 
 /// The deciding task's answers, for the key's owner worker.
@@ -283,6 +286,9 @@ pub(super) enum Decided {
     /// (its will left out unless this node took it), or `None`: not
     /// adopted (claimed meanwhile, or no record).
     Adopted(std::sync::Arc<str>, Option<crate::mqtt::registry::Left>),
+    /// A restored session's client ID is still this node's (`true`), or
+    /// another node's now.
+    Restored(std::sync::Arc<str>, bool),
 }
 
 /// Decides conditional writes and dead sessions' wills one after the
@@ -345,6 +351,14 @@ pub(super) async fn decide(
                 };
                 Some(Decided::Adopted(key, left))
             }
+            Cas::Reclaim { key } => match reclaim(&kv, (&node, incarnation), &key).await {
+                Ok(kept) => Some(Decided::Restored(key, kept)),
+                Err(e) => {
+                    // Kept, as without a cluster.
+                    log::warn!("cluster: a restored MQTT session's client ID was not checked: {e}");
+                    Some(Decided::Restored(key, true))
+                }
+            },
             Cas::Resume { claim, holder } => {
                 let left = match session_record(&kv, &claim.key, &holder).await {
                     Some(record) => {
@@ -611,6 +625,36 @@ async fn left_by(queues: Option<&Queues>, key: &str, holder: &str, record: Vec<u
         }
     }
     crate::mqtt::registry::Left { record, queued }
+}
+
+/// A session restored from this node's store: its client ID becomes this
+/// life's if no entry names another node (an earlier life of this node
+/// held it when it stopped); `false` if another node holds it now.
+async fn reclaim(kv: &kv::Store, (node, incarnation): (&str, u64), key: &str) -> Result<bool, String> {
+    let bucket_key = client_key(key);
+    let mine = Bytes::from(serde_json::to_vec(&ClientOwner { node: node.to_owned(), incarnation }).expect("plain"));
+    for _ in 0..CAS_TRIES {
+        let read = kv.entry(&bucket_key).await.map_err(|e| e.to_string())?;
+        let owner = read
+            .as_ref()
+            .filter(|e| e.operation == kv::Operation::Put)
+            .and_then(|e| serde_json::from_slice::<ClientOwner>(&e.value).ok());
+        if owner.as_ref().is_some_and(|o| o.node != node) {
+            return Ok(false);
+        }
+        if owner.as_ref().is_some_and(|o| o.incarnation == incarnation) {
+            return Ok(true);
+        }
+        let written = match read.map(|e| e.revision) {
+            Some(r) => kv.update(&bucket_key, mine.clone(), r).await.map(drop).map_err(|e| e.to_string()),
+            None => kv.create(&bucket_key, mine.clone()).await.map(drop).map_err(|e| e.to_string()),
+        };
+        match written {
+            Ok(()) => return Ok(true),
+            Err(e) => log::debug!("cluster: reclaiming a restored MQTT client ID: {e}; again"),
+        }
+    }
+    Err(format!("still contended after {CAS_TRIES} tries"))
 }
 
 /// The bucket key of a persistent MQTT session's record.

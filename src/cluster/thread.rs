@@ -495,6 +495,11 @@ impl Node {
                         self.hand_to(w as usize, ShardMsg::MqttDeadWill(p), false);
                     }
                     bucket::Decided::Adopted(key, record) => self.adopted(key, record),
+                    bucket::Decided::Restored(key, kept) => {
+                        let (realm, client) = key.split_once('\0').unwrap_or(("", &key));
+                        let w = owner_of(realm, client, self.workers.len()) as usize;
+                        self.hand_to(w, ShardMsg::Mqtt(crate::mqtt::registry::Msg::Restored { key, kept }), false);
+                    }
                 },
                 Some(ack) = self.acks.recv() => match ack {
                     Ack::Barrier(b) => self.hand_to(b.owner as usize, ShardMsg::BarrierAck { barrier: b.id }, false),
@@ -590,6 +595,17 @@ impl Node {
             ClusterReq::MqttSession { key, record } => self.write_session(&key, record).await,
             ClusterReq::MqttQueued { key, messages } => self.write_queued(&key, messages).await,
             ClusterReq::MqttQueueClear { key } => self.clear_queued(&key),
+            ClusterReq::MqttRestored { key } => {
+                if let Err(e) = self.cas.try_send(bucket::Cas::Reclaim { key }) {
+                    log::warn!("cluster: too many decisions queued: a restored MQTT session is kept unchecked");
+                    if let bucket::Cas::Reclaim { key } = e.into_inner() {
+                        let (realm, client) = key.split_once('\0').unwrap_or(("", &key));
+                        let w = owner_of(realm, client, self.workers.len()) as usize;
+                        let msg = crate::mqtt::registry::Msg::Restored { key, kept: true };
+                        self.hand_to(w, ShardMsg::Mqtt(msg), false);
+                    }
+                }
+            }
             ClusterReq::MqttWill { key, will } => {
                 let will = match will {
                     Some((p, delay)) => match wire::encode(&p, self.incarnation, Instant::now()) {

@@ -69,6 +69,12 @@ pub enum Msg {
     /// session of client ID `key` that a dead node left is this node's now
     /// (its record): it is made here, offline, until its client returns.
     Adopt { key: Arc<str>, left: Box<Left> },
+    /// From the cluster thread to the owner: the client ID of a session
+    /// restored from the store at start is still this node's (`kept`), or
+    /// another node's now (it took the session in, or a client resumed it
+    /// there, while this node was down): then the restored copy goes,
+    /// unless a client is on it already.
+    Restored { key: Arc<str>, kept: bool },
 }
 
 /// What a dead node left of a persistent session in the cluster: its

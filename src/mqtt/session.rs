@@ -298,6 +298,10 @@ pub struct Session {
     /// In a cluster: offline, its queued messages go to the queues stream
     /// (`persist::share_queue`), and are taken out when that ends.
     queue_shared: bool,
+    /// In a cluster: restored from the store at start, not yet known to
+    /// be still this node's (`persist::restored`); its record is not
+    /// shared until then.
+    reclaiming: bool,
     /// When this incarnation was made (ms since the epoch).
     created_ms: u64,
     /// The last message sequence number given (`persist`).

@@ -125,6 +125,7 @@ pub fn on_registry(w: &mut Shard, msg: Msg) {
         Msg::RemoteClaim(claim) => claim_here(w, claim, true),
         Msg::Owned { claim, prev, resume } => owned(w, claim, prev, resume),
         Msg::Adopt { key, left } => persist::adopt(w, key, *left),
+        Msg::Restored { key, kept } => persist::restored(w, &key, kept),
         Msg::ClaimVia { session, node } => {
             if let Some(p) = claiming(w, session) {
                 p.via = Some(node);
@@ -531,6 +532,7 @@ pub(super) fn new_session(
         held_connack: None,
         will_shared: false,
         queue_shared: false,
+        reclaiming: false,
         who: MqttIdentity::default(),
         decisions: Vec::new(),
         stored: false,

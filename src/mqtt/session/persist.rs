@@ -160,6 +160,9 @@ fn record_of(s: &Session, now: Instant) -> SessionRecord {
 fn share(w: &mut Shard, slot: usize, ends: bool) {
     let Some(link) = &mut w.cluster else { return };
     let s = &mut w.mqtt.sessions[slot];
+    if s.reclaiming {
+        return; // not known to be this node's yet (`restored`)
+    }
     // Its queued messages in the queues stream are kept while it is
     // offline here (`share_queue`), no longer once it has a connection,
     // moves or ends.
@@ -410,8 +413,49 @@ pub(super) fn snapshot(w: &mut Shard, slot: usize, old: Option<u64>) {
 /// was offline continue from the wall clock.
 pub fn restore_at_start(w: &mut Shard, sessions: Vec<Loaded>) {
     for l in sessions {
-        restore_one(w, l);
+        // In a cluster, another node may have taken the session while this
+        // one was down: asked (`ClusterReq::MqttRestored`, answered in
+        // `restored`); until then its record is not shared.
+        let reclaim = w.cluster.is_some() && l.record.expiry > 0;
+        let slot = restore_one(w, l, reclaim);
+        if reclaim {
+            let key = w.mqtt.sessions[slot].key.clone();
+            if let Some(link) = &mut w.cluster {
+                link.send(crate::cluster::ClusterReq::MqttRestored { key });
+            }
+        }
     }
+    started_if_ready(w);
+}
+
+/// The cluster's answer for a session restored from the store: still
+/// this node's (`kept`: its record is shared from now on), or another
+/// node's now (it took the session in, or its client resumed it there,
+/// while this node was down): then this copy is stale and goes, silently
+/// (its will and record are the other node's), its keys out of the store.
+/// One that a client has connected to meanwhile stays: that client chose
+/// it.
+pub fn restored(w: &mut Shard, key: &str, kept: bool) {
+    let Some(slot) = w.mqtt.sessions.iter().find(|(_, s)| &*s.key == key).map(|(slot, _)| slot) else { return };
+    let s = &mut w.mqtt.sessions[slot];
+    if !s.reclaiming {
+        return;
+    }
+    s.reclaiming = false;
+    if kept || s.conn.is_some() || s.moving.is_some() || s.restoring.is_some() {
+        save(w, slot);
+        super::sync_will(w, slot);
+        return;
+    }
+    log::info!("worker {}: the MQTT session of {key:?} is another node's now; the copy restored here goes", w.id);
+    s.shared = false;
+    s.queue_shared = false;
+    s.will = None;
+    s.will_at = None;
+    // Its subscriptions not routed yet no longer hold the start back.
+    let pending = s.subs.iter().filter(|x| x.subscription == 0).count();
+    w.mqtt.starting = w.mqtt.starting.saturating_sub(pending);
+    super::end_session(w, slot, true);
     started_if_ready(w);
 }
 
@@ -435,7 +479,7 @@ pub fn adopt(w: &mut Shard, key: Arc<str>, left: crate::mqtt::registry::Left) {
     let messages =
         left.queued.iter().filter_map(|(seq, m)| Some((*seq, sm::decode::<MessageRecord>(m).ok()?))).collect();
     let l = Loaded { realm: realm.to_owned(), client: client.to_owned(), record, messages, qos2_in: Vec::new() };
-    let slot = restore_one(w, l);
+    let slot = restore_one(w, l, false);
     super::sync_will(w, slot);
     // What it had queued is this node's to keep now.
     share_queue(w, slot);
@@ -444,7 +488,7 @@ pub fn adopt(w: &mut Shard, key: Arc<str>, left: crate::mqtt::registry::Left) {
 
 /// One session read back from the store (or taken in from a dead node),
 /// made offline on this worker; its slot.
-fn restore_one(w: &mut Shard, l: Loaded) -> usize {
+fn restore_one(w: &mut Shard, l: Loaded, reclaiming: bool) -> usize {
     let now = w.now;
     let unix = crate::router::unix_millis();
     let rec = l.record;
@@ -459,6 +503,7 @@ fn restore_one(w: &mut Shard, l: Loaded) -> usize {
     w.mqtt.registry.restore(key, w.id, rec.id);
     let rules = w.cfg.realm(&l.realm).and_then(|r| r.auth.rules_of(&rec.authrole));
     let s = &mut w.mqtt.sessions[slot];
+    s.reclaiming = reclaiming;
     let authz_key = format!("{}\0{}", l.realm, rec.authrole).into();
     s.who = MqttIdentity { authid: rec.authid.clone(), authrole: rec.authrole.clone(), rules, authz_key };
     s.created_ms = rec.created_ms;
