@@ -491,12 +491,26 @@ fn client_key(key: &str) -> String {
     format!("mq={h:016x}")
 }
 
+/// This node's life as a client ID's holder (`mq=` value).
+fn owner_value(node: &str, incarnation: u64) -> Bytes {
+    Bytes::from(serde_json::to_vec(&ClientOwner { node: node.to_owned(), incarnation }).expect("plain"))
+}
+
+/// Writes a client ID's holder at the revision read (`create` for one
+/// never written): of nodes writing at once, one wins.
+async fn write_owner(kv: &kv::Store, bucket_key: &str, value: Bytes, revision: Option<u64>) -> Result<(), String> {
+    match revision {
+        Some(r) => kv.update(bucket_key, value, r).await.map(drop).map_err(|e| e.to_string()),
+        None => kv.create(bucket_key, value).await.map(drop).map_err(|e| e.to_string()),
+    }
+}
+
 /// Makes this node the holder of a client ID (by `update` at the revision
 /// read, so two nodes claiming at once are put in one order) and returns
 /// who held it before.
 async fn own(kv: &kv::Store, (node, incarnation): (&str, u64), key: &str) -> Result<Option<(String, u64)>, String> {
     let bucket_key = client_key(key);
-    let mine = Bytes::from(serde_json::to_vec(&ClientOwner { node: node.to_owned(), incarnation }).expect("plain"));
+    let mine = owner_value(node, incarnation);
     for _ in 0..CAS_TRIES {
         let read = kv.entry(&bucket_key).await.map_err(|e| e.to_string())?;
         let prev = read
@@ -504,10 +518,7 @@ async fn own(kv: &kv::Store, (node, incarnation): (&str, u64), key: &str) -> Res
             .filter(|e| e.operation == kv::Operation::Put)
             .and_then(|e| serde_json::from_slice::<ClientOwner>(&e.value).ok())
             .map(|o| (o.node, o.incarnation));
-        let written = match read.map(|e| e.revision) {
-            Some(r) => kv.update(&bucket_key, mine.clone(), r).await.map(drop).map_err(|e| e.to_string()),
-            None => kv.create(&bucket_key, mine.clone()).await.map(drop).map_err(|e| e.to_string()),
-        };
+        let written = write_owner(kv, &bucket_key, mine.clone(), read.map(|e| e.revision)).await;
         match written {
             Ok(()) => return Ok(prev),
             Err(e) => log::debug!("cluster: claim of an MQTT client ID: {e}; again"),
@@ -530,7 +541,7 @@ async fn adopt(
     holder: &(String, u64),
 ) -> Result<Option<Vec<u8>>, String> {
     let bucket_key = client_key(key);
-    let mine = Bytes::from(serde_json::to_vec(&ClientOwner { node: node.to_owned(), incarnation }).expect("plain"));
+    let mine = owner_value(node, incarnation);
     for _ in 0..CAS_TRIES {
         let Some(read) = kv.entry(&bucket_key).await.map_err(|e| e.to_string())? else { return Ok(None) };
         let owner = (read.operation == kv::Operation::Put)
@@ -632,7 +643,7 @@ async fn left_by(queues: Option<&Queues>, key: &str, holder: &str, record: Vec<u
 /// held it when it stopped); `false` if another node holds it now.
 async fn reclaim(kv: &kv::Store, (node, incarnation): (&str, u64), key: &str) -> Result<bool, String> {
     let bucket_key = client_key(key);
-    let mine = Bytes::from(serde_json::to_vec(&ClientOwner { node: node.to_owned(), incarnation }).expect("plain"));
+    let mine = owner_value(node, incarnation);
     for _ in 0..CAS_TRIES {
         let read = kv.entry(&bucket_key).await.map_err(|e| e.to_string())?;
         let owner = read
@@ -645,10 +656,7 @@ async fn reclaim(kv: &kv::Store, (node, incarnation): (&str, u64), key: &str) ->
         if owner.as_ref().is_some_and(|o| o.incarnation == incarnation) {
             return Ok(true);
         }
-        let written = match read.map(|e| e.revision) {
-            Some(r) => kv.update(&bucket_key, mine.clone(), r).await.map(drop).map_err(|e| e.to_string()),
-            None => kv.create(&bucket_key, mine.clone()).await.map(drop).map_err(|e| e.to_string()),
-        };
+        let written = write_owner(kv, &bucket_key, mine.clone(), read.map(|e| e.revision)).await;
         match written {
             Ok(()) => return Ok(true),
             Err(e) => log::debug!("cluster: reclaiming a restored MQTT client ID: {e}; again"),

@@ -972,11 +972,9 @@ mod tests {
         assert!(err[5][0].as_str().unwrap().contains("not registered"), "{err}");
     }
 
-    /// A realm's dynamic authenticator vouches for ticket and cryptosign
-    /// principals the configuration does not list.
-    #[test]
-    fn a_dynamic_authenticator_for_ticket_and_cryptosign() {
-        use ed25519_dalek::Signer;
+    /// A realm with a dynamic authenticator, and its backend (a static
+    /// principal) registered as it.
+    fn authn_cluster() -> (Cluster, Client) {
         let mut cl = Cluster::from_toml(
             2,
             r#"
@@ -996,6 +994,15 @@ mod tests {
         assert_eq!(cl.one(b)[2]["authprovider"], "static");
         cl.send(b, json!([64, 1, {}, "com.authn"]));
         assert_eq!(cl.one(b)[0], 65);
+        (cl, b)
+    }
+
+    /// A realm's dynamic authenticator vouches for ticket and cryptosign
+    /// principals the configuration does not list.
+    #[test]
+    fn a_dynamic_authenticator_for_ticket_and_cryptosign() {
+        use ed25519_dalek::Signer;
+        let (mut cl, b) = authn_cluster();
 
         let c = cl.wamp(1);
         cl.send(c, hello(&["ticket"], "dev7"));
@@ -1067,25 +1074,7 @@ mod tests {
     /// no answer in time (the callee interrupted) or no authenticator 3.
     #[test]
     fn a_dynamic_authenticator_for_mqtt_passwords() {
-        let mut cl = Cluster::from_toml(
-            2,
-            r#"
-            [[realm]]
-            name = "realm1"
-            authenticator = "com.authn"
-            [[realm.principal]]
-            authid = "backend"
-            role = "backend"
-            ticket = "b"
-            "#,
-        );
-        let b = cl.wamp(0);
-        cl.send(b, hello(&["ticket"], "backend"));
-        cl.one(b);
-        cl.send(b, json!([5, "b", {}]));
-        cl.one(b);
-        cl.send(b, json!([64, 1, {}, "com.authn"]));
-        assert_eq!(cl.one(b)[0], 65);
+        let (mut cl, b) = authn_cluster();
         let connack = |cl: &mut Cluster, m: Client| cl.take_frames(m).first().map(|f| f.to_vec());
         let dev = cl.mqtt(1);
         cl.send_mqtt(dev, &mqtt_connect(Some(("dev1", "pw1")), "c1"));
