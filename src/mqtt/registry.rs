@@ -111,6 +111,11 @@ impl Registry {
         self.entries.contains_key(key)
     }
 
+    /// The session of this node that holds the client ID: its worker and ID.
+    pub fn holder(&self, key: &str) -> Option<(WorkerId, u64)> {
+        self.entries.get(key).copied()
+    }
+
     /// Whether a session of this node other than `session` holds it.
     pub fn held_by_other(&self, key: &str, session: u64) -> bool {
         self.entries.get(key).is_some_and(|&(_, s)| s != session)

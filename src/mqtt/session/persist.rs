@@ -436,7 +436,9 @@ pub fn restore_at_start(w: &mut Shard, sessions: Vec<Loaded>) {
 /// One that a client has connected to meanwhile stays: that client chose
 /// it.
 pub fn restored(w: &mut Shard, key: &str, kept: bool) {
-    let Some(slot) = w.mqtt.sessions.iter().find(|(_, s)| &*s.key == key).map(|(slot, _)| slot) else { return };
+    // (Restored on the client ID's owner worker: this one.)
+    let Some((_, id)) = w.mqtt.registry.holder(key).filter(|&(worker, _)| worker == w.id) else { return };
+    let Some(&slot) = w.mqtt.by_id.get(&id) else { return };
     let s = &mut w.mqtt.sessions[slot];
     if !s.reclaiming {
         return;
