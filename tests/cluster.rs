@@ -1316,6 +1316,47 @@ fn a_restarted_node_gives_up_the_sessions_taken_while_it_was_down() {
     assert!(got.last().map(String::as_str) == Some("m80"), "the survivor's copy, with what it queued: {got:?}");
 }
 
+/// A node back with its store before anyone took its sessions keeps
+/// them, and shares them again: when it then dies for good, the session
+/// is taken in with what it had queued (read back from its store).
+#[test]
+fn a_restarted_node_keeps_its_sessions_and_shares_them_again() {
+    use common::raw::{mqtt_str, packet};
+    let Some(nats) = nats() else { return };
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = node(&nats, "a", &dirs[0]);
+    let _b = node(&nats, "b", &dirs[1]);
+    let stored = |dir: &tempfile::TempDir| {
+        start_with(dir.path(), &["--durability", "sync", "--cluster", &nats.url, "--node-name", "c"])
+    };
+    let c = stored(&dirs[2]);
+    let (mut lander, _) = Raw::connected(c.mqtt, 4, "lander", false, 0);
+    let mut sub = vec![0, 1];
+    mqtt_str(&mut sub, b"ld/t");
+    sub.push(1);
+    lander.send(&packet(0x82, &sub));
+    lander.expect(0x90, "SUBACK");
+    lander.send(&packet(0xe0, &[]));
+    let (mut publisher, _) = Raw::connected(a.mqtt, 4, "ld-publisher", true, 0);
+    for n in 1..=3u16 {
+        publisher.send(&publish_packet(4, b"ld/t", 1, n, false, format!("m{n}").as_bytes()));
+        publisher.expect(0x40, "PUBACK");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // Back at once (a restart, not a death): the session is still c's.
+    common::process::kill9(c);
+    let c = stored(&dirs[2]);
+    std::thread::sleep(Duration::from_millis(1500));
+    common::process::kill9(c);
+    let mut back = Raw::open(a.mqtt);
+    back.s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    std::thread::sleep(Duration::from_secs(7));
+    back.send(&common::raw::connect_packet(4, "lander", false, 0));
+    let connack = back.expect(0x20, "CONNACK");
+    assert_eq!((connack[0] & 1, connack[1]), (1, 0), "lander's session is present on a");
+    assert_eq!(mqtt_drain(&mut back), ["m1", "m2", "m3"], "with what c had queued, kept across its restart");
+}
+
 /// The payloads of the PUBLISHes that reach `c` until it has been quiet
 /// for a while (QoS 1 ones acknowledged).
 fn mqtt_drain(c: &mut Raw) -> Vec<String> {

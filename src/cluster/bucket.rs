@@ -611,6 +611,55 @@ pub(super) async fn open_queues(
     Ok(Queues { stream, prefix: prefix.to_owned() })
 }
 
+/// What the queues stream's writer does, in order.
+pub(super) enum QueueOp {
+    Write { subject: String, payload: Bytes },
+    Purge { subject: String },
+}
+
+/// Publishes acknowledged by JetStream that the writer waits for at most
+/// before it waits for the oldest.
+const QUEUE_ACKS: usize = 1024;
+
+/// Writes queued messages to the queues stream and purges subjects, in the
+/// order asked: a purge waits for the acknowledgements of the writes
+/// before it, so it never overtakes one (the server orders a stream's
+/// writes and its purge requests only once the writes are stored).
+pub(super) async fn queue_writer(
+    js: async_nats::jetstream::Context,
+    queues: Queues,
+    mut ops: tokio::sync::mpsc::Receiver<QueueOp>,
+) {
+    let mut acks = std::collections::VecDeque::new();
+    while let Some(op) = ops.recv().await {
+        match op {
+            QueueOp::Write { subject, payload } => {
+                match js.publish(subject, payload).await {
+                    Ok(ack) => acks.push_back(ack),
+                    Err(e) => log::debug!("cluster: a queued MQTT message was not kept: {e}"),
+                }
+                if acks.len() > QUEUE_ACKS {
+                    if let Some(ack) = acks.pop_front() {
+                        if let Err(e) = ack.await {
+                            log::debug!("cluster: a queued MQTT message was not kept: {e}");
+                        }
+                    }
+                }
+            }
+            QueueOp::Purge { subject } => {
+                for ack in acks.drain(..) {
+                    if let Err(e) = ack.await {
+                        log::debug!("cluster: a queued MQTT message was not kept: {e}");
+                    }
+                }
+                if let Err(e) = queues.stream.purge().filter(subject.as_str()).await {
+                    log::debug!("cluster: queued MQTT messages were not cleared: {e}");
+                }
+            }
+        }
+    }
+}
+
 /// The most messages read back for one session (its queue's bound is
 /// smaller; this only stops a runaway subject).
 const MAX_TAKEN: usize = 1 << 16;

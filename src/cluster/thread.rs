@@ -200,8 +200,9 @@ struct Node {
     /// Client IDs this node is taking in, with the claims from other nodes
     /// that came meanwhile (handed on after the session, so they find it).
     adopting: AHashMap<Arc<str>, Vec<ShardMsg>>,
-    /// The queues stream (`bucket::Queues`), if JetStream has it.
-    queues: Option<bucket::Queues>,
+    /// The queues stream (`bucket::Queues`), if JetStream has it, and its
+    /// writer task's queue (bounded, `WRITES`).
+    queues: Option<(bucket::Queues, tokio::sync::mpsc::Sender<bucket::QueueOp>)>,
     /// Send a heartbeat now (a node this one did not know was heard).
     beat_now: bool,
     /// This batch turn's outgoing publications: (subject, batch, how many),
@@ -318,6 +319,11 @@ impl Node {
         let decide =
             bucket::decide(keys_kv.clone(), queues.clone(), cfg.node.clone(), incarnation, cas_queue, cas_done_tx);
         tokio::spawn(decide);
+        let queues = queues.map(|q| {
+            let (tx, rx) = tokio::sync::mpsc::channel(WRITES);
+            tokio::spawn(bucket::queue_writer(js.clone(), q.clone(), rx));
+            (q, tx)
+        });
         let n = workers.len();
         log::info!("cluster: node {} joined through {}", cfg.node, cfg.url);
         let node = Node {
@@ -593,8 +599,8 @@ impl Node {
                 }
             }
             ClusterReq::MqttSession { key, record } => self.write_session(&key, record).await,
-            ClusterReq::MqttQueued { key, messages } => self.write_queued(&key, messages).await,
-            ClusterReq::MqttQueueClear { key } => self.clear_queued(&key),
+            ClusterReq::MqttQueued { key, messages } => self.write_queued(&key, messages),
+            ClusterReq::MqttQueueClear { key } => self.clear_queued(&key).await,
             ClusterReq::MqttRestored { key } => {
                 if let Err(e) = self.cas.try_send(bucket::Cas::Reclaim { key }) {
                     log::warn!("cluster: too many decisions queued: a restored MQTT session is kept unchecked");
@@ -1185,40 +1191,28 @@ impl Node {
     }
 
     /// Messages queued for an offline persistent session of this node, to
-    /// the queues stream (acknowledged by JetStream in the background; a
-    /// failure is logged, the message still in the session's queue).
-    async fn write_queued(&mut self, key: &str, messages: Vec<(u64, Vec<u8>)>) {
-        let Some(q) = &self.queues else { return };
-        if !self.connected.load(Ordering::Relaxed) {
-            self.drops += messages.len() as u64;
-            return;
-        }
+    /// the queues stream, through its writer task (in order with the
+    /// purges). A full writer drops them (counted): the messages are still
+    /// in the session's queue, only their copy for a survivor is missing.
+    fn write_queued(&mut self, key: &str, messages: Vec<(u64, Vec<u8>)>) {
+        let Some((q, tx)) = &self.queues else { return };
         let subject = q.subject(&self.cfg.node, key);
         for (seq, message) in messages {
             let Ok(payload) = rmp_serde::to_vec(&(seq, Bytes::from(message))) else { continue };
-            match self.js.publish(subject.clone(), Bytes::from(payload)).await {
-                Ok(ack) => drop(tokio::spawn(async move {
-                    if let Err(e) = ack.await {
-                        log::debug!("cluster: a queued MQTT message was not kept: {e}");
-                    }
-                })),
-                Err(e) => {
-                    self.drops += 1;
-                    log::debug!("cluster: a queued MQTT message was not kept: {e}");
-                }
+            let op = bucket::QueueOp::Write { subject: subject.clone(), payload: Bytes::from(payload) };
+            if tx.try_send(op).is_err() {
+                self.drops += 1;
             }
         }
     }
 
-    /// A session's queued messages are no longer this node's to keep.
-    fn clear_queued(&mut self, key: &str) {
-        let Some(q) = self.queues.clone() else { return };
-        let subject = q.subject(&self.cfg.node, key);
-        tokio::spawn(async move {
-            if let Err(e) = q.stream.purge().filter(subject.as_str()).await {
-                log::debug!("cluster: queued MQTT messages were not cleared: {e}");
-            }
-        });
+    /// A session's queued messages are no longer this node's to keep: the
+    /// purge waits for room (a dropped one would leave messages to be
+    /// delivered again).
+    async fn clear_queued(&mut self, key: &str) {
+        let Some((q, tx)) = &self.queues else { return };
+        let op = bucket::QueueOp::Purge { subject: q.subject(&self.cfg.node, key) };
+        let _ = tx.send(op).await;
     }
 
     /// Whether a session of `node` in its life `incarnation` is over: the

@@ -447,6 +447,12 @@ pub fn restored(w: &mut Shard, key: &str, kept: bool) {
     if kept || s.conn.is_some() || s.moving.is_some() || s.restoring.is_some() {
         save(w, slot);
         super::sync_will(w, slot);
+        // Offline (as restored): its queue goes to the queues stream anew
+        // (what its earlier life wrote there is cleared first, in order).
+        if let Some(link) = &mut w.cluster {
+            link.send(crate::cluster::ClusterReq::MqttQueueClear { key: w.mqtt.sessions[slot].key.clone() });
+        }
+        share_queue(w, slot);
         return;
     }
     log::info!("worker {}: the MQTT session of {key:?} is another node's now; the copy restored here goes", w.id);
