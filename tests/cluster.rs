@@ -1275,13 +1275,25 @@ fn a_dead_nodes_persistent_mqtt_sessions_keep_what_comes_for_them() {
     }
 }
 
+/// A persistent MQTT 3.1.1 session of client `id` on `addr`, subscribed
+/// to `filter` at QoS 1, then offline (DISCONNECT).
+fn offline_subscriber(addr: std::net::SocketAddr, id: &str, filter: &[u8]) {
+    use common::raw::{mqtt_str, packet};
+    let (mut c, _) = Raw::connected(addr, 4, id, false, 0);
+    let mut sub = vec![0, 1];
+    mqtt_str(&mut sub, filter);
+    sub.push(1);
+    c.send(&packet(0x82, &sub));
+    c.expect(0x90, "SUBACK");
+    c.send(&packet(0xe0, &[]));
+}
+
 /// A node with a store that dies and comes back after a survivor took its
 /// persistent session in drops the stale copy it restores: the client
 /// coming back to it gets the survivor's session, with what was queued
 /// there meanwhile, not its own old one.
 #[test]
 fn a_restarted_node_gives_up_the_sessions_taken_while_it_was_down() {
-    use common::raw::{mqtt_str, packet};
     let Some(nats) = nats() else { return };
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let a = node(&nats, "a", &dirs[0]);
@@ -1290,13 +1302,7 @@ fn a_restarted_node_gives_up_the_sessions_taken_while_it_was_down() {
         start_with(dir.path(), &["--durability", "sync", "--cluster", &nats.url, "--node-name", "c"])
     };
     let c = stored(&dirs[2]);
-    let (mut rover, _) = Raw::connected(c.mqtt, 4, "rover", false, 0);
-    let mut sub = vec![0, 1];
-    mqtt_str(&mut sub, b"rv/t");
-    sub.push(1);
-    rover.send(&packet(0x82, &sub));
-    rover.expect(0x90, "SUBACK");
-    rover.send(&packet(0xe0, &[]));
+    offline_subscriber(c.mqtt, "rover", b"rv/t");
     std::thread::sleep(Duration::from_millis(300));
     common::process::kill9(c);
     // For 8 s, past the verdict and the taking in: what is published
@@ -1321,7 +1327,6 @@ fn a_restarted_node_gives_up_the_sessions_taken_while_it_was_down() {
 /// is taken in with what it had queued (read back from its store).
 #[test]
 fn a_restarted_node_keeps_its_sessions_and_shares_them_again() {
-    use common::raw::{mqtt_str, packet};
     let Some(nats) = nats() else { return };
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let a = node(&nats, "a", &dirs[0]);
@@ -1330,13 +1335,7 @@ fn a_restarted_node_keeps_its_sessions_and_shares_them_again() {
         start_with(dir.path(), &["--durability", "sync", "--cluster", &nats.url, "--node-name", "c"])
     };
     let c = stored(&dirs[2]);
-    let (mut lander, _) = Raw::connected(c.mqtt, 4, "lander", false, 0);
-    let mut sub = vec![0, 1];
-    mqtt_str(&mut sub, b"ld/t");
-    sub.push(1);
-    lander.send(&packet(0x82, &sub));
-    lander.expect(0x90, "SUBACK");
-    lander.send(&packet(0xe0, &[]));
+    offline_subscriber(c.mqtt, "lander", b"ld/t");
     let (mut publisher, _) = Raw::connected(a.mqtt, 4, "ld-publisher", true, 0);
     for n in 1..=3u16 {
         publisher.send(&publish_packet(4, b"ld/t", 1, n, false, format!("m{n}").as_bytes()));
