@@ -281,7 +281,6 @@ pub(super) fn state_from_record(w: &Shard, key: &str, left: &crate::mqtt::regist
     let rec: SessionRecord = sm::decode(&left.record).ok()?;
     let (realm, _) = key.split_once('\0')?;
     let realm: Realm = Arc::from(realm);
-    let _ = w;
     let version = match rec.version {
         3 => Version::V3,
         5 => Version::V5,
