@@ -1515,6 +1515,56 @@ fn a_dead_nodes_mqtt_wills_are_sent_by_the_others() {
     assert!(got.is_empty(), "each will once, nothing for the resumed or the sober session: {got:?}");
 }
 
+/// A will of a session that ends with its connection (MQTT 3.1.1, clean)
+/// is kept in its node's store, so that a crash does not lose it; in a
+/// cluster the survivors may have sent it while the node was down. Either
+/// way it goes out once: the node back with its store asks the cluster
+/// first (`bucket::Cas::Reclaim`).
+#[test]
+fn a_restarted_node_sends_no_will_the_others_sent() {
+    let Some(nats) = nats() else { return };
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = node(&nats, "a", &dirs[0]);
+    let _b = node(&nats, "b", &dirs[1]);
+    let stored = |dir: &tempfile::TempDir| {
+        start_with(dir.path(), &["--durability", "sync", "--cluster", &nats.url, "--node-name", "c"])
+    };
+    let (mut watcher, _) = Raw::connected(a.mqtt, 4, "rw-watcher", true, 0);
+    let mut sub = vec![0, 1];
+    common::raw::mqtt_str(&mut sub, b"rw/#");
+    sub.push(1);
+    watcher.send(&common::raw::packet(0x82, &sub));
+    watcher.expect(0x90, "SUBACK");
+    watcher.s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let will_client = |c: &Router, id: &str, topic: &str| {
+        let mut r = Raw::open(c.mqtt);
+        r.send(&connect_with_will(4, id, topic, 0));
+        assert_eq!(r.expect(0x20, "CONNACK")[1], 0, "CONNACK code for {id}");
+        r
+    };
+    // Back at once, before the others take it for dead: its will goes out
+    // once (from whichever node takes the will's entry).
+    let c = stored(&dirs[2]);
+    let _early = will_client(&c, "rw-early", "rw/early");
+    std::thread::sleep(Duration::from_millis(500));
+    common::process::kill9(c);
+    let c = stored(&dirs[2]);
+    let (_, pkid, payload) = mqtt_publish(&mut watcher);
+    watcher.send(&common::raw::packet(0x40, &pkid.to_be_bytes()));
+    assert_eq!(payload, "rw/early");
+    // Back after a survivor sent the will: not sent again.
+    let _late = will_client(&c, "rw-late", "rw/late");
+    std::thread::sleep(Duration::from_millis(500));
+    common::process::kill9(c);
+    let (_, pkid, payload) = mqtt_publish(&mut watcher);
+    watcher.send(&common::raw::packet(0x40, &pkid.to_be_bytes()));
+    assert_eq!(payload, "rw/late", "sent by a survivor once c is taken for dead");
+    let _c = stored(&dirs[2]);
+    std::thread::sleep(Duration::from_secs(7));
+    let got = mqtt_drain(&mut watcher);
+    assert!(got.is_empty(), "each will once: {got:?}");
+}
+
 /// A HELLO on `addr`: WELCOME (`Ok`) or ABORT's reason (`Err`).
 fn try_join(addr: std::net::SocketAddr) -> Result<Client, String> {
     let mut c = connect(addr, Serializer::Json);

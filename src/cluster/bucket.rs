@@ -267,8 +267,9 @@ pub(super) enum Cas {
     /// this node takes it in, offline, if no client claimed it meanwhile.
     Adopt { key: std::sync::Arc<str>, holder: (String, u64) },
     /// A session this node restored from its store: keep the client ID if
-    /// it is still this node's (in any life), else say it is not.
-    Reclaim { key: std::sync::Arc<str> },
+    /// it is still this node's (in any life), else say it is not; and if it
+    /// has a will (`will`), take its entry back the same way.
+    Reclaim { key: std::sync::Arc<str>, will: bool },
 }
 
 /// The deciding task's answers, for the key's owner worker.
@@ -287,8 +288,9 @@ pub(super) enum Decided {
     /// adopted (claimed meanwhile, or no record).
     Adopted(std::sync::Arc<str>, Option<crate::mqtt::registry::Left>),
     /// A restored session's client ID is still this node's (`true`), or
-    /// another node's now.
-    Restored(std::sync::Arc<str>, bool),
+    /// another node's now; and whether its will's entry is this life's now
+    /// (`false`: gone, or another node's: the will is not to be sent here).
+    Restored(std::sync::Arc<str>, bool, bool),
 }
 
 /// Decides conditional writes and dead sessions' wills one after the
@@ -351,14 +353,21 @@ pub(super) async fn decide(
                 };
                 Some(Decided::Adopted(key, left))
             }
-            Cas::Reclaim { key } => match reclaim(&kv, (&node, incarnation), &key).await {
-                Ok(kept) => Some(Decided::Restored(key, kept)),
-                Err(e) => {
+            Cas::Reclaim { key, will } => {
+                let me = (node.as_str(), incarnation);
+                let kept = reclaim(&kv, me, &key).await.unwrap_or_else(|e| {
                     // Kept, as without a cluster.
                     log::warn!("cluster: a restored MQTT session's client ID was not checked: {e}");
-                    Some(Decided::Restored(key, true))
-                }
-            },
+                    true
+                });
+                let will_kept = kept
+                    && will
+                    && reclaim_will(&kv, me, &key).await.unwrap_or_else(|e| {
+                        log::warn!("cluster: a restored MQTT session's will was not checked: {e}; kept");
+                        true
+                    });
+                Some(Decided::Restored(key, kept, will_kept))
+            }
             Cas::Resume { claim, holder } => {
                 let left = match session_record(&kv, &claim.key, &holder).await {
                     Some(record) => {
@@ -709,6 +718,37 @@ async fn reclaim(kv: &kv::Store, (node, incarnation): (&str, u64), key: &str) ->
         match written {
             Ok(()) => return Ok(true),
             Err(e) => log::debug!("cluster: reclaiming a restored MQTT client ID: {e}; again"),
+        }
+    }
+    Err(format!("still contended after {CAS_TRIES} tries"))
+}
+
+/// A restored session's will entry, taken back from an earlier life of
+/// this node (rewritten as this life's at the revision read, so a survivor
+/// that takes the entry of the earlier life at once finds it changed):
+/// `false` if it is gone (a survivor took it to send it, or a client
+/// resumed the session elsewhere and took it out) or is another node's.
+/// A will whose entry was never written (the node died within its write)
+/// is not sent either: at most once.
+async fn reclaim_will(kv: &kv::Store, (node, incarnation): (&str, u64), key: &str) -> Result<bool, String> {
+    let bucket_key = will_key(key);
+    for _ in 0..CAS_TRIES {
+        let Some(read) = kv.entry(&bucket_key).await.map_err(|e| e.to_string())? else { return Ok(false) };
+        if read.operation != kv::Operation::Put {
+            return Ok(false);
+        }
+        let mut will: SharedWill = rmp_serde::from_slice(&read.value).map_err(|e| e.to_string())?;
+        if will.node != node {
+            return Ok(false);
+        }
+        if will.incarnation == incarnation {
+            return Ok(true);
+        }
+        will.incarnation = incarnation;
+        let value = rmp_serde::to_vec(&will).map_err(|e| e.to_string())?;
+        match kv.update(&bucket_key, Bytes::from(value), read.revision).await {
+            Ok(_) => return Ok(true),
+            Err(e) => log::debug!("cluster: taking back a restored MQTT will: {e}; again"),
         }
     }
     Err(format!("still contended after {CAS_TRIES} tries"))

@@ -155,11 +155,13 @@ pub enum ClusterReq {
     /// ... and taken out once the session has a connection again, moves
     /// or ends.
     MqttQueueClear { key: Arc<str> },
-    /// A persistent MQTT session restored from this node's store at start:
-    /// still this node's in the cluster (its client ID's holder is this
-    /// node, in any life), or taken meanwhile by another node (answered
-    /// with `mqtt::registry::Msg::Relinquish`)?
-    MqttRestored { key: Arc<str> },
+    /// An MQTT session restored from this node's store at start (a
+    /// persistent one, or one kept for its will): still this node's in the
+    /// cluster (its client ID's holder is this node, in any life), or taken
+    /// meanwhile by another node? And, if it has a will (`will`), is the
+    /// will's entry still this node's (in any life), or did a survivor take
+    /// it? Answered with `mqtt::registry::Msg::Restored`.
+    MqttRestored { key: Arc<str>, will: bool },
     /// An MQTT session's will (with its delay in seconds), or none any
     /// more, for the keys bucket: a survivor publishes it if this node
     /// dies.

@@ -501,11 +501,7 @@ impl Node {
                         self.hand_to(w as usize, ShardMsg::MqttDeadWill(p), false);
                     }
                     bucket::Decided::Adopted(key, record) => self.adopted(key, record),
-                    bucket::Decided::Restored(key, kept) => {
-                        let (realm, client) = key.split_once('\0').unwrap_or(("", &key));
-                        let w = owner_of(realm, client, self.workers.len()) as usize;
-                        self.hand_to(w, ShardMsg::Mqtt(crate::mqtt::registry::Msg::Restored { key, kept }), false);
-                    }
+                    bucket::Decided::Restored(key, kept, will_kept) => self.restored(key, kept, will_kept),
                 },
                 Some(ack) = self.acks.recv() => match ack {
                     Ack::Barrier(b) => self.hand_to(b.owner as usize, ShardMsg::BarrierAck { barrier: b.id }, false),
@@ -601,14 +597,11 @@ impl Node {
             ClusterReq::MqttSession { key, record } => self.write_session(&key, record).await,
             ClusterReq::MqttQueued { key, messages } => self.write_queued(&key, messages),
             ClusterReq::MqttQueueClear { key } => self.clear_queued(&key).await,
-            ClusterReq::MqttRestored { key } => {
-                if let Err(e) = self.cas.try_send(bucket::Cas::Reclaim { key }) {
+            ClusterReq::MqttRestored { key, will } => {
+                if let Err(e) = self.cas.try_send(bucket::Cas::Reclaim { key, will }) {
                     log::warn!("cluster: too many decisions queued: a restored MQTT session is kept unchecked");
-                    if let bucket::Cas::Reclaim { key } = e.into_inner() {
-                        let (realm, client) = key.split_once('\0').unwrap_or(("", &key));
-                        let w = owner_of(realm, client, self.workers.len()) as usize;
-                        let msg = crate::mqtt::registry::Msg::Restored { key, kept: true };
-                        self.hand_to(w, ShardMsg::Mqtt(msg), false);
+                    if let bucket::Cas::Reclaim { key, will } = e.into_inner() {
+                        self.restored(key, true, will);
                     }
                 }
             }
@@ -1158,6 +1151,15 @@ impl Node {
         let w = owner_of(realm, client, self.workers.len());
         let msg = crate::mqtt::registry::Msg::Owned { claim, prev, resume };
         self.hand_to(w as usize, ShardMsg::Mqtt(msg), false);
+    }
+
+    /// The cluster's answer for a session restored from the store, to its
+    /// client ID's owner worker (`mqtt::registry::Msg::Restored`).
+    fn restored(&mut self, key: Arc<str>, kept: bool, will_kept: bool) {
+        let (realm, client) = key.split_once('\0').unwrap_or(("", &key));
+        let w = owner_of(realm, client, self.workers.len()) as usize;
+        let msg = crate::mqtt::registry::Msg::Restored { key, kept, will_kept };
+        self.hand_to(w, ShardMsg::Mqtt(msg), false);
     }
 
     /// A persistent session's record to the keys bucket (an empty one: it

@@ -73,8 +73,10 @@ pub enum Msg {
     /// restored from the store at start is still this node's (`kept`), or
     /// another node's now (it took the session in, or a client resumed it
     /// there, while this node was down): then the restored copy goes,
-    /// unless a client is on it already.
-    Restored { key: Arc<str>, kept: bool },
+    /// unless a client is on it already. `will_kept`: its will's entry in
+    /// the cluster is this life's now; without it the will is not sent
+    /// here (a survivor sent it, or took it out).
+    Restored { key: Arc<str>, kept: bool, will_kept: bool },
 }
 
 /// What a dead node left of a persistent session in the cluster: its

@@ -300,7 +300,7 @@ pub struct Session {
     queue_shared: bool,
     /// In a cluster: restored from the store at start, not yet known to
     /// be still this node's (`persist::restored`); its record is not
-    /// shared until then.
+    /// shared, and its will and expiry wait, until then.
     reclaiming: bool,
     /// When this incarnation was made (ms since the epoch).
     created_ms: u64,
@@ -699,6 +699,9 @@ pub fn housekeeping(w: &mut Shard) {
         let Some(s) = w.mqtt.sessions.get_mut(slot) else { return false };
         if s.conn.is_some() {
             return false;
+        }
+        if s.reclaiming {
+            return true; // its will and expiry wait for the cluster's answer (`persist::restored`)
         }
         if s.will_at.is_some_and(|t| now >= t) {
             s.will_at = None;

@@ -125,7 +125,7 @@ pub fn on_registry(w: &mut Shard, msg: Msg) {
         Msg::RemoteClaim(claim) => claim_here(w, claim, true),
         Msg::Owned { claim, prev, resume } => owned(w, claim, prev, resume),
         Msg::Adopt { key, left } => persist::adopt(w, key, *left),
-        Msg::Restored { key, kept } => persist::restored(w, &key, kept),
+        Msg::Restored { key, kept, will_kept } => persist::restored(w, &key, kept, will_kept),
         Msg::ClaimVia { session, node } => {
             if let Some(p) = claiming(w, session) {
                 p.via = Some(node);

@@ -413,14 +413,16 @@ pub(super) fn snapshot(w: &mut Shard, slot: usize, old: Option<u64>) {
 pub fn restore_at_start(w: &mut Shard, sessions: Vec<Loaded>) {
     for l in sessions {
         // In a cluster, another node may have taken the session while this
-        // one was down: asked (`ClusterReq::MqttRestored`, answered in
-        // `restored`); until then its record is not shared.
-        let reclaim = w.cluster.is_some() && l.record.expiry > 0;
+        // one was down, or sent its will: asked (`ClusterReq::MqttRestored`,
+        // answered in `restored`); until then its record is not shared, and
+        // its will and expiry wait.
+        let reclaim = w.cluster.is_some() && (l.record.expiry > 0 || l.record.will.is_some());
         let slot = restore_one(w, l, reclaim);
         if reclaim {
-            let key = w.mqtt.sessions[slot].key.clone();
+            let s = &w.mqtt.sessions[slot];
+            let (key, will) = (s.key.clone(), s.will.is_some());
             if let Some(link) = &mut w.cluster {
-                link.send(crate::cluster::ClusterReq::MqttRestored { key });
+                link.send(crate::cluster::ClusterReq::MqttRestored { key, will });
             }
         }
     }
@@ -433,8 +435,11 @@ pub fn restore_at_start(w: &mut Shard, sessions: Vec<Loaded>) {
 /// while this node was down): then this copy is stale and goes, silently
 /// (its will and record are the other node's), its keys out of the store.
 /// One that a client has connected to meanwhile stays: that client chose
-/// it.
-pub fn restored(w: &mut Shard, key: &str, kept: bool) {
+/// it. A kept one's will is sent here only if its entry in the cluster is
+/// this life's now (`will_kept`): else a survivor sent it (or a client
+/// that resumed the session elsewhere took it out), and one that ends with
+/// its connection (expiry 0), kept only for its will, goes too.
+pub fn restored(w: &mut Shard, key: &str, kept: bool, will_kept: bool) {
     // (Restored on the client ID's owner worker: this one.)
     let Some((_, id)) = w.mqtt.registry.holder(key).filter(|&(worker, _)| worker == w.id) else { return };
     let Some(&slot) = w.mqtt.by_id.get(&id) else { return };
@@ -443,18 +448,35 @@ pub fn restored(w: &mut Shard, key: &str, kept: bool) {
         return;
     }
     s.reclaiming = false;
-    if kept || s.conn.is_some() || s.moving.is_some() || s.restoring.is_some() {
+    let offline = s.conn.is_none() && s.moving.is_none() && s.restoring.is_none();
+    if kept && offline && !will_kept && s.will.is_some() {
+        log::info!("worker {}: the will of the MQTT session of {key:?} was the cluster's to send; not sent here", w.id);
+        s.will = None;
+        s.will_at = None;
+        if s.expiry == 0 {
+            return drop_restored(w, slot);
+        }
+    }
+    if kept || !offline {
         save(w, slot);
         super::sync_will(w, slot);
         // Offline (as restored): its queue goes to the queues stream anew
         // (what its earlier life wrote there is cleared first, in order).
-        if let Some(link) = &mut w.cluster {
-            link.send(crate::cluster::ClusterReq::MqttQueueClear { key: w.mqtt.sessions[slot].key.clone() });
+        let s = &w.mqtt.sessions[slot];
+        if let Some(link) = w.cluster.as_mut().filter(|_| s.expiry > 0) {
+            link.send(crate::cluster::ClusterReq::MqttQueueClear { key: s.key.clone() });
         }
         share_queue(w, slot);
         return;
     }
     log::info!("worker {}: the MQTT session of {key:?} is another node's now; the copy restored here goes", w.id);
+    drop_restored(w, slot);
+}
+
+/// A restored session that is not this node's to keep goes, silently:
+/// nothing shared, no will, its keys out of the store.
+fn drop_restored(w: &mut Shard, slot: usize) {
+    let s = &mut w.mqtt.sessions[slot];
     s.shared = false;
     s.queue_shared = false;
     s.will = None;
