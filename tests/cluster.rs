@@ -1356,6 +1356,34 @@ fn a_restarted_node_keeps_its_sessions_and_shares_them_again() {
     assert_eq!(mqtt_drain(&mut back), ["m1", "m2", "m3"], "with what c had queued, kept across its restart");
 }
 
+/// A node that comes back at once without its store (a new machine under
+/// the same name) has lost its sessions, and nobody takes them in (a
+/// restart is not a death). A client resuming one on another node gets
+/// it from the record its node left, with what that node had queued for
+/// it while it was offline (the queues stream).
+#[test]
+fn a_session_resumed_from_a_node_back_without_its_store_has_its_messages() {
+    let Some(nats) = nats() else { return };
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = node(&nats, "a", &dirs[0]);
+    let b = node(&nats, "b", &dirs[1]);
+    let c = node(&nats, "c", &dirs[2]);
+    offline_subscriber(c.mqtt, "nomad", b"nm/t");
+    let (mut publisher, _) = Raw::connected(a.mqtt, 4, "nm-publisher", true, 0);
+    for n in 1..=3u16 {
+        publisher.send(&publish_packet(4, b"nm/t", 1, n, false, format!("m{n}").as_bytes()));
+        publisher.expect(0x40, "PUBACK");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    common::process::kill9(c);
+    let _c = node(&nats, "c", &dirs[3]);
+    // Until b has heard c's new life.
+    std::thread::sleep(Duration::from_secs(3));
+    let (mut back, present) = Raw::connected(b.mqtt, 4, "nomad", false, 0);
+    assert!(present, "nomad's session is resumed from the record c left");
+    assert_eq!(mqtt_drain(&mut back), ["m1", "m2", "m3"], "with what c had queued for it");
+}
+
 /// The payloads of the PUBLISHes that reach `c` until it has been quiet
 /// for a while (QoS 1 ones acknowledged).
 fn mqtt_drain(c: &mut Raw) -> Vec<String> {

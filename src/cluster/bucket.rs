@@ -279,8 +279,10 @@ pub(super) enum Decided {
     /// A dead session's will this node applied, at this revision.
     Will(crate::router::Publication, u64),
     /// The client ID is this node's; the node (and life) that held it, and
-    /// the record of its session that node left (`session_key`).
-    Own(crate::mqtt::registry::Claim, Option<(String, u64)>, Option<crate::mqtt::registry::Left>),
+    /// the record of its session that node left (`session_key`), with the
+    /// messages it had queued if its queue was read (`true`: `Resume`; a
+    /// plain claim does not read it, the holder may be alive).
+    Own(crate::mqtt::registry::Claim, Option<(String, u64)>, Option<crate::mqtt::registry::Left>, bool),
     /// A dead node's MQTT session's will, for this node to publish.
     MqttWill(crate::router::Publication),
     /// A dead node's persistent session is this node's now: its record
@@ -337,7 +339,7 @@ pub(super) async fn decide(
                     _ => None,
                 };
                 let left = record.map(|record| crate::mqtt::registry::Left { record, queued: Vec::new() });
-                Some(Decided::Own(claim, prev, left))
+                Some(Decided::Own(claim, prev, left, false))
             }
             Cas::Adopt { key, holder } => {
                 let record = match adopt(&kv, (&node, incarnation), &key, &holder).await {
@@ -379,7 +381,7 @@ pub(super) async fn decide(
                     }
                     None => None,
                 };
-                Some(Decided::Own(claim, Some(holder), left))
+                Some(Decided::Own(claim, Some(holder), left, true))
             }
             Cas::OwnWill { key, will } => {
                 if let Err(e) = own_will(&kv, (&node, incarnation), &key, will).await {

@@ -491,7 +491,7 @@ impl Node {
                         let w = owner_of(&realm, &topic, self.workers.len());
                         self.hand_to(w as usize, ShardMsg::CasDone { realm, topic, outcome }, false);
                     }
-                    bucket::Decided::Own(claim, prev, record) => self.owned(claim, prev, record),
+                    bucket::Decided::Own(claim, prev, record, read) => self.owned(claim, prev, record, read),
                     bucket::Decided::Will(p, revision) => {
                         let w = owner_of(&p.realm, &p.topic, self.workers.len());
                         self.hand_to(w as usize, ShardMsg::DeadWill { p: Arc::new(p), revision }, false);
@@ -571,26 +571,26 @@ impl Node {
             ClusterReq::Retained { p, will } => self.write_retained(&p, will.as_ref()).await,
             ClusterReq::MqttClaim { claim } => {
                 if !self.connected.load(Ordering::Relaxed) {
-                    return self.owned(claim, None, None);
+                    return self.owned(claim, None, None, true);
                 }
                 // The deciding task's queue is bounded: full, the node
                 // serves the client ID alone rather than stall this thread.
                 if let Err(e) = self.cas.try_send(bucket::Cas::Own { claim }) {
                     if let bucket::Cas::Own { claim } = e.into_inner() {
                         log::warn!("cluster: too many decisions queued: an MQTT client ID is served here alone");
-                        self.owned(claim, None, None);
+                        self.owned(claim, None, None, true);
                     }
                 }
             }
             ClusterReq::MqttResume { claim, node } => {
                 let holder = self.peers.get(usize::from(node)).map(|p| (p.name.clone(), p.incarnation));
                 let Some(holder) = holder.filter(|_| self.connected.load(Ordering::Relaxed)) else {
-                    return self.owned(claim, None, None);
+                    return self.owned(claim, None, None, true);
                 };
                 if let Err(e) = self.cas.try_send(bucket::Cas::Resume { claim, holder }) {
                     if let bucket::Cas::Resume { claim, .. } = e.into_inner() {
                         log::warn!("cluster: too many decisions queued: an MQTT session starts afresh");
-                        self.owned(claim, None, None);
+                        self.owned(claim, None, None, true);
                     }
                 }
             }
@@ -1116,12 +1116,14 @@ impl Node {
     /// The cluster's answer to a client ID's claim, to the ID's owner
     /// worker here: the node that held it, if it is alive in that life.
     /// A holder that is gone leaves the record of its session, which the
-    /// claim resumes (unless it starts clean).
+    /// claim resumes (unless it starts clean), with the messages it had
+    /// queued (`read`: its queue was read; if not, it is read first).
     fn owned(
         &mut self,
         claim: crate::mqtt::registry::Claim,
         prev: Option<(String, u64)>,
         record: Option<crate::mqtt::registry::Left>,
+        read: bool,
     ) {
         let holder = prev.clone();
         let prev = prev.and_then(|(node, incarnation)| {
@@ -1132,6 +1134,23 @@ impl Node {
             let p = &self.peers[id as usize];
             (p.alive && (p.incarnation == 0 || p.incarnation == incarnation)).then_some(id)
         });
+        if let Some(holder) = holder.clone().filter(|_| prev.is_none() && record.is_some() && !read) {
+            // The holder was already taken for dead when the claim was
+            // decided: what it had queued for the session is read (and
+            // purged) before the session resumes, as after `ClaimVia`.
+            if self.queues.is_some() && holder != (self.cfg.node.clone(), self.incarnation) {
+                match self.cas.try_send(bucket::Cas::Resume { claim, holder }) {
+                    Ok(()) => return,
+                    Err(e) => {
+                        log::warn!("cluster: too many decisions queued: a session resumes without its queued messages");
+                        if let bucket::Cas::Resume { claim, holder } = e.into_inner() {
+                            self.owned(claim, Some(holder), record, true);
+                        }
+                        return;
+                    }
+                }
+            }
+        }
         let resume = if prev.is_none() && !claim.clean_start { record.map(Box::new) } else { None };
         if let (None, Some((node, incarnation))) = (prev, holder) {
             // A session of a node that is gone, resumed before its will's
