@@ -9,6 +9,7 @@
 //! subject tokens and the form a publication travels in.
 
 mod bucket;
+mod probe;
 pub mod procs;
 pub mod rpc;
 mod sessions;

@@ -10,7 +10,8 @@
 //! - the interest bucket's watch: other nodes' entries, broadcast to every
 //!   worker as `RemoteRoute` while their node is alive;
 //! - heartbeats, its own every second and the others' (`<prefix>.hb.*`): a
-//!   node silent for `DEAD_AFTER` loses its routes until it is heard again.
+//!   node silent for `DEAD_AFTER` loses its routes until it is heard again;
+//!   one whose connection to NATS is seen gone (`probe`) sooner.
 //!
 //! Its sends to workers are `try_send`: a full inbox keeps the message in a
 //! bounded per-worker overflow (beyond it, events are dropped and counted),
@@ -39,6 +40,8 @@ use std::time::{Duration, Instant};
 /// A node not heard from for this long is taken for dead.
 pub const DEAD_AFTER: Duration = Duration::from_secs(5);
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How often the others' heartbeats are checked (and late ones asked).
+const LIVENESS_CHECK: Duration = Duration::from_millis(250);
 /// Messages kept for one worker whose inbox is full; past it events drop.
 const OVERFLOW: usize = 65_536;
 /// Publications handled per wake-up before the other sources get a turn.
@@ -132,6 +135,10 @@ struct Peer {
     workers: u16,
     last_heard: Instant,
     alive: bool,
+    /// A question to it is out (`probe::ask`).
+    probing: bool,
+    /// "No responders" answers in a row since it was last heard.
+    gone: u8,
     /// Its interest entries: bucket key -> subscription key.
     entries: AHashMap<String, SubKey>,
 }
@@ -165,6 +172,8 @@ struct Node {
     /// Where other nodes' dealer messages for this one arrive, up to the
     /// sender's name.
     rpc_inbox: String,
+    /// Where the others ask this node whether it is still here.
+    ping_subject: String,
     /// The newest interest-bucket revision the watch has shown.
     seen_revision: u64,
     /// Other nodes' syncs waiting for the watch to reach a revision:
@@ -205,6 +214,11 @@ struct Node {
     queues: Option<(bucket::Queues, tokio::sync::mpsc::Sender<bucket::QueueOp>)>,
     /// Send a heartbeat now (a node this one did not know was heard).
     beat_now: bool,
+    /// Answers of the nodes asked whether they are still there (node, its
+    /// life when asked, the answer); bounded: one question per node.
+    probes: (tokio::sync::mpsc::Sender<super::probe::Answered>, tokio::sync::mpsc::Receiver<super::probe::Answered>),
+    /// Since when this node's connection to NATS is up (`None`: down).
+    up_since: Option<Instant>,
     /// This batch turn's outgoing publications: (subject, batch, how many),
     /// in the
     /// order the subjects were first used, and each subject's place.
@@ -343,6 +357,7 @@ impl Node {
             incarnation,
             regs: AHashMap::new(),
             rpc_inbox: rpc::subject(&cfg.prefix, &cfg.node, ""),
+            ping_subject: wire::ping_subject(&cfg.prefix, &cfg.node),
             cfg,
             client,
             kv,
@@ -360,6 +375,8 @@ impl Node {
             syncing: AHashMap::new(),
             next_token: 0,
             beat_now: false,
+            probes: tokio::sync::mpsc::channel(MAX_NODES),
+            up_since: None,
             batches: Vec::new(),
             batch_at: AHashMap::new(),
             arrived: Vec::new(),
@@ -423,6 +440,7 @@ impl Node {
     async fn run(mut self, mut reqs: tokio::sync::mpsc::Receiver<ClusterReq>, streams: Streams) {
         let Streams { mut events, mut beats, mut keys, mut watch } = streams;
         let mut tick = tokio::time::interval(HEARTBEAT);
+        let mut liveness = tokio::time::interval(LIVENESS_CHECK);
         let mut retry = tokio::time::interval(Duration::from_millis(2));
         let beat_subject = wire::heartbeat_subject(&self.cfg.prefix, &self.cfg.node);
         // The node's incarnation and its number of workers (the others
@@ -513,10 +531,11 @@ impl Node {
                     if self.connected.load(Ordering::Relaxed) {
                         let _ = self.client.publish(beat_subject.clone(), beat.clone()).await;
                     }
-                    self.check_liveness();
                     self.log_drops();
                     self.report(false);
                 }
+                _ = liveness.tick() => self.check_liveness(),
+                Some((id, incarnation, answer)) = self.probes.1.recv() => self.on_probe(id, incarnation, answer),
                 _ = retry.tick(), if backlog => {}
             }
             if std::mem::take(&mut self.beat_now) && self.connected.load(Ordering::Relaxed) {
@@ -709,6 +728,14 @@ impl Node {
             let from = from.to_owned();
             return self.on_rpc(&from, &msg.payload);
         }
+        if msg.subject.as_str() == self.ping_subject {
+            // Another node asks whether this one is still here (`probe`).
+            if let Some(reply) = msg.reply {
+                let client = self.client.clone();
+                tokio::spawn(async move { client.publish(reply, Bytes::new()).await });
+            }
+            return;
+        }
         if msg.subject.as_str() != ctl_subject {
             return self.on_event(&msg.payload);
         }
@@ -778,6 +805,7 @@ impl Node {
         let id = self.peer(name);
         let peer = &mut self.peers[id as usize];
         peer.last_heard = Instant::now();
+        peer.gone = 0;
         let was_alive = peer.alive;
         // A node new to this one (or new again) hears from it at once, not
         // at its next heartbeat: a subscription made here right after it
@@ -819,14 +847,46 @@ impl Node {
         }
     }
 
+    /// Takes the nodes silent for `DEAD_AFTER` for dead, and asks those
+    /// whose heartbeat is late whether they are still connected (`probe`).
     fn check_liveness(&mut self) {
         let now = Instant::now();
+        let up = self.connected.load(Ordering::Relaxed);
+        self.up_since = if up { self.up_since.or(Some(now)) } else { None };
+        let may_ask = self.up_since.is_some_and(|t| now.duration_since(t) >= super::probe::PROBE_GRACE);
         for id in 0..self.peers.len() {
-            let p = &self.peers[id];
-            if p.alive && now.duration_since(p.last_heard) > DEAD_AFTER {
+            let p = &mut self.peers[id];
+            if !p.alive {
+                continue;
+            }
+            let silent = now.duration_since(p.last_heard);
+            if silent > DEAD_AFTER {
                 log::warn!("cluster: node {} silent for {} s: its routes are dropped", p.name, DEAD_AFTER.as_secs());
                 self.set_alive(id as NodeId, false);
+            } else if silent > super::probe::PROBE_AFTER && may_ask && !p.probing {
+                p.probing = true;
+                let (client, tx, incarnation) = (self.client.clone(), self.probes.0.clone(), p.incarnation);
+                let subject = wire::ping_subject(&self.cfg.prefix, &p.name);
+                tokio::spawn(async move {
+                    let answer = super::probe::ask(client, subject).await;
+                    let _ = tx.send((id as NodeId, incarnation, answer)).await;
+                });
             }
+        }
+    }
+
+    /// A late node's answer (`probe`): two "no responders" in a row, and
+    /// it is taken for dead now, if it is still silent in the same life.
+    fn on_probe(&mut self, id: NodeId, incarnation: u64, answer: super::probe::Answer) {
+        let Some(p) = self.peers.get_mut(id as usize) else { return };
+        p.probing = false;
+        let still = p.alive && p.incarnation == incarnation && p.last_heard.elapsed() > super::probe::PROBE_AFTER;
+        if !still {
+            return;
+        }
+        if super::probe::verdict(&mut p.gone, answer) {
+            log::warn!("cluster: node {} is gone from NATS: its routes are dropped", p.name);
+            self.set_alive(id, false);
         }
     }
 
@@ -843,6 +903,8 @@ impl Node {
             workers: 0,
             last_heard: Instant::now(),
             alive: true,
+            probing: false,
+            gone: 0,
             entries: AHashMap::new(),
         });
         self.by_name.insert(name.to_owned(), id);

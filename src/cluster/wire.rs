@@ -64,6 +64,12 @@ pub fn ctl_subject(prefix: &str, node: &str) -> String {
     format!("{prefix}.n.{node}.ctl")
 }
 
+/// Where a node is asked whether it is still connected (`cluster::probe`;
+/// under its inbox subscription, so it matches while the node does).
+pub fn ping_subject(prefix: &str, node: &str) -> String {
+    format!("{prefix}.n.{node}.ping")
+}
+
 pub fn heartbeat_subject(prefix: &str, node: &str) -> String {
     format!("{prefix}.hb.{node}")
 }
