@@ -1,7 +1,7 @@
 //! Scale-out: several nodes serving one realm through NATS
 //! (`docs/CLUSTER.md` is the design; this is what of it is built).
 //!
-//! The `cluster` thread (`thread.rs`) owns the NATS connection, on a
+//! The `cluster` thread (`thread/`) owns the NATS connection, on a
 //! current-thread tokio runtime of its own: workers never see it. They
 //! talk to it through a bounded channel (`ClusterLink`, like the store's:
 //! overflow kept in order, sockets paused while it waits), and it talks to
