@@ -93,6 +93,20 @@ fn node(nats: &Nats, name: &str, data: &tempfile::TempDir) -> Router {
     start_with(data.path(), &["--durability", "none", "--cluster", &nats.url, "--node-name", name])
 }
 
+/// Node `name` keeping its store on disk (`--durability sync`), to come
+/// back with.
+fn stored_node(nats: &Nats, name: &str, data: &tempfile::TempDir) -> Router {
+    start_with(data.path(), &["--durability", "sync", "--cluster", &nats.url, "--node-name", name])
+}
+
+/// QoS 1 PUBLISHes of `m<n>` to `topic`, packet ID n, each acknowledged.
+fn publish_each(publisher: &mut Raw, topic: &[u8], ns: std::ops::RangeInclusive<u16>) {
+    for n in ns {
+        publisher.send(&publish_packet(4, topic, 1, n, false, format!("m{n}").as_bytes()));
+        publisher.expect(0x40, "PUBACK");
+    }
+}
+
 /// Nodes a, b and c on their own data directories (kept with them).
 fn three_nodes(nats: &Nats) -> (Vec<tempfile::TempDir>, [Router; 3]) {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -1298,10 +1312,7 @@ fn a_restarted_node_gives_up_the_sessions_taken_while_it_was_down() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let a = node(&nats, "a", &dirs[0]);
     let _b = node(&nats, "b", &dirs[1]);
-    let stored = |dir: &tempfile::TempDir| {
-        start_with(dir.path(), &["--durability", "sync", "--cluster", &nats.url, "--node-name", "c"])
-    };
-    let c = stored(&dirs[2]);
+    let c = stored_node(&nats, "c", &dirs[2]);
     offline_subscriber(c.mqtt, "rover", b"rv/t");
     std::thread::sleep(Duration::from_millis(300));
     common::process::kill9(c);
@@ -1314,7 +1325,7 @@ fn a_restarted_node_gives_up_the_sessions_taken_while_it_was_down() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // c comes back with its store (its copy of rover, without those).
-    let c = stored(&dirs[2]);
+    let c = stored_node(&nats, "c", &dirs[2]);
     std::thread::sleep(Duration::from_millis(1500));
     let (mut back, present) = Raw::connected(c.mqtt, 4, "rover", false, 0);
     assert!(present, "rover's session is there");
@@ -1331,20 +1342,14 @@ fn a_restarted_node_keeps_its_sessions_and_shares_them_again() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let a = node(&nats, "a", &dirs[0]);
     let _b = node(&nats, "b", &dirs[1]);
-    let stored = |dir: &tempfile::TempDir| {
-        start_with(dir.path(), &["--durability", "sync", "--cluster", &nats.url, "--node-name", "c"])
-    };
-    let c = stored(&dirs[2]);
+    let c = stored_node(&nats, "c", &dirs[2]);
     offline_subscriber(c.mqtt, "lander", b"ld/t");
     let (mut publisher, _) = Raw::connected(a.mqtt, 4, "ld-publisher", true, 0);
-    for n in 1..=3u16 {
-        publisher.send(&publish_packet(4, b"ld/t", 1, n, false, format!("m{n}").as_bytes()));
-        publisher.expect(0x40, "PUBACK");
-    }
+    publish_each(&mut publisher, b"ld/t", 1..=3);
     std::thread::sleep(Duration::from_millis(500));
     // Back at once (a restart, not a death): the session is still c's.
     common::process::kill9(c);
-    let c = stored(&dirs[2]);
+    let c = stored_node(&nats, "c", &dirs[2]);
     std::thread::sleep(Duration::from_millis(1500));
     common::process::kill9(c);
     let mut back = Raw::open(a.mqtt);
@@ -1370,10 +1375,7 @@ fn a_session_resumed_from_a_node_back_without_its_store_has_its_messages() {
     let c = node(&nats, "c", &dirs[2]);
     offline_subscriber(c.mqtt, "nomad", b"nm/t");
     let (mut publisher, _) = Raw::connected(a.mqtt, 4, "nm-publisher", true, 0);
-    for n in 1..=3u16 {
-        publisher.send(&publish_packet(4, b"nm/t", 1, n, false, format!("m{n}").as_bytes()));
-        publisher.expect(0x40, "PUBACK");
-    }
+    publish_each(&mut publisher, b"nm/t", 1..=3);
     std::thread::sleep(Duration::from_millis(500));
     common::process::kill9(c);
     let _c = node(&nats, "c", &dirs[3]);
@@ -1554,9 +1556,6 @@ fn a_restarted_node_sends_no_will_the_others_sent() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let a = node(&nats, "a", &dirs[0]);
     let _b = node(&nats, "b", &dirs[1]);
-    let stored = |dir: &tempfile::TempDir| {
-        start_with(dir.path(), &["--durability", "sync", "--cluster", &nats.url, "--node-name", "c"])
-    };
     let (mut watcher, _) = Raw::connected(a.mqtt, 4, "rw-watcher", true, 0);
     let mut sub = vec![0, 1];
     common::raw::mqtt_str(&mut sub, b"rw/#");
@@ -1572,11 +1571,11 @@ fn a_restarted_node_sends_no_will_the_others_sent() {
     };
     // Back at once, before the others take it for dead: its will goes out
     // once (from whichever node takes the will's entry).
-    let c = stored(&dirs[2]);
+    let c = stored_node(&nats, "c", &dirs[2]);
     let _early = will_client(&c, "rw-early", "rw/early");
     std::thread::sleep(Duration::from_millis(500));
     common::process::kill9(c);
-    let c = stored(&dirs[2]);
+    let c = stored_node(&nats, "c", &dirs[2]);
     let (_, pkid, payload) = mqtt_publish(&mut watcher);
     watcher.send(&common::raw::packet(0x40, &pkid.to_be_bytes()));
     assert_eq!(payload, "rw/early");
@@ -1587,7 +1586,7 @@ fn a_restarted_node_sends_no_will_the_others_sent() {
     let (_, pkid, payload) = mqtt_publish(&mut watcher);
     watcher.send(&common::raw::packet(0x40, &pkid.to_be_bytes()));
     assert_eq!(payload, "rw/late", "sent by a survivor once c is taken for dead");
-    let _c = stored(&dirs[2]);
+    let _c = stored_node(&nats, "c", &dirs[2]);
     std::thread::sleep(Duration::from_secs(7));
     let got = mqtt_drain(&mut watcher);
     assert!(got.is_empty(), "each will once: {got:?}");
