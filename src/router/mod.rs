@@ -412,6 +412,10 @@ pub struct RegRelease {
 }
 
 /// Messages between workers. Every variant is handled without blocking.
+/// Each worker's inbox holds `server::INBOX_CAPACITY` of them, allocated
+/// up front, and every send moves one: rare large variants are boxed so
+/// the common ones (`Publish`, `Invoke`, `CallDone`) stay small (see the
+/// size check below).
 #[derive(Debug)]
 pub enum ShardMsg {
     /// A new connection, from the acceptor.
@@ -468,7 +472,7 @@ pub enum ShardMsg {
     },
     /// From the cluster thread: the MQTT will of a session of a node that
     /// is gone, which this node won the right to publish.
-    MqttDeadWill(Publication),
+    MqttDeadWill(Box<Publication>),
     /// From the cluster thread to a topic's owner: the keys bucket's
     /// decision on its conditional write of the key (`ClusterReq::CasWrite`).
     CasDone {
@@ -724,6 +728,10 @@ pub enum ShardMsg {
 }
 
 /// Which listener a connection came in on.
+// An inbox slot: a `SubKey` (80 bytes) with a few fields is the largest
+// variant left unboxed.
+const _: () = assert!(std::mem::size_of::<ShardMsg>() <= 128, "box the large ShardMsg variant");
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Listener {
     /// HTTP: WebSocket upgrade to WAMP (or to MQTT on the MQTT path).

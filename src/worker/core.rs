@@ -198,7 +198,7 @@ impl Shard {
                 // Published by the router, as this node's (and so sent on
                 // to the other nodes).
                 let me = SessionRef { worker: self.id, id: crate::router::ROUTER_SESSION };
-                let p = Publication { id: self.ids.next_id(), publisher: me, started: self.now, ..will };
+                let p = Publication { id: self.ids.next_id(), publisher: me, started: self.now, ..*will };
                 self.route(p);
             }
             ShardMsg::Reduce(p, ack) => self.reduce(p, ack),

@@ -526,7 +526,7 @@ impl Node {
                     }
                     bucket::Decided::MqttWill(p) => {
                         let w = owner_of(&p.realm, &p.topic, self.workers.len());
-                        self.hand_to(w as usize, ShardMsg::MqttDeadWill(p), false);
+                        self.hand_to(w as usize, ShardMsg::MqttDeadWill(Box::new(p)), false);
                     }
                     bucket::Decided::Adopted(key, record) => self.adopted(key, record),
                     bucket::Decided::Restored(key, kept, will_kept) => self.restored(key, kept, will_kept),
