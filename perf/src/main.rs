@@ -571,7 +571,10 @@ fn main() {
         problems: stats.problems.len(),
         pings: stats.pings,
         stalled: stalled.len(),
-        stalled_closed: stalled.iter_mut().filter_map(|s| s.drain_and_check_closed().then_some(())).count(),
+        stalled_closed: stalled
+            .iter_mut()
+            .filter_map(|s| s.drain_and_check_closed(Duration::from_millis(300)).then_some(()))
+            .count(),
         router_rss_start_kb: rss_start,
         router_rss_max_kb: rss_max,
         router_rss_end_kb: rss_end,
@@ -656,7 +659,7 @@ fn idle_mode(args: &Args, ep: &Endpoints, ser: Ser) {
         .iter_mut()
         .filter_map(|s| {
             match s {
-                Idle::Wamp(s) => s.drain_and_check_closed(),
+                Idle::Wamp(s) => s.drain_and_check_closed(Duration::ZERO),
                 Idle::Mqtt(s) => s.drain_and_check_closed(),
             }
             .then_some(())
