@@ -854,6 +854,29 @@ fn the_session_meta_api_answers_for_the_cluster() {
     assert_eq!(got, [joins, leaves], "b's session joined, then left, seen on a");
 }
 
+/// A meta call asked of a node that dies before it answers is answered
+/// once that node is taken for dead, from the others (its sessions went
+/// with it), instead of timing out.
+#[test]
+fn a_meta_call_does_not_wait_for_a_dead_node() {
+    let Some(nats) = nats() else { return };
+    let (_dirs, [a, b, c]) = three_nodes(&nats);
+    let mut asker = join(a.wamp, Serializer::Json);
+    let _on_b = join(b.wamp, Serializer::Json);
+    let _on_c = join(c.wamp, Serializer::Json);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while meta_call(&mut asker, "wamp.session.count", vec![]) != [Value::UInt(3)] {
+        assert!(Instant::now() < deadline, "the count never covered the three nodes");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Connected long enough for a to ask a late node whether it is gone
+    // (`cluster::probe`), so the verdict comes well within the meta
+    // API's 5 s.
+    std::thread::sleep(Duration::from_secs(5));
+    common::process::kill9(c);
+    assert_eq!(meta_call(&mut asker, "wamp.session.count", vec![]), [Value::UInt(2)], "a's and b's sessions");
+}
+
 #[test]
 fn the_subscription_meta_api_answers_for_the_cluster() {
     let Some(nats) = nats() else { return };

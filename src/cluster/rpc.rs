@@ -286,7 +286,7 @@ pub fn encode(to: NodeId, worker: WorkerId, msg: &ShardMsg) -> Option<Vec<u8>> {
             };
             Wire::MetaQuery { realm: realm.to_string(), query, reply: *reply, gather: *gather }
         }
-        ShardMsg::MetaAnswer { gather, answer } => {
+        ShardMsg::MetaAnswer { gather, answer, .. } => {
             use crate::router::meta::MetaAnswer;
             let (ids, is_details, details, events) = match answer {
                 MetaAnswer::Ids(ids) => (ids.clone(), false, None, None),
@@ -428,7 +428,8 @@ pub fn decode(b: &[u8], from: NodeId) -> Result<(WorkerId, ShardMsg), String> {
             ShardMsg::MetaQuery { realm: realm.as_str().into(), query, reply, gather }
         }
         Wire::MetaAnswer { gather, events: Some(events), .. } => {
-            ShardMsg::MetaAnswer { gather, answer: crate::router::meta::MetaAnswer::Events(recorded(events)?) }
+            let answer = crate::router::meta::MetaAnswer::Events(recorded(events)?);
+            ShardMsg::MetaAnswer { gather, answer, from: Some(from) }
         }
         Wire::MetaAnswer { gather, ids, is_details, details, events: None } => {
             use crate::router::meta::MetaAnswer;
@@ -437,7 +438,7 @@ pub fn decode(b: &[u8], from: NodeId) -> Result<(WorkerId, ShardMsg), String> {
                 (true, None) => MetaAnswer::Details(None),
                 (false, _) => MetaAnswer::Ids(ids),
             };
-            ShardMsg::MetaAnswer { gather, answer }
+            ShardMsg::MetaAnswer { gather, answer, from: Some(from) }
         }
         Wire::Revoke { callee, registration, reason } => ShardMsg::Revoke { callee, registration, reason },
         Wire::HistoryQuery { realm, pattern, after, reply } => {
@@ -569,9 +570,11 @@ mod tests {
             MetaAnswer::Ids(vec![]),
         ] {
             let want = format!("{answer:?}");
-            let b = encode(0, 2, &ShardMsg::MetaAnswer { gather: 5, answer }).unwrap();
-            match decode(&b, 0).unwrap() {
-                (2, ShardMsg::MetaAnswer { gather: 5, answer }) => assert_eq!(format!("{answer:?}"), want),
+            let b = encode(0, 2, &ShardMsg::MetaAnswer { gather: 5, answer, from: None }).unwrap();
+            match decode(&b, 3).unwrap() {
+                (2, ShardMsg::MetaAnswer { gather: 5, answer, from: Some(3) }) => {
+                    assert_eq!(format!("{answer:?}"), want)
+                }
                 other => panic!("{other:?}"),
             }
         }
@@ -613,9 +616,9 @@ mod tests {
             crate::router::Body::Mqtt(Bytes::from_static(b"v")),
         );
         let recorded = crate::router::history::Recorded { seq: 4, at: 1_000, p: std::sync::Arc::new(p) };
-        let answer = ShardMsg::MetaAnswer { gather: 6, answer: MetaAnswer::Events(vec![recorded]) };
+        let answer = ShardMsg::MetaAnswer { gather: 6, answer: MetaAnswer::Events(vec![recorded]), from: None };
         match decode(&encode(0, 1, &answer).unwrap(), 0).unwrap() {
-            (1, ShardMsg::MetaAnswer { gather: 6, answer: MetaAnswer::Events(e) }) => {
+            (1, ShardMsg::MetaAnswer { gather: 6, answer: MetaAnswer::Events(e), from: Some(0) }) => {
                 assert_eq!((e.len(), e[0].seq, e[0].at, e[0].p.id, e[0].p.topic.as_str()), (1, 4, 1_000, 12, "t.x"))
             }
             other => panic!("{other:?}"),

@@ -713,6 +713,8 @@ pub enum ShardMsg {
     MetaAnswer {
         gather: u64,
         answer: meta::MetaAnswer,
+        /// The node it comes from (`None`: this one's workers).
+        from: Option<crate::cluster::NodeId>,
     },
     /// To a callee's worker: the meta API revokes its registration.
     Revoke {

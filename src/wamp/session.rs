@@ -52,7 +52,8 @@ pub use dealer::{
     LocalReg, OutCall, RegResult,
 };
 pub use meta::{
-    expire_gathers, on_meta_answer, on_meta_query, on_revoke, reg_deleted, sub_created, sub_deleted, Gathering,
+    expire_gathers, gathers_without, on_meta_answer, on_meta_query, on_revoke, reg_deleted, sub_created, sub_deleted,
+    Gathering,
 };
 
 /// How a connection's WAMP messages are framed.

@@ -140,6 +140,7 @@ impl Shard {
             ShardMsg::RemoteProcs { realm, policy, reg } => self.remote_procs.set(&realm, policy, reg),
             ShardMsg::NodeLost { node } => {
                 session::on_node_lost(self, node);
+                session::gathers_without(self, node);
                 mqtt::on_node_lost(self, node);
             }
             ShardMsg::NodeWorkers { node, workers } => {
@@ -248,7 +249,7 @@ impl Shard {
             ShardMsg::MetaQuery { realm, query, reply, gather } => {
                 session::on_meta_query(self, &realm, query, reply, gather)
             }
-            ShardMsg::MetaAnswer { gather, answer } => session::on_meta_answer(self, gather, answer),
+            ShardMsg::MetaAnswer { gather, answer, from } => session::on_meta_answer(self, gather, answer, from),
             ShardMsg::Revoke { callee, registration, reason } => session::on_revoke(self, callee, registration, reason),
             ShardMsg::Mqtt(msg) => mqtt::on_registry(self, msg),
             // The asker's channel has room for every worker's answer.

@@ -852,6 +852,10 @@ pub struct Gathering {
     request: u64,
     finish: Finish,
     remaining: usize,
+    /// Of `remaining`, the answers due from each other node's workers: a
+    /// node taken for dead meanwhile owes none (`gathers_without`), its
+    /// sessions being gone with it.
+    remote: Vec<(crate::cluster::NodeId, usize)>,
     ids: Vec<u64>,
     details: Option<Dict>,
     events: Vec<crate::router::history::Recorded>,
@@ -863,12 +867,20 @@ fn gather(w: &mut Shard, handle: usize, request: u64, realm: Realm, q: MetaQuery
     w.next_gather += 1;
     let id = w.next_gather;
     let session = session(w, handle).id;
+    let mut remote: Vec<(crate::cluster::NodeId, usize)> = Vec::new();
+    for (node, _) in to.iter().filter_map(|&t| crate::cluster::node_of(t)) {
+        match remote.iter_mut().find(|(n, _)| *n == node) {
+            Some((_, k)) => *k += 1,
+            None => remote.push((node, 1)),
+        }
+    }
     let g = Gathering {
         handle,
         session,
         request,
         finish: f,
         remaining: to.len(),
+        remote,
         ids: Vec::new(),
         details: None,
         events: Vec::new(),
@@ -885,9 +897,15 @@ fn gather(w: &mut Shard, handle: usize, request: u64, realm: Realm, q: MetaQuery
     }
 }
 
-/// A worker's answer to a gathered meta call.
-pub fn on_meta_answer(w: &mut Shard, gather: u64, answer: MetaAnswer) {
+/// A worker's answer to a gathered meta call (`from`: another node's).
+pub fn on_meta_answer(w: &mut Shard, gather: u64, answer: MetaAnswer, from: Option<crate::cluster::NodeId>) {
     let Some(g) = w.gathers.get_mut(&gather) else { return };
+    if let Some(node) = from {
+        match g.remote.iter_mut().find(|(n, k)| *n == node && *k > 0) {
+            Some((_, k)) => *k -= 1,
+            None => return, // not asked, or taken for dead since: counted out
+        }
+    }
     match answer {
         MetaAnswer::Ids(ids) => g.ids.extend(ids),
         MetaAnswer::Details(d) => g.details = g.details.take().or(d),
@@ -957,6 +975,24 @@ fn finish(w: &mut Shard, gather: u64) {
                 .collect();
             result(w, handle, request, vec![Value::List(list)]);
         }
+    }
+}
+
+/// Node `node` is taken for dead: the gathered calls stop waiting for its
+/// workers (what it held went with it) and finish with the others'
+/// answers, rather than time out.
+pub fn gathers_without(w: &mut Shard, node: crate::cluster::NodeId) {
+    let mut done = Vec::new();
+    for (&id, g) in w.gathers.iter_mut() {
+        let Some(i) = g.remote.iter().position(|(n, k)| *n == node && *k > 0) else { continue };
+        g.remaining -= g.remote[i].1;
+        g.remote[i].1 = 0;
+        if g.remaining == 0 {
+            done.push(id);
+        }
+    }
+    for id in done {
+        finish(w, id);
     }
 }
 
@@ -1060,7 +1096,7 @@ pub fn on_meta_query(w: &mut Shard, realm: &Realm, query: MetaQuery, reply: Work
             MetaAnswer::Ids(killed)
         }
     };
-    w.peers.send(reply, ShardMsg::MetaAnswer { gather, answer });
+    w.peers.send(reply, ShardMsg::MetaAnswer { gather, answer, from: None });
 }
 
 /// Ends a session with GOODBYE (the connection stays, for the client's
