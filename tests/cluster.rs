@@ -1017,6 +1017,7 @@ fn event_history_answers_for_the_cluster() {
             )
         })
         .collect();
+    let started = Instant::now();
     let mut subscriber = join(nodes[0].wamp, Serializer::Json);
     let subscription = subscriber.subscribe("h.t", Dict::new());
     let mut asker = join(nodes[0].wamp, Serializer::Json);
@@ -1086,6 +1087,28 @@ fn event_history_answers_for_the_cluster() {
         let want: &[&str] = if node == 0 { &["0-0", "1-1", "2-0"] } else { &["0-0", "1-1", "2-0", "live-0"] };
         assert_eq!(got, want, "replayed on node {node} ({policy}) before {name}, each once");
     }
+    // A replay asked of a node that dies before it answers goes out once
+    // that node is taken for dead (`cluster::probe`: about 2 s, once the
+    // nodes have been connected 5 s), with the others' events, rather
+    // than at its 5 s deadline.
+    std::thread::sleep((started + Duration::from_secs(6)).saturating_duration_since(Instant::now()));
+    let [a, b, c]: [Router; 3] = nodes.try_into().ok().expect("three nodes");
+    common::process::kill9(c);
+    let mut late = join(a.wamp, Serializer::Json);
+    let asked = Instant::now();
+    late.subscribe("h.t", opts(&[("after", Value::UInt(ids["1-0"]))]));
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        match late.recv() {
+            Msg::Event { payload, .. } => got.push(first_text(&payload)),
+            other => panic!("expected EVENT, got {other:?}"),
+        }
+    }
+    let waited = asked.elapsed();
+    got.sort();
+    assert_eq!(got, ["0-0", "1-1", "live-0", "live-2"], "a's and b's events after 1-0 (c's went with it)");
+    assert!(waited < Duration::from_millis(4500), "the replay waited {waited:?}, as for its deadline");
+    drop(b);
 }
 
 /// The first argument of an event, as text.

@@ -56,6 +56,61 @@ pub fn node_of(w: WorkerId) -> Option<(NodeId, WorkerId)> {
     (w >= NODE_BASE && w != REMOTE).then(|| ((w - NODE_BASE) >> 8, w & 0xff))
 }
 
+/// The answers a question put to several workers (here and on other
+/// nodes) is still owed, by node, so that it stops waiting for a node
+/// taken for dead (`lost`): that node's share is counted out, what it held
+/// having gone with it.
+#[derive(Debug, Default)]
+pub struct Owed {
+    local: usize,
+    remote: Vec<(NodeId, usize)>,
+}
+
+impl Owed {
+    /// One answer from each of `to`.
+    pub fn of(to: &[WorkerId]) -> Owed {
+        let mut owed = Owed::default();
+        for &w in to {
+            match node_of(w) {
+                None => owed.local += 1,
+                Some((node, _)) => match owed.remote.iter_mut().find(|(n, _)| *n == node) {
+                    Some((_, k)) => *k += 1,
+                    None => owed.remote.push((node, 1)),
+                },
+            }
+        }
+        owed
+    }
+
+    /// An answer from this node's workers (`None`) or node `from`'s:
+    /// `false` if none was owed (a node counted out, answering late).
+    pub fn answered(&mut self, from: Option<NodeId>) -> bool {
+        let k = match from {
+            None => &mut self.local,
+            Some(node) => match self.remote.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, k)) => k,
+                None => return false,
+            },
+        };
+        if *k == 0 {
+            return false;
+        }
+        *k -= 1;
+        true
+    }
+
+    /// Node `node` is gone: what it owed is counted out. Whether it owed
+    /// anything.
+    pub fn lost(&mut self, node: NodeId) -> bool {
+        self.remote.iter_mut().find(|(n, k)| *n == node && *k > 0).map(|(_, k)| *k = 0).is_some()
+    }
+
+    /// The answers still owed.
+    pub fn left(&self) -> usize {
+        self.local + self.remote.iter().map(|(_, k)| k).sum::<usize>()
+    }
+}
+
 /// Capacity of the workers' shared channel to the cluster thread.
 pub const QUEUE: usize = 65_536;
 
@@ -207,6 +262,24 @@ pub type ClusterChannel = (tokio::sync::mpsc::Sender<ClusterReq>, Arc<std::sync:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_dead_node_owed_is_counted_out() {
+        let to = [0, 1, at_node(2, 0), at_node(2, 1), at_node(5, 0)];
+        let mut owed = Owed::of(&to);
+        assert_eq!(owed.left(), 5);
+        assert!(owed.answered(None));
+        assert!(owed.answered(Some(2)));
+        assert!(owed.lost(2), "node 2 still owed one");
+        assert_eq!(owed.left(), 2);
+        assert!(!owed.answered(Some(2)), "a late answer of a node counted out");
+        assert!(!owed.lost(2));
+        assert!(!owed.answered(Some(7)), "never asked");
+        assert!(owed.answered(None));
+        assert!(owed.answered(Some(5)));
+        assert_eq!(owed.left(), 0);
+        assert!(!owed.answered(None), "nothing more owed here");
+    }
 
     #[test]
     fn one_node_unless_a_url_is_given() {

@@ -306,7 +306,7 @@ pub fn encode(to: NodeId, worker: WorkerId, msg: &ShardMsg) -> Option<Vec<u8>> {
             after: *after,
             reply: wire_reply(reply)?,
         },
-        ShardMsg::HistoryReplay { reply, anchor, events } => {
+        ShardMsg::HistoryReplay { reply, anchor, events, .. } => {
             Wire::HistoryReplay { reply: wire_reply(reply)?, anchor: *anchor, events: wire_events(events) }
         }
         _ => return None,
@@ -446,9 +446,12 @@ pub fn decode(b: &[u8], from: NodeId) -> Result<(WorkerId, ShardMsg), String> {
             let back = remote((reply.worker, 0))?.worker;
             ShardMsg::HistoryQuery { realm: realm.as_str().into(), pattern, after, reply: reply_of(reply, back)? }
         }
-        Wire::HistoryReplay { reply, anchor, events } => {
-            ShardMsg::HistoryReplay { reply: reply_of(reply, worker)?, anchor, events: recorded(events)? }
-        }
+        Wire::HistoryReplay { reply, anchor, events } => ShardMsg::HistoryReplay {
+            reply: reply_of(reply, worker)?,
+            anchor,
+            events: recorded(events)?,
+            from: Some(from),
+        },
     };
     Ok((worker, msg))
 }
@@ -651,9 +654,9 @@ mod tests {
             crate::router::Body::Mqtt(Bytes::from_static(b"v")),
         );
         let events = vec![crate::router::history::Recorded { seq: 3, at: 2_000, p: std::sync::Arc::new(p) }];
-        let answer = ShardMsg::HistoryReplay { reply, anchor: Some(1_990), events };
+        let answer = ShardMsg::HistoryReplay { reply, anchor: Some(1_990), events, from: None };
         let (worker, msg) = decode(&encode(5, 2, &answer).unwrap(), 3).unwrap();
-        let ShardMsg::HistoryReplay { reply, anchor, events } = msg else { panic!("{msg:?}") };
+        let ShardMsg::HistoryReplay { reply, anchor, events, from: Some(3) } = msg else { panic!("{msg:?}") };
         assert_eq!((worker, reply.worker, reply.subscription, anchor), (2, 2, 4, Some(1_990)));
         assert_eq!((events.len(), events[0].seq, events[0].at, events[0].p.id), (1, 3, 2_000, 56));
         // An MQTT subscription's replay does not exist, and does not travel.

@@ -663,6 +663,8 @@ pub enum ShardMsg {
         reply: RetainedReply,
         anchor: Option<u64>,
         events: Vec<history::Recorded>,
+        /// The node it comes from (`None`: this one's workers).
+        from: Option<crate::cluster::NodeId>,
     },
     /// To a topic's owner: keep this event in the topic's history.
     Record {

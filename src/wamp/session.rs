@@ -46,7 +46,9 @@ use dealer::*;
 pub use auth::{Asking, Throttle, CLUSTER_UNAVAILABLE, FAIL_BUDGET, FAIL_WINDOW};
 pub(crate) use authorizer::{read_answer as read_decision, router_call as authorizer_call};
 pub use authorizer::{Decision, DecisionCache, Parked, ROUTER_CALLER};
-pub use broker::{event_for, expire_replays, on_history, on_retained, on_stored, subscribed, EventCache};
+pub use broker::{
+    event_for, expire_replays, on_history, on_retained, on_stored, replays_without, subscribed, EventCache,
+};
 pub use dealer::{
     expire_calls, on_call_done, on_caller_gone, on_interrupt, on_invoke, on_node_lost, on_picked, registered, InCall,
     LocalReg, OutCall, RegResult,

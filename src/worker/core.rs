@@ -141,6 +141,7 @@ impl Shard {
             ShardMsg::NodeLost { node } => {
                 session::on_node_lost(self, node);
                 session::gathers_without(self, node);
+                session::replays_without(self, node);
                 mqtt::on_node_lost(self, node);
             }
             ShardMsg::NodeWorkers { node, workers } => {
@@ -209,11 +210,11 @@ impl Shard {
             ShardMsg::Record { p, limit, max_age_ms } => self.record(p, limit, max_age_ms),
             ShardMsg::HistoryQuery { realm, pattern, after, reply } => {
                 let (anchor, events) = self.history.after(&realm, &pattern, reply.policy, after);
-                self.peers.send(reply.worker, ShardMsg::HistoryReplay { reply, anchor, events });
+                self.peers.send(reply.worker, ShardMsg::HistoryReplay { reply, anchor, events, from: None });
             }
-            ShardMsg::HistoryReplay { reply, anchor, events } => {
+            ShardMsg::HistoryReplay { reply, anchor, events, from } => {
                 if let Member::Wamp(handle) = reply.member {
-                    session::on_history(self, handle, &reply, anchor, events);
+                    session::on_history(self, handle, &reply, anchor, events, from);
                 }
             }
             ShardMsg::KeySessionGone { realm, topic, session } => self.key_session_gone(&realm, &topic, session),

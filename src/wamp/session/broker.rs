@@ -370,7 +370,8 @@ pub fn subscribed(w: &mut Shard, handle: usize, request: u64, subscription: u64,
         let to = w.history_workers(&key.realm, &key.topic, key.policy);
         let s = session(w, handle);
         s.replays.retain(|r| r.subscription != subscription);
-        s.replays.push(Replay { subscription, waiting: to.len(), got: Replayed::default(), held: Vec::new() });
+        let owed = crate::cluster::Owed::of(&to);
+        s.replays.push(Replay { subscription, owed, got: Replayed::default(), held: Vec::new() });
         let deadline = w.now + REPLAY_TIMEOUT;
         w.replay_deadlines.push_back((deadline, handle, sid, subscription));
         for worker in to {
@@ -391,8 +392,9 @@ pub fn subscribed(w: &mut Shard, handle: usize, request: u64, subscription: u64,
 /// A subscription replaying its history (`after`).
 pub struct Replay {
     pub(super) subscription: u64,
-    /// Workers yet to answer.
-    waiting: usize,
+    /// The workers' answers yet to come (a node taken for dead owes none:
+    /// `replays_without`).
+    owed: crate::cluster::Owed,
     got: Replayed,
     /// Live events meanwhile (publication ID, framed EVENT), at most `MAX_HELD`.
     held: Vec<(u64, Bytes)>,
@@ -413,6 +415,7 @@ pub fn on_history(
     reply: &RetainedReply,
     anchor: Option<u64>,
     events: Vec<crate::router::history::Recorded>,
+    from: Option<crate::cluster::NodeId>,
 ) {
     if w.sessions.get(&reply.session) != Some(&handle) {
         return;
@@ -420,11 +423,36 @@ pub fn on_history(
     let s = session(w, handle);
     let Some(i) = s.replays.iter().position(|r| r.subscription == reply.subscription) else { return };
     let r = &mut s.replays[i];
+    if !r.owed.answered(from) {
+        return; // a node counted out (taken for dead), answering after all
+    }
     r.got.add(anchor, events);
-    r.waiting = r.waiting.saturating_sub(1);
-    if r.waiting == 0 {
+    if r.owed.left() == 0 {
         let r = s.replays.swap_remove(i);
         replay(w, handle, reply.subscription, reply.policy, r);
+    }
+}
+
+/// Node `node` is taken for dead: the replays waiting for its workers go
+/// out with the others' answers now, rather than at their deadline.
+pub fn replays_without(w: &mut Shard, node: crate::cluster::NodeId) {
+    let mut done = Vec::new();
+    for (handle, conn) in w.conns.iter_mut() {
+        let Some(s) = conn.wamp().and_then(|c| c.session.as_mut()) else { continue };
+        let mut i = 0;
+        while i < s.replays.len() {
+            let r = &mut s.replays[i];
+            if r.owed.lost(node) && r.owed.left() == 0 {
+                done.push((handle, s.replays.swap_remove(i)));
+            } else {
+                i += 1;
+            }
+        }
+    }
+    for (handle, r) in done {
+        let subscription = r.subscription;
+        let Some(policy) = w.local_subs.get(&subscription).map(|l| l.key.policy) else { continue };
+        replay(w, handle, subscription, policy, r);
     }
 }
 
@@ -447,7 +475,7 @@ pub fn expire_replays(w: &mut Shard) {
             "worker {}: session {session_id}: the history replay of subscription {subscription} went out \
              without {} answer(s) (a node did not answer in time)",
             w.id,
-            r.waiting
+            r.owed.left()
         );
         replay(w, handle, subscription, policy, r);
     }

@@ -851,11 +851,9 @@ pub struct Gathering {
     session: u64,
     request: u64,
     finish: Finish,
-    remaining: usize,
-    /// Of `remaining`, the answers due from each other node's workers: a
-    /// node taken for dead meanwhile owes none (`gathers_without`), its
-    /// sessions being gone with it.
-    remote: Vec<(crate::cluster::NodeId, usize)>,
+    /// The workers' answers still to come (a node taken for dead meanwhile
+    /// owes none: `gathers_without`).
+    owed: crate::cluster::Owed,
     ids: Vec<u64>,
     details: Option<Dict>,
     events: Vec<crate::router::history::Recorded>,
@@ -867,20 +865,12 @@ fn gather(w: &mut Shard, handle: usize, request: u64, realm: Realm, q: MetaQuery
     w.next_gather += 1;
     let id = w.next_gather;
     let session = session(w, handle).id;
-    let mut remote: Vec<(crate::cluster::NodeId, usize)> = Vec::new();
-    for (node, _) in to.iter().filter_map(|&t| crate::cluster::node_of(t)) {
-        match remote.iter_mut().find(|(n, _)| *n == node) {
-            Some((_, k)) => *k += 1,
-            None => remote.push((node, 1)),
-        }
-    }
     let g = Gathering {
         handle,
         session,
         request,
         finish: f,
-        remaining: to.len(),
-        remote,
+        owed: crate::cluster::Owed::of(to),
         ids: Vec::new(),
         details: None,
         events: Vec::new(),
@@ -900,11 +890,8 @@ fn gather(w: &mut Shard, handle: usize, request: u64, realm: Realm, q: MetaQuery
 /// A worker's answer to a gathered meta call (`from`: another node's).
 pub fn on_meta_answer(w: &mut Shard, gather: u64, answer: MetaAnswer, from: Option<crate::cluster::NodeId>) {
     let Some(g) = w.gathers.get_mut(&gather) else { return };
-    if let Some(node) = from {
-        match g.remote.iter_mut().find(|(n, k)| *n == node && *k > 0) {
-            Some((_, k)) => *k -= 1,
-            None => return, // not asked, or taken for dead since: counted out
-        }
+    if !g.owed.answered(from) {
+        return; // a node counted out (taken for dead), answering after all
     }
     match answer {
         MetaAnswer::Ids(ids) => g.ids.extend(ids),
@@ -912,8 +899,7 @@ pub fn on_meta_answer(w: &mut Shard, gather: u64, answer: MetaAnswer, from: Opti
         MetaAnswer::Events(e) => g.events.extend(e),
         MetaAnswer::Rows(r) => g.rows.extend(r),
     }
-    g.remaining -= 1;
-    if g.remaining == 0 {
+    if g.owed.left() == 0 {
         finish(w, gather);
     }
 }
@@ -984,10 +970,7 @@ fn finish(w: &mut Shard, gather: u64) {
 pub fn gathers_without(w: &mut Shard, node: crate::cluster::NodeId) {
     let mut done = Vec::new();
     for (&id, g) in w.gathers.iter_mut() {
-        let Some(i) = g.remote.iter().position(|(n, k)| *n == node && *k > 0) else { continue };
-        g.remaining -= g.remote[i].1;
-        g.remote[i].1 = 0;
-        if g.remaining == 0 {
+        if g.owed.lost(node) && g.owed.left() == 0 {
             done.push(id);
         }
     }
