@@ -5,7 +5,9 @@
 //! responders" when no subscription matches: the node's connection to
 //! NATS is gone, and its subscriptions with it (a `kill -9` closes the
 //! socket, and NATS drops them at once). After `GONE_PROBES` such answers
-//! in a row the node is taken for dead then, instead of `DEAD_AFTER` after
+//! since the node was last heard (with no answer of its own between
+//! them; a question that timed out neither counts nor resets) the node
+//! is taken for dead then, instead of `DEAD_AFTER` after
 //! its last heartbeat: clients waiting to resume its sessions, callers of
 //! its callees and waiters on its locks are served about three times
 //! sooner. A node that answers, or a question that times out (a busy
@@ -19,7 +21,8 @@ use std::time::Duration;
 
 /// A heartbeat this late (they come every second) makes the node asked.
 pub(super) const PROBE_AFTER: Duration = Duration::from_millis(1500);
-/// "No responders" answers in a row that make the verdict.
+/// "No responders" answers since the node was last heard (and answered
+/// nothing) that make the verdict.
 pub(super) const GONE_PROBES: u8 = 2;
 /// How long one question may take; past it the answer is `Unknown`.
 const PROBE_LIMIT: Duration = Duration::from_secs(1);
@@ -53,7 +56,8 @@ pub(super) async fn ask(client: async_nats::Client, subject: String) -> Answer {
 }
 
 /// What a node's run of answers has come to: `true` once it is taken for
-/// dead. `gone` counts the "no responders" answers in a row.
+/// dead. `gone` counts the "no responders" answers since it was last
+/// heard or answered.
 pub(super) fn verdict(gone: &mut u8, answer: Answer) -> bool {
     match answer {
         Answer::Gone => *gone = gone.saturating_add(1),
