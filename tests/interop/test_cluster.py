@@ -528,7 +528,7 @@ def test_a_dead_nodes_persistent_session_keeps_what_comes_for_it(cluster_procs):
     time.sleep(0.5)
     proc_b.kill()
     proc_b.wait()
-    # Published on a until well past the verdict on b (5 s heartbeats).
+    # Published on a until well past the verdict on b (about 2 s, 6 s at most).
     last = 0
     until = time.time() + 9
     while time.time() < until:
