@@ -1379,6 +1379,15 @@ fn a_restarted_node_gives_up_the_sessions_taken_while_it_was_down() {
     assert!(got.last().map(String::as_str) == Some("m80"), "the survivor's copy, with what it queued: {got:?}");
 }
 
+/// A persistent session `id` on `c`, offline, with `m1`..`m3` on `topic`
+/// (published on `a`) queued for it there.
+fn offline_with_three_queued(a: &Router, c: &Router, id: &str, topic: &[u8]) {
+    offline_subscriber(c.mqtt, id, topic);
+    let (mut publisher, _) = Raw::connected(a.mqtt, 4, &format!("{id}-publisher"), true, 0);
+    publish_each(&mut publisher, topic, 1..=3);
+    std::thread::sleep(Duration::from_millis(500));
+}
+
 /// A node back with its store before anyone took its sessions keeps
 /// them, and shares them again: when it then dies for good, the session
 /// is taken in with what it had queued (read back from its store).
@@ -1389,10 +1398,7 @@ fn a_restarted_node_keeps_its_sessions_and_shares_them_again() {
     let a = node(&nats, "a", &dirs[0]);
     let _b = node(&nats, "b", &dirs[1]);
     let c = stored_node(&nats, "c", &dirs[2]);
-    offline_subscriber(c.mqtt, "lander", b"ld/t");
-    let (mut publisher, _) = Raw::connected(a.mqtt, 4, "ld-publisher", true, 0);
-    publish_each(&mut publisher, b"ld/t", 1..=3);
-    std::thread::sleep(Duration::from_millis(500));
+    offline_with_three_queued(&a, &c, "lander", b"ld/t");
     // Back at once (a restart, not a death): the session is still c's.
     common::process::kill9(c);
     let c = stored_node(&nats, "c", &dirs[2]);
@@ -1419,10 +1425,7 @@ fn a_session_resumed_from_a_node_back_without_its_store_has_its_messages() {
     let a = node(&nats, "a", &dirs[0]);
     let b = node(&nats, "b", &dirs[1]);
     let c = node(&nats, "c", &dirs[2]);
-    offline_subscriber(c.mqtt, "nomad", b"nm/t");
-    let (mut publisher, _) = Raw::connected(a.mqtt, 4, "nm-publisher", true, 0);
-    publish_each(&mut publisher, b"nm/t", 1..=3);
-    std::thread::sleep(Duration::from_millis(500));
+    offline_with_three_queued(&a, &c, "nomad", b"nm/t");
     common::process::kill9(c);
     let _c = node(&nats, "c", &dirs[3]);
     // Until b has heard c's new life.
