@@ -92,8 +92,9 @@ impl Node {
         }
     }
 
-    /// A late node's answer (`probe`): two "no responders" in a row, and
-    /// it is taken for dead now, if it is still silent in the same life.
+    /// A late node's answer (`probe`): two "no responders" since it was
+    /// last heard (`probe::verdict`), and it is taken for dead now, if it
+    /// is still silent in the same life.
     pub(super) fn on_probe(&mut self, id: NodeId, incarnation: u64, answer: probe::Answer) {
         let Some(p) = self.peers.get_mut(id as usize) else { return };
         p.probing = false;
