@@ -151,10 +151,29 @@ const FIRST_CHUNK: usize = COPY_MAX;
 /// state allocates none, and an idle connection holds no chunk.
 const POOL_MAX: usize = 64;
 
-/// A worker's spare chunks.
-#[derive(Default)]
+/// Spare queue rings (a queue's `segs` and `lens`) a worker keeps: an
+/// emptied queue gives its rings back (at most once an epoch, see
+/// `OutQueue::write_to`), so an idle connection holds none, and the next
+/// connection to queue a frame takes them without allocating.
+const RINGS_MAX: usize = 256;
+/// Largest rings kept as spares (segments, frames): the pool holds at
+/// most 256 × (0.5 + 1) KiB. A queue emptied after a deeper burst frees
+/// its rings.
+const RING_SEGS_MAX: usize = 16;
+const RING_LENS_MAX: usize = 256;
+
+/// A worker's spare chunks and queue rings.
 pub struct ChunkPool {
     free: Vec<Vec<u8>>,
+    rings: Vec<(VecDeque<Seg>, VecDeque<u32>)>,
+    /// Advanced by `next_epoch` (once a second); never 0.
+    epoch: u8,
+}
+
+impl Default for ChunkPool {
+    fn default() -> ChunkPool {
+        ChunkPool { free: Vec::new(), rings: Vec::new(), epoch: 1 }
+    }
 }
 
 impl ChunkPool {
@@ -172,6 +191,26 @@ impl ChunkPool {
 
     pub fn spare(&self) -> usize {
         self.free.len()
+    }
+
+    /// A new epoch: each queue that empties may give its rings back once
+    /// more (see `OutQueue::write_to`).
+    pub fn next_epoch(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1).max(1);
+    }
+
+    /// Spare rings for an empty queue about to take a frame (new ones,
+    /// which allocate on the first push, when the pool has none).
+    fn get_rings(&mut self) -> (VecDeque<Seg>, VecDeque<u32>) {
+        self.rings.pop().unwrap_or_default()
+    }
+
+    fn put_rings(&mut self, segs: VecDeque<Seg>, lens: VecDeque<u32>) {
+        debug_assert!(segs.is_empty() && lens.is_empty(), "only an empty queue's rings are spare");
+        let kept = segs.capacity() <= RING_SEGS_MAX && lens.capacity() <= RING_LENS_MAX;
+        if kept && self.rings.len() < RINGS_MAX {
+            self.rings.push((segs, lens));
+        }
     }
 }
 
@@ -198,13 +237,26 @@ pub struct OutQueue {
     segs: VecDeque<Seg>,
     /// Each queued frame's length, oldest first (`messages`, and `pop`).
     lens: VecDeque<u32>,
-    /// Bytes of `segs[0]` already written.
-    head: usize,
+    /// Bytes of `segs[0]` already written (a segment is a chunk, or one
+    /// frame: under 4 GiB).
+    head: u32,
     /// Bytes of the frame `lens[0]` already written.
-    frame_head: usize,
+    frame_head: u32,
     /// Bytes queued and not yet written.
     bytes: usize,
+    /// The pool's epoch in which this queue last gave its rings back
+    /// (0: never), and how often it did then: an emptied queue does so at
+    /// most `RELEASES` times an epoch, and the sweep (`sweep`) takes
+    /// those a queue kept and then left idle.
+    epoch: u8,
+    released: u8,
 }
+
+/// How often an emptied queue gives its rings back in one epoch (a
+/// second): enough for a connection's opening replies (the WebSocket
+/// upgrade, WELCOME, a SUBSCRIBED), few enough that a busy connection,
+/// emptied by every flush, does not allocate them each time.
+const RELEASES: u8 = 3;
 
 /// Most slices handed to one `writev`.
 const MAX_IOV: usize = 64;
@@ -214,6 +266,10 @@ impl OutQueue {
     pub fn push(&mut self, frame: Frame, pool: &mut ChunkPool) {
         let n = frame.len();
         assert!(n <= u32::MAX as usize, "a frame over 4 GiB");
+        if self.lens.capacity() == 0 && self.segs.capacity() == 0 {
+            debug_assert!(self.is_empty());
+            (self.segs, self.lens) = pool.get_rings();
+        }
         if n <= COPY_MAX {
             let room = matches!(self.segs.back(), Some(Seg::Chunk(c)) if c.len() + n <= CHUNK);
             if !room {
@@ -247,12 +303,30 @@ impl OutQueue {
         let n = self.lens.pop_front()? as usize;
         self.bytes -= n;
         let first = self.segs.front().expect("a frame is in a segment").bytes();
-        let frame = Bytes::copy_from_slice(&first[self.head..self.head + n]);
-        self.head += n;
-        if self.head == first.len() {
+        let head = self.head as usize;
+        let frame = Bytes::copy_from_slice(&first[head..head + n]);
+        self.head += n as u32;
+        if self.head as usize == first.len() {
             self.pop_seg(pool);
         }
         Some(frame)
+    }
+
+    /// The queue is empty: its rings go back to the pool (or are freed),
+    /// so an idle connection holds no queue memory.
+    fn release_rings(&mut self, pool: &mut ChunkPool) {
+        debug_assert!(self.segs.is_empty() && self.lens.is_empty() && self.bytes == 0);
+        if self.lens.capacity() > 0 || self.segs.capacity() > 0 {
+            pool.put_rings(std::mem::take(&mut self.segs), std::mem::take(&mut self.lens));
+        }
+    }
+
+    /// The periodic sweep: an empty queue that kept its rings (it emptied
+    /// more than once in the last epoch, then went quiet) gives them back.
+    pub fn sweep(&mut self, pool: &mut ChunkPool) {
+        if self.is_empty() {
+            self.release_rings(pool);
+        }
     }
 
     fn pop_seg(&mut self, pool: &mut ChunkPool) {
@@ -270,7 +344,7 @@ impl OutQueue {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let mut n = 0;
             for (i, s) in self.segs.iter().take(MAX_IOV).enumerate() {
-                iov[i] = IoSlice::new(if i == 0 { &s.bytes()[self.head..] } else { s.bytes() });
+                iov[i] = IoSlice::new(if i == 0 { &s.bytes()[self.head as usize..] } else { s.bytes() });
                 n += 1;
             }
             let written = match w.write_vectored(&iov[..n]) {
@@ -283,10 +357,18 @@ impl OutQueue {
             total += written;
             self.consumed(written, pool);
         }
-        if self.segs.is_empty() && self.segs.capacity() > 256 {
-            // A burst is over: give the memory back.
-            self.segs = VecDeque::new();
-            self.lens = VecDeque::new();
+        if self.segs.is_empty() {
+            // Emptied: the rings go back now (an idle connection, after
+            // its last reply, holds none), or, if this queue already gave
+            // them back often this epoch (a busy one, emptied by every
+            // flush), at the next sweep should it still be empty then.
+            if self.epoch != pool.epoch {
+                (self.epoch, self.released) = (pool.epoch, 0);
+            }
+            if self.released < RELEASES {
+                self.released += 1;
+                self.release_rings(pool);
+            }
         }
         Ok(total)
     }
@@ -296,16 +378,16 @@ impl OutQueue {
         self.bytes -= written;
         let mut left = written;
         while left > 0 {
-            let first = self.segs[0].bytes().len() - self.head;
+            let first = self.segs[0].bytes().len() - self.head as usize;
             if left >= first {
                 left -= first;
                 self.pop_seg(pool);
             } else {
-                self.head += left;
+                self.head += left as u32;
                 left = 0;
             }
         }
-        let mut done = self.frame_head + written;
+        let mut done = self.frame_head as usize + written;
         while let Some(&n) = self.lens.front() {
             if done < n as usize {
                 break;
@@ -313,7 +395,7 @@ impl OutQueue {
             done -= n as usize;
             self.lens.pop_front();
         }
-        self.frame_head = done;
+        self.frame_head = done as u32;
         debug_assert_eq!(self.lens.is_empty(), self.bytes == 0);
     }
 }
@@ -343,9 +425,8 @@ pub struct Conn {
     pub proto: Proto,
     /// Unparsed input: the tail of a partial frame (empty when idle).
     pub input: Buf,
-    /// A fragmented WebSocket message being reassembled.
-    pub fragments: Vec<u8>,
-    pub fragment_opcode: Option<crate::ws::frame::Opcode>,
+    /// A fragmented WebSocket message being reassembled (rare: boxed).
+    pub fragmented: Option<Box<Fragmented>>,
     pub out: OutQueue,
     /// When the outbound queue first refused an event, if it still is full.
     pub over_since: Option<Instant>,
@@ -368,6 +449,12 @@ pub struct Conn {
     pub stats: ConnStats,
 }
 
+/// A WebSocket message whose first frames have come, and not its last
+/// (boxed in `Conn`: 8 bytes for every connection, not a `Vec`'s 24).
+pub struct Fragmented {
+    pub data: Vec<u8>,
+}
+
 /// Messages through one connection since its session began.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnStats {
@@ -378,6 +465,9 @@ pub struct ConnStats {
     /// Events dropped for this client (queue full, too large).
     pub dropped: u64,
 }
+
+// One per connection, in the worker's slab (perf/RESULTS.md, idle sessions).
+const _: () = assert!(std::mem::size_of::<Conn>() <= 280, "box what only some connections use");
 
 impl Conn {
     pub fn new(stream: TcpStream, serial: u64) -> Conn {
@@ -393,8 +483,7 @@ impl Conn {
             tls: None,
             proto: Proto::Http,
             input: Buf::default(),
-            fragments: Vec::new(),
-            fragment_opcode: None,
+            fragmented: None,
             out: OutQueue::default(),
             over_since: None,
             dirty: false,
@@ -508,6 +597,54 @@ mod tests {
         }
         assert_eq!(q.segs.len(), 2);
         assert_eq!(pool.spare(), 0);
+    }
+
+    #[test]
+    fn an_emptied_queue_gives_its_rings_back() {
+        let mut pool = ChunkPool::default();
+        let mut q = OutQueue::default();
+        let mut w = Trickle { got: Vec::new(), cap: usize::MAX, calls: 0, block_after: usize::MAX };
+        let held = |q: &OutQueue| q.segs.capacity() + q.lens.capacity() > 0;
+        q.push(Frame::Slice(b"welcome"), &mut pool);
+        q.write_to(&mut w, &mut pool).unwrap();
+        // Idle after its first reply: no rings held, one spare pair.
+        assert!(!held(&q));
+        assert_eq!(pool.rings.len(), 1);
+        // The next frame takes them again; emptied `RELEASES` times in
+        // one epoch (a busy queue), it keeps them.
+        for _ in 1..RELEASES {
+            q.push(Frame::Slice(b"event"), &mut pool);
+            assert!(pool.rings.is_empty() && held(&q));
+            q.write_to(&mut w, &mut pool).unwrap();
+            assert!(!held(&q) && pool.rings.len() == 1);
+        }
+        q.push(Frame::Slice(b"event"), &mut pool);
+        q.write_to(&mut w, &mut pool).unwrap();
+        assert!(held(&q) && pool.rings.is_empty());
+        // The sweep takes them from a queue that went quiet.
+        pool.next_epoch();
+        q.sweep(&mut pool);
+        assert!(!held(&q));
+        assert_eq!(pool.rings.len(), 1);
+        // A partly written queue keeps them, at the sweep too.
+        q.push(Frame::Slice(b"event"), &mut pool);
+        w.cap = 2;
+        w.calls = 0;
+        w.block_after = 1;
+        q.write_to(&mut w, &mut pool).unwrap();
+        q.sweep(&mut pool);
+        assert!(held(&q) && pool.rings.is_empty());
+        // In a new epoch, rings grown past the spare bound are freed, not kept.
+        w.cap = usize::MAX;
+        w.block_after = usize::MAX;
+        for _ in 0..RING_LENS_MAX + 1 {
+            q.push(Frame::Slice(b"x"), &mut pool);
+        }
+        pool.next_epoch();
+        q.write_to(&mut w, &mut pool).unwrap();
+        assert!(!held(&q) && pool.rings.is_empty());
+        let events = b"event".repeat(RELEASES as usize + 1);
+        assert_eq!(w.got, [&b"welcome"[..], &events, &[b'x'; RING_LENS_MAX + 1]].concat());
     }
 
     #[test]

@@ -99,6 +99,10 @@ pub struct WampConn {
     auth: Option<Box<auth::PendingAuth>>,
 }
 
+// Every WAMP connection holds one, idle or not (perf/RESULTS.md, idle
+// sessions): state only some sessions need goes in `WampSession::busy`.
+const _: () = assert!(std::mem::size_of::<WampConn>() <= 256, "keep what idle sessions do not use out of WampConn");
+
 impl WampConn {
     pub fn new(ser: Serializer, framing: Framing) -> WampConn {
         WampConn { ser, framing, session: None, goodbye_sent: false, auth: None }
@@ -115,8 +119,9 @@ pub struct WampSession {
     authprovider: &'static str,
     /// What its role may do; `None`: the realm has no roles (everything).
     rules: Option<std::sync::Arc<crate::auth::rules::RoleRules>>,
-    /// Realm NUL role: its key in the authorizer's decision cache.
-    authz_key: std::sync::Arc<str>,
+    /// Realm NUL role: its key in the authorizer's decision cache, made
+    /// when a role with an authorizer first asks (`authz_key`).
+    authz_key: Option<std::sync::Arc<str>>,
     /// The dynamic authorizer's decision for the message being handled.
     decided: Option<authorizer::Decision>,
     /// The realm's disclosure policy.
@@ -125,31 +130,18 @@ pub struct WampSession {
     /// Subscription IDs (a session rarely has many).
     subs: Vec<u64>,
     regs: Vec<LocalReg>,
-    /// Calls in flight as caller, by request ID.
-    calls: AHashMap<u64, OutCall>,
-    /// Request IDs of the last calls that ended while their caller was still
-    /// sending progressive input: a late continuation is ignored.
-    ended_inputs: std::collections::VecDeque<u64>,
     /// The caller announced `progressive_call_invocations`.
     progressive_calls: bool,
     /// The callee announced `call_canceling`: it is sent INTERRUPT.
     call_canceling: bool,
-    /// Invocations in flight as callee, by invocation ID.
-    invocations: AHashMap<u64, InCall>,
-    /// Invocations still taking progressive input: the caller's
-    /// (session, request) -> invocation ID.
-    open_inputs: AHashMap<(SessionRef, u64), u64>,
     /// The callee announced `progressive_call_invocations`.
     progressive_invocations: bool,
     /// The peer announced `payload_passthru_mode` (in any role).
     ppt: bool,
-    next_invocation: u64,
-    /// SUBSCRIBE requests in progress that asked for retained events.
-    want_retained: Vec<u64>,
-    /// SUBSCRIBE requests in progress with `after` (request, publication).
-    want_after: Vec<(u64, u64)>,
-    /// Subscriptions replaying their history (`after`): live events wait.
-    replays: Vec<broker::Replay>,
+    /// What only a session that calls, is called, asks for retained or
+    /// replayed events or leaves testaments or keys needs: made on first
+    /// use (`busy`), so an idle session allocates none of it.
+    busy: Option<Box<Busy>>,
     /// The last topic or procedure this session published to or called
     /// that `uri_ok` passed (`concrete_uri_ok`); empty at first.
     last_uri: String,
@@ -157,11 +149,48 @@ pub struct WampSession {
     opened: Instant,
     /// The callee announced `registration_revocation`: it is told with UNREGISTERED.
     revocation: bool,
+}
+
+/// A session's calls, invocations, pending SUBSCRIBE options, replays,
+/// testaments and keys (`WampSession::busy`).
+#[derive(Default)]
+struct Busy {
+    /// Calls in flight as caller, by request ID.
+    calls: AHashMap<u64, OutCall>,
+    /// Request IDs of the last calls that ended while their caller was still
+    /// sending progressive input: a late continuation is ignored.
+    ended_inputs: std::collections::VecDeque<u64>,
+    /// Invocations in flight as callee, by invocation ID.
+    invocations: AHashMap<u64, InCall>,
+    /// Invocations still taking progressive input: the caller's
+    /// (session, request) -> invocation ID.
+    open_inputs: AHashMap<(SessionRef, u64), u64>,
+    next_invocation: u64,
+    /// SUBSCRIBE requests in progress that asked for retained events.
+    want_retained: Vec<u64>,
+    /// SUBSCRIBE requests in progress with `after` (request, publication).
+    want_after: Vec<(u64, u64)>,
+    /// Subscriptions replaying their history (`after`): live events wait.
+    replays: Vec<broker::Replay>,
     /// Published when the session ends (at most `meta::MAX_TESTAMENTS`).
     testaments: Vec<meta::Testament>,
     /// Retained keys this session has a `will` or a waiting (`watch`)
     /// publish on: their owners are told when it ends.
     keys: Vec<(Realm, String)>,
+}
+
+impl WampSession {
+    /// The session's key in the dynamic authorizer's decision cache.
+    fn authz_key(&mut self) -> std::sync::Arc<str> {
+        let (realm, role) = (&self.realm, &self.authrole);
+        self.authz_key.get_or_insert_with(|| format!("{realm}\0{role}").into()).clone()
+    }
+
+    /// The session's `Busy` state, made on first use. Paths that only
+    /// read it take `busy.as_deref()` instead, and allocate nothing.
+    fn busy(&mut self) -> &mut Busy {
+        self.busy.get_or_insert_with(Box::default)
+    }
 }
 
 fn opcode(ser: Serializer) -> Opcode {
@@ -620,13 +649,12 @@ fn open_session(
     who: auth::Identity,
     started: Instant,
 ) {
-    let realm = realm_cfg.name.clone();
+    let realm = w.realm_name(&realm_cfg.name);
     let mut id = rand::thread_rng().gen_range(1..=m::MAX_ID);
     while w.sessions.contains_key(&id) {
         id = rand::thread_rng().gen_range(1..=m::MAX_ID);
     }
     let slow = realm_cfg.slow_consumer.unwrap_or(w.cfg.limits.slow_consumer);
-    let realm: Realm = realm.into();
     let authid = if who.method == crate::auth::Method::Anonymous { format!("anonymous-{id}") } else { who.authid };
     let rules = realm_cfg.auth.rules_of(&who.authrole);
     let conn = w.conns[handle].wamp().expect("wamp");
@@ -638,31 +666,22 @@ fn open_session(
         authmethod: who.method,
         authprovider: who.provider,
         rules,
-        authz_key: format!("{}\0{}", realm, who.authrole).into(),
+        authz_key: None,
         decided: None,
         disclose: realm_cfg.disclose,
         slow,
         subs: Vec::new(),
         regs: Vec::new(),
-        calls: AHashMap::new(),
-        ended_inputs: Default::default(),
         progressive_calls: announces(&details, "caller", "progressive_call_invocations"),
         call_canceling: announces(&details, "callee", "call_canceling"),
-        invocations: AHashMap::new(),
-        open_inputs: AHashMap::new(),
         progressive_invocations: announces(&details, "callee", "progressive_call_invocations"),
         ppt: ["publisher", "subscriber", "caller", "callee"]
             .iter()
             .any(|role| announces(&details, role, "payload_passthru_mode")),
-        next_invocation: 0,
-        want_retained: Vec::new(),
-        want_after: Vec::new(),
-        replays: Vec::new(),
+        busy: None,
         last_uri: String::new(),
         opened: w.now,
         revocation: announces(&details, "callee", "registration_revocation"),
-        testaments: Vec::new(),
-        keys: Vec::new(),
     });
     conn.goodbye_sent = false;
     w.sessions.insert(id, handle);
@@ -716,8 +735,9 @@ fn end_session(w: &mut Shard, handle: usize, mut s: WampSession, reason: CloseRe
     if !w.pending_acks.is_empty() {
         w.pending_acks.retain(|_, a| !matches!(a.ack, PendingAck::Wamp { session, .. } if session == s.id));
     }
+    let busy = s.busy.take().map(|b| *b).unwrap_or_default();
     let me = SessionRef { worker: w.id, id: s.id };
-    for (realm, topic) in std::mem::take(&mut s.keys) {
+    for (realm, topic) in busy.keys {
         let owner = owner_of(&realm, &topic, w.workers);
         w.peers.send(owner, ShardMsg::KeySessionGone { realm, topic, session: me });
     }
@@ -730,7 +750,7 @@ fn end_session(w: &mut Shard, handle: usize, mut s: WampSession, reason: CloseRe
         release_reg(w, &s.realm, s.id, reg);
         meta::unregistered(w, &s.realm, s.id, registration);
     }
-    for (_, InCall { caller, request, .. }) in s.invocations {
+    for (_, InCall { caller, request, .. }) in busy.invocations {
         let outcome = CallOutcome::Error {
             error: "wamp.error.canceled".into(),
             details: Dict::new(),
@@ -740,7 +760,7 @@ fn end_session(w: &mut Shard, handle: usize, mut s: WampSession, reason: CloseRe
     }
     let me = SessionRef { worker: w.id, id: s.id };
     let mut told = Vec::new();
-    for (request, OutCall { callee, deadline, .. }) in s.calls {
+    for (request, OutCall { callee, deadline, .. }) in busy.calls {
         if let Some(at) = deadline {
             w.call_deadlines.remove(&(at, s.id, request));
         }

@@ -26,7 +26,7 @@ pub mod tables;
 pub mod testkit;
 
 use crate::config::Config;
-use crate::conn::{Buf, Conn, Proto};
+use crate::conn::{Buf, Conn, Fragmented, Proto};
 use crate::metrics::{CloseReason, Snapshot, Source};
 use crate::mqtt::session::MqttConn;
 use crate::router::{Listener, Member, ShardMsg, SubKey, WorkerId};
@@ -564,32 +564,30 @@ impl Worker {
                 self.sh.close(handle, CloseReason::Client, Some((echo, "")));
             }
             Opcode::Text | Opcode::Binary if fin => {
-                if self.sh.conns[handle].fragment_opcode.is_some() {
+                if self.sh.conns[handle].fragmented.is_some() {
                     return self.ws_fail(handle, frame::CLOSE_PROTOCOL_ERROR, "expected a continuation frame");
                 }
                 self.on_message(handle, payload);
             }
             Opcode::Text | Opcode::Binary => {
                 let c = &mut self.sh.conns[handle];
-                if c.fragment_opcode.is_some() {
+                if c.fragmented.is_some() {
                     return self.ws_fail(handle, frame::CLOSE_PROTOCOL_ERROR, "expected a continuation frame");
                 }
-                c.fragment_opcode = Some(opcode);
-                c.fragments = payload.to_vec();
+                c.fragmented = Some(Box::new(Fragmented { data: payload.to_vec() }));
             }
             Opcode::Continuation => {
                 let max = self.sh.cfg.limits.max_message_size;
                 let c = &mut self.sh.conns[handle];
-                if c.fragment_opcode.is_none() {
+                let Some(f) = c.fragmented.as_deref_mut() else {
                     return self.ws_fail(handle, frame::CLOSE_PROTOCOL_ERROR, "continuation without a start");
-                }
-                if c.fragments.len() + payload.len() > max {
+                };
+                if f.data.len() + payload.len() > max {
                     return self.ws_fail(handle, frame::CLOSE_TOO_BIG, "message too big");
                 }
-                c.fragments.extend_from_slice(payload);
+                f.data.extend_from_slice(payload);
                 if fin {
-                    c.fragment_opcode = None;
-                    let whole = std::mem::take(&mut c.fragments);
+                    let whole = c.fragmented.take().expect("looked at above").data;
                     self.on_message(handle, &whole);
                 }
             }

@@ -35,6 +35,12 @@ use std::time::Instant;
 
 use super::peers::Peers;
 
+/// How often emptied outbound queues are swept for the rings they kept.
+const RING_SWEEP: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Most realm names a shard shares between its sessions (`Shard::realm_name`).
+const REALM_NAMES: usize = 64;
+
 pub struct Shard {
     pub id: WorkerId,
     pub workers: usize,
@@ -56,6 +62,12 @@ pub struct Shard {
     pub metrics: WorkerMetrics,
     /// What the sessions that ended here counted, per realm.
     pub realm_totals: crate::metrics::RealmTotals,
+    /// Realm names shared by this shard's sessions (`realm_name`), at
+    /// most `REALM_NAMES`: a session in one of them holds no copy.
+    realm_names: Vec<crate::router::Realm>,
+    /// When the connections' emptied queues are next swept for the
+    /// rings they kept (`OutQueue::sweep`).
+    ring_sweep: Instant,
     /// Coarse time of this loop iteration.
     pub now: Instant,
     /// Connections with bytes to flush at the end of this loop iteration.
@@ -178,6 +190,21 @@ impl Shard {
         self.cluster_up.as_ref().is_some_and(|up| !up.load(std::sync::atomic::Ordering::Relaxed))
     }
 
+    /// The realm `name` as a session keeps it: this shard's shared copy
+    /// (a reference count, no allocation) once a session has used it.
+    /// Past `REALM_NAMES` realms (a router open to any realm name) a new
+    /// name is a copy of its own.
+    pub fn realm_name(&mut self, name: &str) -> crate::router::Realm {
+        if let Some(r) = self.realm_names.iter().find(|r| &***r == name) {
+            return r.clone();
+        }
+        let r: crate::router::Realm = name.into();
+        if self.realm_names.len() < REALM_NAMES {
+            self.realm_names.push(r.clone());
+        }
+        r
+    }
+
     pub fn new(s: ShardSetup) -> Shard {
         let workers = s.senders.len();
         let mut ids = IdGen::new(s.id, workers);
@@ -213,6 +240,8 @@ impl Shard {
             retained,
             metrics: WorkerMetrics::default(),
             realm_totals: Default::default(),
+            realm_names: Vec::new(),
+            ring_sweep: s.now + RING_SWEEP,
             now: s.now,
             dirty: Vec::new(),
             resume: Vec::new(),
@@ -391,7 +420,7 @@ impl Shard {
             _ => {}
         }
         let c = &mut self.conns[handle];
-        c.fragments = Vec::new();
+        c.fragmented = None;
         c.input.release();
         c.close_deadline = Some(self.now + LINGER);
         self.lingering.push(handle);
@@ -422,6 +451,13 @@ impl Shard {
             true
         });
         self.slow.append(&mut slow);
+        if now >= self.ring_sweep {
+            self.ring_sweep = now + RING_SWEEP;
+            self.out_pool.next_epoch();
+            for (_, c) in self.conns.iter_mut() {
+                c.out.sweep(&mut self.out_pool);
+            }
+        }
         crate::mqtt::session::housekeeping(self);
         crate::wamp::session::expire_calls(self);
         crate::wamp::session::expire_gathers(self);

@@ -147,12 +147,12 @@ pub(super) fn admit(w: &mut Shard, handle: usize, msg: Msg) -> Option<Msg> {
     let Some((action, uri)) = asks(&msg) else { return Some(msg) };
     // Continuations of a progressive call were authorized with its first CALL.
     if let Msg::Call { request, .. } = &msg {
-        if s.calls.contains_key(request) {
+        if s.busy.as_ref().is_some_and(|b| b.calls.contains_key(request)) {
             s.decided = Some(Decision { allow: true, disclose: false });
             return Some(msg);
         }
     }
-    let key = s.authz_key.clone();
+    let key = s.authz_key();
     let uri = uri.to_owned();
     if let Some(d) = w.authz_cache.get(&key, action, &uri, w.now) {
         session(w, handle).decided = Some(d);
@@ -302,7 +302,7 @@ fn resume(w: &mut Shard, p: Parked, decision: Result<(Decision, Option<Duration>
     match decision {
         Ok((d, ttl)) => {
             if let Some(ttl) = ttl {
-                let key = session(w, p.handle).authz_key.clone();
+                let key = session(w, p.handle).authz_key();
                 let until = w.now + ttl;
                 w.authz_cache.put(key, p.action, p.uri.clone(), d, until);
             }

@@ -195,9 +195,9 @@ fn key_write(
     let publisher = p.publisher;
     let publication = p.id;
     let owner = owner_of(&p.realm, &p.topic, w.workers);
-    let s = session(w, handle);
     if k.will.is_some() || k.watch {
         // The owner hears when this session ends (bounded: one entry per key).
+        let s = session(w, handle).busy();
         let key = (p.realm.clone(), p.topic.clone());
         if !s.keys.contains(&key) {
             if s.keys.len() >= MAX_SESSION_KEYS {
@@ -328,10 +328,10 @@ pub(super) fn subscribe(w: &mut Shard, handle: usize, request: u64, options: Dic
     let s = session(w, handle);
     let (id, realm) = (s.id, s.realm.clone());
     if get_retained {
-        s.want_retained.push(request);
+        s.busy().want_retained.push(request);
     }
     if let Some(after) = after {
-        s.want_after.push((request, after));
+        s.busy().want_after.push((request, after));
     }
     // fox-wamp's `filter`: only events whose value meets it.
     let filter = options.iter().find(|(k, _)| k == "filter").map(|(_, v)| canonical(v).into());
@@ -348,8 +348,13 @@ pub fn subscribed(w: &mut Shard, handle: usize, request: u64, subscription: u64,
     if new {
         s.subs.push(subscription);
     }
-    let want = s.want_retained.iter().position(|&r| r == request).map(|i| s.want_retained.swap_remove(i));
-    let after = s.want_after.iter().position(|&(r, _)| r == request).map(|i| s.want_after.swap_remove(i).1);
+    let (want, after) = match s.busy.as_deref_mut() {
+        None => (None, None),
+        Some(b) => (
+            b.want_retained.iter().position(|&r| r == request).map(|i| b.want_retained.swap_remove(i)),
+            b.want_after.iter().position(|&(r, _)| r == request).map(|i| b.want_after.swap_remove(i).1),
+        ),
+    };
     let sid = s.id;
     send(w, handle, &Msg::Subscribed { request, subscription });
     w.metrics.record(Op::Subscribe, started, Instant::now());
@@ -368,7 +373,7 @@ pub fn subscribed(w: &mut Shard, handle: usize, request: u64, subscription: u64,
         // are asked for too; a node that does not answer in time is left
         // out (`expire_replays`).
         let to = w.history_workers(&key.realm, &key.topic, key.policy);
-        let s = session(w, handle);
+        let s = session(w, handle).busy();
         s.replays.retain(|r| r.subscription != subscription);
         let owed = crate::cluster::Owed::of(&to);
         s.replays.push(Replay { subscription, owed, got: Replayed::default(), held: Vec::new() });
@@ -420,7 +425,7 @@ pub fn on_history(
     if w.sessions.get(&reply.session) != Some(&handle) {
         return;
     }
-    let s = session(w, handle);
+    let Some(s) = session(w, handle).busy.as_deref_mut() else { return };
     let Some(i) = s.replays.iter().position(|r| r.subscription == reply.subscription) else { return };
     let r = &mut s.replays[i];
     if !r.owed.answered(from) {
@@ -438,7 +443,9 @@ pub fn on_history(
 pub fn replays_without(w: &mut Shard, node: crate::cluster::NodeId) {
     let mut done = Vec::new();
     for (handle, conn) in w.conns.iter_mut() {
-        let Some(s) = conn.wamp().and_then(|c| c.session.as_mut()) else { continue };
+        let Some(s) = conn.wamp().and_then(|c| c.session.as_mut()).and_then(|s| s.busy.as_deref_mut()) else {
+            continue;
+        };
         let mut i = 0;
         while i < s.replays.len() {
             let r = &mut s.replays[i];
@@ -467,7 +474,7 @@ pub fn expire_replays(w: &mut Shard) {
         if w.sessions.get(&session_id) != Some(&handle) {
             continue;
         }
-        let s = session(w, handle);
+        let Some(s) = session(w, handle).busy.as_deref_mut() else { continue };
         let Some(i) = s.replays.iter().position(|r| r.subscription == subscription) else { continue };
         let r = s.replays.swap_remove(i);
         let Some(policy) = w.local_subs.get(&subscription).map(|l| l.key.policy) else { continue };
@@ -566,7 +573,9 @@ pub(super) fn unsubscribe(w: &mut Shard, handle: usize, request: u64, subscripti
         return error(w, handle, m::UNSUBSCRIBE, request, "wamp.error.no_such_subscription", Some(msg));
     };
     s.subs.swap_remove(i);
-    s.replays.retain(|r| r.subscription != subscription);
+    if let Some(b) = s.busy.as_deref_mut() {
+        b.replays.retain(|r| r.subscription != subscription);
+    }
     let sid = s.id;
     meta::unsubscribe(w, handle, sid, subscription);
     send(w, handle, &Msg::Unsubscribed { request });
@@ -622,7 +631,7 @@ pub fn event_for<'c>(
     if p.receivers.as_ref().is_some_and(|r| !r.admits(s.id, &s.authid, &s.authrole)) {
         return None;
     }
-    let replaying = !s.replays.is_empty();
+    let replaying = s.busy.as_ref().is_some_and(|b| !b.replays.is_empty());
     let (ser, framing) = (conn.ser, conn.framing);
     let slot = &mut cache.slots[framing.index() * m::SERIALIZERS.len() + ser.index()];
     if !slot.built {
@@ -642,7 +651,7 @@ pub fn event_for<'c>(
     }
     // A subscription replaying its history holds its live events.
     if replaying {
-        let s = session(w, handle);
+        let s = session(w, handle).busy();
         if let Some(r) = s.replays.iter_mut().find(|r| r.subscription == subscription) {
             if r.held.len() < MAX_HELD {
                 r.held.push((p.id, frame.to_bytes()));

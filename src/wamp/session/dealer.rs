@@ -152,7 +152,7 @@ pub(super) fn call(
     let me = w.id;
     let s = session(w, handle);
     let caller = SessionRef { worker: me, id: s.id };
-    if let Some(c) = s.calls.get_mut(&request) {
+    if let Some(c) = s.busy.as_deref_mut().and_then(|b| b.calls.get_mut(&request)) {
         if !c.input_open {
             return violation(w, handle, &format!("CALL request {request} is already in flight"));
         }
@@ -182,7 +182,7 @@ pub(super) fn call(
         };
         return w.peers.send(callee.worker, ShardMsg::Invoke(Box::new(inv)));
     }
-    if s.ended_inputs.contains(&request) {
+    if s.busy.as_ref().is_some_and(|b| b.ended_inputs.contains(&request)) {
         // More input for a call that has ended meanwhile: ignored, as the
         // spec says (the caller has, or will get, the call's answer).
         return;
@@ -256,7 +256,7 @@ pub(super) fn call(
             Some((owner, pick))
         }
     };
-    session(w, handle).calls.insert(request, call);
+    session(w, handle).busy().calls.insert(request, call);
     if let Some(at) = deadline {
         w.call_deadlines.insert((at, caller_id, request));
     }
@@ -345,7 +345,7 @@ pub struct Pending {
 /// that ended meanwhile (timeout, CANCEL) is forgotten.
 pub fn on_picked(w: &mut Shard, caller: u64, request: u64, callee: Option<Callee>) {
     let Some(&handle) = w.sessions.get(&caller) else { return };
-    let Some(c) = session(w, handle).calls.get_mut(&request) else { return };
+    let Some(c) = session(w, handle).busy.as_deref_mut().and_then(|b| b.calls.get_mut(&request)) else { return };
     let Some(p) = c.pending.take() else { return };
     let Some(callee) = callee else {
         take_call(w, handle, request);
@@ -383,6 +383,7 @@ const ENDED_INPUTS: usize = 16;
 fn take_call(w: &mut Shard, handle: usize, request: u64) -> Option<OutCall> {
     let s = session(w, handle);
     let caller = s.id;
+    let s = s.busy.as_deref_mut()?;
     let call = s.calls.remove(&request)?;
     if call.input_open {
         if s.ended_inputs.len() == ENDED_INPUTS {
@@ -408,7 +409,7 @@ fn fail(w: &mut Shard, inv: &Invoke, error: &str, text: String) {
 /// invocation ended meanwhile, it is dropped.
 fn continue_invocation(w: &mut Shard, inv: Invoke) {
     let Some(&handle) = w.sessions.get(&inv.callee) else { return };
-    let s = session(w, handle);
+    let Some(s) = session(w, handle).busy.as_deref_mut() else { return };
     let key = (inv.caller, inv.request);
     let Some(&request) = s.open_inputs.get(&key) else { return };
     if !inv.progress {
@@ -441,6 +442,7 @@ pub fn on_invoke(w: &mut Shard, inv: Invoke) {
         let text = "the callee does not take payload passthru mode".to_owned();
         return fail(w, &inv, "wamp.error.feature_not_supported", text);
     }
+    let s = s.busy();
     s.next_invocation = if s.next_invocation >= m::MAX_ID { 1 } else { s.next_invocation + 1 };
     let request = s.next_invocation;
     let call = InCall {
@@ -501,7 +503,7 @@ pub(super) fn yielded(w: &mut Shard, handle: usize, request: u64, options: Dict,
         Err(e) => return violation(w, handle, &e),
     };
     // Unknown invocation (the caller left, or a late answer): dropped.
-    let Some(call) = s.invocations.get(&request) else { return };
+    let Some(call) = s.busy.as_deref().and_then(|b| b.invocations.get(&request)) else { return };
     if ppt.is_some() && !call.caller_ppt {
         let text = Some("the caller does not take payload passthru mode".to_owned());
         error(w, handle, m::YIELD, request, "wamp.error.feature_not_supported", text);
@@ -527,7 +529,7 @@ pub(super) fn yielded(w: &mut Shard, handle: usize, request: u64, options: Dict,
 /// The callee answered (final YIELD or ERROR) an invocation.
 pub(super) fn callee_done(w: &mut Shard, handle: usize, request: u64, outcome: CallOutcome) {
     // Unknown: the caller left, or a late answer. Dropped, as the spec says.
-    let s = session(w, handle);
+    let Some(s) = session(w, handle).busy.as_deref_mut() else { return };
     let Some(InCall { caller, request: call_request, .. }) = s.invocations.remove(&request) else { return };
     if !s.open_inputs.is_empty() {
         s.open_inputs.remove(&(caller, call_request));
@@ -567,7 +569,7 @@ pub fn on_call_done(w: &mut Shard, done: CallDone) {
         let now = w.now;
         let s = session(w, handle);
         let caller = s.id;
-        let Some(c) = s.calls.get_mut(&request) else { return };
+        let Some(c) = s.busy.as_deref_mut().and_then(|b| b.calls.get_mut(&request)) else { return };
         // With progressive results the timeout runs from result to result.
         if let (Some(t), Some(old)) = (c.timeout, c.deadline) {
             c.deadline = Some(now + t);
@@ -625,7 +627,7 @@ pub(super) fn cancel(w: &mut Shard, handle: usize, request: u64, options: Dict) 
     };
     let s = session(w, handle);
     let caller = s.id;
-    let Some(callee) = s.calls.get(&request).map(|c| c.callee) else { return };
+    let Some(callee) = s.busy.as_deref().and_then(|b| b.calls.get(&request)).map(|c| c.callee) else { return };
     // Not invoked yet (waiting for the pick): it just ends, in every mode.
     let Some(callee) = callee else {
         take_call(w, handle, request);
@@ -643,12 +645,14 @@ pub(super) fn cancel(w: &mut Shard, handle: usize, request: u64, options: Dict) 
 pub fn on_interrupt(w: &mut Shard, callee: u64, caller: SessionRef, request: u64, why: Interruption) {
     let Some(&handle) = w.sessions.get(&callee) else { return };
     let s = session(w, handle);
+    let call_canceling = s.call_canceling;
+    let Some(s) = s.busy.as_deref_mut() else { return };
     let Some(invocation) =
         s.invocations.iter().find(|(_, c)| c.caller == caller && c.request == request).map(|(&i, _)| i)
     else {
         return;
     };
-    let (mode, reason) = match (why, s.call_canceling) {
+    let (mode, reason) = match (why, call_canceling) {
         (Interruption::Kill, true) => ("kill", "wamp.error.canceled"),
         (Interruption::KillNoWait, true) => ("killnowait", "wamp.error.canceled"),
         (Interruption::Timeout, true) => ("killnowait", "wamp.error.timeout"),
@@ -689,10 +693,11 @@ pub fn on_caller_gone(w: &mut Shard, caller: SessionRef) {
     let mut interrupted = Vec::new();
     for (handle, conn) in w.conns.iter_mut() {
         let Some(s) = conn.wamp().and_then(|c| c.session.as_mut()) else { continue };
+        let tell = s.call_canceling;
+        let Some(s) = s.busy.as_deref_mut() else { continue };
         if s.invocations.is_empty() {
             continue;
         }
-        let tell = s.call_canceling;
         s.invocations.retain(|&invocation, c| {
             if c.caller == caller && tell {
                 interrupted.push((handle, invocation));
@@ -717,6 +722,8 @@ pub fn on_node_lost(w: &mut Shard, node: crate::cluster::NodeId) {
     let mut interrupted = Vec::new();
     for (handle, conn) in w.conns.iter_mut() {
         let Some(s) = conn.wamp().and_then(|c| c.session.as_mut()) else { continue };
+        let tell = s.call_canceling;
+        let Some(s) = s.busy.as_deref_mut() else { continue };
         for (&request, c) in &s.calls {
             if c.callee.is_some_and(on_node) {
                 ended.push((handle, request));
@@ -725,7 +732,6 @@ pub fn on_node_lost(w: &mut Shard, node: crate::cluster::NodeId) {
         if s.invocations.is_empty() {
             continue;
         }
-        let tell = s.call_canceling;
         s.invocations.retain(|&invocation, c| {
             let gone = on_node(c.caller);
             if gone && tell {

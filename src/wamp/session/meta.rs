@@ -776,7 +776,7 @@ fn add_testament(w: &mut Shard, handle: usize, request: u64, a: &Args) -> Result
     let scope = scope(a)?;
     let retain = bool_opt(&options, "retain")?.unwrap_or(false);
     let receivers = broker::receivers(&options)?;
-    let s = session(w, handle);
+    let s = session(w, handle).busy();
     if s.testaments.len() >= MAX_TESTAMENTS {
         let msg = Some(format!("a session may hold at most {MAX_TESTAMENTS} testaments"));
         error(w, handle, m::CALL, request, "wamp.error.invalid_argument", msg);
@@ -790,7 +790,9 @@ fn add_testament(w: &mut Shard, handle: usize, request: u64, a: &Args) -> Result
 
 fn flush_testaments(w: &mut Shard, handle: usize, request: u64, a: &Args) -> Result<(), Invalid> {
     let scope = scope(a)?;
-    session(w, handle).testaments.retain(|t| t.scope != scope);
+    if let Some(b) = session(w, handle).busy.as_deref_mut() {
+        b.testaments.retain(|t| t.scope != scope);
+    }
     // "does not return a value"
     result(w, handle, request, Vec::new());
     Ok(())
@@ -799,7 +801,7 @@ fn flush_testaments(w: &mut Shard, handle: usize, request: u64, a: &Args) -> Res
 /// The session ends: its testaments are published, `detached` ones first,
 /// each scope in the order they were added.
 pub(super) fn publish_testaments(w: &mut Shard, s: &mut WampSession) {
-    let mut all = std::mem::take(&mut s.testaments);
+    let mut all = s.busy.as_deref_mut().map(|b| std::mem::take(&mut b.testaments)).unwrap_or_default();
     // Stable: keeps the order within a scope.
     all.sort_by_key(|t| t.scope != Scope::Detached);
     for t in all {
