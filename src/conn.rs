@@ -322,7 +322,8 @@ impl OutQueue {
     }
 
     /// The periodic sweep: an empty queue that kept its rings (it emptied
-    /// more than once in the last epoch, then went quiet) gives them back.
+    /// more than `RELEASES` times in the last epoch, then went quiet)
+    /// gives them back.
     pub fn sweep(&mut self, pool: &mut ChunkPool) {
         if self.is_empty() {
             self.release_rings(pool);
@@ -357,7 +358,7 @@ impl OutQueue {
             total += written;
             self.consumed(written, pool);
         }
-        if self.segs.is_empty() {
+        if self.segs.is_empty() && self.lens.capacity() + self.segs.capacity() > 0 {
             // Emptied: the rings go back now (an idle connection, after
             // its last reply, holds none), or, if this queue already gave
             // them back often this epoch (a busy one, emptied by every
