@@ -114,7 +114,8 @@ pub struct WampSession {
     pub realm: Realm,
     /// Who it is, as disclosed.
     authid: String,
-    authrole: String,
+    /// Shared with the shard's other sessions of the role (`Shard::shared_name`).
+    authrole: std::sync::Arc<str>,
     authmethod: crate::auth::Method,
     authprovider: &'static str,
     /// What its role may do; `None`: the realm has no roles (everything).
@@ -361,7 +362,8 @@ fn disclosed(
         Disclose::Forbid if asked => return Err(DiscloseError::Forbidden),
         Disclose::Forbid => false,
     };
-    Ok(disclose.then(|| Box::new(Identity { session: s.id, authid: s.authid.clone(), authrole: s.authrole.clone() })))
+    Ok(disclose
+        .then(|| Box::new(Identity { session: s.id, authid: s.authid.clone(), authrole: s.authrole.to_string() })))
 }
 
 enum DiscloseError {
@@ -600,7 +602,7 @@ pub fn inspect(w: &Shard, handle: usize, conn: &WampConn) -> Option<crate::inspe
         protocol: "wamp",
         realm: s.realm.to_string(),
         authid: s.authid.clone(),
-        authrole: s.authrole.clone(),
+        authrole: s.authrole.to_string(),
         peer: None,
         online: true,
         queued_bytes: c.out.bytes(),
@@ -649,7 +651,7 @@ fn open_session(
     who: auth::Identity,
     started: Instant,
 ) {
-    let realm = w.realm_name(&realm_cfg.name);
+    let realm = w.shared_name(&realm_cfg.name);
     let mut id = rand::thread_rng().gen_range(1..=m::MAX_ID);
     while w.sessions.contains_key(&id) {
         id = rand::thread_rng().gen_range(1..=m::MAX_ID);
@@ -657,12 +659,13 @@ fn open_session(
     let slow = realm_cfg.slow_consumer.unwrap_or(w.cfg.limits.slow_consumer);
     let authid = if who.method == crate::auth::Method::Anonymous { format!("anonymous-{id}") } else { who.authid };
     let rules = realm_cfg.auth.rules_of(&who.authrole);
+    let authrole = w.shared_name(&who.authrole);
     let conn = w.conns[handle].wamp().expect("wamp");
     conn.session = Some(WampSession {
         id,
         realm: realm.clone(),
         authid: authid.clone(),
-        authrole: who.authrole.clone(),
+        authrole,
         authmethod: who.method,
         authprovider: who.provider,
         rules,

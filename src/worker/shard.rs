@@ -38,8 +38,9 @@ use super::peers::Peers;
 /// How often emptied outbound queues are swept for the rings they kept.
 const RING_SWEEP: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Most realm names a shard shares between its sessions (`Shard::realm_name`).
-const REALM_NAMES: usize = 64;
+/// Most names (realms, roles) a shard shares between its sessions
+/// (`Shard::shared_name`).
+const SHARED_NAMES: usize = 64;
 
 pub struct Shard {
     pub id: WorkerId,
@@ -62,9 +63,10 @@ pub struct Shard {
     pub metrics: WorkerMetrics,
     /// What the sessions that ended here counted, per realm.
     pub realm_totals: crate::metrics::RealmTotals,
-    /// Realm names shared by this shard's sessions (`realm_name`), at
-    /// most `REALM_NAMES`: a session in one of them holds no copy.
-    realm_names: Vec<crate::router::Realm>,
+    /// Realm and role names shared by this shard's sessions
+    /// (`shared_name`), at most `SHARED_NAMES`: a session holds a
+    /// reference to them, not a copy.
+    shared_names: Vec<Arc<str>>,
     /// When the connections' emptied queues are next swept for the
     /// rings they kept (`OutQueue::sweep`).
     ring_sweep: Instant,
@@ -190,17 +192,17 @@ impl Shard {
         self.cluster_up.as_ref().is_some_and(|up| !up.load(std::sync::atomic::Ordering::Relaxed))
     }
 
-    /// The realm `name` as a session keeps it: this shard's shared copy
-    /// (a reference count, no allocation) once a session has used it.
-    /// Past `REALM_NAMES` realms (a router open to any realm name) a new
-    /// name is a copy of its own.
-    pub fn realm_name(&mut self, name: &str) -> crate::router::Realm {
-        if let Some(r) = self.realm_names.iter().find(|r| &***r == name) {
+    /// A realm or role name as a session keeps it: this shard's shared
+    /// copy (a reference count, no allocation) once a session has used
+    /// it. Past `SHARED_NAMES` names (a router open to any realm name) a
+    /// new name is a copy of its own.
+    pub fn shared_name(&mut self, name: &str) -> Arc<str> {
+        if let Some(r) = self.shared_names.iter().find(|r| &***r == name) {
             return r.clone();
         }
-        let r: crate::router::Realm = name.into();
-        if self.realm_names.len() < REALM_NAMES {
-            self.realm_names.push(r.clone());
+        let r: Arc<str> = name.into();
+        if self.shared_names.len() < SHARED_NAMES {
+            self.shared_names.push(r.clone());
         }
         r
     }
@@ -240,7 +242,7 @@ impl Shard {
             retained,
             metrics: WorkerMetrics::default(),
             realm_totals: Default::default(),
-            realm_names: Vec::new(),
+            shared_names: Vec::new(),
             ring_sweep: s.now + RING_SWEEP,
             now: s.now,
             dirty: Vec::new(),

@@ -81,7 +81,7 @@ pub(super) fn go_on(w: &mut Shard, handle: usize, go: Go, who: MqttIdentity) {
     }
     let max_ka = w.cfg.mqtt.max_keepalive;
     let keep_alive = if max_ka > 0 && c.keep_alive > max_ka { max_ka } else { c.keep_alive };
-    let realm = w.realm_name(&realm_name);
+    let realm = w.shared_name(&realm_name);
     let key: Arc<str> = format!("{realm}\0{client}").into();
     let mut session = rand::thread_rng().gen_range(1..=crate::wamp::message::MAX_ID);
     while w.mqtt.by_id.contains_key(&session) {

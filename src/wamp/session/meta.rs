@@ -86,7 +86,7 @@ fn session_details(w: &Shard, handle: usize) -> Option<Dict> {
     let Value::Dict(d) = dict(vec![
         ("session", Value::UInt(s.id)),
         ("authid", Value::Str(s.authid.clone())),
-        ("authrole", Value::Str(s.authrole.clone())),
+        ("authrole", Value::Str(s.authrole.to_string())),
         ("authmethod", Value::Str(s.authmethod.name().into())),
         ("authprovider", Value::Str(s.authprovider.into())),
         ("transport", transport),
@@ -105,7 +105,7 @@ pub(super) fn joined(w: &mut Shard, handle: usize, realm: &Realm) {
 }
 
 pub(super) fn left(w: &mut Shard, s: &WampSession) {
-    let args = vec![Value::UInt(s.id), Value::Str(s.authid.clone()), Value::Str(s.authrole.clone())];
+    let args = vec![Value::UInt(s.id), Value::Str(s.authid.clone()), Value::Str(s.authrole.to_string())];
     event(w, &s.realm, "wamp.session.on_leave", args);
 }
 
@@ -1011,8 +1011,8 @@ pub fn on_meta_query(w: &mut Shard, realm: &Realm, query: MetaQuery, reply: Work
             let ids = in_realm
                 .iter()
                 .filter(|&&(_, h)| {
-                    let role = &session(w, h).authrole;
-                    authroles.as_ref().is_none_or(|roles| roles.contains(role))
+                    let role = &*session(w, h).authrole;
+                    authroles.as_ref().is_none_or(|roles| roles.iter().any(|r| r == role))
                 })
                 .map(|&(id, _)| id)
                 .collect();
@@ -1070,7 +1070,7 @@ pub fn on_meta_query(w: &mut Shard, realm: &Realm, query: MetaQuery, reply: Work
                 let hit = match &target {
                     KillTarget::Session(t) => *t == id,
                     KillTarget::AuthId(a) => *a == s.authid,
-                    KillTarget::AuthRole(r) => *r == s.authrole,
+                    KillTarget::AuthRole(r) => **r == *s.authrole,
                     KillTarget::All => true,
                 };
                 if hit && id != except {
