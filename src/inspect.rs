@@ -132,7 +132,7 @@ pub fn report(w: &Shard) -> WorkerReport {
             protocol: "mqtt",
             realm: s.realm.to_string(),
             authid: s.who.authid.clone(),
-            authrole: s.who.authrole.clone(),
+            authrole: s.who.authrole.to_string(),
             peer: conn.and_then(|c| c.peer).map(|a| a.to_string()),
             online: conn.is_some(),
             queued_bytes: conn.map_or(0, |c| c.out.bytes()),

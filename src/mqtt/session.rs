@@ -147,10 +147,12 @@ pub enum ConnState {
 #[derive(Debug, Clone, Default)]
 pub struct MqttIdentity {
     pub authid: String,
-    pub authrole: String,
+    /// Shared with the shard's other sessions of the role (`Shard::shared_name`).
+    pub authrole: Arc<str>,
     /// What its role may do; `None`: the realm has no roles.
     pub rules: Option<Arc<crate::auth::rules::RoleRules>>,
-    /// Realm NUL role: its key in the authorizer's decision cache.
+    /// Realm NUL role: its key in the authorizer's decision cache (shared
+    /// too).
     pub authz_key: Arc<str>,
 }
 

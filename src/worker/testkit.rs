@@ -1089,7 +1089,7 @@ mod tests {
         cl.send(b, json!([70, inv[1], {}, [{"role": "device", "authid": "device-1"}]]));
         assert_eq!(connack(&mut cl, dev), Some(vec![0x20, 2, 0, 0]), "accepted");
         let (_, s) = cl.shards[1].mqtt.sessions.iter().find(|(_, s)| &*s.key == "realm1\0c1").expect("a session");
-        assert_eq!((s.who.authid.as_str(), s.who.authrole.as_str()), ("device-1", "device"));
+        assert_eq!((s.who.authid.as_str(), &*s.who.authrole), ("device-1", "device"));
         // Refused: 4 (bad user name or password).
         let dev = cl.mqtt(1);
         cl.send_mqtt(dev, &mqtt_connect(Some(("dev2", "bad")), "c2"));

@@ -35,12 +35,12 @@ pub struct MqttAsking {
     go: Go,
 }
 
-fn identity(realm: &crate::config::RealmConfig, authid: String, role: String) -> MqttIdentity {
+fn identity(w: &mut Shard, realm: &crate::config::RealmConfig, authid: String, role: &str) -> MqttIdentity {
     MqttIdentity {
-        rules: realm.auth.rules_of(&role),
-        authz_key: format!("{}\0{}", realm.name, role).into(),
+        rules: realm.auth.rules_of(role),
+        authz_key: w.shared_name(&format!("{}\0{}", realm.name, role)),
         authid,
-        authrole: role,
+        authrole: w.shared_name(role),
     }
 }
 
@@ -77,7 +77,7 @@ pub(super) fn authenticate(
     if w.cfg.mqtt.username_from_cert {
         let cn = w.conns[handle].tls.as_deref().and_then(crate::tls::peer_name);
         if let Some(p) = cn.and_then(|cn| auth.principals.get(&cn).filter(|p| p.tls)) {
-            return Authn::Known(identity(realm, p.authid.clone(), p.role.clone()));
+            return Authn::Known(identity(w, realm, p.authid.clone(), &p.role));
         }
     }
     match user {
@@ -89,7 +89,7 @@ pub(super) fn authenticate(
             let given = c.password.as_deref().unwrap_or("").as_bytes();
             match auth.principals.get(user) {
                 Some(p) if p.ticket.is_some() && p.ticket_ok(given) => {
-                    Authn::Known(identity(realm, p.authid.clone(), p.role.clone()))
+                    Authn::Known(identity(w, realm, p.authid.clone(), &p.role))
                 }
                 // Listed principals are the router's to check.
                 Some(_) => {
@@ -108,7 +108,7 @@ pub(super) fn authenticate(
             Authn::Refused
         }
         // Anonymous: the client ID is its authid.
-        _ => Authn::Known(identity(realm, client.to_owned(), auth.anonymous_role.clone())),
+        _ => Authn::Known(identity(w, realm, client.to_owned(), &auth.anonymous_role)),
     }
 }
 
@@ -174,7 +174,7 @@ pub fn on_authenticator_answer(w: &mut Shard, request: u64, outcome: Option<Call
             let Some(realm) = w.cfg.realm(&a.go.realm_name) else {
                 return fail_connack(w, a.handle, reason::NOT_AUTHORIZED);
             };
-            let who = identity(&realm, authid.unwrap_or(a.user), role);
+            let who = identity(w, &realm, authid.unwrap_or(a.user), &role);
             go_on(w, a.handle, a.go, who);
         }
         Err((code, why)) if code == reason::SERVER_UNAVAILABLE => {

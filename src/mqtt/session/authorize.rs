@@ -56,7 +56,7 @@ pub(super) fn park(w: &mut Shard, handle: usize, slot: usize, packet: Packet, ac
     let details = Value::Dict(vec![
         ("session".into(), Value::UInt(s.id)),
         ("authid".into(), Value::Str(s.who.authid.clone())),
-        ("authrole".into(), Value::Str(s.who.authrole.clone())),
+        ("authrole".into(), Value::Str(s.who.authrole.to_string())),
         ("realm".into(), Value::Str(s.realm.to_string())),
         ("transport".into(), Value::Dict(vec![("type".into(), Value::Str("mqtt".into()))])),
         ("client_id".into(), Value::Str(client)),

@@ -149,7 +149,7 @@ fn record_of(s: &Session, now: Instant) -> SessionRecord {
         will_due_ms: s.will_at.map(|t| wall_ms(t, now)),
         next_pkid: s.next_pkid,
         authid: s.who.authid.clone(),
-        authrole: s.who.authrole.clone(),
+        authrole: s.who.authrole.to_string(),
     }
 }
 
@@ -526,15 +526,16 @@ fn restore_one(w: &mut Shard, l: Loaded, reclaiming: bool) -> usize {
         5 => Version::V5,
         _ => Version::V4,
     };
-    let realm: Realm = Arc::from(l.realm.as_str());
+    let realm = w.shared_name(&l.realm);
     let key: Arc<str> = Arc::from(format!("{}\0{}", l.realm, l.client));
     let slot = new_session(w, rec.id, key.clone(), realm.clone(), version, rec.expiry, u16::MAX, 0);
     w.mqtt.registry.restore(key, w.id, rec.id);
     let rules = w.cfg.realm(&l.realm).and_then(|r| r.auth.rules_of(&rec.authrole));
+    let authz_key = w.shared_name(&format!("{}\0{}", l.realm, rec.authrole));
+    let authrole = w.shared_name(&rec.authrole);
     let s = &mut w.mqtt.sessions[slot];
     s.reclaiming = reclaiming;
-    let authz_key = format!("{}\0{}", l.realm, rec.authrole).into();
-    s.who = MqttIdentity { authid: rec.authid.clone(), authrole: rec.authrole.clone(), rules, authz_key };
+    s.who = MqttIdentity { authid: rec.authid.clone(), authrole, rules, authz_key };
     s.created_ms = rec.created_ms;
     s.stored = true;
     s.next_pkid = rec.next_pkid;
