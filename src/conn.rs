@@ -152,8 +152,8 @@ const FIRST_CHUNK: usize = COPY_MAX;
 const POOL_MAX: usize = 64;
 
 /// Spare queue rings (a queue's `segs` and `lens`) a worker keeps: an
-/// emptied queue gives its rings back (at most once an epoch, see
-/// `OutQueue::write_to`), so an idle connection holds none, and the next
+/// emptied queue gives its rings back (at most `RELEASES` times an
+/// epoch, then at the sweep: `OutQueue::write_to`, `sweep`), so an idle connection holds none, and the next
 /// connection to queue a frame takes them without allocating.
 const RINGS_MAX: usize = 256;
 /// Largest rings kept as spares (segments, frames): the pool holds at
@@ -193,8 +193,8 @@ impl ChunkPool {
         self.free.len()
     }
 
-    /// A new epoch: each queue that empties may give its rings back once
-    /// more (see `OutQueue::write_to`).
+    /// A new epoch (`Shard::tick`, once a second): each queue that empties
+    /// may give its rings back `RELEASES` times again (`OutQueue::write_to`).
     pub fn next_epoch(&mut self) {
         self.epoch = self.epoch.wrapping_add(1).max(1);
     }
