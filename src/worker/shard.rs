@@ -38,8 +38,10 @@ use super::peers::Peers;
 /// How often emptied outbound queues are swept for the rings they kept.
 const RING_SWEEP: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Most names (realms, roles) a shard shares between its sessions
-/// (`Shard::shared_name`).
+/// Most names (realms, roles, MQTT's realm-and-role authorizer keys) a
+/// shard shares between its sessions (`Shard::shared_name`). First come,
+/// kept: a router open to any realm name may fill it with names clients
+/// made up, after which new names are copies (memory, not correctness).
 const SHARED_NAMES: usize = 64;
 
 pub struct Shard {
@@ -63,7 +65,7 @@ pub struct Shard {
     pub metrics: WorkerMetrics,
     /// What the sessions that ended here counted, per realm.
     pub realm_totals: crate::metrics::RealmTotals,
-    /// Realm and role names shared by this shard's sessions
+    /// Names shared by this shard's sessions
     /// (`shared_name`), at most `SHARED_NAMES`: a session holds a
     /// reference to them, not a copy.
     shared_names: Vec<Arc<str>>,
